@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what nodeagent's build, demo and tests need on a Debian/Ubuntu machine, as root,
+# and starts the services the tests use. Idempotent: it installs only what is missing.
+#   scripts/setup.sh demo   build + demo needs (hwloc, numactl)
+#   scripts/setup.sh test   everything the test suite uses (adds docker.io, qemu, systemd tools...)
+set -euo pipefail
+
+mode=${1:-demo}
+
+# Build and demo: hwlocality links libhwloc (and libudev, which Debian's libhwloc needs).
+packages=(pkg-config libhwloc-dev libudev-dev hwloc numactl)
+if [ "$mode" = test ]; then
+  packages+=(docker.io qemu-system-x86 busybox-static cpio debootstrap systemd prometheus wrk)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install a Rust toolchain (1.85 or newer) first" >&2
+  exit 2
+fi
+
+if [ "$mode" = test ]; then
+  # A Docker engine for the container-mode tests: start dockerd when none answers.
+  if ! docker info >/dev/null 2>&1; then
+    echo "setup: starting dockerd" >&2
+    nohup dockerd >/var/log/nodeagent-test-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do
+      docker info >/dev/null 2>&1 && break
+      sleep 1
+    done
+    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/nodeagent-test-dockerd.log)" >&2; exit 1; }
+  fi
+fi

@@ -1,0 +1,5 @@
+//! Host facts: one parser per source (pure functions over text), the runners that execute the
+//! tools with a timeout, and host snapshots (`probe --save` / `--from`).
+
+pub mod cpuset;
+pub mod facts;

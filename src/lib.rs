@@ -1,0 +1,24 @@
+//! nodeagent: a host-side agent for servers that serve LLMs on GPUs.
+//!
+//! Data flows one way:
+//! host facts (`host`) -> topology (`topology`) -> plan (`plan`, `binding`) -> launch spec
+//! (`launch`) -> supervisor (`supervise`) -> monitor (`monitor`); and for `verify`:
+//! dataset -> load workers -> stats -> report (`loadgen`, `report`, `verify`).
+//! `sim` is the OpenAI-compatible engine simulator used by `demo` and the tests.
+//! `cmd` holds one handler per subcommand: the only layer that prints and decides exit codes.
+
+pub mod binding;
+pub mod cli;
+pub mod cmd;
+pub mod exit;
+pub mod host;
+pub mod logging;
+pub mod plan;
+pub mod topology;
+
+pub use exit::CmdError;
+
+/// Runs one parsed command line.
+pub fn run(cli: cli::Cli) -> Result<(), CmdError> {
+    cmd::dispatch(cli)
+}
