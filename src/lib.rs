@@ -12,8 +12,10 @@ pub mod cli;
 pub mod cmd;
 pub mod exit;
 pub mod host;
+pub mod launch;
 pub mod logging;
 pub mod plan;
+pub mod supervise;
 pub mod topology;
 
 pub use exit::CmdError;
