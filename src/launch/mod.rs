@@ -2,3 +2,4 @@
 //! settings). Pure data here; `launch::docker` and `crate::supervise` perform the effects.
 
 pub mod container;
+pub mod docker;
