@@ -228,6 +228,11 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
     std::fs::write(models.path().join("config.json"), "{}").unwrap();
     let mut s = settings();
     s.volumes = vec![format!("{}:/data:ro", models.path().display())];
+    // A directory passes every device in it (as `--device=/dev/dri` does on the MetaX host).
+    let dir_device = Path::new("/dev/net/tun").exists();
+    if dir_device {
+        s.devices.push("/dev/net:/dev/gpu-dir".into());
+    }
     // A main process with two workers, one of them in its own session (like Ray workers).
     let cmd = ["/bin/sh", "-c", "sleep 1000 & setsid sleep 1001 & exec sleep 1002"];
     let mut rt_ = runtime(&s, &one_cpu_binding(), &cmd, &inst);
@@ -249,6 +254,22 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
         let worker = pids[cmds.iter().position(|c| c == "sleep 1001").unwrap()];
         let engine = pids[cmds.iter().position(|c| c == "sleep 1002").unwrap()];
         assert_ne!(session(worker), session(engine));
+        // What the README's "Container mode" shows (visible with `--nocapture`).
+        let (_, ps) = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=io.nodeagent.instance={}", inst.0),
+            "--format",
+            "{{.Names}}  {{.Image}}  {{.Status}}  {{.Labels}}",
+        ]);
+        eprintln!("$ docker ps --filter label=io.nodeagent.managed=true ...\n{}", ps.trim());
+        for (pid, cmd) in pids.iter().zip(&cmds) {
+            eprintln!(
+                "host pid {pid:>7}  Cpus_allowed_list {}  Mems_allowed_list {}  {cmd}",
+                status_field(*pid, "Cpus_allowed_list").unwrap_or_default(),
+                status_field(*pid, "Mems_allowed_list").unwrap_or_default()
+            );
+        }
         for pid in &pids {
             assert_eq!(status_field(*pid, "Cpus_allowed_list").as_deref(), Some("1"), "pid {pid}");
             assert_eq!(status_field(*pid, "Mems_allowed_list").as_deref(), Some("0"), "pid {pid}");
@@ -266,6 +287,10 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
             let m = std::fs::metadata(root.join(inside)).unwrap();
             assert!(m.file_type().is_char_device(), "{inside}");
             assert_eq!(m.rdev(), std::fs::metadata(host).unwrap().rdev(), "{inside}");
+        }
+        if dir_device {
+            let m = std::fs::metadata(root.join("dev/gpu-dir/tun")).unwrap();
+            assert_eq!(m.rdev(), std::fs::metadata("/dev/net/tun").unwrap().rdev());
         }
         // shm 64 MiB
         let shm = nix::sys::statvfs::statvfs(&root.join("dev/shm")).unwrap();
@@ -424,7 +449,10 @@ fn leftovers_of_a_killed_agent_are_found_by_label_and_removed() {
 fn preflight_error(mut rt_: DockerRuntime) -> String {
     rt().block_on(async {
         match rt_.preflight().await {
-            Err(e @ RuntimeError::Preflight(_)) => e.to_string(),
+            Err(e @ RuntimeError::Preflight(_)) => {
+                eprintln!("{e}");
+                e.to_string()
+            }
             other => panic!("expected a preflight error, got {other:?}"),
         }
     })
