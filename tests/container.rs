@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nodeagent::binding::{Binding, MemPolicy};
 use nodeagent::host::cpuset::CpuSet;
 use nodeagent::launch::container::{ContainerSettings, ContainerSpec};
-use nodeagent::launch::docker::DockerRuntime;
+use nodeagent::launch::docker::{DockerRuntime, LogSink};
 use nodeagent::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
 
 const IMAGE: &str = "nodeagent-test-sim:latest";
@@ -541,5 +541,31 @@ fn a_start_the_daemon_refuses_leaves_no_container() {
         assert!(e.contains("nodeagent-no-such-group"), "{e}");
         assert_eq!(rt_.container_id(), None);
     });
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
+
+#[test]
+fn engine_output_outlives_the_removed_container() {
+    if !docker_ready() {
+        return;
+    }
+    let inst = Instance::new("logs");
+    let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+    let sink: LogSink = buf.clone();
+    let cmd = ["/bin/sh", "-c", "echo out-line; echo err-line >&2; exit 4"];
+    let mut rt_ = runtime(&settings(), &Binding::none(), &cmd, &inst).with_log_sink(Some(sink));
+    rt().block_on(async {
+        rt_.start().await.unwrap();
+        assert_eq!(rt_.wait().await.unwrap(), EngineExit::Code(4));
+        // The restart removes the crashed container; what it printed is already in the sink.
+        rt_.start().await.unwrap();
+        let first = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(first.contains("out-line\n") && first.contains("err-line\n"), "{first:?}");
+        assert_eq!(rt_.wait().await.unwrap(), EngineExit::Code(4));
+        rt_.stop(Duration::from_secs(1)).await.unwrap();
+    });
+    let all = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert_eq!(all.matches("out-line\n").count(), 2, "{all:?}");
+    assert_eq!(all.matches("err-line\n").count(), 2, "{all:?}");
     assert_eq!(inst.containers(), Vec::<String>::new());
 }

@@ -5,17 +5,24 @@
 //! [`ContainerSpec`], lists the host PIDs of every process in it, waits for it to exit
 //! (cancel-safe), and stops it with a grace period and removes it, so nothing is left.
 //!
+//! The engine's stdout and stderr are copied, as they come, to a sink (the agent's stderr by
+//! default, so journald keeps them under the agent's unit as in bare mode): a crashed
+//! container is removed when the engine is restarted, and its last words must not go with it.
+//!
 //! It does not restart (the supervisor does), never pulls images (no registry is assumed
 //! reachable: a missing image is a preflight error), and never shells out to the `docker` CLI.
 //! Debian's docker.io 20.10 speaks API 1.41; `negotiate_version` settles on it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions, TopOptions, WaitContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, TopOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -108,11 +115,19 @@ fn exit_from_status(code: i64) -> EngineExit {
     }
 }
 
+/// Where the engine's output goes: raw bytes, stdout and stderr interleaved as they come.
+pub type LogSink = Arc<Mutex<dyn Write + Send>>;
+
+/// How long a stopped container's last output may take to drain into the sink.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
 /// Runs the engine as one container, created from `spec`. See the module docs.
 pub struct DockerRuntime {
     spec: ContainerSpec,
     socket: Option<PathBuf>,
     docker: Option<Docker>,
+    logs: Option<LogSink>,
+    log_task: Option<tokio::task::JoinHandle<()>>,
     /// Id of the container this runtime created and has not removed yet.
     id: Option<String>,
     /// Host PID of the container's PID 1, as reported at start.
@@ -131,7 +146,23 @@ impl std::fmt::Debug for DockerRuntime {
 
 impl DockerRuntime {
     pub fn new(spec: ContainerSpec) -> DockerRuntime {
-        DockerRuntime { spec, socket: None, docker: None, id: None, main_pid: None }
+        let stderr: LogSink = Arc::new(Mutex::new(std::io::stderr()));
+        DockerRuntime {
+            spec,
+            socket: None,
+            docker: None,
+            logs: Some(stderr),
+            log_task: None,
+            id: None,
+            main_pid: None,
+        }
+    }
+
+    /// Copies the engine's output to `sink` instead of the agent's stderr; `None` leaves it
+    /// only in Docker's log (`docker logs`), which goes when the container is removed.
+    pub fn with_log_sink(mut self, sink: Option<LogSink>) -> DockerRuntime {
+        self.logs = sink;
+        self
     }
 
     /// Talks to the engine on this Unix socket instead of `DOCKER_HOST` / the default.
@@ -342,6 +373,7 @@ impl DockerRuntime {
             self.main_pid = None;
             self.stop_and_remove(&old, Duration::ZERO).await?;
         }
+        self.end_log_task().await;
         let docker = self.client().await?;
         let name = self.spec.name.clone();
         let create = CreateContainerOptions { name: Some(name.clone()), platform: String::new() };
@@ -359,6 +391,7 @@ impl DockerRuntime {
             return Err(DockerError::Api { op: "start container", name, reason: reason(&e) });
         }
         self.id = Some(id.clone());
+        self.follow_logs(&docker, &id);
         let inspect =
             docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(|e| {
                 DockerError::Api { op: "inspect container", name: name.clone(), reason: reason(&e) }
@@ -366,6 +399,42 @@ impl DockerRuntime {
         self.main_pid = inspect.state.and_then(|s| s.pid).filter(|p| *p > 0);
         tracing::info!(container = %name, id = %&id[..12.min(id.len())], pid = ?self.main_pid, "engine container started");
         Ok(())
+    }
+
+    /// Copies the container's output to the sink until the container is gone. `tail=all`
+    /// from right after start: nothing printed before the copy began is lost.
+    fn follow_logs(&mut self, docker: &Docker, id: &str) {
+        let Some(sink) = self.logs.clone() else { return };
+        let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+        let mut stream = docker.logs(id, Some(opts));
+        let name = self.spec.name.clone();
+        self.log_task = Some(tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(out) => {
+                        let bytes = out.into_bytes();
+                        // A poisoned lock only means another writer panicked mid-write; the
+                        // bytes are still worth writing.
+                        let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = w.write_all(&bytes);
+                        let _ = w.flush();
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %name, "docker: engine output no longer forwarded: {}", reason(&e));
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Lets the log copy drain what the exited container printed last, then ends it.
+    async fn end_log_task(&mut self) {
+        if let Some(mut task) = self.log_task.take() {
+            if tokio::time::timeout(LOG_DRAIN, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
     }
 
     async fn pids_inner(&mut self) -> Result<Vec<i32>, DockerError> {
@@ -425,6 +494,7 @@ impl DockerRuntime {
     async fn stop_inner(&mut self, grace: Duration) -> Result<(), DockerError> {
         let Some(id) = self.id.clone() else { return Ok(()) };
         self.stop_and_remove(&id, grace).await?;
+        self.end_log_task().await;
         tracing::info!(container = %self.spec.name, "engine container stopped and removed");
         self.id = None;
         self.main_pid = None;
