@@ -248,6 +248,9 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
             assert!(cmds.iter().any(|c| c == want), "{want} not among {cmds:?}");
         }
         assert!(cmds.iter().any(|c| c.contains("docker-init")), "no init among {cmds:?}");
+        // The cgroup read and the daemon's `top` agree.
+        assert_eq!(rt_.pids_from_cgroup(), Some(pids.clone()));
+        assert_eq!(rt_.pids_from_docker_top().await.unwrap(), pids);
         let main = rt_.main_pid().unwrap() as i32;
         assert!(pids.contains(&main), "main pid {main} not in {pids:?}");
         // The setsid worker is in another session and still listed.

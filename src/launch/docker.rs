@@ -437,7 +437,37 @@ impl DockerRuntime {
         }
     }
 
+    /// Host PIDs of the container's processes from its cgroup (`cgroup.procs`, found through
+    /// `/proc/<main pid>/cgroup`): a few small reads, where `docker top` makes the daemon run
+    /// `ps` over the whole host. `None` when the cgroup cannot be found or read (the container
+    /// exited, an unusual cgroup layout): [`Self::pids_from_docker_top`] is the fallback.
+    pub fn pids_from_cgroup(&self) -> Option<Vec<i32>> {
+        let id = self.id.as_deref()?;
+        let main = self.main_pid?;
+        let table = std::fs::read_to_string(format!("/proc/{main}/cgroup")).ok()?;
+        // The id check also guards against the main PID having been reused after an exit.
+        cgroup_dirs(&table, id).into_iter().find_map(|rel| {
+            let mut pids = Vec::new();
+            read_procs(&Path::new(CGROUP_ROOT).join(rel), &mut pids).ok()?;
+            pids.sort_unstable();
+            pids.dedup();
+            Some(pids)
+        })
+    }
+
+    /// Host PIDs of the container's processes as the daemon lists them (`docker top`).
+    pub async fn pids_from_docker_top(&mut self) -> Result<Vec<i32>, RuntimeError> {
+        self.top_pids().await.map_err(DockerError::into_runtime)
+    }
+
     async fn pids_inner(&mut self) -> Result<Vec<i32>, DockerError> {
+        match self.pids_from_cgroup() {
+            Some(pids) if !pids.is_empty() => Ok(pids),
+            _ => self.top_pids().await,
+        }
+    }
+
+    async fn top_pids(&mut self) -> Result<Vec<i32>, DockerError> {
         let name = self.spec.name.clone();
         let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }) };
         let docker = self.client().await?;
@@ -500,6 +530,60 @@ impl DockerRuntime {
         self.main_pid = None;
         Ok(())
     }
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Candidate cgroup directories (relative to [`CGROUP_ROOT`]) of a container, in order of
+/// preference, from its main process's `/proc/<pid>/cgroup`; only paths naming the container
+/// id count. cgroup v1 (and hybrid), then v2:
+/// ```text
+/// 8:pids:/docker/500074fa4bee...c432
+/// 3:cpuset:/docker/500074fa4bee...c432
+/// 1:name=systemd:/docker/500074fa4bee...c432
+/// 0::/system.slice/docker-500074fa4bee...c432.scope
+/// ```
+fn cgroup_dirs(proc_cgroup: &str, container_id: &str) -> Vec<PathBuf> {
+    let mut v1: Vec<(usize, PathBuf)> = Vec::new();
+    let mut v2 = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if container_id.is_empty() || !path.contains(container_id) {
+            continue;
+        }
+        let rel = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            v2.push(PathBuf::from(rel));
+            v2.push(Path::new("unified").join(rel));
+            continue;
+        }
+        let rank = ["pids", "cpuset", "memory", "name=systemd"]
+            .iter()
+            .position(|c| controllers.split(',').any(|x| x == *c));
+        if let Some(rank) = rank {
+            let dir = controllers.trim_start_matches("name=");
+            v1.push((rank, Path::new(dir).join(rel)));
+        }
+    }
+    v1.sort_by_key(|(rank, _)| *rank);
+    v1.into_iter().map(|(_, p)| p).chain(v2).collect()
+}
+
+/// `cgroup.procs` of `dir` and of every cgroup below it (an engine may create sub-cgroups).
+fn read_procs(dir: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            read_procs(&entry.path(), out)?;
+        }
+    }
+    Ok(())
 }
 
 /// The `docker top` answer with `ps -eo pid`, e.g.
@@ -582,6 +666,38 @@ mod tests {
         assert!(err.contains("bad pid \"x1\""), "{err}");
         let err = parse_top(s(&["PID"]), vec![vec![]]).unwrap_err();
         assert!(err.contains("bad pid \"\""), "{err}");
+    }
+
+    #[test]
+    fn cgroup_dirs_prefer_v1_pids_then_cpuset_then_v2_and_need_the_id() {
+        let id = "500074fa4beeef875fac067b5b4a1357df6389919b0a5e86f8a2791aace3c432";
+        // A real /proc/<pid>/cgroup of a container on this Debian 12 host (cgroup v1, hybrid).
+        let hybrid = format!(
+            "9:name=systemd:/docker/{id}\n8:pids:/docker/{id}\n3:cpuset:/docker/{id}\n\
+             2:cpuacct:/docker/{id}\n1:cpu:/docker/{id}\n0::/docker/{id}\n"
+        );
+        let dirs = cgroup_dirs(&hybrid, id);
+        let want: Vec<PathBuf> = [
+            format!("pids/docker/{id}"),
+            format!("cpuset/docker/{id}"),
+            format!("systemd/docker/{id}"),
+            format!("docker/{id}"),
+            format!("unified/docker/{id}"),
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(dirs, want);
+        let v2 = format!("0::/system.slice/docker-{id}.scope\n");
+        assert_eq!(
+            cgroup_dirs(&v2, id)[0],
+            PathBuf::from(format!("system.slice/docker-{id}.scope"))
+        );
+        // A reused PID in another cgroup: nothing.
+        assert!(cgroup_dirs("0::/user.slice/session-1.scope\n8:pids:/user.slice\n", id).is_empty());
+        // Garbage: nothing, no panic.
+        assert!(cgroup_dirs("garbage\n::\n", id).is_empty());
+        assert!(cgroup_dirs(&hybrid, "").is_empty());
     }
 
     #[test]
