@@ -120,6 +120,22 @@ fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// Shared libraries a binary loads, from `ldd` lines such as
+/// `libnuma.so.1 => /lib/x86_64-linux-gnu/libnuma.so.1 (0x...)`.
+fn ldd_paths(binary: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(binary).output().expect("running ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            }?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
 /// A systemd container, removed on drop.
 struct SystemdBox {
     name: String,
@@ -145,26 +161,15 @@ impl SystemdBox {
         assert!(st.success(), "building the systemd test image failed");
         let name = format!("nodeagent-test-systemd-{}", std::process::id());
         let _ = docker(&["rm", "-f", &name]);
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "--cap-add",
-            "SYS_ADMIN",
-            "-v",
-            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/run/lock",
-            "--tmpfs",
-            "/tmp",
-            SYSTEMD_IMAGE,
-            "/lib/systemd/systemd",
-        ]);
+        // Docker's default seccomp profile refuses set_mempolicy/mbind without SYS_NICE (a real
+        // host has no such filter around the unit); the host's Docker socket is there for
+        // container mode under the unit.
+        let run = format!(
+            "run -d --name {name} --network none --cap-add SYS_ADMIN --cap-add SYS_NICE \
+             -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/run/docker.sock:/run/docker.sock \
+             --tmpfs /run --tmpfs /run/lock --tmpfs /tmp {SYSTEMD_IMAGE} /lib/systemd/systemd"
+        );
+        docker_ok(&run.split_whitespace().collect::<Vec<_>>());
         let b = SystemdBox { name };
         // `running`, or `degraded` (a unit of the minimal image that cannot work in a
         // container); `starting` means not yet.
@@ -210,20 +215,18 @@ impl SystemdBox {
     fn install_nodeagent(&self) {
         let bin = Path::new(env!("CARGO_BIN_EXE_nodeagent"));
         self.copy_in(bin, "/usr/local/bin/nodeagent");
-        let ldd = Command::new("ldd").arg(bin).output().unwrap();
-        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let path = match line.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next(),
-                None => line.split_whitespace().next(),
-            };
-            if let Some(p) = path.filter(|p| p.starts_with('/')) {
-                if !self.exec(&["test", "-e", p]).1 {
-                    self.copy_in(Path::new(p), p);
-                }
-            }
-        }
+        self.copy_libs(bin);
         self.copy_in(Path::new("/bin/busybox"), "/usr/local/bin/busybox");
         self.copy_in(&repo().join(UNIT), "/etc/systemd/system/nodeagent.service");
+    }
+
+    /// The shared libraries `binary` needs that the image lacks.
+    fn copy_libs(&self, binary: &Path) {
+        for lib in ldd_paths(binary) {
+            if !self.exec(&["test", "-e", &lib]).1 {
+                self.copy_in(Path::new(&lib), &lib);
+            }
+        }
     }
 
     fn show(&self, prop: &str) -> String {
@@ -249,6 +252,51 @@ impl SystemdBox {
 impl Drop for SystemdBox {
     fn drop(&mut self) {
         let _ = docker(&["rm", "-f", &self.name]);
+    }
+}
+
+/// The unit's sandbox (every hardening option as shipped) lets through what the agent needs:
+/// the Docker socket with no capabilities, numactl's CPU and memory binding, the state and
+/// cache directories; and it does make `/etc` read-only and drop every capability. Checked by
+/// running a probe script in place of `ExecStart` in a copy of the unit (only `Type`,
+/// `ExecStart` and `Restart` differ).
+#[test]
+fn hardened_unit_keeps_docker_socket_numactl_and_state_dir_working() {
+    let Some(b) = SystemdBox::start() else { return };
+    b.copy_in(Path::new("/usr/bin/docker"), "/usr/local/bin/docker");
+    b.copy_in(Path::new("/usr/bin/numactl"), "/usr/local/bin/numactl");
+    b.copy_libs(Path::new("/usr/bin/numactl"));
+    let probe = r#"set -e
+echo "docker-api $(docker version --format '{{.Server.APIVersion}}')"
+numactl --physcpubind=1 --membind=0 cat /proc/self/status | grep -E '^(Cpus|Mems)_allowed_list'
+touch /var/lib/nodeagent/probe && echo state-dir-writable
+touch /var/cache/nodeagent/probe && echo cache-dir-writable
+if touch /etc/nodeagent-probe 2>/dev/null; then echo etc-writable; else echo etc-read-only; fi
+grep '^CapEff' /proc/self/status
+"#;
+    b.write("/usr/local/bin/nodeagent-probe.sh", probe);
+    let unit = unit_text()
+        .replace("Type=notify", "Type=oneshot")
+        .replace("Restart=on-failure\n", "")
+        .replace(
+            "ExecStart=/usr/local/bin/nodeagent serve --config /etc/nodeagent/nodeagent.toml",
+            "ExecStart=/bin/sh /usr/local/bin/nodeagent-probe.sh",
+        );
+    b.write("/etc/systemd/system/nodeagent-probe.service", &unit);
+    b.exec_ok(&["systemctl", "daemon-reload"]);
+    let (out, ok) = b.exec(&["systemctl", "start", "nodeagent-probe"]);
+    let log = b.exec(&["journalctl", "-u", "nodeagent-probe", "-o", "cat", "--no-pager"]).0;
+    assert!(ok, "the probe failed under the unit's sandbox: {out}\n{log}");
+    for want in [
+        "docker-api 1.4",
+        "Cpus_allowed_list:\t1",
+        "Mems_allowed_list:\t0",
+        "state-dir-writable",
+        "cache-dir-writable",
+        "etc-read-only",
+        "CapEff:\t0000000000000000",
+    ] {
+        assert!(log.contains(want), "{want:?} missing from the probe's output:\n{log}");
     }
 }
 
