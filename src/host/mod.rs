@@ -3,3 +3,9 @@
 
 pub mod cpuset;
 pub mod facts;
+pub mod gputopo;
+pub mod hwloc;
+pub mod mxsmi;
+pub mod nvsmi;
+pub mod rocmsmi;
+pub mod text;
