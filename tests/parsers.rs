@@ -413,6 +413,11 @@ fn topo_variations_parse_the_same() {
             })
             .collect();
         variants.push(("wrapped header", wrapped.join("\n")));
+        if text.contains('\t') {
+            // Pasted with the tabs lost: names, codes and fields glued (`GPU0GPU1`,
+            // `NV12NV12`, `SYS48-63,176-1913`, `0-55,112-1670N/A`).
+            variants.push(("tabs removed", text.replace('\t', "")));
+        }
         for (what, v) in variants {
             let got = gputopo::parse(&v).unwrap_or_else(|e| panic!("{rel} {what}: {e}"));
             let strip = |t: &GpuTopo| {

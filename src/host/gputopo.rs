@@ -431,14 +431,26 @@ fn assign_affinity(cells: &[String], cols: &[Aff]) -> Option<Vec<Option<String>>
         return None;
     }
     let mut best: Option<Candidate> = None;
-    search(cells.to_vec(), cols, Candidate::default(), &mut best);
+    // A bound on the readings tried, so that a hostile row cannot make the search explode.
+    let mut budget = 20_000usize;
+    search(cells.to_vec(), cols, Candidate::default(), &mut best, &mut budget);
     best.map(|mut c| {
         c.values.reverse();
         c.values
     })
 }
 
-fn search(cells: Vec<String>, cols: &[Aff], acc: Candidate, best: &mut Option<Candidate>) {
+fn search(
+    cells: Vec<String>,
+    cols: &[Aff],
+    acc: Candidate,
+    best: &mut Option<Candidate>,
+    budget: &mut usize,
+) {
+    if *budget == 0 {
+        return;
+    }
+    *budget -= 1;
     let Some((&col, left_cols)) = cols.split_last() else {
         if cells.is_empty() {
             let better = match best {
@@ -473,7 +485,13 @@ fn search(cells: Vec<String>, cols: &[Aff], acc: Candidate, best: &mut Option<Ca
     };
     if let Some((last, left_cells)) = cells.split_last() {
         if fits(last, col) {
-            search(left_cells.to_vec(), left_cols, push(&acc, Some(last.clone()), 0, 0), best);
+            search(
+                left_cells.to_vec(),
+                left_cols,
+                push(&acc, Some(last.clone()), 0, 0),
+                best,
+                budget,
+            );
         }
         if !left_cols.is_empty() {
             for (p, _) in last.char_indices().skip(1) {
@@ -481,7 +499,13 @@ fn search(cells: Vec<String>, cols: &[Aff], acc: Candidate, best: &mut Option<Ca
                 if fits(r, col) {
                     let mut next_cells = left_cells.to_vec();
                     next_cells.push(l.to_string());
-                    search(next_cells, left_cols, push(&acc, Some(r.to_string()), 0, 1), best);
+                    search(
+                        next_cells,
+                        left_cols,
+                        push(&acc, Some(r.to_string()), 0, 1),
+                        best,
+                        budget,
+                    );
                 }
             }
         }
@@ -489,7 +513,7 @@ fn search(cells: Vec<String>, cols: &[Aff], acc: Candidate, best: &mut Option<Ca
     if cells.len() < cols.len() {
         let mut next = push(&acc, None, 1, 0);
         next.missing_at += left_cols.len();
-        search(cells, left_cols, next, best);
+        search(cells, left_cols, next, best, budget);
     }
 }
 
