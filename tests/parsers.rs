@@ -27,14 +27,21 @@ const TOPO_MX_SWIFT: &str = "mx-smi-topo/ms-swift-8xc500-node-affinity.txt";
 const TOPO_CLUB: &str = "nvidia-smi-topo/club3090-2x5090-PHB-gpu-numa-id-NA.txt";
 const TOPO_DGX: &str = "nvidia-smi-topo/dgxa100-8gpu-NV12-12mlx5-numa-3-1-7-5.txt";
 const TOPO_H200: &str = "nvidia-smi-topo/h200-hgx-8gpu-12nic-NV18-PXB-tabs.txt";
+const NV_H100_LOAD: &str = "../captures/h100-2gpu-vm/nvidia-smi.load.txt";
+const TOPO_H100: &str = "../captures/h100-2gpu-vm/nvidia-smi-topo-m.txt";
 const STATUS_FIXTURES: &[&str] =
-    &[MX_SEED_IDLE, MX_SEED_QWEN, MX_SEED_R1, MX_224, MX_229, NV_TABLE];
-const TOPO_FIXTURES: &[&str] = &[TOPO_MX_SEED, TOPO_MX_SWIFT, TOPO_CLUB, TOPO_DGX, TOPO_H200];
+    &[MX_SEED_IDLE, MX_SEED_QWEN, MX_SEED_R1, MX_224, MX_229, NV_TABLE, NV_H100_LOAD];
+const TOPO_FIXTURES: &[&str] =
+    &[TOPO_MX_SEED, TOPO_MX_SWIFT, TOPO_CLUB, TOPO_DGX, TOPO_H200, TOPO_H100];
+
+fn capture(name: &str) -> String {
+    fixture(&format!("../captures/h100-2gpu-vm/{name}"))
+}
 
 fn status(rel: &str) -> SmiStatus {
     let text = fixture(rel);
     let parsed =
-        if rel.starts_with("nvidia") { nvsmi::parse_table(&text) } else { mxsmi::parse(&text) };
+        if rel.contains("nvidia") { nvsmi::parse_table(&text) } else { mxsmi::parse(&text) };
     parsed.unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
@@ -298,6 +305,62 @@ fn nvsmi_apps_csv_resolves_gpu_by_bus_id() {
     assert!(nvsmi::resolve_apps(&stray, &gpus).is_err());
 }
 
+// The 2 x H100 VM (driver 580), captured by scripts/device/capture-nvidia.sh.
+#[test]
+fn h100_vm_real_captures() {
+    let idle = nvsmi::parse_table(&capture("nvidia-smi.idle.txt")).unwrap();
+    assert_eq!(idle.tool_version.as_deref(), Some("NVIDIA-SMI 580.159.04"));
+    assert_eq!(bus_ids(&idle), ["0000:00:06.0", "0000:00:07.0"]);
+    assert!(idle.processes.is_empty());
+
+    let load = nvsmi::parse_table(&capture("nvidia-smi.load.txt")).unwrap();
+    assert_eq!(load.gpus[0].name.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+    let got: Vec<_> = load
+        .gpus
+        .iter()
+        .map(|g| {
+            (g.temperature_c, g.power_w, g.memory_used_mib, g.memory_total_mib, g.utilization_pct)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(62.0), Some(685.0), Some(21653), Some(81559), Some(100.0)),
+            (Some(59.0), Some(636.0), Some(4691), Some(81559), Some(100.0))
+        ]
+    );
+    let procs: Vec<_> =
+        load.processes.iter().map(|p| (p.gpu, p.pid, p.name.as_str(), p.memory_mib)).collect();
+    assert_eq!(procs, [(0, 584, "python3", Some(21644)), (1, 585, "python3", Some(4682))]);
+
+    let q = nvsmi::parse_query_csv(&capture("nvidia-smi-query.load.csv")).unwrap();
+    assert_eq!(bus_ids(&q), ["0000:00:06.0", "0000:00:07.0"]);
+    assert_eq!((q.gpus[0].memory_used_mib, q.gpus[0].power_w), (Some(21653), Some(685.35)));
+    let bare = nvsmi::parse_query_csv(&capture("nvidia-smi-query.noheader.csv")).unwrap();
+    assert_eq!(
+        (bare.gpus[1].index, bare.gpus[1].temperature_c, bare.gpus[1].power_w),
+        (1, Some(34.0), Some(73.15))
+    );
+    let idle_q = nvsmi::parse_query_csv(&capture("nvidia-smi-query.idle.csv")).unwrap();
+    assert_eq!(idle_q.gpus[1].memory_used_mib, Some(0));
+
+    let apps = nvsmi::parse_apps_csv(&capture("nvidia-smi-apps.load.csv")).unwrap();
+    let procs = nvsmi::resolve_apps(&apps, &q.gpus).unwrap();
+    let got: Vec<_> = procs.iter().map(|p| (p.gpu, p.pid, p.memory_mib)).collect();
+    assert_eq!(got, [(0, 584, Some(21644)), (1, 585, Some(4682))], "used_gpu_memory header");
+    assert!(nvsmi::parse_apps_csv(&capture("nvidia-smi-apps.idle.csv")).unwrap().is_empty());
+
+    // Header wrapped in ANSI underline even when piped.
+    let t = gputopo::parse(&capture("nvidia-smi-topo-m.txt")).unwrap();
+    let rows: Vec<_> = t
+        .gpus
+        .iter()
+        .map(|g| (g.index, g.cpu_affinity.clone(), g.numa_affinity, g.gpu_numa_id))
+        .collect();
+    assert_eq!(rows, [(0, cpus("0-31"), Some(0), None), (1, cpus("0-31"), Some(0), None)]);
+    assert_eq!(t.gpus[0].links.get(&1).map(String::as_str), Some("NV18"));
+}
+
 // ---------------------------------------------------------------- topo -m
 
 #[test]
@@ -505,7 +568,7 @@ fn rocm_showtopo_numa_per_gpu() {
 // ---------------------------------------------------------------- status-table variations
 
 fn status_of(rel: &str, text: &str) -> Result<SmiStatus, nodeagent::host::text::ParseError> {
-    if rel.starts_with("nvidia") {
+    if rel.contains("nvidia") {
         nvsmi::parse_table(text)
     } else {
         mxsmi::parse(text)
@@ -682,7 +745,7 @@ proptest! {
 
     #[test]
     fn mutated_fixtures_never_panic(
-        which in 0usize..13,
+        which in 0usize..16,
         deletions in proptest::collection::vec(0usize..64, 0..6),
         edits in proptest::collection::vec((0usize..64, 0usize..200, "[ -~\t]{0,6}"), 0..6),
     ) {

@@ -67,7 +67,9 @@ static HEADER_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 static GPU_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^GPU(\d+)").unwrap());
-static NV_CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^NV\d+").unwrap());
+// At most two digits: a GPU pair bonds at most 18 NVLinks (H100/H200/B200), and a longer run
+// is a link glued to the affinity field after it (`NV180-31` = `NV18` + `0-31`).
+static NV_CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^NV\d{1,2}").unwrap());
 static LEGEND_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*([A-Za-z][A-Za-z0-9#]*)\s*=\s*(.+?)\s*$").unwrap());
 static NIC_LEGEND_LINE: LazyLock<Regex> =
@@ -475,8 +477,11 @@ fn search(
     };
     let push = |acc: &Candidate, v: Option<String>, missing: usize, splits: usize| {
         let mut next = acc.clone();
-        if let (Aff::Cpu, Some(v)) = (col, &v) {
-            next.plausibility += cpu_plausibility(v);
+        match (col, &v) {
+            (Aff::Cpu, Some(v)) => next.plausibility += cpu_plausibility(v),
+            // Between `0-31` + `0` and `0-3` + `10`, the short node id is the likelier reading.
+            (_, Some(v)) if v.len() > 1 && !is_na(v) => next.plausibility -= 1,
+            _ => {}
         }
         next.values.push(v);
         next.missing += missing;

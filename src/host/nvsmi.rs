@@ -126,6 +126,8 @@ fn normalise_column(name: &str) -> String {
     match n.as_str() {
         "pci.busid" => "pci.bus_id".into(),
         "gpu_busid" => "gpu_bus_id".into(),
+        // Asked for as `used_memory`, printed in the header as `used_gpu_memory` (driver 580).
+        "used_gpu_memory" => "used_memory".into(),
         _ => n,
     }
 }
