@@ -190,7 +190,11 @@ fn mxsmi_bad_memory_cell_names_line_and_text() {
 #[test]
 fn mxsmi_rejects_empty_unknown_and_gpuless_tables() {
     assert!(mxsmi::parse("").unwrap_err().to_string().contains("<empty input>"));
-    assert!(mxsmi::parse("mx-smi: command not found\n").is_err());
+    let e = nvsmi::parse_table("\nNo devices were found\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "nvidia-smi: line 2: expected a status table header naming \"bus-id\", found \"No devices were found\""
+    );
     // A header with no GPU record below it.
     let text = fixture(MX_SEED_IDLE);
     let lines: Vec<&str> = text.lines().collect();

@@ -110,7 +110,7 @@ fn is_header(text: &str) -> bool {
 pub fn parse(text: &str) -> Result<GpuTopo, ParseError> {
     let lines = clean_lines(text);
     let Some(head_at) = lines.iter().position(|l| is_header(&l.text)) else {
-        return Err(ParseError::at_end(TOOL, &lines, "a matrix header naming GPU0, GPU1, ..."));
+        return Err(ParseError::no_match(TOOL, &lines, "a matrix header naming GPU0, GPU1, ..."));
     };
     let (legend, nic_legend) = parse_legends(&lines[head_at + 1..]);
     let mut codes: BTreeSet<String> = BASE_CODES.iter().map(|c| c.to_string()).collect();

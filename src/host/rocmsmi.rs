@@ -106,7 +106,7 @@ pub fn parse_showtopo(text: &str) -> Result<GpuTopo, ParseError> {
         }
     }
     if rows.is_empty() {
-        return Err(ParseError::at_end(
+        return Err(ParseError::no_match(
             TOOL,
             &lines,
             "a \"Link Type between two GPUs\" matrix or \"Numa Node\" lines",

@@ -52,6 +52,17 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+impl ParseError {
+    /// Nothing in the input looked like what was expected: cite its first non-blank line (a
+    /// tool's own complaint, such as `No devices were found`, is usually there).
+    pub fn no_match(tool: &'static str, lines: &[Line], expected: impl Into<String>) -> Self {
+        match lines.iter().find(|l| !l.text.trim().is_empty()) {
+            Some(l) => Self::new(tool, l.no, &l.text, expected),
+            None => Self::at_end(tool, lines, expected),
+        }
+    }
+}
+
 /// One line of tool output after cleaning, with its 1-based number in the raw text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -268,7 +279,7 @@ pub fn parse_box_records(
         .iter()
         .position(|l| is_box_row(&l.text) && l.text.to_ascii_lowercase().contains(header_key))
         .ok_or_else(|| {
-            ParseError::at_end(
+            ParseError::no_match(
                 tool,
                 lines,
                 format!("a status table header naming \"{header_key}\""),
