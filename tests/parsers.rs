@@ -28,11 +28,23 @@ const TOPO_CLUB: &str = "nvidia-smi-topo/club3090-2x5090-PHB-gpu-numa-id-NA.txt"
 const TOPO_DGX: &str = "nvidia-smi-topo/dgxa100-8gpu-NV12-12mlx5-numa-3-1-7-5.txt";
 const TOPO_H200: &str = "nvidia-smi-topo/h200-hgx-8gpu-12nic-NV18-PXB-tabs.txt";
 const NV_H100_LOAD: &str = "../captures/h100-2gpu-vm/nvidia-smi.load.txt";
+const TOPO_QUDA: &str = "nvidia-smi-topo/quda669-8gpu-mlx5-cpu-affinity-only-2018.txt";
+const TOPO_P4: &str = "nvidia-smi-topo/hami99-1xp4-numa-affinity-NA.txt";
+const TOPO_4090: &str = "nvidia-smi-topo/club3090-46-5gpu-2node-spaces.txt";
 const TOPO_H100: &str = "../captures/h100-2gpu-vm/nvidia-smi-topo-m.txt";
 const STATUS_FIXTURES: &[&str] =
     &[MX_SEED_IDLE, MX_SEED_QWEN, MX_SEED_R1, MX_224, MX_229, NV_TABLE, NV_H100_LOAD];
-const TOPO_FIXTURES: &[&str] =
-    &[TOPO_MX_SEED, TOPO_MX_SWIFT, TOPO_CLUB, TOPO_DGX, TOPO_H200, TOPO_H100];
+const TOPO_FIXTURES: &[&str] = &[
+    TOPO_MX_SEED,
+    TOPO_MX_SWIFT,
+    TOPO_CLUB,
+    TOPO_DGX,
+    TOPO_H200,
+    TOPO_H100,
+    TOPO_QUDA,
+    TOPO_P4,
+    TOPO_4090,
+];
 
 fn capture(name: &str) -> String {
     fixture(&format!("../captures/h100-2gpu-vm/{name}"))
@@ -508,6 +520,48 @@ fn topo_variations_parse_the_same() {
 }
 
 #[test]
+fn topo_2018_driver_cpu_affinity_only() {
+    let t = topo(TOPO_QUDA);
+    assert_eq!(t.nics, ["mlx5_0"]);
+    for g in &t.gpus {
+        let list = if g.index < 4 { "0-13" } else { "14-27" };
+        assert_eq!(
+            (g.cpu_affinity.clone(), g.numa_affinity, g.gpu_numa_id),
+            (cpus(list), None, None)
+        );
+    }
+    assert_eq!(t.gpus[0].links.get(&1).map(String::as_str), Some("PIX"));
+    assert_eq!(t.gpus[4].links.get(&0).map(String::as_str), Some("SYS"));
+}
+
+#[test]
+fn topo_single_p4_numa_affinity_na() {
+    let t = topo(TOPO_P4);
+    assert_eq!(t.gpus.len(), 1);
+    let g = &t.gpus[0];
+    assert_eq!((g.cpu_affinity.clone(), g.numa_affinity, g.gpu_numa_id), (cpus("0-7"), None, None));
+    assert!(g.links.is_empty());
+}
+
+#[test]
+fn topo_five_gpus_two_nodes_spaces() {
+    let t = topo(TOPO_4090);
+    let got: Vec<_> =
+        t.gpus.iter().map(|g| (g.index, g.numa_affinity, g.cpu_affinity.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (0, Some(1), cpus("8-15,24-31")),
+            (1, Some(0), cpus("0-7,16-23")),
+            (2, Some(0), cpus("0-7,16-23")),
+            (3, Some(0), cpus("0-7,16-23")),
+            (4, Some(0), cpus("0-7,16-23"))
+        ]
+    );
+    assert_eq!(t.gpus[1].links.get(&2).map(String::as_str), Some("PHB"));
+}
+
+#[test]
 fn topo_glued_cells() {
     // Tabs lost when pasted: header names, link codes and affinity fields run together.
     let text = "GPU0GPU1GPU2CPU AffinityNUMA AffinityGPU NUMA ID\n\
@@ -749,7 +803,7 @@ proptest! {
 
     #[test]
     fn mutated_fixtures_never_panic(
-        which in 0usize..16,
+        which in 0usize..32,
         deletions in proptest::collection::vec(0usize..64, 0..6),
         edits in proptest::collection::vec((0usize..64, 0usize..200, "[ -~\t]{0,6}"), 0..6),
     ) {
