@@ -256,6 +256,51 @@ fn nvsmi_table_with_processes() {
     );
 }
 
+/// The layout of drivers up to ~470 (two header rows, `GPU Memory` on the process title row),
+/// typed after the widely published 410-era output; not a capture.
+const NV_410_LAYOUT: &str = "\
++-----------------------------------------------------------------------------+
+| NVIDIA-SMI 410.48                 Driver Version: 410.48                    |
+|-------------------------------+----------------------+----------------------+
+| GPU  Name        Persistence-M| Bus-Id        Disp.A | Volatile Uncorr. ECC |
+| Fan  Temp  Perf  Pwr:Usage/Cap|         Memory-Usage | GPU-Util  Compute M. |
+|===============================+======================+======================|
+|   0  Tesla V100-PCIE...  Off  | 00000000:18:00.0 Off |                    0 |
+| N/A   40C    P0    55W / 250W |  31194MiB / 32480MiB |     44%      Default |
++-------------------------------+----------------------+----------------------+
+|   1  Tesla V100-PCIE...  Off  | 00000000:3B:00.0 Off |                    0 |
+| N/A   40C    P0    36W / 250W |  30884MiB / 32480MiB |      0%      Default |
++-------------------------------+----------------------+----------------------+
+
++-----------------------------------------------------------------------------+
+| Processes:                                                       GPU Memory |
+|  GPU       PID   Type   Process name                             Usage      |
+|=============================================================================|
+|    0     12345      C   python                                     31183MiB |
++-----------------------------------------------------------------------------+
+";
+
+#[test]
+fn nvsmi_table_old_two_row_layout() {
+    let s = nvsmi::parse_table(NV_410_LAYOUT).unwrap();
+    assert_eq!(bus_ids(&s), ["0000:18:00.0", "0000:3b:00.0"]);
+    let got: Vec<_> = s
+        .gpus
+        .iter()
+        .map(|g| (g.temperature_c, g.power_w, g.memory_used_mib, g.utilization_pct))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(40.0), Some(55.0), Some(31194), Some(44.0)),
+            (Some(40.0), Some(36.0), Some(30884), Some(0.0))
+        ]
+    );
+    let procs: Vec<_> =
+        s.processes.iter().map(|p| (p.gpu, p.pid, p.name.as_str(), p.memory_mib)).collect();
+    assert_eq!(procs, [(0, 12345, "python", Some(31183))]);
+}
+
 const QUERY_CSV: &str = "\
 index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu, power.draw [W]
 0, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559 MiB, 20517 MiB, 100 %, 45, 402.17 W

@@ -98,7 +98,8 @@ pub(crate) fn parse_status_table(tool: &'static str, text: &str) -> Result<SmiSt
                 ParseError::new(tool, row.line, &found(), "a process row with a numeric PID")
             })?;
         let name = row.get(&["process name"]).unwrap_or_default().to_string();
-        let memory_mib = match row.get(&["gpu memory"]) {
+        // Drivers before ~470 put "GPU Memory" on the title row and "Usage" below it.
+        let memory_mib = match row.get(&["gpu memory", "gpu memory usage", "usage"]) {
             None => None,
             Some(v) if super::text::is_not_available(v) => None,
             Some(v) => Some(mib(v).ok_or_else(|| {
