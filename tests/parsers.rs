@@ -630,6 +630,24 @@ fn topo_glued_cells() {
 }
 
 #[test]
+fn topo_fully_glued_as_scraped_by_a_blog() {
+    // As published on a web page that dropped every tab (ai-atlas-a.chatqaq.com, 2026): row
+    // names glued to the self cell, `0-310N/A` = `0-31` + `0` + `N/A`.
+    let text = "GPU0GPU1GPU2CPU AffinityNUMA AffinityGPU NUMA ID\n\
+                GPU0XNODENODE0-310N/A\n\
+                GPU1NODEXNODE0-310N/A\n\
+                GPU2NODENODEX0-310N/A\n";
+    let t = gputopo::parse(text).unwrap();
+    for g in &t.gpus {
+        assert_eq!(
+            (g.cpu_affinity.clone(), g.numa_affinity, g.gpu_numa_id),
+            (cpus("0-31"), Some(0), None)
+        );
+        assert!(g.links.values().all(|l| l == "NODE") && g.links.len() == 2);
+    }
+}
+
+#[test]
 fn topo_legend_declared_codes_are_links() {
     let text = "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\nGPU0\t X \tQLNK\t0-7\t0\nGPU1\tQLNK\t X \t0-7\t0\n\nLegend:\n  X    = Self\n  QLNK = A future link\n";
     let t = gputopo::parse(text).unwrap();
