@@ -3,3 +3,7 @@
 
 pub mod cpuset;
 pub mod facts;
+pub mod numactl;
+pub mod runner;
+pub mod snapshot;
+pub mod sysfs;
