@@ -3,7 +3,13 @@
 
 pub mod cpuset;
 pub mod facts;
+pub mod gputopo;
+pub mod hwloc;
+pub mod mxsmi;
 pub mod numactl;
+pub mod nvsmi;
+pub mod rocmsmi;
 pub mod runner;
 pub mod snapshot;
 pub mod sysfs;
+pub mod text;
