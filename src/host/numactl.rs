@@ -206,9 +206,10 @@ mod tests {
 
     const SEED: &str = include_str!("../../testdata/hosts/seed-4xmxc500/numactl-hardware.txt");
     const TR: &str =
-        include_str!("../../testdata/fixtures/numactl/threadripper-nps4-memoryless.txt");
-    const GH: &str = include_str!("../../testdata/fixtures/numactl/grace-hopper-9node.txt");
-    const STELLINE: &str = include_str!("../../testdata/fixtures/numactl/stelline-2node.txt");
+        include_str!("../../testdata/hosts/threadripper-nps4-memoryless/numactl-hardware.txt");
+    const GH: &str = include_str!("../../testdata/hosts/grace-hopper-9node/numactl-hardware.txt");
+    const STELLINE: &str =
+        include_str!("../../testdata/hosts/stelline-4xrtx6000ada/numactl-hardware.txt");
 
     #[test]
     fn parses_the_seed_host() {
