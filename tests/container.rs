@@ -572,3 +572,24 @@ fn engine_output_outlives_the_removed_container() {
     assert_eq!(all.matches("err-line\n").count(), 2, "{all:?}");
     assert_eq!(inst.containers(), Vec::<String>::new());
 }
+
+#[test]
+fn the_test_image_runs_nodeagent_itself() {
+    if !docker_ready() {
+        return;
+    }
+    // The image carries the binary and every library `ldd` lists: the simulator can run in it.
+    let inst = Instance::new("version");
+    let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+    let sink: LogSink = buf.clone();
+    let mut rt_ = runtime(&settings(), &Binding::none(), &["/nodeagent", "--version"], &inst)
+        .with_log_sink(Some(sink));
+    rt().block_on(async {
+        rt_.start().await.unwrap();
+        assert_eq!(rt_.wait().await.unwrap(), EngineExit::Code(0));
+        rt_.stop(Duration::from_secs(1)).await.unwrap();
+    });
+    let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    assert_eq!(out.trim(), format!("nodeagent {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
