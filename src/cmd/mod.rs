@@ -4,9 +4,13 @@
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
 
+pub mod simulate;
+
 pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
-        Command::Probe(_) | Command::Plan(_) | Command::Simulate(_) => {
+        Command::Simulate(args) => simulate::run(args),
+        Command::SimulateWorker(args) => simulate::run_worker(args),
+        Command::Probe(_) | Command::Plan(_) => {
             Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
         }
     }
