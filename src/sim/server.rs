@@ -662,6 +662,9 @@ impl Job {
                     }
                     match self.outcome.fault {
                         Some(Fault::Drop { at_token }) if at_token == i => {
+                            // Give hyper one chance to flush the tokens already yielded, so
+                            // the cut lands mid-stream rather than before the headers.
+                            tokio::task::yield_now().await;
                             self.truth.status = RequestStatus::Dropped;
                             self.phase = Phase::End;
                             return Some(Ev::Drop);
@@ -675,7 +678,11 @@ impl Job {
                     }
                     self.note_token(i);
                     let running = self.s.metrics.running.get().max(1) as u32;
-                    self.deadline += self.s.cfg.latency.decode_step(running);
+                    // A late token does not make the next step shorter: each step takes its
+                    // full time after the previous token went out, as engine steps do.
+                    let now = tokio::time::Instant::now();
+                    self.deadline =
+                        self.deadline.max(now) + self.s.cfg.latency.decode_step(running);
                     self.phase = Phase::Tokens(i + 1);
                     return Some(Ev::Token { i, last: i + 1 == n });
                 }
