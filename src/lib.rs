@@ -15,6 +15,7 @@ pub mod host;
 pub mod launch;
 pub mod logging;
 pub mod plan;
+pub mod sim;
 pub mod supervise;
 pub mod topology;
 

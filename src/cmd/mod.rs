@@ -3,6 +3,7 @@
 
 pub mod plan;
 pub mod probe;
+pub mod simulate;
 
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
@@ -11,8 +12,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
         Command::Plan(args) => plan::run(&args),
-        Command::Simulate(_) => {
-            Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
-        }
+        Command::Simulate(args) => simulate::run(args),
+        Command::SimulateWorker(args) => simulate::run_worker(args),
     }
 }
