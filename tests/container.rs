@@ -593,3 +593,53 @@ fn the_test_image_runs_nodeagent_itself() {
     assert_eq!(out.trim(), format!("nodeagent {}", env!("CARGO_PKG_VERSION")));
     assert_eq!(inst.containers(), Vec::<String>::new());
 }
+
+/// `GET path` on loopback; the status code, or `None` when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_simulator_serves_from_the_container_with_every_worker_bound() {
+    if !docker_ready() {
+        return;
+    }
+    let inst = Instance::new("sim");
+    // Host network: the engine's port is the host's. Port 0 cannot be used across the
+    // container boundary, so take a free one and let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
+    let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
+    rt().block_on(async {
+        rt_.preflight().await.unwrap();
+        rt_.start().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_status(port, "/health") != Some(200) {
+            assert!(Instant::now() < deadline, "the simulator in the container never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(http_status(port, "/v1/models"), Some(200));
+        // init + simulator + 3 workers, each in its own session, all on CPU 1 / node 0.
+        let pids = pids_until(&mut rt_, 5).await;
+        let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+        assert_eq!(pids.len(), 5, "{cmds:?}");
+        assert_eq!(cmds.iter().filter(|c| c.contains("simulate-worker")).count(), 3, "{cmds:?}");
+        for pid in &pids {
+            assert_eq!(status_field(*pid, "Cpus_allowed_list").as_deref(), Some("1"), "pid {pid}");
+            assert_eq!(status_field(*pid, "Mems_allowed_list").as_deref(), Some("0"), "pid {pid}");
+        }
+        rt_.stop(Duration::from_secs(10)).await.unwrap();
+        for pid in &pids {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived the stop");
+        }
+    });
+    assert_eq!(http_status(port, "/health"), None);
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
