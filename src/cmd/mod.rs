@@ -4,8 +4,13 @@
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
 
+pub mod serve;
+pub mod status;
+
 pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
         Command::Probe(_) | Command::Plan(_) | Command::Simulate(_) => {
             Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
         }
