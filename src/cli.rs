@@ -43,6 +43,12 @@ pub enum Command {
     /// A worker process of `simulate --workers` (internal).
     #[command(hide = true)]
     SimulateWorker(SimulateWorkerArgs),
+    /// Launch vLLM (or any engine) under the plan's binding and supervise it: binding check,
+    /// readiness, liveness, restarts, clean stop; systemd notify when run as a service.
+    Serve(ServeArgs),
+    /// Ask the running `nodeagent serve` for its state, engine pids, binding check, restarts,
+    /// health and uptime.
+    Status(StatusArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,4 +232,55 @@ pub struct SimulateWorkerArgs {
     /// Keep running after the parent dies.
     #[arg(long)]
     pub orphan: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve / status
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeMode {
+    /// The binding is applied natively in the engine process before exec.
+    Bare,
+    /// The engine runs under `numactl` with the binding's options.
+    Numactl,
+    /// The engine runs in a container through the Docker Engine API.
+    Container,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML): picks a host and a model profile and overrides their keys.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODEAGENT_CONFIG",
+        default_value = "/etc/nodeagent/nodeagent.toml"
+    )]
+    pub config: PathBuf,
+    /// Print the effective configuration (profiles merged, CLI applied) and the exact command
+    /// that would run, then exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Directory for the pid file and the status socket (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Launch mode (overrides `launch.mode`).
+    #[arg(long, value_enum)]
+    pub mode: Option<ServeMode>,
+    /// Engine port (overrides `engine.port`).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// State directory of the running agent (where its `status.sock` is).
+    #[arg(long, value_name = "DIR", default_value = "/run/nodeagent")]
+    pub state_dir: PathBuf,
+    /// Print the agent's status record as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the agent's answer, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }

@@ -3,7 +3,9 @@
 
 pub mod plan;
 pub mod probe;
+pub mod serve;
 pub mod simulate;
+pub mod status;
 
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
@@ -14,5 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Plan(args) => plan::run(&args),
         Command::Simulate(args) => simulate::run(args),
         Command::SimulateWorker(args) => simulate::run_worker(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
