@@ -300,64 +300,107 @@ grep '^CapEff' /proc/self/status
     }
 }
 
-/// A config that serves the simulator bare, as the engine, with a fast health check.
+/// A config that serves the simulator bare, bound to CPU 1 and memory node 0, with two
+/// workers in their own sessions (like Ray's) and a load time, so that a `systemctl start`
+/// that returned early would be caught.
 fn simulator_config(port: u16) -> String {
     format!(
-        r#"# nodeagent config for tests/systemd.rs: the simulator as the engine, unbound.
-[launch]
-mode = "bare"
-argv = ["/usr/local/bin/nodeagent", "simulate", "--port", "{port}"]
+        r#"# nodeagent config for tests/systemd.rs
+host = "local"
+model = "sim"
 
-[health]
-url = "http://127.0.0.1:{port}/health"
-interval = "500ms"
+[engine]
+port = {port}
+argv = ["{{self}}", "simulate", "--port", "{{port}}", "--served-model-name", "{{served_model_name}}",
+        "--workers", "2", "--startup-delay-ms", "{STARTUP_DELAY_MS}"]
+
+[binding]
+auto = false
+cpus = "1"
+mem_policy = "bind"
+mem_nodes = [0]
+
+[supervise]
+health_interval = "500ms"
+backoff_initial = "500ms"
+stop_grace = "5s"
 "#
     )
 }
 
+const STARTUP_DELAY_MS: u64 = 1500;
+
 #[test]
-#[ignore = "needs `nodeagent serve` (the serve engineer's part) on main"]
 fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     let Some(b) = SystemdBox::start() else { return };
     b.install_nodeagent();
     let port = 18123;
     b.write("/etc/nodeagent/nodeagent.toml", &simulator_config(port));
     b.exec_ok(&["systemctl", "daemon-reload"]);
+    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
 
-    // `systemctl start` blocks until READY=1 (Type=notify): the engine answers right after.
+    // `systemctl start` blocks until READY=1 (Type=notify), which the agent sends only once
+    // the engine answers: after the simulated load time, and the engine answers right away.
+    let t = Instant::now();
     let (out, ok) = b.exec(&["systemctl", "start", "nodeagent"]);
-    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "50"]).0;
+    let took = t.elapsed();
     assert!(ok, "systemctl start failed: {out}\n{}", journal());
+    assert!(
+        took >= Duration::from_millis(STARTUP_DELAY_MS),
+        "systemctl start returned after {took:?}, before the engine could be ready"
+    );
     assert_eq!(b.show("ActiveState"), "active");
     assert!(b.health(port), "engine not healthy right after start returned:\n{}", journal());
     let status = b.show("StatusText");
     assert!(!status.is_empty(), "no STATUS= text");
     let (st, _) = b.exec(&["systemctl", "status", "--no-pager", "nodeagent"]);
-    assert!(
-        st.contains(&format!("Status: \"{status}\"")),
-        "systemctl status lacks the STATUS text:\n{st}"
-    );
+    assert!(st.contains(&format!("Status: \"{status}\"")), "systemctl status lacks STATUS:\n{st}");
+    eprintln!("$ systemctl status nodeagent\n{st}");
+    let (agent_status, ok) = b.exec(&["nodeagent", "status"]);
+    assert!(ok, "nodeagent status failed under systemd: {agent_status}");
+    eprintln!("$ nodeagent status\n{agent_status}");
 
-    // Kill the engine (not the agent): the agent restarts it; systemd does not restart the unit.
+    // Every process of the unit but the agent is the engine or a worker, bound as configured.
     let agent: i32 = b.show("MainPID").parse().unwrap();
-    let engines: Vec<i32> = b.unit_pids().into_iter().filter(|p| *p != agent).collect();
-    assert!(!engines.is_empty(), "no engine process in the unit's cgroup");
-    for p in &engines {
-        b.exec_ok(&["kill", "-9", &p.to_string()]);
+    let engine_procs = |b: &SystemdBox| -> Vec<(i32, String)> {
+        b.unit_pids()
+            .into_iter()
+            .filter(|p| *p != agent)
+            .map(|p| (p, b.exec(&["cat", &format!("/proc/{p}/cmdline")]).0.replace('\0', " ")))
+            .collect()
+    };
+    let before = engine_procs(&b);
+    assert_eq!(before.len(), 3, "engine + 2 workers expected: {before:?}");
+    for (pid, _) in &before {
+        let st = b.exec_ok(&["cat", &format!("/proc/{pid}/status")]);
+        assert!(st.contains("Cpus_allowed_list:\t1\n"), "pid {pid} not on CPU 1:\n{st}");
+        assert!(st.contains("Mems_allowed_list:\t0\n"), "pid {pid} not on node 0:\n{st}");
     }
+
+    // Kill the engine (SIGKILL, as a crash): the agent restarts it; systemd does not restart
+    // the unit, whose main process stays the same agent.
+    let (engine, _) = before
+        .iter()
+        .find(|(_, cmd)| cmd.contains(" simulate ") && !cmd.contains("simulate-worker"))
+        .unwrap_or_else(|| panic!("no engine among {before:?}"))
+        .clone();
+    b.exec_ok(&["busybox", "kill", "-9", &engine.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now: Vec<i32> = b.unit_pids().into_iter().filter(|p| *p != agent).collect();
-        if !now.is_empty() && now.iter().all(|p| !engines.contains(p)) && b.health(port) {
+        let now = engine_procs(&b);
+        let restarted =
+            now.len() == 3 && now.iter().all(|(p, _)| before.iter().all(|(q, _)| p != q));
+        if restarted && b.health(port) {
             break;
         }
-        assert!(Instant::now() < deadline, "engine not restarted:\n{}", journal());
+        assert!(Instant::now() < deadline, "engine not restarted:\n{now:?}\n{}", journal());
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(b.show("MainPID").parse::<i32>().unwrap(), agent, "the agent itself was restarted");
     assert_eq!(b.show("NRestarts"), "0");
+    assert_eq!(b.show("ActiveState"), "active");
 
-    // `systemctl stop`: nothing of the unit is left, the agent exited cleanly.
+    // `systemctl stop`: the agent stops the engine and exits 0; nothing of the unit is left.
     b.exec_ok(&["systemctl", "stop", "nodeagent"]);
     assert_eq!(b.show("ActiveState"), "inactive");
     assert_eq!(b.show("Result"), "success", "{}", journal());
@@ -365,4 +408,6 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     let top = docker_ok(&["top", &b.name, "-eo", "pid,args"]);
     assert!(!top.contains("nodeagent"), "processes left after stop:\n{top}");
     assert!(!b.health(port));
+    let log = journal();
+    assert!(!log.contains("SIGKILL"), "systemd had to kill something:\n{log}");
 }
