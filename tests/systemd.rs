@@ -142,7 +142,8 @@ struct SystemdBox {
 }
 
 impl SystemdBox {
-    fn start() -> Option<SystemdBox> {
+    /// `tag` keeps the containers of tests running side by side apart.
+    fn start(tag: &str) -> Option<SystemdBox> {
         let ready = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success())
             || {
                 let _ = Command::new(repo().join("scripts/setup.sh")).arg("test").status();
@@ -159,7 +160,7 @@ impl SystemdBox {
             .status()
             .unwrap();
         assert!(st.success(), "building the systemd test image failed");
-        let name = format!("nodeagent-test-systemd-{}", std::process::id());
+        let name = format!("nodeagent-test-systemd-{tag}-{}", std::process::id());
         let _ = docker(&["rm", "-f", &name]);
         // Docker's default seccomp profile refuses set_mempolicy/mbind without SYS_NICE (a real
         // host has no such filter around the unit); the host's Docker socket is there for
@@ -262,7 +263,7 @@ impl Drop for SystemdBox {
 /// `ExecStart` and `Restart` differ).
 #[test]
 fn hardened_unit_keeps_docker_socket_numactl_and_state_dir_working() {
-    let Some(b) = SystemdBox::start() else { return };
+    let Some(b) = SystemdBox::start("probe") else { return };
     b.copy_in(Path::new("/usr/bin/docker"), "/usr/local/bin/docker");
     b.copy_in(Path::new("/usr/bin/numactl"), "/usr/local/bin/numactl");
     b.copy_libs(Path::new("/usr/bin/numactl"));
@@ -332,7 +333,7 @@ const STARTUP_DELAY_MS: u64 = 1500;
 
 #[test]
 fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
-    let Some(b) = SystemdBox::start() else { return };
+    let Some(b) = SystemdBox::start("serve") else { return };
     b.install_nodeagent();
     let port = 18123;
     b.write("/etc/nodeagent/nodeagent.toml", &simulator_config(port));
