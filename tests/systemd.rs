@@ -337,6 +337,9 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     b.install_nodeagent();
     let port = 18123;
     b.write("/etc/nodeagent/nodeagent.toml", &simulator_config(port));
+    // The optional watchdog, short: an agent that stopped pinging would be killed and
+    // restarted by systemd within the test (MainPID and NRestarts below would show it).
+    b.write("/etc/systemd/system/nodeagent.service.d/watchdog.conf", "[Service]\nWatchdogSec=2s\n");
     b.exec_ok(&["systemctl", "daemon-reload"]);
     let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
 
@@ -397,9 +400,13 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
         assert!(Instant::now() < deadline, "engine not restarted:\n{now:?}\n{}", journal());
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Several watchdog intervals more, across and after the engine restart.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(b.show("WatchdogUSec"), "2s");
     assert_eq!(b.show("MainPID").parse::<i32>().unwrap(), agent, "the agent itself was restarted");
     assert_eq!(b.show("NRestarts"), "0");
     assert_eq!(b.show("ActiveState"), "active");
+    assert!(!journal().contains("Watchdog timeout"), "{}", journal());
 
     // `systemctl stop`: the agent stops the engine and exits 0; nothing of the unit is left.
     b.exec_ok(&["systemctl", "stop", "nodeagent"]);
