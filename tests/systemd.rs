@@ -419,3 +419,19 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     let log = journal();
     assert!(!log.contains("SIGKILL"), "systemd had to kill something:\n{log}");
 }
+
+#[test]
+fn the_config_example_loads_as_the_unit_would_use_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["serve", "--print-config", "--config"])
+        .arg(repo().join("systemd/nodeagent.toml.example"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "the example config does not load:\n{all}");
+    for want in
+        ["mode = \"container\"", "cpus = \"0-15\"", "mem_nodes = [0]", "shm_size = \"256gb\""]
+    {
+        assert!(all.contains(want), "{want} missing from --print-config:\n{all}");
+    }
+}
