@@ -643,3 +643,104 @@ fn the_simulator_serves_from_the_container_with_every_worker_bound() {
     assert_eq!(http_status(port, "/health"), None);
     assert_eq!(inst.containers(), Vec::<String>::new());
 }
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real supervisor (the one `serve` runs) driving the container runtime: ready once the
+/// simulator in the container answers, every container process bound, a SIGKILLed engine
+/// replaced by a new container, and on cancellation (SIGTERM in `serve`) nothing left.
+#[test]
+fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
+    use nodeagent::config::Config;
+    use nodeagent::supervise::notify::{Notice, RecordingNotifier};
+    use nodeagent::supervise::procs::ProcFs;
+    use nodeagent::supervise::status::{AgentStatus, State};
+    use nodeagent::supervise::supervisor::{Outcome, Supervisor};
+    if !docker_ready() {
+        return;
+    }
+    let inst = Instance::new("supervised");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "2"];
+    let binding = one_cpu_binding();
+    let rt_ = runtime(&settings(), &binding, &cmd, &inst);
+    let cfg: Config = toml::from_str(
+        "[supervise]\nhealth_interval = \"300ms\"\nbinding_check_interval = \"300ms\"\n\
+         backoff_initial = \"200ms\"\nstop_grace = \"3s\"\nready_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    let status = Arc::new(Mutex::new(AgentStatus::new(
+        rt_.describe(),
+        argv(&cmd),
+        port,
+        Some("qwen2.5".into()),
+        binding.clone(),
+    )));
+    let notifier = RecordingNotifier::default();
+    let notices = notifier.notices.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let supervisor = Supervisor {
+        runtime: Box::new(rt_),
+        policy: cfg.policy(),
+        health_addr: ([127, 0, 0, 1], port).into(),
+        model: Some("qwen2.5".into()),
+        binding,
+        notifier: Arc::new(notifier),
+        status: status.clone(),
+        cancel: cancel.clone(),
+        proc: ProcFs::default(),
+    };
+    let snapshot = || status.lock().unwrap().snapshot();
+    let driver = async {
+        wait_for("READY=1", || notices.lock().unwrap().contains(&Notice::Ready)).await;
+        let s = snapshot();
+        assert_eq!(s.state, State::Ready, "{}", s.message);
+        // init + simulator + 2 workers, all checked and on CPU 1.
+        let check = s.binding_check.clone().unwrap();
+        assert!(check.ok, "{check:?}");
+        assert_eq!(check.processes.len(), 4, "{check:?}");
+        let first_ids = inst.containers();
+        assert_eq!(first_ids.len(), 1);
+        let old_pids = s.pids.clone();
+        let engine = *old_pids
+            .iter()
+            .find(|p| {
+                cmdline(**p).contains(" simulate ") && !cmdline(**p).contains("simulate-worker")
+            })
+            .unwrap_or_else(|| panic!("no simulator among {old_pids:?}"));
+        // A crash: the supervisor sees the container exit and starts a new one.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine), nix::sys::signal::SIGKILL)
+            .unwrap();
+        wait_for("the restart", || {
+            let s = snapshot();
+            s.restarts == 1 && s.state == State::Ready && s.pids.len() == 4
+        })
+        .await;
+        let second_ids = inst.containers();
+        assert_eq!(second_ids.len(), 1);
+        assert_ne!(first_ids, second_ids, "the crashed container was not replaced");
+        assert_eq!(http_status(port, "/health"), Some(200));
+        for pid in &old_pids {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "old pid {pid} survived");
+        }
+        let new_pids = snapshot().pids;
+        cancel.cancel();
+        new_pids
+    };
+    let (outcome, new_pids) = rt().block_on(async { tokio::join!(supervisor.run(), driver) });
+    assert_eq!(outcome.unwrap(), Outcome::Stopped);
+    assert!(notices.lock().unwrap().contains(&Notice::Stopping));
+    assert_eq!(snapshot().state, State::Stopped);
+    assert_eq!(inst.containers(), Vec::<String>::new());
+    for pid in &new_pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived the stop");
+    }
+    assert_eq!(http_status(port, "/health"), None);
+}
