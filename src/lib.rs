@@ -13,10 +13,13 @@ pub mod cmd;
 pub mod exit;
 pub mod host;
 pub mod launch;
+pub mod loadgen;
 pub mod logging;
 pub mod plan;
+pub mod report;
 pub mod supervise;
 pub mod topology;
+pub mod verify;
 
 pub use exit::CmdError;
 
