@@ -6,6 +6,7 @@ pub mod probe;
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
@@ -18,5 +19,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::SimulateWorker(args) => simulate::run_worker(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(*args),
     }
 }
