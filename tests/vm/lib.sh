@@ -39,13 +39,41 @@ proc_binding() {
 }
 
 # descendants PID: PID and every process below it, one per line (busybox ps has no --ppid).
+# Pure shell, no fork per process: forks are slow under emulation.
 descendants() {
-  echo "$1"
+  _root=$1
+  _all=
   for _s in /proc/[0-9]*/stat; do
-    _p=${_s#/proc/}
-    _p=${_p%/stat}
-    # Field 4 of stat is the parent; the comm field (2) may hold spaces, so cut after ')'.
-    _pp=$(sed 's/.*) //' "$_s" 2>/dev/null | awk '{print $2}')
-    [ "$_pp" = "$1" ] && descendants "$_p"
+    read -r _line 2>/dev/null <"$_s" || continue
+    # "pid (comm) state ppid ...": comm may hold spaces and parens, so cut after the last ") ".
+    _rest=${_line##*) }
+    set -- $_rest
+    _all="$_all ${_line%% *}:$2"
+  done
+  _want=" $_root "
+  echo "$_root"
+  _changed=1
+  while [ $_changed = 1 ]; do
+    _changed=0
+    for _e in $_all; do
+      case $_want in *" ${_e%%:*} "*) continue ;; esac
+      case $_want in *" ${_e#*:} "*)
+        _want="$_want${_e%%:*} "
+        echo "${_e%%:*}"
+        _changed=1
+        ;;
+      esac
+    done
+  done
+}
+
+# engine_leftovers: one `leftover PID CMDLINE` line per simulator process still alive.
+engine_leftovers() {
+  for _c in /proc/[0-9]*/cmdline; do
+    _p=${_c#/proc/}
+    _p=${_p%/cmdline}
+    [ "$_p" = "$$" ] && continue
+    _cmd=$(tr '\0' ' ' <"$_c" 2>/dev/null)
+    case $_cmd in *" simulate"*) echo "leftover $_p $_cmd" ;; esac
   done
 }

@@ -11,7 +11,7 @@
 #      its vmlinuz extracted (the package is never installed). Reused between runs.
 #      $NODEAGENT_VM_KERNEL names a kernel image to use instead.
 #   2. Initramfs (uncompressed newc cpio): busybox-static, numactl, the nodeagent binary, every
-#      library `ldd` lists for them, extra files (--file), tests/vm/lib.sh, the scenario as
+#      library `ldd` lists for them, extra files (--file), the helper scripts of tests/vm/, the scenario as
 #      /scenario.sh and an /init that mounts proc, sysfs, devtmpfs and tmpfs, runs the scenario
 #      with its output on the second serial port, and powers off.
 #   3. Boot: qemu-system-x86_64 with the topology of docs NUMA-VM.md, KVM when /dev/kvm works and
@@ -159,7 +159,10 @@ for f in "${files[@]}"; do
     put "$src" "$dest"
   fi
 done
-cp "$here/lib.sh" "$root/lib.sh"
+# The scenario helpers (lib.sh, serve.sh, engine-wrapper.sh...) sit at / in the guest.
+for helper in "$here"/*.sh; do
+  [ "$(basename "$helper")" = run-vm.sh ] || cp "$helper" "$root/"
+done
 cp "$scenario" "$root/scenario.sh"
 
 cat >"$root/init" <<'EOF'
