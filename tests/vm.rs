@@ -189,6 +189,77 @@ fn sysfs_nodes(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         .collect()
 }
 
+/// `node N size: X MB` of `numactl --hardware`, by node.
+fn numactl_sizes(hw: &str) -> BTreeMap<u64, u64> {
+    hw.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("node ")?;
+            let (node, size) = rest.split_once(" size: ")?;
+            Some((node.parse().ok()?, size.trim_end_matches(" MB").parse().ok()?))
+        })
+        .collect()
+}
+
+fn json(vm: &VmRun, name: &str) -> serde_json::Value {
+    serde_json::from_str(vm.ok(name)).unwrap_or_else(|e| {
+        panic!("section '{name}' is not JSON ({e}): see {}", vm.results.display())
+    })
+}
+
+/// `nodeagent probe --json` agrees with the kernel: the same nodes, CPUs, memory sizes as
+/// numactl, the same distances as sysfs, and each named device on its sysfs node and CPUs.
+fn assert_probe_matches_kernel(vm: &VmRun, gpus: &[(&str, u64, &str)]) {
+    let probe = json(vm, "probe-json");
+    let sysfs = sysfs_nodes(vm.ok("sysfs-nodes"));
+    let sizes = numactl_sizes(vm.ok("numactl-hardware"));
+    let nodes = probe["numa_nodes"].as_array().expect("probe --json has numa_nodes");
+    assert_eq!(nodes.len(), sysfs.len(), "probe nodes vs sysfs: {nodes:?}");
+    for n in nodes {
+        let id = n["id"].as_u64().unwrap();
+        let k = &sysfs[&format!("node{id}")];
+        assert_eq!(n["cpus"], k["cpulist"].as_str(), "node {id} cpus");
+        assert_eq!(n["memory_total_mb"].as_u64(), Some(sizes[&id]), "node {id} memory vs numactl");
+        let want: Vec<u64> = k["distance"].split(',').map(|d| d.parse().unwrap()).collect();
+        let got: Vec<u64> = (0..want.len())
+            .map(|j| {
+                n["distances"][j.to_string()]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("node {id} lacks distance to {j}"))
+            })
+            .collect();
+        assert_eq!(got, want, "node {id} distances vs sysfs");
+    }
+    let found = probe["gpus"].as_array().expect("probe --json has gpus");
+    assert_eq!(found.len(), gpus.len(), "probe gpus: {found:?}");
+    for (bus, node, cpus) in gpus {
+        let g = found
+            .iter()
+            .find(|g| g["bus_id"] == *bus)
+            .unwrap_or_else(|| panic!("probe lacks {bus}: {found:?}"));
+        assert_eq!(g["numa_node"].as_u64(), Some(*node), "{bus} node");
+        assert_eq!(g["cpu_affinity"], *cpus, "{bus} CPUs");
+    }
+}
+
+/// The `plan-prefix-runs` section: the prefix the plan printed, and the binding a process
+/// started under it really got.
+fn assert_prefix_runs(vm: &VmRun, prefix: &str, cpus: &str, node: u32) {
+    let out = vm.ok("plan-prefix-runs");
+    let b = fields(out);
+    assert_eq!(b["prefix"], prefix, "the plan's printed prefix");
+    assert_eq!(b["Cpus_allowed_list"], cpus, "under `{prefix}`");
+    assert_eq!(policies(&b), [format!("bind:{node}")], "numa_maps policies under `{prefix}`");
+}
+
+/// Drops what changes from one second to the next (free memory) so plans taken at different
+/// moments compare equal.
+fn without_free_memory(mut plan: serde_json::Value) -> serde_json::Value {
+    for n in plan["numa_nodes"].as_array_mut().into_iter().flatten() {
+        n.as_object_mut().unwrap().remove("memory_free_mb");
+    }
+    plan
+}
+
 #[test]
 fn parse_results_frames_sections_and_rejects_broken_output() {
     let text = "\x1b[?7l@@NA-VM-START@@\r\n@@NA-BEGIN a@@\r\nx\r\n@@NA-STDERR a@@\r\ne\r\n@@NA-END a rc=3@@\r\n";
@@ -233,6 +304,47 @@ fn two_node_vm_kernel_and_numactl_see_device_on_node_1() {
     let b = fields(vm.ok("numactl-node1"));
     assert_eq!(b["Cpus_allowed_list"], "2-3");
     assert_eq!(policies(&b), ["bind:1"], "numa_maps policies of a process under --membind=1");
+
+    // nodeagent's live view of this kernel, and its plan for the device on node 1.
+    assert_probe_matches_kernel(&vm, &[("0000:41:01.0", 1, "2-3")]);
+    let plan = json(&vm, "plan-json");
+    let instances = plan["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{plan:#}");
+    assert_eq!(instances[0]["numactl"], "numactl --cpunodebind=1 --membind=1", "{plan:#}");
+    assert_eq!(instances[0]["cpus"], "2-3");
+    assert_prefix_runs(&vm, "numactl --cpunodebind=1 --membind=1", "2-3", 1);
+
+    // The snapshot taken in the VM replays to the same plan here, on a one-node host.
+    let snap = tempfile::tempdir().unwrap();
+    let b64 = snap.path().join("snapshot.b64");
+    std::fs::write(&b64, vm.ok("snapshot")).unwrap();
+    let dir = snap.path().join("snap");
+    std::fs::create_dir(&dir).unwrap();
+    let untar = Command::new("sh")
+        .arg("-c")
+        .arg(format!("base64 -d < '{}' | tar -xz -C '{}'", b64.display(), dir.display()))
+        .status()
+        .unwrap();
+    assert!(untar.success(), "the snapshot did not come out of the VM intact");
+    let replay = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["plan", "--json", "--gpu-pci", "0000:41:01.0", "--from"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "replay failed: {}", String::from_utf8_lossy(&replay.stderr));
+    let replayed: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(without_free_memory(replayed), without_free_memory(plan), "replayed plan differs");
+
+    // A device the machine does not have: bad input, one `error:` line. (The message should name
+    // the address; today `--gpu-pci` skips an address it cannot find and the error is "no GPUs
+    // found", and next to a device that exists the missing one is silently dropped.)
+    let missing = vm.section("plan-missing-gpu");
+    assert_eq!(missing.rc, 2, "plan --gpu-pci of a missing device: {}", missing.stderr);
+    assert!(
+        missing.stderr.lines().any(|l| l.starts_with("error: ")),
+        "plan --gpu-pci of a missing device gave no error line: {}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -269,4 +381,18 @@ fn four_node_vm_memoryless_node_refuses_numactl_n_and_takes_physcpubind() {
     let b = fields(vm.ok("numactl-phys45-mem3"));
     assert_eq!(b["Cpus_allowed_list"], "4-5");
     assert_eq!(policies(&b), ["bind:3"], "numa_maps policies under --membind=3");
+
+    // nodeagent sees the same machine and plans around the memoryless node.
+    assert_probe_matches_kernel(&vm, &[("0000:41:01.0", 1, "2-3"), ("0000:81:01.0", 2, "4-5")]);
+    let plan = json(&vm, "plan-json");
+    let instances = plan["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{plan:#}");
+    assert_eq!(instances[0]["numactl"], "numactl --cpunodebind=1 --membind=1", "{plan:#}");
+    let memless = &instances[1];
+    assert_eq!(memless["gpus"], serde_json::json!([1]), "{plan:#}");
+    assert_eq!(memless["numactl"], "numactl --physcpubind=4-5 --membind=3", "{plan:#}");
+    assert_eq!(memless["cpus"], "4-5");
+    assert_eq!(memless["membind"], serde_json::json!([3]));
+    assert_eq!(memless["docker_args"], serde_json::json!(["--cpuset-cpus=4-5", "--cpuset-mems=3"]));
+    assert_prefix_runs(&vm, "numactl --physcpubind=4-5 --membind=3", "4-5", 3);
 }

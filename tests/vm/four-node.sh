@@ -15,3 +15,12 @@ done'
 section numactl-N2 numactl -N 2 true
 # What works instead: CPUs by list, memory on the nearest node that has some.
 section_sh numactl-phys45-mem3 'numactl --physcpubind=4-5 --membind=3 sh -c ". /lib.sh; proc_binding \$\$"'
+
+# Live probing and planning, both emulated devices named as GPUs, one instance per device.
+gpus="--gpu-pci 0000:41:01.0 --gpu-pci 0000:81:01.0"
+section probe-json nodeagent probe --json $gpus
+section plan-json nodeagent plan --json $gpus --instances 2
+# The prefix the plan prints for the device on the memoryless node 2, run exactly as printed.
+section_sh plan-prefix-runs "prefix=\$(nodeagent plan $gpus --instances 2 | sed -n 's/^ *numactl: *//p' | sed -n 2p)
+  echo \"prefix: \$prefix\"
+  \$prefix sh -c '. /lib.sh; proc_binding \$\$'"

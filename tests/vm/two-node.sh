@@ -11,3 +11,18 @@ section_sh sysfs-gpu 'd=/sys/bus/pci/devices/0000:41:01.0
   echo "numa_node=$(cat $d/numa_node) local_cpulist=$(cat $d/local_cpulist) class=$(cat $d/class) vendor=$(cat $d/vendor)"'
 # The binding a plan for that device recommends, applied by numactl to a real process.
 section_sh numactl-node1 'numactl --cpunodebind=1 --membind=1 sh -c ". /lib.sh; proc_binding \$\$"'
+
+# Live probing of this kernel, with the emulated device named as a GPU (vendor 0x1234 is no GPU
+# vendor nodeagent knows).
+section probe-json nodeagent probe --json --gpu-pci 0000:41:01.0
+section plan-json nodeagent plan --json --gpu-pci 0000:41:01.0
+# The plan's own numactl prefix, run exactly as printed.
+section_sh plan-prefix-runs 'prefix=$(nodeagent plan --gpu-pci 0000:41:01.0 | sed -n "s/^ *numactl: *//p")
+  echo "prefix: $prefix"
+  $prefix sh -c ". /lib.sh; proc_binding \$\$"'
+# A snapshot taken here, brought out to be replayed outside the VM.
+mkdir -p /tmp/snap
+section probe-save nodeagent probe --gpu-pci 0000:41:01.0 --save /tmp/snap
+section_tree snapshot /tmp/snap
+# Negative: a device this machine does not have.
+section plan-missing-gpu nodeagent plan --gpu-pci 0000:99:00.0
