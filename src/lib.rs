@@ -10,11 +10,13 @@
 pub mod binding;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod exit;
 pub mod host;
 pub mod launch;
 pub mod logging;
 pub mod plan;
+pub mod sim;
 pub mod supervise;
 pub mod topology;
 
