@@ -14,6 +14,7 @@ pub mod exit;
 pub mod host;
 pub mod launch;
 pub mod logging;
+pub mod monitor;
 pub mod plan;
 pub mod supervise;
 pub mod topology;

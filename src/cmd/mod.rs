@@ -4,8 +4,11 @@
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
 
+pub mod monitor;
+
 pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
+        Command::Monitor(args) => monitor::run(args),
         Command::Probe(_) | Command::Plan(_) | Command::Simulate(_) => {
             Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
         }
