@@ -744,3 +744,89 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
     }
     assert_eq!(http_status(port, "/health"), None);
 }
+
+/// CPU time this thread has used, in ns (`/proc/thread-self/schedstat`, first field). The
+/// runtime in these tests is single-threaded, so this is all the agent-side work.
+fn thread_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// CPU time (user + system, own + reaped children) of a process, in ns, from `/proc/PID/stat`.
+fn process_cpu_ns(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime stime cutime cstime are fields 14-17, i.e. 11-14 after the state field.
+    let ticks: u64 = fields[11..15].iter().sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    ticks * 1_000_000_000 / hz
+}
+
+/// Benchmark (prints figures; run with
+/// `cargo test --test container bench_ -- --ignored --nocapture`): listing the engine
+/// container's processes, as the supervisor does on every health and binding tick, through
+/// the container's cgroup versus the daemon's `top`, side by side on one container.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn bench_container_pid_listing() {
+    if !docker_ready() {
+        return;
+    }
+    let dockerd: i32 =
+        String::from_utf8(Command::new("pidof").arg("dockerd").output().unwrap().stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("dockerd pid")
+            .parse()
+            .unwrap();
+    let inst = Instance::new("bench");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
+    let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
+    rt().block_on(async {
+        rt_.start().await.unwrap();
+        let pids = pids_until(&mut rt_, 5).await;
+        assert_eq!(pids.len(), 5);
+        let (n_cg, n_top) = (2000u32, 100u32);
+        let (t0, c0, d0) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        for _ in 0..n_cg {
+            assert_eq!(rt_.pids_from_cgroup().unwrap().len(), 5);
+        }
+        let (t1, c1, d1) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        for _ in 0..n_top {
+            assert_eq!(rt_.pids_from_docker_top().await.unwrap().len(), 5);
+        }
+        let (t2, c2, d2) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        let us = |ns: u64, n: u32| ns as f64 / n as f64 / 1000.0;
+        let cg = ((t1 - t0).as_nanos() as u64, c1 - c0, d1 - d0);
+        let top = ((t2 - t1).as_nanos() as u64, c2 - c1, d2 - d1);
+        println!("container pid listing, 5 processes, per call (debug build):");
+        println!("{:<22}{:>12}{:>16}{:>18}", "method", "wall µs", "agent CPU µs", "dockerd CPU µs");
+        println!(
+            "{:<22}{:>12.1}{:>16.1}{:>18.1}",
+            "cgroup.procs",
+            us(cg.0, n_cg),
+            us(cg.1, n_cg),
+            us(cg.2, n_cg)
+        );
+        println!(
+            "{:<22}{:>12.1}{:>16.1}{:>18.1}",
+            "docker top -eo pid",
+            us(top.0, n_top),
+            us(top.1, n_top),
+            us(top.2, n_top)
+        );
+        println!(
+            "ratio top/cgroup: wall {:.0}x, agent CPU {:.0}x",
+            us(top.0, n_top) / us(cg.0, n_cg),
+            us(top.1, n_top) / us(cg.1, n_cg)
+        );
+        rt_.stop(Duration::from_secs(5)).await.unwrap();
+    });
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
