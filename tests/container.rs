@@ -1,5 +1,5 @@
 //! Container mode against a REAL Docker engine (Debian's docker.io; `scripts/setup.sh test`
-//! starts dockerd). The test image `nodeagent-test-sim:latest` is made here from local files,
+//! starts dockerd). The test image `nodeagent-test-sim:latest` (tests/support/docker.rs) is made from local files,
 //! `FROM scratch` in effect (`docker import` of a rootfs tarball; no registry is reachable):
 //! the nodeagent binary and the shared libraries `ldd` lists, a static busybox for `sh` and
 //! `sleep`, and an `/etc/group` that has `video`. Host devices that exist here stand in for the
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodeagent::binding::{Binding, MemPolicy};
@@ -23,97 +23,9 @@ use nodeagent::launch::container::{ContainerSettings, ContainerSpec};
 use nodeagent::launch::docker::{DockerRuntime, LogSink};
 use nodeagent::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
 
-const IMAGE: &str = "nodeagent-test-sim:latest";
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("running the docker CLI");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// Starts dockerd when none answers (through the project's setup script); `false` with a loud
-/// message only when it cannot be started at all.
-fn docker_ready() -> bool {
-    static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
-        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
-            return true;
-        }
-        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup.sh");
-        let _ = Command::new(setup).arg("test").status();
-        let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!(
-                "\n\n*** SKIPPING container tests: no Docker engine could be started ***\n\n"
-            );
-        }
-        ok
-    })
-}
-
-/// Shared libraries the binary loads, from `ldd` output lines like
-/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and `/lib64/ld-linux-x86-64.so.2 (0x...)`.
-fn ldd(binary: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(binary).output().expect("running ldd");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Builds the test image once per binary version (a label records the binary's size and
-/// mtime, so an unchanged binary is not re-imported).
-fn test_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_nodeagent"));
-        let meta = std::fs::metadata(bin).unwrap();
-        let stamp = format!("{}-{}", meta.len(), meta.mtime());
-        let (ok, current) = docker(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"io.nodeagent.test.stamp\"}}",
-            IMAGE,
-        ]);
-        if ok && current.trim() == stamp {
-            return;
-        }
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "data"] {
-            std::fs::create_dir_all(r.join(dir)).unwrap();
-        }
-        std::fs::copy(bin, r.join("nodeagent")).unwrap();
-        for lib in ldd(bin) {
-            let dest = r.join(lib.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::copy(&lib, &dest).unwrap();
-        }
-        std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "setsid", "cat", "ls", "kill", "wget"] {
-            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        std::fs::write(r.join("etc/group"), "root:x:0:\nvideo:x:44:\n").unwrap();
-        let tar = r.with_extension("tar");
-        let st =
-            Command::new("tar").arg("-C").arg(r).arg("-cf").arg(&tar).arg(".").status().unwrap();
-        assert!(st.success(), "tar of the test rootfs failed");
-        let label = format!("LABEL io.nodeagent.test.stamp={stamp}");
-        let (ok, out) = docker(&["import", "--change", &label, tar.to_str().unwrap(), IMAGE]);
-        let _ = std::fs::remove_file(&tar);
-        assert!(ok, "docker import of the test image failed: {out}");
-    });
-    IMAGE
-}
+#[path = "support/docker.rs"]
+mod support;
+use support::{docker, docker_ready, test_image};
 
 /// A unique instance name, and on drop the removal of anything still labelled with it (so a
 /// failing test leaves nothing either), after asserting nothing is left on success paths.
@@ -240,10 +152,21 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
         rt_.preflight().await.unwrap();
         assert_eq!(rt_.cleanup_leftovers().await.unwrap(), Vec::<String>::new());
         rt_.start().await.unwrap();
-        // init + sh-turned-sleep 1002 + sleep 1000 + setsid'd sleep 1001
-        let pids = pids_until(&mut rt_, 4).await;
-        assert_eq!(pids.len(), 4, "container processes: {pids:?}");
-        let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+        // init + sh-turned-sleep 1002 + sleep 1000 + setsid'd sleep 1001; a forked child
+        // shows the shell's command line until it execs, so wait for the sleeps by name.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (pids, cmds) = loop {
+            let pids = rt_.pids().await.unwrap();
+            let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+            let all = ["sleep 1000", "sleep 1001", "sleep 1002"]
+                .iter()
+                .all(|w| cmds.iter().any(|c| c == w));
+            if all || Instant::now() > deadline {
+                break (pids, cmds);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(pids.len(), 4, "container processes: {pids:?} {cmds:?}");
         for want in ["sleep 1000", "sleep 1001", "sleep 1002"] {
             assert!(cmds.iter().any(|c| c == want), "{want} not among {cmds:?}");
         }

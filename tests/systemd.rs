@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+#[path = "support/docker.rs"]
+mod support;
+
 const UNIT: &str = "systemd/nodeagent.service";
 const SYSTEMD_IMAGE: &str = "nodeagent-test-systemd:bookworm";
 
@@ -144,15 +147,13 @@ struct SystemdBox {
 impl SystemdBox {
     /// `tag` keeps the containers of tests running side by side apart.
     fn start(tag: &str) -> Option<SystemdBox> {
-        let ready = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success())
-            || {
-                let _ = Command::new(repo().join("scripts/setup.sh")).arg("test").status();
-                Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success())
-            };
-        if !ready {
-            eprintln!(
-                "\n\n*** SKIPPING the real-systemd test: no Docker engine could be started ***\n\n"
-            );
+        Self::start_on(tag, "none")
+    }
+
+    /// On a Docker network: `none` (loopback only), or `host` when the unit's engine runs in a
+    /// container of the host's engine with host networking and must be reachable from the box.
+    fn start_on(tag: &str, network: &str) -> Option<SystemdBox> {
+        if !support::docker_ready() {
             return None;
         }
         let st = Command::new(repo().join("scripts/systemd-test-image.sh"))
@@ -166,7 +167,7 @@ impl SystemdBox {
         // host has no such filter around the unit); the host's Docker socket is there for
         // container mode under the unit.
         let run = format!(
-            "run -d --name {name} --network none --cap-add SYS_ADMIN --cap-add SYS_NICE \
+            "run -d --name {name} --network {network} --cap-add SYS_ADMIN --cap-add SYS_NICE \
              -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/run/docker.sock:/run/docker.sock \
              --tmpfs /run --tmpfs /run/lock --tmpfs /tmp {SYSTEMD_IMAGE} /lib/systemd/systemd"
         );
@@ -434,4 +435,74 @@ fn the_config_example_loads_as_the_unit_would_use_it() {
     {
         assert!(all.contains(want), "{want} missing from --print-config:\n{all}");
     }
+}
+
+/// Container mode under the unit: the agent (hardened, no capabilities) drives the host's
+/// Docker engine through its socket; the engine container runs the simulator with host
+/// networking, so the box shares the host's network to reach it.
+#[test]
+#[ignore = "needs `serve` to connect launch.mode = \"container\" to DockerRuntime (serve's part)"]
+fn unit_under_real_systemd_runs_the_engine_container_and_removes_it_on_stop() {
+    let image = support::test_image();
+    let Some(b) = SystemdBox::start_on("container", "host") else { return };
+    b.install_nodeagent();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        r#"host = "local"
+model = "sim"
+[launch]
+mode = "container"
+instance = 7
+[engine]
+port = {port}
+argv = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", "{{port}}",
+        "--served-model-name", "{{served_model_name}}", "--workers", "2"]
+[binding]
+auto = false
+cpus = "1"
+mem_policy = "bind"
+mem_nodes = [0]
+[container]
+image = "{image}"
+devices = ["/dev/null:/dev/mxcd"]
+group_add = ["video"]
+network = "host"
+[supervise]
+health_interval = "500ms"
+backoff_initial = "500ms"
+stop_grace = "5s"
+"#
+    );
+    b.write("/etc/nodeagent/nodeagent.toml", &config);
+    b.exec_ok(&["systemctl", "daemon-reload"]);
+    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
+    let ours = || {
+        let (ok, out) = support::docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            "label=io.nodeagent.managed=true",
+            "--filter",
+            "label=io.nodeagent.cpus=1",
+            "--filter",
+            "ancestor=nodeagent-test-sim:latest",
+        ]);
+        assert!(ok, "{out}");
+        out.split_whitespace().map(String::from).collect::<Vec<_>>()
+    };
+    let before = ours();
+
+    let (out, ok) = b.exec(&["systemctl", "start", "nodeagent"]);
+    assert!(ok, "systemctl start failed: {out}\n{}", journal());
+    let health = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(health(), "engine not answering after start:\n{}", journal());
+    let running: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+    assert_eq!(running.len(), 1, "one engine container expected: {running:?}\n{}", journal());
+
+    // Stop: the container is removed, the unit ends cleanly.
+    b.exec_ok(&["systemctl", "stop", "nodeagent"]);
+    assert_eq!(b.show("Result"), "success", "{}", journal());
+    let left: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+    assert!(left.is_empty(), "engine container left after stop: {left:?}");
+    assert!(!health());
 }
