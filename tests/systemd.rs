@@ -499,6 +499,30 @@ stop_grace = "5s"
     let running: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
     assert_eq!(running.len(), 1, "one engine container expected: {running:?}\n{}", journal());
 
+    // A crash of the engine in the container: the agent replaces the container.
+    let needle = format!("/nodeagent simulate --host 127.0.0.1 --port {port} ");
+    let engine = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").starts_with(&needle))
+        })
+        .expect("the engine process on the host");
+    let agent: i32 = b.show("MainPID").parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine), nix::sys::signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+        if now.len() == 1 && now != running && health() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "engine container not replaced: {now:?}\n{}", journal());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(b.show("MainPID").parse::<i32>().unwrap(), agent);
+    assert_eq!(b.show("NRestarts"), "0");
+
     // Stop: the container is removed, the unit ends cleanly.
     b.exec_ok(&["systemctl", "stop", "nodeagent"]);
     assert_eq!(b.show("Result"), "success", "{}", journal());
