@@ -279,6 +279,55 @@ fn live_tools_missing_failing_or_hanging() {
     assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
 }
 
+/// A GPU of a vendor nodeagent does not know, named by `--gpu-pci`, read live from an injected
+/// sysfs root (QEMU's layout: a display device on node 1 of a two-node guest).
+#[test]
+fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = |rel: &str, text: &str| {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    for (id, cpus, dist) in [(0, "0-1", "10 20"), (1, "2-3", "20 10")] {
+        let d = format!("devices/system/node/node{id}");
+        w(&format!("{d}/cpulist"), cpus);
+        w(&format!("{d}/distance"), dist);
+        w(
+            &format!("{d}/meminfo"),
+            &format!("Node {id} MemTotal: 1048576 kB\nNode {id} MemFree: 900000 kB\n"),
+        );
+    }
+    let dev = "bus/pci/devices/0000:41:01.0";
+    w(&format!("{dev}/class"), "0x030000\n");
+    w(&format!("{dev}/vendor"), "0x1234\n");
+    w(&format!("{dev}/numa_node"), "1\n");
+    w(&format!("{dev}/local_cpulist"), "2-3\n");
+    let root = tmp.path().to_str().unwrap();
+    let base = ["--sysfs-root", root, "--no-hwloc", "--numactl", "/nonexistent/numactl"];
+    // Vendor 0x1234 is no GPU vendor: without --gpu-pci there is nothing to plan.
+    let mut args = vec!["plan"];
+    args.extend_from_slice(&base);
+    assert_bad_input(&run(&args), "no GPUs found");
+    args.extend_from_slice(&["--gpu-pci", "41:01.0", "--json"]);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpus"][0]["bus_id"], "0000:41:01.0");
+    assert_eq!(v["instances"][0]["numactl"], "numactl --cpunodebind=1 --membind=1");
+    assert_eq!(
+        v["instances"][0]["docker_args"],
+        serde_json::json!(["--cpuset-cpus=2-3", "--cpuset-mems=1"])
+    );
+    // And --save writes the sysfs files read, at their paths.
+    let snap = tmp.path().join("snap");
+    let mut args = vec!["probe", "--save", snap.to_str().unwrap(), "--gpu-pci", "0000:41:01.0"];
+    args.extend_from_slice(&base);
+    assert!(run(&args).status.success());
+    let saved = std::fs::read_to_string(snap.join("sysfs").join(dev).join("numa_node")).unwrap();
+    assert_eq!(saved, "1\n");
+}
+
 #[test]
 fn save_then_replay_gives_the_same_model() {
     let tmp = tempfile::tempdir().unwrap();
