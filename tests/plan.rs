@@ -273,10 +273,15 @@ fn live_tools_missing_failing_or_hanging() {
     };
     assert_bad_input(&with("--mx-smi", &hang), "no answer within 300ms");
     assert_bad_input(&with("--nvidia-smi", &fail), "exited with status 9: driver not loaded");
-    // numactl is optional: missing is a warning, the probe goes on from sysfs.
-    let out = with("--numactl", Path::new("/nonexistent/numactl"));
+    // A tool named by path must exist.
+    assert_bad_input(
+        &with("--numactl", Path::new("/nonexistent/numactl")),
+        "/nonexistent/numactl: not found",
+    );
+    // numactl is optional: absent from PATH is a warning, the probe goes on from sysfs.
+    let out = bin().args(base).env("PATH", tmp.path()).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("numactl: not found"), "{}", stdout(&out));
 }
 
 /// A GPU of a vendor nodeagent does not know, named by `--gpu-pci`, read live from an injected
@@ -304,7 +309,11 @@ fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
     w(&format!("{dev}/numa_node"), "1\n");
     w(&format!("{dev}/local_cpulist"), "2-3\n");
     let root = tmp.path().to_str().unwrap();
-    let base = ["--sysfs-root", root, "--no-hwloc", "--numactl", "/nonexistent/numactl"];
+    let base = ["--sysfs-root", root, "--no-hwloc"];
+    // No GPU tool and no numactl on PATH: this machine's own numactl would describe this
+    // machine, not the injected tree.
+    let run =
+        |args: &[&str]| bin().env("PATH", tmp.path().join("empty")).args(args).output().unwrap();
     // Vendor 0x1234 is no GPU vendor: without --gpu-pci there is nothing to plan.
     let mut args = vec!["plan"];
     args.extend_from_slice(&base);
