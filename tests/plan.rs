@@ -392,3 +392,38 @@ fn plan_help_is_pinned() {
     }
     golden(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan-help.txt"), &help).unwrap();
 }
+
+mod pipeline {
+    use super::hosts_dir;
+    use nodeagent::host::runner::SystemRunner;
+    use nodeagent::host::{gather, SourceOptions};
+    use nodeagent::plan::{plan, PlanRequest};
+    use nodeagent::topology;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever a snapshot holds, gather -> model -> plan returns a value or an error, never
+        /// a panic.
+        #[test]
+        fn mangled_snapshot_never_panics(which in 0usize..3, at in 0usize..1200, junk in "\\PC{0,12}", cut in any::<bool>()) {
+            let seed = hosts_dir().join("seed-4xmxc500");
+            let tmp = tempfile::tempdir().unwrap();
+            let names = ["mx-smi.txt", "mx-smi-topo-m.txt", "numactl-hardware.txt"];
+            for (i, name) in names.iter().enumerate() {
+                let mut text = std::fs::read_to_string(seed.join(name)).unwrap();
+                if i == which {
+                    let mut at = at.min(text.len());
+                    while !text.is_char_boundary(at) { at -= 1; }
+                    if cut { text.truncate(at); } else { text.insert_str(at, &junk); }
+                }
+                std::fs::write(tmp.path().join(name), text).unwrap();
+            }
+            let opts = SourceOptions { from: Some(tmp.path().to_path_buf()), ..SourceOptions::default() };
+            if let Ok(facts) = gather(&opts, &SystemRunner) {
+                let topo = topology::build(&facts);
+                let _ = plan(&topo, &PlanRequest::default());
+            }
+        }
+    }
+}
