@@ -430,7 +430,15 @@ fn list_gpus(
             (format!("{}/bus/pci/devices", snapshot::SYSFS_DIR), s)
         }
         (_, Some(h)) => (hwloc_name(facts).to_string(), h),
-        _ => return Vec::new(),
+        (Some(s), None) => (format!("{}/bus/pci/devices", snapshot::SYSFS_DIR), s),
+        (None, None) => {
+            for bus in extra {
+                warnings.push(format!(
+                    "--gpu-pci {bus}: no PCI device source (sysfs, hwloc) to find it in"
+                ));
+            }
+            return Vec::new();
+        }
     };
     let mut devices: Vec<&PciDeviceFacts> =
         machine.pci_devices.iter().filter(|d| is_gpu_device(d, extra)).collect();

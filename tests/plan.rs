@@ -318,6 +318,9 @@ fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
     let mut args = vec!["plan"];
     args.extend_from_slice(&base);
     assert_bad_input(&run(&args), "no GPUs found");
+    let mut missing = args.clone();
+    missing.extend_from_slice(&["--gpu-pci", "0000:99:00.0"]);
+    assert_bad_input(&run(&missing), "--gpu-pci 0000:99:00.0: no such PCI device");
     args.extend_from_slice(&["--gpu-pci", "41:01.0", "--json"]);
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
