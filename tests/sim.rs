@@ -299,9 +299,10 @@ async fn ttft_ground_truth_matches_model_and_client() {
     assert_eq!((t.status, t.tokens_sent, t.output_tokens), (RequestStatus::Ok, 11, 11));
     let ttft = t.ttft().unwrap();
     assert!(ttft >= Duration::from_millis(100) && ttft < Duration::from_millis(160), "{ttft:?}");
-    // 10 further tokens at 10 ms each.
-    let decode = t.last_token_offset_ns.unwrap() - t.first_token_offset_ns.unwrap();
-    assert!((100_000_000..200_000_000).contains(&decode), "{decode}");
+    // Engine time: the last token is due 100 ms + 10 × 10 ms after the slot was taken; it
+    // can go out late on a loaded machine, never early.
+    let last = t.last_token_offset_ns.unwrap() - t.scheduled_offset_ns.unwrap();
+    assert!((200_000_000..300_000_000).contains(&last), "{last}");
     // The client saw the first content token after the server wrote it, and soon after.
     let seen = r.first_content_ns().unwrap();
     let wrote = t.first_token_unix_ns.unwrap();
@@ -413,7 +414,7 @@ async fn decode_time_grows_with_running_requests() {
         |t: &sim::RequestTruth| t.last_token_offset_ns.unwrap() - t.first_token_offset_ns.unwrap();
     // Alone: 20 steps × (5 + 5×1) ms = 200 ms. Four together: 20 × (5 + 5×4) = 500 ms.
     let alone_ns = decode(&truth[0]);
-    assert!((200_000_000..260_000_000).contains(&alone_ns), "{alone_ns}");
+    assert!((200_000_000..300_000_000).contains(&alone_ns), "{alone_ns}");
     for t in &truth[1..] {
         assert!(decode(t) >= 400_000_000, "{}", decode(t));
     }
@@ -796,4 +797,24 @@ fn bad_flags_exit_2_with_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("--decode-base-ms"));
+}
+
+/// Pins `nodeagent simulate --help`; regenerate with `UPDATE_SNAPSHOTS=1 cargo test --test sim`.
+#[test]
+fn simulate_help_is_pinned() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["simulate", "--help"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sim/simulate-help.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        std::fs::write(path, &help).unwrap();
+    }
+    let pinned =
+        std::fs::read_to_string(path).expect("missing snapshot; run with UPDATE_SNAPSHOTS=1");
+    assert_eq!(help, pinned, "simulate --help changed; rerun with UPDATE_SNAPSHOTS=1 if intended");
 }

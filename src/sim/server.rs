@@ -196,8 +196,10 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 
 impl Shared {
     fn started_unix_secs(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-            - self.started.elapsed().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(self.started.elapsed().as_secs())
     }
 }
 
@@ -584,14 +586,17 @@ impl Job {
     }
 
     /// Waits until `deadline`, unless shutdown comes first (then false). Returns at once when
-    /// the deadline has passed, without touching the timer.
+    /// the deadline has passed, without touching the timer; never returns before it (tokio's
+    /// millisecond timer wheel may wake a little early, so the remainder is slept again).
     async fn wait_until(&self, deadline: tokio::time::Instant) -> bool {
-        if deadline <= tokio::time::Instant::now() {
-            return !self.s.shutdown.is_cancelled();
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => true,
-            _ = self.s.shutdown.cancelled() => false,
+        loop {
+            if deadline <= tokio::time::Instant::now() {
+                return !self.s.shutdown.is_cancelled();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.s.shutdown.cancelled() => return false,
+            }
         }
     }
 
@@ -678,11 +683,10 @@ impl Job {
                     }
                     self.note_token(i);
                     let running = self.s.metrics.running.get().max(1) as u32;
-                    // A late token does not make the next step shorter: each step takes its
-                    // full time after the previous token went out, as engine steps do.
-                    let now = tokio::time::Instant::now();
-                    self.deadline =
-                        self.deadline.max(now) + self.s.cfg.latency.decode_step(running);
+                    // Engine time: token i+1 is due one step after token i was due, whether or
+                    // not the writer kept up (an engine does not wait for a slow socket; late
+                    // tokens go out together, as they do from vLLM).
+                    self.deadline += self.s.cfg.latency.decode_step(running);
                     self.phase = Phase::Tokens(i + 1);
                     return Some(Ev::Token { i, last: i + 1 == n });
                 }
