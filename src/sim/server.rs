@@ -915,8 +915,9 @@ impl Drop for Job {
     /// The one place a generation request's record is written, however it ended (finished,
     /// faulted, client gone, shutdown): a body dropped by hyper lands here too.
     fn drop(&mut self) {
-        self.release();
+        // End time first: the request waiting for this slot must see it freed after our end.
         let (unix, offset) = self.s.now();
+        self.release();
         self.truth.end_unix_ns = unix;
         self.truth.end_offset_ns = offset;
         let m = &self.s.metrics;
