@@ -559,6 +559,8 @@ struct Job {
     deadline: tokio::time::Instant,
     last_token_at: Option<Instant>,
     stalled: bool,
+    /// Whether any step can take time; if not, no clock is read to pace tokens.
+    paced: bool,
 }
 
 impl Job {
@@ -568,6 +570,7 @@ impl Job {
             Endpoint::Completions => "cmpl-",
         };
         let id_json = json_str(&format!("{prefix}{}", truth.request_id));
+        let paced = !s.cfg.latency.is_zero() || matches!(outcome.fault, Some(Fault::Stall { .. }));
         Job {
             created: truth.arrival_unix_ns / 1_000_000_000,
             s,
@@ -582,6 +585,7 @@ impl Job {
             deadline: tokio::time::Instant::now(),
             last_token_at: None,
             stalled: false,
+            paced,
         }
     }
 
@@ -641,8 +645,10 @@ impl Job {
                         u64::from(self.truth.prompt_tokens) + u64::from(self.outcome.output_tokens);
                     self.s.metrics.kv_tokens.fetch_add(self.kv_reserved, Ordering::Relaxed);
                     self.s.metrics.prompt_tokens.inc_by(u64::from(self.truth.prompt_tokens));
-                    self.deadline = tokio::time::Instant::now()
-                        + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                    if self.paced {
+                        self.deadline = tokio::time::Instant::now()
+                            + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                    }
                     self.phase = Phase::Tokens(0);
                 }
                 Phase::Tokens(i) => {
@@ -658,7 +664,12 @@ impl Job {
                         }
                         _ => {}
                     }
-                    if !self.wait_until(self.deadline).await {
+                    let waited = if self.paced {
+                        self.wait_until(self.deadline).await
+                    } else {
+                        !self.s.shutdown.is_cancelled()
+                    };
+                    if !waited {
                         return self.abort();
                     }
                     if self.s.hung.load(Ordering::Relaxed) {
@@ -712,11 +723,14 @@ impl Job {
         Some(Ev::Aborted)
     }
 
+    /// Notes that content token `i` goes out now. One clock read per token (a zero-delay
+    /// stream writes thousands a second): the last token's unix time is derived at the end
+    /// from its monotonic offset.
     fn note_token(&mut self, i: u32) {
-        let (unix, offset) = self.s.now();
         let now = Instant::now();
+        let offset = now.duration_since(self.s.started).as_nanos() as u64;
         if i == 0 {
-            self.truth.first_token_unix_ns = Some(unix);
+            self.truth.first_token_unix_ns = Some(unix_ns());
             self.truth.first_token_offset_ns = Some(offset);
             self.s
                 .metrics
@@ -726,7 +740,6 @@ impl Job {
             self.s.metrics.inter_token.observe(now.duration_since(prev).as_secs_f64());
         }
         self.last_token_at = Some(now);
-        self.truth.last_token_unix_ns = Some(unix);
         self.truth.last_token_offset_ns = Some(offset);
         self.truth.tokens_sent = i + 1;
         self.s.metrics.generation_tokens.inc();
@@ -920,6 +933,9 @@ impl Drop for Job {
         self.release();
         self.truth.end_unix_ns = unix;
         self.truth.end_offset_ns = offset;
+        if let Some(last) = self.truth.last_token_offset_ns {
+            self.truth.last_token_unix_ns = Some(unix.saturating_sub(offset.saturating_sub(last)));
+        }
         let m = &self.s.metrics;
         if self.truth.status == RequestStatus::Ok {
             m.request_success.inc();
