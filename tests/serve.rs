@@ -58,8 +58,6 @@ impl Agent {
     }
 
     fn start_in(dir: tempfile::TempDir, engine_args: &[&str], extra: &str) -> Agent {
-        let state_dir = dir.path().join("state");
-        let config = dir.path().join("nodeagent.toml");
         let mut argv = vec![
             "python3".to_string(),
             engine_script(),
@@ -69,6 +67,12 @@ impl Agent {
             "{served_model_name}".into(),
         ];
         argv.extend(engine_args.iter().map(|s| s.to_string()));
+        Self::start_argv(dir, argv, extra)
+    }
+
+    fn start_argv(dir: tempfile::TempDir, argv: Vec<String>, extra: &str) -> Agent {
+        let state_dir = dir.path().join("state");
+        let config = dir.path().join("nodeagent.toml");
         if !std::fs::exists(&config).unwrap() {
             let text = format!(
                 "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
@@ -374,4 +378,47 @@ fn print_config_shows_the_seed_command() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(r#"argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm","serve","/data/Qwen2.5-72B-Instruct","--served-model-name","qwen2.5","--tensor-parallel-size","4""#), "{text}");
+}
+
+/// The project's own simulator as the engine (the `sim` profile's `{self} simulate`), with
+/// workers that outlive their parent like Ray workers: they re-parent to the agent (a child
+/// subreaper), stay bound, and are stopped with it; a hang is detected and restarted.
+#[test]
+fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
+    let argv = [
+        "{self}",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--served-model-name",
+        "{served_model_name}",
+        "--workers",
+        "2",
+        "--orphan-workers",
+        "--hang-after-ms",
+        "1500",
+    ];
+    let mut agent = Agent::start_argv(
+        tempfile::tempdir().unwrap(),
+        argv.iter().map(|s| s.to_string()).collect(),
+        &format!("health_failures = 2\n{BIND_CPU1}"),
+    );
+    let first = agent.wait_state("ready", Duration::from_secs(30));
+    let all = wait_for("3 engine processes", Duration::from_secs(10), || {
+        agent.status().and_then(|s| (pids(&s).len() == 3).then(|| pids(&s)))
+    });
+    assert_bound(&all);
+    let st = wait_for("a restart after the hang", Duration::from_secs(30), || {
+        agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
+    });
+    assert!(st["last_exit"].as_str().unwrap().contains("engine hung"), "{st}");
+    for pid in pids(&first).iter().chain(&all) {
+        assert!(!alive(*pid), "process {pid} of the hung engine survived the restart");
+    }
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
 }
