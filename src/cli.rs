@@ -275,6 +275,9 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the plan's host facts come from when `binding.auto = true`.
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
