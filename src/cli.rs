@@ -40,6 +40,15 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the OpenAI-compatible engine simulator (a stand-in for vLLM in demos and tests).
     Simulate(SimulateArgs),
+    /// A worker process of `simulate --workers` (internal).
+    #[command(hide = true)]
+    SimulateWorker(SimulateWorkerArgs),
+    /// Launch vLLM (or any engine) under the plan's binding and supervise it: binding check,
+    /// readiness, liveness, restarts, clean stop; systemd notify when run as a service.
+    Serve(ServeArgs),
+    /// Ask the running `nodeagent serve` for its state, engine pids, binding check, restarts,
+    /// health and uptime.
+    Status(StatusArgs),
     /// Measure a serving endpoint with a load sweep (TTFT, TPOT, ITL, throughput, failures).
     Verify(Box<VerifyArgs>),
 }
@@ -59,6 +68,9 @@ pub struct SourceArgs {
     /// Path of the nvidia-smi tool.
     #[arg(long, value_name = "PATH", default_value = "nvidia-smi")]
     pub nvidia_smi: PathBuf,
+    /// Path of the rocm-smi tool.
+    #[arg(long, value_name = "PATH", default_value = "rocm-smi")]
+    pub rocm_smi: PathBuf,
     /// Path of the numactl tool.
     #[arg(long, value_name = "PATH", default_value = "numactl")]
     pub numactl: PathBuf,
@@ -72,6 +84,9 @@ pub struct SourceArgs {
     /// not recognise.
     #[arg(long = "gpu-pci", value_name = "BUS_ID")]
     pub gpu_pci: Vec<String>,
+    /// Do not read the live topology through hwloc.
+    #[arg(long)]
+    pub no_hwloc: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,6 +99,9 @@ pub struct ProbeArgs {
     /// Write every raw output read into DIR (a host snapshot / support bundle).
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// Print how long each source took on stderr: the tool's own time and ours (parsing).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -102,16 +120,171 @@ pub struct PlanArgs {
     /// Tensor-parallel size of each instance (GPUs per instance).
     #[arg(long)]
     pub tp: Option<u32>,
+    /// Host memory the engine needs, in GB: when the bound nodes have less free, the plan
+    /// uses `--preferred` instead of `--membind`.
+    #[arg(long, value_name = "GB")]
+    pub host_memory_gb: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------
 // simulate
 
+/// `nodeagent simulate`: every latency is in milliseconds (fractions allowed); every rate is a
+/// probability per request.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
     /// Port to listen on (0 picks a free port; the bound address is printed).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+    /// Model name that /v1/models lists and requests must name.
+    #[arg(long, default_value = "qwen2.5", value_name = "NAME")]
+    pub served_model_name: String,
+    /// Seed for output lengths, token texts and faults (same seed + same request order = same
+    /// answers).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Longest prompt + output in tokens; longer requests get HTTP 400.
+    #[arg(long, default_value_t = 32768, value_name = "TOKENS")]
+    pub max_model_len: u32,
+    /// Most requests running at once; the rest wait in a FIFO queue (0 = no limit)
+    /// [default: 256, or 0 with --zero-delay].
+    #[arg(long, value_name = "N")]
+    pub max_num_seqs: Option<u32>,
+    /// Time to first token, fixed part.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub prefill_base_ms: f64,
+    /// Time to first token, per prompt token.
+    #[arg(long, default_value_t = 0.1, value_name = "MS")]
+    pub prefill_per_token_ms: f64,
+    /// Time per further output token, fixed part.
+    #[arg(long, default_value_t = 30.0, value_name = "MS")]
+    pub decode_base_ms: f64,
+    /// Time per further output token, per request running in the batch.
+    #[arg(long, default_value_t = 0.1, value_name = "MS")]
+    pub decode_per_running_ms: f64,
+    /// Answer as fast as possible: every latency 0, no batch limit unless --max-num-seqs.
+    #[arg(long)]
+    pub zero_delay: bool,
+    /// Output length of requests without max_tokens (or that "stop at EOS" before it).
+    #[arg(long, value_enum, default_value_t = crate::sim::OutputLenDist::Uniform, value_name = "DIST")]
+    pub output_len_dist: crate::sim::OutputLenDist,
+    /// Mean of that output length.
+    #[arg(long, default_value_t = 256, value_name = "TOKENS")]
+    pub output_len_mean: u32,
+    /// Rate of requests answered with HTTP 500 at once.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_500_rate: f64,
+    /// Rate of responses cut half-way (connection closed, no [DONE]).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_drop_rate: f64,
+    /// Rate of responses that pause --stall-ms half-way.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_stall_rate: f64,
+    /// Rate of streams that send an in-band `data: {"error": ...}` half-way, then [DONE].
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_stream_error_rate: f64,
+    /// Length of a stall.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub stall_ms: u64,
+    /// KV cache size in tokens (for vllm:gpu_cache_usage_perc).
+    #[arg(long, default_value_t = 400_000, value_name = "TOKENS")]
+    pub kv_cache_tokens: u64,
+    /// Ground-truth records kept for /sim/requests (oldest dropped beyond).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub max_records: usize,
+    /// Refuse connections for this long before listening, like vLLM loading a model.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub startup_delay_ms: u64,
+    /// Crash (exit with --exit-code, no cleanup) this long after listening.
+    #[arg(long, value_name = "MS")]
+    pub exit_after_ms: Option<u64>,
+    /// Crash (exit with --exit-code, no cleanup) after this many requests finished.
+    #[arg(long, value_name = "N")]
+    pub exit_after_requests: Option<u64>,
+    /// Exit status of a simulated crash (0 is allowed: vLLM sometimes crashes with 0).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub exit_code: u8,
+    /// Stop answering anything (incl. /health) this long after listening; stay alive.
+    #[arg(long, value_name = "MS")]
+    pub hang_after_ms: Option<u64>,
+    /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
+    /// Ray workers; they exit when this process dies.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub workers: u32,
+    /// Workers outlive this process's death (leftovers, like Ray workers after a SIGKILL).
+    #[arg(long)]
+    pub orphan_workers: bool,
+    /// Write this process's PID to FILE (removed on a graceful stop).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Hidden: one worker process of `simulate --workers`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateWorkerArgs {
+    /// Worker rank (1-based; the simulator itself is rank 0).
+    #[arg(long)]
+    pub rank: u32,
+    /// PID of the simulator that started this worker; the worker exits when it is gone.
+    #[arg(long)]
+    pub parent_pid: u32,
+    /// Keep running after the parent dies.
+    #[arg(long)]
+    pub orphan: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve / status
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeMode {
+    /// The binding is applied natively in the engine process before exec.
+    Bare,
+    /// The engine runs under `numactl` with the binding's options.
+    Numactl,
+    /// The engine runs in a container through the Docker Engine API.
+    Container,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML): picks a host and a model profile and overrides their keys.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODEAGENT_CONFIG",
+        default_value = "/etc/nodeagent/nodeagent.toml"
+    )]
+    pub config: PathBuf,
+    /// Print the effective configuration (profiles merged, CLI applied) and the exact command
+    /// that would run, then exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Directory for the pid file and the status socket (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Launch mode (overrides `launch.mode`).
+    #[arg(long, value_enum)]
+    pub mode: Option<ServeMode>,
+    /// Engine port (overrides `engine.port`).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// State directory of the running agent (where its `status.sock` is).
+    #[arg(long, value_name = "DIR", default_value = "/run/nodeagent")]
+    pub state_dir: PathBuf,
+    /// Print the agent's status record as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the agent's answer, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 pub mod binding;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod exit;
 pub mod host;
 pub mod launch;
@@ -17,6 +18,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod plan;
 pub mod report;
+pub mod sim;
 pub mod supervise;
 pub mod topology;
 pub mod verify;
