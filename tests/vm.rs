@@ -400,6 +400,7 @@ fn four_node_vm_memoryless_node_refuses_numactl_n_and_takes_physcpubind() {
     assert_serve_bound(&vm, "serve-bare", "4-5", 3);
     assert_serve_bound(&vm, "serve-numactl", "4-5", 3);
     assert_serve_refused(&vm, "serve-node7", Some(2), "node 7");
+    assert_serve_refused(&vm, "serve-cpu12", Some(2), "cpus 12-13");
     // Memory bound to the memoryless node 2, which set_mempolicy and numactl refuse. Wanted: a
     // preflight error naming node 2, exit 2. Today serve finds out only when the spawn fails
     // ("starting `/bin/sh`: Invalid argument", exit 1 after its restart budget); the engine

@@ -41,6 +41,9 @@ serve_run serve-numactl numactl /tmp/serve-numactl.toml /run/na-numactl
 # A node this machine does not have.
 serve_config /tmp/serve-node7.toml /run/na-node7 4-5 7
 serve_refused serve-node7 bare /tmp/serve-node7.toml /run/na-node7
+# CPUs this machine does not have (it has 0-7).
+serve_config /tmp/serve-cpu12.toml /run/na-cpu12 12-13 3
+serve_refused serve-cpu12 bare /tmp/serve-cpu12.toml /run/na-cpu12
 # A binding the kernel refuses: memory bound to the memoryless node 2.
 serve_config /tmp/serve-memless.toml /run/na-memless 4-5 2
 serve_refused serve-memless bare /tmp/serve-memless.toml /run/na-memless
