@@ -14,11 +14,15 @@ pub mod config;
 pub mod exit;
 pub mod host;
 pub mod launch;
+pub mod loadgen;
 pub mod logging;
+pub mod monitor;
 pub mod plan;
+pub mod report;
 pub mod sim;
 pub mod supervise;
 pub mod topology;
+pub mod verify;
 
 pub use exit::CmdError;
 

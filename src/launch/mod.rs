@@ -3,5 +3,6 @@
 //! the engine's child before exec; `launch::docker` and `crate::supervise` perform the effects.
 
 pub mod container;
+pub mod docker;
 pub mod native;
 pub mod spec;
