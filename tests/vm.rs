@@ -348,7 +348,7 @@ fn two_node_vm_kernel_and_numactl_see_device_on_node_1() {
 }
 
 #[test]
-fn four_node_vm_memoryless_node_refuses_numactl_n_and_takes_physcpubind() {
+fn four_node_vm_memoryless_node_plan_prefix_and_serve_bindings() {
     let test = "four_node";
     if !vm_tools_present(test) {
         return;
@@ -496,4 +496,48 @@ fn readme_shows_the_check_binding_script_the_vm_tests_run() {
         readme.contains(&body),
         "README.md must show tests/vm/check-binding.sh's code:\n{body}"
     );
+}
+
+/// The harness's own bad-input paths: one line naming what is wrong, exit 2, no boot.
+#[test]
+fn run_vm_rejects_bad_input_with_one_line_errors() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |topology: Option<&str>, kernel: Option<&str>, timeout: &str| {
+        let mut cmd = Command::new(repo().join("tests/vm/run-vm.sh"));
+        cmd.arg("--timeout").arg(timeout);
+        cmd.arg("--topology").arg(topology.unwrap_or("two-node"));
+        if topology.is_some() {
+            cmd.arg("--scenario")
+                .arg(repo().join("tests/vm/two-node.sh"))
+                .arg("--bin")
+                .arg(env!("CARGO_BIN_EXE_nodeagent"))
+                .arg("--out")
+                .arg(out.path());
+        }
+        if let Some(k) = kernel {
+            cmd.env("NODEAGENT_VM_KERNEL", k);
+        }
+        let res = cmd.output().unwrap();
+        (res.status.code(), String::from_utf8_lossy(&res.stderr).trim().to_string())
+    };
+
+    let (code, err) = run(None, None, "300");
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err, "run-vm: --topology, --scenario, --bin and --out are required (see --help)");
+
+    let (code, err) = run(Some("three-node"), None, "300");
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err, "run-vm: unknown topology 'three-node' (two-node or four-node)");
+
+    if vm_tools_present("run_vm_rejects_bad_input") {
+        let (code, err) = run(Some("two-node"), Some("/nonexistent/vmlinuz"), "300");
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err, "run-vm: NODEAGENT_VM_KERNEL=/nonexistent/vmlinuz not found");
+
+        // A VM that does not finish in time is killed and reported, exit 1.
+        let (code, err) = run(Some("two-node"), None, "1");
+        assert_eq!(code, Some(1), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("run-vm: two-node VM timed out after 1s (console: "), "{err}");
+    }
 }
