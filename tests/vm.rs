@@ -219,6 +219,12 @@ fn assert_probe_matches_kernel(vm: &VmRun, gpus: &[(&str, u64, &str)]) {
         let k = &sysfs[&format!("node{id}")];
         assert_eq!(n["cpus"], k["cpulist"].as_str(), "node {id} cpus");
         assert_eq!(n["memory_total_mb"].as_u64(), Some(sizes[&id]), "node {id} memory vs numactl");
+        let sysfs_mb = k["memtotal_kb"].parse::<u64>().unwrap() / 1024;
+        assert!(
+            n["memory_total_mb"].as_u64().unwrap().abs_diff(sysfs_mb) <= 1,
+            "node {id} memory {} MB vs sysfs MemTotal {sysfs_mb} MB",
+            n["memory_total_mb"]
+        );
         let want: Vec<u64> = k["distance"].split(',').map(|d| d.parse().unwrap()).collect();
         let got: Vec<u64> = (0..want.len())
             .map(|j| {
