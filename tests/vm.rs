@@ -279,7 +279,7 @@ fn parse_results_frames_sections_and_rejects_broken_output() {
 }
 
 #[test]
-fn two_node_vm_kernel_and_numactl_see_device_on_node_1() {
+fn two_node_vm_probe_plan_prefix_and_snapshot_replay() {
     let test = "two_node";
     if !vm_tools_present(test) {
         return;
