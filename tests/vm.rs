@@ -342,8 +342,8 @@ fn two_node_vm_probe_plan_prefix_and_snapshot_replay() {
     assert_eq!(without_free_memory(replayed), without_free_memory(plan), "replayed plan differs");
 
     // A device the machine does not have: bad input, one `error:` line. (The message should name
-    // the address; today `--gpu-pci` skips an address it cannot find and the error is "no GPUs
-    // found", and next to a device that exists the missing one is silently dropped.)
+    // the address; today the "no such PCI device" warning is lost when no other GPU is found and
+    // the error says only "no GPUs found ... name them with --gpu-pci".)
     let missing = vm.section("plan-missing-gpu");
     assert_eq!(missing.rc, 2, "plan --gpu-pci of a missing device: {}", missing.stderr);
     assert!(
