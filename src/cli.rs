@@ -196,7 +196,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 400_000, value_name = "TOKENS")]
     pub kv_cache_tokens: u64,
     /// Ground-truth records kept for /sim/requests (oldest dropped beyond).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_records: usize,
     /// Refuse connections for this long before listening, like vLLM loading a model.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -275,6 +275,9 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the plan's host facts come from when `binding.auto = true`.
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
