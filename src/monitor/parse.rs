@@ -7,6 +7,9 @@
 //! switch to those parsers without any change elsewhere.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use crate::host::facts::{normalize_bus_id, GpuProcess, GpuStatus, SmiStatus};
 
@@ -166,6 +169,30 @@ pub fn parse_nvidia_apps(text: &str, gpus: &[GpuStatus]) -> Result<Vec<GpuProces
     Ok(out)
 }
 
+struct MxRegexes {
+    bus: Regex,
+    mem: Regex,
+    temp: Regex,
+    power: Regex,
+    util: Regex,
+    version: Regex,
+    driver: Regex,
+}
+
+/// Compiled once: the sampler parses every tick.
+static MX_RE: LazyLock<MxRegexes> = LazyLock::new(|| {
+    let r = |p: &str| Regex::new(p).expect("static regex");
+    MxRegexes {
+        bus: r(r"\b[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\b"),
+        mem: r(r"(\d+)\s*/\s*(\d+)\s*MiB"),
+        temp: r(r"\b(\d+(?:\.\d+)?)C\b"),
+        power: r(r"\b(\d+(?:\.\d+)?)\s*W\b"),
+        util: r(r"\b(\d+(?:\.\d+)?)\s*%"),
+        version: r(r"MX-SMI\s+(\S+)"),
+        driver: r(r"Driver Version:\s*(\S+)"),
+    }
+});
+
 /// Parses the `mx-smi` status table (the 2.1.6 `Temp Power` layout and the 2.2.x `Board Name`
 /// layouts): two table lines per GPU, then the process table. Sample (2.1.6):
 ///
@@ -179,15 +206,9 @@ pub fn parse_nvidia_apps(text: &str, gpus: &[GpuStatus]) -> Result<Vec<GpuProces
 /// ```
 pub fn parse_mxsmi(text: &str) -> Result<SmiStatus, ParseError> {
     const TOOL: &str = "mx-smi";
-    let bus_re = regex::Regex::new(r"\b[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\b")
-        .expect("static regex");
-    let mem_re = regex::Regex::new(r"(\d+)\s*/\s*(\d+)\s*MiB").expect("static regex");
-    let temp_re = regex::Regex::new(r"\b(\d+(?:\.\d+)?)C\b").expect("static regex");
-    let power_re = regex::Regex::new(r"\b(\d+(?:\.\d+)?)\s*W\b").expect("static regex");
-    let util_re = regex::Regex::new(r"\b(\d+(?:\.\d+)?)\s*%").expect("static regex");
-    let version_re = regex::Regex::new(r"MX-SMI\s+(\S+)").expect("static regex");
-    let driver_re = regex::Regex::new(r"Driver Version:\s*(\S+)").expect("static regex");
-
+    let re = &*MX_RE;
+    let (bus_re, mem_re, temp_re, power_re, util_re, version_re, driver_re) =
+        (&re.bus, &re.mem, &re.temp, &re.power, &re.util, &re.version, &re.driver);
     let lines: Vec<&str> = text.lines().collect();
     let mut status = SmiStatus::default();
     let mut in_processes = false;
