@@ -1,16 +1,26 @@
 //! One handler per subcommand. Handlers turn CLI args into domain requests, call the library,
 //! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
 
+pub mod monitor;
+pub mod plan;
+pub mod probe;
+pub mod serve;
+pub mod simulate;
+pub mod status;
+pub mod verify;
+
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
 
-pub mod monitor;
-
 pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
+        Command::Probe(args) => probe::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::SimulateWorker(args) => simulate::run_worker(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
-        Command::Probe(_) | Command::Plan(_) | Command::Simulate(_) => {
-            Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
-        }
     }
 }
