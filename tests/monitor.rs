@@ -214,7 +214,8 @@ fn once_live_fake_nvidia_smi_and_failures() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU tool found"));
     let out = bin().args(["monitor", "--once", "--from"]).arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has neither mx-smi.txt"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt"));
 }
 
 /// A loopback stand-in for vLLM's `/metrics` with 3 requests running.
