@@ -1,6 +1,7 @@
 //! One handler per subcommand. Handlers turn CLI args into domain requests, call the library,
 //! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
 
+pub mod monitor;
 pub mod plan;
 pub mod probe;
 pub mod serve;
@@ -20,5 +21,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
         Command::Verify(args) => verify::run(*args),
+        Command::Monitor(args) => monitor::run(args),
     }
 }
