@@ -619,6 +619,8 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         status: status.clone(),
         cancel: cancel.clone(),
         proc: ProcFs::default(),
+        check_port: None,
+        check_path: None,
     };
     let snapshot = || status.lock().unwrap().snapshot();
     let driver = async {
