@@ -715,6 +715,23 @@ async fn hang_stops_answering_but_stays_alive() {
     assert_eq!(wait_exit(&mut p.child).await.code(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_aborts_streams_in_flight_and_exits_0() {
+    let mut p =
+        start_proc(&["--port", "0", "--prefill-base-ms", "10", "--decode-base-ms", "50"]).await;
+    let base = p.base.clone();
+    let stream = tokio::spawn(async move {
+        post(&base, "/v1/chat/completions", chat(Some(1000), true, true)).await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    signal(&p.child, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(wait_exit(&mut p.child).await.code(), Some(0));
+    let r = tokio::time::timeout(Duration::from_secs(5), stream).await.unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.has_done() && !r.complete, "an aborted stream is cut, not finished");
+    assert!(count_tokens(&r.text()) >= 1);
+}
+
 /// Pids of `simulate-worker` processes whose `--parent-pid` is `parent`.
 fn workers_of(parent: u32) -> Vec<i32> {
     let mut out = Vec::new();

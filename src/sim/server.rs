@@ -252,6 +252,12 @@ fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
 // ---------------------------------------------------------------------------------------------
 // request bodies
 
+/// The body of both generation endpoints; unknown fields are ignored, as vLLM does for the
+/// sampling options it would honour (temperature, top_p, ...). For example:
+///
+/// `{"model": "qwen2.5", "messages": [{"role": "user", "content": "解释人工智能"}],`
+/// ` "max_tokens": 256, "stream": true, "stream_options": {"include_usage": true}}`
+/// `{"model": "qwen2.5", "prompt": "你是谁？", "max_tokens": 16, "ignore_eos": true}`
 #[derive(Deserialize)]
 struct GenRequest {
     model: Option<String>,
