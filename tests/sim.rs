@@ -513,6 +513,48 @@ async fn faults_happen_as_drawn_and_at_the_configured_rates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_streaming_faults() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Drop: the connection closes with no reply at all.
+    let cfg = SimConfig {
+        faults: FaultRates { drop: 1.0, ..FaultRates::default() },
+        ..SimConfig::zero_delay()
+    };
+    let sim = sim::start(cfg).await.unwrap();
+    let body = json!({"prompt": "hi", "max_tokens": 4}).to_string();
+    let mut conn = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut reply)).await.unwrap();
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    let t = &sim.ground_truth()[0];
+    assert_eq!(
+        (t.status, t.http_status, t.fault.as_deref()),
+        (RequestStatus::Dropped, 0, Some("drop"))
+    );
+    sim.shutdown().await.unwrap();
+
+    // Stream error: a non-streaming request gets HTTP 500 with vLLM's error body.
+    let cfg = SimConfig {
+        faults: FaultRates { stream_error: 1.0, ..FaultRates::default() },
+        ..SimConfig::zero_delay()
+    };
+    let sim = sim::start(cfg).await.unwrap();
+    let r =
+        post(&sim.base_url(), "/v1/completions", json!({"prompt": "hi", "max_tokens": 4})).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["type"], "InternalServerError");
+    assert_eq!(sim.ground_truth()[0].status, RequestStatus::StreamError);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_seed_same_requests_same_answers() {
     async fn run(seed: u64) -> Vec<(u16, String, u64)> {
         let cfg = SimConfig {

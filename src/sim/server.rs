@@ -855,7 +855,9 @@ impl Job {
             match ev {
                 Ev::Token { i, .. } => text.push_str(self.token_text(i)),
                 Ev::Drop => {
-                    // Headers go out, then the body breaks: the client sees a cut response.
+                    // The body breaks before hyper sends anything: the client sees the
+                    // connection closed without a reply.
+                    self.truth.http_status = 0;
                     let stream = futures_util::stream::once(async {
                         Err::<Bytes, _>(std::io::Error::other("simulated dropped response"))
                     });
@@ -939,8 +941,14 @@ impl Drop for Job {
         self.release();
         self.truth.end_unix_ns = unix;
         self.truth.end_offset_ns = offset;
-        if let Some(last) = self.truth.last_token_offset_ns {
-            self.truth.last_token_unix_ns = Some(unix.saturating_sub(offset.saturating_sub(last)));
+        // The last token's unix time from its monotonic distance to the first token's (both
+        // clocks read together there), so last >= first always holds.
+        if let (Some(first_unix), Some(first), Some(last)) = (
+            self.truth.first_token_unix_ns,
+            self.truth.first_token_offset_ns,
+            self.truth.last_token_offset_ns,
+        ) {
+            self.truth.last_token_unix_ns = Some(first_unix + last.saturating_sub(first));
         }
         let m = &self.s.metrics;
         if self.truth.status == RequestStatus::Ok {
