@@ -275,6 +275,9 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the plan's host facts come from when `binding.auto = true`.
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -495,8 +498,8 @@ pub struct MonitorArgs {
     /// Print JSON (the `/status` document; one line per tick when not `--once`).
     #[arg(long)]
     pub json: bool,
-    /// Read a snapshot directory (`mx-smi.txt`, or `nvidia-smi-query.csv` and
-    /// `nvidia-smi-apps.csv`) instead of running the GPU tool.
+    /// Read a snapshot directory (`probe --save`: `mx-smi.txt`; or `nvidia-smi-query.csv` and
+    /// `nvidia-smi-apps.csv`; or `nvidia-smi.txt`) instead of running the GPU tool.
     #[arg(long, value_name = "DIR")]
     pub from: Option<PathBuf>,
     /// Which GPU tool to run.
