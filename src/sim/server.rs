@@ -698,12 +698,19 @@ impl Job {
                         }
                         _ => {}
                     }
-                    self.note_token(i);
+                    let sent = self.note_token(i);
                     let running = self.s.metrics.running.get().max(1) as u32;
-                    // Engine time: token i+1 is due one step after token i was due, whether or
-                    // not the writer kept up (an engine does not wait for a slow socket; late
-                    // tokens go out together, as they do from vLLM).
-                    self.deadline += self.s.cfg.latency.decode_step(running);
+                    // The decode clock starts when the first token actually went out: token i
+                    // is due one step after token i-1 was due. A late first token (a busy
+                    // machine) shifts the whole schedule, so (last - first) / (n - 1), the TPOT
+                    // a client computes, is never below the model's step; a late token in the
+                    // middle does not shift the ones after it, so lateness does not accumulate.
+                    let step = self.s.cfg.latency.decode_step(running);
+                    self.deadline = if i == 0 {
+                        self.deadline.max(tokio::time::Instant::from_std(sent)) + step
+                    } else {
+                        self.deadline + step
+                    };
                     self.phase = Phase::Tokens(i + 1);
                     return Some(Ev::Token { i, last: i + 1 == n });
                 }
@@ -732,7 +739,7 @@ impl Job {
     /// Notes that content token `i` goes out now. One clock read per token (a zero-delay
     /// stream writes thousands a second): the last token's unix time is derived at the end
     /// from its monotonic offset.
-    fn note_token(&mut self, i: u32) {
+    fn note_token(&mut self, i: u32) -> Instant {
         let now = Instant::now();
         let offset = now.duration_since(self.s.started).as_nanos() as u64;
         if i == 0 {
@@ -749,6 +756,7 @@ impl Job {
         self.truth.last_token_offset_ns = Some(offset);
         self.truth.tokens_sent = i + 1;
         self.s.metrics.generation_tokens.inc();
+        now
     }
 
     fn release(&mut self) {
