@@ -89,7 +89,7 @@ python3 -c "print('nodeagent / wrk = %.2f' % ($na_qps/$wrk_qps))"
 echo
 echo "== timing accuracy: simulator TTFT 100 ms, 10 ms per token, concurrency $C"
 start_sim --prefill-base-ms 100 --prefill-per-token-ms 0 --decode-base-ms 10 --decode-per-running-ms 0 --max-num-seqs 0
-measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number 3000 --out "$WORK/acc" >/dev/null
+measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number 3000 --warmup $C --out "$WORK/acc" >/dev/null
 curl -s "$URL/sim/requests" >"$WORK/truth.json"
 python3 - "$WORK/acc/requests.jsonl" "$WORK/truth.json" <<'PY'
 import json, sys
@@ -100,7 +100,7 @@ by_id = {t["request_id"]: t for t in truth}
 errs = []
 for r in recs:
     t = by_id.get(r["request_id"])
-    if not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
+    if r["warmup"] or not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
         continue
     client = r["first_token_s"] - r["sent_s"]
     server = (t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9
