@@ -16,6 +16,7 @@ pub mod host;
 pub mod launch;
 pub mod loadgen;
 pub mod logging;
+pub mod monitor;
 pub mod plan;
 pub mod report;
 pub mod sim;

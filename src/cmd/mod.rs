@@ -1,6 +1,7 @@
 //! One handler per subcommand. Handlers turn CLI args into domain requests, call the library,
 //! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
 
+pub mod monitor;
 pub mod plan;
 pub mod probe;
 pub mod serve;
@@ -13,12 +14,13 @@ use crate::exit::CmdError;
 
 pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
-        Command::Verify(args) => verify::run(*args),
         Command::Probe(args) => probe::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Simulate(args) => simulate::run(args),
         Command::SimulateWorker(args) => simulate::run_worker(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(*args),
+        Command::Monitor(args) => monitor::run(args),
     }
 }

@@ -1,0 +1,445 @@
+//! The checks, as a pure state machine: fed one sample (with its attribution, the engine's
+//! state and the number of requests in flight) per tick, it raises and clears alerts with
+//! hysteresis (a condition must hold for `raise_after` consecutive samples to raise and be
+//! absent for `clear_after` samples to clear). No I/O, no clock: the caller logs the events,
+//! exports the active alerts and passes `engine_hung()` to the supervisor.
+//!
+//! A missing sample is no evidence about the GPUs: it advances only the `sample-missing` check.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::attribution::{Attribution, Owner};
+use super::sample::Sample;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// GPU memory used above the threshold.
+    MemoryHigh,
+    /// Requests in flight, yet every engine GPU at 0 % utilization: a hung engine.
+    EngineHung,
+    /// A GPU seen before is gone from the tool's list.
+    GpuGone,
+    /// The engine is not running, yet processes that were its still hold GPU memory.
+    OrphanMemory,
+    /// A process that is not the engine's holds memory on one of the engine's GPUs.
+    ForeignProcess,
+    /// The GPU tool failed or hung on consecutive ticks.
+    SampleMissing,
+}
+
+impl CheckKind {
+    pub const ALL: [CheckKind; 6] = [
+        CheckKind::MemoryHigh,
+        CheckKind::EngineHung,
+        CheckKind::GpuGone,
+        CheckKind::OrphanMemory,
+        CheckKind::ForeignProcess,
+        CheckKind::SampleMissing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::MemoryHigh => "memory-high",
+            CheckKind::EngineHung => "engine-hung",
+            CheckKind::GpuGone => "gpu-gone",
+            CheckKind::OrphanMemory => "orphan-memory",
+            CheckKind::ForeignProcess => "foreign-process",
+            CheckKind::SampleMissing => "sample-missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckConfig {
+    /// Memory-high threshold, percent of the GPU's total.
+    pub memory_high_pct: f64,
+    /// Consecutive samples of zero utilization with requests in flight before `engine-hung`.
+    pub hung_after: u32,
+    /// Consecutive missing samples before `sample-missing`.
+    pub missing_after: u32,
+    /// Consecutive samples for the other checks to raise.
+    pub raise_after: u32,
+    /// Consecutive clean samples for any check to clear.
+    pub clear_after: u32,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        // vLLM preallocates ~90 % of GPU memory (gpu_memory_utilization 0.9; the seed shows
+        // 60278/65536 = 92 %), so the default threshold sits above that.
+        Self {
+            memory_high_pct: 97.0,
+            hung_after: 3,
+            missing_after: 3,
+            raise_after: 2,
+            clear_after: 2,
+        }
+    }
+}
+
+/// One raised alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub check: CheckKind,
+    /// The GPU it concerns; `None` for engine- or tool-wide alerts.
+    pub gpu: Option<u32>,
+    pub message: String,
+    pub since_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckEvent {
+    Raised(Alert),
+    Cleared(Alert),
+}
+
+/// What one tick feeds the checks.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInput<'a> {
+    pub sample: &'a Sample,
+    pub attribution: &'a Attribution,
+    /// Whether an engine is supervised, and whether it runs now.
+    pub engine_supervised: bool,
+    pub engine_running: bool,
+    /// Requests in flight at the engine (running + waiting), if known.
+    pub in_flight: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Streak {
+    bad: u32,
+    good: u32,
+}
+
+type Key = (CheckKind, Option<u32>);
+
+#[derive(Debug, Default)]
+pub struct Checks {
+    pub config: CheckConfig,
+    streaks: BTreeMap<Key, Streak>,
+    active: BTreeMap<Key, Alert>,
+    /// Every GPU index seen, with its bus id, for `gpu-gone`.
+    known_gpus: BTreeMap<u32, Option<String>>,
+}
+
+impl Checks {
+    pub fn new(config: CheckConfig) -> Self {
+        Self { config, ..Default::default() }
+    }
+
+    pub fn active(&self) -> Vec<Alert> {
+        self.active.values().cloned().collect()
+    }
+
+    /// The hung-engine verdict for the supervisor's restart decision (already debounced).
+    pub fn engine_hung(&self) -> bool {
+        self.active.contains_key(&(CheckKind::EngineHung, None))
+    }
+
+    /// Feeds one tick; returns the alerts raised and cleared by it.
+    pub fn update(&mut self, input: CheckInput<'_>) -> Vec<CheckEvent> {
+        let now = input.sample.at_unix_ms;
+        // Conditions that hold this tick: key -> message. Keys evaluated but not in here are
+        // clean this tick; keys not evaluated keep their streaks.
+        let mut evaluated: BTreeSet<Key> = BTreeSet::new();
+        let mut holding: BTreeMap<Key, String> = BTreeMap::new();
+
+        let missing_key = (CheckKind::SampleMissing, None);
+        evaluated.insert(missing_key);
+        if let Some(why) = &input.sample.missing {
+            holding.insert(missing_key, format!("GPU sample missing: {why}"));
+        }
+
+        if input.sample.status.is_some() {
+            let gpus = input.sample.gpus();
+            for g in gpus {
+                self.known_gpus.insert(g.index, g.bus_id.clone());
+                let key = (CheckKind::MemoryHigh, Some(g.index));
+                evaluated.insert(key);
+                if let (Some(used), Some(total)) = (g.memory_used_mib, g.memory_total_mib) {
+                    let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+                    if pct > self.config.memory_high_pct {
+                        holding.insert(
+                            key,
+                            format!(
+                                "GPU {} memory {used}/{total} MiB ({pct:.1} %) above {} %",
+                                g.index, self.config.memory_high_pct
+                            ),
+                        );
+                    }
+                }
+            }
+            for (&index, bus) in &self.known_gpus {
+                let key = (CheckKind::GpuGone, Some(index));
+                evaluated.insert(key);
+                if !gpus.iter().any(|g| g.index == index) {
+                    let bus = bus.as_deref().unwrap_or("unknown bus id");
+                    holding
+                        .insert(key, format!("GPU {index} ({bus}) is gone from the tool's list"));
+                }
+            }
+
+            // Engine hung: requests in flight, every engine GPU at exactly 0 %.
+            let key = (CheckKind::EngineHung, None);
+            evaluated.insert(key);
+            let engine_gpus: Vec<_> = if input.attribution.engine_gpus.is_empty() {
+                gpus.iter().collect()
+            } else {
+                gpus.iter().filter(|g| input.attribution.engine_gpus.contains(&g.index)).collect()
+            };
+            let in_flight = input.in_flight.unwrap_or(0);
+            if input.engine_running
+                && in_flight > 0
+                && !engine_gpus.is_empty()
+                && engine_gpus.iter().all(|g| g.utilization_pct == Some(0.0))
+            {
+                holding.insert(
+                    key,
+                    format!("{in_flight} requests in flight but the engine's GPUs are at 0 % utilization"),
+                );
+            }
+
+            if input.engine_supervised {
+                let orphan_mem = input.attribution.memory_by_gpu(Owner::Orphan);
+                for (&gpu, &mib) in &orphan_mem {
+                    let key = (CheckKind::OrphanMemory, Some(gpu));
+                    evaluated.insert(key);
+                    let pids: Vec<String> = input
+                        .attribution
+                        .with_owner(Owner::Orphan)
+                        .filter(|p| p.gpu == gpu)
+                        .map(|p| format!("{} ({})", p.pid, p.name))
+                        .collect();
+                    holding.insert(
+                        key,
+                        format!(
+                            "GPU {gpu}: {mib} MiB still held by former engine processes {}{}",
+                            pids.join(", "),
+                            if input.engine_running {
+                                " (left over from an earlier run)"
+                            } else {
+                                " after the engine stopped"
+                            }
+                        ),
+                    );
+                }
+                for p in input.attribution.with_owner(Owner::Foreign) {
+                    let key = (CheckKind::ForeignProcess, Some(p.gpu));
+                    evaluated.insert(key);
+                    let msg = holding.entry(key).or_insert_with(|| {
+                        format!("GPU {} is shared with processes that are not the engine's:", p.gpu)
+                    });
+                    msg.push_str(&format!(
+                        " {} ({}, {} MiB)",
+                        p.pid,
+                        p.name,
+                        p.memory_mib.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+                    ));
+                }
+                // A per-GPU orphan/foreign check with no such process this tick is clean.
+                for key in self.streaks.keys().chain(self.active.keys()) {
+                    if matches!(key.0, CheckKind::OrphanMemory | CheckKind::ForeignProcess) {
+                        evaluated.insert(*key);
+                    }
+                }
+            }
+        }
+
+        let mut events = Vec::new();
+        // A hung verdict means nothing once the engine is not running: clear it at once, so
+        // the supervisor never restarts an engine it has just stopped.
+        if !input.engine_running {
+            let key = (CheckKind::EngineHung, None);
+            self.streaks.remove(&key);
+            evaluated.remove(&key);
+            if let Some(alert) = self.active.remove(&key) {
+                events.push(CheckEvent::Cleared(alert));
+            }
+        }
+        for key in evaluated {
+            let streak = self.streaks.entry(key).or_default();
+            match holding.remove(&key) {
+                Some(message) => {
+                    streak.bad += 1;
+                    streak.good = 0;
+                    let need = match key.0 {
+                        CheckKind::EngineHung => self.config.hung_after,
+                        CheckKind::SampleMissing => self.config.missing_after,
+                        CheckKind::GpuGone => 1,
+                        _ => self.config.raise_after,
+                    }
+                    .max(1);
+                    if let Some(alert) = self.active.get_mut(&key) {
+                        alert.message = message;
+                    } else if streak.bad >= need {
+                        let alert = Alert { check: key.0, gpu: key.1, message, since_unix_ms: now };
+                        self.active.insert(key, alert.clone());
+                        events.push(CheckEvent::Raised(alert));
+                    }
+                }
+                None => {
+                    streak.good += 1;
+                    streak.bad = 0;
+                    if streak.good >= self.config.clear_after.max(1) {
+                        if let Some(alert) = self.active.remove(&key) {
+                            events.push(CheckEvent::Cleared(alert));
+                        }
+                    }
+                }
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::facts::{GpuProcess, GpuStatus, SmiStatus};
+    use crate::monitor::attribution::{attribute, EnginePids};
+    use crate::monitor::sample::SampleSource;
+
+    fn gpu(index: u32, used: u64, util: f64) -> GpuStatus {
+        GpuStatus {
+            index,
+            bus_id: Some(format!("0000:0{index}:00.0")),
+            memory_used_mib: Some(used),
+            memory_total_mib: Some(1000),
+            utilization_pct: Some(util),
+            ..Default::default()
+        }
+    }
+
+    fn sample(t: u64, gpus: Vec<GpuStatus>, procs: Vec<GpuProcess>) -> Sample {
+        Sample {
+            at_unix_ms: t,
+            source: SampleSource::MxSmi,
+            duration_ms: 1.0,
+            status: Some(SmiStatus { gpus, processes: procs, ..Default::default() }),
+            missing: None,
+        }
+    }
+
+    fn missing(t: u64) -> Sample {
+        Sample {
+            at_unix_ms: t,
+            source: SampleSource::MxSmi,
+            duration_ms: 1.0,
+            status: None,
+            missing: Some("mx-smi timed out after 5s".into()),
+        }
+    }
+
+    fn feed(c: &mut Checks, s: &Sample, engine: &EnginePids, in_flight: u64) -> Vec<CheckEvent> {
+        let a = attribute(s.processes(), engine);
+        c.update(CheckInput {
+            sample: s,
+            attribution: &a,
+            engine_supervised: engine.supervised,
+            engine_running: engine.running,
+            in_flight: Some(in_flight),
+        })
+    }
+
+    fn engine(running: bool) -> EnginePids {
+        EnginePids {
+            supervised: true,
+            running,
+            current: if running { [7].into() } else { BTreeSet::new() },
+            ever: [7].into(),
+            gpus: Some([0].into()),
+        }
+    }
+
+    #[test]
+    fn hung_engine_raises_after_hung_after_and_clears_with_hysteresis() {
+        let mut c = Checks::new(CheckConfig::default());
+        let e = engine(true);
+        let zero = sample(0, vec![gpu(0, 500, 0.0)], vec![]);
+        let busy = sample(0, vec![gpu(0, 500, 30.0)], vec![]);
+        assert!(feed(&mut c, &zero, &e, 4).is_empty());
+        assert!(feed(&mut c, &zero, &e, 4).is_empty());
+        // A missing sample is no evidence either way: the streak survives it.
+        assert!(feed(&mut c, &missing(0), &e, 4).is_empty());
+        let ev = feed(&mut c, &zero, &e, 4);
+        assert!(matches!(&ev[..], [CheckEvent::Raised(a)] if a.check == CheckKind::EngineHung));
+        assert!(c.engine_hung());
+        // One busy tick does not clear it; two do.
+        assert!(feed(&mut c, &busy, &e, 4).is_empty());
+        assert!(c.engine_hung());
+        let ev = feed(&mut c, &busy, &e, 4);
+        assert!(matches!(&ev[..], [CheckEvent::Cleared(a)] if a.check == CheckKind::EngineHung));
+        assert!(!c.engine_hung());
+        // Hung again, then the engine stops: cleared on the very next tick.
+        for _ in 0..3 {
+            feed(&mut c, &zero, &e, 4);
+        }
+        assert!(c.engine_hung());
+        let ev = feed(&mut c, &zero, &engine(false), 4);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, CheckEvent::Cleared(a) if a.check == CheckKind::EngineHung)));
+        assert!(!c.engine_hung());
+    }
+
+    #[test]
+    fn idle_engine_at_zero_is_not_hung() {
+        let mut c = Checks::new(CheckConfig::default());
+        let zero = sample(0, vec![gpu(0, 500, 0.0)], vec![]);
+        for _ in 0..10 {
+            feed(&mut c, &zero, &engine(true), 0);
+        }
+        assert!(!c.engine_hung());
+    }
+
+    #[test]
+    fn memory_high_gpu_gone_and_missing() {
+        let mut c = Checks::new(CheckConfig::default());
+        let e = EnginePids::default();
+        feed(&mut c, &sample(0, vec![gpu(0, 990, 5.0), gpu(1, 10, 5.0)], vec![]), &e, 0);
+        let ev = feed(&mut c, &sample(0, vec![gpu(0, 990, 5.0)], vec![]), &e, 0);
+        let kinds: Vec<_> = ev
+            .iter()
+            .map(|e| match e {
+                CheckEvent::Raised(a) => (a.check, a.gpu),
+                CheckEvent::Cleared(a) => panic!("unexpected clear {a:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, [(CheckKind::MemoryHigh, Some(0)), (CheckKind::GpuGone, Some(1))]);
+        for _ in 0..2 {
+            assert!(feed(&mut c, &missing(0), &e, 0).is_empty());
+        }
+        let ev = feed(&mut c, &missing(0), &e, 0);
+        assert!(
+            matches!(&ev[..], [CheckEvent::Raised(a)] if a.check == CheckKind::SampleMissing && a.message.contains("timed out"))
+        );
+        assert_eq!(c.active().len(), 3);
+    }
+
+    #[test]
+    fn orphan_memory_after_stop_and_foreign_process() {
+        let mut c = Checks::new(CheckConfig::default());
+        let procs = vec![
+            GpuProcess { gpu: 0, pid: 7, name: "python".into(), memory_mib: Some(400), line: 0 },
+            GpuProcess { gpu: 0, pid: 8, name: "intruder".into(), memory_mib: Some(20), line: 0 },
+        ];
+        let s = sample(0, vec![gpu(0, 500, 5.0)], procs);
+        for _ in 0..2 {
+            feed(&mut c, &s, &engine(false), 0);
+        }
+        let active: Vec<_> = c.active().iter().map(|a| (a.check, a.gpu)).collect();
+        assert_eq!(
+            active,
+            [(CheckKind::OrphanMemory, Some(0)), (CheckKind::ForeignProcess, Some(0))]
+        );
+        assert!(c.active()[0].message.contains("7 (python)"));
+        // Both go once the processes do.
+        let clean = sample(0, vec![gpu(0, 0, 0.0)], vec![]);
+        feed(&mut c, &clean, &engine(false), 0);
+        feed(&mut c, &clean, &engine(false), 0);
+        assert!(c.active().is_empty(), "{:?}", c.active());
+    }
+}

@@ -1,0 +1,324 @@
+//! Renders a `MonitorStatus` as Prometheus metrics with `prometheus-client` (OpenMetrics text).
+//! A fresh registry is built per scrape from the status snapshot: GPUs and processes come and
+//! go, and a per-scrape registry never exports a stale label set. Counters are carried in the
+//! status (`samples_total`, `restarts`) so nothing is lost between scrapes.
+//!
+//! Metric names and labels are part of the user interface (dashboards, alert rules): change
+//! them only with the README.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use super::checks::CheckKind;
+use super::status::{MonitorStatus, ENGINE_STATES};
+
+type Labels = Vec<(String, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+
+fn family() -> Family<Labels, GaugeF> {
+    Family::default()
+}
+
+fn l(pairs: &[(&str, String)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// The Prometheus text (format 0.0.4) of `status`, followed by the engine's own metrics
+/// re-labelled with `engine="0"` when they were scraped.
+pub fn render(status: &MonitorStatus, engine_metrics: Option<&str>) -> String {
+    let mut out = openmetrics_to_text(&render_openmetrics(status));
+    if let Some(text) = engine_metrics {
+        out.push_str(&relabel(text, "0"));
+    }
+    out
+}
+
+/// The OpenMetrics text of `status` (nodeagent's own metrics only).
+pub fn render_openmetrics(status: &MonitorStatus) -> String {
+    let mut reg = Registry::with_prefix("nodeagent");
+
+    let up = GaugeF::default();
+    up.set(if status.missing.is_none() && status.samples_total > 0 { 1.0 } else { 0.0 });
+    reg.register(
+        "gpu_sample_up",
+        "Whether the last GPU sample succeeded (0: the tool failed, hung or printed garbage)",
+        up,
+    );
+    let total: Counter<u64> = Counter::default();
+    total.inc_by(status.samples_total);
+    reg.register("gpu_samples", "GPU sampler ticks", total);
+    let missing: Counter<u64> = Counter::default();
+    missing.inc_by(status.samples_missing_total);
+    reg.register("gpu_samples_missing", "GPU sampler ticks that produced no sample", missing);
+    if let Some(ms) = status.sample_duration_ms {
+        let g = GaugeF::default();
+        g.set(ms / 1e3);
+        reg.register_with_unit(
+            "gpu_sample_duration",
+            "Time the GPU tool took on the last tick",
+            Unit::Seconds,
+            g,
+        );
+    }
+
+    let used = family();
+    let total_mem = family();
+    let util = family();
+    let temp = family();
+    let power = family();
+    for g in &status.gpus {
+        let labels = l(&[
+            ("gpu", g.status.index.to_string()),
+            ("bus_id", g.status.bus_id.clone().unwrap_or_default()),
+            ("numa_node", g.numa_node.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into())),
+        ]);
+        let mib = 1024.0 * 1024.0;
+        if let Some(v) = g.status.memory_used_mib {
+            used.get_or_create(&labels).set(v as f64 * mib);
+        }
+        if let Some(v) = g.status.memory_total_mib {
+            total_mem.get_or_create(&labels).set(v as f64 * mib);
+        }
+        if let Some(v) = g.status.utilization_pct {
+            util.get_or_create(&labels).set(v / 100.0);
+        }
+        if let Some(v) = g.status.temperature_c {
+            temp.get_or_create(&labels).set(v);
+        }
+        if let Some(v) = g.status.power_w {
+            power.get_or_create(&labels).set(v);
+        }
+    }
+    reg.register_with_unit("gpu_memory_used", "GPU memory in use", Unit::Bytes, used);
+    reg.register_with_unit("gpu_memory_total", "GPU memory in total", Unit::Bytes, total_mem);
+    reg.register_with_unit(
+        "gpu_utilization",
+        "GPU utilization (0-1)",
+        Unit::Other("ratio".into()),
+        util,
+    );
+    reg.register_with_unit("gpu_temperature", "GPU temperature", Unit::Celsius, temp);
+    reg.register_with_unit("gpu_power", "GPU power draw", Unit::Other("watts".into()), power);
+
+    let proc_mem = family();
+    for p in &status.processes {
+        if let Some(m) = p.memory_mib {
+            let labels = l(&[
+                ("gpu", p.gpu.to_string()),
+                ("pid", p.pid.to_string()),
+                ("process", p.name.clone()),
+                ("owner", p.owner.as_str().to_string()),
+            ]);
+            proc_mem.get_or_create(&labels).inc_by(m as f64 * 1024.0 * 1024.0);
+        }
+    }
+    reg.register_with_unit(
+        "gpu_process_memory",
+        "GPU memory held per process; owner is engine, foreign, orphan or other",
+        Unit::Bytes,
+        proc_mem,
+    );
+
+    let alerts = family();
+    for kind in CheckKind::ALL {
+        // Every check exported, 0 when clear, so alert rules can match on `== 1` reliably.
+        let n = status.alerts.iter().filter(|a| a.check == kind).count();
+        alerts.get_or_create(&l(&[("check", kind.as_str().to_string())])).set(n as f64);
+    }
+    reg.register(
+        "alerts_active",
+        "Active alerts per check (number of GPUs or 1 for engine-wide checks)",
+        alerts,
+    );
+
+    let e = &status.engine;
+    let hung = GaugeF::default();
+    hung.set(if status.engine_hung { 1.0 } else { 0.0 });
+    reg.register("engine_hung", "Requests in flight but the engine's GPUs idle (debounced)", hung);
+    if e.supervised {
+        let states = family();
+        for s in ENGINE_STATES {
+            states.get_or_create(&l(&[("state", s.to_string())])).set(if e.state == s {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        reg.register("engine_state", "Engine supervisor state (1 for the current one)", states);
+        let restarts: Counter<u64> = Counter::default();
+        restarts.inc_by(e.restarts);
+        reg.register("engine_restarts", "Engine restarts by the supervisor", restarts);
+        if let Some(ok) = e.binding_ok {
+            let g = GaugeF::default();
+            g.set(if ok { 1.0 } else { 0.0 });
+            reg.register(
+                "engine_binding_ok",
+                "Whether the engine runs with the planned NUMA binding",
+                g,
+            );
+        }
+        if let Some(ms) = e.health_latency_ms {
+            let g = GaugeF::default();
+            g.set(ms / 1e3);
+            reg.register_with_unit(
+                "engine_health_latency",
+                "Latency of the last engine health check",
+                Unit::Seconds,
+                g,
+            );
+        }
+        if let Some(n) = status.in_flight {
+            let g = GaugeF::default();
+            g.set(n as f64);
+            reg.register(
+                "engine_requests_in_flight",
+                "Requests running or waiting at the engine",
+                g,
+            );
+        }
+    }
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// Converts the OpenMetrics text `prometheus-client` writes into the Prometheus text format
+/// 0.0.4 (what `promtool check metrics`, vLLM and most scrapers speak, and what lets the
+/// engine's own metrics be appended): counter families take their `_total` name in `# HELP`
+/// and `# TYPE`, `# UNIT` and `# EOF` go, and the series of each family are sorted so the
+/// output is stable from scrape to scrape.
+///
+/// ```text
+/// # TYPE nodeagent_gpu_samples counter        # TYPE nodeagent_gpu_samples_total counter
+/// # UNIT nodeagent_x_bytes bytes         ->   (dropped)
+/// nodeagent_gpu_samples_total 2               nodeagent_gpu_samples_total 2
+/// ```
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    let mut series: Vec<&str> = Vec::new();
+    let flush = |series: &mut Vec<&str>, out: &mut String| {
+        series.sort_unstable();
+        for s in series.drain(..) {
+            out.push_str(s);
+            out.push('\n');
+        }
+    };
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            flush(&mut series, &mut out);
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = &line[..7];
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        series.push(line);
+    }
+    flush(&mut series, &mut out);
+    out
+}
+
+/// Re-labels the engine's own metrics (Prometheus text format) with `engine="<name>"`, so
+/// they can be scraped from the agent next to its own. Comment lines pass through.
+///
+/// ```text
+/// vllm:num_requests_running{model_name="qwen"} 3.0   ->  vllm:num_requests_running{engine="0",model_name="qwen"} 3.0
+/// ```
+pub fn relabel(text: &str, engine: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let label = format!("engine=\"{}\"", engine.replace('\\', "\\\\").replace('"', "\\\""));
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            out.push_str(line);
+        } else if let Some(brace) = t.find('{').filter(|&b| t[..b].find(' ').is_none()) {
+            let inner_empty = t[brace + 1..].starts_with('}');
+            out.push_str(&t[..=brace]);
+            out.push_str(&label);
+            if !inner_empty {
+                out.push(',');
+            }
+            out.push_str(&t[brace + 1..]);
+        } else if let Some(space) = t.find(' ') {
+            out.push_str(&format!("{}{{{label}}}{}", &t[..space], &t[space..]));
+        } else {
+            continue; // not a sample line
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Requests in flight from vLLM's metrics: `vllm:num_requests_running` + `..._waiting`,
+/// summed over label sets. `None` if neither is present.
+pub fn in_flight_from_vllm(text: &str) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("vllm:num_requests_running") || t.starts_with("vllm:num_requests_waiting")
+        {
+            let name_end = t.find(['{', ' ']).unwrap_or(t.len());
+            let name = &t[..name_end];
+            if name != "vllm:num_requests_running" && name != "vllm:num_requests_waiting" {
+                continue;
+            }
+            let value = t.rsplit_once('}').map(|(_, v)| v).unwrap_or(&t[name_end..]);
+            if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+                found = true;
+                sum += v;
+            }
+        }
+    }
+    found.then_some(sum.max(0.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_total_names_and_units_go() {
+        let om = "# HELP a_x A.\n# TYPE a_x counter\na_x_total 2\n# HELP b_bytes B.\n# TYPE b_bytes gauge\n# UNIT b_bytes bytes\nb_bytes{g=\"1\"} 1\nb_bytes{g=\"0\"} 0\n# EOF\n";
+        let t = openmetrics_to_text(om);
+        assert_eq!(
+            t,
+            "# HELP a_x_total A.\n# TYPE a_x_total counter\na_x_total 2\n# HELP b_bytes B.\n# TYPE b_bytes gauge\nb_bytes{g=\"0\"} 0\nb_bytes{g=\"1\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn relabels_with_and_without_labels() {
+        let t = "# HELP a x\n# TYPE a gauge\na 1\nb{x=\"y\"} 2.0\nc{} 3\n";
+        let r = relabel(t, "0");
+        assert!(r.contains("a{engine=\"0\"} 1\n"), "{r}");
+        assert!(r.contains("b{engine=\"0\",x=\"y\"} 2.0\n"), "{r}");
+        assert!(r.contains("c{engine=\"0\"} 3\n"), "{r}");
+        assert!(r.starts_with("# HELP a x\n"));
+    }
+
+    #[test]
+    fn in_flight_sums_running_and_waiting() {
+        let t = "vllm:num_requests_running{model_name=\"m\"} 3.0\nvllm:num_requests_waiting{model_name=\"m\"} 2.0\nvllm:num_requests_running_total 99\n";
+        assert_eq!(in_flight_from_vllm(t), Some(5));
+        assert_eq!(in_flight_from_vllm("other 1\n"), None);
+    }
+}

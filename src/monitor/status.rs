@@ -1,0 +1,73 @@
+//! The monitor's shared view of the node: the last sample with its attribution, the active
+//! alerts, and what the supervisor reports of the engine. `/status` serves it as JSON,
+//! `/metrics` renders it, `nodeagent monitor` prints it. Plain serde data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::facts::GpuStatus;
+
+use super::attribution::AttributedProcess;
+use super::checks::Alert;
+
+/// What the supervisor tells the monitor about the engine (through a `watch` channel), and
+/// what `nodeagent monitor --engine-pid` fills in by itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineReport {
+    /// Whether an engine is supervised at all.
+    pub supervised: bool,
+    /// Supervisor state (`starting`, `ready`, `degraded`, `restarting`, `stopping`, `stopped`).
+    pub state: String,
+    /// Whether its processes are running now.
+    pub running: bool,
+    /// Engine pids as the supervisor knows them; the monitor adds their descendants.
+    pub pids: Vec<u32>,
+    /// The GPUs the plan gave the engine, if known.
+    pub gpus: Option<Vec<u32>>,
+    pub restarts: u64,
+    /// Whether the engine's processes run with the planned binding (`None`: not checked).
+    pub binding_ok: Option<bool>,
+    /// Latency of the last health check, milliseconds.
+    pub health_latency_ms: Option<f64>,
+    /// Requests in flight, if the supervisor knows (else read from `metrics_url`).
+    pub in_flight: Option<u64>,
+    /// The engine's own Prometheus endpoint (`http://127.0.0.1:8000/metrics`), scraped each
+    /// tick for requests in flight and re-exported under `/metrics/engine`.
+    pub metrics_url: Option<String>,
+}
+
+/// The engine supervisor's states, in the order `nodeagent_engine_state` lists them.
+pub const ENGINE_STATES: [&str; 6] =
+    ["starting", "ready", "degraded", "restarting", "stopping", "stopped"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuView {
+    #[serde(flatten)]
+    pub status: GpuStatus,
+    /// NUMA node of the GPU's PCI device (sysfs `numa_node`); `None` when unknown (-1).
+    pub numa_node: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// The sampler, e.g. `nvidia-smi (/usr/bin/nvidia-smi)`.
+    pub sampler: String,
+    pub interval_ms: u64,
+    /// Time of the last tick, and of the last tick that produced a sample.
+    pub last_tick_unix_ms: Option<u64>,
+    pub last_good_unix_ms: Option<u64>,
+    /// Why the last tick produced no sample (`None` when it did).
+    pub missing: Option<String>,
+    pub sample_duration_ms: Option<f64>,
+    pub samples_total: u64,
+    pub samples_missing_total: u64,
+    /// GPUs and processes of the last good sample.
+    pub gpus: Vec<GpuView>,
+    pub processes: Vec<AttributedProcess>,
+    pub engine_gpus: Vec<u32>,
+    pub alerts: Vec<Alert>,
+    /// Debounced hung-engine verdict (the supervisor may restart on it).
+    pub engine_hung: bool,
+    pub engine: EngineReport,
+    /// In-flight requests used by the hung check this tick, and where they came from.
+    pub in_flight: Option<u64>,
+}

@@ -1,0 +1,101 @@
+//! The terminal view of a `MonitorStatus`: GPUs, their processes with owners, the engine and
+//! the active alerts, as comfy-table tables rendered into a `String` (the command prints it).
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use super::status::MonitorStatus;
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn render(status: &MonitorStatus) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("sampler: {}", status.sampler));
+    if let Some(ms) = status.sample_duration_ms {
+        out.push_str(&format!(" ({ms:.0} ms)"));
+    }
+    out.push('\n');
+    if let Some(why) = &status.missing {
+        out.push_str(&format!("LAST SAMPLE MISSING: {why} (showing the last good one)\n"));
+    }
+
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "GPU",
+        "name",
+        "bus id",
+        "NUMA",
+        "memory MiB",
+        "mem %",
+        "util %",
+        "temp C",
+        "power W",
+        "engine",
+    ]);
+    for g in &status.gpus {
+        let s = &g.status;
+        let pct = match (s.memory_used_mib, s.memory_total_mib) {
+            (Some(u), Some(t)) if t > 0 => format!("{:.1}", u as f64 * 100.0 / t as f64),
+            _ => "-".into(),
+        };
+        t.add_row([
+            s.index.to_string(),
+            s.name.clone().unwrap_or_default(),
+            s.bus_id.clone().unwrap_or_default(),
+            g.numa_node.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            format!("{} / {}", opt(s.memory_used_mib), opt(s.memory_total_mib)),
+            pct,
+            opt(s.utilization_pct),
+            opt(s.temperature_c),
+            opt(s.power_w),
+            if status.engine_gpus.contains(&s.index) { "yes".into() } else { String::new() },
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+
+    if !status.processes.is_empty() {
+        let mut p = Table::new();
+        p.load_preset(UTF8_FULL_CONDENSED);
+        p.set_header(["GPU", "pid", "process", "memory MiB", "owner"]);
+        for pr in &status.processes {
+            p.add_row([
+                pr.gpu.to_string(),
+                pr.pid.to_string(),
+                pr.name.clone(),
+                opt(pr.memory_mib),
+                pr.owner.as_str().to_string(),
+            ]);
+        }
+        out.push_str(&p.to_string());
+        out.push('\n');
+    }
+
+    let e = &status.engine;
+    if e.supervised {
+        out.push_str(&format!(
+            "engine: {} (pids {:?}), restarts {}, binding {}, health {}, in flight {}{}\n",
+            if e.state.is_empty() { "unknown" } else { &e.state },
+            e.pids,
+            e.restarts,
+            match e.binding_ok {
+                Some(true) => "ok",
+                Some(false) => "WRONG",
+                None => "unchecked",
+            },
+            e.health_latency_ms.map(|m| format!("{m:.0} ms")).unwrap_or_else(|| "-".into()),
+            opt(status.in_flight),
+            if status.engine_hung { ", HUNG" } else { "" }
+        ));
+    }
+    if status.alerts.is_empty() {
+        out.push_str("alerts: none\n");
+    } else {
+        for a in &status.alerts {
+            out.push_str(&format!("ALERT {}: {}\n", a.check.as_str(), a.message));
+        }
+    }
+    out
+}
