@@ -25,14 +25,14 @@ const READY_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    /// Nothing was started (exit 2).
-    #[error("{runtime}: {source}")]
+    /// Nothing was started (exit 2). The source is printed by the error chain.
+    #[error("{runtime}")]
     Preflight {
         runtime: String,
         #[source]
         source: RuntimeError,
     },
-    #[error("removing leftovers of an earlier run ({runtime}): {source}")]
+    #[error("removing leftovers of an earlier run ({runtime})")]
     Leftovers {
         runtime: String,
         #[source]
