@@ -273,16 +273,19 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Fails when something listens on `port` already, naming the holder when `/proc` tells.
+/// `/proc/net/tcp{,6}` is read first: a bind test alone misses a listener on one address when
+/// both sides set `SO_REUSEADDR` (Python's `http.server` does).
 pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
+    let busy = |who: Option<(i32, String)>| {
+        let who = who.map(|(pid, comm)| format!(" by pid {pid} ({comm})")).unwrap_or_default();
+        Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
+    };
+    if proc.port_listening(port) {
+        return busy(proc.port_owner(port));
+    }
     match std::net::TcpListener::bind(("0.0.0.0", port)) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let who = proc
-                .port_owner(port)
-                .map(|(pid, comm)| format!(" by pid {pid} ({comm})"))
-                .unwrap_or_default();
-            Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => busy(proc.port_owner(port)),
         Err(e) => Err(RuntimeError::Preflight(format!("cannot check port {port}: {e}"))),
     }
 }
