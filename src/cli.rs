@@ -200,7 +200,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 400_000, value_name = "TOKENS")]
     pub kv_cache_tokens: u64,
     /// Ground-truth records kept for /sim/requests (oldest dropped beyond).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_records: usize,
     /// Refuse connections for this long before listening, like vLLM loading a model.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -279,6 +279,9 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the plan's host facts come from when `binding.auto = true`.
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -532,8 +535,8 @@ pub struct MonitorArgs {
     /// Print JSON (the `/status` document; one line per tick when not `--once`).
     #[arg(long)]
     pub json: bool,
-    /// Read a snapshot directory (`mx-smi.txt`, or `nvidia-smi-query.csv` and
-    /// `nvidia-smi-apps.csv`) instead of running the GPU tool.
+    /// Read a snapshot directory (`probe --save`: `mx-smi.txt`; or `nvidia-smi-query.csv` and
+    /// `nvidia-smi-apps.csv`; or `nvidia-smi.txt`) instead of running the GPU tool.
     #[arg(long, value_name = "DIR")]
     pub from: Option<PathBuf>,
     /// Which GPU tool to run.

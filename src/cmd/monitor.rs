@@ -32,10 +32,16 @@ pub fn run(args: MonitorArgs) -> Result<(), CmdError> {
     let mut sysfs_root = args.sysfs_root.clone();
     let sampler: Arc<dyn Sampler> = match &args.from {
         Some(dir) => {
-            // A device capture keeps its sysfs files under `sysfs/sys`: use them for NUMA
-            // labels unless a root was given.
-            if args.sysfs_root == Path::new("/sys") && dir.join("sysfs/sys").is_dir() {
-                sysfs_root = dir.join("sysfs/sys");
+            // A snapshot keeps its sysfs files under `sysfs/` (`probe --save`) or `sysfs/sys/`
+            // (device captures): use them for NUMA labels unless a root was given.
+            if args.sysfs_root == Path::new("/sys") {
+                if let Some(root) = ["sysfs", "sysfs/sys"]
+                    .iter()
+                    .map(|d| dir.join(d))
+                    .find(|d| d.join("bus/pci/devices").is_dir())
+                {
+                    sysfs_root = root;
+                }
             }
             Arc::new(DirSampler::new(dir).bad_input()?)
         }

@@ -249,6 +249,16 @@ impl Checks {
         }
 
         let mut events = Vec::new();
+        // A hung verdict means nothing once the engine is not running: clear it at once, so
+        // the supervisor never restarts an engine it has just stopped.
+        if !input.engine_running {
+            let key = (CheckKind::EngineHung, None);
+            self.streaks.remove(&key);
+            evaluated.remove(&key);
+            if let Some(alert) = self.active.remove(&key) {
+                events.push(CheckEvent::Cleared(alert));
+            }
+        }
         for key in evaluated {
             let streak = self.streaks.entry(key).or_default();
             match holding.remove(&key) {
@@ -362,6 +372,16 @@ mod tests {
         assert!(c.engine_hung());
         let ev = feed(&mut c, &busy, &e, 4);
         assert!(matches!(&ev[..], [CheckEvent::Cleared(a)] if a.check == CheckKind::EngineHung));
+        assert!(!c.engine_hung());
+        // Hung again, then the engine stops: cleared on the very next tick.
+        for _ in 0..3 {
+            feed(&mut c, &zero, &e, 4);
+        }
+        assert!(c.engine_hung());
+        let ev = feed(&mut c, &zero, &engine(false), 4);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, CheckEvent::Cleared(a) if a.check == CheckKind::EngineHung)));
         assert!(!c.engine_hung());
     }
 

@@ -27,8 +27,18 @@ fn l(pairs: &[(&str, String)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
-/// The OpenMetrics text of `status`.
-pub fn render(status: &MonitorStatus) -> String {
+/// The Prometheus text (format 0.0.4) of `status`, followed by the engine's own metrics
+/// re-labelled with `engine="0"` when they were scraped.
+pub fn render(status: &MonitorStatus, engine_metrics: Option<&str>) -> String {
+    let mut out = openmetrics_to_text(&render_openmetrics(status));
+    if let Some(text) = engine_metrics {
+        out.push_str(&relabel(text, "0"));
+    }
+    out
+}
+
+/// The OpenMetrics text of `status` (nodeagent's own metrics only).
+pub fn render_openmetrics(status: &MonitorStatus) -> String {
     let mut reg = Registry::with_prefix("nodeagent");
 
     let up = GaugeF::default();
@@ -178,6 +188,54 @@ pub fn render(status: &MonitorStatus) -> String {
     out
 }
 
+/// Converts the OpenMetrics text `prometheus-client` writes into the Prometheus text format
+/// 0.0.4 (what `promtool check metrics`, vLLM and most scrapers speak, and what lets the
+/// engine's own metrics be appended): counter families take their `_total` name in `# HELP`
+/// and `# TYPE`, `# UNIT` and `# EOF` go, and the series of each family are sorted so the
+/// output is stable from scrape to scrape.
+///
+/// ```text
+/// # TYPE nodeagent_gpu_samples counter        # TYPE nodeagent_gpu_samples_total counter
+/// # UNIT nodeagent_x_bytes bytes         ->   (dropped)
+/// nodeagent_gpu_samples_total 2               nodeagent_gpu_samples_total 2
+/// ```
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    let mut series: Vec<&str> = Vec::new();
+    let flush = |series: &mut Vec<&str>, out: &mut String| {
+        series.sort_unstable();
+        for s in series.drain(..) {
+            out.push_str(s);
+            out.push('\n');
+        }
+    };
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            flush(&mut series, &mut out);
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = &line[..7];
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        series.push(line);
+    }
+    flush(&mut series, &mut out);
+    out
+}
+
 /// Re-labels the engine's own metrics (Prometheus text format) with `engine="<name>"`, so
 /// they can be scraped from the agent next to its own. Comment lines pass through.
 ///
@@ -236,6 +294,16 @@ pub fn in_flight_from_vllm(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_get_total_names_and_units_go() {
+        let om = "# HELP a_x A.\n# TYPE a_x counter\na_x_total 2\n# HELP b_bytes B.\n# TYPE b_bytes gauge\n# UNIT b_bytes bytes\nb_bytes{g=\"1\"} 1\nb_bytes{g=\"0\"} 0\n# EOF\n";
+        let t = openmetrics_to_text(om);
+        assert_eq!(
+            t,
+            "# HELP a_x_total A.\n# TYPE a_x_total counter\na_x_total 2\n# HELP b_bytes B.\n# TYPE b_bytes gauge\nb_bytes{g=\"0\"} 0\nb_bytes{g=\"1\"} 1\n"
+        );
+    }
 
     #[test]
     fn relabels_with_and_without_labels() {

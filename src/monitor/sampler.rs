@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::supervise::runtime::BoxFuture;
 
-use super::parse::{self, NVIDIA_QUERY_APPS, NVIDIA_QUERY_GPU};
+use super::parse::{self, NVIDIA_QUERY_APPS_ARGS, NVIDIA_QUERY_GPU_ARGS};
 use super::sample::{now_unix_ms, Sample, SampleSource};
 
 /// Produces one sample per call. Implementations must bound their own run time.
@@ -35,7 +35,7 @@ pub enum SamplerError {
     NoTool { mx_smi: String, nvidia_smi: String },
     #[error("{path}: not found or not executable")]
     ToolMissing { path: String },
-    #[error("snapshot {dir}: has neither mx-smi.txt nor nvidia-smi-query.csv")]
+    #[error("snapshot {dir}: has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt")]
     EmptySnapshot { dir: String },
 }
 
@@ -97,13 +97,10 @@ impl ToolSampler {
                 parse::parse_mxsmi(&out).map_err(|e| e.to_string())
             }
             Tool::NvidiaSmi(path) => {
-                let q = format!("--query-gpu={NVIDIA_QUERY_GPU}");
-                let a = format!("--query-compute-apps={NVIDIA_QUERY_APPS}");
                 // Both queries run at once: one tick costs one tool latency, not two.
-                let (qa, aa) = ([q.as_str(), "--format=csv"], [a.as_str(), "--format=csv"]);
                 let (gpus, apps) = tokio::join!(
-                    run_tool(path, &qa, self.timeout),
-                    run_tool(path, &aa, self.timeout)
+                    run_tool(path, &NVIDIA_QUERY_GPU_ARGS, self.timeout),
+                    run_tool(path, &NVIDIA_QUERY_APPS_ARGS, self.timeout)
                 );
                 parse::parse_nvidia(&gpus?, &apps?).map_err(|e| e.to_string())
             }
@@ -183,8 +180,8 @@ pub async fn run_tool(path: &Path, args: &[&str], timeout: Duration) -> Result<S
     }
 }
 
-/// Replays a snapshot directory: `mx-smi.txt`, or `nvidia-smi-query.csv` plus (optionally)
-/// `nvidia-smi-apps.csv`, the files `probe --save` writes and the device captures use.
+/// Replays a snapshot directory (`probe --save` names): `mx-smi.txt`; or `nvidia-smi-query.csv`
+/// plus (optionally) `nvidia-smi-apps.csv`; or the `nvidia-smi.txt` status table.
 #[derive(Debug, Clone)]
 pub struct DirSampler {
     pub dir: PathBuf,
@@ -193,7 +190,7 @@ pub struct DirSampler {
 impl DirSampler {
     pub fn new(dir: &Path) -> Result<Self, SamplerError> {
         let has = |n: &str| dir.join(n).is_file();
-        if !has("mx-smi.txt") && !has("nvidia-smi-query.csv") {
+        if !has("mx-smi.txt") && !has("nvidia-smi-query.csv") && !has("nvidia-smi.txt") {
             return Err(SamplerError::EmptySnapshot { dir: dir.display().to_string() });
         }
         Ok(Self { dir: dir.to_path_buf() })
@@ -208,6 +205,12 @@ impl DirSampler {
             let text = read("mx-smi.txt")?;
             return parse::parse_mxsmi(&text)
                 .map_err(|e| format!("{}: {e}", self.dir.join("mx-smi.txt").display()));
+        }
+        if !self.dir.join("nvidia-smi-query.csv").is_file() {
+            // A `probe --save` snapshot of an NVIDIA host may hold only the status table.
+            let text = read("nvidia-smi.txt")?;
+            return crate::host::nvsmi::parse_table(&text)
+                .map_err(|e| format!("{}: {e}", self.dir.join("nvidia-smi.txt").display()));
         }
         let q = read("nvidia-smi-query.csv")?;
         let a = if self.dir.join("nvidia-smi-apps.csv").is_file() {

@@ -1,5 +1,5 @@
-//! The agent's HTTP endpoint on loopback: `/metrics` (Prometheus/OpenMetrics text of the GPU
-//! gauges, engine state and alerts), `/metrics/engine` (the engine's own metrics, re-labelled),
+//! The agent's HTTP endpoint on loopback: `/metrics` (Prometheus text of the GPU gauges, engine
+//! state and alerts, then the engine's own metrics re-labelled), `/metrics/engine` (only those),
 //! and `/status` (the `MonitorStatus` JSON `nodeagent status` reads). It only reads `Shared`;
 //! the sampling loop writes it.
 
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::agent::Shared;
 use super::metrics::{relabel, render};
 
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus text format 0.0.4: what vLLM serves too, so its metrics can follow ours.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -27,8 +28,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = render(&shared.snapshot());
-    ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+    let engine = shared.engine_metrics.read().ok().and_then(|m| m.clone());
+    let text = render(&shared.snapshot(), engine.as_deref());
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
 async fn engine_metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -1,0 +1,410 @@
+//! `nodeagent monitor` end to end: the real binary, the fake `mx-smi`/`nvidia-smi` scripts in
+//! `testdata/fake-tools/` playing recorded real outputs (changing over time, hanging, printing
+//! garbage), a real engine process tree, a loopback engine metrics endpoint, and the real
+//! `/metrics` checked with `promtool check metrics`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nodeagent"));
+    c.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    c
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// Starts `nodeagent monitor ... --listen 127.0.0.1:0` and reads the bound address.
+// The child is handed to the caller, which kills and waits for it; clippy cannot see that.
+#[allow(clippy::zombie_processes)]
+fn spawn_listening(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("monitor exited before listening: {status}");
+        }
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            let addr = rest.split('/').next().unwrap().to_string();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = err.read_to_string(&mut sink);
+            });
+            return (child, addr);
+        }
+    }
+}
+
+fn wait_status(addr: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = http_get(addr, "/status");
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last /status: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `promtool check metrics`: exit 0 clean, 3 parsed but lint problems, 1 unparsable.
+fn promtool(text: &str) -> (i32, String) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: scripts/setup.sh test");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let msg =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), msg)
+}
+
+/// nodeagent's own metrics must pass promtool's parser and linter outright; the engine's
+/// re-exported vLLM metrics keep their `vllm:` names (dashboards use them), which promtool's
+/// linter flags (colons are meant for recording rules) but its parser accepts.
+fn promtool_ok(text: &str) {
+    let own: String =
+        text.lines().filter(|l| !l.contains("vllm:")).map(|l| format!("{l}\n")).collect();
+    let (code, msg) = promtool(&own);
+    assert_eq!(code, 0, "promtool check metrics failed on nodeagent's metrics: {msg}\n{own}");
+    let (code, msg) = promtool(text);
+    assert!(code == 0 || code == 3, "promtool could not parse /metrics: {msg}\n{text}");
+    for problem in msg.lines() {
+        assert!(
+            problem.starts_with("vllm:") && problem.contains("should not contain ':'"),
+            "{problem}"
+        );
+    }
+}
+
+fn alerts(v: &Value) -> Vec<String> {
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["check"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn once_json_from_h100_capture_matches_nvidia_smi() {
+    let out = bin()
+        .args(["monitor", "--once", "--json", "--from"])
+        .arg(repo("testdata/monitor/h100-load"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g0 = &v["gpus"][0];
+    assert_eq!(g0["bus_id"], "0000:00:06.0");
+    assert_eq!(g0["memory_used_mib"], 21653);
+    assert_eq!(g0["memory_total_mib"], 81559);
+    assert_eq!(g0["utilization_pct"], 100.0);
+    assert_eq!(v["gpus"][1]["power_w"], 636.7);
+    let pids: Vec<u64> =
+        v["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids, [584, 585]);
+    assert_eq!(v["processes"][0]["owner"], "other");
+}
+
+#[test]
+fn once_live_fake_nvidia_smi_and_failures() {
+    let fake = repo("testdata/fake-tools/nvidia-smi");
+    let out = bin()
+        .args(["monitor", "--once", "--json", "--tool", "nvidia", "--nvidia-smi"])
+        .arg(&fake)
+        .env("FAKE_NVSMI_DIR", repo("testdata/monitor/h100-load"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpus"][1]["memory_used_mib"], 4691);
+    assert!(v["sampler"].as_str().unwrap().starts_with("nvidia-smi"));
+
+    // A hanging tool: the sample is missing, the command ends by the timeout with exit 1 and
+    // still prints what it has.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hang"), "").unwrap();
+    let started = Instant::now();
+    let out = bin()
+        .args([
+            "monitor",
+            "--once",
+            "--json",
+            "--tool",
+            "nvidia",
+            "--tool-timeout",
+            "500ms",
+            "--nvidia-smi",
+        ])
+        .arg(&fake)
+        .env("FAKE_NVSMI_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "hung tool stalled the monitor");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: GPU sample missing: nvidia-smi timed out after 500ms"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["samples_missing_total"], 1);
+
+    // Garbage: exit 1, the parser's line named.
+    std::fs::remove_file(dir.path().join("hang")).unwrap();
+    std::fs::write(
+        dir.path().join("garbage"),
+        "Failed to initialize NVML: Driver/library version mismatch\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["monitor", "--once", "--tool", "nvidia", "--nvidia-smi"])
+        .arg(&fake)
+        .env("FAKE_NVSMI_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && err.contains("Failed to initialize NVML"), "{err}");
+
+    // No tool at all, and a snapshot dir without GPU files: bad input, exit 2.
+    let out = bin()
+        .args([
+            "monitor",
+            "--once",
+            "--mx-smi",
+            "/nonexistent/mx-smi",
+            "--nvidia-smi",
+            "/nonexistent/nvidia-smi",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU tool found"));
+    let out = bin().args(["monitor", "--once", "--from"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt"));
+}
+
+/// A loopback stand-in for vLLM's `/metrics` with 3 requests running.
+fn engine_metrics_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let body = "# HELP vllm:num_requests_running Running.\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"m\"} 3.0\n";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/metrics")
+}
+
+/// The seed's loaded mx-smi table with its process pids replaced and utilization forced to 0.
+fn mx_table(engine_root: u32, engine_child: u32, drop_gpu3: bool) -> String {
+    let t = std::fs::read_to_string(repo("testdata/mx-smi/seed-mx-smi.load.qwen72b.txt")).unwrap();
+    let t = t
+        .replace("343683", &engine_root.to_string())
+        .replace("350950", &engine_child.to_string())
+        .replace("351042", "4000001")
+        .replace("| 36%  ", "| 0%   ")
+        .replace("| 24%  ", "| 0%   ")
+        .replace("| 35%  ", "| 0%   ");
+    let lines: Vec<&str> = t.lines().collect();
+    let mut out = Vec::new();
+    let mut skip = 0;
+    for l in lines {
+        if drop_gpu3 && (l.starts_with("| 3           MXC500") || l.starts_with("|  3   ")) {
+            skip = if l.starts_with("| 3 ") { 3 } else { 1 };
+        }
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        out.push(l);
+    }
+    out.join("\n") + "\n"
+}
+
+/// Adds a step to the fake mx-smi's script that plays from its next call on.
+fn next_step(dir: &Path, kind: &str, text: &str) {
+    let count: u64 = std::fs::read_to_string(dir.join(".count"))
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(dir.join(format!("{}.{kind}", count + 1)), text).unwrap();
+}
+
+#[test]
+fn live_alerts_attribution_and_metrics_with_fake_mx_smi() {
+    // A real engine process tree: a shell and its child.
+    let mut engine = Command::new("sh")
+        .args(["-c", "sleep 300 & echo $!; wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = engine.id();
+    let mut line = String::new();
+    BufReader::new(engine.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let child: u32 = line.trim().parse().unwrap();
+
+    let steps = tempfile::tempdir().unwrap();
+    std::fs::write(steps.path().join("1.txt"), mx_table(root, child, false)).unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "monitor",
+        "--json",
+        "--interval",
+        "200ms",
+        "--tool-timeout",
+        "300ms",
+        "--tool",
+        "metax",
+    ])
+    .args(["--engine-gpus", "0,1,2,3", "--engine-metrics", &engine_metrics_server()])
+    .args(["--engine-pid", &root.to_string(), "--mx-smi"])
+    .arg(repo("testdata/fake-tools/mx-smi"))
+    .env("FAKE_MXSMI_DIR", steps.path());
+    let (mut mon, addr) = spawn_listening(cmd);
+
+    // 0 % utilization with 3 requests in flight: hung after 3 samples; the foreign pid flagged.
+    let v = wait_status(&addr, "engine-hung", |v| {
+        v["engine_hung"] == true && alerts(v).contains(&"foreign-process".into())
+    });
+    let owner = |pid: u64| {
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .map(|p| p["owner"].clone())
+    };
+    assert_eq!(owner(root as u64), Some("engine".into()));
+    assert_eq!(
+        owner(child as u64),
+        Some("engine".into()),
+        "the engine's child must count as the engine's"
+    );
+    assert_eq!(owner(4000001), Some("foreign".into()));
+    assert_eq!(v["in_flight"], 3);
+
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    promtool_ok(&metrics);
+    assert!(metrics.contains("nodeagent_engine_hung 1.0"), "{metrics}");
+    assert!(
+        metrics.contains("nodeagent_alerts_active{check=\"foreign-process\"} 2.0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("pid=\"{child}\",process=\"ray::RayWorkerW\",owner=\"engine\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 3.0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nodeagent_gpu_utilization_ratio{gpu=\"2\",bus_id=\"0000:0e:00.0\",numa_node=\"unknown\"} 0"), "{metrics}");
+
+    // The engine dies; its pids still hold GPU memory in the table: orphans.
+    let _ = nix_kill(child);
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let v = wait_status(&addr, "orphan-memory", |v| alerts(v).contains(&"orphan-memory".into()));
+    assert_eq!(v["engine"]["state"], "stopped");
+    assert!(!v["engine_hung"].as_bool().unwrap(), "a stopped engine is not hung");
+    let orphan =
+        v["alerts"].as_array().unwrap().iter().find(|a| a["check"] == "orphan-memory").unwrap();
+    assert!(orphan["message"].as_str().unwrap().contains("after the engine stopped"), "{orphan}");
+
+    // GPU 3 disappears from the list.
+    next_step(steps.path(), "txt", &mx_table(root, child, true));
+    let v = wait_status(&addr, "gpu-gone", |v| alerts(v).contains(&"gpu-gone".into()));
+    let gone = v["alerts"].as_array().unwrap().iter().find(|a| a["check"] == "gpu-gone").unwrap();
+    assert_eq!(gone["gpu"], 3);
+    assert!(gone["message"].as_str().unwrap().contains("0000:0f:00.0"));
+
+    // The tool hangs: samples go missing, the loop keeps ticking, the last GPU view stays.
+    next_step(steps.path(), "hang", "");
+    let v = wait_status(&addr, "sample-missing", |v| alerts(v).contains(&"sample-missing".into()));
+    assert!(v["missing"].as_str().unwrap().contains("timed out after 300ms"), "{v}");
+    assert_eq!(v["gpus"].as_array().unwrap().len(), 3);
+    let before = v["samples_total"].as_u64().unwrap();
+    let v =
+        wait_status(&addr, "more ticks", |v| v["samples_total"].as_u64().unwrap() >= before + 2);
+    assert!(v["samples_missing_total"].as_u64().unwrap() >= 3);
+    let (_, metrics) = http_get(&addr, "/metrics");
+    promtool_ok(&metrics);
+    assert!(metrics.contains("nodeagent_gpu_sample_up 0.0"), "{metrics}");
+
+    // Garbage then a good table again: the alert clears.
+    next_step(steps.path(), "txt", &mx_table(root, child, true));
+    wait_status(&addr, "sample-missing cleared", |v| !alerts(v).contains(&"sample-missing".into()));
+
+    let _ = mon.kill();
+    let _ = mon.wait();
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    Command::new("kill").arg("-9").arg(pid.to_string()).status().map(|_| ())
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = bin().args(["monitor", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for opt in [
+        "--once",
+        "--json",
+        "--from <DIR>",
+        "--mx-smi <PATH>",
+        "--nvidia-smi <PATH>",
+        "--interval <DURATION>",
+        "--tool-timeout <DURATION>",
+        "--engine-pid <PID>",
+        "--engine-metrics <URL>",
+        "--listen <ADDR>",
+        "--memory-threshold <PCT>",
+        "--hung-after <N>",
+    ] {
+        assert!(help.contains(opt), "missing {opt} in:\n{help}");
+    }
+}
