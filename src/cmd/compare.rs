@@ -52,7 +52,7 @@ pub fn factory(config: &Config, state_dir: PathBuf) -> Result<RuntimeFactory, Cm
             LaunchSpec::build(&config, binding.clone(), &self_exe).map_err(|e| e.to_string())?;
         Ok(match spec.mode {
             LaunchMode::Bare | LaunchMode::Numactl => {
-                Box::new(ProcessRuntime::new(spec, state_dir.clone()))
+                Box::new(ProcessRuntime::new(spec, state_dir.clone()).stdout_to_stderr(true))
             }
             LaunchMode::Container => Box::new(DockerRuntime::new(ContainerSpec::new(
                 &config.container,
