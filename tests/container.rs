@@ -619,6 +619,9 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         status: status.clone(),
         cancel: cancel.clone(),
         proc: ProcFs::default(),
+        // As `serve` sets them in container mode: the engine's port must be free.
+        check_port: Some(port),
+        check_path: None,
     };
     let snapshot = || status.lock().unwrap().snapshot();
     let driver = async {
