@@ -244,3 +244,51 @@ fn demo_runs_end_to_end_and_leaves_nothing_running() {
     assert_eq!(pids.len(), 3, "{stdout}");
     assert!(alive_simulators(&pids).is_empty(), "engines left running");
 }
+
+#[path = "support/docker.rs"]
+mod support;
+
+#[test]
+fn compare_container_mode_binds_the_container_cpuset() {
+    if !support::docker_ready() {
+        return;
+    }
+    let image = support::test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "host = \"local\"\nmodel = \"sim\"\n[launch]\nmode = \"container\"\n\
+             [container]\nimage = \"{image}\"\nnetwork = \"host\"\nstop_timeout_s = 5\n\
+             security_opt = [\"seccomp=unconfined\"]\n\
+             [engine]\nport = {port}\nargv = [\"/nodeagent\", \"simulate\", \"--port\", \"{{port}}\", \
+             \"--served-model-name\", \"{{served_model_name}}\", \"--decode-base-ms\", \"5\"]\n\
+             [supervise]\nready_timeout = \"30s\"\nstop_grace = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = bin()
+        .args(["verify", "--compare", "none,cpus=1", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
+        .args(["--parallel", "2", "--number", "4", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("| cpus=1 "), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let run = &json["runs"][1];
+    assert_eq!(run["binding"], "cpus=1");
+    let checks = run["binding_check"].as_array().unwrap();
+    assert!(!checks.is_empty() && checks.iter().all(|c| c["cpus_allowed"] == "1"), "{run}");
+    let (_, left) =
+        support::docker(&["ps", "-aq", "--filter", "label=io.nodeagent.instance=compare"]);
+    assert!(left.trim().is_empty(), "containers left: {left}");
+}
