@@ -44,6 +44,7 @@ pub fn run(args: VerifyArgs) -> Result<(), CmdError> {
             }
             Ok(())
         }
+        None if args.run.compare.compare.is_some() => super::compare::run(args.run),
         None => run_sweep_cmd(args.run),
     }
 }
@@ -116,7 +117,7 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     Ok(specs)
 }
 
-fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
+pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
     let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
     let api = a.api.map(|x| match x {
         VerifyApi::Chat => Api::Chat,

@@ -35,6 +35,9 @@ pub struct ProcessRuntime {
     /// Treat the agent's own children as engine processes: orphans re-parented to the agent
     /// when it is a child subreaper (the `serve` command sets that; in-process tests do not).
     adopt_children: bool,
+    /// Send the engine's stdout to the agent's stderr (`verify --compare`, `demo`: their
+    /// stdout is the report).
+    stdout_to_stderr: bool,
     child: Option<tokio::process::Child>,
     main_pid: Option<i32>,
     /// Every engine process seen since start: pid -> start time.
@@ -49,11 +52,18 @@ impl ProcessRuntime {
             state_dir,
             proc: ProcFs::default(),
             adopt_children: false,
+            stdout_to_stderr: false,
             child: None,
             main_pid: None,
             known: BTreeMap::new(),
             exit: None,
         }
+    }
+
+    /// Sends the engine's stdout to the agent's stderr.
+    pub fn stdout_to_stderr(mut self, yes: bool) -> Self {
+        self.stdout_to_stderr = yes;
+        self
     }
 
     /// Also count the agent's own children as engine processes (use with
@@ -221,6 +231,12 @@ impl ProcessRuntime {
         // the engine behind the agent's back.
         cmd.process_group(0);
         cmd.stdin(std::process::Stdio::null());
+        if self.stdout_to_stderr {
+            use std::os::fd::AsFd;
+            if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+                cmd.stdout(std::process::Stdio::from(fd));
+            }
+        }
         if self.spec.native_binding {
             let native = NativeBinding::new(&self.spec.binding)
                 .map_err(|e| RuntimeError::Preflight(format!("binding: {e}")))?;
