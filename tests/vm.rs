@@ -411,12 +411,11 @@ fn four_node_vm_memoryless_node_plan_prefix_and_serve_bindings() {
     }
     assert_serve_refused(&vm, "serve-node7", Some(2), "node 7");
     assert_serve_refused(&vm, "serve-cpu12", Some(2), "cpus 12-13");
-    // Memory bound to the memoryless node 2, which set_mempolicy and numactl refuse. Wanted: a
-    // preflight error naming node 2, exit 2. Today serve finds out only when the spawn fails
-    // ("starting `/bin/sh`: Invalid argument", exit 1 after its restart budget); the engine
-    // never runs either way, which is what is asserted here.
-    assert_serve_refused(&vm, "serve-memless", None, "");
-    assert_serve_refused(&vm, "serve-memless-numactl", None, "");
+    // Memory bound to the memoryless node 2, which set_mempolicy and numactl refuse: a
+    // preflight error naming node 2, exit 2, natively and through numactl (regression: serve
+    // used to find out only when the spawn failed with a bare EINVAL, exit 1).
+    assert_serve_refused(&vm, "serve-memless", Some(2), "memory node 2 has no memory");
+    assert_serve_refused(&vm, "serve-memless-numactl", Some(2), "memory node 2 has no memory");
 }
 
 /// The processes `proc_binding` described in a `-tree` section, blank-line separated.

@@ -206,6 +206,22 @@ impl ProcessRuntime {
                 return pre(format!("binding memory node {node} does not exist ({dir})"));
             }
         }
+        // A memoryless node (numactl issue 165): the kernel refuses a policy that names only it,
+        // and the child would die between fork and exec with a bare EINVAL.
+        let has_memory = "/sys/devices/system/node/has_memory";
+        if let Some(with_memory) = std::fs::read_to_string(has_memory)
+            .ok()
+            .and_then(|t| crate::host::cpuset::CpuSet::parse_list(t.trim()).ok())
+        {
+            if let Some(node) =
+                self.spec.binding.memory_nodes().into_iter().find(|n| !with_memory.contains(*n))
+            {
+                return pre(format!(
+                    "binding memory node {node} has no memory ({has_memory}: {with_memory}); \
+                     bind memory to the nearest node with memory, as `nodeagent plan` does"
+                ));
+            }
+        }
         port_free(&self.proc, self.spec.port)?;
         std::fs::create_dir_all(&self.state_dir).map_err(|source| RuntimeError::Io {
             context: format!("creating state dir {}", self.state_dir.display()),

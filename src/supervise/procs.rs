@@ -236,9 +236,32 @@ pub fn check_process(
     ProcCheck { pid, comm, cpus_allowed, mems_allowed, mempolicy, escape }
 }
 
+/// Whether a checked process is part of the engine for the binding check. `numactl` is the
+/// launcher between its own exec and the engine's: it applies the binding to itself and then
+/// execs the engine, so a check that lands in that window (seen under QEMU, and possible on a
+/// loaded host) must not call it an escape.
+pub fn is_engine_process(check: &ProcCheck) -> bool {
+    check.comm != "numactl"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numactl_mid_launch_is_not_an_escape() {
+        let binding = Binding {
+            cpu_nodes: vec![0],
+            cpus: Some(CpuSet::parse_list("1").unwrap()),
+            memory: MemPolicy::Bind(vec![0]),
+        };
+        let status = "Cpus_allowed_list:\t0-7\nMems_allowed_list:\t0\n";
+        let launcher = check_process(7, "numactl".into(), status, Some("0 default"), &binding);
+        assert!(launcher.escape.is_some(), "numactl has not applied the binding yet");
+        assert!(!is_engine_process(&launcher));
+        let engine = check_process(8, "python".into(), status, Some("0 default"), &binding);
+        assert!(engine.escape.is_some() && is_engine_process(&engine));
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

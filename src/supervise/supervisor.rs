@@ -219,8 +219,11 @@ impl Supervisor {
     async fn check_binding(&mut self) -> Result<Vec<i32>, String> {
         let pids =
             self.runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
-        let processes: Vec<_> =
-            pids.iter().filter_map(|p| self.proc.check(*p, &self.binding)).collect();
+        let processes: Vec<_> = pids
+            .iter()
+            .filter_map(|p| self.proc.check(*p, &self.binding))
+            .filter(crate::supervise::procs::is_engine_process)
+            .collect();
         let escaped: Vec<String> = processes
             .iter()
             .filter_map(|c| c.escape.as_ref().map(|e| format!("pid {} ({}): {e}", c.pid, c.comm)))

@@ -31,11 +31,10 @@ section_sh plan-prefix-runs "prefix=\$(nodeagent plan $gpus --instances 2 | sed 
 . /serve.sh
 serve_config_auto /tmp/serve-bare.toml /run/na-bare 1
 serve_run serve-bare bare /tmp/serve-bare.toml /run/na-bare $gpus
-# on_escape = "warn": serve's first binding check runs right after the spawn and can catch
-# numactl itself before it applied the binding (seen here: "binding escaped: pid N (numactl):
-# runs on cpus 0-7"), which would fail the engine. The later checks, which the test reads,
-# must all pass.
-serve_config_auto /tmp/serve-numactl.toml /run/na-numactl 1 warn
+# on_escape stays "fail": a binding check that lands while numactl itself still runs (before
+# it applied the binding and exec'd the engine) does not count numactl as an escape
+# (regression: "binding escaped: pid N (numactl): runs on cpus 0-7" failed the engine here).
+serve_config_auto /tmp/serve-numactl.toml /run/na-numactl 1
 serve_run serve-numactl numactl /tmp/serve-numactl.toml /run/na-numactl $gpus
 
 # Negative cases: nothing of the engine may start.
