@@ -175,3 +175,50 @@ fn print_status(
     };
     r.and_then(|_| out.flush()).context("writing to stdout").failed()
 }
+
+/// Starts the monitor for `nodeagent serve` when `--metrics-port` is given; returns the
+/// hung-engine verdict for the supervisor (`None`: no monitor, or `--no-gpu-hang-restart`).
+pub async fn start_for_serve(
+    args: &crate::cli::ServeMonitorArgs,
+    spec: &crate::launch::spec::LaunchSpec,
+    status: crate::supervise::status::Shared,
+    cancel: &CancellationToken,
+) -> Result<Option<watch::Receiver<bool>>, CmdError> {
+    let Some(port) = args.metrics_port else { return Ok(None) };
+    let vendor = match args.gpu_tool {
+        GpuToolArg::Auto => None,
+        GpuToolArg::Metax => Some(Vendor::Metax),
+        GpuToolArg::Nvidia => Some(Vendor::Nvidia),
+    };
+    let timeout = args.gpu_interval.max(std::time::Duration::from_secs(1));
+    let sampler = ToolSampler::detect(vendor, &args.mx_smi, &args.nvidia_smi, timeout)
+        .context("--metrics-port needs a GPU tool")
+        .bad_input()?;
+    let config = AgentConfig {
+        interval: args.gpu_interval,
+        checks: CheckConfig {
+            memory_high_pct: args.gpu_memory_threshold,
+            ..CheckConfig::default()
+        },
+        ..AgentConfig::default()
+    };
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let gpus = crate::monitor::supervised::visible_gpus(&spec.env);
+    let started = crate::monitor::supervised::spawn(
+        Arc::new(sampler),
+        config,
+        listen,
+        status,
+        gpus,
+        cancel.child_token(),
+    )
+    .await
+    .bad_input()?;
+    tracing::info!(
+        addr = %started.addr,
+        "monitor: serving http://{}/metrics and http://{}/status",
+        started.addr,
+        started.addr
+    );
+    Ok((!args.no_gpu_hang_restart).then_some(started.hung))
+}

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
-use crate::cli::{ServeArgs, ServeMode};
+use crate::cli::{ServeArgs, ServeMode, ServeMonitorArgs};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::launch::spec::LaunchSpec;
@@ -111,10 +111,10 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         .build()
         .context("starting the async runtime")
         .failed()?;
-    rt.block_on(serve(c, spec))
+    rt.block_on(serve(c, spec, args.monitor))
 }
 
-async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
+async fn serve(c: Config, spec: LaunchSpec, mon: ServeMonitorArgs) -> Result<(), CmdError> {
     let state_dir = c.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))
@@ -129,6 +129,7 @@ async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
     let cancel = CancellationToken::new();
     let server =
         status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
+    let gpu_hung = super::monitor::start_for_serve(&mon, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = health_addr(&c);
     let model = spec.served_model_name.clone();
@@ -146,6 +147,7 @@ async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
         status,
         cancel: cancel.clone(),
         proc: ProcFs::default(),
+        gpu_hung,
     };
     let outcome = supervisor.run().await;
     cancel.cancel();

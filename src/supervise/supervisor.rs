@@ -69,6 +69,24 @@ pub struct Supervisor {
     pub status: Shared,
     pub cancel: CancellationToken,
     pub proc: ProcFs,
+    /// The monitor's debounced hung-engine verdict (requests in flight, GPUs idle); `None`
+    /// when the monitor does not run or must not restart the engine.
+    pub gpu_hung: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Resolves when the monitor's hung verdict turns true (an edge, so a verdict left over from
+/// the previous engine life does not restart the new one); never when there is no monitor.
+async fn gpu_hung_edge(rx: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = rx else { return std::future::pending().await };
+    loop {
+        if rx.changed().await.is_err() {
+            // The monitor is gone: no verdicts any more.
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
 }
 
 fn describe_exit(exit: &Result<EngineExit, RuntimeError>) -> String {
@@ -340,6 +358,12 @@ impl Supervisor {
                             return LifeEnd::Escaped(why);
                         }
                     }
+                }
+                // The monitor saw requests in flight while every engine GPU sat at 0 % for
+                // several samples: a hang the HTTP health check cannot see.
+                _ = gpu_hung_edge(&mut self.gpu_hung), if ready => {
+                    return LifeEnd::Restart(
+                        "engine hung: requests in flight but its GPUs idle (monitor)".to_string());
                 }
                 _ = wd_tick.tick(), if watchdog.is_some() => {
                     self.notifier.notify(Notice::Watchdog);
