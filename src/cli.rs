@@ -196,7 +196,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 400_000, value_name = "TOKENS")]
     pub kv_cache_tokens: u64,
     /// Ground-truth records kept for /sim/requests (oldest dropped beyond).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_records: usize,
     /// Refuse connections for this long before listening, like vLLM loading a model.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -275,6 +275,9 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the plan's host facts come from when `binding.auto = true`.
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub monitor: ServeMonitorArgs,
 }
@@ -555,15 +558,9 @@ pub struct ServeMonitorArgs {
     /// (0 picks a free port, logged at start). The monitor is off when not given.
     #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,
-    /// Which GPU tool the monitor runs.
+    /// Which GPU tool the monitor runs (`--mx-smi` / `--nvidia-smi` give their paths).
     #[arg(long, value_enum, default_value_t = GpuToolArg::Auto)]
     pub gpu_tool: GpuToolArg,
-    /// Path of the mx-smi tool (monitor).
-    #[arg(long, value_name = "PATH", default_value = "mx-smi")]
-    pub mx_smi: PathBuf,
-    /// Path of the nvidia-smi tool (monitor).
-    #[arg(long, value_name = "PATH", default_value = "nvidia-smi")]
-    pub nvidia_smi: PathBuf,
     /// Time between GPU samples.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub gpu_interval: std::time::Duration,

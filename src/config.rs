@@ -137,8 +137,12 @@ pub struct LaunchConfig {
     pub mode: Option<LaunchMode>,
     /// Path of `numactl` for the numactl mode.
     pub numactl: Option<PathBuf>,
-    /// Which plan instance this agent serves (when the binding is `auto`).
+    /// Which plan instance this agent serves (when the binding is `auto`; 0 = the first).
     pub instance: Option<usize>,
+    /// GPUs the plan may use (default: all), when the binding is `auto`.
+    pub gpus: Option<Vec<u32>>,
+    /// Tensor-parallel size per instance for the plan (default: one instance over all GPUs).
+    pub tp: Option<u32>,
 }
 
 /// `[binding]`: `auto = true` takes the plan's binding; otherwise the explicit fields below.

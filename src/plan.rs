@@ -166,7 +166,13 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
         None => topo.gpus.iter().collect(),
     };
     if chosen.is_empty() {
-        let sources = if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
+        let mut sources =
+            if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
+        // Say why a device the user named did not count.
+        for w in topo.warnings.iter().filter(|w| w.starts_with("--gpu-pci")) {
+            sources.push_str("; ");
+            sources.push_str(w);
+        }
         return Err(PlanError::NoGpus { sources });
     }
     let count = chosen.len();

@@ -170,14 +170,29 @@ pub fn build(facts: &HostFacts) -> Topology {
     }
 
     let mut node_sources: Vec<NodeSource<'_>> = Vec::new();
+    let size_lines: BTreeMap<u32, usize> = facts
+        .raw
+        .numactl
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let rest = l.trim().strip_prefix("node ")?;
+            let (id, field) = rest.split_once(' ')?;
+            field.trim_start().starts_with("size:").then(|| Some((id.parse().ok()?, i + 1)))?
+        })
+        .collect();
     if let Some(nodes) = &facts.numactl {
         let ev = |n: &NodeFacts| Evidence::line(snapshot::NUMACTL, n.line);
         node_sources.push(NodeSource {
             name: snapshot::NUMACTL,
             nodes,
             cpus: Box::new(ev),
-            // size/free follow the cpus line.
-            memory: Box::new(|n: &NodeFacts| Evidence::line(snapshot::NUMACTL, n.line + 1)),
+            // Cite the `node N size:` line itself (a wrapped cpu list pushes it down).
+            memory: Box::new(move |n: &NodeFacts| {
+                Evidence::line(snapshot::NUMACTL, size_lines.get(&n.id).copied().unwrap_or(n.line))
+            }),
             distances: Box::new(|_| {
                 Evidence::file(format!("{} (node distances)", snapshot::NUMACTL))
             }),
@@ -415,7 +430,15 @@ fn list_gpus(
             (format!("{}/bus/pci/devices", snapshot::SYSFS_DIR), s)
         }
         (_, Some(h)) => (hwloc_name(facts).to_string(), h),
-        _ => return Vec::new(),
+        (Some(s), None) => (format!("{}/bus/pci/devices", snapshot::SYSFS_DIR), s),
+        (None, None) => {
+            for bus in extra {
+                warnings.push(format!(
+                    "--gpu-pci {bus}: no PCI device source (sysfs, hwloc) to find it in"
+                ));
+            }
+            return Vec::new();
+        }
     };
     let mut devices: Vec<&PciDeviceFacts> =
         machine.pci_devices.iter().filter(|d| is_gpu_device(d, extra)).collect();

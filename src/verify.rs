@@ -1,7 +1,8 @@
 //! Sweeps: run each level of a `SweepSpec` (warmup phase, then the measured phase) with the
 //! load generator, stream every record to `requests.jsonl` as it finishes, aggregate, and keep
-//! `summary.json` / `summary.csv` current after each level, so a crash, a dead server or Ctrl-C
-//! loses nothing already measured. Printing and exit codes are the command layer's.
+//! `summary.json`, `summary.csv`, `evalscope-summary.txt` and the chart current after each
+//! level, so a crash, a dead server or Ctrl-C loses nothing already measured. Printing and exit
+//! codes are the command layer's.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,6 +37,8 @@ pub enum VerifyError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
+    #[error(transparent)]
+    Chart(#[from] crate::report::chart::ChartError),
 }
 
 /// One level of a sweep.
@@ -139,7 +142,13 @@ impl RunDir {
             crate::report::evalscope::benchmarking_summary(l, &mut f).map_err(write_err(&txt))?;
             writeln!(f).map_err(write_err(&txt))?;
         }
-        f.flush().map_err(write_err(&txt))
+        f.flush().map_err(write_err(&txt))?;
+        let title = format!("{} {} ({})", s.meta.model, s.meta.endpoint, s.meta.started_at);
+        let svg = crate::report::chart::svg(&s.levels, &title)?;
+        let svg_path = self.dir.join("chart.svg");
+        std::fs::write(&svg_path, svg).map_err(write_err(&svg_path))?;
+        crate::report::chart::png(&s.levels, &title, &self.dir.join("chart.png"))?;
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
 //! Container mode against a REAL Docker engine (Debian's docker.io; `scripts/setup.sh test`
-//! starts dockerd). The test image `nodeagent-test-sim:latest` is made here from local files,
+//! starts dockerd). The test image `nodeagent-test-sim:latest` (tests/support/docker.rs) is made from local files,
 //! `FROM scratch` in effect (`docker import` of a rootfs tarball; no registry is reachable):
 //! the nodeagent binary and the shared libraries `ldd` lists, a static busybox for `sh` and
 //! `sleep`, and an `/etc/group` that has `video`. Host devices that exist here stand in for the
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodeagent::binding::{Binding, MemPolicy};
@@ -23,97 +23,9 @@ use nodeagent::launch::container::{ContainerSettings, ContainerSpec};
 use nodeagent::launch::docker::{DockerRuntime, LogSink};
 use nodeagent::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
 
-const IMAGE: &str = "nodeagent-test-sim:latest";
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("running the docker CLI");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// Starts dockerd when none answers (through the project's setup script); `false` with a loud
-/// message only when it cannot be started at all.
-fn docker_ready() -> bool {
-    static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
-        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
-            return true;
-        }
-        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup.sh");
-        let _ = Command::new(setup).arg("test").status();
-        let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!(
-                "\n\n*** SKIPPING container tests: no Docker engine could be started ***\n\n"
-            );
-        }
-        ok
-    })
-}
-
-/// Shared libraries the binary loads, from `ldd` output lines like
-/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and `/lib64/ld-linux-x86-64.so.2 (0x...)`.
-fn ldd(binary: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(binary).output().expect("running ldd");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Builds the test image once per binary version (a label records the binary's size and
-/// mtime, so an unchanged binary is not re-imported).
-fn test_image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_nodeagent"));
-        let meta = std::fs::metadata(bin).unwrap();
-        let stamp = format!("{}-{}", meta.len(), meta.mtime());
-        let (ok, current) = docker(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"io.nodeagent.test.stamp\"}}",
-            IMAGE,
-        ]);
-        if ok && current.trim() == stamp {
-            return;
-        }
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "data"] {
-            std::fs::create_dir_all(r.join(dir)).unwrap();
-        }
-        std::fs::copy(bin, r.join("nodeagent")).unwrap();
-        for lib in ldd(bin) {
-            let dest = r.join(lib.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::copy(&lib, &dest).unwrap();
-        }
-        std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "setsid", "cat", "ls", "kill", "wget"] {
-            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        std::fs::write(r.join("etc/group"), "root:x:0:\nvideo:x:44:\n").unwrap();
-        let tar = r.with_extension("tar");
-        let st =
-            Command::new("tar").arg("-C").arg(r).arg("-cf").arg(&tar).arg(".").status().unwrap();
-        assert!(st.success(), "tar of the test rootfs failed");
-        let label = format!("LABEL io.nodeagent.test.stamp={stamp}");
-        let (ok, out) = docker(&["import", "--change", &label, tar.to_str().unwrap(), IMAGE]);
-        let _ = std::fs::remove_file(&tar);
-        assert!(ok, "docker import of the test image failed: {out}");
-    });
-    IMAGE
-}
+#[path = "support/docker.rs"]
+mod support;
+use support::{docker, docker_ready, test_image};
 
 /// A unique instance name, and on drop the removal of anything still labelled with it (so a
 /// failing test leaves nothing either), after asserting nothing is left on success paths.
@@ -240,10 +152,21 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
         rt_.preflight().await.unwrap();
         assert_eq!(rt_.cleanup_leftovers().await.unwrap(), Vec::<String>::new());
         rt_.start().await.unwrap();
-        // init + sh-turned-sleep 1002 + sleep 1000 + setsid'd sleep 1001
-        let pids = pids_until(&mut rt_, 4).await;
-        assert_eq!(pids.len(), 4, "container processes: {pids:?}");
-        let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+        // init + sh-turned-sleep 1002 + sleep 1000 + setsid'd sleep 1001; a forked child
+        // shows the shell's command line until it execs, so wait for the sleeps by name.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (pids, cmds) = loop {
+            let pids = rt_.pids().await.unwrap();
+            let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+            let all = ["sleep 1000", "sleep 1001", "sleep 1002"]
+                .iter()
+                .all(|w| cmds.iter().any(|c| c == w));
+            if all || Instant::now() > deadline {
+                break (pids, cmds);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(pids.len(), 4, "container processes: {pids:?} {cmds:?}");
         for want in ["sleep 1000", "sleep 1001", "sleep 1002"] {
             assert!(cmds.iter().any(|c| c == want), "{want} not among {cmds:?}");
         }
@@ -591,5 +514,245 @@ fn the_test_image_runs_nodeagent_itself() {
     });
     let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     assert_eq!(out.trim(), format!("nodeagent {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
+
+/// `GET path` on loopback; the status code, or `None` when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_simulator_serves_from_the_container_with_every_worker_bound() {
+    if !docker_ready() {
+        return;
+    }
+    let inst = Instance::new("sim");
+    // Host network: the engine's port is the host's. Port 0 cannot be used across the
+    // container boundary, so take a free one and let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
+    let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
+    rt().block_on(async {
+        rt_.preflight().await.unwrap();
+        rt_.start().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_status(port, "/health") != Some(200) {
+            assert!(Instant::now() < deadline, "the simulator in the container never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(http_status(port, "/v1/models"), Some(200));
+        // init + simulator + 3 workers, each in its own session, all on CPU 1 / node 0.
+        let pids = pids_until(&mut rt_, 5).await;
+        let cmds: Vec<String> = pids.iter().map(|p| cmdline(*p)).collect();
+        assert_eq!(pids.len(), 5, "{cmds:?}");
+        assert_eq!(cmds.iter().filter(|c| c.contains("simulate-worker")).count(), 3, "{cmds:?}");
+        for pid in &pids {
+            assert_eq!(status_field(*pid, "Cpus_allowed_list").as_deref(), Some("1"), "pid {pid}");
+            assert_eq!(status_field(*pid, "Mems_allowed_list").as_deref(), Some("0"), "pid {pid}");
+        }
+        rt_.stop(Duration::from_secs(10)).await.unwrap();
+        for pid in &pids {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived the stop");
+        }
+    });
+    assert_eq!(http_status(port, "/health"), None);
+    assert_eq!(inst.containers(), Vec::<String>::new());
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real supervisor (the one `serve` runs) driving the container runtime: ready once the
+/// simulator in the container answers, every container process bound, a SIGKILLed engine
+/// replaced by a new container, and on cancellation (SIGTERM in `serve`) nothing left.
+#[test]
+fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
+    use nodeagent::config::Config;
+    use nodeagent::supervise::notify::{Notice, RecordingNotifier};
+    use nodeagent::supervise::procs::ProcFs;
+    use nodeagent::supervise::status::{AgentStatus, State};
+    use nodeagent::supervise::supervisor::{Outcome, Supervisor};
+    if !docker_ready() {
+        return;
+    }
+    let inst = Instance::new("supervised");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "2"];
+    let binding = one_cpu_binding();
+    let rt_ = runtime(&settings(), &binding, &cmd, &inst);
+    let cfg: Config = toml::from_str(
+        "[supervise]\nhealth_interval = \"300ms\"\nbinding_check_interval = \"300ms\"\n\
+         backoff_initial = \"200ms\"\nstop_grace = \"3s\"\nready_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    let status = Arc::new(Mutex::new(AgentStatus::new(
+        rt_.describe(),
+        argv(&cmd),
+        port,
+        Some("qwen2.5".into()),
+        binding.clone(),
+    )));
+    let notifier = RecordingNotifier::default();
+    let notices = notifier.notices.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let supervisor = Supervisor {
+        runtime: Box::new(rt_),
+        policy: cfg.policy(),
+        health_addr: ([127, 0, 0, 1], port).into(),
+        model: Some("qwen2.5".into()),
+        binding,
+        notifier: Arc::new(notifier),
+        status: status.clone(),
+        cancel: cancel.clone(),
+        proc: ProcFs::default(),
+        check_port: None,
+        check_path: None,
+        gpu_hung: None,
+    };
+    let snapshot = || status.lock().unwrap().snapshot();
+    let driver = async {
+        wait_for("READY=1", || notices.lock().unwrap().contains(&Notice::Ready)).await;
+        let s = snapshot();
+        assert_eq!(s.state, State::Ready, "{}", s.message);
+        // init + simulator + 2 workers, all checked and on CPU 1.
+        let check = s.binding_check.clone().unwrap();
+        assert!(check.ok, "{check:?}");
+        assert_eq!(check.processes.len(), 4, "{check:?}");
+        let first_ids = inst.containers();
+        assert_eq!(first_ids.len(), 1);
+        let old_pids = s.pids.clone();
+        let engine = *old_pids
+            .iter()
+            .find(|p| {
+                cmdline(**p).contains(" simulate ") && !cmdline(**p).contains("simulate-worker")
+            })
+            .unwrap_or_else(|| panic!("no simulator among {old_pids:?}"));
+        // A crash: the supervisor sees the container exit and starts a new one.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine), nix::sys::signal::SIGKILL)
+            .unwrap();
+        wait_for("the restart", || {
+            let s = snapshot();
+            s.restarts == 1 && s.state == State::Ready && s.pids.len() == 4
+        })
+        .await;
+        let second_ids = inst.containers();
+        assert_eq!(second_ids.len(), 1);
+        assert_ne!(first_ids, second_ids, "the crashed container was not replaced");
+        assert_eq!(http_status(port, "/health"), Some(200));
+        for pid in &old_pids {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "old pid {pid} survived");
+        }
+        let new_pids = snapshot().pids;
+        cancel.cancel();
+        new_pids
+    };
+    let (outcome, new_pids) = rt().block_on(async { tokio::join!(supervisor.run(), driver) });
+    assert_eq!(outcome.unwrap(), Outcome::Stopped);
+    assert!(notices.lock().unwrap().contains(&Notice::Stopping));
+    assert_eq!(snapshot().state, State::Stopped);
+    assert_eq!(inst.containers(), Vec::<String>::new());
+    for pid in &new_pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived the stop");
+    }
+    assert_eq!(http_status(port, "/health"), None);
+}
+
+/// CPU time this thread has used, in ns (`/proc/thread-self/schedstat`, first field). The
+/// runtime in these tests is single-threaded, so this is all the agent-side work.
+fn thread_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// CPU time (user + system, own + reaped children) of a process, in ns, from `/proc/PID/stat`.
+fn process_cpu_ns(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime stime cutime cstime are fields 14-17, i.e. 11-14 after the state field.
+    let ticks: u64 = fields[11..15].iter().sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    ticks * 1_000_000_000 / hz
+}
+
+/// Benchmark (prints figures; run with
+/// `cargo test --test container bench_ -- --ignored --nocapture`): listing the engine
+/// container's processes, as the supervisor does on every health and binding tick, through
+/// the container's cgroup versus the daemon's `top`, side by side on one container.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn bench_container_pid_listing() {
+    if !docker_ready() {
+        return;
+    }
+    let dockerd: i32 =
+        String::from_utf8(Command::new("pidof").arg("dockerd").output().unwrap().stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("dockerd pid")
+            .parse()
+            .unwrap();
+    let inst = Instance::new("bench");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
+    let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
+    rt().block_on(async {
+        rt_.start().await.unwrap();
+        let pids = pids_until(&mut rt_, 5).await;
+        assert_eq!(pids.len(), 5);
+        let (n_cg, n_top) = (2000u32, 100u32);
+        let (t0, c0, d0) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        for _ in 0..n_cg {
+            assert_eq!(rt_.pids_from_cgroup().unwrap().len(), 5);
+        }
+        let (t1, c1, d1) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        for _ in 0..n_top {
+            assert_eq!(rt_.pids_from_docker_top().await.unwrap().len(), 5);
+        }
+        let (t2, c2, d2) = (Instant::now(), thread_cpu_ns(), process_cpu_ns(dockerd));
+        let us = |ns: u64, n: u32| ns as f64 / n as f64 / 1000.0;
+        let cg = ((t1 - t0).as_nanos() as u64, c1 - c0, d1 - d0);
+        let top = ((t2 - t1).as_nanos() as u64, c2 - c1, d2 - d1);
+        println!("container pid listing, 5 processes, per call (debug build):");
+        println!("{:<22}{:>12}{:>16}{:>18}", "method", "wall µs", "agent CPU µs", "dockerd CPU µs");
+        println!(
+            "{:<22}{:>12.1}{:>16.1}{:>18.1}",
+            "cgroup.procs",
+            us(cg.0, n_cg),
+            us(cg.1, n_cg),
+            us(cg.2, n_cg)
+        );
+        println!(
+            "{:<22}{:>12.1}{:>16.1}{:>18.1}",
+            "docker top -eo pid",
+            us(top.0, n_top),
+            us(top.1, n_top),
+            us(top.2, n_top)
+        );
+        println!(
+            "ratio top/cgroup: wall {:.0}x, agent CPU {:.0}x",
+            us(top.0, n_top) / us(cg.0, n_cg),
+            us(top.1, n_top) / us(cg.1, n_cg)
+        );
+        rt_.stop(Duration::from_secs(5)).await.unwrap();
+    });
     assert_eq!(inst.containers(), Vec::<String>::new());
 }

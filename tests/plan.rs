@@ -273,10 +273,71 @@ fn live_tools_missing_failing_or_hanging() {
     };
     assert_bad_input(&with("--mx-smi", &hang), "no answer within 300ms");
     assert_bad_input(&with("--nvidia-smi", &fail), "exited with status 9: driver not loaded");
-    // numactl is optional: missing is a warning, the probe goes on from sysfs.
-    let out = with("--numactl", Path::new("/nonexistent/numactl"));
+    // A tool named by path must exist.
+    assert_bad_input(
+        &with("--numactl", Path::new("/nonexistent/numactl")),
+        "/nonexistent/numactl: not found",
+    );
+    // numactl is optional: absent from PATH is a warning, the probe goes on from sysfs.
+    let out = bin().args(base).env("PATH", tmp.path()).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("numactl: not found"), "{}", stdout(&out));
+}
+
+/// A GPU of a vendor nodeagent does not know, named by `--gpu-pci`, read live from an injected
+/// sysfs root (QEMU's layout: a display device on node 1 of a two-node guest).
+#[test]
+fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = |rel: &str, text: &str| {
+        let p = tmp.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    for (id, cpus, dist) in [(0, "0-1", "10 20"), (1, "2-3", "20 10")] {
+        let d = format!("devices/system/node/node{id}");
+        w(&format!("{d}/cpulist"), cpus);
+        w(&format!("{d}/distance"), dist);
+        w(
+            &format!("{d}/meminfo"),
+            &format!("Node {id} MemTotal: 1048576 kB\nNode {id} MemFree: 900000 kB\n"),
+        );
+    }
+    let dev = "bus/pci/devices/0000:41:01.0";
+    w(&format!("{dev}/class"), "0x030000\n");
+    w(&format!("{dev}/vendor"), "0x1234\n");
+    w(&format!("{dev}/numa_node"), "1\n");
+    w(&format!("{dev}/local_cpulist"), "2-3\n");
+    let root = tmp.path().to_str().unwrap();
+    let base = ["--sysfs-root", root, "--no-hwloc"];
+    // No GPU tool and no numactl on PATH: this machine's own numactl would describe this
+    // machine, not the injected tree.
+    let run =
+        |args: &[&str]| bin().env("PATH", tmp.path().join("empty")).args(args).output().unwrap();
+    // Vendor 0x1234 is no GPU vendor: without --gpu-pci there is nothing to plan.
+    let mut args = vec!["plan"];
+    args.extend_from_slice(&base);
+    assert_bad_input(&run(&args), "no GPUs found");
+    let mut missing = args.clone();
+    missing.extend_from_slice(&["--gpu-pci", "0000:99:00.0"]);
+    assert_bad_input(&run(&missing), "--gpu-pci 0000:99:00.0: no such PCI device");
+    args.extend_from_slice(&["--gpu-pci", "41:01.0", "--json"]);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpus"][0]["bus_id"], "0000:41:01.0");
+    assert_eq!(v["instances"][0]["numactl"], "numactl --cpunodebind=1 --membind=1");
+    assert_eq!(
+        v["instances"][0]["docker_args"],
+        serde_json::json!(["--cpuset-cpus=2-3", "--cpuset-mems=1"])
+    );
+    // And --save writes the sysfs files read, at their paths.
+    let snap = tmp.path().join("snap");
+    let mut args = vec!["probe", "--save", snap.to_str().unwrap(), "--gpu-pci", "0000:41:01.0"];
+    args.extend_from_slice(&base);
+    assert!(run(&args).status.success());
+    let saved = std::fs::read_to_string(snap.join("sysfs").join(dev).join("numa_node")).unwrap();
+    assert_eq!(saved, "1\n");
 }
 
 #[test]
@@ -333,4 +394,39 @@ fn plan_help_is_pinned() {
         assert!(help.contains(flag), "{flag} missing from plan --help");
     }
     golden(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan-help.txt"), &help).unwrap();
+}
+
+mod pipeline {
+    use super::hosts_dir;
+    use nodeagent::host::runner::SystemRunner;
+    use nodeagent::host::{gather, SourceOptions};
+    use nodeagent::plan::{plan, PlanRequest};
+    use nodeagent::topology;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever a snapshot holds, gather -> model -> plan returns a value or an error, never
+        /// a panic.
+        #[test]
+        fn mangled_snapshot_never_panics(which in 0usize..3, at in 0usize..1200, junk in "\\PC{0,12}", cut in any::<bool>()) {
+            let seed = hosts_dir().join("seed-4xmxc500");
+            let tmp = tempfile::tempdir().unwrap();
+            let names = ["mx-smi.txt", "mx-smi-topo-m.txt", "numactl-hardware.txt"];
+            for (i, name) in names.iter().enumerate() {
+                let mut text = std::fs::read_to_string(seed.join(name)).unwrap();
+                if i == which {
+                    let mut at = at.min(text.len());
+                    while !text.is_char_boundary(at) { at -= 1; }
+                    if cut { text.truncate(at); } else { text.insert_str(at, &junk); }
+                }
+                std::fs::write(tmp.path().join(name), text).unwrap();
+            }
+            let opts = SourceOptions { from: Some(tmp.path().to_path_buf()), ..SourceOptions::default() };
+            if let Ok(facts) = gather(&opts, &SystemRunner) {
+                let topo = topology::build(&facts);
+                let _ = plan(&topo, &PlanRequest::default());
+            }
+        }
+    }
 }

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+#[path = "support/docker.rs"]
+mod support;
+
 const UNIT: &str = "systemd/nodeagent.service";
 const SYSTEMD_IMAGE: &str = "nodeagent-test-systemd:bookworm";
 
@@ -142,16 +145,15 @@ struct SystemdBox {
 }
 
 impl SystemdBox {
-    fn start() -> Option<SystemdBox> {
-        let ready = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success())
-            || {
-                let _ = Command::new(repo().join("scripts/setup.sh")).arg("test").status();
-                Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success())
-            };
-        if !ready {
-            eprintln!(
-                "\n\n*** SKIPPING the real-systemd test: no Docker engine could be started ***\n\n"
-            );
+    /// `tag` keeps the containers of tests running side by side apart.
+    fn start(tag: &str) -> Option<SystemdBox> {
+        Self::start_on(tag, "none")
+    }
+
+    /// On a Docker network: `none` (loopback only), or `host` when the unit's engine runs in a
+    /// container of the host's engine with host networking and must be reachable from the box.
+    fn start_on(tag: &str, network: &str) -> Option<SystemdBox> {
+        if !support::docker_ready() {
             return None;
         }
         let st = Command::new(repo().join("scripts/systemd-test-image.sh"))
@@ -159,13 +161,13 @@ impl SystemdBox {
             .status()
             .unwrap();
         assert!(st.success(), "building the systemd test image failed");
-        let name = format!("nodeagent-test-systemd-{}", std::process::id());
+        let name = format!("nodeagent-test-systemd-{tag}-{}", std::process::id());
         let _ = docker(&["rm", "-f", &name]);
         // Docker's default seccomp profile refuses set_mempolicy/mbind without SYS_NICE (a real
         // host has no such filter around the unit); the host's Docker socket is there for
         // container mode under the unit.
         let run = format!(
-            "run -d --name {name} --network none --cap-add SYS_ADMIN --cap-add SYS_NICE \
+            "run -d --name {name} --network {network} --cap-add SYS_ADMIN --cap-add SYS_NICE \
              -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/run/docker.sock:/run/docker.sock \
              --tmpfs /run --tmpfs /run/lock --tmpfs /tmp {SYSTEMD_IMAGE} /lib/systemd/systemd"
         );
@@ -262,7 +264,7 @@ impl Drop for SystemdBox {
 /// `ExecStart` and `Restart` differ).
 #[test]
 fn hardened_unit_keeps_docker_socket_numactl_and_state_dir_working() {
-    let Some(b) = SystemdBox::start() else { return };
+    let Some(b) = SystemdBox::start("probe") else { return };
     b.copy_in(Path::new("/usr/bin/docker"), "/usr/local/bin/docker");
     b.copy_in(Path::new("/usr/bin/numactl"), "/usr/local/bin/numactl");
     b.copy_libs(Path::new("/usr/bin/numactl"));
@@ -300,64 +302,114 @@ grep '^CapEff' /proc/self/status
     }
 }
 
-/// A config that serves the simulator bare, as the engine, with a fast health check.
+/// A config that serves the simulator bare, bound to CPU 1 and memory node 0, with two
+/// workers in their own sessions (like Ray's) and a load time, so that a `systemctl start`
+/// that returned early would be caught.
 fn simulator_config(port: u16) -> String {
     format!(
-        r#"# nodeagent config for tests/systemd.rs: the simulator as the engine, unbound.
-[launch]
-mode = "bare"
-argv = ["/usr/local/bin/nodeagent", "simulate", "--port", "{port}"]
+        r#"# nodeagent config for tests/systemd.rs
+host = "local"
+model = "sim"
 
-[health]
-url = "http://127.0.0.1:{port}/health"
-interval = "500ms"
+[engine]
+port = {port}
+argv = ["{{self}}", "simulate", "--port", "{{port}}", "--served-model-name", "{{served_model_name}}",
+        "--workers", "2", "--startup-delay-ms", "{STARTUP_DELAY_MS}"]
+
+[binding]
+auto = false
+cpus = "1"
+mem_policy = "bind"
+mem_nodes = [0]
+
+[supervise]
+health_interval = "500ms"
+backoff_initial = "500ms"
+stop_grace = "5s"
 "#
     )
 }
 
+const STARTUP_DELAY_MS: u64 = 1500;
+
 #[test]
-#[ignore = "needs `nodeagent serve` (the serve engineer's part) on main"]
 fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
-    let Some(b) = SystemdBox::start() else { return };
+    let Some(b) = SystemdBox::start("serve") else { return };
     b.install_nodeagent();
     let port = 18123;
     b.write("/etc/nodeagent/nodeagent.toml", &simulator_config(port));
+    // The optional watchdog, short: an agent that stopped pinging would be killed and
+    // restarted by systemd within the test (MainPID and NRestarts below would show it).
+    b.write("/etc/systemd/system/nodeagent.service.d/watchdog.conf", "[Service]\nWatchdogSec=2s\n");
     b.exec_ok(&["systemctl", "daemon-reload"]);
+    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
 
-    // `systemctl start` blocks until READY=1 (Type=notify): the engine answers right after.
+    // `systemctl start` blocks until READY=1 (Type=notify), which the agent sends only once
+    // the engine answers: after the simulated load time, and the engine answers right away.
+    let t = Instant::now();
     let (out, ok) = b.exec(&["systemctl", "start", "nodeagent"]);
-    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "50"]).0;
+    let took = t.elapsed();
     assert!(ok, "systemctl start failed: {out}\n{}", journal());
+    assert!(
+        took >= Duration::from_millis(STARTUP_DELAY_MS),
+        "systemctl start returned after {took:?}, before the engine could be ready"
+    );
     assert_eq!(b.show("ActiveState"), "active");
     assert!(b.health(port), "engine not healthy right after start returned:\n{}", journal());
     let status = b.show("StatusText");
     assert!(!status.is_empty(), "no STATUS= text");
     let (st, _) = b.exec(&["systemctl", "status", "--no-pager", "nodeagent"]);
-    assert!(
-        st.contains(&format!("Status: \"{status}\"")),
-        "systemctl status lacks the STATUS text:\n{st}"
-    );
+    assert!(st.contains(&format!("Status: \"{status}\"")), "systemctl status lacks STATUS:\n{st}");
+    eprintln!("$ systemctl status nodeagent\n{st}");
+    let (agent_status, ok) = b.exec(&["nodeagent", "status"]);
+    assert!(ok, "nodeagent status failed under systemd: {agent_status}");
+    eprintln!("$ nodeagent status\n{agent_status}");
 
-    // Kill the engine (not the agent): the agent restarts it; systemd does not restart the unit.
+    // Every process of the unit but the agent is the engine or a worker, bound as configured.
     let agent: i32 = b.show("MainPID").parse().unwrap();
-    let engines: Vec<i32> = b.unit_pids().into_iter().filter(|p| *p != agent).collect();
-    assert!(!engines.is_empty(), "no engine process in the unit's cgroup");
-    for p in &engines {
-        b.exec_ok(&["kill", "-9", &p.to_string()]);
+    let engine_procs = |b: &SystemdBox| -> Vec<(i32, String)> {
+        b.unit_pids()
+            .into_iter()
+            .filter(|p| *p != agent)
+            .map(|p| (p, b.exec(&["cat", &format!("/proc/{p}/cmdline")]).0.replace('\0', " ")))
+            .collect()
+    };
+    let before = engine_procs(&b);
+    assert_eq!(before.len(), 3, "engine + 2 workers expected: {before:?}");
+    for (pid, _) in &before {
+        let st = b.exec_ok(&["cat", &format!("/proc/{pid}/status")]);
+        assert!(st.contains("Cpus_allowed_list:\t1\n"), "pid {pid} not on CPU 1:\n{st}");
+        assert!(st.contains("Mems_allowed_list:\t0\n"), "pid {pid} not on node 0:\n{st}");
     }
+
+    // Kill the engine (SIGKILL, as a crash): the agent restarts it; systemd does not restart
+    // the unit, whose main process stays the same agent.
+    let (engine, _) = before
+        .iter()
+        .find(|(_, cmd)| cmd.contains(" simulate ") && !cmd.contains("simulate-worker"))
+        .unwrap_or_else(|| panic!("no engine among {before:?}"))
+        .clone();
+    b.exec_ok(&["busybox", "kill", "-9", &engine.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now: Vec<i32> = b.unit_pids().into_iter().filter(|p| *p != agent).collect();
-        if !now.is_empty() && now.iter().all(|p| !engines.contains(p)) && b.health(port) {
+        let now = engine_procs(&b);
+        let restarted =
+            now.len() == 3 && now.iter().all(|(p, _)| before.iter().all(|(q, _)| p != q));
+        if restarted && b.health(port) {
             break;
         }
-        assert!(Instant::now() < deadline, "engine not restarted:\n{}", journal());
+        assert!(Instant::now() < deadline, "engine not restarted:\n{now:?}\n{}", journal());
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Several watchdog intervals more, across and after the engine restart.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(b.show("WatchdogUSec"), "2s");
     assert_eq!(b.show("MainPID").parse::<i32>().unwrap(), agent, "the agent itself was restarted");
     assert_eq!(b.show("NRestarts"), "0");
+    assert_eq!(b.show("ActiveState"), "active");
+    assert!(!journal().contains("Watchdog timeout"), "{}", journal());
 
-    // `systemctl stop`: nothing of the unit is left, the agent exited cleanly.
+    // `systemctl stop`: the agent stops the engine and exits 0; nothing of the unit is left.
     b.exec_ok(&["systemctl", "stop", "nodeagent"]);
     assert_eq!(b.show("ActiveState"), "inactive");
     assert_eq!(b.show("Result"), "success", "{}", journal());
@@ -365,4 +417,116 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     let top = docker_ok(&["top", &b.name, "-eo", "pid,args"]);
     assert!(!top.contains("nodeagent"), "processes left after stop:\n{top}");
     assert!(!b.health(port));
+    let log = journal();
+    assert!(!log.contains("SIGKILL"), "systemd had to kill something:\n{log}");
+}
+
+#[test]
+fn the_config_example_loads_as_the_unit_would_use_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["serve", "--print-config", "--config"])
+        .arg(repo().join("systemd/nodeagent.toml.example"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "the example config does not load:\n{all}");
+    for want in
+        ["mode = \"container\"", "cpus = \"0-15\"", "mem_nodes = [0]", "shm_size = \"256gb\""]
+    {
+        assert!(all.contains(want), "{want} missing from --print-config:\n{all}");
+    }
+}
+
+/// Container mode under the unit: the agent (hardened, no capabilities) drives the host's
+/// Docker engine through its socket; the engine container runs the simulator with host
+/// networking, so the box shares the host's network to reach it.
+#[test]
+#[ignore = "needs `serve` to connect launch.mode = \"container\" to DockerRuntime (serve's part)"]
+fn unit_under_real_systemd_runs_the_engine_container_and_removes_it_on_stop() {
+    let image = support::test_image();
+    let Some(b) = SystemdBox::start_on("container", "host") else { return };
+    b.install_nodeagent();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        r#"host = "local"
+model = "sim"
+[launch]
+mode = "container"
+instance = 7
+[engine]
+port = {port}
+argv = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", "{{port}}",
+        "--served-model-name", "{{served_model_name}}", "--workers", "2"]
+[binding]
+auto = false
+cpus = "1"
+mem_policy = "bind"
+mem_nodes = [0]
+[container]
+image = "{image}"
+devices = ["/dev/null:/dev/mxcd"]
+group_add = ["video"]
+network = "host"
+[supervise]
+health_interval = "500ms"
+backoff_initial = "500ms"
+stop_grace = "5s"
+"#
+    );
+    b.write("/etc/nodeagent/nodeagent.toml", &config);
+    b.exec_ok(&["systemctl", "daemon-reload"]);
+    let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
+    let ours = || {
+        let (ok, out) = support::docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            "label=io.nodeagent.managed=true",
+            "--filter",
+            "label=io.nodeagent.cpus=1",
+            "--filter",
+            "ancestor=nodeagent-test-sim:latest",
+        ]);
+        assert!(ok, "{out}");
+        out.split_whitespace().map(String::from).collect::<Vec<_>>()
+    };
+    let before = ours();
+
+    let (out, ok) = b.exec(&["systemctl", "start", "nodeagent"]);
+    assert!(ok, "systemctl start failed: {out}\n{}", journal());
+    let health = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(health(), "engine not answering after start:\n{}", journal());
+    let running: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+    assert_eq!(running.len(), 1, "one engine container expected: {running:?}\n{}", journal());
+
+    // A crash of the engine in the container: the agent replaces the container.
+    let needle = format!("/nodeagent simulate --host 127.0.0.1 --port {port} ");
+    let engine = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").starts_with(&needle))
+        })
+        .expect("the engine process on the host");
+    let agent: i32 = b.show("MainPID").parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine), nix::sys::signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+        if now.len() == 1 && now != running && health() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "engine container not replaced: {now:?}\n{}", journal());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(b.show("MainPID").parse::<i32>().unwrap(), agent);
+    assert_eq!(b.show("NRestarts"), "0");
+
+    // Stop: the container is removed, the unit ends cleanly.
+    b.exec_ok(&["systemctl", "stop", "nodeagent"]);
+    assert_eq!(b.show("Result"), "success", "{}", journal());
+    let left: Vec<String> = ours().into_iter().filter(|c| !before.contains(c)).collect();
+    assert!(left.is_empty(), "engine container left after stop: {left:?}");
+    assert!(!health());
 }

@@ -179,11 +179,12 @@ fn print_status(
 /// Starts the monitor for `nodeagent serve` when `--metrics-port` is given; returns the
 /// hung-engine verdict for the supervisor (`None`: no monitor, or `--no-gpu-hang-restart`).
 pub async fn start_for_serve(
-    args: &crate::cli::ServeMonitorArgs,
+    serve: &crate::cli::ServeArgs,
     spec: &crate::launch::spec::LaunchSpec,
     status: crate::supervise::status::Shared,
     cancel: &CancellationToken,
 ) -> Result<Option<watch::Receiver<bool>>, CmdError> {
+    let args = &serve.monitor;
     let Some(port) = args.metrics_port else { return Ok(None) };
     let vendor = match args.gpu_tool {
         GpuToolArg::Auto => None,
@@ -191,7 +192,8 @@ pub async fn start_for_serve(
         GpuToolArg::Nvidia => Some(Vendor::Nvidia),
     };
     let timeout = args.gpu_interval.max(std::time::Duration::from_secs(1));
-    let sampler = ToolSampler::detect(vendor, &args.mx_smi, &args.nvidia_smi, timeout)
+    let (mx_smi, nvidia_smi) = (&serve.source.mx_smi, &serve.source.nvidia_smi);
+    let sampler = ToolSampler::detect(vendor, mx_smi, nvidia_smi, timeout)
         .context("--metrics-port needs a GPU tool")
         .bad_input()?;
     let config = AgentConfig {

@@ -9,10 +9,13 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
-use crate::cli::{ServeArgs, ServeMode, ServeMonitorArgs};
+use crate::cli::{ServeArgs, ServeMode};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
+use crate::launch::container::ContainerSpec;
+use crate::launch::docker::DockerRuntime;
 use crate::launch::spec::LaunchSpec;
+use crate::plan::{self, PlanRequest, Split};
 use crate::supervise::notify::{Notifier, SdNotifier};
 use crate::supervise::process::ProcessRuntime;
 use crate::supervise::procs::ProcFs;
@@ -41,15 +44,32 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>), CmdError> {
     Ok((c, loaded.sources))
 }
 
-/// The binding to apply: explicit from `[binding]`, or the plan's with `auto = true`.
-fn binding(c: &Config) -> Result<Binding, CmdError> {
-    if c.wants_auto_binding() {
-        return Err(CmdError::bad_input(anyhow!(
-            "binding.auto = true needs the planner, which this build does not have yet; \
-             set [binding] auto = false with cpus / mem_policy / mem_nodes"
-        )));
+/// The binding to apply: explicit from `[binding]`, or with `auto = true` the binding that
+/// `nodeagent plan` prints for instance `launch.instance` (host facts live or `--from DIR`).
+fn binding(c: &Config, args: &ServeArgs) -> Result<Binding, CmdError> {
+    if !c.wants_auto_binding() {
+        return c.explicit_binding().bad_input();
     }
-    c.explicit_binding().bad_input()
+    let (_, topo) = super::probe::load(&args.source)?;
+    let request = PlanRequest {
+        gpus: c.launch.gpus.clone(),
+        split: c.launch.tp.map_or(Split::One, Split::Tp),
+        host_memory_gb: None,
+    };
+    let plan = plan::plan(&topo, &request).context("binding.auto: planning").bad_input()?;
+    let index = c.launch.instance.unwrap_or(0);
+    let count = plan.instances.len();
+    let instance = plan.instances.into_iter().nth(index).ok_or_else(|| {
+        CmdError::bad_input(anyhow!(
+            "launch.instance = {index}, but the plan has {count} instance(s) (0-based)"
+        ))
+    })?;
+    tracing::info!(
+        gpus = ?instance.gpus,
+        binding = ?instance.binding.numactl_args(),
+        "binding from the plan"
+    );
+    Ok(instance.binding)
 }
 
 /// Where health checks go: the engine's listen address, or loopback when it listens on all.
@@ -89,15 +109,23 @@ fn make_runtime(c: &Config, spec: LaunchSpec) -> Result<Box<dyn EngineRuntime>, 
                 .failed()?;
             Ok(Box::new(ProcessRuntime::new(spec, c.state_dir()).adopt_children(true)))
         }
-        LaunchMode::Container => Err(CmdError::bad_input(anyhow!(
-            "launch.mode = \"container\" is not wired in this build yet"
-        ))),
+        LaunchMode::Container => {
+            let instance = format!("{}", c.launch.instance.unwrap_or(0));
+            let container = ContainerSpec::new(
+                &c.container,
+                &spec.binding,
+                spec.engine_argv.clone(),
+                spec.env.clone(),
+                &instance,
+            );
+            Ok(Box::new(DockerRuntime::new(container)))
+        }
     }
 }
 
 pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let (c, sources) = effective(&args)?;
-    let binding = binding(&c)?;
+    let binding = binding(&c, &args)?;
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
@@ -111,10 +139,10 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         .build()
         .context("starting the async runtime")
         .failed()?;
-    rt.block_on(serve(c, spec, args.monitor))
+    rt.block_on(serve(c, spec, &args))
 }
 
-async fn serve(c: Config, spec: LaunchSpec, mon: ServeMonitorArgs) -> Result<(), CmdError> {
+async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdError> {
     let state_dir = c.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))
@@ -129,11 +157,15 @@ async fn serve(c: Config, spec: LaunchSpec, mon: ServeMonitorArgs) -> Result<(),
     let cancel = CancellationToken::new();
     let server =
         status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = super::monitor::start_for_serve(&mon, &spec, status.clone(), &cancel).await?;
+    let gpu_hung = super::monitor::start_for_serve(args, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = health_addr(&c);
     let model = spec.served_model_name.clone();
     let binding = spec.binding.clone();
+    // The process runtime checks port and model path itself; containers are checked here.
+    let container = spec.mode == LaunchMode::Container;
+    let check_port = container.then_some(spec.port);
+    let check_path = if container { spec.model_path_host.clone() } else { None };
     let runtime = make_runtime(&c, spec)?;
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
@@ -147,6 +179,8 @@ async fn serve(c: Config, spec: LaunchSpec, mon: ServeMonitorArgs) -> Result<(),
         status,
         cancel: cancel.clone(),
         proc: ProcFs::default(),
+        check_port,
+        check_path,
         gpu_hung,
     };
     let outcome = supervisor.run().await;

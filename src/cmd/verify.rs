@@ -237,7 +237,9 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
         VerifyError::NoModel { .. } | VerifyError::Schedule(_) | VerifyError::Client(_) => {
             CmdError::bad_input(e)
         }
-        VerifyError::Write { .. } | VerifyError::Csv { .. } => CmdError::failed(e),
+        VerifyError::Write { .. } | VerifyError::Csv { .. } | VerifyError::Chart(_) => {
+            CmdError::failed(e)
+        }
     })?;
     let summary = &outcome.summary;
     let mut stdout = std::io::stdout().lock();

@@ -29,6 +29,21 @@ pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFa
             .ok_or_else(|| HostError::BadGpuPci { value: value.clone() })?;
         gpu_pci.push(bus);
     }
+    // A tool the user named by path must exist; a default name that is not on PATH just means
+    // that vendor is absent.
+    if opts.from.is_none() {
+        let defaults = SourceOptions::default();
+        for (given, default) in [
+            (&opts.mx_smi, &defaults.mx_smi),
+            (&opts.nvidia_smi, &defaults.nvidia_smi),
+            (&opts.rocm_smi, &defaults.rocm_smi),
+            (&opts.numactl, &defaults.numactl),
+        ] {
+            if given != default && !runner.exists(given) {
+                return Err(RunError::NotFound { tool: given.display().to_string() }.into());
+            }
+        }
+    }
     let mut facts = match &opts.from {
         Some(dir) => from_snapshot(dir, &gpu_pci)?,
         None => live(opts, runner, &gpu_pci)?,

@@ -48,6 +48,8 @@ pub enum SnapshotError {
     NotText { path: PathBuf },
     #[error("{path}: cannot write: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("snapshot {dir}: already holds a snapshot ({file}); save into a new directory so outputs of two probes never mix")]
+    NotEmpty { dir: PathBuf, file: String },
     #[error("snapshot {dir}: none of the snapshot files is there (expected e.g. {NUMACTL}, {MX_SMI_TOPO}, {SYSFS_DIR}/)")]
     EmptyDir { dir: PathBuf },
 }
@@ -70,9 +72,23 @@ impl RawOutputs {
         .collect()
     }
 
-    /// Writes the snapshot into `dir` (created if missing). Existing files of the same names
-    /// are replaced; other files are left alone.
+    /// Writes the snapshot into `dir` (created if missing). Refuses a directory that already
+    /// holds snapshot files: stale outputs of another probe would be replayed as this host's.
     pub fn save(&self, dir: &Path) -> Result<(), SnapshotError> {
+        let known = [
+            MX_SMI,
+            MX_SMI_TOPO,
+            NUMACTL,
+            NVIDIA_SMI,
+            NVIDIA_SMI_TOPO,
+            NVIDIA_SMI_QUERY,
+            ROCM_SMI_TOPO,
+            HWLOC_XML,
+            SYSFS_DIR,
+        ];
+        if let Some(file) = known.iter().find(|f| dir.join(f).exists()) {
+            return Err(SnapshotError::NotEmpty { dir: dir.to_path_buf(), file: file.to_string() });
+        }
         let mkdir = |p: &Path| {
             std::fs::create_dir_all(p)
                 .map_err(|source| SnapshotError::Write { path: p.to_path_buf(), source })
@@ -155,6 +171,9 @@ mod tests {
         let cpulist = dir.path().join("sysfs/devices/system/node/node0/cpulist");
         assert_eq!(std::fs::read_to_string(cpulist).unwrap(), "0-1\n");
         assert!(!dir.path().join("escape").exists());
+        // A second save into the same directory would mix two probes.
+        let err = raw.save(dir.path()).unwrap_err();
+        assert!(matches!(err, SnapshotError::NotEmpty { .. }), "{err}");
     }
 
     #[test]

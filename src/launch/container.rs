@@ -526,6 +526,25 @@ mod tests {
         assert!(matches!(s.validate(), Err(ContainerError::EnvName { .. })));
     }
 
+    proptest::proptest! {
+        /// Parsers never panic, whatever a config holds.
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,40}") {
+            let _ = parse_mem_size(&text);
+            let _ = Device::parse(&text);
+            let _ = Volume::parse(&text);
+            let _ = container_name(&text);
+        }
+
+        /// Sizes round-trip through the units Docker accepts.
+        #[test]
+        fn sizes_scale_by_binary_units(n in 1u32..100_000, unit in 0usize..4) {
+            let (suffix, mul) = [("", 1i64), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)][unit];
+            proptest::prop_assert_eq!(parse_mem_size(&format!("{n}{suffix}")), Ok(n as i64 * mul));
+            proptest::prop_assert_eq!(parse_mem_size(&format!("{n}{}B", suffix.to_uppercase())), Ok(n as i64 * mul));
+        }
+    }
+
     #[test]
     fn settings_parse_from_toml_and_reject_unknown_keys() {
         let s: ContainerSettings = toml::from_str(

@@ -329,15 +329,9 @@ impl DockerRuntime {
 
     async fn cleanup_inner(&mut self) -> Result<Vec<String>, DockerError> {
         let docker = self.client().await?;
-        let filters = [(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.spec.instance),
-            ],
-        )]
-        .into_iter()
-        .collect();
+        // Every container this agent's kind manages; those of this instance are leftovers.
+        let filters =
+            [("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])].into_iter().collect();
         let list =
             ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let found = docker.list_containers(Some(list)).await.map_err(|e| DockerError::Api {
@@ -348,16 +342,25 @@ impl DockerRuntime {
         let mut removed = Vec::new();
         for c in found {
             let Some(id) = c.id else { continue };
+            let short = &id[..12.min(id.len())];
             let name = c
                 .names
                 .and_then(|n| n.into_iter().next())
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_else(|| id.clone());
             let state = c.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
-            tracing::warn!(container = %name, id = %&id[..12.min(id.len())], state = %state, "removing a leftover engine container");
+            let instance = c.labels.as_ref().and_then(|l| l.get(LABEL_INSTANCE)).cloned();
+            if instance.as_deref() != Some(self.spec.instance.as_str()) {
+                // Another instance's engine (a sibling agent, or a renamed instance's
+                // leftover): not ours to remove, but worth knowing, since it may hold GPUs.
+                if state == "running" {
+                    tracing::warn!(container = %name, id = %short, instance = ?instance, "another nodeagent engine container is running; left alone");
+                }
+                continue;
+            }
+            tracing::warn!(container = %name, id = %short, state = %state, "removing a leftover engine container");
             self.stop_and_remove(&id, LEFTOVER_GRACE).await?;
-            removed
-                .push(format!("container {name} ({}, {state}) removed", &id[..12.min(id.len())]));
+            removed.push(format!("container {name} ({short}, {state}) removed"));
             if self.id.as_deref() == Some(id.as_str()) {
                 self.id = None;
                 self.main_pid = None;
@@ -698,6 +701,20 @@ mod tests {
         // Garbage: nothing, no panic.
         assert!(cgroup_dirs("garbage\n::\n", id).is_empty());
         assert!(cgroup_dirs(&hybrid, "").is_empty());
+    }
+
+    proptest::proptest! {
+        /// The cgroup table and `docker top` answers never panic the parsers.
+        #[test]
+        fn parsers_never_panic(
+            table in "\\PC{0,200}",
+            id in "[0-9a-f]{0,64}",
+            titles in proptest::collection::vec("\\PC{0,8}", 0..4),
+            rows in proptest::collection::vec(proptest::collection::vec("\\PC{0,8}", 0..4), 0..4),
+        ) {
+            let _ = cgroup_dirs(&table, &id);
+            let _ = parse_top(titles, rows);
+        }
     }
 
     #[test]

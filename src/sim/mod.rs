@@ -87,7 +87,8 @@ impl Default for SimConfig {
             hang_after: None,
             exit_after: None,
             exit_after_requests: None,
-            max_records: 1_000_000,
+            // ~250 bytes each: 25 MB at most.
+            max_records: 100_000,
         }
     }
 }

@@ -478,6 +478,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decide_never_breaks_the_context_limit(
+            seed: u64,
+            index: u64,
+            prompt in 0u32..5000,
+            max in proptest::option::of(0u32..5000),
+            min in 0u32..5000,
+            ignore_eos: bool,
+            max_model_len in 2u32..6000,
+            mean in 1u32..3000,
+            dist in proptest::sample::select(vec![
+                OutputLenDist::Fixed, OutputLenDist::Uniform, OutputLenDist::Exponential,
+            ]),
+        ) {
+            let a = Ask { prompt_tokens: prompt, max_tokens: max, min_tokens: min, ignore_eos };
+            let f = FaultRates { http_500: 0.25, drop: 0.25, stall: 0.25, stream_error: 0.25 };
+            if let Ok(o) = decide(seed, index, &a, max_model_len, &OutputLen { dist, mean }, &f) {
+                proptest::prop_assert!(o.output_tokens >= 1);
+                proptest::prop_assert!(prompt + o.output_tokens <= max_model_len);
+                if let Some(m) = max {
+                    proptest::prop_assert!(o.output_tokens <= m);
+                    proptest::prop_assert!(o.output_tokens >= min.min(m));
+                }
+                proptest::prop_assert!(o.fault.is_some(), "rates adding up to 1 always pick one");
+            }
+        }
+
+        #[test]
+        fn count_tokens_is_at_most_the_character_count(text: String) {
+            proptest::prop_assert!(count_tokens(&text) as usize <= text.chars().count());
+        }
+    }
+
     #[test]
     fn output_length_distributions_have_their_means() {
         let none = FaultRates::default();

@@ -196,8 +196,10 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 
 impl Shared {
     fn started_unix_secs(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-            - self.started.elapsed().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(self.started.elapsed().as_secs())
     }
 }
 
@@ -557,6 +559,8 @@ struct Job {
     deadline: tokio::time::Instant,
     last_token_at: Option<Instant>,
     stalled: bool,
+    /// Whether any step can take time; if not, no clock is read to pace tokens.
+    paced: bool,
 }
 
 impl Job {
@@ -566,6 +570,7 @@ impl Job {
             Endpoint::Completions => "cmpl-",
         };
         let id_json = json_str(&format!("{prefix}{}", truth.request_id));
+        let paced = !s.cfg.latency.is_zero() || matches!(outcome.fault, Some(Fault::Stall { .. }));
         Job {
             created: truth.arrival_unix_ns / 1_000_000_000,
             s,
@@ -580,18 +585,22 @@ impl Job {
             deadline: tokio::time::Instant::now(),
             last_token_at: None,
             stalled: false,
+            paced,
         }
     }
 
     /// Waits until `deadline`, unless shutdown comes first (then false). Returns at once when
-    /// the deadline has passed, without touching the timer.
+    /// the deadline has passed, without touching the timer; never returns before it (tokio's
+    /// millisecond timer wheel may wake a little early, so the remainder is slept again).
     async fn wait_until(&self, deadline: tokio::time::Instant) -> bool {
-        if deadline <= tokio::time::Instant::now() {
-            return !self.s.shutdown.is_cancelled();
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => true,
-            _ = self.s.shutdown.cancelled() => false,
+        loop {
+            if deadline <= tokio::time::Instant::now() {
+                return !self.s.shutdown.is_cancelled();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.s.shutdown.cancelled() => return false,
+            }
         }
     }
 
@@ -636,8 +645,10 @@ impl Job {
                         u64::from(self.truth.prompt_tokens) + u64::from(self.outcome.output_tokens);
                     self.s.metrics.kv_tokens.fetch_add(self.kv_reserved, Ordering::Relaxed);
                     self.s.metrics.prompt_tokens.inc_by(u64::from(self.truth.prompt_tokens));
-                    self.deadline = tokio::time::Instant::now()
-                        + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                    if self.paced {
+                        self.deadline = tokio::time::Instant::now()
+                            + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                    }
                     self.phase = Phase::Tokens(0);
                 }
                 Phase::Tokens(i) => {
@@ -653,7 +664,12 @@ impl Job {
                         }
                         _ => {}
                     }
-                    if !self.wait_until(self.deadline).await {
+                    let waited = if self.paced {
+                        self.wait_until(self.deadline).await
+                    } else {
+                        !self.s.shutdown.is_cancelled()
+                    };
+                    if !waited {
                         return self.abort();
                     }
                     if self.s.hung.load(Ordering::Relaxed) {
@@ -678,11 +694,10 @@ impl Job {
                     }
                     self.note_token(i);
                     let running = self.s.metrics.running.get().max(1) as u32;
-                    // A late token does not make the next step shorter: each step takes its
-                    // full time after the previous token went out, as engine steps do.
-                    let now = tokio::time::Instant::now();
-                    self.deadline =
-                        self.deadline.max(now) + self.s.cfg.latency.decode_step(running);
+                    // Engine time: token i+1 is due one step after token i was due, whether or
+                    // not the writer kept up (an engine does not wait for a slow socket; late
+                    // tokens go out together, as they do from vLLM).
+                    self.deadline += self.s.cfg.latency.decode_step(running);
                     self.phase = Phase::Tokens(i + 1);
                     return Some(Ev::Token { i, last: i + 1 == n });
                 }
@@ -708,11 +723,14 @@ impl Job {
         Some(Ev::Aborted)
     }
 
+    /// Notes that content token `i` goes out now. One clock read per token (a zero-delay
+    /// stream writes thousands a second): the last token's unix time is derived at the end
+    /// from its monotonic offset.
     fn note_token(&mut self, i: u32) {
-        let (unix, offset) = self.s.now();
         let now = Instant::now();
+        let offset = now.duration_since(self.s.started).as_nanos() as u64;
         if i == 0 {
-            self.truth.first_token_unix_ns = Some(unix);
+            self.truth.first_token_unix_ns = Some(unix_ns());
             self.truth.first_token_offset_ns = Some(offset);
             self.s
                 .metrics
@@ -722,7 +740,6 @@ impl Job {
             self.s.metrics.inter_token.observe(now.duration_since(prev).as_secs_f64());
         }
         self.last_token_at = Some(now);
-        self.truth.last_token_unix_ns = Some(unix);
         self.truth.last_token_offset_ns = Some(offset);
         self.truth.tokens_sent = i + 1;
         self.s.metrics.generation_tokens.inc();
@@ -911,10 +928,14 @@ impl Drop for Job {
     /// The one place a generation request's record is written, however it ended (finished,
     /// faulted, client gone, shutdown): a body dropped by hyper lands here too.
     fn drop(&mut self) {
-        self.release();
+        // End time first: the request waiting for this slot must see it freed after our end.
         let (unix, offset) = self.s.now();
+        self.release();
         self.truth.end_unix_ns = unix;
         self.truth.end_offset_ns = offset;
+        if let Some(last) = self.truth.last_token_offset_ns {
+            self.truth.last_token_unix_ns = Some(unix.saturating_sub(offset.saturating_sub(last)));
+        }
         let m = &self.s.metrics;
         if self.truth.status == RequestStatus::Ok {
             m.request_success.inc();

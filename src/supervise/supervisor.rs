@@ -69,6 +69,10 @@ pub struct Supervisor {
     pub status: Shared,
     pub cancel: CancellationToken,
     pub proc: ProcFs,
+    /// Checks the supervisor makes itself after the runtime's preflight, for runtimes that do
+    /// not (containers): this port must be free, this host path must exist.
+    pub check_port: Option<u16>,
+    pub check_path: Option<std::path::PathBuf>,
     /// The monitor's debounced hung-engine verdict (requests in flight, GPUs idle); `None`
     /// when the monitor does not run or must not restart the engine.
     pub gpu_hung: Option<tokio::sync::watch::Receiver<bool>>,
@@ -135,6 +139,18 @@ impl Supervisor {
             .preflight()
             .await
             .map_err(|source| SuperviseError::Preflight { runtime: runtime.clone(), source })?;
+        let preflight = |source| SuperviseError::Preflight { runtime: runtime.clone(), source };
+        if let Some(port) = self.check_port {
+            crate::supervise::process::port_free(&self.proc, port).map_err(preflight)?;
+        }
+        if let Some(path) = &self.check_path {
+            if !path.exists() {
+                return Err(preflight(RuntimeError::Preflight(format!(
+                    "model path {} does not exist",
+                    path.display()
+                ))));
+            }
+        }
 
         let mut failures: VecDeque<Instant> = VecDeque::new();
         let mut backoff = self.policy.backoff_initial;

@@ -24,3 +24,33 @@ section plan-json nodeagent plan --json $gpus --instances 2
 section_sh plan-prefix-runs "prefix=\$(nodeagent plan $gpus --instances 2 | sed -n 's/^ *numactl: *//p' | sed -n 2p)
   echo \"prefix: \$prefix\"
   \$prefix sh -c '. /lib.sh; proc_binding \$\$'"
+
+# nodeagent serve, bare mode (binding applied natively) and numactl mode, with the plan's binding
+# for the device on node 2 (CPUs 4-5, memory bound to node 3), taken from the plan's text.
+# (`[binding] auto = true` would take it directly once serve is wired to the planner.)
+. /serve.sh
+plan_txt=$(nodeagent plan $gpus --instances 2)
+cpus=$(echo "$plan_txt" | sed -n 's/^ *CPUs: *//p' | sed -n 2p)
+mem=$(echo "$plan_txt" | sed -n 's/^ *numactl: .*--membind=\([0-9,]*\).*/\1/p' | sed -n 2p)
+serve_config /tmp/serve-bare.toml /run/na-bare "$cpus" "$mem"
+serve_run serve-bare bare /tmp/serve-bare.toml /run/na-bare
+# on_escape = "warn": serve's first binding check runs right after the spawn and can catch
+# numactl itself before it applied the binding (seen here: "binding escaped: pid N (numactl):
+# runs on cpus 0-7"), which would fail the engine. The later checks, which the test reads,
+# must all pass.
+serve_config /tmp/serve-numactl.toml /run/na-numactl "$cpus" "$mem" warn
+serve_run serve-numactl numactl /tmp/serve-numactl.toml /run/na-numactl
+
+# Negative cases: nothing of the engine may start.
+# A node this machine does not have.
+serve_config /tmp/serve-node7.toml /run/na-node7 4-5 7
+serve_refused serve-node7 bare /tmp/serve-node7.toml /run/na-node7
+# CPUs this machine does not have (it has 0-7).
+serve_config /tmp/serve-cpu12.toml /run/na-cpu12 12-13 3
+serve_refused serve-cpu12 bare /tmp/serve-cpu12.toml /run/na-cpu12
+# A binding the kernel refuses: memory bound to the memoryless node 2.
+serve_config /tmp/serve-memless.toml /run/na-memless 4-5 2
+serve_refused serve-memless bare /tmp/serve-memless.toml /run/na-memless
+# The same refused through numactl: `numactl --membind=2` fails before it execs the engine.
+serve_config /tmp/serve-memless-numactl.toml /run/na-memless-numactl 4-5 2
+serve_refused serve-memless-numactl numactl /tmp/serve-memless-numactl.toml /run/na-memless-numactl

@@ -95,7 +95,14 @@ else
   # One fetch at a time when several tests start together.
   exec 9>"$cache/.lock"
   flock 9
-  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
+  resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true; }
+  pkg=$(resolve)
+  if [ -z "$pkg" ] && ! ls "$cache"/vmlinuz-* >/dev/null 2>&1; then
+    # A fresh machine whose package lists were never fetched: fetch them once.
+    echo "run-vm: apt-cache knows no linux-image-amd64; running apt-get update" >&2
+    apt-get update -qq >/dev/null 2>&1 || true
+    pkg=$(resolve)
+  fi
   if [ -n "$pkg" ] && [ -f "$cache/vmlinuz-$pkg" ]; then
     kernel=$cache/vmlinuz-$pkg
   elif [ -n "$pkg" ]; then

@@ -2,7 +2,8 @@
 # is the plan's for the device on the memoryless node 2, starts `nodeagent serve`, waits for it
 # to be ready and reports every engine process's binding, as the kernel shows it.
 
-# serve_config FILE STATE_DIR CPUS MEM_NODES: a config for the simulator behind the wrapper.
+# serve_config FILE STATE_DIR CPUS MEM_NODES [ON_ESCAPE]: a config for the simulator behind the
+# wrapper.
 serve_config() {
   cat >"$1" <<CFG
 host = "local"
@@ -18,6 +19,7 @@ auto = false
 cpus = "$3"
 mem_policy = "bind"
 mem_nodes = [$4]
+on_escape = "${5:-fail}"
 
 [supervise]
 ready_timeout = "240s"
@@ -48,6 +50,10 @@ serve_run() {
   # One more binding check interval, so the agent's own check covers every worker.
   sleep 2
   section "$_sn-status" nodeagent status --state-dir "$_dir" --json
+  # The engine's main process is the agent's child (status' main_pid can be null after a warned
+  # escape, so it is not used here).
+  _main=$(echo $(cat /proc/$_agent/task/*/children))
+  section "$_sn-check-binding" sh /check-binding.sh "$_main"
   section_sh "$_sn-tree" ". /lib.sh; for p in \$(descendants $_agent); do [ \$p = $_agent ] || { proc_binding \$p; echo; }; done"
   kill -TERM $_agent 2>/dev/null
   wait $_agent

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# verify: client cost, timing accuracy, memory (BENCHMARKS.md section of the same name).
+#
+# Runs nodeagent verify, evalscope perf (installed into .cache/evalscope-venv from PyPI if
+# missing) and wrk side by side against `nodeagent simulate` on loopback, on this machine, in
+# one run, and prints the figures. Usage: scripts/bench-verify.sh
+# Env: BENCH_REQUESTS (nodeagent/wrk, default 30000), BENCH_EVALSCOPE_REQUESTS (default 3000),
+#      BENCH_MEMORY_REQUESTS (default 100000), SKIP_EVALSCOPE=1 to leave evalscope out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${BENCH_REQUESTS:-30000}
+NE=${BENCH_EVALSCOPE_REQUESTS:-3000}
+NM=${BENCH_MEMORY_REQUESTS:-100000}
+C=300
+BIN=target/release/nodeagent
+VENV=.cache/evalscope-venv
+WORK=$(mktemp -d /tmp/bench-verify.XXXXXX)
+SIM_PID=
+cleanup() { [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cargo build --release --locked --quiet
+if [ -z "${SKIP_EVALSCOPE:-}" ] && [ ! -x "$VENV/bin/evalscope" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q 'evalscope[perf]==1.14.1'
+fi
+
+# An openqa dataset of 200 short questions.
+python3 - "$WORK/qa.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(200):
+        f.write(json.dumps({"question": f"question {i}: what does NUMA binding change for GPU serving?"}) + "\n")
+PY
+
+start_sim() {
+    [ -n "$SIM_PID" ] && { kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; }
+    "$BIN" simulate --port 0 --output-len-dist fixed --output-len-mean 16 --max-records 200000 "$@" \
+        >"$WORK/sim.out" 2>"$WORK/sim.err" &
+    SIM_PID=$!
+    for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
+    URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
+    [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
+}
+
+# Runs a command; prints "wall_s user_s sys_s maxrss_kib" of it (its children included).
+measure() {
+    /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$@" >"$WORK/last.out" 2>"$WORK/last.err" || {
+        echo "failed: $*" >&2; tail -5 "$WORK/last.err" >&2; exit 1; }
+    cat "$WORK/time"
+}
+
+verify_args=(--dataset openqa --dataset-path "$WORK/qa.jsonl" --max-tokens 16 --ignore-eos --quiet)
+
+echo "== client cost: zero-delay simulator, 16 content chunks + usage, concurrency $C"
+start_sim --zero-delay
+read -r wall user sys rss < <(measure "$BIN" verify --url "$URL" "${verify_args[@]}" \
+    --parallel $C --number "$N" --warmup $C --out "$WORK/na")
+na_qps=$(python3 -c "import json;print(round(json.load(open('$WORK/na/summary.json'))['levels'][0]['qps'],1))")
+na_cpu=$(python3 -c "print(round(($user+$sys)/($N+$C)*1000,3))")
+printf '%-22s %10s req/s  %8s s CPU/1000 req  %7s MiB max RSS\n' "nodeagent verify" "$na_qps" "$na_cpu" "$((rss/1024))"
+
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"qwen2.5","messages":[{"role":"user","content":"question 1: what does NUMA binding change?"}],"max_tokens":16,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}'
+LUA
+read -r wall user sys rss < <(measure wrk -t1 -c$C -d10s -s "$WORK/post.lua" "$URL/v1/chat/completions")
+wrk_qps=$(awk '/Requests\/sec/ {print $2}' "$WORK/last.out")
+wrk_n=$(awk '/requests in/ {print $1}' "$WORK/last.out")
+wrk_cpu=$(python3 -c "print(round(($user+$sys)/$wrk_n*1000,3))")
+printf '%-22s %10s req/s  %8s s CPU/1000 req  %7s MiB max RSS\n' "wrk (no SSE parsing)" "$wrk_qps" "$wrk_cpu" "$((rss/1024))"
+
+if [ -z "${SKIP_EVALSCOPE:-}" ]; then
+    read -r wall user sys rss < <(measure "$VENV/bin/evalscope" perf --url "$URL/v1/chat/completions" \
+        --api openai --model qwen2.5 --parallel $C --number "$NE" --dataset openqa \
+        --dataset-path "$WORK/qa.jsonl" --max-tokens 16 --stream --outputs-dir "$WORK/es" \
+        --extra-args '{"ignore_eos": true}')
+    es_sum=$(find "$WORK/es" -name benchmark_summary.json | head -1)
+    es_qps=$(python3 -c "import json;d=json.load(open('$es_sum'));print(round(next(v for k,v in d.items() if 'Request throughput' in k or 'QPS' in k),1))")
+    es_cpu=$(python3 -c "print(round(($user+$sys)/$NE*1000,3))")
+    printf '%-22s %10s req/s  %8s s CPU/1000 req  %7s MiB max RSS\n' "evalscope perf 1.14.1" "$es_qps" "$es_cpu" "$((rss/1024))"
+    python3 -c "print('nodeagent / evalscope = %.1fx' % ($na_qps/$es_qps))"
+fi
+python3 -c "print('nodeagent / wrk = %.2f' % ($na_qps/$wrk_qps))"
+
+echo
+echo "== timing accuracy: simulator TTFT 100 ms, 10 ms per token, concurrency $C"
+start_sim --prefill-base-ms 100 --prefill-per-token-ms 0 --decode-base-ms 10 --decode-per-running-ms 0 --max-num-seqs 0
+measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number 3000 --out "$WORK/acc" >/dev/null
+curl -s "$URL/sim/requests" >"$WORK/truth.json"
+python3 - "$WORK/acc/requests.jsonl" "$WORK/truth.json" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+truth = json.load(open(sys.argv[2]))
+truth = truth.get("requests", truth) if isinstance(truth, dict) else truth
+by_id = {t["request_id"]: t for t in truth}
+errs = []
+for r in recs:
+    t = by_id.get(r["request_id"])
+    if not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
+        continue
+    client = r["first_token_s"] - r["sent_s"]
+    server = (t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9
+    errs.append(abs(client - server))
+errs.sort()
+p = lambda q: errs[min(len(errs) - 1, int(q * (len(errs) - 1)))]
+print(f"nodeagent: {len(errs)} requests joined by x-request-id; |client TTFT - simulator TTFT| "
+      f"p50 {p(0.5)*1e3:.3f} ms, p99 {p(0.99)*1e3:.3f} ms, max {errs[-1]*1e3:.3f} ms")
+PY
+if [ -z "${SKIP_EVALSCOPE:-}" ]; then
+    measure "$VENV/bin/evalscope" perf --url "$URL/v1/chat/completions" --api openai --model qwen2.5 \
+        --parallel $C --number "$NE" --dataset openqa --dataset-path "$WORK/qa.jsonl" --max-tokens 16 \
+        --stream --outputs-dir "$WORK/es-acc" --extra-args '{"ignore_eos": true}' >/dev/null
+    curl -s "$URL/sim/requests" >"$WORK/truth2.json"
+    python3 - "$WORK/es-acc" "$WORK/truth2.json" <<'PY'
+import glob, json, sys
+pct = json.load(open(glob.glob(sys.argv[1] + "/**/benchmark_percentile.json", recursive=True)[0]))
+truth = json.load(open(sys.argv[2]))
+truth = truth.get("requests", truth) if isinstance(truth, dict) else truth
+ttfts = sorted((t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9 for t in truth
+               if t.get("first_token_offset_ns") is not None)
+row = lambda name: next(r for r in pct if r.get("Percentiles") == name)
+key = next(k for k in pct[0] if "TTFT" in k)
+p = lambda q: ttfts[int(q * (len(ttfts) - 1))]
+for name, q in (("50%", 0.5), ("99%", 0.99)):
+    es = row(name)[key]
+    print(f"evalscope: TTFT {name} reported {es*1e3:.1f} ms vs simulator {p(q)*1e3:.1f} ms: error {(es-p(q))*1e3:.1f} ms")
+PY
+fi
+
+echo
+echo "== memory: $NM requests at concurrency $C (zero-delay simulator)"
+start_sim --zero-delay
+read -r wall user sys rss < <(measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number "$NM" --out "$WORK/mem")
+echo "nodeagent verify: max RSS $((rss/1024)) MiB for $NM requests in ${wall}s (requests.jsonl $(du -m "$WORK/mem/requests.jsonl" | cut -f1) MiB on disk)"
+rm -rf "$WORK"

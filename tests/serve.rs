@@ -1,0 +1,424 @@
+//! `nodeagent serve` and `nodeagent status` end to end: the real binary, real processes (a
+//! stand-in engine with worker grandchildren in their own sessions, `testdata/serve/fake_engine.py`),
+//! real signals, real `numactl`, a real `NOTIFY_SOCKET` datagram socket, and the binding checked
+//! in `/proc`. This machine has 1 NUMA node and 2 CPUs: the engine is bound to CPU 1, node 0.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
+
+fn engine_script() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/serve/fake_engine.py")
+        .display()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+}
+
+struct Agent {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    state_dir: PathBuf,
+    notices: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Writes a config (engine = the stand-in with `engine_args`, plus `extra` TOML) and starts
+    /// `nodeagent serve` with a real `NOTIFY_SOCKET`.
+    fn start(engine_args: &[&str], extra: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, engine_args, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, engine_args: &[&str], extra: &str) -> Agent {
+        let mut argv = vec![
+            "python3".to_string(),
+            engine_script(),
+            "--port".into(),
+            "{port}".into(),
+            "--served-model-name".into(),
+            "{served_model_name}".into(),
+        ];
+        argv.extend(engine_args.iter().map(|s| s.to_string()));
+        Self::start_argv(dir, argv, extra)
+    }
+
+    fn start_argv(dir: tempfile::TempDir, argv: Vec<String>, extra: &str) -> Agent {
+        let state_dir = dir.path().join("state");
+        let config = dir.path().join("nodeagent.toml");
+        if !std::fs::exists(&config).unwrap() {
+            let text = format!(
+                "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
+                 argv = {argv:?}\n\n[supervise]\nhealth_interval = \"200ms\"\nhealth_timeout = \"500ms\"\n\
+                 binding_check_interval = \"200ms\"\nbackoff_initial = \"100ms\"\nstop_grace = \"3s\"\n{extra}",
+                state = state_dir.display().to_string(),
+                port = free_port(),
+            );
+            std::fs::write(&config, text).unwrap();
+        }
+        let sock_path = dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let n2 = notices.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                n2.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+            }
+        });
+        // stderr to a file, not a pipe: engine processes inherit it and may outlive the agent
+        // (the SIGKILL test), which would keep a pipe open forever.
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("RAY_ADDRESS", "10.0.0.1:6379")
+            .env("NODEAGENT_TEST_MARK", dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent { child: Some(child), dir, state_dir, notices }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn wait_state(&self, state: &str, timeout: Duration) -> Value {
+        wait_for(&format!("state {state}"), timeout, || {
+            self.status().filter(|s| s["state"] == state)
+        })
+    }
+
+    /// Live processes that inherited this agent's environment marker: what it left behind.
+    fn leftovers(&self) -> Vec<i32> {
+        let mark = format!("NODEAGENT_TEST_MARK={}", self.dir.path().display());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+            if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) && alive(pid as i64) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notices.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the agent to exit; returns its exit status and stderr.
+    fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let status = wait_for("agent exit", timeout, || child.try_wait().unwrap());
+        (status, std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A failed test still stops its engine: SIGTERM first, SIGKILL if that hangs.
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pids(status: &Value) -> Vec<i64> {
+    status["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect()
+}
+
+const BIND_CPU1: &str = "\n[binding]\ncpus = \"1\"\nmem_policy = \"bind\"\nmem_nodes = [0]\n";
+
+/// Every engine process (workers in other sessions and their children included) runs on CPU 1
+/// only with memory bound to node 0, as `/proc` reports it.
+fn assert_bound(pids: &[i64]) {
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cpus = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+        assert_eq!(cpus.split_whitespace().nth(1), Some("1"), "pid {pid}: {cpus}");
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap();
+        let first = maps.lines().next().unwrap();
+        assert_eq!(first.split_whitespace().nth(1), Some("bind:0"), "pid {pid}: {first}");
+    }
+}
+
+fn run_and_stop(mode: &str) {
+    let mut agent =
+        Agent::start(&["--workers", "2"], &format!("{BIND_CPU1}\n[launch]\nmode = \"{mode}\"\n"));
+    let st = agent.wait_state("ready", Duration::from_secs(30));
+    // READY=1 only once healthy, with STATUS= lines before it.
+    let notices = agent.notices();
+    assert!(notices.iter().any(|n| n == "READY=1"), "{notices:?}");
+    assert!(notices.iter().any(|n| n.starts_with("STATUS=ready: engine healthy")), "{notices:?}");
+    // The engine, 2 workers in their own sessions, each with a child: 5 processes.
+    let all = wait_for("5 engine processes", Duration::from_secs(10), || {
+        let s = agent.status()?;
+        (pids(&s).len() == 5).then_some(pids(&s))
+    });
+    assert_bound(&all);
+    assert_eq!(st["binding_check"]["ok"], true);
+    assert_eq!(st["served_model_name"], "qwen2.5");
+    // RAY_ADDRESS from the agent's environment does not reach the engine.
+    let env = std::fs::read(format!("/proc/{}/environ", all[0])).unwrap();
+    assert!(!String::from_utf8_lossy(&env).contains("RAY_ADDRESS"));
+    assert!(!String::from_utf8_lossy(&env).contains("NOTIFY_SOCKET"));
+    // SIGTERM: everything stops, exit 0, STOPPING=1 sent.
+    agent.signal("-TERM");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    for pid in &all {
+        assert!(!alive(*pid), "engine process {pid} survived the agent's stop");
+    }
+    assert!(agent.notices().iter().any(|n| n == "STOPPING=1"));
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    assert!(!agent.state_dir.join("status.sock").exists());
+}
+
+#[test]
+fn native_binding_holds_for_every_process_and_sigterm_leaves_nothing() {
+    run_and_stop("bare");
+}
+
+#[test]
+fn numactl_binding_holds_for_every_process_and_sigterm_leaves_nothing() {
+    run_and_stop("numactl");
+}
+
+#[test]
+fn crash_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("crashed").display().to_string();
+    let agent = Agent::start_in(dir, &["--crash-after", "0.5", "--crash-once-file", &marker], "");
+    let first = agent.wait_state("ready", Duration::from_secs(30));
+    let st = wait_for("a restart", Duration::from_secs(30), || {
+        agent.status().filter(|s| s["restarts"] == 1 && s["state"] == "ready")
+    });
+    assert!(st["last_exit"].as_str().unwrap().contains("exited with code 3"), "{st}");
+    assert_ne!(first["main_pid"], st["main_pid"]);
+    for pid in pids(&first) {
+        assert!(!alive(pid), "process {pid} of the crashed engine survived the restart");
+    }
+}
+
+#[test]
+fn hang_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("hung").display().to_string();
+    let agent = Agent::start_in(
+        dir,
+        &["--hang-after", "0.5", "--hang-once-file", &marker],
+        "health_failures = 2\n",
+    );
+    let first = agent.wait_state("ready", Duration::from_secs(30));
+    let st = wait_for("a restart after the hang", Duration::from_secs(30), || {
+        agent.status().filter(|s| s["restarts"] == 1 && s["state"] == "ready")
+    });
+    assert!(st["last_exit"].as_str().unwrap().contains("engine hung"), "{st}");
+    for pid in pids(&first) {
+        assert!(!alive(pid), "process {pid} of the hung engine survived the restart");
+    }
+}
+
+#[test]
+fn crash_loop_ends_failed_with_exit_1() {
+    let mut agent =
+        Agent::start(&["--crash-after", "0.1"], "restart_budget = 2\nbackoff_max = \"200ms\"\n");
+    let (status, err) = agent.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("error: engine failed: crash loop: 3 failures"), "{err}");
+    assert!(agent.notices().iter().any(|n| n.starts_with("STATUS=failed: crash loop")));
+    let restarts = agent
+        .notices()
+        .iter()
+        .filter(|n| n.starts_with("STATUS=restarting: restarting in"))
+        .count();
+    assert_eq!(restarts, 2, "{:?}", agent.notices());
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+#[test]
+fn sigkill_then_restart_removes_leftovers() {
+    let mut agent = Agent::start(&["--workers", "2"], "");
+    agent.wait_state("ready", Duration::from_secs(30));
+    let st = wait_for("5 engine processes", Duration::from_secs(10), || {
+        agent.status().filter(|s| pids(s).len() == 5)
+    });
+    let old = pids(&st);
+    agent.signal("-KILL");
+    let (status, _) = agent.finish(Duration::from_secs(10));
+    assert!(!status.success());
+    // The engine outlives a SIGKILLed agent (it has its own process group and sessions).
+    assert!(old.iter().all(|p| alive(*p)), "leftovers expected after SIGKILL");
+    // A new agent on the same state dir finds them through the pid file and removes them.
+    let dir = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+    let mut second = Agent::start_in(dir, &[], "");
+    let st = second.wait_state("ready", Duration::from_secs(30));
+    for pid in &old {
+        assert!(!alive(*pid), "leftover {pid} not removed");
+    }
+    assert!(pids(&st).iter().all(|p| !old.contains(p)));
+    second.signal("-TERM");
+    let (status, log) = second.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("removed leftovers of an earlier run"), "{log}");
+    assert_eq!(second.leftovers(), Vec::<i32>::new());
+}
+
+#[test]
+fn binding_escape_fails_loudly_and_leaves_nothing() {
+    let mut agent = Agent::start(&["--escape-worker"], BIND_CPU1);
+    let (status, err) = agent.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("binding escaped") && err.contains("runs on cpus 0-1"), "{err}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+#[test]
+fn busy_port_is_a_preflight_error_naming_the_holder() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let mut f = std::fs::File::create(&config).unwrap();
+    writeln!(f, "model = \"sim\"\nstate_dir = {:?}\n[engine]\nport = {port}", dir.path().join("s"))
+        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let me = std::process::id();
+    assert!(err.contains(&format!("port {port} is already in use by pid {me}")), "{err}");
+}
+
+#[test]
+fn bad_config_gives_file_line_column_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "model = \"sim\"\n\n[supervise]\nstop_grace = 10\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("error: {}:4:14: ", config.display())), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let missing = dir.path().join("nope.toml");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+#[test]
+fn status_without_agent_fails_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["status", "--state-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no nodeagent serve answers"));
+}
+
+#[test]
+fn print_config_shows_the_seed_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "host = \"nvidia\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"numactl\"\n[binding]\nauto = false\ncpu_nodes = [0]\nmem_nodes = [0]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(r#"argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm","serve","/data/Qwen2.5-72B-Instruct","--served-model-name","qwen2.5","--tensor-parallel-size","4""#), "{text}");
+}
+
+/// The project's own simulator as the engine (the `sim` profile's `{self} simulate`), with
+/// workers that outlive their parent like Ray workers: they re-parent to the agent (a child
+/// subreaper), stay bound, and are stopped with it; a hang is detected and restarted.
+#[test]
+fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
+    let argv = [
+        "{self}",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--served-model-name",
+        "{served_model_name}",
+        "--workers",
+        "2",
+        "--orphan-workers",
+        "--hang-after-ms",
+        "1500",
+    ];
+    let mut agent = Agent::start_argv(
+        tempfile::tempdir().unwrap(),
+        argv.iter().map(|s| s.to_string()).collect(),
+        &format!("health_failures = 2\n{BIND_CPU1}"),
+    );
+    let first = agent.wait_state("ready", Duration::from_secs(30));
+    let all = wait_for("3 engine processes", Duration::from_secs(10), || {
+        agent.status().and_then(|s| (pids(&s).len() == 3).then(|| pids(&s)))
+    });
+    assert_bound(&all);
+    let st = wait_for("a restart after the hang", Duration::from_secs(30), || {
+        agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
+    });
+    assert!(st["last_exit"].as_str().unwrap().contains("engine hung"), "{st}");
+    for pid in pids(&first).iter().chain(&all) {
+        assert!(!alive(*pid), "process {pid} of the hung engine survived the restart");
+    }
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}

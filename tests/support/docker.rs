@@ -1,0 +1,103 @@
+//! Shared by `tests/container.rs` and `tests/systemd.rs`: the Docker CLI as an independent
+//! observer, starting dockerd when absent, and the test image `nodeagent-test-sim:latest`,
+//! made `FROM scratch` in effect (`docker import` of a rootfs tarball; no registry is reachable)
+//! holding this build's nodeagent binary, the shared libraries `ldd` lists, a static busybox
+//! (`sh`, `sleep`, `setsid`, ...) and an `/etc/group` with `video`.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const IMAGE: &str = "nodeagent-test-sim:latest";
+
+pub fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker").args(args).output().expect("running the docker CLI");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Starts dockerd when none answers (through the project's setup script); `false` with a loud
+/// message only when it cannot be started at all.
+pub fn docker_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+            return true;
+        }
+        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup.sh");
+        let _ = Command::new(setup).arg("test").status();
+        let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!(
+                "\n\n*** SKIPPING container tests: no Docker engine could be started ***\n\n"
+            );
+        }
+        ok
+    })
+}
+
+/// Shared libraries the binary loads, from `ldd` output lines like
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+pub fn ldd(binary: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd").arg(binary).output().expect("running ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Builds the test image once per binary version (a label records the binary's size and
+/// mtime, so an unchanged binary is not re-imported).
+pub fn test_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let bin = Path::new(env!("CARGO_BIN_EXE_nodeagent"));
+        let meta = std::fs::metadata(bin).unwrap();
+        let stamp = format!("{}-{}", meta.len(), meta.mtime());
+        let (ok, current) = docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.nodeagent.test.stamp\"}}",
+            IMAGE,
+        ]);
+        if ok && current.trim() == stamp {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "data"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::copy(bin, r.join("nodeagent")).unwrap();
+        for lib in ldd(bin) {
+            let dest = r.join(lib.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(&lib, &dest).unwrap();
+        }
+        std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "setsid", "cat", "ls", "kill", "wget"] {
+            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+        }
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        std::fs::write(r.join("etc/group"), "root:x:0:\nvideo:x:44:\n").unwrap();
+        let tar = r.with_extension("tar");
+        let st =
+            Command::new("tar").arg("-C").arg(r).arg("-cf").arg(&tar).arg(".").status().unwrap();
+        assert!(st.success(), "tar of the test rootfs failed");
+        let label = format!("LABEL io.nodeagent.test.stamp={stamp}");
+        let (ok, out) = docker(&["import", "--change", &label, tar.to_str().unwrap(), IMAGE]);
+        let _ = std::fs::remove_file(&tar);
+        assert!(ok, "docker import of the test image failed: {out}");
+    });
+    IMAGE
+}

@@ -1,0 +1,404 @@
+//! `nodeagent verify` end to end: the real binary against the project's engine simulator on a
+//! loopback port 0, checking the client's numbers against the simulator's ground truth, fault
+//! classes, accounting (sent = succeeded + failed), files on disk after a dead server and after
+//! Ctrl-C, the summary schema, `verify compare`, and exit statuses.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use nodeagent::sim::{self, RequestStatus, SimConfig};
+use serde_json::Value;
+
+fn bin() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodeagent"));
+    c.env_remove("OPENAI_API_KEY").env("RUST_LOG", "warn");
+    c
+}
+
+async fn verify(args: &[&str]) -> Output {
+    bin().arg("verify").args(args).output().await.expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A line-by-line dataset of `n` distinct prompts.
+fn dataset(dir: &Path, n: usize) -> String {
+    let path = dir.join("prompts.txt");
+    let lines: String =
+        (0..n).map(|i| format!("prompt number {i} about NUMA nodes and GPUs\n")).collect();
+    std::fs::write(&path, lines).unwrap();
+    path.display().to_string()
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line of requests.jsonl is complete JSON"))
+        .collect()
+}
+
+fn check_schema(summary: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the checked-in schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(summary).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "summary.json does not match docs/summary.schema.json: {errors:#?}");
+}
+
+/// Every level accounts for every request it sent.
+fn check_accounting(s: &Value) {
+    for l in s["levels"].as_array().unwrap() {
+        let n = |k: &str| l[k].as_u64().unwrap();
+        assert_eq!(n("requests"), n("succeeded") + n("failed"), "{l}");
+        let by_class: u64 =
+            l["failures"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(by_class, n("failed"), "{l}");
+        assert_eq!(n("requests") + n("not_sent"), n("planned"), "{l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_times_match_the_simulator_ground_truth() {
+    let cfg = SimConfig::fixed(Duration::from_millis(60), Duration::from_millis(4));
+    let sim = sim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 50);
+    let out = dir.path().join("run");
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let o = verify(&[
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--parallel",
+        "2",
+        "--parallels",
+        "6",
+        "--number",
+        "12",
+        "30",
+        "--warmup",
+        "2",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("c=2") && stdout.contains("c=6") && stdout.contains("TTFT"),
+        "{stdout}"
+    );
+
+    let s = summary(&out);
+    check_schema(&s);
+    check_accounting(&s);
+    let levels = s["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    assert_eq!(
+        (levels[0]["parallel"].as_u64(), levels[0]["requests"].as_u64()),
+        (Some(2), Some(12))
+    );
+    assert_eq!(
+        (levels[1]["parallel"].as_u64(), levels[1]["requests"].as_u64()),
+        (Some(6), Some(30))
+    );
+    assert_eq!(levels[1]["warmup"].as_u64(), Some(2));
+    assert_eq!(s["meta"]["model"], "qwen2.5", "the model defaults to the first of /v1/models");
+    // TPOT of a fixed 4 ms/token server, TTFT of a fixed 60 ms one.
+    let tpot = levels[1]["tpot_s"]["mean"].as_f64().unwrap();
+    assert!((0.0035..0.008).contains(&tpot), "TPOT {tpot}");
+    let ttft = levels[1]["ttft_s"]["p50"].as_f64().unwrap();
+    assert!((0.060..0.080).contains(&ttft), "TTFT {ttft}");
+
+    // Request by request: the client's view against the server's (keyed by x-request-id).
+    let truth: HashMap<String, sim::RequestTruth> =
+        sim.ground_truth().into_iter().map(|t| (t.request_id.clone(), t)).collect();
+    let recs = records(&out);
+    assert_eq!(recs.len(), 12 + 30 + 2 + 2, "measured + warmup records");
+    let mut worst = 0.0f64;
+    for r in &recs {
+        let id = r["request_id"].as_str().unwrap();
+        let t = truth.get(id).unwrap_or_else(|| panic!("the server never saw {id}"));
+        assert_eq!(t.status, RequestStatus::Ok);
+        assert_eq!(r["output_tokens"].as_u64(), Some(u64::from(t.tokens_sent)), "{r}");
+        assert_eq!(r["input_tokens"].as_u64(), Some(u64::from(t.prompt_tokens)), "{r}");
+        assert_eq!(r["tokens_from"], "usage");
+        assert_eq!(r["chunk_s"].as_array().unwrap().len() as u32, t.tokens_sent);
+        // Client TTFT includes the trip to the server: never much below the server's.
+        let client = r["first_token_s"].as_f64().unwrap() - r["sent_s"].as_f64().unwrap();
+        let server = t.ttft().unwrap().as_secs_f64();
+        assert!(client >= server - 0.001, "client TTFT {client} < server TTFT {server}");
+        worst = worst.max(client - server);
+    }
+    assert!(worst < 0.025, "client TTFT exceeds the server's by up to {worst} s");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_is_classified_and_counted() {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(2));
+    cfg.faults = sim::FaultRates { http_500: 0.15, drop: 0.15, stall: 0.15, stream_error: 0.15 };
+    cfg.stall = Duration::from_millis(600);
+    cfg.seed = 11;
+    let sim = sim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let url = sim.base_url();
+    let args = [
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--parallel",
+        "8",
+        "--number",
+        "200",
+        "--max-tokens",
+        "16",
+        "--ignore-eos",
+        "--read-timeout",
+        "200ms",
+        "--no-preflight",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = verify(&args).await;
+    assert!(o.status.success(), "failures alone do not fail the run: {}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    check_accounting(&s);
+    let l = &s["levels"][0];
+    assert_eq!(l["requests"].as_u64(), Some(200));
+    let truth = sim.ground_truth();
+    let count = |st: RequestStatus| truth.iter().filter(|t| t.status == st).count() as u64;
+    let failures = &l["failures"];
+    assert_eq!(
+        failures["http_500"].as_u64(),
+        Some(count(RequestStatus::ServerError)),
+        "{failures}"
+    );
+    assert_eq!(failures["stream_cut"].as_u64(), Some(count(RequestStatus::Dropped)), "{failures}");
+    assert_eq!(
+        failures["server_error"].as_u64(),
+        Some(count(RequestStatus::StreamError)),
+        "{failures}"
+    );
+    // A 600 ms stall against a 200 ms read timeout: every stalled request is an idle timeout.
+    let stalls = truth.iter().filter(|t| t.fault.as_deref() == Some("stall")).count() as u64;
+    assert!(stalls > 10, "{stalls}");
+    assert_eq!(failures["idle_timeout"].as_u64(), Some(stalls), "{failures}");
+    assert_eq!(l["succeeded"].as_u64(), Some(count(RequestStatus::Ok)), "{l}");
+
+    let o = verify(&[&args[..], &["--max-failure-rate", "0.1"]].concat()).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--max-failure-rate 0.1"), "{err}");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_sweep_leaves_every_request_accounted_on_disk() {
+    let cfg = SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(10));
+    let sim = sim::start(cfg).await.unwrap();
+    let url = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let child = bin()
+        .arg("verify")
+        .args(["--url", &url, "--dataset", "line", "--dataset-path", &data])
+        .args(["--parallel", "4", "8", "--number", "60", "--max-tokens", "20", "--ignore-eos"])
+        .args(["--connect-timeout", "1", "--quiet", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sim.shutdown().await.unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    check_accounting(&s);
+    let levels = s["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2, "{s}");
+    let l1 = &levels[1];
+    assert_eq!(l1["succeeded"].as_u64(), Some(0));
+    assert!(l1["failures"]["connect_refused"].as_u64().unwrap() > 0, "{l1}");
+    let sent: u64 = levels.iter().map(|l| l["requests"].as_u64().unwrap()).sum();
+    assert_eq!(records(&out).len() as u64, sent);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no request succeeded"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_sweep_and_keeps_what_was_measured() {
+    let cfg = SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(20));
+    let sim = sim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let child = bin()
+        .arg("verify")
+        .args(["--url", &sim.base_url(), "--dataset", "line", "--dataset-path", &data])
+        .args(["--parallel", "4", "--number", "100000", "--max-tokens", "10", "--ignore-eos"])
+        .args(["--grace", "2s", "--quiet", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    check_accounting(&s);
+    assert_eq!(s["meta"]["interrupted"], true);
+    let l = &s["levels"][0];
+    let sent = l["requests"].as_u64().unwrap();
+    assert!(sent > 10 && l["not_sent"].as_u64().unwrap() > 90_000, "{l}");
+    // In-flight requests finished within the grace period, so nothing was cut.
+    assert_eq!(l["failed"].as_u64(), Some(0), "{l}");
+    assert_eq!(records(&out).len() as u64, sent);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_completions_compare_and_evalscope_block() {
+    let cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1));
+    let sim = sim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let qa = dir.path().join("qa.jsonl");
+    std::fs::write(&qa, "{\"input\": \"what is numa\"}\n{\"input\": \"what is a gpu\"}\n").unwrap();
+    let url = format!("{}/v1/completions", sim.base_url());
+    let qa = qa.display().to_string();
+    let mut outs = Vec::new();
+    for name in ["a", "b"] {
+        let out = dir.path().join(name);
+        let o = verify(&[
+            "--url",
+            &url,
+            "--dataset-path",
+            &qa,
+            "--dataset-field",
+            "input",
+            "--rate",
+            "200",
+            "--arrival",
+            "gamma",
+            "--burstiness",
+            "0.5",
+            "--number",
+            "40",
+            "--max-tokens",
+            "8",
+            "--slo",
+            "ttft=1s,tpot=50ms",
+            "--format",
+            "evalscope",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .await;
+        assert!(o.status.success(), "{}", text(&o));
+        let block = String::from_utf8_lossy(&o.stdout);
+        assert!(block.contains("Benchmarking summary:"), "{block}");
+        assert!(block.contains(" Total requests: 40"), "{block}");
+        outs.push(out);
+    }
+    let s = summary(&outs[0]);
+    check_schema(&s);
+    assert_eq!(s["meta"]["api"], "completions");
+    assert_eq!(s["levels"][0]["rate"].as_f64(), Some(200.0));
+    assert_eq!(s["levels"][0]["goodput"]["good_requests"].as_u64(), Some(40));
+    assert!(s["meta"]["arrival"].as_str().unwrap().starts_with("gamma"));
+    assert!(sim.ground_truth().iter().all(|t| t.endpoint == sim::Endpoint::Completions));
+    let o = bin().args(["verify", "compare"]).arg(&outs[0]).arg(&outs[1]).output().await.unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("QPS") && table.contains("rate=200/s"), "{table}");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_and_unreachable_servers_exit_with_one_line_errors() {
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let o = verify(&["--url", &url, "--dataset", "random", "--number", "5", "--quiet"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: ") && err.contains("/v1/models"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let o = verify(&["--url", &url, "--dataset-path", "/nonexistent/qa.jsonl"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/qa.jsonl"));
+
+    let o = verify(&["--url", &url, "--parallel", "8", "16", "--number", "1", "2", "3"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--number has 3 values for 2 levels"));
+
+    let o = verify(&["--url", "https://127.0.0.1:1", "--dataset", "random"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    let o = bin().args(["verify", "compare", "/nonexistent/a", "/nonexistent/b"]).output().await;
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn help_lists_the_seed_flags() {
+    let o = bin().args(["verify", "--help"]).output().await.unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--url",
+        "--parallel",
+        "[alias: --parallels]",
+        "[alias: --n]",
+        "--number",
+        "--read-timeout",
+        "--max-prompt-length",
+        "--dataset-field",
+        "--slo",
+        "--out",
+        "compare",
+    ] {
+        assert!(help.contains(flag), "verify --help lacks {flag}:\n{help}");
+    }
+}
