@@ -193,6 +193,7 @@ fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)
         progress: !a.quiet,
         grace: a.grace,
         argv: std::env::args().collect(),
+        gpu_sampler: crate::cmd::monitor::local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
     };
     Ok((spec, dataset, a.format))
 }
