@@ -7,9 +7,10 @@ build:
 	scripts/setup.sh demo
 	$(CARGO) build --release --locked
 
-# The main job: plan on the bundled snapshot of the seed's 4 x MetaX MXC500 host.
+# The main job: plan the bundled seed host (4 x MetaX MXC500), serve the engine simulator under
+# that binding mapped onto this machine, sweep, compare none with auto, write the report.
 demo: build
-	target/release/nodeagent plan --from testdata/hosts/seed-4xmxc500
+	target/release/nodeagent demo
 
 # Everything CI checks: formatting, lints, all tests.
 test:

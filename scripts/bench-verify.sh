@@ -5,7 +5,8 @@
 # missing) and wrk side by side against `nodeagent simulate` on loopback, on this machine, in
 # one run, and prints the figures. Usage: scripts/bench-verify.sh
 # Env: BENCH_REQUESTS (nodeagent/wrk, default 30000), BENCH_EVALSCOPE_REQUESTS (default 3000),
-#      BENCH_MEMORY_REQUESTS (default 100000), SKIP_EVALSCOPE=1 to leave evalscope out.
+#      BENCH_MEMORY_REQUESTS (default 100000), SKIP_EVALSCOPE=1 to leave evalscope out,
+#      NODEAGENT_BIN to use a binary already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,14 +14,14 @@ N=${BENCH_REQUESTS:-30000}
 NE=${BENCH_EVALSCOPE_REQUESTS:-3000}
 NM=${BENCH_MEMORY_REQUESTS:-100000}
 C=300
-BIN=target/release/nodeagent
+BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 VENV=.cache/evalscope-venv
 WORK=$(mktemp -d /tmp/bench-verify.XXXXXX)
 SIM_PID=
 cleanup() { [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-cargo build --release --locked --quiet
+[ -n "${NODEAGENT_BIN:-}" ] || cargo build --release --locked --quiet
 if [ -z "${SKIP_EVALSCOPE:-}" ] && [ ! -x "$VENV/bin/evalscope" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q 'evalscope[perf]==1.14.1'
@@ -78,7 +79,7 @@ if [ -z "${SKIP_EVALSCOPE:-}" ]; then
         --dataset-path "$WORK/qa.jsonl" --max-tokens 16 --stream --outputs-dir "$WORK/es" \
         --extra-args '{"ignore_eos": true}')
     es_sum=$(find "$WORK/es" -name benchmark_summary.json | head -1)
-    es_qps=$(python3 -c "import json;d=json.load(open('$es_sum'));print(round(next(v for k,v in d.items() if 'Request throughput' in k or 'QPS' in k),1))")
+    es_qps=$(python3 -c "import json;d=json.load(open('$es_sum'));print(round(next(v for k,v in d.items() if 'Throughput (req/s)' in k),1))")
     es_cpu=$(python3 -c "print(round(($user+$sys)/$NE*1000,3))")
     printf '%-22s %10s req/s  %8s s CPU/1000 req  %7s MiB max RSS\n' "evalscope perf 1.14.1" "$es_qps" "$es_cpu" "$((rss/1024))"
     python3 -c "print('nodeagent / evalscope = %.1fx' % ($na_qps/$es_qps))"
@@ -88,7 +89,7 @@ python3 -c "print('nodeagent / wrk = %.2f' % ($na_qps/$wrk_qps))"
 echo
 echo "== timing accuracy: simulator TTFT 100 ms, 10 ms per token, concurrency $C"
 start_sim --prefill-base-ms 100 --prefill-per-token-ms 0 --decode-base-ms 10 --decode-per-running-ms 0 --max-num-seqs 0
-measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number 3000 --out "$WORK/acc" >/dev/null
+measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number 3000 --warmup $C --out "$WORK/acc" >/dev/null
 curl -s "$URL/sim/requests" >"$WORK/truth.json"
 python3 - "$WORK/acc/requests.jsonl" "$WORK/truth.json" <<'PY'
 import json, sys
@@ -99,7 +100,7 @@ by_id = {t["request_id"]: t for t in truth}
 errs = []
 for r in recs:
     t = by_id.get(r["request_id"])
-    if not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
+    if r["warmup"] or not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
         continue
     client = r["first_token_s"] - r["sent_s"]
     server = (t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9
@@ -124,8 +125,9 @@ ttfts = sorted((t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9 for t
 row = lambda name: next(r for r in pct if r.get("Percentiles") == name)
 key = next(k for k in pct[0] if "TTFT" in k)
 p = lambda q: ttfts[int(q * (len(ttfts) - 1))]
+scale = 1e-3 if "(ms)" in key else 1.0
 for name, q in (("50%", 0.5), ("99%", 0.99)):
-    es = row(name)[key]
+    es = row(name)[key] * scale
     print(f"evalscope: TTFT {name} reported {es*1e3:.1f} ms vs simulator {p(q)*1e3:.1f} ms: error {(es-p(q))*1e3:.1f} ms")
 PY
 fi

@@ -11,10 +11,13 @@ cache=/var/cache/nodeagent-test
 tarball=$cache/systemd-bookworm-rootfs.tar
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+mkdir -p "$cache"
+# Tests run side by side: one builds, the others wait and then find the image.
+exec 9>"$cache/.systemd-test-image.lock"
+flock 9
 if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
-mkdir -p "$cache"
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || { echo "systemd-test-image: debootstrap not installed (scripts/setup.sh test)" >&2; exit 2; }
   dir=$(mktemp -d "$cache/rootfs.XXXXXX")

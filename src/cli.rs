@@ -54,6 +54,10 @@ pub enum Command {
     /// Watch the GPUs: memory, utilization, temperature, power, processes (tied to the engine)
     /// and alerts; optionally serve Prometheus `/metrics` and JSON `/status`.
     Monitor(MonitorArgs),
+    /// Try nodeagent on any machine: plan the bundled seed host (4 x MetaX MXC500), serve the
+    /// engine simulator under that binding mapped onto this machine's CPUs, check it in /proc,
+    /// run a short sweep and a short binding comparison, write the report, stop everything.
+    Demo(DemoArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,7 +372,7 @@ pub enum VerifyCommand {
 pub struct VerifyRunArgs {
     /// Server base URL (`http://127.0.0.1:8000`) or full endpoint URL
     /// (`http://127.0.0.1:8000/v1/chat/completions`).
-    #[arg(long, required = true, value_name = "URL")]
+    #[arg(long, required_unless_present = "compare", value_name = "URL")]
     pub url: Option<String>,
     /// API to use; a full endpoint URL implies it.
     #[arg(long, value_enum)]
@@ -477,6 +481,39 @@ pub struct VerifyRunArgs {
     /// After Ctrl-C, how long requests in flight may still finish.
     #[arg(long, value_parser = parse_seconds_or_duration, default_value = "5", value_name = "DURATION")]
     pub grace: std::time::Duration,
+    #[command(flatten)]
+    pub compare: CompareArgs,
+}
+
+/// `verify --compare`: the binding experiment (restart the engine under each binding, sweep).
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Compare bindings: restart the engine under each, sweep, repeat `--trials` times
+    /// interleaved. A list such as `none,auto,nodes=0-3,nodes=0,2,4,6,cpus=0-15/mem=0`
+    /// (`auto` = the plan's recommendation; keys nodes, cpus, mem, preferred, interleave).
+    /// Needs `--out`; the engine is launched from `--config`.
+    #[arg(long, value_name = "BINDINGS", requires = "out")]
+    pub compare: Option<String>,
+    /// Trials per binding (interleaved); 3 or more give a confidence interval worth reading.
+    #[arg(long, default_value_t = 3, value_name = "K", requires = "compare")]
+    pub trials: u32,
+    /// Engine configuration for `--compare` (the same TOML as `serve`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODEAGENT_CONFIG",
+        default_value = "/etc/nodeagent/nodeagent.toml"
+    )]
+    pub config: PathBuf,
+    /// Launch mode for `--compare` (overrides `launch.mode`).
+    #[arg(long, value_enum)]
+    pub mode: Option<ServeMode>,
+    /// Engine port for `--compare` (overrides `engine.port`).
+    #[arg(long)]
+    pub engine_port: Option<u16>,
+    /// State directory for `--compare`'s engine pid file (default: `<out>/.state`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -571,4 +608,21 @@ pub struct ServeMonitorArgs {
     /// 0 % for several samples); only report it.
     #[arg(long)]
     pub no_gpu_hang_restart: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// demo
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to write the report (default: a new `nodeagent-demo-*` directory under the system
+    /// temp directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Host snapshot to plan from (default: the bundled seed host, 4 x MXC500).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Trials per binding in the comparison.
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub trials: u32,
 }

@@ -122,6 +122,10 @@ pub struct PlanRequest {
 pub enum PlanError {
     #[error("no GPUs found on this host (sources: {sources}); name them with --gpu-pci BUS_ID")]
     NoGpus { sources: String },
+    /// A device the user named with `--gpu-pci` is not there: a typo must not silently plan
+    /// for the other GPUs.
+    #[error("{detail}")]
+    GpuPciNotFound { detail: String },
     #[error("--gpus: there is no GPU {index} (GPUs: {known})")]
     UnknownGpu { index: u32, known: String },
     #[error("--gpus: GPU {index} is listed twice")]
@@ -147,6 +151,10 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
             return Err(PlanError::BadMemory { value: v });
         }
     }
+    // Topology only warns with "--gpu-pci ..." when a named device is missing.
+    if let Some(w) = topo.warnings.iter().find(|w| w.starts_with("--gpu-pci")) {
+        return Err(PlanError::GpuPciNotFound { detail: w.clone() });
+    }
     let known = || join(topo.gpus.iter().map(|g| g.index));
     let chosen: Vec<&Gpu> = match &req.gpus {
         Some(list) => {
@@ -166,13 +174,7 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
         None => topo.gpus.iter().collect(),
     };
     if chosen.is_empty() {
-        let mut sources =
-            if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
-        // Say why a device the user named did not count.
-        for w in topo.warnings.iter().filter(|w| w.starts_with("--gpu-pci")) {
-            sources.push_str("; ");
-            sources.push_str(w);
-        }
+        let sources = if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
         return Err(PlanError::NoGpus { sources });
     }
     let count = chosen.len();

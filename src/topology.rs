@@ -564,3 +564,105 @@ fn place_gpu(
 fn d_bus(d: Option<&PciDeviceFacts>) -> &str {
     d.map_or("", |d| d.bus_id.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::facts::{GpuStatus, SmiStatus};
+
+    fn pci(bus: &str, node: Option<u32>, cpus: &str) -> PciDeviceFacts {
+        PciDeviceFacts {
+            bus_id: bus.into(),
+            class: Some(0x030200),
+            vendor: Some(0x10de),
+            numa_node: node,
+            local_cpus: Some(CpuSet::parse_list(cpus).unwrap()),
+            ..PciDeviceFacts::default()
+        }
+    }
+
+    fn nodes() -> Vec<NodeFacts> {
+        (0..2)
+            .map(|id| NodeFacts {
+                id,
+                cpus: CpuSet::parse_list(if id == 0 { "0-3" } else { "4-7" }).unwrap(),
+                memory_total_mb: Some(1000),
+                memory_free_mb: Some(500),
+                distances: [(0, if id == 0 { 10 } else { 20 }), (1, if id == 0 { 20 } else { 10 })]
+                    .into(),
+                line: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn minus_one_everywhere_is_unknown_not_node_zero() {
+        let facts = HostFacts {
+            sysfs: Some(MachineFacts {
+                nodes: nodes(),
+                pci_devices: vec![pci("0000:01:00.0", None, "0-7")],
+            }),
+            ..HostFacts::default()
+        };
+        let topo = build(&facts);
+        assert_eq!(topo.gpus.len(), 1);
+        assert_eq!(topo.gpus[0].numa_node, None);
+        // local_cpulist lists every CPU when the node is unknown: not an affinity.
+        assert_eq!(topo.gpus[0].cpu_affinity, None);
+    }
+
+    #[test]
+    fn sysfs_and_hwloc_disagreeing_on_a_gpu_node_are_both_named() {
+        let facts = HostFacts {
+            smi: Some((
+                "nvidia-smi.txt".into(),
+                SmiStatus {
+                    gpus: vec![GpuStatus {
+                        index: 0,
+                        bus_id: Some("0000:01:00.0".into()),
+                        line: 9,
+                        ..GpuStatus::default()
+                    }],
+                    ..SmiStatus::default()
+                },
+            )),
+            sysfs: Some(MachineFacts {
+                nodes: nodes(),
+                pci_devices: vec![pci("0000:01:00.0", Some(1), "4-7")],
+            }),
+            hwloc: Some(MachineFacts {
+                nodes: nodes(),
+                pci_devices: vec![pci("0000:01:00.0", Some(0), "0-3")],
+            }),
+            ..HostFacts::default()
+        };
+        let topo = build(&facts);
+        let gpu = &topo.gpus[0];
+        assert_eq!(gpu.listed_in.to_string(), "nvidia-smi.txt line 9");
+        assert_eq!(gpu.numa_node.as_ref().unwrap().value, 1);
+        assert_eq!(gpu.cpu_affinity.as_ref().unwrap().value.to_list(), "4-7");
+        assert!(
+            topo.warnings.iter().any(|w| w
+                .contains("sysfs/bus/pci/devices/0000:01:00.0/numa_node says NUMA node 1")
+                && w.contains("hwloc (PCIDev 0000:01:00.0) says 0")),
+            "{:?}",
+            topo.warnings
+        );
+    }
+
+    #[test]
+    fn a_node_id_no_node_source_lists_is_unknown() {
+        let row = GpuTopoRow { index: 0, numa_affinity: Some(5), line: 2, ..GpuTopoRow::default() };
+        let facts = HostFacts {
+            numactl: Some(nodes()),
+            gpu_topo: Some((
+                "nvidia-smi-topo-m.txt".into(),
+                crate::host::facts::GpuTopo { gpus: vec![row], ..Default::default() },
+            )),
+            ..HostFacts::default()
+        };
+        let topo = build(&facts);
+        assert_eq!(topo.gpus[0].numa_node, None);
+        assert!(topo.warnings.iter().any(|w| w.contains("names NUMA node 5")));
+    }
+}

@@ -241,7 +241,14 @@ pub async fn run_sweep(
     let bodies: Arc<Vec<Bytes>> =
         Arc::new(dataset.prompts.iter().map(|p| body.body(spec.endpoint.api, p)).collect());
     if spec.preflight {
-        let slot = Slot { level: 0, seq: 0, warmup: true, prompt: 0, scheduled: Instant::now() };
+        let slot = Slot {
+            level: 0,
+            seq: 0,
+            warmup: true,
+            preflight: true,
+            prompt: 0,
+            scheduled: Instant::now(),
+        };
         let r = probe.execute(bodies[0].clone(), slot, &CancellationToken::new()).await;
         if let Some(class) = r.error {
             return Err(VerifyError::Preflight {

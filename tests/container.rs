@@ -619,7 +619,8 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         status: status.clone(),
         cancel: cancel.clone(),
         proc: ProcFs::default(),
-        check_port: None,
+        // As `serve` sets them in container mode: the engine's port must be free.
+        check_port: Some(port),
         check_path: None,
         gpu_hung: None,
     };

@@ -321,6 +321,9 @@ fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
     let mut missing = args.clone();
     missing.extend_from_slice(&["--gpu-pci", "0000:99:00.0"]);
     assert_bad_input(&run(&missing), "--gpu-pci 0000:99:00.0: no such PCI device");
+    // Regression: a typo next to a real device used to plan for the real one with exit 0.
+    missing.extend_from_slice(&["--gpu-pci", "0000:41:01.0"]);
+    assert_bad_input(&run(&missing), "--gpu-pci 0000:99:00.0: no such PCI device");
     args.extend_from_slice(&["--gpu-pci", "41:01.0", "--json"]);
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -429,4 +432,43 @@ mod pipeline {
             }
         }
     }
+}
+
+/// MetaX installs `mx-smi` under `/opt/mxdriver/bin`, which is often not on PATH: live probing
+/// finds it there (the driver path is injectable; here a script that prints the seed's output).
+#[test]
+fn mx_smi_is_found_at_the_driver_path_when_not_on_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = hosts_dir().join("seed-4xmxc500");
+    let script = tmp.path().join("mx-smi");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = topo ]; then cat {}; else cat {}; fi\n",
+            seed.join("mx-smi-topo-m.txt").display(),
+            seed.join("mx-smi.txt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let opts = nodeagent::host::SourceOptions {
+        mx_smi: "nodeagent-test-no-such-mx-smi".into(),
+        mx_smi_driver: script.clone(),
+        sysfs_root: seed.join("sysfs"),
+        hwloc: false,
+        ..Default::default()
+    };
+    let runner = nodeagent::host::runner::SystemRunner;
+    // A non-default name that is missing is an error; the driver path is only a fallback for
+    // the default name.
+    assert!(nodeagent::host::gather(&opts, &runner).is_err());
+    let opts = nodeagent::host::SourceOptions { mx_smi: "mx-smi".into(), ..opts };
+    let facts = nodeagent::host::gather(&opts, &runner).unwrap();
+    assert_eq!(facts.vendor, nodeagent::host::facts::Vendor::Metax, "{}", facts.vendor_evidence);
+    assert!(facts.vendor_evidence.contains(script.to_str().unwrap()), "{}", facts.vendor_evidence);
+    assert_eq!(
+        facts.raw.mx_smi.as_deref().map(str::len),
+        Some(std::fs::read_to_string(seed.join("mx-smi.txt")).unwrap().len())
+    );
 }

@@ -278,7 +278,10 @@ fn crash_loop_ends_failed_with_exit_1() {
     let (status, err) = agent.finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("error: engine failed: crash loop: 3 failures"), "{err}");
-    assert!(agent.notices().iter().any(|n| n.starts_with("STATUS=failed: crash loop")));
+    // The reader thread may still be draining the datagrams the agent sent before it exited.
+    wait_for("STATUS=failed", Duration::from_secs(5), || {
+        agent.notices().iter().any(|n| n.starts_with("STATUS=failed: crash loop")).then_some(())
+    });
     let restarts = agent
         .notices()
         .iter()
@@ -421,4 +424,15 @@ fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
     let (status, log) = agent.finish(Duration::from_secs(20));
     assert!(status.success(), "{log}");
     assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// `nodeagent status --help` is pinned: update `testdata/serve/status-help.txt` on purpose.
+#[test]
+fn status_help_is_pinned() {
+    let out = Command::new(BIN).args(["status", "--help"]).output().unwrap();
+    let want = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/serve/status-help.txt"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }

@@ -441,7 +441,6 @@ fn the_config_example_loads_as_the_unit_would_use_it() {
 /// Docker engine through its socket; the engine container runs the simulator with host
 /// networking, so the box shares the host's network to reach it.
 #[test]
-#[ignore = "needs `serve` to connect launch.mode = \"container\" to DockerRuntime (serve's part)"]
 fn unit_under_real_systemd_runs_the_engine_container_and_removes_it_on_stop() {
     let image = support::test_image();
     let Some(b) = SystemdBox::start_on("container", "host") else { return };

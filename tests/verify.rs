@@ -125,18 +125,18 @@ async fn client_times_match_the_simulator_ground_truth() {
     );
     assert_eq!(levels[1]["warmup"].as_u64(), Some(2));
     assert_eq!(s["meta"]["model"], "qwen2.5", "the model defaults to the first of /v1/models");
-    // TPOT of a fixed 4 ms/token server, TTFT of a fixed 60 ms one.
+    // A fixed 60 ms TTFT and 4 ms per token are lower bounds (a loaded box only adds delay).
     let tpot = levels[1]["tpot_s"]["mean"].as_f64().unwrap();
-    assert!((0.0035..0.008).contains(&tpot), "TPOT {tpot}");
+    assert!(tpot >= 0.0035, "TPOT {tpot}");
     let ttft = levels[1]["ttft_s"]["p50"].as_f64().unwrap();
-    assert!((0.060..0.080).contains(&ttft), "TTFT {ttft}");
+    assert!(ttft >= 0.060, "TTFT {ttft}");
 
     // Request by request: the client's view against the server's (keyed by x-request-id).
     let truth: HashMap<String, sim::RequestTruth> =
         sim.ground_truth().into_iter().map(|t| (t.request_id.clone(), t)).collect();
     let recs = records(&out);
     assert_eq!(recs.len(), 12 + 30 + 2 + 2, "measured + warmup records");
-    let mut worst = 0.0f64;
+    let (mut diffs, mut tpot_diffs) = (Vec::new(), Vec::new());
     for r in &recs {
         let id = r["request_id"].as_str().unwrap();
         let t = truth.get(id).unwrap_or_else(|| panic!("the server never saw {id}"));
@@ -149,9 +149,24 @@ async fn client_times_match_the_simulator_ground_truth() {
         let client = r["first_token_s"].as_f64().unwrap() - r["sent_s"].as_f64().unwrap();
         let server = t.ttft().unwrap().as_secs_f64();
         assert!(client >= server - 0.001, "client TTFT {client} < server TTFT {server}");
-        worst = worst.max(client - server);
+        diffs.push(client - server);
+        // TPOT per request, client's against the server's own first/last token times.
+        let n = f64::from(t.tokens_sent - 1);
+        let server_tpot =
+            (t.last_token_offset_ns.unwrap() - t.first_token_offset_ns.unwrap()) as f64 / 1e9 / n;
+        let client_tpot =
+            (r["last_token_s"].as_f64().unwrap() - r["first_token_s"].as_f64().unwrap()) / n;
+        tpot_diffs.push((client_tpot - server_tpot).abs());
     }
-    assert!(worst < 0.025, "client TTFT exceeds the server's by up to {worst} s");
+    tpot_diffs.sort_by(f64::total_cmp);
+    let median_tpot = tpot_diffs[tpot_diffs.len() / 2];
+    assert!(median_tpot < 0.001, "client TPOT differs from the server's by {median_tpot} s");
+    // Loopback adds well under a millisecond; a loaded 2-core CI box adds scheduling delays,
+    // so the median is held tight and the worst case loosely.
+    diffs.sort_by(f64::total_cmp);
+    let (median, worst) = (diffs[diffs.len() / 2], diffs[diffs.len() - 1]);
+    assert!(median < 0.005, "client TTFT exceeds the server's by {median} s at the median");
+    assert!(worst < 0.100, "client TTFT exceeds the server's by up to {worst} s");
     sim.shutdown().await.unwrap();
 }
 

@@ -402,9 +402,13 @@ fn four_node_vm_memoryless_node_plan_prefix_and_serve_bindings() {
     assert_eq!(memless["docker_args"], serde_json::json!(["--cpuset-cpus=4-5", "--cpuset-mems=3"]));
     assert_prefix_runs(&vm, "numactl --physcpubind=4-5 --membind=3", "4-5", 3);
 
-    // The plan's binding for the device on node 2, applied by `nodeagent serve`.
-    assert_serve_bound(&vm, "serve-bare", "4-5", 3);
-    assert_serve_bound(&vm, "serve-numactl", "4-5", 3);
+    // The plan's binding for the device on node 2, taken by `nodeagent serve` (binding.auto)
+    // and applied natively and through numactl.
+    for name in ["serve-bare", "serve-numactl"] {
+        let status = json(&vm, &format!("{name}-status"));
+        assert_eq!(status["binding"], memless["binding"], "{name}: serve's binding vs the plan's");
+        assert_serve_bound(&vm, name, "4-5", 3);
+    }
     assert_serve_refused(&vm, "serve-node7", Some(2), "node 7");
     assert_serve_refused(&vm, "serve-cpu12", Some(2), "cpus 12-13");
     // Memory bound to the memoryless node 2, which set_mempolicy and numactl refuse. Wanted: a

@@ -1,6 +1,8 @@
 //! One handler per subcommand. Handlers turn CLI args into domain requests, call the library,
 //! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
 
+pub mod compare;
+pub mod demo;
 pub mod monitor;
 pub mod plan;
 pub mod probe;
@@ -22,5 +24,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Status(args) => status::run(args),
         Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

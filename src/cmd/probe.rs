@@ -53,7 +53,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
     let start = std::time::Instant::now();
     let (facts, topo) = load(&args.source)?;
     if let Some(dir) = &args.save {
-        facts.raw.save(dir).failed()?;
+        facts.raw.save(dir).bad_input()?;
         tracing::info!(dir = %dir.display(), "snapshot saved");
     }
     let mut out = std::io::stdout().lock();

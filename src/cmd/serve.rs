@@ -2,6 +2,7 @@
 //! then run the supervisor until SIGTERM/SIGINT (exit 0) or until it gives up (exit 1). Bad
 //! config and failed preflight checks exit 2 with nothing started.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -86,17 +87,22 @@ fn health_addr(c: &Config) -> SocketAddr {
 
 fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(), CmdError> {
     let text = toml::to_string_pretty(c).context("rendering the config").failed()?;
-    println!("# effective config, merged from (later wins): {}", sources.join(", "));
-    println!("{text}");
-    println!("# what runs ({}):", serde_json::to_value(spec.mode).unwrap_or_default());
-    println!("#   argv: {}", serde_json::to_string(&spec.argv).unwrap_or_default());
+    let mut out = format!("# effective config, merged from (later wins): {}\n", sources.join(", "));
+    out += &format!("{text}\n");
+    out += &format!("# what runs ({}):\n", serde_json::to_value(spec.mode).unwrap_or_default());
+    out += &format!("#   argv: {}\n", serde_json::to_string(&spec.argv).unwrap_or_default());
     if !spec.unset_env.is_empty() {
-        println!("#   unset: {}", spec.unset_env.join(" "));
+        out += &format!("#   unset: {}\n", spec.unset_env.join(" "));
     }
     if spec.native_binding {
-        println!("#   binding applied natively before exec: {:?}", spec.binding.numactl_args());
+        out += &format!(
+            "#   binding applied natively before exec: {}\n",
+            spec.binding.numactl_args().join(" ")
+        );
+    } else if spec.mode == LaunchMode::Container && !spec.binding.is_none() {
+        out += &format!("#   container cpuset: {}\n", spec.binding.docker_args().join(" "));
     }
-    Ok(())
+    std::io::stdout().lock().write_all(out.as_bytes()).context("writing to stdout").failed()
 }
 
 fn make_runtime(c: &Config, spec: LaunchSpec) -> Result<Box<dyn EngineRuntime>, CmdError> {

@@ -1,6 +1,8 @@
 //! `nodeagent status`: ask the running `nodeagent serve` over its Unix socket in the state dir
 //! and print its status record (text, or `--json` as is). Exit 1 when no agent answers.
 
+use std::io::Write;
+
 use anyhow::Context;
 
 use crate::cli::StatusArgs;
@@ -14,13 +16,13 @@ pub fn run(args: StatusArgs) -> Result<(), CmdError> {
         .context("starting the async runtime")
         .failed()?;
     let status = rt.block_on(query(&args.state_dir, args.timeout)).failed()?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&status).context("rendering JSON").failed()?;
-        println!("{text}");
+    let text = if args.json {
+        serde_json::to_string_pretty(&status).context("rendering JSON").failed()? + "\n"
     } else {
-        print!("{}", render(&status));
-    }
-    Ok(())
+        render(&status)
+    };
+    // A closed pipe (`| head`) is an error to report, not a panic.
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout").failed()
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -30,13 +32,14 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 /// The human view of a status record.
 pub fn render(s: &AgentStatus) -> String {
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
-    line("state", format!("{} since {} ({})", s.state, s.state_since, s.message));
-    line("agent", format!("pid {}, up {} s", s.agent_pid, s.uptime_s));
-    line("runtime", s.runtime.clone());
-    line("engine", format!("{} on port {}", opt(&s.served_model_name), s.port));
-    line("command", s.argv.join(" "));
+    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
+    line(&mut out, "state", format!("{} since {} ({})", s.state, s.state_since, s.message));
+    line(&mut out, "agent", format!("pid {}, up {} s", s.agent_pid, s.uptime_s));
+    line(&mut out, "runtime", s.runtime.clone());
+    line(&mut out, "engine", format!("{} on port {}", opt(&s.served_model_name), s.port));
+    line(&mut out, "command", s.argv.join(" "));
     line(
+        &mut out,
         "engine pids",
         if s.pids.is_empty() {
             "-".to_string()
@@ -45,19 +48,20 @@ pub fn render(s: &AgentStatus) -> String {
             format!("{} (main {})", pids.join(" "), opt(&s.main_pid))
         },
     );
-    line("engine up", s.engine_uptime_s.map_or("-".to_string(), |u| format!("{u} s")));
+    line(&mut out, "engine up", s.engine_uptime_s.map_or("-".to_string(), |u| format!("{u} s")));
     let binding =
         if s.binding.is_none() { "none".to_string() } else { s.binding.numactl_args().join(" ") };
-    line("binding", binding);
+    line(&mut out, "binding", binding);
     if let Some(check) = &s.binding_check {
         let verdict = if check.ok { "ok" } else { "ESCAPED" };
         line(
+            &mut out,
             "binding check",
             format!("{verdict} at {}, {} processes", check.at, check.processes.len()),
         );
         for p in &check.processes {
             let mut l = format!(
-                "  {:>7} {:<16} cpus {:<10} mems {:<6} policy {}",
+                "    {:>7} {:<16} cpus {:<10} mems {:<6} policy {}",
                 p.pid,
                 p.comm,
                 p.cpus_allowed,
@@ -67,16 +71,18 @@ pub fn render(s: &AgentStatus) -> String {
             if let Some(e) = &p.escape {
                 l.push_str(&format!("  ESCAPED: {e}"));
             }
-            line("", l);
+            out.push_str(&l);
+            out.push('\n');
         }
     }
     if let Some(h) = &s.health {
         line(
+            &mut out,
             "health",
             format!("{} at {} ({} consecutive failures)", h.last, h.at, h.consecutive_failures),
         );
     }
-    line("restarts", s.restarts.to_string());
-    line("last exit", opt(&s.last_exit));
+    line(&mut out, "restarts", s.restarts.to_string());
+    line(&mut out, "last exit", opt(&s.last_exit));
     out
 }

@@ -44,6 +44,7 @@ pub fn run(args: VerifyArgs) -> Result<(), CmdError> {
             }
             Ok(())
         }
+        None if args.run.compare.compare.is_some() => super::compare::run(args.run),
         None => run_sweep_cmd(args.run),
     }
 }
@@ -116,7 +117,7 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     Ok(specs)
 }
 
-fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
+pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
     let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
     let api = a.api.map(|x| match x {
         VerifyApi::Chat => Api::Chat,
@@ -291,4 +292,74 @@ pub fn verdict(summary: &Summary, max_failure_rate: Option<f64>) -> Result<(), C
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> VerifyRunArgs {
+        let cli = Cli::try_parse_from(
+            [&["nodeagent", "verify", "--url", "http://127.0.0.1:1"], argv].concat(),
+        )
+        .unwrap();
+        match cli.command {
+            Command::Verify(v) => v.run,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slo_list_parses_durations_and_refuses_unknown_keys() {
+        let slo = parse_slo("ttft=2s, tpot=50ms,latency=30").unwrap();
+        assert_eq!(
+            (slo.ttft_s, slo.tpot_s, slo.latency_s, slo.itl_s),
+            (Some(2.0), Some(0.05), Some(30.0), None)
+        );
+        assert!(parse_slo("ttft").unwrap_err().to_string().contains("KEY=DURATION"));
+        assert!(parse_slo("foo=1s").unwrap_err().to_string().contains("foo"));
+    }
+
+    #[test]
+    fn seed_style_sweeps_become_levels() {
+        let a = run_args(&["--parallels", "8", "--parallels", "16", "--n", "1000"]);
+        let l = levels(&a).unwrap();
+        assert_eq!(
+            l.iter().map(|x| (x.parallel, x.number)).collect::<Vec<_>>(),
+            vec![(8, 1000), (16, 1000)]
+        );
+        let a = run_args(&["--parallel", "8", "16", "--number", "10", "20"]);
+        assert_eq!(levels(&a).unwrap()[1].number, 20);
+        let a = run_args(&["--rate", "5", "10", "--parallel", "64"]);
+        let l = levels(&a).unwrap();
+        assert_eq!((l[1].rate, l[1].parallel), (Some(10.0), 64));
+        assert!(levels(&run_args(&["--parallel", "0"])).is_err());
+        assert!(levels(&run_args(&["--rate", "0"])).is_err());
+        assert!(levels(&run_args(&["--parallel", "1", "--number", "0"])).is_err());
+    }
+
+    #[test]
+    fn verdict_fails_levels_without_success_or_over_the_failure_limit() {
+        use crate::loadgen::stats::LevelStats;
+        let mut s = Summary::default();
+        s.levels.push(LevelStats {
+            parallel: 8,
+            requests: 10,
+            succeeded: 9,
+            failed: 1,
+            ..Default::default()
+        });
+        assert!(verdict(&s, None).is_ok());
+        assert!(verdict(&s, Some(0.1)).is_ok());
+        let e = verdict(&s, Some(0.05)).unwrap_err();
+        assert_eq!(e.code(), 1);
+        s.levels.push(LevelStats { parallel: 16, requests: 3, failed: 3, ..Default::default() });
+        assert!(verdict(&s, None).unwrap_err().to_string().contains("c=16: no request succeeded"));
+        s.levels.truncate(1);
+        s.meta.interrupted = true;
+        assert!(verdict(&s, None).unwrap_err().to_string().contains("interrupted"));
+    }
 }

@@ -23,6 +23,17 @@ impl HostError {
 
 /// Collects host facts live or from `opts.from`.
 pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFacts, HostError> {
+    let defaults = SourceOptions::default();
+    let mut opts = opts.clone();
+    if opts.from.is_none()
+        && opts.mx_smi == defaults.mx_smi
+        && !runner.exists(&opts.mx_smi)
+        && runner.exists(&opts.mx_smi_driver)
+    {
+        // MetaX installs mx-smi under /opt/mxdriver/bin, often not on PATH.
+        opts.mx_smi = opts.mx_smi_driver.clone();
+    }
+    let opts = &opts;
     let mut gpu_pci = Vec::new();
     for value in &opts.gpu_pci {
         let bus = facts::normalize_bus_id(value)
@@ -32,7 +43,6 @@ pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFa
     // A tool the user named by path must exist; a default name that is not on PATH just means
     // that vendor is absent.
     if opts.from.is_none() {
-        let defaults = SourceOptions::default();
         for (given, default) in [
             (&opts.mx_smi, &defaults.mx_smi),
             (&opts.nvidia_smi, &defaults.nvidia_smi),

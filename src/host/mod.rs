@@ -44,6 +44,9 @@ pub struct SourceOptions {
     /// Replay this snapshot instead of probing live.
     pub from: Option<PathBuf>,
     pub mx_smi: PathBuf,
+    /// Where the MetaX driver installs `mx-smi` (`/opt/mxdriver/bin/mx-smi`); used live when
+    /// `mx_smi` is the default name and that name is not on PATH.
+    pub mx_smi_driver: PathBuf,
     pub nvidia_smi: PathBuf,
     pub rocm_smi: PathBuf,
     pub numactl: PathBuf,
@@ -62,6 +65,7 @@ impl Default for SourceOptions {
         Self {
             from: None,
             mx_smi: "mx-smi".into(),
+            mx_smi_driver: "/opt/mxdriver/bin/mx-smi".into(),
             nvidia_smi: "nvidia-smi".into(),
             rocm_smi: "rocm-smi".into(),
             numactl: "numactl".into(),

@@ -21,13 +21,13 @@ pub struct ToolOutput {
 pub enum RunError {
     #[error("{tool}: not found (install it or pass its path)")]
     NotFound { tool: String },
-    #[error("{tool}: could not start: {source}")]
+    #[error("{tool}: could not start")]
     Spawn { tool: String, source: std::io::Error },
     #[error("{tool} {args}: exited with {status}{detail}")]
     Failed { tool: String, args: String, status: String, detail: String },
     #[error("{tool} {args}: no answer within {timeout:?} (killed)")]
     TimedOut { tool: String, args: String, timeout: Duration },
-    #[error("{tool}: reading its output: {source}")]
+    #[error("{tool}: reading its output")]
     Io { tool: String, source: std::io::Error },
 }
 

@@ -40,13 +40,13 @@ pub struct RawOutputs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot {dir}: not a readable directory: {source}")]
+    #[error("snapshot {dir}: not a readable directory")]
     Dir { dir: PathBuf, source: std::io::Error },
-    #[error("{path}: unreadable: {source}")]
+    #[error("{path}: unreadable")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not text (invalid UTF-8)")]
     NotText { path: PathBuf },
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("snapshot {dir}: already holds a snapshot ({file}); save into a new directory so outputs of two probes never mix")]
     NotEmpty { dir: PathBuf, file: String },

@@ -22,7 +22,7 @@ use super::facts::{normalize_bus_id, MachineFacts, NodeFacts, PciDeviceFacts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot read")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {what}: {text:?}")]
     Parse { path: PathBuf, line: usize, what: String, text: String },

@@ -197,6 +197,8 @@ pub struct Slot {
     pub level: u32,
     pub seq: u64,
     pub warmup: bool,
+    /// The preflight request (its `x-request-id` is `RUNID-preflight`).
+    pub preflight: bool,
     pub prompt: u32,
     pub scheduled: StdInstant,
 }
@@ -308,13 +310,12 @@ impl Client {
         slot: Slot,
         abort: &CancellationToken,
     ) -> RequestRecord {
-        let request_id = format!(
-            "{}-{}-{}{}",
-            self.run_id,
-            slot.level,
-            if slot.warmup { "w" } else { "" },
-            slot.seq
-        );
+        let request_id = if slot.preflight {
+            format!("{}-preflight", self.run_id)
+        } else {
+            let w = if slot.warmup { "w" } else { "" };
+            format!("{}-{}-{w}{}", self.run_id, slot.level, slot.seq)
+        };
         let mut m = Measure::default();
         let mut req = Request::builder()
             .method(Method::POST)

@@ -33,6 +33,7 @@ pub async fn worker(phase: Arc<Phase>, tx: mpsc::UnboundedSender<RequestRecord>)
             level: phase.level,
             seq: ticket.seq,
             warmup: phase.warmup,
+            preflight: false,
             prompt: prompt as u32,
             scheduled: ticket.scheduled.into_std(),
         };

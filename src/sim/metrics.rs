@@ -1,5 +1,6 @@
 //! The simulator's `/metrics`: vLLM's metric names (old-engine family plus the new-engine
-//! aliases a monitor may look for), each with a `model_name` label, in OpenMetrics text.
+//! aliases a monitor may look for), each with a `model_name` label, in the Prometheus text
+//! format 0.0.4 that vLLM serves.
 //!
 //! Every series has one label value (the served model name), so the handles are taken out of
 //! their families once at start-up and the request path only touches atomics (and the
@@ -193,14 +194,101 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text of every series, `# EOF` included.
+    /// Every series in the Prometheus text format 0.0.4, as vLLM's Python client serves it.
     pub fn render(&self) -> String {
         let used = self.kv_tokens.load(Ordering::Relaxed) as f64 / self.kv_capacity as f64;
         self.cache_usage.set(used.min(1.0));
         self.kv_cache_usage.set(used.min(1.0));
-        let mut out = String::with_capacity(8192);
+        let mut open = String::with_capacity(8192);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = prometheus_client::encoding::text::encode(&mut open, &self.registry);
+        openmetrics_to_prometheus(&open)
+    }
+}
+
+/// Rewrites the crate's OpenMetrics text into Prometheus text 0.0.4: a counter's `# HELP` and
+/// `# TYPE` name the `_total` series (OpenMetrics names the family without it, which
+/// Prometheus-format parsers and `promtool check metrics` read as a counter without help), and
+/// there is no `# EOF`.
+///
+/// In:  `# HELP vllm:prompt_tokens Number of prefill tokens processed`
+///      `# TYPE vllm:prompt_tokens counter`
+///      `vllm:prompt_tokens_total{model_name="qwen2.5"} 13`
+/// Out: the same with `vllm:prompt_tokens_total` on both comment lines.
+fn openmetrics_to_prometheus(open: &str) -> String {
+    let mut out = String::with_capacity(open.len() + 256);
+    let mut help: Option<&str> = None;
+    for line in open.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                if let Some(h) = help.take() {
+                    let text = h.strip_prefix("# HELP ").and_then(|h| h.strip_prefix(name));
+                    out.push_str(&format!("# HELP {name}_total{}\n", text.unwrap_or_default()));
+                }
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+                continue;
+            }
+        }
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_total_and_eof_is_dropped() {
+        let open = "# HELP vllm:prompt_tokens Number of prefill tokens processed.\n\
+                    # TYPE vllm:prompt_tokens counter\n\
+                    vllm:prompt_tokens_total{model_name=\"m\"} 13\n\
+                    # HELP vllm:num_requests_running Running.\n\
+                    # TYPE vllm:num_requests_running gauge\n\
+                    vllm:num_requests_running{model_name=\"m\"} 0\n\
+                    # EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus(open),
+            "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n\
+             # TYPE vllm:prompt_tokens_total counter\n\
+             vllm:prompt_tokens_total{model_name=\"m\"} 13\n\
+             # HELP vllm:num_requests_running Running.\n\
+             # TYPE vllm:num_requests_running gauge\n\
+             vllm:num_requests_running{model_name=\"m\"} 0\n"
+        );
+    }
+
+    #[test]
+    fn rendered_metrics_have_help_and_type_for_every_series() {
+        let m = Metrics::new("qwen2.5", 100);
+        m.prompt_tokens.inc_by(5);
+        let text = m.render();
+        assert!(!text.contains("# EOF"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| series.strip_suffix(s))
+                .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+                .unwrap_or(series);
+            assert!(text.contains(&format!("# HELP {family} ")), "no help for {line}");
+            assert!(text.contains(&format!("# TYPE {family} ")), "no type for {line}");
+        }
+        assert!(text.contains("vllm:prompt_tokens_total{model_name=\"qwen2.5\"} 5\n"));
     }
 }

@@ -211,7 +211,8 @@ pub struct RequestTruth {
     pub endpoint: Endpoint,
     pub stream: bool,
     pub status: RequestStatus,
-    /// HTTP status sent (200 for a stream that failed after it started).
+    /// HTTP status sent (200 for a stream that failed after it started; 0 when the connection
+    /// was closed before any reply).
     pub http_status: u16,
     /// The fault drawn for this request, if any (`http_500`, `drop`, `stall`, `stream_error`).
     pub fault: Option<String>,

@@ -207,7 +207,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let mut r = s.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
 }
@@ -252,6 +252,12 @@ fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
 // ---------------------------------------------------------------------------------------------
 // request bodies
 
+/// The body of both generation endpoints; unknown fields are ignored, as vLLM does for the
+/// sampling options it would honour (temperature, top_p, ...). For example:
+///
+/// `{"model": "qwen2.5", "messages": [{"role": "user", "content": "解释人工智能"}],`
+/// ` "max_tokens": 256, "stream": true, "stream_options": {"include_usage": true}}`
+/// `{"model": "qwen2.5", "prompt": "你是谁？", "max_tokens": 16, "ignore_eos": true}`
 #[derive(Deserialize)]
 struct GenRequest {
     model: Option<String>,
@@ -692,12 +698,19 @@ impl Job {
                         }
                         _ => {}
                     }
-                    self.note_token(i);
+                    let sent = self.note_token(i);
                     let running = self.s.metrics.running.get().max(1) as u32;
-                    // Engine time: token i+1 is due one step after token i was due, whether or
-                    // not the writer kept up (an engine does not wait for a slow socket; late
-                    // tokens go out together, as they do from vLLM).
-                    self.deadline += self.s.cfg.latency.decode_step(running);
+                    // The decode clock starts when the first token actually went out: token i
+                    // is due one step after token i-1 was due. A late first token (a busy
+                    // machine) shifts the whole schedule, so (last - first) / (n - 1), the TPOT
+                    // a client computes, is never below the model's step; a late token in the
+                    // middle does not shift the ones after it, so lateness does not accumulate.
+                    let step = self.s.cfg.latency.decode_step(running);
+                    self.deadline = if i == 0 {
+                        self.deadline.max(tokio::time::Instant::from_std(sent)) + step
+                    } else {
+                        self.deadline + step
+                    };
                     self.phase = Phase::Tokens(i + 1);
                     return Some(Ev::Token { i, last: i + 1 == n });
                 }
@@ -726,7 +739,7 @@ impl Job {
     /// Notes that content token `i` goes out now. One clock read per token (a zero-delay
     /// stream writes thousands a second): the last token's unix time is derived at the end
     /// from its monotonic offset.
-    fn note_token(&mut self, i: u32) {
+    fn note_token(&mut self, i: u32) -> Instant {
         let now = Instant::now();
         let offset = now.duration_since(self.s.started).as_nanos() as u64;
         if i == 0 {
@@ -743,6 +756,7 @@ impl Job {
         self.truth.last_token_offset_ns = Some(offset);
         self.truth.tokens_sent = i + 1;
         self.s.metrics.generation_tokens.inc();
+        now
     }
 
     fn release(&mut self) {
@@ -849,7 +863,9 @@ impl Job {
             match ev {
                 Ev::Token { i, .. } => text.push_str(self.token_text(i)),
                 Ev::Drop => {
-                    // Headers go out, then the body breaks: the client sees a cut response.
+                    // The body breaks before hyper sends anything: the client sees the
+                    // connection closed without a reply.
+                    self.truth.http_status = 0;
                     let stream = futures_util::stream::once(async {
                         Err::<Bytes, _>(std::io::Error::other("simulated dropped response"))
                     });
@@ -933,8 +949,14 @@ impl Drop for Job {
         self.release();
         self.truth.end_unix_ns = unix;
         self.truth.end_offset_ns = offset;
-        if let Some(last) = self.truth.last_token_offset_ns {
-            self.truth.last_token_unix_ns = Some(unix.saturating_sub(offset.saturating_sub(last)));
+        // The last token's unix time from its monotonic distance to the first token's (both
+        // clocks read together there), so last >= first always holds.
+        if let (Some(first_unix), Some(first), Some(last)) = (
+            self.truth.first_token_unix_ns,
+            self.truth.first_token_offset_ns,
+            self.truth.last_token_offset_ns,
+        ) {
+            self.truth.last_token_unix_ns = Some(first_unix + last.saturating_sub(first));
         }
         let m = &self.s.metrics;
         if self.truth.status == RequestStatus::Ok {

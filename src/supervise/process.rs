@@ -35,6 +35,9 @@ pub struct ProcessRuntime {
     /// Treat the agent's own children as engine processes: orphans re-parented to the agent
     /// when it is a child subreaper (the `serve` command sets that; in-process tests do not).
     adopt_children: bool,
+    /// Send the engine's stdout to the agent's stderr (`verify --compare`, `demo`: their
+    /// stdout is the report).
+    stdout_to_stderr: bool,
     child: Option<tokio::process::Child>,
     main_pid: Option<i32>,
     /// Every engine process seen since start: pid -> start time.
@@ -49,11 +52,18 @@ impl ProcessRuntime {
             state_dir,
             proc: ProcFs::default(),
             adopt_children: false,
+            stdout_to_stderr: false,
             child: None,
             main_pid: None,
             known: BTreeMap::new(),
             exit: None,
         }
+    }
+
+    /// Sends the engine's stdout to the agent's stderr.
+    pub fn stdout_to_stderr(mut self, yes: bool) -> Self {
+        self.stdout_to_stderr = yes;
+        self
     }
 
     /// Also count the agent's own children as engine processes (use with
@@ -221,6 +231,12 @@ impl ProcessRuntime {
         // the engine behind the agent's back.
         cmd.process_group(0);
         cmd.stdin(std::process::Stdio::null());
+        if self.stdout_to_stderr {
+            use std::os::fd::AsFd;
+            if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+                cmd.stdout(std::process::Stdio::from(fd));
+            }
+        }
         if self.spec.native_binding {
             let native = NativeBinding::new(&self.spec.binding)
                 .map_err(|e| RuntimeError::Preflight(format!("binding: {e}")))?;
@@ -273,16 +289,19 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Fails when something listens on `port` already, naming the holder when `/proc` tells.
+/// `/proc/net/tcp{,6}` is read first: a bind test alone misses a listener on one address when
+/// both sides set `SO_REUSEADDR` (Python's `http.server` does).
 pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
+    let busy = |who: Option<(i32, String)>| {
+        let who = who.map(|(pid, comm)| format!(" by pid {pid} ({comm})")).unwrap_or_default();
+        Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
+    };
+    if proc.port_listening(port) {
+        return busy(proc.port_owner(port));
+    }
     match std::net::TcpListener::bind(("0.0.0.0", port)) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let who = proc
-                .port_owner(port)
-                .map(|(pid, comm)| format!(" by pid {pid} ({comm})"))
-                .unwrap_or_default();
-            Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => busy(proc.port_owner(port)),
         Err(e) => Err(RuntimeError::Preflight(format!("cannot check port {port}: {e}"))),
     }
 }

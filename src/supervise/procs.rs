@@ -107,14 +107,24 @@ impl ProcFs {
         Some(check_process(pid, comm, &status, numa_maps.as_deref(), binding))
     }
 
-    /// The process holding a listening TCP socket on `port`, if `/proc` tells: `(pid, comm)`.
-    pub fn port_owner(&self, port: u16) -> Option<(i32, String)> {
+    fn listening(&self, port: u16) -> BTreeSet<u64> {
         let mut inodes = BTreeSet::new();
         for file in ["net/tcp", "net/tcp6"] {
             if let Ok(text) = std::fs::read_to_string(self.root.join(file)) {
                 inodes.extend(listening_inodes(&text, port));
             }
         }
+        inodes
+    }
+
+    /// Whether a TCP socket listens on `port` (any address) in this network namespace.
+    pub fn port_listening(&self, port: u16) -> bool {
+        !self.listening(port).is_empty()
+    }
+
+    /// The process holding a listening TCP socket on `port`, if `/proc` tells: `(pid, comm)`.
+    pub fn port_owner(&self, port: u16) -> Option<(i32, String)> {
+        let inodes = self.listening(port);
         if inodes.is_empty() {
             return None;
         }

@@ -25,14 +25,14 @@ const READY_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    /// Nothing was started (exit 2).
-    #[error("{runtime}: {source}")]
+    /// Nothing was started (exit 2). The source is printed by the error chain.
+    #[error("{runtime}")]
     Preflight {
         runtime: String,
         #[source]
         source: RuntimeError,
     },
-    #[error("removing leftovers of an earlier run ({runtime}): {source}")]
+    #[error("removing leftovers of an earlier run ({runtime})")]
     Leftovers {
         runtime: String,
         #[source]
@@ -348,6 +348,12 @@ impl Supervisor {
                     let now: BTreeSet<i32> = self.runtime.pids().await.unwrap_or_default().into_iter().collect();
                     let lost: Vec<i32> = ready_pids.difference(&now).copied().collect();
                     if !lost.is_empty() {
+                        // The main process may be among them (a zombie not reaped yet): then
+                        // its exit status is the better report.
+                        let wait = tokio::time::timeout(Duration::from_millis(500), self.runtime.wait());
+                        if let Ok(exit) = wait.await {
+                            return LifeEnd::Restart(describe_exit(&exit));
+                        }
                         return LifeEnd::Restart(format!("engine process(es) {lost:?} died"));
                     }
                     if probe == Probe::Healthy {

@@ -25,21 +25,18 @@ section_sh plan-prefix-runs "prefix=\$(nodeagent plan $gpus --instances 2 | sed 
   echo \"prefix: \$prefix\"
   \$prefix sh -c '. /lib.sh; proc_binding \$\$'"
 
-# nodeagent serve, bare mode (binding applied natively) and numactl mode, with the plan's binding
-# for the device on node 2 (CPUs 4-5, memory bound to node 3), taken from the plan's text.
-# (`[binding] auto = true` would take it directly once serve is wired to the planner.)
+# nodeagent serve, bare mode (binding applied natively) and numactl mode, under the plan's
+# binding for the device on node 2 (`[binding] auto = true`, instance 1 at one GPU each; the
+# same --gpu-pci flags as the plan above).
 . /serve.sh
-plan_txt=$(nodeagent plan $gpus --instances 2)
-cpus=$(echo "$plan_txt" | sed -n 's/^ *CPUs: *//p' | sed -n 2p)
-mem=$(echo "$plan_txt" | sed -n 's/^ *numactl: .*--membind=\([0-9,]*\).*/\1/p' | sed -n 2p)
-serve_config /tmp/serve-bare.toml /run/na-bare "$cpus" "$mem"
-serve_run serve-bare bare /tmp/serve-bare.toml /run/na-bare
+serve_config_auto /tmp/serve-bare.toml /run/na-bare 1
+serve_run serve-bare bare /tmp/serve-bare.toml /run/na-bare $gpus
 # on_escape = "warn": serve's first binding check runs right after the spawn and can catch
 # numactl itself before it applied the binding (seen here: "binding escaped: pid N (numactl):
 # runs on cpus 0-7"), which would fail the engine. The later checks, which the test reads,
 # must all pass.
-serve_config /tmp/serve-numactl.toml /run/na-numactl "$cpus" "$mem" warn
-serve_run serve-numactl numactl /tmp/serve-numactl.toml /run/na-numactl
+serve_config_auto /tmp/serve-numactl.toml /run/na-numactl 1 warn
+serve_run serve-numactl numactl /tmp/serve-numactl.toml /run/na-numactl $gpus
 
 # Negative cases: nothing of the engine may start.
 # A node this machine does not have.

@@ -30,13 +30,42 @@ restart_budget = 0
 CFG
 }
 
-# serve_run NAME MODE CONFIG STATE_DIR: start serve in MODE, wait until ready, then print
+# serve_config_auto FILE STATE_DIR INSTANCE [ON_ESCAPE]: the same engine, with the binding the
+# planner gives instance INSTANCE (0-based) at one GPU per instance (`[binding] auto = true`).
+serve_config_auto() {
+  cat >"$1" <<CFG
+host = "local"
+model = "sim"
+state_dir = "$2"
+
+[engine]
+argv = ["/bin/sh", "/engine-wrapper.sh", "{self}", "{port}", "{served_model_name}", "$2/engine-started"]
+port = 8000
+
+[launch]
+tp = 1
+instance = $3
+
+[binding]
+auto = true
+on_escape = "${4:-fail}"
+
+[supervise]
+ready_timeout = "240s"
+binding_check_interval = "1s"
+stop_grace = "10s"
+restart_budget = 0
+CFG
+}
+
+# serve_run NAME MODE CONFIG STATE_DIR [SERVE_ARG...]: start serve in MODE, wait until ready, then print
 # sections NAME-status (status --json), NAME-tree (binding of the agent's every descendant)
 # and NAME-stop (how serve ended after SIGTERM).
 serve_run() {
   _sn=$1 _mode=$2 _cfg=$3 _dir=$4
+  shift 4
   mkdir -p "$_dir"
-  nodeagent serve --config "$_cfg" --mode "$_mode" >"$_dir/serve.out" 2>"$_dir/serve.err" &
+  nodeagent serve --config "$_cfg" --mode "$_mode" "$@" >"$_dir/serve.out" 2>"$_dir/serve.err" &
   _agent=$!
   _i=0
   _state=

@@ -1,0 +1,1039 @@
+//! `verify --compare`: the seed's NUMA experiment as data. This module is pure: it parses the
+//! BINDINGS list, resolves each entry to a `crate::binding::Binding` against the host's nodes,
+//! lays out the interleaved trial schedule, computes the statistics across trials (means,
+//! Student-t confidence intervals, change against `none`, the verdict) and renders the table,
+//! `compare.json` and the SVG chart. Starting engines and running sweeps is `run`'s job.
+//!
+//! BINDINGS grammar (a comma followed by a digit continues the list before it, so
+//! `nodes=0,2,4,6` is one entry):
+//!
+//! ```text
+//! BINDINGS := ENTRY (',' ENTRY)*
+//! ENTRY    := 'none' | 'auto' | PART ('/' PART)*
+//! PART     := 'nodes=' LIST        CPUs of these nodes, memory bound to them (-N LIST -m LIST)
+//!           | 'cpus=' LIST         these CPUs (--physcpubind)
+//!           | 'mem=' LIST          --membind LIST
+//!           | 'preferred=' NODE    --preferred NODE
+//!           | 'interleave=' LIST   --interleave LIST
+//! LIST     := a cpulist such as 0-3,8
+//! ```
+
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::binding::{Binding, MemPolicy};
+use crate::host::cpuset::CpuSet;
+use crate::loadgen::stats::LevelStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("--compare: empty binding list (e.g. none,auto,nodes=0-3)")]
+    Empty,
+    #[error("--compare entry `{entry}`: {why}")]
+    Entry { entry: String, why: String },
+    #[error("--compare entry `{entry}` is given twice")]
+    Duplicate { entry: String },
+    #[error("binding `{label}`: {why}")]
+    Resolve { label: String, why: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+}
+
+/// One entry of BINDINGS, as the user wrote it (normalised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BindingChoice {
+    None,
+    Auto,
+    Explicit { nodes: Option<CpuSet>, cpus: Option<CpuSet>, memory: Option<MemChoice> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", content = "nodes", rename_all = "lowercase")]
+pub enum MemChoice {
+    Bind(CpuSet),
+    Preferred(u32),
+    Interleave(CpuSet),
+}
+
+/// A labelled entry: the label names its sub-run directories and table rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub label: String,
+    pub choice: BindingChoice,
+}
+
+impl Choice {
+    /// Directory name of this binding's sub-runs (`/` is not allowed in a file name).
+    pub fn dir_name(&self) -> String {
+        self.label.replace('/', "+")
+    }
+}
+
+/// Splits BINDINGS into entries: a comma followed by a digit continues the current list.
+fn split_entries(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in text.split(',') {
+        let piece = piece.trim();
+        let continues = piece.starts_with(|c: char| c.is_ascii_digit());
+        match out.last_mut() {
+            Some(last) if continues && last.contains('=') => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_string()),
+        }
+    }
+    out
+}
+
+/// Parses BINDINGS (`none,auto,nodes=0-3,nodes=0,2,4,6,cpus=0-15/mem=0`).
+pub fn parse_bindings(text: &str) -> Result<Vec<Choice>, CompareError> {
+    let mut out: Vec<Choice> = Vec::new();
+    for entry in split_entries(text) {
+        if entry.is_empty() {
+            if text.trim().is_empty() {
+                return Err(CompareError::Empty);
+            }
+            return Err(CompareError::Entry {
+                entry: text.to_string(),
+                why: "empty entry (two commas in a row?)".into(),
+            });
+        }
+        let choice = parse_entry(&entry)?;
+        let label = label(&choice);
+        if out.iter().any(|c| c.label == label) {
+            return Err(CompareError::Duplicate { entry });
+        }
+        out.push(Choice { label, choice });
+    }
+    if out.is_empty() {
+        return Err(CompareError::Empty);
+    }
+    Ok(out)
+}
+
+fn parse_entry(entry: &str) -> Result<BindingChoice, CompareError> {
+    let bad = |why: String| CompareError::Entry { entry: entry.to_string(), why };
+    match entry {
+        "none" => return Ok(BindingChoice::None),
+        "auto" => return Ok(BindingChoice::Auto),
+        _ => {}
+    }
+    let (mut nodes, mut cpus, mut memory) = (None, None, None);
+    for part in entry.split('/') {
+        let (key, value) = part.split_once('=').ok_or_else(|| {
+            bad(format!(
+                "`{part}` is not KEY=LIST (keys: nodes, cpus, mem, preferred, interleave; \
+                 or the words none, auto)"
+            ))
+        })?;
+        let list = || {
+            let set = CpuSet::parse_list(value).map_err(|e| bad(format!("{key}={value}: {e}")))?;
+            if set.is_empty() {
+                return Err(bad(format!("{key}= needs at least one id")));
+            }
+            Ok(set)
+        };
+        let twice = |what: &str| bad(format!("{what} is given twice"));
+        match key {
+            "nodes" if nodes.is_none() => nodes = Some(list()?),
+            "cpus" if cpus.is_none() => cpus = Some(list()?),
+            "mem" | "preferred" | "interleave" if memory.is_some() => {
+                return Err(twice("the memory policy"))
+            }
+            "mem" => memory = Some(MemChoice::Bind(list()?)),
+            "interleave" => memory = Some(MemChoice::Interleave(list()?)),
+            "preferred" => {
+                let n = value
+                    .parse::<u32>()
+                    .map_err(|_| bad(format!("preferred={value}: expected one node number")))?;
+                memory = Some(MemChoice::Preferred(n));
+            }
+            "nodes" | "cpus" => return Err(twice(key)),
+            other => {
+                return Err(bad(format!(
+                    "unknown key `{other}` (keys: nodes, cpus, mem, preferred, interleave)"
+                )))
+            }
+        }
+    }
+    if nodes.is_some() && cpus.is_some() {
+        return Err(bad("give nodes= or cpus=, not both".into()));
+    }
+    Ok(BindingChoice::Explicit { nodes, cpus, memory })
+}
+
+/// The canonical text of a choice (lists normalised: `nodes=0,1,2,3` -> `nodes=0-3`).
+pub fn label(c: &BindingChoice) -> String {
+    match c {
+        BindingChoice::None => "none".into(),
+        BindingChoice::Auto => "auto".into(),
+        BindingChoice::Explicit { nodes, cpus, memory } => {
+            let mut parts = Vec::new();
+            if let Some(n) = nodes {
+                parts.push(format!("nodes={n}"));
+            }
+            if let Some(c) = cpus {
+                parts.push(format!("cpus={c}"));
+            }
+            match memory {
+                Some(MemChoice::Bind(m)) => parts.push(format!("mem={m}")),
+                Some(MemChoice::Preferred(n)) => parts.push(format!("preferred={n}")),
+                Some(MemChoice::Interleave(m)) => parts.push(format!("interleave={m}")),
+                None => {}
+            }
+            parts.join("/")
+        }
+    }
+}
+
+/// The host's NUMA nodes and their CPUs, as a binding must fit them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostNodes {
+    pub nodes: BTreeMap<u32, CpuSet>,
+}
+
+impl HostNodes {
+    /// Reads `<sysfs>/devices/system/node/node*/cpulist`; a kernel without NUMA nodes in sysfs
+    /// counts as one node 0 holding every online CPU.
+    pub fn read(sysfs_root: &Path) -> Result<Self, CompareError> {
+        let mut nodes = BTreeMap::new();
+        let dir = sysfs_root.join("devices/system/node");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let Some(id) = name.strip_prefix("node").and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let path = e.path().join("cpulist");
+                let text = std::fs::read_to_string(&path).map_err(|source| CompareError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let cpus = CpuSet::parse_list(text.trim()).map_err(|e| CompareError::Read {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                nodes.insert(id, cpus);
+            }
+        }
+        if nodes.is_empty() {
+            let path = sysfs_root.join("devices/system/cpu/online");
+            let text = std::fs::read_to_string(&path).map_err(|source| CompareError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let cpus = CpuSet::parse_list(text.trim()).map_err(|e| CompareError::Read {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            nodes.insert(0, cpus);
+        }
+        Ok(Self { nodes })
+    }
+
+    pub fn all_cpus(&self) -> CpuSet {
+        self.nodes.values().fold(CpuSet::new(), |a, b| a.union(b))
+    }
+
+    fn node_list(&self) -> String {
+        self.nodes.keys().copied().collect::<CpuSet>().to_list()
+    }
+}
+
+/// Resolves a choice to the binding applied. `auto` is the plan's recommendation, given by the
+/// caller (planning needs the host's GPUs).
+pub fn resolve(
+    c: &Choice,
+    host: &HostNodes,
+    auto: Option<&Binding>,
+) -> Result<Binding, CompareError> {
+    let err = |why: String| CompareError::Resolve { label: c.label.clone(), why };
+    let check_nodes = |set: &CpuSet| -> Result<(), CompareError> {
+        match set.iter().find(|n| !host.nodes.contains_key(n)) {
+            Some(n) => Err(err(format!(
+                "NUMA node {n} does not exist on this host (nodes {})",
+                host.node_list()
+            ))),
+            None => Ok(()),
+        }
+    };
+    match &c.choice {
+        BindingChoice::None => Ok(Binding::none()),
+        BindingChoice::Auto => auto.cloned().ok_or_else(|| {
+            err("no plan recommendation is available for `auto` (see the plan error above)".into())
+        }),
+        BindingChoice::Explicit { nodes, cpus, memory } => {
+            let mut b = Binding::none();
+            if let Some(n) = nodes {
+                check_nodes(n)?;
+                b.cpu_nodes = n.iter().collect();
+                b.cpus = Some(n.iter().fold(CpuSet::new(), |a, id| a.union(&host.nodes[&id])));
+                b.memory = MemPolicy::Bind(n.iter().collect());
+            }
+            if let Some(set) = cpus {
+                let all = host.all_cpus();
+                if !set.is_subset(&all) {
+                    return Err(err(format!(
+                        "CPUs {} do not exist on this host (CPUs {all})",
+                        set.difference(&all)
+                    )));
+                }
+                b.cpus = Some(set.clone());
+            }
+            match memory {
+                Some(MemChoice::Bind(m)) => {
+                    check_nodes(m)?;
+                    b.memory = MemPolicy::Bind(m.iter().collect());
+                }
+                Some(MemChoice::Interleave(m)) => {
+                    check_nodes(m)?;
+                    b.memory = MemPolicy::Interleave(m.iter().collect());
+                }
+                Some(MemChoice::Preferred(n)) => {
+                    check_nodes(&std::iter::once(*n).collect())?;
+                    b.memory = MemPolicy::Preferred(*n);
+                }
+                None => {}
+            }
+            Ok(b)
+        }
+    }
+}
+
+/// The interleaved order: for each trial, every binding in the order given, so slow drift
+/// (thermal, page cache, other tenants) hits all bindings alike. Pairs of (trial 1-based,
+/// binding index).
+pub fn schedule(trials: u32, bindings: usize) -> Vec<(u32, usize)> {
+    (1..=trials).flat_map(|t| (0..bindings).map(move |b| (t, b))).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// statistics
+
+/// Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..=30.
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// t(0.975, df); beyond the table the normal quantile is within 2 % of it.
+pub fn t975(df: usize) -> f64 {
+    match df {
+        0 => f64::NAN,
+        1..=30 => T975[df - 1],
+        31..=60 => 2.000,
+        61..=120 => 1.980,
+        _ => 1.960,
+    }
+}
+
+/// Mean and 95 % confidence half-width of a sample (`None` with fewer than two values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub mean: f64,
+    /// Half-width of the 95 % interval: the true mean is in `mean ± ci95` (Student t, n - 1 df).
+    pub ci95: Option<f64>,
+    pub n: usize,
+    pub values: Vec<f64>,
+}
+
+impl Estimate {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = if n == 0 { f64::NAN } else { values.iter().sum::<f64>() / n as f64 };
+        let ci95 = (n >= 2).then(|| {
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            t975(n - 1) * (var / n as f64).sqrt()
+        });
+        Self { mean, ci95, n, values: values.to_vec() }
+    }
+
+    fn show(&self, digits: usize) -> String {
+        match self.ci95 {
+            Some(ci) => format!("{:.*} ± {:.*}", digits, self.mean, digits, ci),
+            None => format!("{:.*}", digits, self.mean),
+        }
+    }
+}
+
+/// The figures one sweep level gives, the seed's columns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LevelFigures {
+    pub qps: f64,
+    pub latency_s: f64,
+    pub output_throughput: f64,
+    pub ttft_p50_s: f64,
+    pub ttft_p99_s: f64,
+    pub failed: f64,
+}
+
+impl LevelFigures {
+    pub fn of(l: &LevelStats) -> Self {
+        Self {
+            qps: l.qps,
+            latency_s: l.latency_s.mean,
+            output_throughput: l.output_throughput,
+            ttft_p50_s: l.ttft_s.p50,
+            ttft_p99_s: l.ttft_s.p99,
+            failed: l.failed as f64,
+        }
+    }
+}
+
+/// One finished (or failed) sub-run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRun {
+    pub binding: String,
+    pub trial: u32,
+    /// The sub-run directory, relative to `--out`.
+    pub dir: String,
+    /// Level label (`c=8`, `rate=2/s`) -> figures.
+    pub levels: Vec<(String, LevelFigures)>,
+    /// What `/proc` showed for each engine process once it was ready.
+    pub binding_check: Vec<crate::supervise::procs::ProcCheck>,
+    pub error: Option<String>,
+}
+
+/// One binding at one level, across trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelCompare {
+    pub level: String,
+    pub qps: Estimate,
+    pub latency_s: Estimate,
+    pub output_throughput: Estimate,
+    pub ttft_p50_s: Estimate,
+    pub ttft_p99_s: Estimate,
+    pub failed: Estimate,
+    /// Output throughput against `none` at the same level, in % (`None` without a `none` run).
+    pub throughput_vs_none_pct: Option<f64>,
+    pub latency_vs_none_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingResult {
+    pub label: String,
+    pub binding: Binding,
+    /// `numactl` options of the binding (empty for none).
+    pub numactl: Vec<String>,
+    pub trials_ok: usize,
+    pub levels: Vec<LevelCompare>,
+    /// Output throughput averaged over levels, per trial: the score the verdict ranks.
+    pub score: Estimate,
+    /// Score against `none`, in %, with the 95 % interval of the paired per-trial change.
+    pub score_vs_none_pct: Option<Estimate>,
+}
+
+/// `compare.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub trials: u32,
+    pub order: Vec<String>,
+    pub bindings: Vec<BindingResult>,
+    pub runs: Vec<TrialRun>,
+    pub best: Option<String>,
+    /// True when the best binding is not distinguishable from the baseline at 95 %.
+    pub within_noise: Option<bool>,
+    pub verdict: String,
+    /// Sub-runs still to do when the comparison stopped (Ctrl-C or a fatal error).
+    pub incomplete: bool,
+}
+
+fn pct(a: f64, base: f64) -> Option<f64> {
+    (base.is_finite() && base != 0.0 && a.is_finite()).then(|| (a / base - 1.0) * 100.0)
+}
+
+/// Builds the report from the sub-runs done so far (`runs` may be partial).
+pub fn analyse(
+    choices: &[(Choice, Binding)],
+    trials: u32,
+    runs: &[TrialRun],
+    incomplete: bool,
+) -> CompareReport {
+    let ok = |label: &str| -> Vec<&TrialRun> {
+        runs.iter().filter(|r| r.binding == label && r.error.is_none()).collect()
+    };
+    // Level labels in the order of the first successful run.
+    let levels: Vec<String> = runs
+        .iter()
+        .find(|r| r.error.is_none())
+        .map(|r| r.levels.iter().map(|(l, _)| l.clone()).collect())
+        .unwrap_or_default();
+    let score_of = |r: &TrialRun| -> f64 {
+        let v: Vec<f64> = r.levels.iter().map(|(_, f)| f.output_throughput).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let base_label = choices.iter().find(|(c, _)| c.choice == BindingChoice::None);
+    let base_runs = base_label.map(|(c, _)| ok(&c.label)).unwrap_or_default();
+    let mut bindings = Vec::new();
+    for (c, b) in choices {
+        let mine = ok(&c.label);
+        let series = |level: &str, f: fn(&LevelFigures) -> f64| -> Estimate {
+            let v: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| r.levels.iter().find(|(l, _)| l == level).map(|(_, x)| f(x)))
+                .collect();
+            Estimate::of(&v)
+        };
+        let base_mean = |level: &str, f: fn(&LevelFigures) -> f64| -> Option<f64> {
+            let v: Vec<f64> = base_runs
+                .iter()
+                .filter_map(|r| r.levels.iter().find(|(l, _)| l == level).map(|(_, x)| f(x)))
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let lv = levels
+            .iter()
+            .map(|l| {
+                let thr = series(l, |f| f.output_throughput);
+                let lat = series(l, |f| f.latency_s);
+                LevelCompare {
+                    level: l.clone(),
+                    qps: series(l, |f| f.qps),
+                    throughput_vs_none_pct: base_mean(l, |f| f.output_throughput)
+                        .and_then(|b| pct(thr.mean, b)),
+                    latency_vs_none_pct: base_mean(l, |f| f.latency_s)
+                        .and_then(|b| pct(lat.mean, b)),
+                    latency_s: lat,
+                    output_throughput: thr,
+                    ttft_p50_s: series(l, |f| f.ttft_p50_s),
+                    ttft_p99_s: series(l, |f| f.ttft_p99_s),
+                    failed: series(l, |f| f.failed),
+                }
+            })
+            .collect();
+        let score = Estimate::of(&mine.iter().map(|r| score_of(r)).collect::<Vec<_>>());
+        // Paired by trial: trial k of this binding against trial k of `none`, which ran right
+        // next to it, so drift between trials cancels out.
+        let paired: Vec<f64> = mine
+            .iter()
+            .filter_map(|r| {
+                let b = base_runs.iter().find(|x| x.trial == r.trial)?;
+                pct(score_of(r), score_of(b))
+            })
+            .collect();
+        let score_vs_none_pct =
+            (base_label.is_some() && !paired.is_empty()).then(|| Estimate::of(&paired));
+        bindings.push(BindingResult {
+            label: c.label.clone(),
+            numactl: b.numactl_args(),
+            binding: b.clone(),
+            trials_ok: mine.len(),
+            levels: lv,
+            score,
+            score_vs_none_pct,
+        });
+    }
+    let (best, within_noise, verdict) = verdict(&bindings, base_label.is_some(), trials);
+    CompareReport {
+        trials,
+        order: choices.iter().map(|(c, _)| c.label.clone()).collect(),
+        bindings,
+        runs: runs.to_vec(),
+        best,
+        within_noise,
+        verdict,
+        incomplete,
+    }
+}
+
+fn verdict(
+    bindings: &[BindingResult],
+    has_none: bool,
+    trials: u32,
+) -> (Option<String>, Option<bool>, String) {
+    let Some(best) = bindings
+        .iter()
+        .filter(|b| b.trials_ok > 0 && b.score.mean.is_finite())
+        .max_by(|a, b| a.score.mean.total_cmp(&b.score.mean))
+    else {
+        return (None, None, "no binding produced a result: nothing to compare".into());
+    };
+    let mut text = format!(
+        "best: {} at {:.1} output tok/s (mean over levels and {} trial(s))",
+        best.label, best.score.mean, best.trials_ok
+    );
+    let noise = if !has_none {
+        // Without `none`, compare the best with the runner-up, unpaired.
+        let second = bindings
+            .iter()
+            .filter(|b| b.label != best.label && b.trials_ok > 0)
+            .max_by(|a, b| a.score.mean.total_cmp(&b.score.mean));
+        match second {
+            None => None,
+            Some(s) => match (best.score.ci95, s.score.ci95) {
+                (Some(a), Some(b)) => {
+                    let overlap = best.score.mean - a <= s.score.mean + b;
+                    let _ = write!(
+                        text,
+                        "; runner-up {} at {:.1} ({})",
+                        s.label,
+                        s.score.mean,
+                        if overlap {
+                            "the 95 % intervals overlap: the difference is within noise"
+                        } else {
+                            "the 95 % intervals do not overlap"
+                        }
+                    );
+                    Some(overlap)
+                }
+                _ => {
+                    let _ = write!(
+                        text,
+                        "; runner-up {} at {:.1}; with one trial there is no confidence \
+                         interval: run --trials 3 or more to tell a difference from noise",
+                        s.label, s.score.mean
+                    );
+                    None
+                }
+            },
+        }
+    } else if best.binding.is_none() {
+        let others: Vec<String> = bindings
+            .iter()
+            .filter(|b| b.label != best.label)
+            .filter_map(|b| {
+                let e = b.score_vs_none_pct.as_ref()?;
+                Some(match e.ci95 {
+                    Some(ci) => format!("{} {:+.1} % ± {:.1}", b.label, e.mean, ci),
+                    None => format!("{} {:+.1} %", b.label, e.mean),
+                })
+            })
+            .collect();
+        let _ = write!(text, "; no binding beat none ({})", others.join(", "));
+        let any_significant = bindings.iter().any(|b| {
+            b.score_vs_none_pct.as_ref().is_some_and(|e| e.ci95.is_some_and(|ci| e.mean.abs() > ci))
+        });
+        if trials >= 2 {
+            Some(!any_significant)
+        } else {
+            None
+        }
+    } else {
+        match &best.score_vs_none_pct {
+            Some(e) => match e.ci95 {
+                Some(ci) => {
+                    let within = e.mean.abs() <= ci;
+                    let _ = write!(
+                        text,
+                        ", {:+.1} % against none (95 % interval {:+.1} % to {:+.1} %, paired over {} trials): {}",
+                        e.mean,
+                        e.mean - ci,
+                        e.mean + ci,
+                        e.n,
+                        if within {
+                            "the difference is WITHIN NOISE; keep the simpler setup or run more trials"
+                        } else {
+                            "the difference is real at 95 %"
+                        }
+                    );
+                    Some(within)
+                }
+                None => {
+                    let _ = write!(
+                        text,
+                        ", {:+.1} % against none from one trial: no confidence interval; run \
+                         --trials 3 or more to tell a difference from noise",
+                        e.mean
+                    );
+                    None
+                }
+            },
+            None => None,
+        }
+    };
+    if noise == Some(true) {
+        text.push_str(" — recommendation: the bindings perform alike on this workload");
+    } else if noise == Some(false) {
+        let _ = write!(text, " — recommendation: serve with {}", best.label);
+        if !best.numactl.is_empty() {
+            let _ = write!(text, " (numactl {})", best.numactl.join(" "));
+        }
+    }
+    (Some(best.label.clone()), noise, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// rendering
+
+/// The seed's table: binding × level with QPS, latency, output throughput, TTFT p50/p99 and
+/// failures (mean ± 95 % half-width across trials), and the change against `none`.
+pub fn write_table<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
+    use comfy_table::presets::ASCII_MARKDOWN;
+    use comfy_table::{CellAlignment, Table};
+    let mut t = Table::new();
+    t.load_preset(ASCII_MARKDOWN);
+    t.set_header(vec![
+        "binding",
+        "level",
+        "avg QPS",
+        "avg latency (s)",
+        "output tok/s",
+        "TTFT p50 (s)",
+        "TTFT p99 (s)",
+        "failed",
+        "tok/s vs none",
+    ]);
+    for b in &r.bindings {
+        if b.trials_ok == 0 {
+            t.add_row(vec![b.label.clone(), "-".into(), "no successful trial".into()]);
+            continue;
+        }
+        for l in &b.levels {
+            t.add_row(vec![
+                b.label.clone(),
+                l.level.clone(),
+                l.qps.show(3),
+                l.latency_s.show(3),
+                l.output_throughput.show(1),
+                l.ttft_p50_s.show(3),
+                l.ttft_p99_s.show(3),
+                l.failed.show(1),
+                l.throughput_vs_none_pct.map_or("-".into(), |p| format!("{p:+.1} %")),
+            ]);
+        }
+    }
+    for i in 2..9 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    writeln!(w, "{t}")?;
+    let ci = if r.trials >= 2 {
+        format!("mean ± 95 % confidence half-width over {} trials (Student t)", r.trials)
+    } else {
+        "one trial: no confidence interval".to_string()
+    };
+    writeln!(w, "{ci}; trials interleaved: {}", r.order.join(" → "))?;
+    for b in &r.bindings {
+        if let Some(e) = &b.score_vs_none_pct {
+            if b.binding.is_none() {
+                continue;
+            }
+            match e.ci95 {
+                Some(ci) => writeln!(
+                    w,
+                    "  {}: {:+.1} % output tok/s against none (95 %: {:+.1} % to {:+.1} %)",
+                    b.label,
+                    e.mean,
+                    e.mean - ci,
+                    e.mean + ci
+                )?,
+                None => writeln!(w, "  {}: {:+.1} % output tok/s against none", b.label, e.mean)?,
+            }
+        }
+    }
+    let failed: Vec<&TrialRun> = r.runs.iter().filter(|x| x.error.is_some()).collect();
+    for f in &failed {
+        writeln!(
+            w,
+            "  FAILED {} trial {}: {}",
+            f.binding,
+            f.trial,
+            f.error.as_deref().unwrap_or_default()
+        )?;
+    }
+    if r.incomplete {
+        writeln!(w, "  (incomplete: the comparison stopped before every sub-run was done)")?;
+    }
+    writeln!(w, "{}", r.verdict)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const COLOURS: [&str; 8] =
+    ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"];
+
+/// A grouped bar chart (SVG): output tok/s per level, one bar per binding, with the 95 %
+/// interval as a whisker. Plain SVG so it opens in any browser with no script.
+pub fn write_chart<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
+    let bindings: Vec<&BindingResult> = r.bindings.iter().filter(|b| b.trials_ok > 0).collect();
+    let levels: Vec<String> = bindings
+        .first()
+        .map(|b| b.levels.iter().map(|l| l.level.clone()).collect())
+        .unwrap_or_default();
+    let (width, height, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 90.0);
+    let plot_w = width - left - 20.0;
+    let plot_h = height - top - bottom;
+    let ymax = bindings
+        .iter()
+        .flat_map(|b| b.levels.iter())
+        .map(|l| l.output_throughput.mean + l.output_throughput.ci95.unwrap_or(0.0))
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let y = |v: f64| top + plot_h - (v / ymax) * plot_h;
+    writeln!(
+        w,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    )?;
+    writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#)?;
+    writeln!(
+        w,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">output tok/s by binding (mean, 95 % interval over {} trial(s))</text>"#,
+        width / 2.0,
+        r.trials
+    )?;
+    for i in 0..=4 {
+        let v = ymax * i as f64 / 4.0;
+        let yy = y(v);
+        writeln!(
+            w,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{v:.0}</text>"##,
+            left + plot_w,
+            left - 6.0,
+            yy + 4.0
+        )?;
+    }
+    let group_w = plot_w / levels.len().max(1) as f64;
+    let bar_w = (group_w * 0.8) / bindings.len().max(1) as f64;
+    for (li, level) in levels.iter().enumerate() {
+        let gx = left + group_w * li as f64 + group_w * 0.1;
+        writeln!(
+            w,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            gx + group_w * 0.4,
+            top + plot_h + 16.0,
+            xml_escape(level)
+        )?;
+        for (bi, b) in bindings.iter().enumerate() {
+            let Some(l) = b.levels.iter().find(|l| &l.level == level) else { continue };
+            let m = l.output_throughput.mean;
+            if !m.is_finite() {
+                continue;
+            }
+            let x = gx + bar_w * bi as f64;
+            writeln!(
+                w,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: {:.1} tok/s</title></rect>"#,
+                y(m),
+                bar_w * 0.9,
+                (top + plot_h - y(m)).max(0.0),
+                COLOURS[bi % COLOURS.len()],
+                xml_escape(&b.label),
+                xml_escape(level),
+                m
+            )?;
+            if let Some(ci) = l.output_throughput.ci95 {
+                let cx = x + bar_w * 0.45;
+                writeln!(
+                    w,
+                    r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="black"/>"#,
+                    y(m + ci),
+                    y((m - ci).max(0.0))
+                )?;
+            }
+        }
+    }
+    for (bi, b) in bindings.iter().enumerate() {
+        let lx = left + (bi as f64 % 4.0) * 170.0;
+        let ly = height - 40.0 + (bi / 4) as f64 * 18.0;
+        let change = b
+            .score_vs_none_pct
+            .as_ref()
+            .filter(|_| !b.binding.is_none())
+            .map(|e| format!(" ({:+.1} %)", e.mean))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}{}</text>"#,
+            ly - 10.0,
+            COLOURS[bi % COLOURS.len()],
+            lx + 16.0,
+            ly,
+            xml_escape(&b.label),
+            xml_escape(&change)
+        )?;
+    }
+    writeln!(w, "</svg>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cs(s: &str) -> CpuSet {
+        CpuSet::parse_list(s).unwrap()
+    }
+
+    #[test]
+    fn commas_inside_nodes_lists_continue_the_entry() {
+        let c = parse_bindings("none,auto,nodes=0-3,nodes=0,2,4,6").unwrap();
+        let labels: Vec<&str> = c.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["none", "auto", "nodes=0-3", "nodes=0,2,4,6"]);
+        assert_eq!(
+            c[3].choice,
+            BindingChoice::Explicit { nodes: Some(cs("0,2,4,6")), cpus: None, memory: None }
+        );
+        let c = parse_bindings("cpus=0-15/mem=0, cpus=1").unwrap();
+        assert_eq!(c[0].label, "cpus=0-15/mem=0");
+        assert_eq!(c[0].dir_name(), "cpus=0-15+mem=0");
+        assert_eq!(c[1].label, "cpus=1");
+    }
+
+    #[test]
+    fn bad_entries_are_errors_naming_the_entry() {
+        for (text, want) in [
+            ("", "empty"),
+            ("none,,auto", "empty entry"),
+            ("fast", "not KEY=LIST"),
+            ("nodes=x", "nodes=x"),
+            ("cpus=1/nodes=0", "not both"),
+            ("mem=0/preferred=1", "twice"),
+            ("bogus=1", "unknown key"),
+            ("none,none", "twice"),
+            ("nodes=0,1,nodes=0-1", "twice"),
+        ] {
+            let e = parse_bindings(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn resolve_against_the_host() {
+        let host = HostNodes { nodes: BTreeMap::from([(0, cs("0-3")), (1, cs("4-7"))]) };
+        let c = parse_bindings("nodes=1,cpus=0-1/mem=0,none,preferred=1").unwrap();
+        let b = resolve(&c[0], &host, None).unwrap();
+        assert_eq!(b.numactl_args(), ["--cpunodebind=1", "--membind=1"]);
+        assert_eq!(b.cpus, Some(cs("4-7")));
+        let b = resolve(&c[1], &host, None).unwrap();
+        assert_eq!(b.numactl_args(), ["--physcpubind=0-1", "--membind=0"]);
+        assert!(resolve(&c[2], &host, None).unwrap().is_none());
+        assert_eq!(resolve(&c[3], &host, None).unwrap().memory, MemPolicy::Preferred(1));
+        let c = parse_bindings("nodes=2,cpus=9,auto").unwrap();
+        assert!(resolve(&c[0], &host, None).unwrap_err().to_string().contains("node 2"));
+        assert!(resolve(&c[1], &host, None).unwrap_err().to_string().contains("CPUs 9"));
+        assert!(resolve(&c[2], &host, None).is_err());
+    }
+
+    #[test]
+    fn schedule_interleaves_bindings_within_each_trial() {
+        assert_eq!(schedule(2, 3), [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]);
+        assert!(schedule(0, 3).is_empty());
+    }
+
+    #[test]
+    fn student_t_interval_on_literal_values() {
+        let e = Estimate::of(&[10.0, 12.0, 14.0]);
+        assert_eq!(e.mean, 12.0);
+        // s = 2, n = 3: 4.303 * 2 / sqrt(3)
+        assert!((e.ci95.unwrap() - 4.303 * 2.0 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(Estimate::of(&[5.0]).ci95, None);
+        assert_eq!(t975(1), 12.706);
+        assert_eq!(t975(500), 1.96);
+    }
+
+    fn run(binding: &str, trial: u32, thr: f64) -> TrialRun {
+        let f = LevelFigures {
+            qps: thr / 100.0,
+            latency_s: 1000.0 / thr,
+            output_throughput: thr,
+            ttft_p50_s: 0.1,
+            ttft_p99_s: 0.2,
+            failed: 0.0,
+        };
+        TrialRun {
+            binding: binding.into(),
+            trial,
+            dir: format!("{binding}/trial-{trial}"),
+            levels: vec![("c=8".into(), f)],
+            binding_check: vec![],
+            error: None,
+        }
+    }
+
+    fn choices() -> Vec<(Choice, Binding)> {
+        let host = HostNodes { nodes: BTreeMap::from([(0, cs("0-3"))]) };
+        parse_bindings("none,nodes=0")
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                let b = resolve(&c, &host, None).unwrap();
+                (c, b)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clear_gain_is_recommended() {
+        let runs = vec![
+            run("none", 1, 500.0),
+            run("nodes=0", 1, 560.0),
+            run("none", 2, 540.0),
+            run("nodes=0", 2, 610.0),
+            run("none", 3, 520.0),
+            run("nodes=0", 3, 585.0),
+        ];
+        let r = analyse(&choices(), 3, &runs, false);
+        assert_eq!(r.best.as_deref(), Some("nodes=0"));
+        assert_eq!(r.within_noise, Some(false));
+        assert!(r.verdict.contains("serve with nodes=0"), "{}", r.verdict);
+        let e = r.bindings[1].score_vs_none_pct.as_ref().unwrap();
+        assert!((e.mean - 12.4).abs() < 0.5, "{e:?}");
+        let l = &r.bindings[1].levels[0];
+        assert!((l.throughput_vs_none_pct.unwrap() - (585.0 / 520.0 - 1.0) * 100.0).abs() < 1e-9);
+        let mut table = Vec::new();
+        write_table(&r, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("| nodes=0 ") && table.contains("585.0 ±"), "{table}");
+        let mut svg = Vec::new();
+        write_chart(&r, &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<title>").count(), 2);
+    }
+
+    #[test]
+    fn overlapping_results_are_called_noise() {
+        let runs = vec![
+            run("none", 1, 500.0),
+            run("nodes=0", 1, 560.0),
+            run("none", 2, 560.0),
+            run("nodes=0", 2, 500.0),
+        ];
+        let r = analyse(&choices(), 2, &runs, false);
+        assert_eq!(r.within_noise, Some(true));
+        assert!(r.verdict.contains("WITHIN NOISE") || r.verdict.contains("alike"), "{}", r.verdict);
+    }
+
+    #[test]
+    fn one_trial_says_it_cannot_tell() {
+        let runs = vec![run("none", 1, 500.0), run("nodes=0", 1, 560.0)];
+        let r = analyse(&choices(), 1, &runs, false);
+        assert_eq!(r.within_noise, None);
+        assert!(r.verdict.contains("--trials 3"), "{}", r.verdict);
+    }
+
+    #[test]
+    fn failed_runs_are_listed_and_do_not_count() {
+        let mut bad = run("nodes=0", 1, 0.0);
+        bad.error = Some("engine exited with code 1".into());
+        bad.levels.clear();
+        let runs = vec![run("none", 1, 500.0), bad];
+        let r = analyse(&choices(), 1, &runs, true);
+        assert_eq!(r.best.as_deref(), Some("none"));
+        assert_eq!(r.bindings[1].trials_ok, 0);
+        let mut table = Vec::new();
+        write_table(&r, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(
+            table.contains("FAILED nodes=0 trial 1") && table.contains("incomplete"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! `verify --compare` and `demo` end to end: the real binary launches the real engine
+//! simulator under each binding (serve's process runtime, native binding), a watcher thread
+//! reads the engine processes' `/proc/PID/status` and `numa_maps` while they run, and the
+//! table, `compare.json` and chart are checked. This machine has CPUs 0-1 and node 0.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(dir: &Path, argv_extra: &str) -> std::path::PathBuf {
+    let port = free_port();
+    let path = dir.join("engine.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "host = \"local\"\nmodel = \"sim\"\n[engine]\nport = {port}\nargv = {argv_extra}\n\
+             [supervise]\nready_timeout = \"20s\"\nstop_grace = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+const SIM_ARGV: &str = "[\"{self}\", \"simulate\", \"--port\", \"{port}\", \"--served-model-name\", \"{served_model_name}\", \"--decode-base-ms\", \"5\", \"--prefill-base-ms\", \"5\"]";
+
+/// (cpus allowed, first numa_maps policy) of every live child of `parent` running `simulate`.
+fn engine_bindings(parent: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let field =
+            |k: &str| status.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()));
+        if field("PPid:").as_deref() != Some(&parent.to_string()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("simulate") {
+            continue;
+        }
+        let policy = std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))
+            .ok()
+            .and_then(|t| {
+                t.lines().next().and_then(|l| l.split_whitespace().nth(1).map(String::from))
+            })
+            .unwrap_or_default();
+        if let Some(cpus) = field("Cpus_allowed_list:") {
+            out.push((cpus, policy));
+        }
+    }
+    out
+}
+
+/// Runs the command while a thread samples the engine processes' bindings from /proc.
+fn run_watched(mut cmd: Command) -> (std::process::Output, BTreeSet<(String, String)>) {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                seen.lock().unwrap().extend(engine_bindings(pid));
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (out, seen)
+}
+
+fn alive_simulators(pids: &[i64]) -> Vec<i64> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("simulate"))
+        })
+        .collect()
+}
+
+#[test]
+fn compare_bare_applies_each_binding_and_writes_table_json_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let out = dir.path().join("out");
+    let mut cmd = bin();
+    cmd.args(["verify", "--compare", "none,cpus=1,cpus=0-1/mem=0", "--trials", "2", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
+        .args(["--parallel", "2", "--number", "6", "--warmup", "1", "--quiet"]);
+    let (o, seen) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // Seen in /proc while the engines ran: CPU 1 only, and the membind to node 0.
+    assert!(seen.iter().any(|(c, _)| c == "1"), "{seen:?}");
+    assert!(seen.iter().any(|(c, p)| c == "0-1" && p.starts_with("bind:0")), "{seen:?}");
+    assert!(seen.iter().any(|(c, p)| c == "0-1" && p == "default"), "{seen:?}");
+    // The table: one row per binding and level, the change against none.
+    for row in ["| none ", "| cpus=1 ", "| cpus=0-1/mem=0 "] {
+        assert!(stdout.contains(row), "{stdout}");
+    }
+    assert!(stdout.contains("over 2 trials") && stdout.contains("best: "), "{stdout}");
+    // compare.json: 6 sub-runs interleaved, each with its binding check, the sub-run files.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    let order: Vec<(String, u64)> = runs
+        .iter()
+        .map(|r| (r["binding"].as_str().unwrap().to_string(), r["trial"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("none".to_string(), 1),
+            ("cpus=1".into(), 1),
+            ("cpus=0-1/mem=0".into(), 1),
+            ("none".into(), 2),
+            ("cpus=1".into(), 2),
+            ("cpus=0-1/mem=0".into(), 2)
+        ]
+    );
+    let mut pids = Vec::new();
+    for r in runs {
+        assert!(r["error"].is_null(), "{r}");
+        let checks = r["binding_check"].as_array().unwrap();
+        assert!(!checks.is_empty());
+        for c in checks {
+            pids.push(c["pid"].as_i64().unwrap());
+            if r["binding"] == "cpus=1" {
+                assert_eq!(c["cpus_allowed"], "1");
+            }
+        }
+        let sub = out.join(r["dir"].as_str().unwrap());
+        assert!(sub.join("summary.json").is_file() && sub.join("requests.jsonl").is_file());
+    }
+    assert!(out.join("cpus=0-1+mem=0/trial-2/summary.json").is_file());
+    let b = &json["bindings"][1];
+    assert_eq!(b["label"], "cpus=1");
+    assert_eq!(b["trials_ok"], 2);
+    assert!(b["levels"][0]["output_throughput"]["ci95"].as_f64().unwrap() >= 0.0);
+    assert!(json["verdict"].as_str().unwrap().starts_with("best: "));
+    let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<title>").count() == 3, "{svg}");
+    assert!(std::fs::read_to_string(out.join("compare.txt")).unwrap().contains("| cpus=1 "));
+    assert!(alive_simulators(&pids).is_empty(), "engines left running");
+}
+
+#[test]
+fn compare_bad_input_and_engine_that_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let out = dir.path().join("out");
+    for (bindings, want) in [
+        ("nodes=7", "NUMA node 7 does not exist"),
+        ("none,bogus", "`bogus` is not KEY=LIST"),
+        ("cpus=64", "CPUs 64 do not exist"),
+    ] {
+        let o = bin()
+            .args(["verify", "--compare", bindings, "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bindings}: {err}");
+        assert!(err.contains(want) && err.lines().count() == 1, "{bindings}: {err}");
+    }
+    // An engine that exits at once: the sub-run is recorded as failed, exit 1, JSON written.
+    let cfg = config(dir.path(), "[\"/bin/false\"]");
+    let o = bin()
+        .args(["verify", "--compare", "none", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--number", "2", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("engine ended before it was ready"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert!(json["runs"][0]["error"].as_str().unwrap().contains("before it was ready"));
+}
+
+#[test]
+fn demo_runs_end_to_end_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let mut cmd = bin();
+    cmd.args(["demo", "--trials", "1", "--out"]).arg(&out);
+    let started = std::time::Instant::now();
+    let (o, seen) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(stdout.contains("numactl --cpunodebind=0 --membind=0"), "{stdout}");
+    assert!(stdout.contains("-> numactl --physcpubind=0 --membind=0"), "{stdout}");
+    assert!(stdout.contains("Cpus_allowed_list 0 ") && stdout.contains("inside the binding"));
+    assert!(stdout.contains(&format!("report: {}", out.join("report.md").display())), "{stdout}");
+    assert!(seen.iter().any(|(c, p)| c == "0" && p.starts_with("bind:0")), "{seen:?}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("compare/compare.svg") && report.contains("| auto "), "{report}");
+    assert!(out.join("compare/compare.svg").is_file() && out.join("sweep/summary.json").is_file());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare/compare.json")).unwrap())
+            .unwrap();
+    let pids: Vec<i64> = json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["binding_check"].as_array().unwrap().iter().map(|c| c["pid"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(pids.len(), 2);
+    // The sweep's engine, as the demo printed it: `/proc/PID/status: ...`.
+    let mut pids = pids;
+    pids.extend(
+        stdout.lines().filter_map(|l| {
+            l.trim().strip_prefix("/proc/")?.split('/').next()?.parse::<i64>().ok()
+        }),
+    );
+    assert_eq!(pids.len(), 3, "{stdout}");
+    assert!(alive_simulators(&pids).is_empty(), "engines left running");
+}
+
+#[path = "support/docker.rs"]
+mod support;
+
+#[test]
+fn compare_container_mode_binds_the_container_cpuset() {
+    if !support::docker_ready() {
+        return;
+    }
+    let image = support::test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "host = \"local\"\nmodel = \"sim\"\n[launch]\nmode = \"container\"\n\
+             [container]\nimage = \"{image}\"\nnetwork = \"host\"\nstop_timeout_s = 5\n\
+             security_opt = [\"seccomp=unconfined\"]\n\
+             [engine]\nport = {port}\nargv = [\"/nodeagent\", \"simulate\", \"--port\", \"{{port}}\", \
+             \"--served-model-name\", \"{{served_model_name}}\", \"--decode-base-ms\", \"5\"]\n\
+             [supervise]\nready_timeout = \"30s\"\nstop_grace = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = bin()
+        .args(["verify", "--compare", "none,cpus=1", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
+        .args(["--parallel", "2", "--number", "4", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("| cpus=1 "), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let run = &json["runs"][1];
+    assert_eq!(run["binding"], "cpus=1");
+    let checks = run["binding_check"].as_array().unwrap();
+    assert!(!checks.is_empty() && checks.iter().all(|c| c["cpus_allowed"] == "1"), "{run}");
+    let (_, left) =
+        support::docker(&["ps", "-aq", "--filter", "label=io.nodeagent.instance=compare"]);
+    assert!(left.trim().is_empty(), "containers left: {left}");
+}
