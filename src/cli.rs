@@ -282,6 +282,8 @@ pub struct ServeArgs {
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub monitor: ServeMonitorArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -584,6 +586,28 @@ pub struct MonitorArgs {
     /// Root of the proc tree (the engine's process tree).
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
+}
+
+/// The monitor under `nodeagent serve` (flattened into `ServeArgs`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeMonitorArgs {
+    /// Watch the GPUs and serve Prometheus `/metrics` and JSON `/status` on 127.0.0.1:PORT
+    /// (0 picks a free port, logged at start). The monitor is off when not given.
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// Which GPU tool the monitor runs (`--mx-smi` / `--nvidia-smi` give their paths).
+    #[arg(long, value_enum, default_value_t = GpuToolArg::Auto)]
+    pub gpu_tool: GpuToolArg,
+    /// Time between GPU samples.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub gpu_interval: std::time::Duration,
+    /// Alert when a GPU's memory use is above this percentage of its total.
+    #[arg(long, value_name = "PCT", default_value_t = 97.0)]
+    pub gpu_memory_threshold: f64,
+    /// Do not restart the engine when the monitor finds it hung (requests in flight, GPUs at
+    /// 0 % for several samples); only report it.
+    #[arg(long)]
+    pub no_gpu_hang_restart: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ pub struct SweepSpec {
     /// Time in-flight requests get to finish after Ctrl-C before they are cancelled.
     pub grace: Duration,
     pub argv: Vec<String>,
+    /// GPU sampler for the per-level utilization and memory in `meta.gpu` (engine on this host).
+    pub gpu_sampler: Option<std::sync::Arc<dyn crate::monitor::Sampler>>,
 }
 
 /// Result of a sweep; `summary.meta.interrupted` says whether Ctrl-C cut it short.
@@ -275,6 +277,10 @@ pub async fn run_sweep(
             abort.cancel();
         });
     }
+    let mut gpu = spec
+        .gpu_sampler
+        .clone()
+        .map(|s| crate::monitor::levels::GpuRecorder::start(s, Duration::from_secs(1)));
     for (i, level) in spec.levels.iter().enumerate() {
         if interrupt.is_cancelled() {
             break;
@@ -302,6 +308,11 @@ pub async fn run_sweep(
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || interrupt.is_cancelled() {
                 continue;
+            }
+            if !warmup {
+                if let Some(g) = gpu.as_mut() {
+                    g.begin_level();
+                }
             }
             let schedule = Schedule::new(
                 if warmup { Mode::Closed } else { mode },
@@ -351,6 +362,9 @@ pub async fn run_sweep(
             }
             pb.finish_and_clear();
         }
+        if let Some(g) = gpu.as_mut() {
+            g.end_level(&label);
+        }
         let stats = agg.finish();
         on_level(&stats);
         summary.levels.push(stats);
@@ -360,6 +374,9 @@ pub async fn run_sweep(
         }
     }
     summary.meta.interrupted = interrupt.is_cancelled();
+    if let Some(g) = gpu {
+        summary.meta.gpu = Some(g.finish().await);
+    }
     if let Some(d) = dir.as_mut() {
         d.summary(&summary)?;
     }

@@ -622,6 +622,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         // As `serve` sets them in container mode: the engine's port must be free.
         check_port: Some(port),
         check_path: None,
+        gpu_hung: None,
     };
     let snapshot = || status.lock().unwrap().snapshot();
     let driver = async {

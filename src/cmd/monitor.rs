@@ -175,3 +175,70 @@ fn print_status(
     };
     r.and_then(|_| out.flush()).context("writing to stdout").failed()
 }
+
+/// Starts the monitor for `nodeagent serve` when `--metrics-port` is given; returns the
+/// hung-engine verdict for the supervisor (`None`: no monitor, or `--no-gpu-hang-restart`).
+pub async fn start_for_serve(
+    serve: &crate::cli::ServeArgs,
+    spec: &crate::launch::spec::LaunchSpec,
+    status: crate::supervise::status::Shared,
+    cancel: &CancellationToken,
+) -> Result<Option<watch::Receiver<bool>>, CmdError> {
+    let args = &serve.monitor;
+    let Some(port) = args.metrics_port else { return Ok(None) };
+    let vendor = match args.gpu_tool {
+        GpuToolArg::Auto => None,
+        GpuToolArg::Metax => Some(Vendor::Metax),
+        GpuToolArg::Nvidia => Some(Vendor::Nvidia),
+    };
+    let timeout = args.gpu_interval.max(std::time::Duration::from_secs(1));
+    let (mx_smi, nvidia_smi) = (&serve.source.mx_smi, &serve.source.nvidia_smi);
+    let sampler = ToolSampler::detect(vendor, mx_smi, nvidia_smi, timeout)
+        .context("--metrics-port needs a GPU tool")
+        .bad_input()?;
+    let config = AgentConfig {
+        interval: args.gpu_interval,
+        checks: CheckConfig {
+            memory_high_pct: args.gpu_memory_threshold,
+            ..CheckConfig::default()
+        },
+        ..AgentConfig::default()
+    };
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let gpus = crate::monitor::supervised::visible_gpus(&spec.env);
+    let started = crate::monitor::supervised::spawn(
+        Arc::new(sampler),
+        config,
+        listen,
+        status,
+        gpus,
+        cancel.child_token(),
+    )
+    .await
+    .bad_input()?;
+    tracing::info!(
+        addr = %started.addr,
+        "monitor: serving http://{}/metrics and http://{}/status",
+        started.addr,
+        started.addr
+    );
+    Ok((!args.no_gpu_hang_restart).then_some(started.hung))
+}
+
+/// The GPU sampler `verify` uses while it sweeps an engine on this host (a loopback URL) and a
+/// GPU tool is on PATH; `None` otherwise (the sweep runs without GPU figures).
+pub fn local_gpu_sampler(url: &str) -> Option<Arc<dyn Sampler>> {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    if !matches!(host, "127.0.0.1" | "localhost" | "[") {
+        return None;
+    }
+    let s = ToolSampler::detect(
+        None,
+        Path::new("mx-smi"),
+        Path::new("nvidia-smi"),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    tracing::info!(sampler = %s.describe(), "sampling the GPUs during the sweep");
+    Some(Arc::new(s))
+}

@@ -145,10 +145,10 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         .build()
         .context("starting the async runtime")
         .failed()?;
-    rt.block_on(serve(c, spec))
+    rt.block_on(serve(c, spec, &args))
 }
 
-async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
+async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdError> {
     let state_dir = c.state_dir();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state dir {}", state_dir.display()))
@@ -163,6 +163,7 @@ async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
     let cancel = CancellationToken::new();
     let server =
         status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
+    let gpu_hung = super::monitor::start_for_serve(args, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = health_addr(&c);
     let model = spec.served_model_name.clone();
@@ -186,6 +187,7 @@ async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
         proc: ProcFs::default(),
         check_port,
         check_path,
+        gpu_hung,
     };
     let outcome = supervisor.run().await;
     cancel.cancel();

@@ -194,6 +194,7 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         progress: !a.quiet,
         grace: a.grace,
         argv: std::env::args().collect(),
+        gpu_sampler: crate::cmd::monitor::local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
     };
     Ok((spec, dataset, a.format))
 }

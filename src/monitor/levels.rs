@@ -71,6 +71,86 @@ pub fn summarize(samples: &[Sample]) -> LevelGpuSummary {
     out
 }
 
+/// Samples the GPUs in the background while a sweep runs, and cuts the samples into levels.
+/// `verify` calls `begin_level` / `end_level` around each load level and puts `finish`'s JSON
+/// into `summary.json`'s `meta.gpu`.
+pub struct GpuRecorder {
+    sampler_name: String,
+    interval: std::time::Duration,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    begin: usize,
+    levels: Vec<serde_json::Value>,
+}
+
+impl std::fmt::Debug for GpuRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuRecorder").field("sampler", &self.sampler_name).finish()
+    }
+}
+
+impl GpuRecorder {
+    /// Starts sampling every `interval` (missed ticks are skipped, a hung tool times out).
+    pub fn start(
+        sampler: std::sync::Arc<dyn super::sampler::Sampler>,
+        interval: std::time::Duration,
+    ) -> Self {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (s, c, sm) = (samples.clone(), cancel.clone(), sampler.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let sample = tokio::select! {
+                    _ = c.cancelled() => return,
+                    x = sm.sample() => x,
+                };
+                s.lock().unwrap().push(sample);
+            }
+        });
+        Self {
+            sampler_name: sampler.describe(),
+            interval,
+            samples,
+            cancel,
+            task,
+            begin: 0,
+            levels: Vec::new(),
+        }
+    }
+
+    pub fn begin_level(&mut self) {
+        self.begin = self.samples.lock().unwrap().len();
+    }
+
+    pub fn end_level(&mut self, label: &str) {
+        let all = self.samples.lock().unwrap();
+        let summary = summarize(&all[self.begin.min(all.len())..]);
+        let mut v = serde_json::to_value(summary).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("level".into(), serde_json::Value::from(label));
+        }
+        self.levels.push(v);
+    }
+
+    /// Stops sampling; `{"sampler", "interval_ms", "levels": [{level, samples, gpus: [...]}]}`.
+    pub async fn finish(self) -> serde_json::Value {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        serde_json::json!({
+            "sampler": self.sampler_name,
+            "interval_ms": self.interval.as_millis() as u64,
+            "levels": self.levels,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +194,22 @@ mod tests {
         assert_eq!(sum.gpus[1].memory_used_max_mib, Some(60278));
         assert_eq!(sum.gpus[1].memory_used_mean_mib, Some(60139.0));
         assert!(summarize(&[]).gpus.is_empty());
+    }
+
+    #[tokio::test]
+    async fn recorder_cuts_samples_into_levels() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/monitor/seed-load");
+        let sampler = std::sync::Arc::new(crate::monitor::DirSampler::new(&dir).unwrap());
+        let mut r = GpuRecorder::start(sampler, std::time::Duration::from_millis(10));
+        r.begin_level();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r.end_level("c=1");
+        let v = r.finish().await;
+        let level = &v["levels"][0];
+        assert_eq!(level["level"], "c=1");
+        assert!(level["samples"].as_u64().unwrap() >= 2, "{v}");
+        assert_eq!(level["gpus"][2]["utilization_max_pct"], 24.0);
+        assert_eq!(level["gpus"][0]["memory_used_max_mib"], 60278);
     }
 }

@@ -18,6 +18,7 @@ pub mod sample;
 pub mod sampler;
 pub mod server;
 pub mod status;
+pub mod supervised;
 pub mod view;
 
 pub use agent::{AgentChannels, AgentConfig, Monitor, Shared};

@@ -16,7 +16,7 @@ use super::parse::{self, NVIDIA_QUERY_APPS_ARGS, NVIDIA_QUERY_GPU_ARGS};
 use super::sample::{now_unix_ms, Sample, SampleSource};
 
 /// Produces one sample per call. Implementations must bound their own run time.
-pub trait Sampler: Send + Sync {
+pub trait Sampler: Send + Sync + std::fmt::Debug {
     fn sample(&self) -> BoxFuture<'_, Sample>;
     /// For logs and `/status`: `nvidia-smi (/usr/bin/nvidia-smi)`.
     fn describe(&self) -> String;

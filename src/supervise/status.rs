@@ -82,6 +82,9 @@ pub struct AgentStatus {
     pub restarts: u32,
     /// How the engine ended last (`exit code 1`, `signal 9`, `hung: ...`).
     pub last_exit: Option<String>,
+    /// GPUs, their processes and the monitor's alerts (`nodeagent serve --metrics-port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::MonitorStatus>,
     #[serde(skip)]
     pub started_at: Option<SystemTime>,
     #[serde(skip)]
@@ -120,6 +123,7 @@ impl AgentStatus {
             health: None,
             restarts: 0,
             last_exit: None,
+            monitor: None,
             started_at: Some(SystemTime::now()),
             engine_started_at: None,
         }

@@ -73,6 +73,24 @@ pub struct Supervisor {
     /// not (containers): this port must be free, this host path must exist.
     pub check_port: Option<u16>,
     pub check_path: Option<std::path::PathBuf>,
+    /// The monitor's debounced hung-engine verdict (requests in flight, GPUs idle); `None`
+    /// when the monitor does not run or must not restart the engine.
+    pub gpu_hung: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Resolves when the monitor's hung verdict turns true (an edge, so a verdict left over from
+/// the previous engine life does not restart the new one); never when there is no monitor.
+async fn gpu_hung_edge(rx: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = rx else { return std::future::pending().await };
+    loop {
+        if rx.changed().await.is_err() {
+            // The monitor is gone: no verdicts any more.
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
 }
 
 fn describe_exit(exit: &Result<EngineExit, RuntimeError>) -> String {
@@ -365,6 +383,12 @@ impl Supervisor {
                             return LifeEnd::Escaped(why);
                         }
                     }
+                }
+                // The monitor saw requests in flight while every engine GPU sat at 0 % for
+                // several samples: a hang the HTTP health check cannot see.
+                _ = gpu_hung_edge(&mut self.gpu_hung), if ready => {
+                    return LifeEnd::Restart(
+                        "engine hung: requests in flight but its GPUs idle (monitor)".to_string());
                 }
                 _ = wd_tick.tick(), if watchdog.is_some() => {
                     self.notifier.notify(Notice::Watchdog);

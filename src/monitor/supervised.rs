@@ -1,0 +1,130 @@
+//! The monitor under `nodeagent serve`: the bridge from the supervisor's status record to the
+//! monitor's `EngineReport` (state, pids, restarts, binding check, the engine's metrics URL),
+//! the monitor's status copied back into the record (so `nodeagent status` shows GPUs and
+//! alerts), the `/metrics` endpoint, and the hung-engine verdict handed to the supervisor.
+//! It starts tasks; it never touches the engine itself.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervise::status::{AgentStatus, Shared as AgentShared, State};
+
+use super::agent::{self, http_get, AgentChannels, AgentConfig, Monitor, Shared};
+use super::sampler::Sampler;
+use super::server::{self, ServerError};
+use super::status::EngineReport;
+
+/// The GPU indexes an engine is restricted to by its environment (`CUDA_VISIBLE_DEVICES`,
+/// `MACA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`), when they are plain indexes.
+pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<Vec<u32>> {
+    ["CUDA_VISIBLE_DEVICES", "MACA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"].iter().find_map(|k| {
+        let v = env.get(*k)?;
+        v.split(',').map(|s| s.trim().parse::<u32>().ok()).collect::<Option<Vec<_>>>()
+    })
+}
+
+/// The monitor's view of the engine, from the supervisor's record.
+pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport {
+    let running =
+        !matches!(status.state, State::Stopped | State::Failed) && !status.pids.is_empty();
+    EngineReport {
+        supervised: true,
+        state: status.state.to_string(),
+        running,
+        pids: status.pids.iter().filter_map(|&p| u32::try_from(p).ok()).collect(),
+        gpus: gpus.map(<[u32]>::to_vec),
+        restarts: u64::from(status.restarts),
+        binding_ok: status.binding_check.as_ref().map(|b| b.ok),
+        health_latency_ms: None,
+        in_flight: None,
+        metrics_url: Some(format!("http://127.0.0.1:{}/metrics", status.port)),
+    }
+}
+
+/// What `spawn` started.
+#[derive(Debug)]
+pub struct Supervised {
+    /// Where `/metrics` and `/status` answer.
+    pub addr: SocketAddr,
+    /// The debounced hung-engine verdict (true: requests in flight, GPUs idle).
+    pub hung: watch::Receiver<bool>,
+    pub shared: Arc<Shared>,
+}
+
+/// Starts the monitor for a supervised engine: the sampling loop, the endpoint on `listen`, and
+/// a bridge task that refreshes the engine report (and measures the engine's `/health`
+/// latency) every half interval and copies the monitor's status into the agent's record.
+pub async fn spawn(
+    sampler: Arc<dyn Sampler>,
+    config: AgentConfig,
+    listen: SocketAddr,
+    agent_status: AgentShared,
+    gpus: Option<Vec<u32>>,
+    cancel: CancellationToken,
+) -> Result<Supervised, ServerError> {
+    let shared = Arc::new(Shared::default());
+    let (addr, serve) = server::bind(listen, shared.clone(), cancel.clone()).await?;
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+    let report =
+        move |s: &AgentShared| engine_report(&s.lock().unwrap().snapshot(), gpus.as_deref());
+    let (engine_tx, engine_rx) = watch::channel(report(&agent_status));
+    let (hung_tx, hung_rx) = watch::channel(false);
+    let interval = config.interval;
+    let monitor = Monitor::new(sampler, config);
+    let channels = AgentChannels { engine: engine_rx, hung: Some(hung_tx), samples: None };
+    tokio::spawn(agent::run(monitor, shared.clone(), channels, cancel.clone()));
+
+    let bridge_shared = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut r = report(&agent_status);
+            if r.running {
+                let url = format!("http://127.0.0.1:{}/health", agent_status.lock().unwrap().port);
+                let started = Instant::now();
+                if http_get(&url, Duration::from_secs(2)).await.is_ok() {
+                    r.health_latency_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            engine_tx.send_if_modified(|old| {
+                let changed = *old != r;
+                *old = r;
+                changed
+            });
+            let snapshot = bridge_shared.snapshot();
+            if snapshot.samples_total > 0 {
+                agent_status.lock().unwrap().monitor = Some(snapshot);
+            }
+        }
+    });
+    Ok(Supervised { addr, hung: hung_rx, shared })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visible_gpus_from_env() {
+        let env: BTreeMap<String, String> =
+            [("MACA_VISIBLE_DEVICES".to_string(), "0,2".to_string())].into();
+        assert_eq!(visible_gpus(&env), Some(vec![0, 2]));
+        let env: BTreeMap<String, String> =
+            [("CUDA_VISIBLE_DEVICES".to_string(), "GPU-1234".to_string())].into();
+        assert_eq!(visible_gpus(&env), None);
+    }
+}
