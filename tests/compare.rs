@@ -159,7 +159,11 @@ fn compare_bare_applies_each_binding_and_writes_table_json_and_chart() {
     assert!(b["levels"][0]["output_throughput"]["ci95"].as_f64().unwrap() >= 0.0);
     assert!(json["verdict"].as_str().unwrap().starts_with("best: "));
     let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.matches("<title>").count() == 3, "{svg}");
+    // A legend entry for each of the three bindings.
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    for label in ["\nnone\n", "\ncpus=1 (", "\ncpus=0-1/mem=0 ("] {
+        assert!(svg.contains(label), "no legend entry {label:?} in {svg}");
+    }
     assert!(std::fs::read_to_string(out.join("compare.txt")).unwrap().contains("| cpus=1 "));
     assert!(alive_simulators(&pids).is_empty(), "engines left running");
 }

@@ -751,24 +751,23 @@ pub fn write_table<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()>
     writeln!(w, "{}", r.verdict)
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// The comparison chart (SVG, drawn with plotters): output tok/s per level, one bar per
+/// binding, with the 95 % interval across trials as an error bar, and each binding's change
+/// against `none` in the legend.
+pub fn write_chart<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
+    let svg = chart_svg(r).map_err(std::io::Error::other)?;
+    w.write_all(svg.as_bytes())
 }
 
-const COLOURS: [&str; 8] =
-    ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"];
-
-/// A grouped bar chart (SVG): output tok/s per level, one bar per binding, with the 95 %
-/// interval as a whisker. Plain SVG so it opens in any browser with no script.
-pub fn write_chart<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
+fn chart_svg(r: &CompareReport) -> Result<String, String> {
+    use plotters::prelude::*;
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    crate::report::chart::register_font();
     let bindings: Vec<&BindingResult> = r.bindings.iter().filter(|b| b.trials_ok > 0).collect();
     let levels: Vec<String> = bindings
         .first()
         .map(|b| b.levels.iter().map(|l| l.level.clone()).collect())
         .unwrap_or_default();
-    let (width, height, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 90.0);
-    let plot_w = width - left - 20.0;
-    let plot_h = height - top - bottom;
     let ymax = bindings
         .iter()
         .flat_map(|b| b.levels.iter())
@@ -776,91 +775,85 @@ pub fn write_chart<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()>
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max)
         .max(1e-9)
-        * 1.1;
-    let y = |v: f64| top + plot_h - (v / ymax) * plot_h;
-    writeln!(
-        w,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
-    )?;
-    writeln!(w, r#"<rect width="100%" height="100%" fill="white"/>"#)?;
-    writeln!(
-        w,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">output tok/s by binding (mean, 95 % interval over {} trial(s))</text>"#,
-        width / 2.0,
-        r.trials
-    )?;
-    for i in 0..=4 {
-        let v = ymax * i as f64 / 4.0;
-        let yy = y(v);
-        writeln!(
-            w,
-            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{v:.0}</text>"##,
-            left + plot_w,
-            left - 6.0,
-            yy + 4.0
-        )?;
-    }
-    let group_w = plot_w / levels.len().max(1) as f64;
-    let bar_w = (group_w * 0.8) / bindings.len().max(1) as f64;
-    for (li, level) in levels.iter().enumerate() {
-        let gx = left + group_w * li as f64 + group_w * 0.1;
-        writeln!(
-            w,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            gx + group_w * 0.4,
-            top + plot_h + 16.0,
-            xml_escape(level)
-        )?;
+        * 1.15;
+    let n = levels.len().max(1);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (760, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("output tok/s by binding (mean, 95 % interval over {} trial(s))", r.trials),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+            .map_err(|x| e(&x))?;
+        // Levels are categories at x = i + 0.5; ticks come every 0.5, only the middles are named.
+        let level_name = |x: &f64| {
+            let i = x.floor();
+            if (x - i - 0.5).abs() < 1e-6 {
+                levels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&level_name)
+            .y_desc("output tok/s")
+            .draw()
+            .map_err(|x| e(&x))?;
+        let width = 0.8 / bindings.len().max(1) as f64;
         for (bi, b) in bindings.iter().enumerate() {
-            let Some(l) = b.levels.iter().find(|l| &l.level == level) else { continue };
-            let m = l.output_throughput.mean;
-            if !m.is_finite() {
-                continue;
-            }
-            let x = gx + bar_w * bi as f64;
-            writeln!(
-                w,
-                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: {:.1} tok/s</title></rect>"#,
-                y(m),
-                bar_w * 0.9,
-                (top + plot_h - y(m)).max(0.0),
-                COLOURS[bi % COLOURS.len()],
-                xml_escape(&b.label),
-                xml_escape(level),
-                m
-            )?;
-            if let Some(ci) = l.output_throughput.ci95 {
-                let cx = x + bar_w * 0.45;
-                writeln!(
-                    w,
-                    r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="black"/>"#,
-                    y(m + ci),
-                    y((m - ci).max(0.0))
-                )?;
-            }
+            let colour = Palette99::pick(bi).to_rgba();
+            let bars: Vec<(f64, f64, Option<f64>)> = levels
+                .iter()
+                .enumerate()
+                .filter_map(|(li, level)| {
+                    let l = b.levels.iter().find(|l| &l.level == level)?;
+                    let m = l.output_throughput.mean;
+                    m.is_finite()
+                        .then(|| (li as f64 + 0.1 + width * bi as f64, m, l.output_throughput.ci95))
+                })
+                .collect();
+            let change = b
+                .score_vs_none_pct
+                .as_ref()
+                .filter(|_| !b.binding.is_none())
+                .map(|e| format!(" ({:+.1} %)", e.mean))
+                .unwrap_or_default();
+            chart
+                .draw_series(bars.iter().map(|&(x, m, _)| {
+                    Rectangle::new([(x, 0.0), (x + width * 0.9, m)], colour.filled())
+                }))
+                .map_err(|x| e(&x))?
+                .label(format!("{}{change}", b.label))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
+            chart
+                .draw_series(bars.iter().filter_map(|&(x, m, ci)| {
+                    let ci = ci?;
+                    let cx = x + width * 0.45;
+                    Some(ErrorBar::new_vertical(cx, (m - ci).max(0.0), m, m + ci, BLACK, 6))
+                }))
+                .map_err(|x| e(&x))?;
         }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
     }
-    for (bi, b) in bindings.iter().enumerate() {
-        let lx = left + (bi as f64 % 4.0) * 170.0;
-        let ly = height - 40.0 + (bi / 4) as f64 * 18.0;
-        let change = b
-            .score_vs_none_pct
-            .as_ref()
-            .filter(|_| !b.binding.is_none())
-            .map(|e| format!(" ({:+.1} %)", e.mean))
-            .unwrap_or_default();
-        writeln!(
-            w,
-            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}{}</text>"#,
-            ly - 10.0,
-            COLOURS[bi % COLOURS.len()],
-            lx + 16.0,
-            ly,
-            xml_escape(&b.label),
-            xml_escape(&change)
-        )?;
-    }
-    writeln!(w, "</svg>")
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -995,7 +988,8 @@ mod tests {
         write_chart(&r, &mut svg).unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<title>").count(), 2);
+        // One legend entry per binding, with its change against `none`.
+        assert!(svg.contains("\nnone\n") && svg.contains("\nnodes=0 (+12."), "{svg}");
     }
 
     #[test]

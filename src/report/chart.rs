@@ -20,7 +20,8 @@ pub enum ChartError {
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn register_font() {
+/// Registers the bundled font for plotters' text (every chart of the crate calls this).
+pub fn register_font() {
     REGISTER.call_once(|| {
         // The font is compiled in and known good; a failure here would only lose PNG text.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
