@@ -817,8 +817,11 @@ fn chart_svg(r: &CompareReport) -> Result<String, String> {
                 .filter_map(|(li, level)| {
                     let l = b.levels.iter().find(|l| &l.level == level)?;
                     let m = l.output_throughput.mean;
-                    m.is_finite()
-                        .then(|| (li as f64 + 0.1 + width * bi as f64, m, l.output_throughput.ci95))
+                    m.is_finite().then_some((
+                        li as f64 + 0.1 + width * bi as f64,
+                        m,
+                        l.output_throughput.ci95,
+                    ))
                 })
                 .collect();
             let change = b
