@@ -11,7 +11,7 @@ $B plan --from $w/snap --json >$w/plan-replay.json 2>>$w/plan.txt
 TIMEFORMAT="%R s wall %U user %S sys"
 for i in 1 2 3 4 5; do { time $B probe >/dev/null 2>/dev/null; } 2>>$w/probe-times.txt; done
 for i in 1 2 3 4 5; do echo topo >>$w/probe-times.txt; { time nvidia-smi topo -m >/dev/null; } 2>>$w/probe-times.txt; echo query >>$w/probe-times.txt; { time nvidia-smi --query-gpu=index,name,pci.bus_id,memory.total,memory.used,utilization.gpu,temperature.gpu,power.draw --format=csv >/dev/null; } 2>>$w/probe-times.txt; echo numactl >>$w/probe-times.txt; { time numactl --hardware >/dev/null; } 2>>$w/probe-times.txt; done
-RUST_LOG=debug $B probe >/dev/null 2>$w/probe-debug.txt; tail -30 $w/probe-debug.txt >> $w/probe-times.txt
+for i in 1 2 3; do $B probe --timings >/dev/null 2>>$w/probe-times.txt; $B probe --timings --no-hwloc >/dev/null 2>>$w/probe-times.txt; done
 cat > $w/load.py <<'PY'
 import sys, time, torch
 dev = int(sys.argv[1]); n = int(sys.argv[2]); secs = float(sys.argv[3])
