@@ -270,6 +270,20 @@ impl Config {
         self.engine.port.unwrap_or(8000)
     }
 
+    /// Where health checks and sweeps reach the engine: its listen address, or loopback when
+    /// it listens on all addresses (or none is configured).
+    pub fn engine_addr(&self) -> std::net::SocketAddr {
+        use std::net::{IpAddr, Ipv4Addr};
+        let ip = self
+            .engine
+            .host
+            .as_deref()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        std::net::SocketAddr::new(ip, self.port())
+    }
+
     pub fn mode(&self) -> LaunchMode {
         self.launch.mode.unwrap_or_default()
     }

@@ -7,7 +7,6 @@
 //! Not done here: asking an already running `nodeagent serve` to rebind (the engine is always
 //! launched from the config).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
@@ -26,18 +25,6 @@ use crate::launch::spec::LaunchSpec;
 use crate::supervise::process::ProcessRuntime;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::EngineRuntime;
-
-/// Where health checks and the sweep go: the engine's address, loopback when it listens on all.
-pub fn engine_addr(c: &Config) -> SocketAddr {
-    let ip = c
-        .engine
-        .host
-        .as_deref()
-        .and_then(|h| h.parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    SocketAddr::new(ip, c.port())
-}
 
 /// A factory of engine runtimes for `config`: one fresh runtime per engine life.
 pub fn factory(config: &Config, state_dir: PathBuf) -> Result<RuntimeFactory, CmdError> {
@@ -125,7 +112,7 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
         .map(|ch| compare::resolve(&ch, &host, auto.as_ref()).map(|b| (ch, b)))
         .collect::<Result<Vec<_>, _>>()
         .bad_input()?;
-    let addr = engine_addr(&c);
+    let addr = c.engine_addr();
     if a.url.is_none() {
         a.url = Some(format!("http://{addr}"));
     }

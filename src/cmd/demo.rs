@@ -232,7 +232,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         .context("the demo's engine config")
         .failed()?
         .config;
-    let addr = super::compare::engine_addr(&c);
+    let addr = c.engine_addr();
     let url = format!("http://{addr}");
     let factory = super::compare::factory(&c, c.state_dir())?;
     let policy = c.policy();

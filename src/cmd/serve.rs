@@ -3,7 +3,6 @@
 //! config and failed preflight checks exit 2 with nothing started.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context};
@@ -71,18 +70,6 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<Binding, CmdError> {
         "binding from the plan"
     );
     Ok(instance.binding)
-}
-
-/// Where health checks go: the engine's listen address, or loopback when it listens on all.
-fn health_addr(c: &Config) -> SocketAddr {
-    let ip = c
-        .engine
-        .host
-        .as_deref()
-        .and_then(|h| h.parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    SocketAddr::new(ip, c.port())
 }
 
 fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(), CmdError> {
@@ -165,7 +152,7 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
         status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
     let gpu_hung = super::monitor::start_for_serve(args, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
-    let health = health_addr(&c);
+    let health = c.engine_addr();
     let model = spec.served_model_name.clone();
     let binding = spec.binding.clone();
     // The process runtime checks port and model path itself; containers are checked here.
