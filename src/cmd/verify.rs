@@ -17,7 +17,7 @@ use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Time
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::schedule::Arrival;
 use crate::loadgen::stats::Slo;
-use crate::report::table::{level_table, sweep_table};
+use crate::report::table::{gpu_table, level_table, sweep_table};
 use crate::report::Summary;
 use crate::verify::{run_sweep, LevelSpec, SweepSpec, VerifyError};
 
@@ -246,9 +246,15 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     let summary = &outcome.summary;
     let mut stdout = std::io::stdout().lock();
     match format {
-        VerifyFormat::Table if summary.levels.len() > 1 => {
-            sweep_table(&summary.levels, &mut stdout)
-        }
+        VerifyFormat::Table => (|| {
+            if summary.levels.len() > 1 {
+                sweep_table(&summary.levels, &mut stdout)?;
+            }
+            match &summary.meta.gpu {
+                Some(gpu) => gpu_table(gpu, &mut stdout),
+                None => Ok(()),
+            }
+        })(),
         VerifyFormat::Json => summary.write_json(&mut stdout),
         _ => Ok(()),
     }

@@ -145,9 +145,66 @@ pub fn sweep_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Result
     writeln!(w, "{t}")
 }
 
+/// GPU utilization and memory per level (`summary.json`'s `meta.gpu`, sampled while each level
+/// ran): the seed report's "memory and utilization under load", one row per level and GPU.
+/// Writes nothing when no level has GPU figures.
+pub fn gpu_table<W: Write>(meta_gpu: &serde_json::Value, mut w: W) -> std::io::Result<()> {
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    let cell = |x: Option<f64>, digits: usize| match x {
+        Some(x) => format!("{x:.digits$}"),
+        None => "-".to_string(),
+    };
+    let mut t = new_table();
+    t.set_header(["level", "GPU", "util mean %", "util max %", "mem mean MiB", "mem max MiB"]);
+    let mut rows = 0;
+    for level in meta_gpu.get("levels").and_then(|l| l.as_array()).into_iter().flatten() {
+        let label = level.get("level").and_then(|l| l.as_str()).unwrap_or("?");
+        for g in level.get("gpus").and_then(|g| g.as_array()).into_iter().flatten() {
+            t.add_row([
+                label.to_string(),
+                cell(num(g, "gpu"), 0),
+                cell(num(g, "utilization_mean_pct"), 1),
+                cell(num(g, "utilization_max_pct"), 1),
+                cell(num(g, "memory_used_mean_mib"), 0),
+                cell(num(g, "memory_used_max_mib"), 0),
+            ]);
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    right(&mut t);
+    writeln!(
+        w,
+        "GPUs under load ({}):",
+        meta_gpu.get("sampler").and_then(|s| s.as_str()).unwrap_or("sampler")
+    )?;
+    writeln!(w, "{t}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_table_lists_each_level_and_gpu_and_nothing_without_samples() {
+        let meta = serde_json::json!({"sampler": "mx-smi", "interval_ms": 1000, "levels": [
+            {"level": "c=8", "samples": 3, "samples_missing": 0, "gpus": [
+                {"gpu": 0, "samples": 3, "utilization_mean_pct": 30.0, "utilization_max_pct": 36.0,
+                 "memory_used_mean_mib": 60139.0, "memory_used_max_mib": 60278, "memory_total_mib": 65536},
+                {"gpu": 1, "samples": 3, "utilization_mean_pct": null, "utilization_max_pct": null,
+                 "memory_used_mean_mib": null, "memory_used_max_mib": null, "memory_total_mib": null}]}]});
+        let mut out = Vec::new();
+        gpu_table(&meta, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("GPUs under load (mx-smi):"), "{out}");
+        assert!(out.contains("c=8") && out.contains("30.0") && out.contains("60278"), "{out}");
+        assert_eq!(out.lines().filter(|l| l.contains("c=8")).count(), 2, "{out}");
+        let mut none = Vec::new();
+        gpu_table(&serde_json::json!({"levels": []}), &mut none).unwrap();
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn sweep_table_has_a_column_per_level() {
