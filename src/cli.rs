@@ -57,6 +57,9 @@ pub struct SourceArgs {
     /// Path of the nvidia-smi tool.
     #[arg(long, value_name = "PATH", default_value = "nvidia-smi")]
     pub nvidia_smi: PathBuf,
+    /// Path of the rocm-smi tool.
+    #[arg(long, value_name = "PATH", default_value = "rocm-smi")]
+    pub rocm_smi: PathBuf,
     /// Path of the numactl tool.
     #[arg(long, value_name = "PATH", default_value = "numactl")]
     pub numactl: PathBuf,
@@ -70,6 +73,9 @@ pub struct SourceArgs {
     /// not recognise.
     #[arg(long = "gpu-pci", value_name = "BUS_ID")]
     pub gpu_pci: Vec<String>,
+    /// Do not read the live topology through hwloc.
+    #[arg(long)]
+    pub no_hwloc: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,6 +88,9 @@ pub struct ProbeArgs {
     /// Write every raw output read into DIR (a host snapshot / support bundle).
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// Print how long each source took on stderr: the tool's own time and ours (parsing).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -100,6 +109,10 @@ pub struct PlanArgs {
     /// Tensor-parallel size of each instance (GPUs per instance).
     #[arg(long)]
     pub tp: Option<u32>,
+    /// Host memory the engine needs, in GB: when the bound nodes have less free, the plan
+    /// uses `--preferred` instead of `--membind`.
+    #[arg(long, value_name = "GB")]
+    pub host_memory_gb: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------

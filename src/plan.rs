@@ -3,11 +3,26 @@
 //!
 //! The output types below are a contract: `plan --json` prints `Plan` as is, `serve` launches
 //! `Instance::binding`, and other tools read the JSON (see README, "JSON contract").
+//!
+//! Rules, in the order they apply to one instance:
+//! 1. A GPU whose NUMA node no source knows (VM, `numa_node` -1, `N/A`): no binding at all.
+//!    Guessing node 0 can cost more than not binding (the seed lost up to 23 % bound wrong).
+//! 2. The CPU side is the nodes the GPUs hang off. A node without CPUs (a GPU memory node,
+//!    `GPU NUMA ID`) is never a CPU node: the nearest node with CPUs stands in.
+//! 3. GPUs on several nodes in one instance: bind to the union, and say so.
+//! 4. A memoryless node (`size: 0 MB`): `numactl -N` fails on it (numactl issue 165), so CPUs
+//!    are bound by list (`--physcpubind`) and memory to the nearest node that has memory.
+//! 5. Free memory on the memory nodes below `host_memory_gb`: `--preferred` instead of
+//!    `--membind`, so allocations spill over instead of failing.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::binding::Binding;
+use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
+use crate::host::facts::Vendor;
+use crate::topology::{Gpu, Node, Topology};
 
 /// The whole answer of `nodeagent plan`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +31,12 @@ pub struct Plan {
     pub numa_nodes: Vec<PlanNode>,
     pub instances: Vec<Instance>,
     pub warnings: Vec<String>,
+    /// GPU vendor of the host.
+    #[serde(default)]
+    pub vendor: Option<Vendor>,
+    /// The raw outputs the plan was built from (snapshot file names).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +47,11 @@ pub struct PlanGpu {
     pub numa_node: Option<u32>,
     /// cpulist string, e.g. "0-15"; `None` when unknown.
     pub cpu_affinity: Option<CpuSet>,
+    /// The GPU's own memory node (`GPU NUMA ID`), when it has one.
+    #[serde(default)]
+    pub memory_node: Option<u32>,
+    #[serde(default)]
+    pub memory_total_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,15 +62,25 @@ pub struct PlanNode {
     pub memory_free_mb: Option<u64>,
     /// Distance to each node, keyed by node id.
     pub distances: std::collections::BTreeMap<u32, u32>,
+    /// True for a GPU's own memory node: CPUs are never bound to it.
+    #[serde(default)]
+    pub gpu_memory: bool,
 }
 
 /// One serving instance (one `vllm serve` process tree) and its binding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub gpus: Vec<u32>,
+    /// The NUMA nodes the instance's GPUs hang off (empty when unknown).
+    #[serde(default)]
+    pub numa_nodes: Vec<u32>,
     pub cpunodebind: Vec<u32>,
+    /// Memory nodes of the policy (`--membind`, or the one `--preferred` node).
     pub membind: Vec<u32>,
-    /// The CPUs the instance may use (cpulist string).
+    /// `bind`, `preferred` or `default` (no memory policy).
+    #[serde(default)]
+    pub memory_policy: String,
+    /// The CPUs the instance may use (cpulist string); every CPU when unbound.
     pub cpus: CpuSet,
     /// Full long-form prefix (`numactl --cpunodebind=0 --membind=0`), `None` when no binding
     /// is recommended.
@@ -57,4 +93,590 @@ pub struct Instance {
     pub binding: Binding,
     /// Why, with evidence ("mx-smi-topo-m.txt line 3: GPU0 Node Affinity 0").
     pub reasons: Vec<String>,
+}
+
+/// How to split the chosen GPUs into instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Split {
+    /// One instance over all chosen GPUs (tensor parallel = GPU count), as the seed ran.
+    #[default]
+    One,
+    /// This many instances, GPUs grouped by node.
+    Instances(u32),
+    /// Instances of this many GPUs each (tensor-parallel size).
+    Tp(u32),
+}
+
+/// What the user asks `plan` for (domain form of the CLI's `PlanArgs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanRequest {
+    /// GPU indexes to serve with; `None` = all.
+    pub gpus: Option<Vec<u32>>,
+    pub split: Split,
+    /// Host memory the engine needs (GB, 1 GB = 1000 MB); below it on the bound nodes,
+    /// `--preferred` replaces `--membind`. `None` = do not check.
+    pub host_memory_gb: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("no GPUs found on this host (sources: {sources}); name them with --gpu-pci BUS_ID")]
+    NoGpus { sources: String },
+    #[error("--gpus: there is no GPU {index} (GPUs: {known})")]
+    UnknownGpu { index: u32, known: String },
+    #[error("--gpus: GPU {index} is listed twice")]
+    DuplicateGpu { index: u32 },
+    #[error("--{what} 0: must be at least 1")]
+    Zero { what: &'static str },
+    #[error("{count} GPUs cannot be split into {instances} equal instances")]
+    Uneven { count: usize, instances: u32 },
+    #[error("--tp {tp}: {count} GPUs cannot be split into instances of {tp}")]
+    UnevenTp { count: usize, tp: u32 },
+    #[error("--host-memory-gb {value}: must be a positive number")]
+    BadMemory { value: f64 },
+}
+
+fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Plans the binding of every instance. Pure and deterministic.
+pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
+    if let Some(v) = req.host_memory_gb {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(PlanError::BadMemory { value: v });
+        }
+    }
+    let known = || join(topo.gpus.iter().map(|g| g.index));
+    let chosen: Vec<&Gpu> = match &req.gpus {
+        Some(list) => {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for &index in list {
+                if !seen.insert(index) {
+                    return Err(PlanError::DuplicateGpu { index });
+                }
+                let gpu = topo
+                    .gpu(index)
+                    .ok_or_else(|| PlanError::UnknownGpu { index, known: known() })?;
+                out.push(gpu);
+            }
+            out
+        }
+        None => topo.gpus.iter().collect(),
+    };
+    if chosen.is_empty() {
+        let sources = if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
+        return Err(PlanError::NoGpus { sources });
+    }
+    let count = chosen.len();
+    let instances = match req.split {
+        Split::One => 1,
+        Split::Instances(0) => return Err(PlanError::Zero { what: "instances" }),
+        Split::Tp(0) => return Err(PlanError::Zero { what: "tp" }),
+        Split::Instances(n) => {
+            if count % n as usize != 0 {
+                return Err(PlanError::Uneven { count, instances: n });
+            }
+            n
+        }
+        Split::Tp(tp) => {
+            if count % tp as usize != 0 {
+                return Err(PlanError::UnevenTp { count, tp });
+            }
+            (count / tp as usize) as u32
+        }
+    };
+    // Group by node: sort by (node, index) and cut into equal runs, so GPUs of one node stay
+    // together whenever the sizes allow it. Unknown nodes sort last.
+    let mut sorted = chosen.clone();
+    sorted.sort_by_key(|g| (g.numa_node.as_ref().map_or(u32::MAX, |n| n.value), g.index));
+    let size = count / instances as usize;
+    let warnings = topo.warnings.clone();
+    let mut groups: Vec<Vec<&Gpu>> = sorted
+        .chunks(size)
+        .map(|group| {
+            let mut group = group.to_vec();
+            group.sort_by_key(|g| g.index);
+            group
+        })
+        .collect();
+    // Number instances in GPU order, as a user reads them.
+    groups.sort_by_key(|g| g.first().map(|g| g.index));
+    let instances: Vec<Instance> = groups.iter().map(|g| bind_instance(topo, g, req)).collect();
+
+    Ok(Plan {
+        gpus: topo.gpus.iter().map(plan_gpu).collect(),
+        numa_nodes: topo.nodes.iter().map(plan_node).collect(),
+        instances,
+        warnings,
+        vendor: Some(topo.vendor),
+        sources: topo.sources.clone(),
+    })
+}
+
+pub fn plan_gpu(g: &Gpu) -> PlanGpu {
+    PlanGpu {
+        index: g.index,
+        name: g.name.clone(),
+        bus_id: g.bus_id.clone(),
+        numa_node: g.numa_node.as_ref().map(|n| n.value),
+        cpu_affinity: g.cpu_affinity.as_ref().map(|c| c.value.clone()),
+        memory_node: g.memory_node.as_ref().map(|n| n.value),
+        memory_total_mib: g.memory_total_mib,
+    }
+}
+
+pub fn plan_node(n: &Node) -> PlanNode {
+    PlanNode {
+        id: n.id,
+        cpus: n.cpus.value.clone(),
+        memory_total_mb: n.memory_total_mb.as_ref().map(|m| m.value),
+        memory_free_mb: n.memory_free_mb.as_ref().map(|m| m.value),
+        distances: n.distances.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+        gpu_memory: n.gpu_memory,
+    }
+}
+
+fn unbound(
+    topo: &Topology,
+    gpus: Vec<u32>,
+    numa_nodes: Vec<u32>,
+    reasons: Vec<String>,
+) -> Instance {
+    let binding = Binding::none();
+    Instance {
+        gpus,
+        numa_nodes,
+        cpunodebind: Vec::new(),
+        membind: Vec::new(),
+        memory_policy: "default".into(),
+        cpus: topo.all_cpus(),
+        numactl: None,
+        numactl_short: None,
+        docker_args: Vec::new(),
+        binding,
+        reasons,
+    }
+}
+
+/// The nearest node (by distance from `from`) that satisfies `ok`; ties go to the node with
+/// more free memory, then the lower id. `None` without distances.
+fn nearest<'a>(topo: &'a Topology, from: &Node, ok: impl Fn(&Node) -> bool) -> Option<&'a Node> {
+    topo.nodes
+        .iter()
+        .filter(|n| n.id != from.id && ok(n))
+        .filter_map(|n| from.distance_to(n.id).map(|d| (d, n)))
+        .min_by_key(|(d, n)| {
+            (*d, std::cmp::Reverse(n.memory_free_mb.as_ref().map_or(0, |m| m.value)), n.id)
+        })
+        .map(|(_, n)| n)
+}
+
+fn bind_instance(topo: &Topology, gpus: &[&Gpu], req: &PlanRequest) -> Instance {
+    let indexes: Vec<u32> = gpus.iter().map(|g| g.index).collect();
+    let mut reasons = Vec::new();
+
+    // 1. Every GPU's node must be known.
+    let mut gpu_nodes: BTreeSet<u32> = BTreeSet::new();
+    for g in gpus {
+        let bus = g.bus_id.as_deref().map(|b| format!(" ({b})")).unwrap_or_default();
+        match &g.numa_node {
+            Some(node) => {
+                let cpus = g.cpu_affinity.as_ref().map(|c| {
+                    if c.source == node.source {
+                        format!(", CPU affinity {}", c.value.to_list())
+                    } else {
+                        format!(", CPU affinity {} ({})", c.value.to_list(), c.source)
+                    }
+                });
+                reasons.push(format!(
+                    "GPU{}{bus} hangs off NUMA node {}: {}{}",
+                    g.index,
+                    node.value,
+                    node.source,
+                    cpus.unwrap_or_default()
+                ));
+                gpu_nodes.insert(node.value);
+            }
+            None => {
+                reasons.push(format!(
+                    "GPU{}{bus}: no source knows its NUMA node (listed in {}; sysfs numa_node -1 or absent, tool affinity N/A or absent), so no binding is recommended: binding to a guessed node can cost more than it gains (the seed lost up to 23 % bound to the wrong nodes)",
+                    g.index, g.listed_in
+                ));
+                return unbound(topo, indexes, Vec::new(), reasons);
+            }
+        }
+    }
+    let numa_nodes: Vec<u32> = gpu_nodes.iter().copied().collect();
+
+    // 2. CPU nodes: a node without CPUs (GPU memory) is replaced by its nearest node with CPUs.
+    let mut cpu_nodes: BTreeSet<u32> = BTreeSet::new();
+    for &id in &gpu_nodes {
+        let Some(node) = topo.node(id) else {
+            reasons.push(format!(
+                "NUMA node {id} is not in any node source, so its CPUs are unknown: no binding recommended"
+            ));
+            return unbound(topo, indexes, numa_nodes, reasons);
+        };
+        if node.has_cpus() {
+            cpu_nodes.insert(id);
+            continue;
+        }
+        let what = if node.gpu_memory { "is GPU memory" } else { "has no CPUs" };
+        match nearest(topo, node, Node::has_cpus) {
+            Some(near) => {
+                reasons.push(format!(
+                    "node {id} {what} ({}): CPUs are never bound to it; using the nearest node with CPUs, node {} (distance {})",
+                    node.cpus.source,
+                    near.id,
+                    node.distance_to(near.id).unwrap_or(0)
+                ));
+                cpu_nodes.insert(near.id);
+            }
+            None => {
+                reasons.push(format!(
+                    "node {id} {what} and no distances say which node is nearest: no binding recommended"
+                ));
+                return unbound(topo, indexes, numa_nodes, reasons);
+            }
+        }
+    }
+    // 3. Spanning nodes.
+    if cpu_nodes.len() > 1 {
+        reasons.push(format!(
+            "the instance's GPUs hang off nodes {}: binding to the union of those nodes; use --tp/--instances to give each node its own instance",
+            join(cpu_nodes.iter())
+        ));
+    }
+    if topo.nodes.iter().filter(|n| n.has_cpus()).count() == 1 {
+        reasons.push(
+            "the host has one NUMA node with CPUs: the binding is correct but cannot improve locality"
+                .into(),
+        );
+    }
+    let mut cpus = CpuSet::new();
+    for id in &cpu_nodes {
+        if let Some(node) = topo.node(*id) {
+            reasons.push(format!(
+                "node {id} has CPUs {}: {}",
+                node.cpus.value.to_list(),
+                node.cpus.source
+            ));
+            cpus = cpus.union(&node.cpus.value);
+        }
+    }
+
+    // 4. Memory nodes: memoryless CPU nodes borrow the nearest node with memory.
+    let mut mem_nodes: BTreeSet<u32> = BTreeSet::new();
+    let mut memoryless = false;
+    for id in &cpu_nodes {
+        let Some(node) = topo.node(*id) else { continue };
+        if node.has_memory() == Some(false) {
+            memoryless = true;
+            let src =
+                node.memory_total_mb.as_ref().map(|m| m.source.to_string()).unwrap_or_default();
+            match nearest(topo, node, |n| n.has_memory() != Some(false) && !n.gpu_memory) {
+                Some(near) => {
+                    reasons.push(format!(
+                        "node {id} has no memory (size 0 MB, {src}): `numactl --cpunodebind={id}` fails on it (numactl issue 165), so CPUs are bound by list (--physcpubind) and memory to the nearest node with memory, node {} (distance {})",
+                        near.id,
+                        node.distance_to(near.id).unwrap_or(0)
+                    ));
+                    mem_nodes.insert(near.id);
+                }
+                None => {
+                    reasons.push(format!(
+                        "node {id} has no memory (size 0 MB, {src}) and no distances say which node is nearest: CPUs bound by list, memory left to the kernel"
+                    ));
+                }
+            }
+        } else {
+            mem_nodes.insert(*id);
+        }
+    }
+
+    // 5. Enough free memory?
+    let mem_list: Vec<u32> = mem_nodes.iter().copied().collect();
+    let free: Option<u64> = mem_list
+        .iter()
+        .map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()).map(|m| m.value))
+        .sum();
+    let total: Option<u64> = mem_list
+        .iter()
+        .map(|id| topo.node(*id).and_then(|n| n.memory_total_mb.as_ref()).map(|m| m.value))
+        .sum();
+    let free_src = mem_list
+        .iter()
+        .filter_map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()))
+        .map(|m| m.source.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nodes_word = if mem_list.len() == 1 { "node" } else { "nodes" };
+    let mut memory =
+        if mem_list.is_empty() { MemPolicy::Default } else { MemPolicy::Bind(mem_list.clone()) };
+    match (req.host_memory_gb, free) {
+        (Some(need), Some(free_mb)) if (free_mb as f64) < need * 1000.0 => {
+            // Prefer the memory node with the most free memory; the others take the spill.
+            let best = mem_list
+                .iter()
+                .copied()
+                .max_by_key(|id| {
+                    (topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()).map_or(0, |m| m.value), std::cmp::Reverse(*id))
+                })
+                .unwrap_or(0);
+            reasons.push(format!(
+                "{nodes_word} {} {} {free_mb} MB free ({free_src}), less than the {need} GB the engine needs (--host-memory-gb): --preferred={best} instead of --membind, so allocations spill to other nodes instead of failing",
+                join(mem_list.iter()),
+                if mem_list.len() == 1 { "has" } else { "have" },
+            ));
+            memory = MemPolicy::Preferred(best);
+        }
+        (Some(need), Some(free_mb)) => reasons.push(format!(
+            "{nodes_word} {} {} {free_mb} MB free ({free_src}), enough for the {need} GB the engine needs: --membind",
+            join(mem_list.iter()),
+            if mem_list.len() == 1 { "has" } else { "have" },
+        )),
+        (Some(need), None) if !mem_list.is_empty() => reasons.push(format!(
+            "free memory of {nodes_word} {} is unknown, so the {need} GB need cannot be checked: keeping --membind",
+            join(mem_list.iter())
+        )),
+        (None, Some(free_mb)) if total.is_some_and(|t| free_mb * 10 < t) => {
+            let note = format!(
+                "{nodes_word} {} {} only {free_mb} MB of {} MB free ({free_src}): if the engine needs more host memory than that, pass --host-memory-gb so the plan uses --preferred instead of --membind",
+                join(mem_list.iter()),
+                if mem_list.len() == 1 { "has" } else { "have" },
+                total.unwrap_or(0)
+            );
+            reasons.push(note);
+        }
+        _ => {}
+    }
+
+    let binding = Binding {
+        cpu_nodes: if memoryless { Vec::new() } else { cpu_nodes.iter().copied().collect() },
+        cpus: Some(cpus.clone()),
+        memory,
+    };
+    let memory_policy = match binding.memory {
+        MemPolicy::Default => "default",
+        MemPolicy::Bind(_) => "bind",
+        MemPolicy::Preferred(_) => "preferred",
+        MemPolicy::Interleave(_) => "interleave",
+    };
+    Instance {
+        gpus: indexes,
+        numa_nodes,
+        cpunodebind: binding.cpu_nodes.clone(),
+        membind: binding.memory_nodes(),
+        memory_policy: memory_policy.into(),
+        cpus,
+        numactl: binding.numactl_prefix(),
+        numactl_short: binding.numactl_short_prefix(),
+        docker_args: binding.docker_args(),
+        binding,
+        reasons,
+    }
+}
+
+/// Distances as printed in tables: `10 22 22 ...` in node order.
+pub fn distance_row(d: &BTreeMap<u32, u32>) -> String {
+    d.values().map(u32::to_string).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::facts::{GpuTopo, GpuTopoRow, NodeFacts, PciDeviceFacts};
+    use crate::host::HostFacts;
+    use crate::topology;
+
+    fn cpus(s: &str) -> CpuSet {
+        CpuSet::parse_list(s).unwrap()
+    }
+
+    fn node(id: u32, c: &str, total: u64, free: u64, dist: &[u32]) -> NodeFacts {
+        NodeFacts {
+            id,
+            cpus: cpus(c),
+            memory_total_mb: Some(total),
+            memory_free_mb: Some(free),
+            distances: dist.iter().enumerate().map(|(i, d)| (i as u32, *d)).collect(),
+            line: 2 + 3 * id as usize,
+        }
+    }
+
+    fn row(index: u32, numa: Option<u32>, c: Option<&str>, gpu_numa: Option<u32>) -> GpuTopoRow {
+        GpuTopoRow {
+            index,
+            links: BTreeMap::new(),
+            cpu_affinity: c.map(cpus),
+            numa_affinity: numa,
+            gpu_numa_id: gpu_numa,
+            line: 2 + index as usize,
+        }
+    }
+
+    fn facts(nodes: Vec<NodeFacts>, rows: Vec<GpuTopoRow>) -> HostFacts {
+        HostFacts {
+            numactl: Some(nodes),
+            gpu_topo: Some((
+                "nvidia-smi-topo-m.txt".into(),
+                GpuTopo { gpus: rows, ..GpuTopo::default() },
+            )),
+            ..HostFacts::default()
+        }
+    }
+
+    fn two_sockets() -> Vec<NodeFacts> {
+        vec![node(0, "0-7", 64000, 60000, &[10, 21]), node(1, "8-15", 64000, 60000, &[21, 10])]
+    }
+
+    #[test]
+    fn gpus_on_two_nodes_split_by_node_with_tp() {
+        let rows = vec![
+            row(0, Some(1), Some("8-15"), None),
+            row(1, Some(0), Some("0-7"), None),
+            row(2, Some(1), Some("8-15"), None),
+            row(3, Some(0), Some("0-7"), None),
+        ];
+        let topo = topology::build(&facts(two_sockets(), rows));
+        let plan = plan(&topo, &PlanRequest { split: Split::Tp(2), ..Default::default() }).unwrap();
+        assert_eq!(plan.instances.len(), 2);
+        assert_eq!(plan.instances[1].gpus, [1, 3]);
+        assert_eq!(
+            plan.instances[1].numactl.as_deref(),
+            Some("numactl --cpunodebind=0 --membind=0")
+        );
+        assert_eq!(plan.instances[0].gpus, [0, 2]);
+        assert_eq!(plan.instances[0].docker_args, ["--cpuset-cpus=8-15", "--cpuset-mems=1"]);
+
+        let one = super::plan(&topo, &PlanRequest::default()).unwrap();
+        assert_eq!(one.instances[0].cpunodebind, [0, 1]);
+        assert!(one.instances[0].reasons.iter().any(|r| r.contains("union")));
+    }
+
+    #[test]
+    fn uneven_and_unknown_requests_are_errors() {
+        let rows = vec![
+            row(0, Some(0), None, None),
+            row(1, Some(0), None, None),
+            row(2, Some(1), None, None),
+        ];
+        let topo = topology::build(&facts(two_sockets(), rows));
+        let err = plan(&topo, &PlanRequest { split: Split::Tp(2), ..Default::default() });
+        assert_eq!(err, Err(PlanError::UnevenTp { count: 3, tp: 2 }));
+        let err = plan(&topo, &PlanRequest { gpus: Some(vec![7]), ..Default::default() });
+        assert!(matches!(err, Err(PlanError::UnknownGpu { index: 7, .. })));
+        let err = plan(&topo, &PlanRequest { gpus: Some(vec![0, 0]), ..Default::default() });
+        assert_eq!(err, Err(PlanError::DuplicateGpu { index: 0 }));
+        let err = plan(&topo, &PlanRequest { split: Split::Instances(0), ..Default::default() });
+        assert_eq!(err, Err(PlanError::Zero { what: "instances" }));
+        let err = plan(&topo, &PlanRequest { host_memory_gb: Some(-1.0), ..Default::default() });
+        assert!(matches!(err, Err(PlanError::BadMemory { .. })));
+        let empty = topology::build(&HostFacts::default());
+        assert!(matches!(plan(&empty, &PlanRequest::default()), Err(PlanError::NoGpus { .. })));
+    }
+
+    #[test]
+    fn memoryless_node_binds_cpus_by_list_and_memory_to_nearest() {
+        let nodes = vec![
+            node(0, "0-5,24-29", 0, 0, &[10, 12, 12, 12]),
+            node(1, "6-11", 64307, 19214, &[12, 10, 12, 12]),
+            node(2, "12-17", 64472, 27945, &[12, 12, 10, 12]),
+            node(3, "18-23", 0, 0, &[12, 12, 12, 10]),
+        ];
+        let topo = topology::build(&facts(nodes, vec![row(0, Some(0), Some("0-5,24-29"), None)]));
+        let inst = &plan(&topo, &PlanRequest::default()).unwrap().instances[0];
+        // Equal distance: the node with more free memory wins.
+        assert_eq!(inst.numactl.as_deref(), Some("numactl --physcpubind=0-5,24-29 --membind=2"));
+        assert!(inst.cpunodebind.is_empty());
+        assert!(inst.reasons.iter().any(|r| r.contains("issue 165")));
+    }
+
+    #[test]
+    fn short_free_memory_switches_to_preferred() {
+        let nodes = vec![
+            node(0, "0-15", 64992, 4950, &[10, 22]),
+            node(1, "16-31", 65461, 12524, &[22, 10]),
+        ];
+        let topo = topology::build(&facts(nodes, vec![row(0, Some(0), Some("0-15"), None)]));
+        let req = PlanRequest { host_memory_gb: Some(8.0), ..Default::default() };
+        let inst = &plan(&topo, &req).unwrap().instances[0];
+        assert_eq!(inst.numactl.as_deref(), Some("numactl --cpunodebind=0 --preferred=0"));
+        assert_eq!(inst.memory_policy, "preferred");
+        // A cpuset cannot express "preferred": CPUs only.
+        assert_eq!(inst.docker_args, ["--cpuset-cpus=0-15"]);
+        let req = PlanRequest { host_memory_gb: Some(4.0), ..Default::default() };
+        let inst = &plan(&topo, &req).unwrap().instances[0];
+        assert_eq!(inst.numactl.as_deref(), Some("numactl --cpunodebind=0 --membind=0"));
+    }
+
+    #[test]
+    fn unknown_affinity_recommends_no_binding() {
+        let mut f = facts(two_sockets(), vec![row(0, None, None, None)]);
+        f.gpu_topo = None;
+        f.sysfs = Some(crate::host::facts::MachineFacts {
+            nodes: vec![],
+            pci_devices: vec![PciDeviceFacts {
+                bus_id: "0000:01:00.0".into(),
+                class: Some(0x030200),
+                vendor: Some(0x10de),
+                numa_node: None,
+                local_cpus: Some(cpus("0-15")),
+                ..Default::default()
+            }],
+        });
+        let topo = topology::build(&f);
+        assert_eq!(topo.gpus.len(), 1);
+        let inst = &plan(&topo, &PlanRequest::default()).unwrap().instances[0];
+        assert_eq!(inst.numactl, None);
+        assert!(inst.binding.is_none());
+        assert!(inst.docker_args.is_empty());
+        assert!(inst.reasons[0].contains("no source knows its NUMA node"), "{:?}", inst.reasons);
+    }
+
+    #[test]
+    fn gpu_memory_node_is_never_a_cpu_node() {
+        let mut nodes = vec![node(0, "0-71", 490037, 484432, &[10, 80])];
+        nodes.push(node(1, "", 97280, 97279, &[80, 10]));
+        // A tool that reports the GPU's own memory node as its affinity.
+        let topo = topology::build(&facts(nodes, vec![row(0, Some(1), None, Some(1))]));
+        assert!(topo.node(1).unwrap().gpu_memory);
+        let inst = &plan(&topo, &PlanRequest::default()).unwrap().instances[0];
+        assert_eq!(inst.cpunodebind, [0]);
+        assert_eq!(inst.membind, [0]);
+        assert!(
+            inst.reasons.iter().any(|r| r.contains("node 1 is GPU memory")),
+            "{:?}",
+            inst.reasons
+        );
+    }
+
+    #[test]
+    fn sources_that_disagree_are_named_in_a_warning() {
+        let mut f = facts(two_sockets(), vec![row(0, Some(0), Some("0-7"), None)]);
+        f.sysfs = Some(crate::host::facts::MachineFacts {
+            nodes: vec![node(0, "0-7", 64000, 1, &[10, 21]), node(1, "8-11", 64000, 1, &[21, 10])],
+            pci_devices: vec![],
+        });
+        let topo = topology::build(&f);
+        assert!(
+            topo.warnings.iter().any(|w| w.contains("numactl-hardware.txt line 5")
+                && w.contains("sysfs/devices/system/node/node1/cpulist")),
+            "{:?}",
+            topo.warnings
+        );
+    }
+
+    #[test]
+    fn cpu_affinity_with_cpus_no_node_has_is_ignored() {
+        // "0-31,64-950": a CPU list glued to the next cell by tab expansion.
+        let topo =
+            topology::build(&facts(two_sockets(), vec![row(0, Some(0), Some("0-7,64-950"), None)]));
+        assert!(topo.warnings.iter().any(|w| w.contains("CPUs no node has")));
+        assert_eq!(topo.gpus[0].cpu_affinity.as_ref().unwrap().value.to_list(), "0-7");
+    }
 }

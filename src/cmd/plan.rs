@@ -1,0 +1,75 @@
+//! `nodeagent plan`: gather host facts, build the model, plan each serving instance's binding
+//! and print it (text mirroring the seed's by-hand steps, or the JSON contract).
+
+use std::io::Write;
+
+use crate::cli::PlanArgs;
+use crate::exit::{CmdError, ResultExt};
+use crate::plan::{self, Plan, PlanRequest, Split};
+
+/// Domain form of the plan arguments.
+pub fn request(args: &PlanArgs) -> PlanRequest {
+    PlanRequest {
+        gpus: (!args.gpus.is_empty()).then(|| args.gpus.clone()),
+        split: match (args.instances, args.tp) {
+            (Some(n), _) => Split::Instances(n),
+            (None, Some(tp)) => Split::Tp(tp),
+            (None, None) => Split::One,
+        },
+        host_memory_gb: args.host_memory_gb,
+    }
+}
+
+pub fn run(args: &PlanArgs) -> Result<(), CmdError> {
+    let (_, topo) = super::probe::load(&args.source)?;
+    let plan = plan::plan(&topo, &request(args)).bad_input()?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &plan).failed()?;
+        writeln!(out).failed()?;
+    } else {
+        write!(out, "{}", render(&plan)).failed()?;
+    }
+    Ok(())
+}
+
+/// The text form: one block per instance, as the seed worked it out by hand.
+pub fn render(plan: &Plan) -> String {
+    let mut s = String::new();
+    let n = plan.instances.len();
+    for (i, inst) in plan.instances.iter().enumerate() {
+        let gpus = inst.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        s.push_str(&format!(
+            "instance {} of {n}: GPUs {gpus} (tensor parallel {})\n",
+            i + 1,
+            inst.gpus.len()
+        ));
+        let nodes = if inst.numa_nodes.is_empty() {
+            "unknown".into()
+        } else {
+            inst.numa_nodes.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        };
+        s.push_str(&format!("  GPU NUMA node(s): {nodes}\n"));
+        match (&inst.numactl, &inst.numactl_short) {
+            (Some(long), Some(short)) => {
+                s.push_str(&format!("  numactl:          {long}\n"));
+                s.push_str(&format!("  short form:       {short}\n"));
+                s.push_str(&format!("  container:        {}\n", inst.docker_args.join(" ")));
+                s.push_str(&format!("  CPUs:             {}\n", inst.cpus.to_list()));
+            }
+            _ => s.push_str("  numactl:          none recommended (run unbound)\n"),
+        }
+        s.push_str("  why:\n");
+        for r in &inst.reasons {
+            s.push_str(&format!("    - {r}\n"));
+        }
+        s.push('\n');
+    }
+    if !plan.warnings.is_empty() {
+        s.push_str("warnings:\n");
+        for w in &plan.warnings {
+            s.push_str(&format!("  - {w}\n"));
+        }
+    }
+    s
+}

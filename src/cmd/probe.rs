@@ -1,0 +1,187 @@
+//! `nodeagent probe`: gather host facts (live or `--from`), build the topology model, print it
+//! as tables or JSON, optionally save the raw outputs as a snapshot (`--save`).
+
+use std::io::Write;
+
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde::Serialize;
+
+use crate::cli::{ProbeArgs, SourceArgs};
+use crate::exit::{CmdError, ResultExt};
+use crate::host::runner::SystemRunner;
+use crate::host::{self, HostFacts, SourceOptions};
+use crate::plan::{distance_row, plan_gpu, plan_node, PlanGpu, PlanNode};
+use crate::topology::{self, Topology};
+
+/// Domain form of the source arguments.
+pub fn source_options(args: &SourceArgs) -> SourceOptions {
+    SourceOptions {
+        from: args.from.clone(),
+        mx_smi: args.mx_smi.clone(),
+        nvidia_smi: args.nvidia_smi.clone(),
+        rocm_smi: args.rocm_smi.clone(),
+        numactl: args.numactl.clone(),
+        sysfs_root: args.sysfs_root.clone(),
+        timeout: args.tool_timeout,
+        gpu_pci: args.gpu_pci.clone(),
+        hwloc: !args.no_hwloc,
+        ..SourceOptions::default()
+    }
+}
+
+/// Gathers facts and builds the model; every failure here is bad input (exit 2).
+pub fn load(args: &SourceArgs) -> Result<(HostFacts, Topology), CmdError> {
+    let facts = host::gather(&source_options(args), &SystemRunner).bad_input()?;
+    let topo = topology::build(&facts);
+    Ok((facts, topo))
+}
+
+/// `probe --json`: the same `gpus` and `numa_nodes` shapes as `plan --json`, plus the full
+/// model with the evidence of every fact.
+#[derive(Debug, Serialize)]
+struct ProbeJson<'a> {
+    vendor: crate::host::facts::Vendor,
+    vendor_evidence: &'a str,
+    gpus: Vec<PlanGpu>,
+    numa_nodes: Vec<PlanNode>,
+    warnings: &'a [String],
+    sources: &'a [String],
+    model: &'a Topology,
+}
+
+pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
+    let (facts, topo) = load(&args.source)?;
+    if let Some(dir) = &args.save {
+        facts.raw.save(dir).failed()?;
+        tracing::info!(dir = %dir.display(), "snapshot saved");
+    }
+    if args.timings {
+        print_timings(&facts);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = ProbeJson {
+            vendor: topo.vendor,
+            vendor_evidence: &facts.vendor_evidence,
+            gpus: topo.gpus.iter().map(plan_gpu).collect(),
+            numa_nodes: topo.nodes.iter().map(plan_node).collect(),
+            warnings: &topo.warnings,
+            sources: &topo.sources,
+            model: &topo,
+        };
+        serde_json::to_writer_pretty(&mut out, &json).failed()?;
+        writeln!(out).failed()?;
+    } else {
+        write!(out, "{}", render(&topo, &facts.vendor_evidence)).failed()?;
+    }
+    if let Some(dir) = &args.save {
+        eprintln!("snapshot written to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Tool time vs our time, on stderr: what `BENCHMARKS.md` reports.
+fn print_timings(facts: &HostFacts) {
+    let mut tool = std::time::Duration::ZERO;
+    let mut ours = std::time::Duration::ZERO;
+    for t in &facts.timings {
+        eprintln!(
+            "timing {:<24} tool {:>9.3} ms  parse {:>8.3} ms",
+            t.source,
+            t.tool.as_secs_f64() * 1e3,
+            t.parse.as_secs_f64() * 1e3
+        );
+        tool += t.tool;
+        ours += t.parse;
+    }
+    eprintln!(
+        "timing total                    tool {:>9.3} ms  parse {:>8.3} ms",
+        tool.as_secs_f64() * 1e3,
+        ours.as_secs_f64() * 1e3
+    );
+}
+
+fn mb(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| format!("{v} MB"))
+}
+
+/// The human form: nodes table, GPUs table, warnings.
+pub fn render(topo: &Topology, vendor_evidence: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "vendor: {:?} ({vendor_evidence})\nsources: {}\n\nNUMA nodes\n",
+        topo.vendor,
+        if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") }
+    ));
+    let mut nodes = Table::new();
+    nodes.load_preset(UTF8_BORDERS_ONLY);
+    nodes.set_header(["node", "cpus", "memory", "free", "distances", "note"]);
+    for n in &topo.nodes {
+        let note = if n.gpu_memory {
+            "GPU memory"
+        } else if !n.has_cpus() {
+            "no CPUs"
+        } else if n.has_memory() == Some(false) {
+            "memoryless"
+        } else {
+            ""
+        };
+        nodes.add_row([
+            n.id.to_string(),
+            if n.cpus.value.is_empty() { "-".into() } else { n.cpus.value.to_list() },
+            mb(n.memory_total_mb.as_ref().map(|m| m.value)),
+            mb(n.memory_free_mb.as_ref().map(|m| m.value)),
+            n.distances.as_ref().map_or("?".into(), |d| distance_row(&d.value)),
+            note.into(),
+        ]);
+    }
+    s.push_str(&format!("{nodes}\n\nGPUs\n"));
+    if topo.gpus.is_empty() {
+        s.push_str("(none found)\n");
+    } else {
+        let mut gpus = Table::new();
+        gpus.load_preset(UTF8_BORDERS_ONLY);
+        gpus.set_header([
+            "gpu",
+            "name",
+            "bus id",
+            "memory",
+            "node",
+            "cpu affinity",
+            "links",
+            "node from",
+        ]);
+        for g in &topo.gpus {
+            let links = g
+                .links
+                .iter()
+                .filter(|(i, _)| **i != g.index)
+                .map(|(i, l)| format!("{i}:{l}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let node = match (&g.numa_node, &g.memory_node) {
+                (Some(n), Some(m)) => format!("{} (memory {})", n.value, m.value),
+                (Some(n), None) => n.value.to_string(),
+                (None, _) => "unknown".into(),
+            };
+            gpus.add_row([
+                g.index.to_string(),
+                g.name.clone().unwrap_or_else(|| "?".into()),
+                g.bus_id.clone().unwrap_or_else(|| "?".into()),
+                g.memory_total_mib.map_or("?".into(), |m| format!("{m} MiB")),
+                node,
+                g.cpu_affinity.as_ref().map_or("?".into(), |c| c.value.to_list()),
+                links,
+                g.numa_node.as_ref().map_or(String::new(), |n| n.source.to_string()),
+            ]);
+        }
+        s.push_str(&format!("{gpus}\n"));
+    }
+    if !topo.warnings.is_empty() {
+        s.push_str("\nwarnings:\n");
+        for w in &topo.warnings {
+            s.push_str(&format!("  - {w}\n"));
+        }
+    }
+    s
+}

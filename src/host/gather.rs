@@ -1,0 +1,289 @@
+//! [`gather`]: collect every source, live or from a snapshot, into one [`HostFacts`]. The
+//! per-source policy (what is fatal, what is a warning) is in the parent module's docs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::facts::{self, GpuTopo, MachineFacts, SmiStatus, Vendor};
+use super::runner::{CommandRunner, RunError};
+use super::{
+    gputopo, hwloc, mxsmi, numactl, nvsmi, rocmsmi, snapshot, sysfs, text, HostError, HostFacts,
+    SourceOptions, Timing,
+};
+
+impl HostError {
+    fn parse(file: &str, e: &text::ParseError) -> Self {
+        HostError::Parse {
+            file: file.to_string(),
+            line: e.line,
+            what: format!("expected {}, found {:?}", e.expected, e.found),
+        }
+    }
+}
+
+/// Collects host facts live or from `opts.from`.
+pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFacts, HostError> {
+    let mut gpu_pci = Vec::new();
+    for value in &opts.gpu_pci {
+        let bus = facts::normalize_bus_id(value)
+            .ok_or_else(|| HostError::BadGpuPci { value: value.clone() })?;
+        gpu_pci.push(bus);
+    }
+    let mut facts = match &opts.from {
+        Some(dir) => from_snapshot(dir, &gpu_pci)?,
+        None => live(opts, runner, &gpu_pci)?,
+    };
+    facts.gpu_pci = gpu_pci;
+    Ok(facts)
+}
+
+type SmiParser = fn(&str) -> Result<SmiStatus, text::ParseError>;
+type TopoParser = fn(&str) -> Result<GpuTopo, text::ParseError>;
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// Parses the tool outputs in `raw` into `facts`; `name` maps a snapshot file name to how
+/// errors cite it (a path in a snapshot, the command line live).
+fn parse_outputs(facts: &mut HostFacts, name: &dyn Fn(&str) -> String) -> Result<(), HostError> {
+    let raw = facts.raw.clone();
+    let mut timings = Vec::new();
+    let mut time = |source: &str, parse: Duration| {
+        timings.push(Timing { source: source.to_string(), tool: Duration::ZERO, parse })
+    };
+    if let Some(text) = &raw.numactl {
+        let (r, t) = timed(|| numactl::parse(text));
+        time(snapshot::NUMACTL, t);
+        facts.numactl =
+            Some(
+                r.map_err(|e| match e.line() {
+                    Some(line) => HostError::Parse {
+                        file: name(snapshot::NUMACTL),
+                        line,
+                        what: e
+                            .to_string()
+                            .split_once(": ")
+                            .map_or(e.to_string(), |(_, w)| w.to_string()),
+                    },
+                    None => {
+                        HostError::Invalid { file: name(snapshot::NUMACTL), what: e.to_string() }
+                    }
+                })?,
+            );
+    }
+    // The structured query beats the human table when both are there.
+    let smi_sources: [(&str, &Option<String>, SmiParser); 3] = [
+        (snapshot::NVIDIA_SMI_QUERY, &raw.nvidia_smi_query, nvsmi::parse_query_csv),
+        (snapshot::NVIDIA_SMI, &raw.nvidia_smi, nvsmi::parse_table),
+        (snapshot::MX_SMI, &raw.mx_smi, mxsmi::parse),
+    ];
+    for (file, text, parse) in smi_sources {
+        if let Some(text) = text {
+            let (r, t) = timed(|| parse(text));
+            time(file, t);
+            let status = r.map_err(|e| HostError::parse(&name(file), &e))?;
+            if facts.smi.is_none() {
+                facts.smi = Some((file.to_string(), status));
+            }
+        }
+    }
+    let topo_sources: [(&str, &Option<String>, TopoParser); 3] = [
+        (snapshot::MX_SMI_TOPO, &raw.mx_smi_topo, gputopo::parse),
+        (snapshot::NVIDIA_SMI_TOPO, &raw.nvidia_smi_topo, gputopo::parse),
+        (snapshot::ROCM_SMI_TOPO, &raw.rocm_smi_topo, rocmsmi::parse_showtopo),
+    ];
+    for (file, text, parse) in topo_sources {
+        if let Some(text) = text {
+            let (r, t) = timed(|| parse(text));
+            time(file, t);
+            let topo = r.map_err(|e| HostError::parse(&name(file), &e))?;
+            if facts.gpu_topo.is_none() {
+                facts.gpu_topo = Some((file.to_string(), topo));
+            }
+        }
+    }
+    if let Some(text) = &raw.hwloc_xml {
+        let (r, t) = timed(|| hwloc::parse_xml(text));
+        time(snapshot::HWLOC_XML, t);
+        facts.hwloc = Some(r.map_err(|e| HostError::Invalid {
+            file: name(snapshot::HWLOC_XML),
+            what: e.to_string(),
+        })?);
+    }
+    // Tool time was recorded by the caller for live runs; merge parse time into it.
+    for t in timings {
+        match facts.timings.iter_mut().find(|x| x.source == t.source) {
+            Some(x) => x.parse += t.parse,
+            None => facts.timings.push(t),
+        }
+    }
+    Ok(())
+}
+
+fn vendor_from_pci(m: Option<&MachineFacts>) -> Option<(Vendor, String)> {
+    m?.pci_devices.iter().find_map(|d| {
+        let vendor = crate::topology::gpu_vendor(d.vendor?)?;
+        d.class
+            .is_some_and(sysfs::is_gpu_class)
+            .then(|| (vendor, format!("PCI vendor {:#06x} at {}", d.vendor.unwrap_or(0), d.bus_id)))
+    })
+}
+
+fn from_snapshot(dir: &Path, gpu_pci: &[String]) -> Result<HostFacts, HostError> {
+    let raw = snapshot::load(dir)?;
+    let mut facts = HostFacts { raw, ..HostFacts::default() };
+    let sys_root = dir.join(snapshot::SYSFS_DIR);
+    if sys_root.is_dir() {
+        let (r, t) = timed(|| sysfs::read(&sys_root, gpu_pci));
+        facts.sysfs = Some(r?.machine);
+        facts.timings.push(Timing { source: "sysfs".into(), tool: t, parse: Duration::ZERO });
+    }
+    let name = |file: &str| dir.join(file).display().to_string();
+    parse_outputs(&mut facts, &name)?;
+    let r = &facts.raw;
+    (facts.vendor, facts.vendor_evidence) = if r.mx_smi.is_some() || r.mx_smi_topo.is_some() {
+        (Vendor::Metax, "mx-smi output in the snapshot".into())
+    } else if r.nvidia_smi.is_some() || r.nvidia_smi_topo.is_some() || r.nvidia_smi_query.is_some()
+    {
+        (Vendor::Nvidia, "nvidia-smi output in the snapshot".into())
+    } else if r.rocm_smi_topo.is_some() {
+        (Vendor::Amd, "rocm-smi output in the snapshot".into())
+    } else {
+        vendor_from_pci(facts.sysfs.as_ref())
+            .or_else(|| vendor_from_pci(facts.hwloc.as_ref()))
+            .unwrap_or((Vendor::Other, "no GPU tool output in the snapshot".into()))
+    };
+    Ok(facts)
+}
+
+/// Runs one tool and records its own time under the snapshot file name of its output.
+fn run_tool(
+    runner: &dyn CommandRunner,
+    opts: &SourceOptions,
+    facts: &mut HostFacts,
+    program: &Path,
+    args: &[&str],
+    file: &'static str,
+) -> Result<Option<String>, RunError> {
+    let out = runner.run(program, args, opts.timeout)?;
+    facts.timings.push(Timing { source: file.into(), tool: out.elapsed, parse: Duration::ZERO });
+    Ok(Some(out.stdout))
+}
+
+fn live(
+    opts: &SourceOptions,
+    runner: &dyn CommandRunner,
+    gpu_pci: &[String],
+) -> Result<HostFacts, HostError> {
+    let mut facts = HostFacts::default();
+    let (r, t) = timed(|| sysfs::read(&opts.sysfs_root, gpu_pci));
+    let sys = r?;
+    facts.timings.push(Timing { source: "sysfs".into(), tool: t, parse: Duration::ZERO });
+    facts.raw.sysfs = sys.files;
+    facts.sysfs = Some(sys.machine);
+
+    let numactl_cmd = format!("{} --hardware", opts.numactl.display());
+    match run_tool(runner, opts, &mut facts, &opts.numactl, &["--hardware"], snapshot::NUMACTL) {
+        Ok(out) => facts.raw.numactl = out,
+        Err(e @ RunError::NotFound { .. }) => {
+            facts.warnings.push(format!("{e}; NUMA nodes read from sysfs only"))
+        }
+        Err(RunError::Failed { detail, .. }) if detail.contains("No NUMA") => facts
+            .warnings
+            .push(format!("{numactl_cmd}: no NUMA available on this system; using sysfs")),
+        Err(e) => return Err(e.into()),
+    }
+
+    // Vendor: the tool on PATH, the MetaX device node, or a GPU-class PCI device of the vendor.
+    let pci = vendor_from_pci(facts.sysfs.as_ref());
+    (facts.vendor, facts.vendor_evidence) = if runner.exists(&opts.mx_smi) {
+        (Vendor::Metax, format!("{} found", opts.mx_smi.display()))
+    } else if opts.dev_root.join("mxcd").exists() {
+        (Vendor::Metax, format!("{} exists", opts.dev_root.join("mxcd").display()))
+    } else if runner.exists(&opts.nvidia_smi) {
+        (Vendor::Nvidia, format!("{} found", opts.nvidia_smi.display()))
+    } else if runner.exists(&opts.rocm_smi) {
+        (Vendor::Amd, format!("{} found", opts.rocm_smi.display()))
+    } else if let Some((v, why)) = pci {
+        (v, why)
+    } else {
+        (Vendor::Other, "no GPU tool and no GPU-class PCI device of a known vendor".into())
+    };
+
+    let calls: Vec<(&Path, Vec<&str>, &'static str)> = match facts.vendor {
+        Vendor::Metax => vec![
+            (&opts.mx_smi, vec![], snapshot::MX_SMI),
+            (&opts.mx_smi, vec!["topo", "-m"], snapshot::MX_SMI_TOPO),
+        ],
+        Vendor::Nvidia => vec![
+            (&opts.nvidia_smi, nvsmi::QUERY_GPU_ARGS.to_vec(), snapshot::NVIDIA_SMI_QUERY),
+            (&opts.nvidia_smi, vec![], snapshot::NVIDIA_SMI),
+            (&opts.nvidia_smi, vec!["topo", "-m"], snapshot::NVIDIA_SMI_TOPO),
+        ],
+        Vendor::Amd => vec![(&opts.rocm_smi, vec!["--showtopo"], snapshot::ROCM_SMI_TOPO)],
+        Vendor::Other => vec![],
+    };
+    for (program, args, file) in calls {
+        match run_tool(runner, opts, &mut facts, program, &args, file) {
+            Ok(out) => {
+                let slot = match file {
+                    snapshot::MX_SMI => &mut facts.raw.mx_smi,
+                    snapshot::MX_SMI_TOPO => &mut facts.raw.mx_smi_topo,
+                    snapshot::NVIDIA_SMI_QUERY => &mut facts.raw.nvidia_smi_query,
+                    snapshot::NVIDIA_SMI => &mut facts.raw.nvidia_smi,
+                    snapshot::NVIDIA_SMI_TOPO => &mut facts.raw.nvidia_smi_topo,
+                    _ => &mut facts.raw.rocm_smi_topo,
+                };
+                *slot = out;
+            }
+            Err(e @ RunError::NotFound { .. }) => {
+                facts.warnings.push(format!(
+                    "{e}; GPU placement from sysfs/hwloc only ({})",
+                    facts.vendor_evidence
+                ));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    if opts.hwloc {
+        let (r, t) = timed(hwloc::live);
+        match r {
+            Ok((machine, xml)) => {
+                facts.raw.hwloc_xml = Some(xml);
+                facts.timings.push(Timing {
+                    source: "hwloc".into(),
+                    tool: t,
+                    parse: Duration::ZERO,
+                });
+                facts.hwloc = Some(machine);
+            }
+            Err(e) => facts.warnings.push(format!("{e}; continuing without hwloc")),
+        }
+    }
+    // The live hwloc topology is already parsed: do not parse its XML export again.
+    let xml = facts.raw.hwloc_xml.take();
+    let name = |file: &str| live_name(opts, file);
+    parse_outputs(&mut facts, &name)?;
+    facts.raw.hwloc_xml = xml;
+    Ok(facts)
+}
+
+/// How a live tool output is cited in errors: the command line that produced it.
+fn live_name(opts: &SourceOptions, file: &str) -> String {
+    let (tool, args) = match file {
+        snapshot::NUMACTL => (&opts.numactl, "--hardware"),
+        snapshot::MX_SMI => (&opts.mx_smi, ""),
+        snapshot::MX_SMI_TOPO => (&opts.mx_smi, "topo -m"),
+        snapshot::NVIDIA_SMI => (&opts.nvidia_smi, ""),
+        snapshot::NVIDIA_SMI_TOPO => (&opts.nvidia_smi, "topo -m"),
+        snapshot::NVIDIA_SMI_QUERY => (&opts.nvidia_smi, "--query-gpu"),
+        snapshot::ROCM_SMI_TOPO => (&opts.rocm_smi, "--showtopo"),
+        other => return other.to_string(),
+    };
+    format!("{} {}", tool.display(), args).trim_end().to_string()
+}

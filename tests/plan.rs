@@ -1,0 +1,336 @@
+//! `nodeagent probe` / `plan` end to end: golden JSON for every host snapshot in
+//! `testdata/hosts/`, the seed's expected binding, clean errors for bad input, `--save` then
+//! `--from` round trip, and live probing of this machine (the sources must agree).
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test plan` rewrites the golden files after a deliberate change.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+}
+
+fn hosts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hosts")
+}
+
+fn run(args: &[&str]) -> Output {
+    // Help text wraps at the terminal width: pin it.
+    bin().env("COLUMNS", "100").args(args).output().expect("run nodeagent")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Compares `actual` with the golden file, or rewrites it under `UPDATE_GOLDEN=1`.
+fn golden(path: &Path, actual: &str) -> Result<(), String> {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()))?;
+    if expected != actual {
+        let line = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(format!(
+            "{} differs from the output (first difference at line {}); UPDATE_GOLDEN=1 rewrites it",
+            path.display(),
+            line + 1
+        ));
+    }
+    Ok(())
+}
+
+fn host_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(hosts_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn golden_plan_and_probe_json_for_every_host() {
+    let mut failures = Vec::new();
+    let dirs = host_dirs();
+    assert!(dirs.len() >= 10, "expected the fixture hosts, found {dirs:?}");
+    for dir in dirs {
+        let d = dir.to_str().unwrap();
+        for (cmd, file) in [("plan", "plan.json"), ("probe", "probe.json")] {
+            let out = run(&[cmd, "--from", d, "--json"]);
+            assert!(out.status.success(), "{cmd} --from {d}: {}", stderr(&out));
+            if let Err(e) = golden(&dir.join(file), &stdout(&out)) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn seed_host_plan_is_the_reports_binding_with_reasons() {
+    let dir = hosts_dir().join("seed-4xmxc500");
+    let out = run(&["plan", "--from", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("numactl --cpunodebind=0 --membind=0"), "{text}");
+    assert!(text.contains("numactl -N0 -m0"), "{text}");
+    assert!(text.contains("--cpuset-cpus=0-15 --cpuset-mems=0"), "{text}");
+    assert!(
+        text.contains("GPU0 (0000:05:00.0) hangs off NUMA node 0: mx-smi-topo-m.txt line 4"),
+        "{text}"
+    );
+    assert!(text.contains("node 0 has CPUs 0-15: numactl-hardware.txt line 2"), "{text}");
+
+    // The JSON contract.
+    let out = run(&["plan", "--from", dir.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inst = &v["instances"][0];
+    assert_eq!(inst["gpus"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(inst["cpunodebind"], serde_json::json!([0]));
+    assert_eq!(inst["membind"], serde_json::json!([0]));
+    assert_eq!(inst["cpus"], "0-15");
+    assert_eq!(inst["numactl"], "numactl --cpunodebind=0 --membind=0");
+    assert_eq!(inst["docker_args"], serde_json::json!(["--cpuset-cpus=0-15", "--cpuset-mems=0"]));
+    assert_eq!(v["gpus"][2]["bus_id"], "0000:0e:00.0");
+    assert_eq!(v["gpus"][2]["numa_node"], 0);
+    assert_eq!(v["gpus"][2]["cpu_affinity"], "0-15");
+    assert_eq!(v["numa_nodes"][0]["memory_free_mb"], 4950);
+    assert_eq!(v["numa_nodes"][7]["cpus"], "112-127");
+    assert!(v["warnings"].is_array());
+
+    // The seed's node 0 had 4.9 GB free: a 16 GB need switches to --preferred.
+    let out = run(&["plan", "--from", dir.to_str().unwrap(), "--host-memory-gb", "16"]);
+    assert!(stdout(&out).contains("numactl --cpunodebind=0 --preferred=0"), "{}", stdout(&out));
+}
+
+/// The expected node of every fixture, as its source states it (`testdata/hosts/README.md`).
+#[test]
+fn every_fixture_host_gives_the_expected_nodes() {
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
+        ("ms-swift-8xc500", &[], &[("0,1,2,3,4,5,6,7", "numactl --cpunodebind=0 --membind=0")]),
+        (
+            "dgxa100-8gpu",
+            &["--tp", "2"],
+            &[
+                ("0,1", "numactl --cpunodebind=3 --membind=3"),
+                ("2,3", "numactl --cpunodebind=1 --membind=1"),
+                ("4,5", "numactl --cpunodebind=7 --membind=7"),
+                ("6,7", "numactl --cpunodebind=5 --membind=5"),
+            ],
+        ),
+        (
+            "h200-hgx-8gpu",
+            &["--instances", "2"],
+            &[
+                ("0,1,2,3", "numactl --cpunodebind=0 --membind=0"),
+                ("4,5,6,7", "numactl --cpunodebind=1 --membind=1"),
+            ],
+        ),
+        ("club3090-2x5090", &[], &[("0,1", "numactl --cpunodebind=0 --membind=0")]),
+        (
+            "stelline-4xrtx6000ada",
+            &["--tp", "2"],
+            &[
+                ("0,1", "numactl --cpunodebind=0 --membind=0"),
+                ("2,3", "numactl --cpunodebind=1 --membind=1"),
+            ],
+        ),
+        (
+            "threadripper-nps4-memoryless",
+            &[],
+            &[("0", "numactl --physcpubind=0-5,24-29 --membind=2")],
+        ),
+        ("grace-hopper-9node", &[], &[("0", "numactl --cpunodebind=0 --membind=0")]),
+        ("h100-2gpu-vm", &[], &[("0,1", "numactl --cpunodebind=0 --membind=0")]),
+        (
+            "hwloc-32em64t-2n8c2t-pci-normalio",
+            &["--gpus", "1,2"],
+            &[("1,2", "numactl --cpunodebind=1 --membind=1")],
+        ),
+    ];
+    for (host, extra, expected) in cases {
+        let dir = hosts_dir().join(host);
+        let mut args = vec!["plan", "--json", "--from", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{host}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<(String, String)> = v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let gpus: Vec<String> =
+                    i["gpus"].as_array().unwrap().iter().map(|g| g.to_string()).collect();
+                (gpus.join(","), i["numactl"].as_str().unwrap_or("none").to_string())
+            })
+            .collect();
+        let want: Vec<(String, String)> =
+            expected.iter().map(|(g, n)| (g.to_string(), n.to_string())).collect();
+        assert_eq!(got, want, "{host}");
+    }
+    // Unknown affinity: no binding, and the JSON says so with null.
+    let dir = hosts_dir().join("ernie-8xc550");
+    let out = run(&["plan", "--json", "--from", dir.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["instances"][0]["numactl"].is_null());
+    assert_eq!(v["gpus"][0]["numa_node"], serde_json::Value::Null);
+    // rocm-smi: GPU i on node i.
+    let dir = hosts_dir().join("rocm-4gpu-xgmi");
+    let out = run(&["probe", "--json", "--from", dir.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes: Vec<i64> =
+        v["gpus"].as_array().unwrap().iter().map(|g| g["numa_node"].as_i64().unwrap()).collect();
+    assert_eq!(nodes, [0, 1, 2, 3]);
+}
+
+fn assert_bad_input(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    assert_bad_input(
+        &run(&["plan", "--from", missing.to_str().unwrap()]),
+        "not a readable directory",
+    );
+    assert_bad_input(
+        &run(&["probe", "--from", tmp.path().to_str().unwrap()]),
+        "none of the snapshot files",
+    );
+
+    // Garbage in numactl output: file and line.
+    let snap = tmp.path().join("garbled");
+    std::fs::create_dir(&snap).unwrap();
+    std::fs::write(
+        snap.join("numactl-hardware.txt"),
+        "available: 1 nodes (0)\nnode 0 cpus: 0 1 x\n",
+    )
+    .unwrap();
+    assert_bad_input(&run(&["plan", "--from", snap.to_str().unwrap()]), "numactl-hardware.txt:2:");
+
+    // Truncated topology output.
+    let seed = hosts_dir().join("seed-4xmxc500");
+    let snap = tmp.path().join("truncated");
+    std::fs::create_dir(&snap).unwrap();
+    let topo = std::fs::read_to_string(seed.join("mx-smi-topo-m.txt")).unwrap();
+    std::fs::write(snap.join("mx-smi-topo-m.txt"), &topo[..40]).unwrap();
+    assert_bad_input(&run(&["plan", "--from", snap.to_str().unwrap()]), "mx-smi-topo-m.txt:");
+
+    // Garbage in a sysfs file.
+    let snap = tmp.path().join("badsysfs");
+    let node = snap.join("sysfs/devices/system/node/node0");
+    std::fs::create_dir_all(&node).unwrap();
+    std::fs::write(node.join("cpulist"), "0-zz\n").unwrap();
+    assert_bad_input(&run(&["probe", "--from", snap.to_str().unwrap()]), "node0/cpulist:1:");
+
+    // Plan requests that cannot be met.
+    assert_bad_input(
+        &run(&["plan", "--from", seed.to_str().unwrap(), "--gpus", "9"]),
+        "there is no GPU 9",
+    );
+    assert_bad_input(&run(&["plan", "--from", seed.to_str().unwrap(), "--tp", "3"]), "--tp 3");
+    assert_bad_input(
+        &run(&["plan", "--from", seed.to_str().unwrap(), "--gpu-pci", "zz"]),
+        "--gpu-pci",
+    );
+}
+
+#[test]
+fn live_tools_missing_failing_or_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hang = tmp.path().join("hang-smi");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    let fail = tmp.path().join("fail-smi");
+    std::fs::write(&fail, "#!/bin/sh\necho 'driver not loaded' >&2\nexit 9\n").unwrap();
+    for p in [&hang, &fail] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let base = ["probe", "--no-hwloc", "--tool-timeout", "300ms"];
+    let with = |flag: &str, p: &Path| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.push(flag.into());
+        a.push(p.to_str().unwrap().into());
+        bin().args(&a).output().unwrap()
+    };
+    assert_bad_input(&with("--mx-smi", &hang), "no answer within 300ms");
+    assert_bad_input(&with("--nvidia-smi", &fail), "exited with status 9: driver not loaded");
+    // numactl is optional: missing is a warning, the probe goes on from sysfs.
+    let out = with("--numactl", Path::new("/nonexistent/numactl"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
+}
+
+#[test]
+fn save_then_replay_gives_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snap");
+    let live = run(&["probe", "--json", "--save", snap.to_str().unwrap()]);
+    assert!(live.status.success(), "{}", stderr(&live));
+    for f in ["numactl-hardware.txt", "hwloc.xml", "sysfs/devices/system/node/node0/cpulist"] {
+        assert!(snap.join(f).is_file(), "{f} missing from the snapshot");
+    }
+    let replay = run(&["probe", "--json", "--from", snap.to_str().unwrap()]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let a: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(a["numa_nodes"], b["numa_nodes"]);
+    assert_eq!(a["gpus"], b["gpus"]);
+}
+
+/// This machine: one NUMA node, no GPU. sysfs, numactl and hwloc must all be read and agree.
+#[test]
+fn live_probe_sources_agree_on_this_machine() {
+    let out = run(&["probe", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&str> =
+        v["sources"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    for s in ["numactl-hardware.txt", "sysfs/", "hwloc.xml"] {
+        assert!(sources.contains(&s), "{s} not among {sources:?}");
+    }
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(warnings.is_empty(), "sources disagree: {warnings:?}");
+    let online = std::fs::read_to_string("/sys/devices/system/node/online").unwrap();
+    let n_nodes = nodeagent::host::cpuset::CpuSet::parse_list(online.trim()).unwrap().len();
+    assert_eq!(v["numa_nodes"].as_array().unwrap().len(), n_nodes);
+    let cpus = v["numa_nodes"][0]["cpus"].as_str().unwrap();
+    assert!(!cpus.is_empty());
+}
+
+#[test]
+fn plan_help_is_pinned() {
+    let out = run(&["plan", "--help"]);
+    let help = stdout(&out);
+    for flag in [
+        "--from",
+        "--gpus",
+        "--instances",
+        "--tp",
+        "--host-memory-gb",
+        "--json",
+        "--gpu-pci",
+        "--tool-timeout",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from plan --help");
+    }
+    golden(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan-help.txt"), &help).unwrap();
+}
