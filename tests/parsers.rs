@@ -301,6 +301,22 @@ fn nvsmi_table_old_two_row_layout() {
     assert_eq!(procs, [(0, 12345, "python", Some(31183))]);
 }
 
+#[test]
+fn nvsmi_sick_gpu_err_cells_are_absent_not_fatal() {
+    let text = NV_410_LAYOUT.replace(
+        "| N/A   40C    P0    36W / 250W |  30884MiB / 32480MiB |      0%      Default |",
+        "| N/A  ERR!    P0   ERR! / 250W |     ERR! / 32480MiB |    ERR!      Default |",
+    );
+    let s = nvsmi::parse_table(&text).unwrap();
+    let g = &s.gpus[1];
+    assert_eq!(
+        (g.temperature_c, g.power_w, g.memory_used_mib, g.utilization_pct),
+        (None, None, None, None)
+    );
+    assert_eq!(s.gpus[0].memory_used_mib, Some(31194), "the healthy GPU keeps its readings");
+    assert_eq!(g.bus_id.as_deref(), Some("0000:3b:00.0"));
+}
+
 const QUERY_CSV: &str = "\
 index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu, power.draw [W]
 0, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559 MiB, 20517 MiB, 100 %, 45, 402.17 W
