@@ -384,7 +384,14 @@ fn fits(v: &str, aff: Aff) -> bool {
             v.ends_with(|c: char| c.is_ascii_digit())
                 && CpuSet::parse_list(v).is_ok_and(|s| !s.is_empty() && s.last_below(8192))
         }
-        Aff::Numa | Aff::GpuNumaId => node_id(v).is_some_and(|n| n < 1024),
+        // A node id, or a node list (`0-1`) when the device is equally near several nodes;
+        // `GpuTopoRow` holds one node, so a list reads as no single node (`None`).
+        Aff::Numa | Aff::GpuNumaId => {
+            node_id(v).is_some_and(|n| n < 1024)
+                || (v.ends_with(|c: char| c.is_ascii_digit())
+                    && v.contains(['-', ','])
+                    && CpuSet::parse_list(v).is_ok_and(|s| s.len() > 1 && s.last_below(1024)))
+        }
     }
 }
 
@@ -500,7 +507,9 @@ impl Search<'_> {
             match (col, &v) {
                 (Aff::Cpu, Some(v)) => next.plausibility += cpu_plausibility(v, nodes),
                 // Between `0-31` + `0` and `0-3` + `10`, the short node id is likelier.
-                (_, Some(v)) if v.len() > 1 && !is_na(v) => next.plausibility -= 1,
+                (_, Some(v)) if node_id(v).is_some() && v.len() > 1 => next.plausibility -= 1,
+                // A node list is rare: only when nothing else reads the row.
+                (_, Some(v)) if !is_na(v) && node_id(v).is_none() => next.plausibility -= 6,
                 _ => {}
             }
             next.values.push(v);
@@ -567,6 +576,18 @@ mod tests {
         let nodes: Vec<CpuSet> =
             ["0-3", "4-7"].iter().map(|l| CpuSet::parse_list(l).unwrap()).collect();
         assert_eq!(assign_affinity(&cells, &cols, &nodes).unwrap()[0].as_deref(), Some("0-3"));
+    }
+
+    #[test]
+    fn numa_node_list_is_accepted_as_no_single_node() {
+        let cols = [Aff::Cpu, Aff::Numa, Aff::GpuNumaId];
+        let cells: Vec<String> = ["0-63", "0-1", "N/A"].iter().map(|c| c.to_string()).collect();
+        let v = assign_affinity(&cells, &cols, &[]).unwrap();
+        assert_eq!(v[1].as_deref(), Some("0-1"));
+        assert_eq!(node_id("0-1"), None);
+        // ... and never preferred over a plain split of a glued cell.
+        let v = assign_affinity(&["0-31,64-950".into(), "N/A".into()], &cols, &[]).unwrap();
+        assert_eq!(v[1].as_deref(), Some("0"));
     }
 
     #[test]
