@@ -836,6 +836,36 @@ fn hwloc_bad_documents_are_clean_errors() {
 }
 
 #[test]
+fn hwloc_checked_and_in_process_imports_agree() {
+    for f in [
+        "hwloc/32em64t-2n8c2t-pci-normalio.xml",
+        "hwloc/96em64t-4n4d3ca2co-pci.xml",
+        "hwloc/power8gpudistances.xml",
+    ] {
+        let text = fixture(f);
+        assert_eq!(
+            hwloc::parse_xml(&text).unwrap(),
+            hwloc::parse_xml_in_process(&text).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+// Regression: libhwloc 2.9 segfaults on a PU without `complete_cpuset` (found by the
+// property test below); loading it in-process killed the test binary.
+#[test]
+fn hwloc_document_that_crashes_libhwloc_is_an_error() {
+    let text = fixture("hwloc/32em64t-2n8c2t-pci-normalio.xml").replacen(
+        "cpuset=\"0x80000000\" complete_cpuset=\"0x80000000\"",
+        "cpuset=\"0x80000000\" complete_mkt4cpuset=\"0x80000000\"",
+        1,
+    );
+    let e = hwloc::parse_xml(&text).unwrap_err();
+    assert!(matches!(e, hwloc::HwlocError::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("crashed"), "{e}");
+}
+
+#[test]
 fn hwloc_live_machine_round_trips_through_xml() {
     let (live, xml) = hwloc::live().unwrap();
     assert!(!live.nodes.is_empty(), "at least one NUMA node");
@@ -865,6 +895,25 @@ fn all_fixture_texts() -> Vec<String> {
         .map(|r| fixture(r))
         .chain([QUERY_CSV.to_string(), fixture("rocm-smi/4gpu-xgmi-numa-per-gpu-0-1-2-3.txt")])
         .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    // hwloc's own XML reader behind hwlocality: truncated or corrupted documents must come
+    // back as errors, not crash the probe.
+    #[test]
+    fn hwloc_truncated_or_corrupted_xml_never_panics(cut in 0usize..20_000, at in 0usize..20_000, junk in "[<>\"= a-z0-9/]{0,8}") {
+        let text = fixture("hwloc/32em64t-2n8c2t-pci-normalio.xml");
+        let mut cut_at = cut.min(text.len());
+        while !text.is_char_boundary(cut_at) { cut_at -= 1; }
+        let _ = hwloc::parse_xml(&text[..cut_at]);
+        let mut edited = text.clone();
+        let mut pos = at.min(edited.len());
+        while !edited.is_char_boundary(pos) { pos -= 1; }
+        edited.insert_str(pos, &junk);
+        let _ = hwloc::parse_xml(&edited);
+    }
 }
 
 proptest! {
