@@ -553,6 +553,25 @@ fn topo_variations_parse_the_same() {
             })
             .collect();
         variants.push(("wrapped header", wrapped.join("\n")));
+        // Header wrapped in the middle of its GPU columns.
+        if text.contains("GPU1\tGPU2") || text.contains("GPU1    GPU2") {
+            let mid: Vec<String> = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == header_at {
+                        l.replacen("GPU1\tGPU2", "GPU1\nGPU2", 1).replacen(
+                            "GPU1    GPU2",
+                            "GPU1\nGPU2",
+                            1,
+                        )
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            variants.push(("header wrapped mid-columns", mid.join("\n")));
+        }
         if text.contains('\t') {
             // Pasted with the tabs lost: names, codes and fields glued (`GPU0GPU1`,
             // `NV12NV12`, `SYS48-63,176-1913`, `0-55,112-1670N/A`).

@@ -66,6 +66,11 @@ static HEADER_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     )
     .unwrap()
 });
+// A word that can only be part of a header: a column name or a piece of an affinity name. A
+// line of nothing else continues a wrapped header even when it starts with `GPU4`.
+static HEADER_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:GPU\d+|NIC\d+|mlx\d+_\d+|CPU|NUMA|Node|Affinity|GPU|ID)$").unwrap()
+});
 static GPU_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^GPU(\d+)").unwrap());
 // At most two digits: a GPU pair bonds at most 18 NVLinks (H100/H200/B200), and a longer run
 // is a link glued to the affinity field after it (`NV180-31` = `NV18` + `0-31`).
@@ -132,7 +137,8 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
     let mut columns = header_columns(&header_text);
     let mut i = head_at + 1;
     while let Some(l) = lines.get(i) {
-        if l.text.trim().is_empty() || row_name(&l.text, &columns).is_some() {
+        let only_names = l.text.split_whitespace().all(|t| HEADER_WORD.is_match(t));
+        if l.text.trim().is_empty() || (row_name(&l.text, &columns).is_some() && !only_names) {
             break;
         }
         header_text.push(' ');
