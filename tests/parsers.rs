@@ -317,6 +317,27 @@ fn nvsmi_sick_gpu_err_cells_are_absent_not_fatal() {
     assert_eq!(g.bus_id.as_deref(), Some("0000:3b:00.0"));
 }
 
+#[test]
+fn nvsmi_mig_devices_table_is_skipped() {
+    // The MIG table sits between the GPU table and the process table (layout of driver 5xx).
+    let mig = "\n+-----------------------------------------------------------------------------------------+
+| MIG devices:                                                                            |
++------------------+----------------------------------+-----------+-----------------------+
+| GPU  GI  CI  MIG |                     Memory-Usage |        Vol|        Shared         |
+|      ID  ID  Dev |                       BAR1-Usage | SM     Unc| CE ENC  DEC  OFA  JPG |
+|                  |                                  |        ECC|                       |
+|==================+==================================+===========+=======================|
+|  0    1   0   0  |              13MiB / 40192MiB    | 42      0 |  3   0    2    0    0 |
+|                  |                 0MiB / 65535MiB  |           |                       |
++------------------+----------------------------------+-----------+-----------------------+
+";
+    let text = capture("nvidia-smi.load.txt").replacen("\n\n+---", &format!("\n{mig}\n+---"), 1);
+    assert!(text.contains("MIG devices"));
+    let s = nvsmi::parse_table(&text).unwrap();
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!(s.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [584, 585]);
+}
+
 const QUERY_CSV: &str = "\
 index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu, power.draw [W]
 0, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559 MiB, 20517 MiB, 100 %, 45, 402.17 W
