@@ -40,6 +40,17 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the OpenAI-compatible engine simulator (a stand-in for vLLM in demos and tests).
     Simulate(SimulateArgs),
+    /// A worker process of `simulate --workers` (internal).
+    #[command(hide = true)]
+    SimulateWorker(SimulateWorkerArgs),
+    /// Launch vLLM (or any engine) under the plan's binding and supervise it: binding check,
+    /// readiness, liveness, restarts, clean stop; systemd notify when run as a service.
+    Serve(ServeArgs),
+    /// Ask the running `nodeagent serve` for its state, engine pids, binding check, restarts,
+    /// health and uptime.
+    Status(StatusArgs),
+    /// Measure a serving endpoint with a load sweep (TTFT, TPOT, ITL, throughput, failures).
+    Verify(Box<VerifyArgs>),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,9 +129,344 @@ pub struct PlanArgs {
 // ---------------------------------------------------------------------------------------------
 // simulate
 
+/// `nodeagent simulate`: every latency is in milliseconds (fractions allowed); every rate is a
+/// probability per request.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
     /// Port to listen on (0 picks a free port; the bound address is printed).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+    /// Model name that /v1/models lists and requests must name.
+    #[arg(long, default_value = "qwen2.5", value_name = "NAME")]
+    pub served_model_name: String,
+    /// Seed for output lengths, token texts and faults (same seed + same request order = same
+    /// answers).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Longest prompt + output in tokens; longer requests get HTTP 400.
+    #[arg(long, default_value_t = 32768, value_name = "TOKENS")]
+    pub max_model_len: u32,
+    /// Most requests running at once; the rest wait in a FIFO queue (0 = no limit)
+    /// [default: 256, or 0 with --zero-delay].
+    #[arg(long, value_name = "N")]
+    pub max_num_seqs: Option<u32>,
+    /// Time to first token, fixed part.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub prefill_base_ms: f64,
+    /// Time to first token, per prompt token.
+    #[arg(long, default_value_t = 0.1, value_name = "MS")]
+    pub prefill_per_token_ms: f64,
+    /// Time per further output token, fixed part.
+    #[arg(long, default_value_t = 30.0, value_name = "MS")]
+    pub decode_base_ms: f64,
+    /// Time per further output token, per request running in the batch.
+    #[arg(long, default_value_t = 0.1, value_name = "MS")]
+    pub decode_per_running_ms: f64,
+    /// Answer as fast as possible: every latency 0, no batch limit unless --max-num-seqs.
+    #[arg(long)]
+    pub zero_delay: bool,
+    /// Output length of requests without max_tokens (or that "stop at EOS" before it).
+    #[arg(long, value_enum, default_value_t = crate::sim::OutputLenDist::Uniform, value_name = "DIST")]
+    pub output_len_dist: crate::sim::OutputLenDist,
+    /// Mean of that output length.
+    #[arg(long, default_value_t = 256, value_name = "TOKENS")]
+    pub output_len_mean: u32,
+    /// Rate of requests answered with HTTP 500 at once.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_500_rate: f64,
+    /// Rate of responses cut half-way (connection closed, no [DONE]).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_drop_rate: f64,
+    /// Rate of responses that pause --stall-ms half-way.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_stall_rate: f64,
+    /// Rate of streams that send an in-band `data: {"error": ...}` half-way, then [DONE].
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub fault_stream_error_rate: f64,
+    /// Length of a stall.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub stall_ms: u64,
+    /// KV cache size in tokens (for vllm:gpu_cache_usage_perc).
+    #[arg(long, default_value_t = 400_000, value_name = "TOKENS")]
+    pub kv_cache_tokens: u64,
+    /// Ground-truth records kept for /sim/requests (oldest dropped beyond).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub max_records: usize,
+    /// Refuse connections for this long before listening, like vLLM loading a model.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub startup_delay_ms: u64,
+    /// Crash (exit with --exit-code, no cleanup) this long after listening.
+    #[arg(long, value_name = "MS")]
+    pub exit_after_ms: Option<u64>,
+    /// Crash (exit with --exit-code, no cleanup) after this many requests finished.
+    #[arg(long, value_name = "N")]
+    pub exit_after_requests: Option<u64>,
+    /// Exit status of a simulated crash (0 is allowed: vLLM sometimes crashes with 0).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub exit_code: u8,
+    /// Stop answering anything (incl. /health) this long after listening; stay alive.
+    #[arg(long, value_name = "MS")]
+    pub hang_after_ms: Option<u64>,
+    /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
+    /// Ray workers; they exit when this process dies.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub workers: u32,
+    /// Workers outlive this process's death (leftovers, like Ray workers after a SIGKILL).
+    #[arg(long)]
+    pub orphan_workers: bool,
+    /// Write this process's PID to FILE (removed on a graceful stop).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Hidden: one worker process of `simulate --workers`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateWorkerArgs {
+    /// Worker rank (1-based; the simulator itself is rank 0).
+    #[arg(long)]
+    pub rank: u32,
+    /// PID of the simulator that started this worker; the worker exits when it is gone.
+    #[arg(long)]
+    pub parent_pid: u32,
+    /// Keep running after the parent dies.
+    #[arg(long)]
+    pub orphan: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve / status
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeMode {
+    /// The binding is applied natively in the engine process before exec.
+    Bare,
+    /// The engine runs under `numactl` with the binding's options.
+    Numactl,
+    /// The engine runs in a container through the Docker Engine API.
+    Container,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML): picks a host and a model profile and overrides their keys.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NODEAGENT_CONFIG",
+        default_value = "/etc/nodeagent/nodeagent.toml"
+    )]
+    pub config: PathBuf,
+    /// Print the effective configuration (profiles merged, CLI applied) and the exact command
+    /// that would run, then exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Directory for the pid file and the status socket (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Launch mode (overrides `launch.mode`).
+    #[arg(long, value_enum)]
+    pub mode: Option<ServeMode>,
+    /// Engine port (overrides `engine.port`).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// State directory of the running agent (where its `status.sock` is).
+    #[arg(long, value_name = "DIR", default_value = "/run/nodeagent")]
+    pub state_dir: PathBuf,
+    /// Print the agent's status record as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the agent's answer, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+/// Parses a duration: plain seconds (`120`, `0.5`, as the seed's `--read-timeout=120`) or
+/// humantime (`2m`, `500ms`).
+pub fn parse_seconds_or_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(x) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(x).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use seconds or e.g. 500ms, 2m)"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyApi {
+    /// `/v1/chat/completions` (messages).
+    Chat,
+    /// `/v1/completions` (prompt).
+    Completions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetKind {
+    /// JSON lines with the prompt in a field (`--dataset-field`, default `question`).
+    Openqa,
+    /// One prompt per line of text.
+    Line,
+    /// ShareGPT JSON (first human turn of each conversation).
+    Sharegpt,
+    /// Random prompts of `--input-len` words.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalKind {
+    Constant,
+    Poisson,
+    Gamma,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyFormat {
+    /// A table per level, then the sweep table.
+    Table,
+    /// evalscope-style "Benchmarking summary" blocks (the seed's labels).
+    Evalscope,
+    /// `summary.json` on stdout.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct VerifyArgs {
+    #[command(subcommand)]
+    pub command: Option<VerifyCommand>,
+    #[command(flatten)]
+    pub run: VerifyRunArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum VerifyCommand {
+    /// Print two runs (`--out` directories or summary.json files) side by side with the changes.
+    Compare {
+        /// The baseline run.
+        run_a: PathBuf,
+        /// The run compared with it.
+        run_b: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyRunArgs {
+    /// Server base URL (`http://127.0.0.1:8000`) or full endpoint URL
+    /// (`http://127.0.0.1:8000/v1/chat/completions`).
+    #[arg(long, required = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// API to use; a full endpoint URL implies it.
+    #[arg(long, value_enum)]
+    pub api: Option<VerifyApi>,
+    /// Model name sent in requests (default: the first of GET /v1/models).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Bearer token for the Authorization header.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Concurrency of each level (closed loop), e.g. `--parallel 8 16 32`; repeatable
+    /// (`--parallels 8 --parallels 16`). With `--rate`, the concurrency cap of each level.
+    #[arg(long, visible_alias = "parallels", num_args = 1.., value_name = "N")]
+    pub parallel: Vec<u64>,
+    /// Open loop: requests per second of each level (one level per rate).
+    #[arg(long, num_args = 1.., value_name = "REQ_PER_S")]
+    pub rate: Vec<f64>,
+    /// Inter-arrival distribution of the open loop.
+    #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
+    pub arrival: ArrivalKind,
+    /// Gamma shape for `--arrival gamma` (below 1 burstier than Poisson, above 1 smoother).
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Requests per level: one number for all levels, or one per level.
+    #[arg(long, visible_alias = "n", num_args = 1.., value_name = "N", default_value = "1000")]
+    pub number: Vec<u64>,
+    /// Warmup requests run at each level's concurrency before measuring (not in any metric).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub warmup: u64,
+    /// Stop sending in a level after this long (seconds or e.g. `5m`); unsent requests are reported.
+    #[arg(long, value_parser = parse_seconds_or_duration, value_name = "DURATION")]
+    pub duration: Option<std::time::Duration>,
+    /// Longest wait for any read (response headers, each chunk).
+    #[arg(long, value_parser = parse_seconds_or_duration, default_value = "120", value_name = "DURATION")]
+    pub read_timeout: std::time::Duration,
+    /// Longest wait for a TCP connection.
+    #[arg(long, value_parser = parse_seconds_or_duration, default_value = "10", value_name = "DURATION")]
+    pub connect_timeout: std::time::Duration,
+    /// Longest wait from the send to the first content token (default: none).
+    #[arg(long, value_parser = parse_seconds_or_duration, value_name = "DURATION")]
+    pub first_token_timeout: Option<std::time::Duration>,
+    /// Longest time for a whole request (default: none).
+    #[arg(long, value_parser = parse_seconds_or_duration, value_name = "DURATION")]
+    pub total_timeout: Option<std::time::Duration>,
+    /// `max_tokens` of each request.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// `min_tokens` of each request (vLLM extension).
+    #[arg(long)]
+    pub min_tokens: Option<u32>,
+    /// Send `ignore_eos: true` (vLLM extension) so every request produces `max_tokens`.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// JSON object merged into every request body last (overrides the fields above).
+    #[arg(long, value_name = "JSON")]
+    pub extra_body: Option<String>,
+    /// Do not stream (TTFT then equals latency; only for servers that cannot stream).
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Dataset kind.
+    #[arg(long, value_enum, default_value_t = DatasetKind::Openqa)]
+    pub dataset: DatasetKind,
+    /// Dataset file (openqa, line, sharegpt).
+    #[arg(long, value_name = "FILE")]
+    pub dataset_path: Option<PathBuf>,
+    /// Field holding the prompt in openqa JSONL (Codefuse uses `input`).
+    #[arg(long, default_value = "question", value_name = "NAME")]
+    pub dataset_field: String,
+    /// Random dataset: words per prompt.
+    #[arg(long, default_value_t = 128, value_name = "WORDS")]
+    pub input_len: usize,
+    /// Random dataset: sets `--max-tokens` (and `--ignore-eos`) unless given.
+    #[arg(long, value_name = "TOKENS")]
+    pub output_len: Option<u32>,
+    /// Drop prompts longer than this many characters.
+    #[arg(long, value_name = "CHARS")]
+    pub max_prompt_length: Option<usize>,
+    /// Drop prompts shorter than this many characters.
+    #[arg(long, default_value_t = 0, value_name = "CHARS")]
+    pub min_prompt_length: usize,
+    /// Seed for prompt order, random prompts and arrival times.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Service-level objectives for goodput, e.g. `ttft=2s,tpot=50ms` (keys: ttft, tpot, itl, latency).
+    #[arg(long, value_name = "LIST")]
+    pub slo: Option<String>,
+    /// Exit 1 when a level's failed/sent exceeds this fraction (0..1); a level with no success
+    /// always fails the run.
+    #[arg(long, value_name = "FRACTION")]
+    pub max_failure_rate: Option<f64>,
+    /// Write summary.json, summary.csv, requests.jsonl and evalscope-summary.txt into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = VerifyFormat::Table)]
+    pub format: VerifyFormat,
+    /// Skip the preflight (GET /v1/models and one request).
+    #[arg(long)]
+    pub no_preflight: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// After Ctrl-C, how long requests in flight may still finish.
+    #[arg(long, value_parser = parse_seconds_or_duration, default_value = "5", value_name = "DURATION")]
+    pub grace: std::time::Duration,
 }

@@ -10,13 +10,18 @@
 pub mod binding;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod exit;
 pub mod host;
 pub mod launch;
+pub mod loadgen;
 pub mod logging;
 pub mod plan;
+pub mod report;
+pub mod sim;
 pub mod supervise;
 pub mod topology;
+pub mod verify;
 
 pub use exit::CmdError;
 

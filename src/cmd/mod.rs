@@ -3,6 +3,10 @@
 
 pub mod plan;
 pub mod probe;
+pub mod serve;
+pub mod simulate;
+pub mod status;
+pub mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::exit::CmdError;
@@ -11,8 +15,10 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
         Command::Plan(args) => plan::run(&args),
-        Command::Simulate(_) => {
-            Err(CmdError::bad_input(anyhow::anyhow!("this command is not built yet")))
-        }
+        Command::Simulate(args) => simulate::run(args),
+        Command::SimulateWorker(args) => simulate::run_worker(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(*args),
     }
 }

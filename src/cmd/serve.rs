@@ -1,0 +1,177 @@
+//! `nodeagent serve`: load the config and profiles, resolve the binding, build the launch spec,
+//! then run the supervisor until SIGTERM/SIGINT (exit 0) or until it gives up (exit 1). Bad
+//! config and failed preflight checks exit 2 with nothing started.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::binding::Binding;
+use crate::cli::{ServeArgs, ServeMode};
+use crate::config::{self, Config, LaunchMode};
+use crate::exit::{CmdError, ResultExt};
+use crate::launch::spec::LaunchSpec;
+use crate::supervise::notify::{Notifier, SdNotifier};
+use crate::supervise::process::ProcessRuntime;
+use crate::supervise::procs::ProcFs;
+use crate::supervise::runtime::EngineRuntime;
+use crate::supervise::status::{self, AgentStatus};
+use crate::supervise::supervisor::{Outcome, SuperviseError, Supervisor};
+
+/// The effective config with the CLI's overrides applied (the CLI wins).
+fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>), CmdError> {
+    let loaded = config::load(&args.config).bad_input()?;
+    let mut c = loaded.config;
+    if let Some(dir) = &args.state_dir {
+        c.state_dir = Some(dir.clone());
+    }
+    if let Some(port) = args.port {
+        c.engine.port = Some(port);
+    }
+    if let Some(mode) = args.mode {
+        c.launch.mode = Some(match mode {
+            ServeMode::Bare => LaunchMode::Bare,
+            ServeMode::Numactl => LaunchMode::Numactl,
+            ServeMode::Container => LaunchMode::Container,
+        });
+    }
+    c.validate().bad_input()?;
+    Ok((c, loaded.sources))
+}
+
+/// The binding to apply: explicit from `[binding]`, or the plan's with `auto = true`.
+fn binding(c: &Config) -> Result<Binding, CmdError> {
+    if c.wants_auto_binding() {
+        return Err(CmdError::bad_input(anyhow!(
+            "binding.auto = true needs the planner, which this build does not have yet; \
+             set [binding] auto = false with cpus / mem_policy / mem_nodes"
+        )));
+    }
+    c.explicit_binding().bad_input()
+}
+
+/// Where health checks go: the engine's listen address, or loopback when it listens on all.
+fn health_addr(c: &Config) -> SocketAddr {
+    let ip = c
+        .engine
+        .host
+        .as_deref()
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    SocketAddr::new(ip, c.port())
+}
+
+fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(), CmdError> {
+    let text = toml::to_string_pretty(c).context("rendering the config").failed()?;
+    println!("# effective config, merged from (later wins): {}", sources.join(", "));
+    println!("{text}");
+    println!("# what runs ({}):", serde_json::to_value(spec.mode).unwrap_or_default());
+    println!("#   argv: {}", serde_json::to_string(&spec.argv).unwrap_or_default());
+    if !spec.unset_env.is_empty() {
+        println!("#   unset: {}", spec.unset_env.join(" "));
+    }
+    if spec.native_binding {
+        println!("#   binding applied natively before exec: {:?}", spec.binding.numactl_args());
+    }
+    Ok(())
+}
+
+fn make_runtime(c: &Config, spec: LaunchSpec) -> Result<Box<dyn EngineRuntime>, CmdError> {
+    match spec.mode {
+        LaunchMode::Bare | LaunchMode::Numactl => {
+            // Orphaned workers (a Ray worker whose parent died) re-parent to the agent instead
+            // of PID 1, so they stay visible, countable and killable.
+            nix::sys::prctl::set_child_subreaper(true)
+                .context("prctl(PR_SET_CHILD_SUBREAPER)")
+                .failed()?;
+            Ok(Box::new(ProcessRuntime::new(spec, c.state_dir()).adopt_children(true)))
+        }
+        LaunchMode::Container => Err(CmdError::bad_input(anyhow!(
+            "launch.mode = \"container\" is not wired in this build yet"
+        ))),
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<(), CmdError> {
+    let (c, sources) = effective(&args)?;
+    let binding = binding(&c)?;
+    let self_exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "nodeagent".to_string());
+    let spec = LaunchSpec::build(&c, binding.clone(), &self_exe).bad_input()?;
+    if args.print_config {
+        return print_config(&c, &sources, &spec);
+    }
+    // One thread is plenty for one engine, and keeps the agent's footprint small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .failed()?;
+    rt.block_on(serve(c, spec))
+}
+
+async fn serve(c: Config, spec: LaunchSpec) -> Result<(), CmdError> {
+    let state_dir = c.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state dir {}", state_dir.display()))
+        .bad_input()?;
+    let status = Arc::new(Mutex::new(AgentStatus::new(
+        String::new(),
+        spec.argv.clone(),
+        spec.port,
+        spec.served_model_name.clone(),
+        spec.binding.clone(),
+    )));
+    let cancel = CancellationToken::new();
+    let server =
+        status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
+    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let health = health_addr(&c);
+    let model = spec.served_model_name.clone();
+    let binding = spec.binding.clone();
+    let runtime = make_runtime(&c, spec)?;
+    status.lock().unwrap().runtime = runtime.describe();
+    let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
+    let supervisor = Supervisor {
+        runtime,
+        policy: c.policy(),
+        health_addr: health,
+        model,
+        binding,
+        notifier,
+        status,
+        cancel: cancel.clone(),
+        proc: ProcFs::default(),
+    };
+    let outcome = supervisor.run().await;
+    cancel.cancel();
+    signals.abort();
+    let _ = server.await;
+    match outcome {
+        Ok(Outcome::Stopped) => Ok(()),
+        Ok(Outcome::Failed(why)) => Err(CmdError::failed(anyhow!("engine failed: {why}"))),
+        Err(e @ SuperviseError::Preflight { .. }) => Err(CmdError::bad_input(e)),
+        Err(e) => Err(CmdError::failed(e)),
+    }
+}
+
+/// SIGTERM (systemd stop, docker stop) and SIGINT (^C) both mean: stop the engine, exit 0.
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stopping");
+    cancel.cancel();
+}

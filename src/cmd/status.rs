@@ -1,0 +1,82 @@
+//! `nodeagent status`: ask the running `nodeagent serve` over its Unix socket in the state dir
+//! and print its status record (text, or `--json` as is). Exit 1 when no agent answers.
+
+use anyhow::Context;
+
+use crate::cli::StatusArgs;
+use crate::exit::{CmdError, ResultExt};
+use crate::supervise::status::{query, AgentStatus};
+
+pub fn run(args: StatusArgs) -> Result<(), CmdError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .failed()?;
+    let status = rt.block_on(query(&args.state_dir, args.timeout)).failed()?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&status).context("rendering JSON").failed()?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// The human view of a status record.
+pub fn render(s: &AgentStatus) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
+    line("state", format!("{} since {} ({})", s.state, s.state_since, s.message));
+    line("agent", format!("pid {}, up {} s", s.agent_pid, s.uptime_s));
+    line("runtime", s.runtime.clone());
+    line("engine", format!("{} on port {}", opt(&s.served_model_name), s.port));
+    line("command", s.argv.join(" "));
+    line(
+        "engine pids",
+        if s.pids.is_empty() {
+            "-".to_string()
+        } else {
+            let pids: Vec<String> = s.pids.iter().map(i32::to_string).collect();
+            format!("{} (main {})", pids.join(" "), opt(&s.main_pid))
+        },
+    );
+    line("engine up", s.engine_uptime_s.map_or("-".to_string(), |u| format!("{u} s")));
+    let binding =
+        if s.binding.is_none() { "none".to_string() } else { s.binding.numactl_args().join(" ") };
+    line("binding", binding);
+    if let Some(check) = &s.binding_check {
+        let verdict = if check.ok { "ok" } else { "ESCAPED" };
+        line(
+            "binding check",
+            format!("{verdict} at {}, {} processes", check.at, check.processes.len()),
+        );
+        for p in &check.processes {
+            let mut l = format!(
+                "  {:>7} {:<16} cpus {:<10} mems {:<6} policy {}",
+                p.pid,
+                p.comm,
+                p.cpus_allowed,
+                p.mems_allowed,
+                p.mempolicy.as_deref().unwrap_or("-")
+            );
+            if let Some(e) = &p.escape {
+                l.push_str(&format!("  ESCAPED: {e}"));
+            }
+            line("", l);
+        }
+    }
+    if let Some(h) = &s.health {
+        line(
+            "health",
+            format!("{} at {} ({} consecutive failures)", h.last, h.at, h.consecutive_failures),
+        );
+    }
+    line("restarts", s.restarts.to_string());
+    line("last exit", opt(&s.last_exit));
+    out
+}

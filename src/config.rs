@@ -1,0 +1,569 @@
+//! `nodeagent serve` configuration: a TOML file (default `/etc/nodeagent/nodeagent.toml`) that
+//! picks a host profile and a model profile and may override any of their keys. Profiles are the
+//! TOML files under `profiles/` (built into the binary; a path works too) and use the same
+//! schema as the config file, so "override anything" is a plain deep merge:
+//! host profile <- model profile <- config file (later wins; tables merge, other values replace).
+//!
+//! Every file is type-checked on its own first, so an error names `file:line:column`. This module
+//! reads files and merges; it starts nothing. `crate::launch::spec` turns a `Config` into what
+//! runs.
+//!
+//! A config file:
+//! ```toml
+//! host = "metax-mxc500-4x64g"
+//! model = "qwen2.5-72b"
+//! [engine]
+//! port = 8001
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::binding::{Binding, MemPolicy};
+use crate::host::cpuset::CpuSet;
+use crate::launch::container::ContainerSettings;
+
+pub const DEFAULT_PATH: &str = "/etc/nodeagent/nodeagent.toml";
+
+/// Profiles shipped in the binary: (kind, name, TOML text).
+const BUILTIN: &[(&str, &str, &str)] = &[
+    ("hosts", "metax-mxc500-4x64g", include_str!("../profiles/hosts/metax-mxc500-4x64g.toml")),
+    ("hosts", "nvidia", include_str!("../profiles/hosts/nvidia.toml")),
+    ("hosts", "local", include_str!("../profiles/hosts/local.toml")),
+    ("models", "qwen2.5-72b", include_str!("../profiles/models/qwen2.5-72b.toml")),
+    (
+        "models",
+        "deepseek-r1-distill-qwen-32b",
+        include_str!("../profiles/models/deepseek-r1-distill-qwen-32b.toml"),
+    ),
+    ("models", "sim", include_str!("../profiles/models/sim.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: String, line: usize, column: usize, message: String },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("unknown {kind} profile `{name}` (built in: {known}; or give a path to a .toml file)")]
+    UnknownProfile { kind: &'static str, name: String, known: String },
+    #[error("{file}: `{key}` is only allowed in the config file, not in a profile")]
+    KeyInProfile { file: String, key: &'static str },
+    #[error("invalid effective config: {message}")]
+    Semantic { message: String },
+}
+
+/// How the engine is started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchMode {
+    /// The engine command runs with the binding applied natively in the child before exec.
+    #[default]
+    Bare,
+    /// The engine command runs under `numactl` with the binding's options.
+    Numactl,
+    /// The engine runs in a container through the Docker Engine API.
+    Container,
+}
+
+/// What to do when a process of the engine runs outside its binding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapePolicy {
+    /// Log it, stop the engine, end in the failed state.
+    #[default]
+    Fail,
+    /// Log it and keep serving.
+    Warn,
+}
+
+/// The whole configuration; every file (config and profiles) has this shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Host profile: a built-in name or a path to a TOML file. Config file only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Model profile: a built-in name or a path to a TOML file. Config file only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Free text shown by `--print-config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the agent keeps its pid file and status socket.
+    pub state_dir: Option<PathBuf>,
+    pub engine: EngineConfig,
+    pub launch: LaunchConfig,
+    pub binding: BindingConfig,
+    pub container: ContainerSettings,
+    pub supervise: SuperviseConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The engine command, one element per argument (no shell). Placeholders: `{port}`,
+    /// `{host}`, `{served_model_name}`, `{model_path}`, `{self}` (this nodeagent binary).
+    pub argv: Vec<String>,
+    /// The model directory as the engine sees it (inside the container in container mode).
+    pub model_path: Option<PathBuf>,
+    /// The name clients use; readiness waits until `/v1/models` lists it.
+    pub served_model_name: Option<String>,
+    /// The engine's HTTP port (health checks and clients).
+    pub port: Option<u16>,
+    /// The address the engine listens on (`{host}`); health checks always use loopback.
+    pub host: Option<String>,
+    /// Extra environment for the engine.
+    pub env: BTreeMap<String, String>,
+    /// Variables removed from the engine's environment unless `env` sets them
+    /// (default `RAY_ADDRESS`, `VLLM_PORT`: a stray one breaks vLLM).
+    pub unset_env: Option<Vec<String>>,
+    /// Working directory of the engine (bare and numactl modes).
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaunchConfig {
+    pub mode: Option<LaunchMode>,
+    /// Path of `numactl` for the numactl mode.
+    pub numactl: Option<PathBuf>,
+    /// Which plan instance this agent serves (when the binding is `auto`).
+    pub instance: Option<usize>,
+}
+
+/// `[binding]`: `auto = true` takes the plan's binding; otherwise the explicit fields below.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BindingConfig {
+    pub auto: Option<bool>,
+    /// CPUs the engine may run on (cpulist, e.g. `0-15`).
+    pub cpus: Option<CpuSet>,
+    /// NUMA nodes whose CPUs are used (informational for bare mode; `--cpunodebind` for numactl
+    /// when `cpus` is unset).
+    pub cpu_nodes: Option<Vec<u32>>,
+    /// `default`, `bind`, `preferred` or `interleave`.
+    pub mem_policy: Option<MemPolicyKind>,
+    pub mem_nodes: Option<Vec<u32>>,
+    /// What happens when a process escapes the binding.
+    pub on_escape: Option<EscapePolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemPolicyKind {
+    Default,
+    Bind,
+    Preferred,
+    Interleave,
+}
+
+/// `[supervise]`: timings and restart policy. Durations are humantime strings (`30s`, `5m`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuperviseConfig {
+    /// How long the engine may take to become ready (load time of big models: tens of minutes).
+    #[serde(with = "opt_duration")]
+    pub ready_timeout: Option<Duration>,
+    /// Time between liveness checks.
+    #[serde(with = "opt_duration")]
+    pub health_interval: Option<Duration>,
+    /// Timeout of one health request.
+    #[serde(with = "opt_duration")]
+    pub health_timeout: Option<Duration>,
+    /// Consecutive failed health checks that mean "hung": the engine is restarted.
+    pub health_failures: Option<u32>,
+    /// Time between binding checks of every engine process.
+    #[serde(with = "opt_duration")]
+    pub binding_check_interval: Option<Duration>,
+    /// SIGTERM to SIGKILL.
+    #[serde(with = "opt_duration")]
+    pub stop_grace: Option<Duration>,
+    /// First restart delay; doubles on each restart up to `backoff_max`.
+    #[serde(with = "opt_duration")]
+    pub backoff_initial: Option<Duration>,
+    #[serde(with = "opt_duration")]
+    pub backoff_max: Option<Duration>,
+    /// Restarts allowed within `restart_window`; one more is a crash loop: failed state.
+    pub restart_budget: Option<u32>,
+    #[serde(with = "opt_duration")]
+    pub restart_window: Option<Duration>,
+    /// Uptime after which the backoff resets to `backoff_initial`.
+    #[serde(with = "opt_duration")]
+    pub stable_after: Option<Duration>,
+}
+
+mod opt_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration `{text}`: {e}")))
+    }
+}
+
+/// Supervision settings with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisePolicy {
+    pub ready_timeout: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_failures: u32,
+    pub binding_check_interval: Duration,
+    pub stop_grace: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+    pub stable_after: Duration,
+    pub on_escape: EscapePolicy,
+}
+
+impl Config {
+    /// Supervision settings with defaults for what the config leaves out.
+    pub fn policy(&self) -> SupervisePolicy {
+        let s = &self.supervise;
+        let secs = Duration::from_secs;
+        SupervisePolicy {
+            ready_timeout: s.ready_timeout.unwrap_or(secs(600)),
+            health_interval: s.health_interval.unwrap_or(secs(5)),
+            health_timeout: s.health_timeout.unwrap_or(secs(5)),
+            health_failures: s.health_failures.unwrap_or(3).max(1),
+            binding_check_interval: s.binding_check_interval.unwrap_or(secs(2)),
+            stop_grace: s.stop_grace.unwrap_or(secs(30)),
+            backoff_initial: s.backoff_initial.unwrap_or(secs(1)),
+            backoff_max: s.backoff_max.unwrap_or(secs(60)),
+            restart_budget: s.restart_budget.unwrap_or(5),
+            restart_window: s.restart_window.unwrap_or(secs(600)),
+            stable_after: s.stable_after.unwrap_or(secs(300)),
+            on_escape: self.binding.on_escape.unwrap_or_default(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/run/nodeagent"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.engine.port.unwrap_or(8000)
+    }
+
+    pub fn mode(&self) -> LaunchMode {
+        self.launch.mode.unwrap_or_default()
+    }
+
+    pub fn wants_auto_binding(&self) -> bool {
+        self.binding.auto.unwrap_or(false)
+    }
+
+    /// The explicit binding of `[binding]` (`Binding::none()` when nothing is set).
+    pub fn explicit_binding(&self) -> Result<Binding, ConfigError> {
+        let b = &self.binding;
+        let nodes = b.mem_nodes.clone().unwrap_or_default();
+        let kind = b.mem_policy.unwrap_or(if nodes.is_empty() {
+            MemPolicyKind::Default
+        } else {
+            MemPolicyKind::Bind
+        });
+        let need_nodes = |what: &str| -> Result<(), ConfigError> {
+            if nodes.is_empty() {
+                return Err(ConfigError::Semantic {
+                    message: format!("binding.mem_policy = \"{what}\" needs binding.mem_nodes"),
+                });
+            }
+            Ok(())
+        };
+        let memory = match kind {
+            MemPolicyKind::Default => MemPolicy::Default,
+            MemPolicyKind::Bind => {
+                need_nodes("bind")?;
+                MemPolicy::Bind(nodes.clone())
+            }
+            MemPolicyKind::Interleave => {
+                need_nodes("interleave")?;
+                MemPolicy::Interleave(nodes.clone())
+            }
+            MemPolicyKind::Preferred => {
+                need_nodes("preferred")?;
+                if nodes.len() != 1 {
+                    return Err(ConfigError::Semantic {
+                        message: "binding.mem_policy = \"preferred\" takes exactly one node".into(),
+                    });
+                }
+                MemPolicy::Preferred(nodes[0])
+            }
+        };
+        if let Some(cpus) = &b.cpus {
+            if cpus.is_empty() {
+                return Err(ConfigError::Semantic { message: "binding.cpus is empty".into() });
+            }
+        }
+        Ok(Binding {
+            cpu_nodes: b.cpu_nodes.clone().unwrap_or_default(),
+            cpus: b.cpus.clone(),
+            memory,
+        })
+    }
+
+    /// Checks what a merged config must hold before anything runs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |message: String| Err(ConfigError::Semantic { message });
+        if self.engine.argv.is_empty() {
+            return bad("engine.argv is empty: pick a model profile (`model = ...`) or set \
+                        [engine] argv"
+                .into());
+        }
+        if self.engine.argv[0].is_empty() {
+            return bad("engine.argv[0] is empty".into());
+        }
+        if self.mode() == LaunchMode::Container && self.container.image.is_empty() {
+            return bad("launch.mode = \"container\" needs container.image".into());
+        }
+        if self.wants_auto_binding()
+            && (self.binding.cpus.is_some() || self.binding.mem_nodes.is_some())
+        {
+            return bad("binding.auto = true conflicts with binding.cpus / binding.mem_nodes \
+                        (set auto = false to give an explicit binding)"
+                .into());
+        }
+        for k in self.engine.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return bad(format!("engine.env: bad variable name `{k}`"));
+            }
+        }
+        self.explicit_binding()?;
+        Ok(())
+    }
+}
+
+/// Where each layer of the effective config came from, for `--print-config`.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: Vec<String>,
+}
+
+/// Line and column (1-based) of byte offset `pos` in `text`.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(text.len());
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let column =
+        before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses one file's text: type-checked as `Config` (for file:line:column errors) and kept as a
+/// table (for merging).
+pub fn parse_layer(file: &str, text: &str) -> Result<(Config, toml::Table), ConfigError> {
+    let syntax = |e: toml::de::Error| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    };
+    let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+    let config: Config = toml::from_str(text).map_err(syntax)?;
+    Ok((config, table))
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Text of a profile: a built-in name, or a path (contains `/` or ends in `.toml`), relative
+/// paths resolved against the config file's directory.
+fn profile_text(
+    kind: &'static str,
+    name: &str,
+    base_dir: &Path,
+) -> Result<(String, String), ConfigError> {
+    if name.contains('/') || name.ends_with(".toml") {
+        let path = base_dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        return Ok((path.display().to_string(), text));
+    }
+    BUILTIN
+        .iter()
+        .find(|(k, n, _)| *k == kind && *n == name)
+        .map(|(k, n, t)| (format!("profiles/{k}/{n}.toml (built in)"), t.to_string()))
+        .ok_or_else(|| ConfigError::UnknownProfile {
+            kind: if kind == "hosts" { "host" } else { "model" },
+            name: name.to_string(),
+            known: builtin_names(kind).join(", "),
+        })
+}
+
+/// Names of the built-in profiles of one kind (`hosts` or `models`).
+pub fn builtin_names(kind: &str) -> Vec<&'static str> {
+    BUILTIN.iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| *n).collect()
+}
+
+/// Loads the config file at `path` (its text `text`), its profiles, merges and validates.
+pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, ConfigError> {
+    let (top, top_table) = parse_layer(file, text)?;
+    let mut merged = toml::Table::new();
+    let mut sources = Vec::new();
+    for (kind, name) in [("hosts", &top.host), ("models", &top.model)] {
+        let Some(name) = name else { continue };
+        let (pfile, ptext) = profile_text(kind, name, base_dir)?;
+        let (layer, table) = parse_layer(&pfile, &ptext)?;
+        for (key, set) in [("host", layer.host.is_some()), ("model", layer.model.is_some())] {
+            if set {
+                return Err(ConfigError::KeyInProfile { file: pfile, key });
+            }
+        }
+        merge(&mut merged, table);
+        sources.push(pfile);
+    }
+    merge(&mut merged, top_table);
+    sources.push(file.to_string());
+    // Each layer type-checked on its own, so the merge only fails on cross-layer conflicts.
+    let config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+        file: sources.join(" + "),
+        message: e.message().trim().to_string(),
+    })?;
+    config.validate()?;
+    Ok(Loaded { config, sources })
+}
+
+/// Reads and loads the config file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&path.display().to_string(), &text, base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Loaded, ConfigError> {
+        load_str("test.toml", text, Path::new("."))
+    }
+
+    #[test]
+    fn builtin_profiles_all_parse() {
+        for (kind, name, text) in BUILTIN {
+            parse_layer(&format!("{kind}/{name}"), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn seed_profiles_merge_into_the_seed_command() {
+        let l = load_text("host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n").unwrap();
+        let c = &l.config;
+        assert_eq!(c.mode(), LaunchMode::Container);
+        assert_eq!(c.port(), 8000);
+        assert_eq!(c.engine.served_model_name.as_deref(), Some("qwen2.5"));
+        assert_eq!(c.container.devices, ["/dev/dri", "/dev/mxcd"]);
+        assert_eq!(c.container.shm_size.as_deref(), Some("256gb"));
+        assert_eq!(c.container.memlock, Some(-1));
+        assert!(c.engine.argv.contains(&"--tensor-parallel-size".to_string()));
+        assert_eq!(l.sources.len(), 3);
+    }
+
+    #[test]
+    fn config_overrides_profiles() {
+        let l = load_text(
+            "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[engine]\nport = 8001\n\
+             [container]\nshm_size = \"64gb\"\n[supervise]\nready_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.config.port(), 8001);
+        assert_eq!(l.config.container.shm_size.as_deref(), Some("64gb"));
+        // Untouched keys of the same table survive the merge.
+        assert_eq!(l.config.container.memlock, Some(-1));
+        assert_eq!(l.config.policy().ready_timeout, Duration::from_secs(300));
+        assert_eq!(l.config.policy().stop_grace, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_gives_file_line_column() {
+        let err = load_text("model = \"sim\"\n\n[engine]\nprot = 1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:4:1: unknown field `prot`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_types_and_durations_point_at_the_value() {
+        let msg = load_text("[engine]\nport = \"x\"\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:8:"), "{msg}");
+        let msg = load_text("[supervise]\nstop_grace = \"10 parsecs\"\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:14:") && msg.contains("bad duration"), "{msg}");
+        let msg = load_text("[binding]\ncpus = \"0-x\"\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:8:"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_gives_position() {
+        let msg = load_text("model = \"sim\"\n[engine\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_known_ones() {
+        let msg = load_text("host = \"nope\"\n").unwrap_err().to_string();
+        assert!(msg.contains("unknown host profile `nope`") && msg.contains("nvidia"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_checks() {
+        let msg = load_text("host = \"local\"\n").unwrap_err().to_string();
+        assert!(msg.contains("engine.argv is empty"), "{msg}");
+        let msg = load_text("model = \"sim\"\n[binding]\nmem_policy = \"bind\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("needs binding.mem_nodes"), "{msg}");
+        let msg = load_text("model = \"sim\"\n[binding]\nauto = true\ncpus = \"1\"\n").unwrap_err();
+        assert!(msg.to_string().contains("conflicts"), "{msg}");
+    }
+
+    #[test]
+    fn explicit_binding_is_built() {
+        let l = load_text(
+            "host = \"local\"\nmodel = \"sim\"\n[binding]\ncpus = \"1\"\nmem_nodes = [0]\n",
+        )
+        .unwrap();
+        let b = l.config.explicit_binding().unwrap();
+        assert_eq!(b.cpus.unwrap().to_list(), "1");
+        assert_eq!(b.memory, MemPolicy::Bind(vec![0]));
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

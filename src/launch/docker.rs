@@ -1,0 +1,727 @@
+//! The container runtime: runs one engine container through the Docker Engine API (bollard),
+//! as `crate::supervise::runtime::EngineRuntime`. It checks before starting (engine reachable,
+//! image present locally, devices and volume sources present, the name free), removes
+//! leftovers of an earlier run by label, creates + starts the container from a
+//! [`ContainerSpec`], lists the host PIDs of every process in it, waits for it to exit
+//! (cancel-safe), and stops it with a grace period and removes it, so nothing is left.
+//!
+//! The engine's stdout and stderr are copied, as they come, to a sink (the agent's stderr by
+//! default, so journald keeps them under the agent's unit as in bare mode): a crashed
+//! container is removed when the engine is restarted, and its last words must not go with it.
+//!
+//! It does not restart (the supervisor does), never pulls images (no registry is assumed
+//! reachable: a missing image is a preflight error), and never shells out to the `docker` CLI.
+//! Debian's docker.io 20.10 speaks API 1.41; `negotiate_version` settles on it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, TopOptions,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::launch::container::{ContainerError, ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
+use crate::supervise::runtime::{BoxFuture, EngineExit, EngineRuntime, RuntimeError};
+
+/// Where the Docker engine listens unless `DOCKER_HOST` (a `unix://` address) says otherwise.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// How long a leftover container gets to stop after SIGTERM before it is killed.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(10);
+
+/// Per-request timeout for short API calls (inspect, create, list, top).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Per-request timeout for the long-poll `wait`; on expiry the wait is simply re-issued.
+const WAIT_POLL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the engine at {addr}: {reason} (is dockerd running? `systemctl start docker`)")]
+    Unreachable { addr: String, reason: String },
+    #[error(
+        "image {image} not found locally; nodeagent never pulls (no registry is assumed \
+         reachable): `docker load` or `docker pull` it first"
+    )]
+    ImageMissing { image: String },
+    #[error("device {path} does not exist on this host (container.devices entry {entry:?})")]
+    DeviceMissing { path: String, entry: String },
+    #[error(
+        "volume source {path} does not exist on this host (container.volumes entry {entry:?})"
+    )]
+    VolumeMissing { path: String, entry: String },
+    #[error("a container named {name} ({id}) exists and is not managed by nodeagent: remove or rename it")]
+    NameTaken { name: String, id: String },
+    #[error("{0}")]
+    Settings(#[from] ContainerError),
+    #[error("{op} {name}: {reason}")]
+    Api { op: &'static str, name: String, reason: String },
+    #[error("container {name} was removed behind nodeagent's back")]
+    Gone { name: String },
+    #[error("container {name}: {what}")]
+    Unexpected { name: String, what: String },
+    #[error("container {name} is not started")]
+    NotStarted { name: String },
+}
+
+impl DockerError {
+    fn into_runtime(self) -> RuntimeError {
+        match self {
+            e @ (DockerError::ImageMissing { .. }
+            | DockerError::DeviceMissing { .. }
+            | DockerError::VolumeMissing { .. }
+            | DockerError::NameTaken { .. }
+            | DockerError::Settings(_)
+            | DockerError::Unreachable { .. }) => RuntimeError::Preflight(format!("docker: {e}")),
+            e => RuntimeError::Docker(e.to_string()),
+        }
+    }
+}
+
+/// One line from a bollard error: the daemon's own message for server errors (it names the
+/// container, image or device), the transport error otherwise.
+fn reason(e: &BollardError) -> String {
+    let text = match e {
+        BollardError::DockerResponseServerError { status_code, message } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
+        other => other.to_string(),
+    };
+    text.replace('\n', " ")
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Docker reports a container killed by a signal as `128 + signal` (and so does the init
+/// process when its child dies by one). A process can also `exit(137)` on its own; the
+/// supervisor treats both as a failure, so the ambiguity does not change what it does.
+fn exit_from_status(code: i64) -> EngineExit {
+    if (129..=128 + 64).contains(&code) {
+        EngineExit::Signal((code - 128) as i32)
+    } else {
+        EngineExit::Code(code)
+    }
+}
+
+/// Where the engine's output goes: raw bytes, stdout and stderr interleaved as they come.
+pub type LogSink = Arc<Mutex<dyn Write + Send>>;
+
+/// How long a stopped container's last output may take to drain into the sink.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the engine as one container, created from `spec`. See the module docs.
+pub struct DockerRuntime {
+    spec: ContainerSpec,
+    socket: Option<PathBuf>,
+    docker: Option<Docker>,
+    logs: Option<LogSink>,
+    log_task: Option<tokio::task::JoinHandle<()>>,
+    /// Id of the container this runtime created and has not removed yet.
+    id: Option<String>,
+    /// Host PID of the container's PID 1, as reported at start.
+    main_pid: Option<i64>,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("name", &self.spec.name)
+            .field("id", &self.id)
+            .field("main_pid", &self.main_pid)
+            .finish()
+    }
+}
+
+impl DockerRuntime {
+    pub fn new(spec: ContainerSpec) -> DockerRuntime {
+        let stderr: LogSink = Arc::new(Mutex::new(std::io::stderr()));
+        DockerRuntime {
+            spec,
+            socket: None,
+            docker: None,
+            logs: Some(stderr),
+            log_task: None,
+            id: None,
+            main_pid: None,
+        }
+    }
+
+    /// Copies the engine's output to `sink` instead of the agent's stderr; `None` leaves it
+    /// only in Docker's log (`docker logs`), which goes when the container is removed.
+    pub fn with_log_sink(mut self, sink: Option<LogSink>) -> DockerRuntime {
+        self.logs = sink;
+        self
+    }
+
+    /// Talks to the engine on this Unix socket instead of `DOCKER_HOST` / the default.
+    pub fn with_socket(mut self, socket: impl Into<PathBuf>) -> DockerRuntime {
+        self.socket = Some(socket.into());
+        self.docker = None;
+        self
+    }
+
+    pub fn spec(&self) -> &ContainerSpec {
+        &self.spec
+    }
+
+    /// Id of the running (or exited, not yet removed) container.
+    pub fn container_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Host PID of the container's PID 1 (the init, or the engine itself with `init = false`).
+    pub fn main_pid(&self) -> Option<i64> {
+        self.main_pid
+    }
+
+    /// The engine address, for messages.
+    pub fn address(&self) -> String {
+        match &self.socket {
+            Some(p) => p.display().to_string(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| h.starts_with("unix://"))
+                .map(|h| h.trim_start_matches("unix://").to_string())
+                .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
+        }
+    }
+
+    /// The client, connected and version-negotiated on first use.
+    async fn client(&mut self) -> Result<Docker, DockerError> {
+        if let Some(d) = &self.docker {
+            return Ok(d.clone());
+        }
+        let addr = self.address();
+        let unreachable =
+            |e: BollardError| DockerError::Unreachable { addr: addr.clone(), reason: reason(&e) };
+        let docker = match &self.socket {
+            Some(p) => Docker::connect_with_unix(
+                &p.to_string_lossy(),
+                REQUEST_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            ),
+            None => Docker::connect_with_local_defaults().map(|d| d.with_timeout(REQUEST_TIMEOUT)),
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        tracing::debug!(addr = %addr, api = %docker.client_version(), "connected to the docker engine");
+        self.docker = Some(docker.clone());
+        Ok(docker)
+    }
+
+    async fn preflight_inner(&mut self) -> Result<(), DockerError> {
+        // Settings first: a typo in a size is the cheapest thing to report.
+        self.spec.create_body()?;
+        let docker = self.client().await?;
+        let image = self.spec.settings.image.clone();
+        match docker.inspect_image(&image).await {
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(DockerError::ImageMissing { image })
+            }
+            Err(e) => {
+                return Err(DockerError::Api {
+                    op: "inspect image",
+                    name: image,
+                    reason: reason(&e),
+                })
+            }
+        }
+        for (entry, device) in self.spec.settings.devices.iter().zip(self.spec.devices()?) {
+            if !Path::new(&device.host).exists() {
+                return Err(DockerError::DeviceMissing { path: device.host, entry: entry.clone() });
+            }
+        }
+        for volume in self.spec.volumes()? {
+            if let Some(path) = volume.host_path {
+                if !Path::new(&path).exists() {
+                    return Err(DockerError::VolumeMissing { path, entry: volume.bind });
+                }
+            }
+        }
+        // A container of ours under this name is a leftover (cleanup removes it); anyone
+        // else's is not ours to remove.
+        let name = self.spec.name.clone();
+        match docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+            Ok(c) => {
+                let ours = c
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|l| l.get(LABEL_MANAGED).is_some_and(|v| v == "true"));
+                if !ours {
+                    let id = c.id.unwrap_or_default().chars().take(12).collect();
+                    return Err(DockerError::NameTaken { name, id });
+                }
+            }
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(DockerError::Api { op: "inspect container", name, reason: reason(&e) })
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops (SIGTERM, `grace`, SIGKILL) and removes one container; "already stopped" and
+    /// "no such container" count as done.
+    async fn stop_and_remove(&mut self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        // The stop call blocks for up to the grace period; give the request room beyond it.
+        let long = docker.clone().with_timeout(grace + REQUEST_TIMEOUT);
+        let secs = i32::try_from(grace.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
+        let stop = StopContainerOptions { t: Some(secs), signal: None };
+        match long.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            // 304: already stopped; 404: already gone.
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
+            Err(e) => {
+                return Err(DockerError::Api {
+                    op: "stop container",
+                    name: id.to_string(),
+                    reason: reason(&e),
+                })
+            }
+        }
+        let remove = RemoveContainerOptions { force: true, v: true, link: false };
+        match docker.remove_container(id, Some(remove)).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            // 409 "removal already in progress": wait for it below.
+            Err(e) if status_of(&e) == Some(409) => {}
+            Err(e) => {
+                return Err(DockerError::Api {
+                    op: "remove container",
+                    name: id.to_string(),
+                    reason: reason(&e),
+                })
+            }
+        }
+        // Removal is asynchronous in the daemon only for the 409 case; confirm it is gone.
+        for _ in 0..100 {
+            match docker.inspect_container(id, None::<InspectContainerOptions>).await {
+                Err(e) if status_of(&e) == Some(404) => return Ok(()),
+                Err(e) => {
+                    return Err(DockerError::Api {
+                        op: "inspect container",
+                        name: id.to_string(),
+                        reason: reason(&e),
+                    })
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(DockerError::Unexpected {
+            name: id.to_string(),
+            what: "still present 10 s after removal".into(),
+        })
+    }
+
+    async fn cleanup_inner(&mut self) -> Result<Vec<String>, DockerError> {
+        let docker = self.client().await?;
+        let filters = [(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.spec.instance),
+            ],
+        )]
+        .into_iter()
+        .collect();
+        let list =
+            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let found = docker.list_containers(Some(list)).await.map_err(|e| DockerError::Api {
+            op: "list containers",
+            name: self.spec.name.clone(),
+            reason: reason(&e),
+        })?;
+        let mut removed = Vec::new();
+        for c in found {
+            let Some(id) = c.id else { continue };
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.clone());
+            let state = c.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
+            tracing::warn!(container = %name, id = %&id[..12.min(id.len())], state = %state, "removing a leftover engine container");
+            self.stop_and_remove(&id, LEFTOVER_GRACE).await?;
+            removed
+                .push(format!("container {name} ({}, {state}) removed", &id[..12.min(id.len())]));
+            if self.id.as_deref() == Some(id.as_str()) {
+                self.id = None;
+                self.main_pid = None;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn start_inner(&mut self) -> Result<(), DockerError> {
+        let body = self.spec.create_body()?;
+        // A restart: the previous (exited) container still holds the name.
+        if let Some(old) = self.id.take() {
+            self.main_pid = None;
+            self.stop_and_remove(&old, Duration::ZERO).await?;
+        }
+        self.end_log_task().await;
+        let docker = self.client().await?;
+        let name = self.spec.name.clone();
+        let create = CreateContainerOptions { name: Some(name.clone()), platform: String::new() };
+        let created = docker.create_container(Some(create), body).await.map_err(|e| {
+            DockerError::Api { op: "create container", name: name.clone(), reason: reason(&e) }
+        })?;
+        let id = created.id;
+        for w in created.warnings {
+            tracing::warn!(container = %name, "docker: {w}");
+        }
+        if let Err(e) = docker.start_container(&id, None::<StartContainerOptions>).await {
+            // Created but not started (a device it cannot open, a group it cannot resolve):
+            // remove it so that nothing is left.
+            let _ = self.stop_and_remove(&id, Duration::ZERO).await;
+            return Err(DockerError::Api { op: "start container", name, reason: reason(&e) });
+        }
+        self.id = Some(id.clone());
+        self.follow_logs(&docker, &id);
+        let inspect =
+            docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(|e| {
+                DockerError::Api { op: "inspect container", name: name.clone(), reason: reason(&e) }
+            })?;
+        self.main_pid = inspect.state.and_then(|s| s.pid).filter(|p| *p > 0);
+        tracing::info!(container = %name, id = %&id[..12.min(id.len())], pid = ?self.main_pid, "engine container started");
+        Ok(())
+    }
+
+    /// Copies the container's output to the sink until the container is gone. `tail=all`
+    /// from right after start: nothing printed before the copy began is lost.
+    fn follow_logs(&mut self, docker: &Docker, id: &str) {
+        let Some(sink) = self.logs.clone() else { return };
+        let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+        let mut stream = docker.logs(id, Some(opts));
+        let name = self.spec.name.clone();
+        self.log_task = Some(tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(out) => {
+                        let bytes = out.into_bytes();
+                        // A poisoned lock only means another writer panicked mid-write; the
+                        // bytes are still worth writing.
+                        let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = w.write_all(&bytes);
+                        let _ = w.flush();
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %name, "docker: engine output no longer forwarded: {}", reason(&e));
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Lets the log copy drain what the exited container printed last, then ends it.
+    async fn end_log_task(&mut self) {
+        if let Some(mut task) = self.log_task.take() {
+            if tokio::time::timeout(LOG_DRAIN, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Host PIDs of the container's processes from its cgroup (`cgroup.procs`, found through
+    /// `/proc/<main pid>/cgroup`): a few small reads, where `docker top` makes the daemon run
+    /// `ps` over the whole host. `None` when the cgroup cannot be found or read (the container
+    /// exited, an unusual cgroup layout): [`Self::pids_from_docker_top`] is the fallback.
+    pub fn pids_from_cgroup(&self) -> Option<Vec<i32>> {
+        let id = self.id.as_deref()?;
+        let main = self.main_pid?;
+        let table = std::fs::read_to_string(format!("/proc/{main}/cgroup")).ok()?;
+        // The id check also guards against the main PID having been reused after an exit.
+        cgroup_dirs(&table, id).into_iter().find_map(|rel| {
+            let mut pids = Vec::new();
+            read_procs(&Path::new(CGROUP_ROOT).join(rel), &mut pids).ok()?;
+            pids.sort_unstable();
+            pids.dedup();
+            Some(pids)
+        })
+    }
+
+    /// Host PIDs of the container's processes as the daemon lists them (`docker top`).
+    pub async fn pids_from_docker_top(&mut self) -> Result<Vec<i32>, RuntimeError> {
+        self.top_pids().await.map_err(DockerError::into_runtime)
+    }
+
+    async fn pids_inner(&mut self) -> Result<Vec<i32>, DockerError> {
+        match self.pids_from_cgroup() {
+            Some(pids) if !pids.is_empty() => Ok(pids),
+            _ => self.top_pids().await,
+        }
+    }
+
+    async fn top_pids(&mut self) -> Result<Vec<i32>, DockerError> {
+        let name = self.spec.name.clone();
+        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }) };
+        let docker = self.client().await?;
+        // `docker top` lists the container's cgroup members (containerd's task pids) and
+        // filters the host's `ps` by them: `-e` so that processes in other sessions (setsid
+        // workers) are listed too; only the pid column is asked for.
+        let top = TopOptions { ps_args: "-eo pid".to_string() };
+        let resp = match docker.top_processes(&id, Some(top)).await {
+            Ok(r) => r,
+            Err(e) if status_of(&e) == Some(404) => return Err(DockerError::Gone { name }),
+            // 409: not running (exited, waiting to be reaped by the supervisor): no processes.
+            Err(e) if status_of(&e) == Some(409) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(DockerError::Api { op: "list processes of", name, reason: reason(&e) })
+            }
+        };
+        parse_top(resp.titles.unwrap_or_default(), resp.processes.unwrap_or_default())
+            .map_err(|what| DockerError::Unexpected { name, what })
+    }
+
+    async fn wait_inner(&mut self) -> Result<EngineExit, DockerError> {
+        let name = self.spec.name.clone();
+        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }) };
+        let long = self.client().await?.with_timeout(WAIT_POLL);
+        // Cancel-safe: the state lives in the daemon; a dropped wait drops only an HTTP
+        // request, and the next call asks again ("not-running" answers at once for a
+        // container that has already exited).
+        loop {
+            let opts = WaitContainerOptions { condition: "not-running".to_string() };
+            let mut stream = long.wait_container(&id, Some(opts));
+            match stream.next().await {
+                Some(Ok(r)) => return Ok(exit_from_status(r.status_code)),
+                // bollard reports a non-zero status as an error; it is an exit status here.
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => {
+                    return Ok(exit_from_status(code))
+                }
+                Some(Err(BollardError::RequestTimeoutError)) => continue,
+                Some(Err(e)) if status_of(&e) == Some(404) => {
+                    return Err(DockerError::Gone { name })
+                }
+                Some(Err(e)) => {
+                    return Err(DockerError::Api { op: "wait for", name, reason: reason(&e) })
+                }
+                None => {
+                    return Err(DockerError::Unexpected {
+                        name,
+                        what: "wait ended without an exit status".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn stop_inner(&mut self, grace: Duration) -> Result<(), DockerError> {
+        let Some(id) = self.id.clone() else { return Ok(()) };
+        self.stop_and_remove(&id, grace).await?;
+        self.end_log_task().await;
+        tracing::info!(container = %self.spec.name, "engine container stopped and removed");
+        self.id = None;
+        self.main_pid = None;
+        Ok(())
+    }
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Candidate cgroup directories (relative to [`CGROUP_ROOT`]) of a container, in order of
+/// preference, from its main process's `/proc/<pid>/cgroup`; only paths naming the container
+/// id count. cgroup v1 (and hybrid), then v2:
+/// ```text
+/// 8:pids:/docker/500074fa4bee...c432
+/// 3:cpuset:/docker/500074fa4bee...c432
+/// 1:name=systemd:/docker/500074fa4bee...c432
+/// 0::/system.slice/docker-500074fa4bee...c432.scope
+/// ```
+fn cgroup_dirs(proc_cgroup: &str, container_id: &str) -> Vec<PathBuf> {
+    let mut v1: Vec<(usize, PathBuf)> = Vec::new();
+    let mut v2 = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if container_id.is_empty() || !path.contains(container_id) {
+            continue;
+        }
+        let rel = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            v2.push(PathBuf::from(rel));
+            v2.push(Path::new("unified").join(rel));
+            continue;
+        }
+        let rank = ["pids", "cpuset", "memory", "name=systemd"]
+            .iter()
+            .position(|c| controllers.split(',').any(|x| x == *c));
+        if let Some(rank) = rank {
+            let dir = controllers.trim_start_matches("name=");
+            v1.push((rank, Path::new(dir).join(rel)));
+        }
+    }
+    v1.sort_by_key(|(rank, _)| *rank);
+    v1.into_iter().map(|(_, p)| p).chain(v2).collect()
+}
+
+/// `cgroup.procs` of `dir` and of every cgroup below it (an engine may create sub-cgroups).
+fn read_procs(dir: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            read_procs(&entry.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `docker top` answer with `ps -eo pid`, e.g.
+/// `{"Titles":["PID"],"Processes":[["41234"],["41290"],["41291"]]}`.
+fn parse_top(titles: Vec<String>, rows: Vec<Vec<String>>) -> Result<Vec<i32>, String> {
+    let col = titles
+        .iter()
+        .position(|t| t.trim() == "PID")
+        .ok_or_else(|| format!("docker top answered without a PID column (titles {titles:?})"))?;
+    let mut pids = rows
+        .iter()
+        .map(|row| {
+            let cell = row.get(col).map(|s| s.trim()).unwrap_or("");
+            cell.parse::<i32>()
+                .map_err(|_| format!("docker top answered a bad pid {cell:?} in row {row:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+impl EngineRuntime for DockerRuntime {
+    fn describe(&self) -> String {
+        format!("container {}", self.spec.name)
+    }
+
+    fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.preflight_inner().await.map_err(DockerError::into_runtime) })
+    }
+
+    fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
+        Box::pin(async move { self.cleanup_inner().await.map_err(DockerError::into_runtime) })
+    }
+
+    fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.start_inner().await.map_err(DockerError::into_runtime) })
+    }
+
+    fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
+        Box::pin(async move { self.pids_inner().await.map_err(DockerError::into_runtime) })
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
+        Box::pin(async move { self.wait_inner().await.map_err(DockerError::into_runtime) })
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.stop_inner(grace).await.map_err(DockerError::into_runtime) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn top_output_parses_to_sorted_pids() {
+        let pids =
+            parse_top(s(&["PID"]), vec![s(&["41291"]), s(&["41234"]), s(&["41290"])]).unwrap();
+        assert_eq!(pids, [41234, 41290, 41291]);
+        // Default `docker top` columns, in case a daemon ignores ps_args.
+        let pids = parse_top(
+            s(&["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]),
+            vec![s(&["root", "7", "1", "0", "20:01", "?", "00:00:00", "sleep 5"])],
+        )
+        .unwrap();
+        assert_eq!(pids, [7]);
+    }
+
+    #[test]
+    fn bad_top_output_is_an_error_not_a_panic() {
+        let err = parse_top(s(&["USER"]), vec![]).unwrap_err();
+        assert!(err.contains("without a PID column"), "{err}");
+        let err = parse_top(s(&["PID"]), vec![s(&["x1"])]).unwrap_err();
+        assert!(err.contains("bad pid \"x1\""), "{err}");
+        let err = parse_top(s(&["PID"]), vec![vec![]]).unwrap_err();
+        assert!(err.contains("bad pid \"\""), "{err}");
+    }
+
+    #[test]
+    fn cgroup_dirs_prefer_v1_pids_then_cpuset_then_v2_and_need_the_id() {
+        let id = "500074fa4beeef875fac067b5b4a1357df6389919b0a5e86f8a2791aace3c432";
+        // A real /proc/<pid>/cgroup of a container on this Debian 12 host (cgroup v1, hybrid).
+        let hybrid = format!(
+            "9:name=systemd:/docker/{id}\n8:pids:/docker/{id}\n3:cpuset:/docker/{id}\n\
+             2:cpuacct:/docker/{id}\n1:cpu:/docker/{id}\n0::/docker/{id}\n"
+        );
+        let dirs = cgroup_dirs(&hybrid, id);
+        let want: Vec<PathBuf> = [
+            format!("pids/docker/{id}"),
+            format!("cpuset/docker/{id}"),
+            format!("systemd/docker/{id}"),
+            format!("docker/{id}"),
+            format!("unified/docker/{id}"),
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(dirs, want);
+        let v2 = format!("0::/system.slice/docker-{id}.scope\n");
+        assert_eq!(
+            cgroup_dirs(&v2, id)[0],
+            PathBuf::from(format!("system.slice/docker-{id}.scope"))
+        );
+        // A reused PID in another cgroup: nothing.
+        assert!(cgroup_dirs("0::/user.slice/session-1.scope\n8:pids:/user.slice\n", id).is_empty());
+        // Garbage: nothing, no panic.
+        assert!(cgroup_dirs("garbage\n::\n", id).is_empty());
+        assert!(cgroup_dirs(&hybrid, "").is_empty());
+    }
+
+    #[test]
+    fn exit_statuses_map_signals_the_docker_way() {
+        assert_eq!(exit_from_status(0), EngineExit::Code(0));
+        assert_eq!(exit_from_status(3), EngineExit::Code(3));
+        assert_eq!(exit_from_status(128), EngineExit::Code(128));
+        assert_eq!(exit_from_status(137), EngineExit::Signal(9));
+        assert_eq!(exit_from_status(143), EngineExit::Signal(15));
+        assert_eq!(exit_from_status(255), EngineExit::Code(255));
+    }
+
+    #[test]
+    fn preflight_errors_say_docker_and_what() {
+        let e = DockerError::ImageMissing { image: "img:1".into() }.into_runtime();
+        assert!(matches!(e, RuntimeError::Preflight(_)));
+        assert!(
+            e.to_string().starts_with("preflight: docker: image img:1 not found locally"),
+            "{e}"
+        );
+        let e = DockerError::Gone { name: "nodeagent-0".into() }.into_runtime();
+        assert_eq!(
+            e.to_string(),
+            "docker: container nodeagent-0 was removed behind nodeagent's back"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! When each request of a level may be sent. A closed loop hands out the next request as soon
+//! as a worker is free (fixed concurrency, immediate refill); an open loop hands them out at
+//! precomputed arrival times (constant, Poisson or gamma inter-arrival gaps, seeded). Workers
+//! pull tickets; the number of workers is the concurrency (or the cap of an open loop). The
+//! schedule stops handing out tickets at the planned count, the duration limit, or on
+//! cancellation. It sends nothing itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_distr::{Distribution, Gamma};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How inter-arrival gaps of an open loop are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arrival {
+    /// Exactly `1 / rate` apart.
+    Constant,
+    /// Exponential gaps (a Poisson process): gamma with shape 1.
+    Poisson,
+    /// Gamma gaps with shape `burstiness` and mean `1 / rate` (as in `vllm bench serve`):
+    /// below 1 is burstier than Poisson, above 1 is smoother.
+    Gamma { burstiness: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    Closed,
+    Open { rate: f64, arrival: Arrival },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("request rate must be positive and finite, got {rate}")]
+    BadRate { rate: f64 },
+    #[error("burstiness must be positive and finite, got {burstiness}")]
+    BadBurstiness { burstiness: f64 },
+}
+
+/// A permission to send request number `seq`, at `scheduled`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub seq: u64,
+    pub scheduled: Instant,
+}
+
+#[derive(Debug)]
+pub struct Schedule {
+    total: u64,
+    next: AtomicU64,
+    /// Open loop: offset of each arrival from `start`. Empty for a closed loop.
+    offsets: Vec<Duration>,
+    start: Instant,
+    deadline: Option<Instant>,
+    cancel: CancellationToken,
+}
+
+impl Schedule {
+    pub fn new(
+        mode: Mode,
+        total: u64,
+        seed: u64,
+        duration_limit: Option<Duration>,
+        cancel: CancellationToken,
+    ) -> Result<Self, ScheduleError> {
+        let offsets = match mode {
+            Mode::Closed => Vec::new(),
+            Mode::Open { rate, arrival } => arrival_offsets(rate, arrival, total, seed)?,
+        };
+        let start = Instant::now();
+        Ok(Self {
+            total,
+            next: AtomicU64::new(0),
+            offsets,
+            start,
+            deadline: duration_limit.map(|d| start + d),
+            cancel,
+        })
+    }
+
+    /// The next ticket, after waiting for its time; `None` when the level is done sending.
+    pub async fn next(&self) -> Option<Ticket> {
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= self.total {
+            return None;
+        }
+        let scheduled = match self.offsets.get(seq as usize) {
+            Some(off) => self.start + *off,
+            None => Instant::now(),
+        };
+        if self.deadline.is_some_and(|d| scheduled >= d) {
+            return None;
+        }
+        if scheduled > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(scheduled) => {}
+                () = self.cancel.cancelled() => return None,
+            }
+        }
+        Some(Ticket { seq, scheduled })
+    }
+}
+
+/// Arrival offsets of an open loop: the first at 0, then cumulative gaps.
+pub fn arrival_offsets(
+    rate: f64,
+    arrival: Arrival,
+    total: u64,
+    seed: u64,
+) -> Result<Vec<Duration>, ScheduleError> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(ScheduleError::BadRate { rate });
+    }
+    let shape = match arrival {
+        Arrival::Constant => None,
+        Arrival::Poisson => Some(1.0),
+        Arrival::Gamma { burstiness } => {
+            if !(burstiness.is_finite() && burstiness > 0.0) {
+                return Err(ScheduleError::BadBurstiness { burstiness });
+            }
+            Some(burstiness)
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let gamma =
+        shape.map(|k| Gamma::new(k, 1.0 / (rate * k)).expect("shape and scale checked positive"));
+    let mut t = 0.0f64;
+    let mut out = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        if i > 0 {
+            t += match &gamma {
+                Some(g) => g.sample(&mut rng),
+                None => 1.0 / rate,
+            };
+        }
+        out.push(Duration::from_secs_f64(t));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_arrivals_are_evenly_spaced() {
+        let o = arrival_offsets(4.0, Arrival::Constant, 5, 0).unwrap();
+        assert_eq!(o[0], Duration::ZERO);
+        assert_eq!(o[4], Duration::from_secs(1));
+    }
+
+    #[test]
+    fn poisson_and_gamma_have_the_requested_mean_rate_and_are_seeded() {
+        for arrival in [
+            Arrival::Poisson,
+            Arrival::Gamma { burstiness: 0.5 },
+            Arrival::Gamma { burstiness: 4.0 },
+        ] {
+            let a = arrival_offsets(100.0, arrival, 20_001, 3).unwrap();
+            let b = arrival_offsets(100.0, arrival, 20_001, 3).unwrap();
+            assert_eq!(a, b);
+            let mean_gap = a[20_000].as_secs_f64() / 20_000.0;
+            assert!((mean_gap - 0.01).abs() < 0.0005, "{arrival:?}: {mean_gap}");
+        }
+        let bursty = arrival_offsets(100.0, Arrival::Gamma { burstiness: 0.25 }, 5001, 1).unwrap();
+        let smooth = arrival_offsets(100.0, Arrival::Gamma { burstiness: 8.0 }, 5001, 1).unwrap();
+        let cv = |o: &[Duration]| {
+            let gaps: Vec<f64> = o.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+            let m = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            (gaps.iter().map(|g| (g - m) * (g - m)).sum::<f64>() / gaps.len() as f64).sqrt() / m
+        };
+        assert!(cv(&bursty) > 1.5 && cv(&smooth) < 0.5, "{} {}", cv(&bursty), cv(&smooth));
+    }
+
+    #[test]
+    fn bad_rates_are_refused() {
+        assert!(matches!(
+            arrival_offsets(0.0, Arrival::Constant, 1, 0),
+            Err(ScheduleError::BadRate { .. })
+        ));
+        assert!(matches!(
+            arrival_offsets(1.0, Arrival::Gamma { burstiness: -1.0 }, 1, 0),
+            Err(ScheduleError::BadBurstiness { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn closed_schedule_hands_out_each_ticket_once() {
+        let s = Schedule::new(Mode::Closed, 3, 0, None, CancellationToken::new()).unwrap();
+        let mut seqs = Vec::new();
+        while let Some(t) = s.next().await {
+            seqs.push(t.seq);
+        }
+        assert_eq!(seqs, vec![0, 1, 2]);
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn open_schedule_waits_and_stops_at_the_duration_limit() {
+        let mode = Mode::Open { rate: 100.0, arrival: Arrival::Constant };
+        let s =
+            Schedule::new(mode, 100, 0, Some(Duration::from_millis(45)), CancellationToken::new())
+                .unwrap();
+        let mut n = 0;
+        while let Some(t) = s.next().await {
+            assert_eq!(t.scheduled, s.start + Duration::from_millis(10 * t.seq));
+            assert!(Instant::now() >= t.scheduled);
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_a_waiting_ticket() {
+        let cancel = CancellationToken::new();
+        let mode = Mode::Open { rate: 0.001, arrival: Arrival::Constant };
+        let s = Schedule::new(mode, 10, 0, None, cancel.clone()).unwrap();
+        assert!(s.next().await.is_some());
+        cancel.cancel();
+        assert!(s.next().await.is_none());
+    }
+}

@@ -1,0 +1,44 @@
+//! The one worker loop: pull a ticket from the schedule, send that request, pass its record on.
+//! Closed loops, open loops, warmup and measured phases all run this same loop; they differ
+//! only in the schedule they hand it. It neither aggregates nor writes anything.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Client, Slot};
+use super::record::RequestRecord;
+use super::schedule::Schedule;
+
+/// What the workers of one phase share.
+#[derive(Debug)]
+pub struct Phase {
+    pub level: u32,
+    pub warmup: bool,
+    pub client: Client,
+    pub schedule: Schedule,
+    /// Request bodies in send order; request `seq` uses `bodies[seq % len]`.
+    pub bodies: Arc<Vec<Bytes>>,
+    /// Cancels requests in flight (Ctrl-C after the grace period).
+    pub abort: CancellationToken,
+}
+
+/// Runs until the schedule has no more tickets or nobody listens for records.
+pub async fn worker(phase: Arc<Phase>, tx: mpsc::UnboundedSender<RequestRecord>) {
+    while let Some(ticket) = phase.schedule.next().await {
+        let prompt = (ticket.seq % phase.bodies.len() as u64) as usize;
+        let slot = Slot {
+            level: phase.level,
+            seq: ticket.seq,
+            warmup: phase.warmup,
+            prompt: prompt as u32,
+            scheduled: ticket.scheduled.into_std(),
+        };
+        let record = phase.client.execute(phase.bodies[prompt].clone(), slot, &phase.abort).await;
+        if tx.send(record).is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `summary.csv`: one row per level, flat columns (distribution stats as `ttft_s_p99` etc.), for
+//! spreadsheets and plotting scripts.
+
+use std::io::Write;
+
+use crate::loadgen::stats::{Dist, LevelStats, PERCENTILES};
+
+type DistOf = fn(&LevelStats) -> &Dist;
+
+pub fn write_csv<W: Write>(levels: &[LevelStats], w: W) -> Result<(), csv::Error> {
+    let mut out = csv::Writer::from_writer(w);
+    let dists: [(&str, DistOf); 6] = [
+        ("ttft_s", |l| &l.ttft_s),
+        ("tpot_s", |l| &l.tpot_s),
+        ("itl_s", |l| &l.itl_s),
+        ("latency_s", |l| &l.latency_s),
+        ("ntpot_s", |l| &l.ntpot_s),
+        ("schedule_lag_s", |l| &l.schedule_lag_s),
+    ];
+    let stats: Vec<&str> = ["mean", "std", "min"]
+        .into_iter()
+        .chain(PERCENTILES.iter().map(|p| p.0))
+        .chain(["max"])
+        .collect();
+    let mut header: Vec<String> = [
+        "parallel",
+        "rate",
+        "planned",
+        "requests",
+        "succeeded",
+        "failed",
+        "not_sent",
+        "duration_s",
+        "qps",
+        "output_throughput",
+        "total_throughput",
+        "achieved_concurrency",
+        "input_tokens_mean",
+        "output_tokens_mean",
+        "goodput_qps",
+        "failures",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (name, _) in &dists {
+        header.extend(stats.iter().map(|s| format!("{name}_{s}")));
+    }
+    out.write_record(&header)?;
+    for l in levels {
+        let failures: Vec<String> = l.failures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut row = vec![
+            l.parallel.to_string(),
+            l.rate.map_or_else(String::new, |r| r.to_string()),
+            l.planned.to_string(),
+            l.requests.to_string(),
+            l.succeeded.to_string(),
+            l.failed.to_string(),
+            l.not_sent.to_string(),
+            l.duration_s.to_string(),
+            l.qps.to_string(),
+            l.output_throughput.to_string(),
+            l.total_throughput.to_string(),
+            l.achieved_concurrency.to_string(),
+            l.input_tokens_mean.to_string(),
+            l.output_tokens_mean.to_string(),
+            l.goodput.as_ref().map_or_else(String::new, |g| g.goodput_qps.to_string()),
+            failures.join(";"),
+        ];
+        for (_, get) in &dists {
+            let d = get(l);
+            row.extend(stats.iter().map(|s| d.get(s).unwrap_or(0.0).to_string()));
+        }
+        out.write_record(&row)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_level_with_matching_columns() {
+        let mut l = LevelStats { parallel: 8, requests: 3, ..Default::default() };
+        l.failures.insert("http_500".into(), 2);
+        l.ttft_s.p99 = 0.25;
+        let mut out = Vec::new();
+        write_csv(&[l.clone(), l], &mut out).unwrap();
+        let mut r = csv::Reader::from_reader(out.as_slice());
+        let h = r.headers().unwrap().clone();
+        let rows: Vec<_> = r.records().map(|x| x.unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+        assert_eq!(&rows[0][col("ttft_s_p99")], "0.25");
+        assert_eq!(&rows[0][col("failures")], "http_500=2");
+        assert_eq!(rows[0].len(), h.len());
+    }
+}

@@ -1,0 +1,411 @@
+//! `ProcessRuntime`: the engine as a local process tree (bare with the binding applied natively
+//! in the child, or under `numactl`). The engine gets its own process group; its descendants are
+//! found by walking `/proc/*/stat` parent links, because Ray workers leave the group and even
+//! the session. Every process ever seen is remembered by (pid, start time) and written to a pid
+//! file in the state dir, so a later agent run can find and kill what an agent killed with
+//! SIGKILL left behind, without ever killing a process that merely reused a pid.
+//!
+//! Not here: deciding when to restart (`crate::supervise::supervisor`), containers
+//! (`crate::launch::docker`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+use crate::launch::native::NativeBinding;
+use crate::launch::spec::LaunchSpec;
+use crate::supervise::procs::ProcFs;
+use crate::supervise::runtime::{BoxFuture, EngineExit, EngineRuntime, RuntimeError};
+
+/// Variables of the agent's own service that the engine must not inherit: a child that found
+/// `NOTIFY_SOCKET` could tell systemd it is ready.
+const AGENT_ONLY_ENV: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"];
+
+const PID_FILE: &str = "engine.pids";
+
+pub struct ProcessRuntime {
+    spec: LaunchSpec,
+    state_dir: PathBuf,
+    proc: ProcFs,
+    /// Treat the agent's own children as engine processes: orphans re-parented to the agent
+    /// when it is a child subreaper (the `serve` command sets that; in-process tests do not).
+    adopt_children: bool,
+    child: Option<tokio::process::Child>,
+    main_pid: Option<i32>,
+    /// Every engine process seen since start: pid -> start time.
+    known: BTreeMap<i32, u64>,
+    exit: Option<EngineExit>,
+}
+
+impl ProcessRuntime {
+    pub fn new(spec: LaunchSpec, state_dir: PathBuf) -> Self {
+        Self {
+            spec,
+            state_dir,
+            proc: ProcFs::default(),
+            adopt_children: false,
+            child: None,
+            main_pid: None,
+            known: BTreeMap::new(),
+            exit: None,
+        }
+    }
+
+    /// Also count the agent's own children as engine processes (use with
+    /// `prctl(PR_SET_CHILD_SUBREAPER)`, so orphaned workers re-parent to the agent).
+    pub fn adopt_children(mut self, yes: bool) -> Self {
+        self.adopt_children = yes;
+        self
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.state_dir.join(PID_FILE)
+    }
+
+    fn write_pid_file(&self) {
+        let text: String = self.known.iter().map(|(p, t)| format!("{p} {t}\n")).collect();
+        let tmp = self.state_dir.join(format!("{PID_FILE}.tmp"));
+        let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, self.pid_file()));
+        if let Err(e) = res {
+            tracing::warn!(error = %e, path = %self.pid_file().display(), "cannot write pid file");
+        }
+    }
+
+    /// Scans `/proc`: the engine's tree now, remembered processes still alive, and (with
+    /// `adopt_children`) orphans re-parented to the agent. Reaps adopted zombies.
+    fn scan(&mut self) -> Vec<i32> {
+        let all = self.proc.all();
+        let me = std::process::id() as i32;
+        let mut roots: BTreeSet<i32> = self.main_pid.into_iter().collect();
+        for s in &all {
+            let known = self.known.get(&s.pid).is_some_and(|t| *t == s.start_time);
+            if known || (self.adopt_children && s.ppid == me) {
+                roots.insert(s.pid);
+            }
+        }
+        let tree = ProcFs::tree(&all, &roots);
+        let mut live = Vec::new();
+        let mut changed = false;
+        for s in all.iter().filter(|s| tree.contains(&s.pid)) {
+            if s.state == 'Z' {
+                // Zombies re-parented to the agent are ours to reap; the main child is reaped
+                // by tokio's `wait`, never here (that would steal its exit status).
+                if s.ppid == me && Some(s.pid) != self.main_pid {
+                    let _ = waitpid(Pid::from_raw(s.pid), Some(WaitPidFlag::WNOHANG));
+                }
+                continue;
+            }
+            if self.known.insert(s.pid, s.start_time) != Some(s.start_time) {
+                changed = true;
+            }
+            live.push(s.pid);
+        }
+        if changed {
+            self.write_pid_file();
+        }
+        live
+    }
+
+    fn alive_known(&self) -> Vec<i32> {
+        self.known.iter().filter(|(p, t)| self.proc.alive_as(**p, **t)).map(|(p, _)| *p).collect()
+    }
+
+    /// Signals the main process group and every known process.
+    fn signal_all(&mut self, sig: Signal) {
+        if let Some(pid) = self.main_pid {
+            if self.exit.is_none() {
+                let _ = killpg(Pid::from_raw(pid), sig);
+            }
+        }
+        self.scan();
+        for pid in self.alive_known() {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+
+    fn reap_main(&mut self) {
+        if let Some(child) = &mut self.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.exit = Some(exit_of(status));
+            }
+        }
+    }
+
+    async fn stop_tree(&mut self, grace: Duration) {
+        self.signal_all(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        let mut killed = false;
+        loop {
+            self.reap_main();
+            self.scan();
+            let left = self.alive_known();
+            if left.is_empty() {
+                break;
+            }
+            if !killed && Instant::now() >= deadline {
+                tracing::warn!(pids = ?left, "engine did not stop within the grace period: SIGKILL");
+                self.signal_all(Signal::SIGKILL);
+                killed = true;
+            } else if killed && Instant::now() >= deadline + Duration::from_secs(10) {
+                tracing::error!(pids = ?left, "engine processes survive SIGKILL");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(mut child) = self.child.take() {
+            if self.exit.is_none() {
+                if let Ok(status) = child.wait().await {
+                    self.exit = Some(exit_of(status));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.pid_file());
+    }
+
+    fn preflight_sync(&self) -> Result<(), RuntimeError> {
+        let pre = |m: String| Err(RuntimeError::Preflight(m));
+        let program = &self.spec.argv[0];
+        if which(program).is_none() {
+            return pre(format!("engine program `{program}` not found (PATH or path)"));
+        }
+        if let Some(path) = &self.spec.model_path_host {
+            if !path.exists() {
+                return pre(format!("model path {} does not exist", path.display()));
+            }
+        }
+        if let Some(cpus) = &self.spec.binding.cpus {
+            let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+                .ok()
+                .and_then(|t| crate::host::cpuset::CpuSet::parse_list(t.trim()).ok());
+            if let Some(online) = online {
+                if !cpus.is_subset(&online) {
+                    return pre(format!(
+                        "binding cpus {cpus} are not all online (online: {online})"
+                    ));
+                }
+            }
+        }
+        for node in self.spec.binding.memory_nodes() {
+            let dir = format!("/sys/devices/system/node/node{node}");
+            if Path::new("/sys/devices/system/node").exists() && !Path::new(&dir).exists() {
+                return pre(format!("binding memory node {node} does not exist ({dir})"));
+            }
+        }
+        port_free(&self.proc, self.spec.port)?;
+        std::fs::create_dir_all(&self.state_dir).map_err(|source| RuntimeError::Io {
+            context: format!("creating state dir {}", self.state_dir.display()),
+            source,
+        })?;
+        Ok(())
+    }
+
+    fn start_sync(&mut self) -> Result<(), RuntimeError> {
+        let argv = &self.spec.argv;
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        for k in
+            AGENT_ONLY_ENV.iter().copied().chain(self.spec.unset_env.iter().map(String::as_str))
+        {
+            cmd.env_remove(k);
+        }
+        cmd.envs(&self.spec.env);
+        if let Some(dir) = &self.spec.workdir {
+            cmd.current_dir(dir);
+        }
+        // Own process group: a stop signals the whole group, and a terminal's ^C does not reach
+        // the engine behind the agent's back.
+        cmd.process_group(0);
+        cmd.stdin(std::process::Stdio::null());
+        if self.spec.native_binding {
+            let native = NativeBinding::new(&self.spec.binding)
+                .map_err(|e| RuntimeError::Preflight(format!("binding: {e}")))?;
+            // SAFETY: `apply` only makes system calls (sched_setaffinity, sched_getaffinity,
+            // set_mempolicy) on values prepared before the fork; it allocates nothing and takes
+            // no locks, which is what is allowed between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || native.apply());
+            }
+        }
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(false);
+        let child = cmd.spawn().map_err(|source| RuntimeError::Io {
+            context: format!("starting `{}`", argv[0]),
+            source,
+        })?;
+        let pid = child.id().map(|p| p as i32).ok_or_else(|| {
+            RuntimeError::Other("engine exited before its pid was read".to_string())
+        })?;
+        tracing::info!(pid, argv = ?argv, "engine started");
+        self.main_pid = Some(pid);
+        self.child = Some(child);
+        self.exit = None;
+        self.known.clear();
+        self.scan();
+        Ok(())
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> EngineExit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => EngineExit::Code(c as i64),
+        (None, Some(s)) => EngineExit::Signal(s),
+        (None, None) => EngineExit::Code(-1),
+    }
+}
+
+/// Resolves a program like `execvp` would.
+fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let exec =
+        |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return exec(&p).then_some(p);
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| exec(p)))?
+}
+
+/// Fails when something listens on `port` already, naming the holder when `/proc` tells.
+pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
+    match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let who = proc
+                .port_owner(port)
+                .map(|(pid, comm)| format!(" by pid {pid} ({comm})"))
+                .unwrap_or_default();
+            Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
+        }
+        Err(e) => Err(RuntimeError::Preflight(format!("cannot check port {port}: {e}"))),
+    }
+}
+
+/// Kills what an earlier agent run left: every (pid, start time) of the pid file still alive,
+/// and their descendants. Returns a description of each process killed.
+pub async fn kill_leftovers(
+    proc: &ProcFs,
+    pid_file: &Path,
+    grace: Duration,
+) -> Result<Vec<String>, RuntimeError> {
+    let text = match std::fs::read_to_string(pid_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                context: format!("reading pid file {}", pid_file.display()),
+                source,
+            })
+        }
+    };
+    let mut roots = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut f = line.split_whitespace();
+        match (f.next().and_then(|p| p.parse::<i32>().ok()), f.next().and_then(|t| t.parse().ok()))
+        {
+            (Some(pid), Some(start)) if pid > 1 => {
+                if proc.alive_as(pid, start) {
+                    roots.insert(pid);
+                }
+            }
+            _ => {
+                tracing::warn!(file = %pid_file.display(), line = n + 1, text = line, "ignoring bad pid file line")
+            }
+        }
+    }
+    let all = proc.all();
+    let victims: Vec<_> = all
+        .iter()
+        .filter(|s| ProcFs::tree(&all, &roots).contains(&s.pid))
+        .map(|s| (s.pid, s.start_time, s.comm.clone()))
+        .collect();
+    for (pid, _, _) in &victims {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        let left: Vec<_> = victims.iter().filter(|(p, t, _)| proc.alive_as(*p, *t)).collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (pid, _, _) in &left {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            if Instant::now() >= deadline + Duration::from_secs(5) {
+                return Err(RuntimeError::Other(format!(
+                    "leftover engine processes survive SIGKILL: {:?}",
+                    left.iter().map(|(p, _, _)| p).collect::<Vec<_>>()
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(pid_file);
+    Ok(victims.into_iter().map(|(pid, _, comm)| format!("pid {pid} ({comm})")).collect())
+}
+
+impl EngineRuntime for ProcessRuntime {
+    fn describe(&self) -> String {
+        match self.spec.mode {
+            crate::config::LaunchMode::Numactl => "process (numactl)".to_string(),
+            _ if self.spec.native_binding => "process (native binding)".to_string(),
+            _ => "process".to_string(),
+        }
+    }
+
+    fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.preflight_sync() })
+    }
+
+    fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
+        Box::pin(async move {
+            let file = self.pid_file();
+            kill_leftovers(&self.proc, &file, Duration::from_secs(10)).await
+        })
+    }
+
+    fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.start_sync() })
+    }
+
+    fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
+        Box::pin(async move { Ok(self.scan()) })
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
+        Box::pin(async move {
+            if let Some(exit) = self.exit {
+                return Ok(exit);
+            }
+            let Some(child) = &mut self.child else {
+                return std::future::pending().await;
+            };
+            let status = child.wait().await.map_err(|source| RuntimeError::Io {
+                context: "waiting for the engine".to_string(),
+                source,
+            })?;
+            let exit = exit_of(status);
+            self.exit = Some(exit);
+            Ok(exit)
+        })
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            self.stop_tree(grace).await;
+            let left = self.alive_known();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(RuntimeError::Other(format!("engine processes left after stop: {left:?}")))
+            }
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! What `nodeagent status` shows: the agent's shared status record, the local endpoint that
+//! serves it (HTTP over a Unix socket in the state dir, never a network address), and the
+//! client side. The JSON shape is documented in the README ("`nodeagent status`"); the monitor
+//! adds GPU data under its own key later.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::binding::Binding;
+use crate::supervise::health::{get_unix, HttpError};
+use crate::supervise::procs::ProcCheck;
+
+pub const SOCKET_NAME: &str = "status.sock";
+
+/// Supervisor states (STYLE.md): Starting -> Ready <-> Degraded -> Restarting -> Starting ...;
+/// Stopping -> Stopped on a signal; Failed when the restart budget is spent or the binding was
+/// escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Ready,
+    Degraded,
+    Restarting,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        write!(f, "{}", s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingCheck {
+    /// RFC 3339 time of the last check.
+    pub at: String,
+    /// Every engine process was inside the binding.
+    pub ok: bool,
+    pub processes: Vec<ProcCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Last probe succeeded.
+    pub ok: bool,
+    /// `healthy`, `not listening`, or the failure.
+    pub last: String,
+    pub consecutive_failures: u32,
+    pub at: String,
+}
+
+/// The whole status record (`nodeagent status --json` prints it as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub agent_pid: u32,
+    pub state: State,
+    /// What happened last, one line.
+    pub message: String,
+    pub state_since: String,
+    pub agent_started: String,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+    /// Seconds since the current engine started (`None` when none runs).
+    pub engine_uptime_s: Option<u64>,
+    pub runtime: String,
+    pub argv: Vec<String>,
+    pub port: u16,
+    pub served_model_name: Option<String>,
+    pub main_pid: Option<i32>,
+    /// Every process of the engine at the last scan.
+    pub pids: Vec<i32>,
+    pub binding: Binding,
+    pub binding_check: Option<BindingCheck>,
+    pub health: Option<Health>,
+    pub restarts: u32,
+    /// How the engine ended last (`exit code 1`, `signal 9`, `hung: ...`).
+    pub last_exit: Option<String>,
+    #[serde(skip)]
+    pub started_at: Option<SystemTime>,
+    #[serde(skip)]
+    pub engine_started_at: Option<SystemTime>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl AgentStatus {
+    pub fn new(
+        runtime: String,
+        argv: Vec<String>,
+        port: u16,
+        model: Option<String>,
+        binding: Binding,
+    ) -> Self {
+        let now = now_rfc3339();
+        Self {
+            agent_pid: std::process::id(),
+            state: State::Starting,
+            message: "starting".to_string(),
+            state_since: now.clone(),
+            agent_started: now,
+            uptime_s: 0,
+            engine_uptime_s: None,
+            runtime,
+            argv,
+            port,
+            served_model_name: model,
+            main_pid: None,
+            pids: Vec::new(),
+            binding,
+            binding_check: None,
+            health: None,
+            restarts: 0,
+            last_exit: None,
+            started_at: Some(SystemTime::now()),
+            engine_started_at: None,
+        }
+    }
+
+    /// A copy with the uptimes computed now.
+    pub fn snapshot(&self) -> Self {
+        let mut s = self.clone();
+        let since = |t: Option<SystemTime>| t.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs());
+        s.uptime_s = since(self.started_at).unwrap_or(0);
+        s.engine_uptime_s = since(self.engine_started_at);
+        s
+    }
+}
+
+pub type Shared = Arc<Mutex<AgentStatus>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("another nodeagent serve already answers on {path}")]
+    AlreadyRunning { path: PathBuf },
+    #[error("status socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no nodeagent serve answers on {path} ({source}); is it running with this --state-dir?"
+    )]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: HttpError,
+    },
+    #[error("status socket {path} answered {code}")]
+    BadAnswer { path: PathBuf, code: u16 },
+    #[error("status socket {path}: bad JSON: {source}")]
+    BadJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Binds the status socket in `state_dir` (refusing when another agent answers there, removing
+/// a stale socket file otherwise) and serves `GET /status` until the token is cancelled.
+pub async fn serve(
+    state_dir: &Path,
+    status: Shared,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, StatusError> {
+    let path = state_dir.join(SOCKET_NAME);
+    if path.exists() {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
+            return Err(StatusError::AlreadyRunning { path });
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let io = |source| StatusError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+    let app = axum::Router::new().route(
+        "/status",
+        axum::routing::get(move || {
+            let status = status.clone();
+            async move { axum::Json(status.lock().unwrap().snapshot()) }
+        }),
+    );
+    let cleanup = path.clone();
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        let _ = std::fs::remove_file(cleanup);
+    }))
+}
+
+/// Asks the agent whose state dir is `state_dir`.
+pub async fn query(state_dir: &Path, timeout: Duration) -> Result<AgentStatus, StatusError> {
+    let path = state_dir.join(SOCKET_NAME);
+    let (code, body) = get_unix(&path, "/status", timeout)
+        .await
+        .map_err(|source| StatusError::NotRunning { path: path.clone(), source })?;
+    if code != 200 {
+        return Err(StatusError::BadAnswer { path, code });
+    }
+    serde_json::from_slice(&body).map_err(|source| StatusError::BadJson { path, source })
+}

@@ -1,0 +1,398 @@
+//! Real multi-NUMA kernels under QEMU: proves that probing reads a multi-node machine right and
+//! that the binding nodeagent recommends really lands on the right CPUs and memory.
+//!
+//! Each test boots one VM (`tests/vm/run-vm.sh`: Debian's kernel, an initramfs with busybox,
+//! numactl and the freshly built `nodeagent`) with a topology from docs NUMA-VM.md, runs a
+//! scenario script from `tests/vm/` inside it, and judges the framed sections it prints. The
+//! scenario only collects; every assertion lives here. Logs of the last run stay under
+//! `target/tmp/vm/<test>/` (console.log, results.log).
+//!
+//! Without qemu the tests are skipped with a message, except under `CI=true`, where that is a
+//! failure: CI installs qemu (`scripts/setup.sh test`), so its absence there is a broken setup.
+//! Timing inside the VM means nothing (software emulation): correctness only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One framed section of the scenario's output.
+#[derive(Debug, Clone)]
+struct Section {
+    stdout: String,
+    stderr: String,
+    rc: i32,
+}
+
+/// The results of one VM boot.
+#[derive(Debug)]
+struct VmRun {
+    sections: BTreeMap<String, Section>,
+    results: PathBuf,
+}
+
+impl VmRun {
+    fn section(&self, name: &str) -> &Section {
+        self.sections.get(name).unwrap_or_else(|| {
+            panic!("the VM printed no section '{name}' (see {})", self.results.display())
+        })
+    }
+
+    /// A section that must have succeeded; its stdout.
+    fn ok(&self, name: &str) -> &str {
+        let s = self.section(name);
+        assert_eq!(
+            s.rc,
+            0,
+            "section '{name}' failed in the VM (rc {}): {}\n{}",
+            s.rc,
+            s.stderr.trim(),
+            self.results.display()
+        );
+        &s.stdout
+    }
+}
+
+/// Parses the scenario output (`results.log`, read off the VM's second serial port):
+///
+/// ```text
+/// @@NA-VM-START@@
+/// @@NA-BEGIN numactl-hardware@@
+/// available: 2 nodes (0-1)
+/// @@NA-STDERR numactl-hardware@@
+/// @@NA-END numactl-hardware rc=0@@
+/// @@NA-VM-DONE rc=0@@
+/// ```
+///
+/// Markers are matched anywhere in a line: a serial line may carry terminal noise before them.
+fn parse_results(text: &str) -> Result<BTreeMap<String, Section>, String> {
+    let mut sections = BTreeMap::new();
+    let mut current: Option<(String, String, Option<String>)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(pos) = line.find("@@NA-BEGIN ") {
+            let name = line[pos + 11..].trim_end_matches("@@").to_string();
+            current = Some((name, String::new(), None));
+        } else if line.contains("@@NA-STDERR ") {
+            match current.as_mut() {
+                Some((_, _, err)) => *err = Some(String::new()),
+                None => return Err(format!("line {}: stderr marker outside a section", i + 1)),
+            }
+        } else if let Some(pos) = line.find("@@NA-END ") {
+            let rest = line[pos + 9..].trim_end_matches("@@");
+            let (name, rc) = rest
+                .rsplit_once(" rc=")
+                .ok_or_else(|| format!("line {}: malformed end marker '{line}'", i + 1))?;
+            let rc: i32 =
+                rc.parse().map_err(|_| format!("line {}: bad exit status in '{line}'", i + 1))?;
+            let (open, stdout, stderr) = current
+                .take()
+                .ok_or_else(|| format!("line {}: end marker outside a section", i + 1))?;
+            if open != name {
+                return Err(format!("line {}: section '{open}' ended as '{name}'", i + 1));
+            }
+            sections.insert(
+                name.to_string(),
+                Section { stdout, stderr: stderr.unwrap_or_default(), rc },
+            );
+        } else if let Some((_, out, err)) = current.as_mut() {
+            let buf = err.as_mut().unwrap_or(out);
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    if let Some((name, ..)) = current {
+        return Err(format!("section '{name}' never ended (the VM stopped in it?)"));
+    }
+    Ok(sections)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the VM tests can run here. Missing tools skip the test (returning false) on a
+/// developer machine, and fail it under CI, where `scripts/setup.sh test` installs them.
+fn vm_tools_present(test: &str) -> bool {
+    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "numactl"]
+        .into_iter()
+        .filter(|tool| {
+            !std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "{test}: cannot boot the NUMA VM: {} not found (install qemu-system-x86 busybox-static cpio numactl: scripts/setup.sh test)",
+        missing.join(", ")
+    );
+    let ci =
+        std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false);
+    assert!(!ci, "{msg}");
+    eprintln!("SKIPPED {msg}");
+    false
+}
+
+/// Boots `topology` with `tests/vm/<scenario>` and returns its parsed sections.
+fn boot(test: &str, topology: &str, scenario: &str, extra: &[(&Path, &str)]) -> VmRun {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm").join(test);
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cmd = Command::new(repo().join("tests/vm/run-vm.sh"));
+    cmd.arg("--topology")
+        .arg(topology)
+        .arg("--scenario")
+        .arg(repo().join("tests/vm").join(scenario))
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_nodeagent"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--timeout")
+        .arg("300");
+    for (src, dest) in extra {
+        cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
+    }
+    let res = cmd.output().expect("cannot run tests/vm/run-vm.sh");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{test}: the {topology} VM failed: {}", stderr.trim());
+    let results = out.join("results.log");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let sections = parse_results(&text).unwrap_or_else(|e| panic!("{}: {e}", results.display()));
+    VmRun { sections, results }
+}
+
+/// `key: value` lines (as `proc_binding` in tests/vm/lib.sh prints them) into a map.
+fn fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Every memory policy a process's mappings show in numa_maps, deduplicated.
+fn policies(binding: &BTreeMap<String, String>) -> Vec<String> {
+    binding["policies"].split_whitespace().map(str::to_string).collect()
+}
+
+/// `nodeN cpulist=... distance=a,b memtotal_kb=...` lines from the sysfs-nodes section.
+fn sysfs_nodes(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let node = words.next()?.to_string();
+            let kv = words
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()));
+            Some((node, kv.collect()))
+        })
+        .collect()
+}
+
+/// `node N size: X MB` of `numactl --hardware`, by node.
+fn numactl_sizes(hw: &str) -> BTreeMap<u64, u64> {
+    hw.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("node ")?;
+            let (node, size) = rest.split_once(" size: ")?;
+            Some((node.parse().ok()?, size.trim_end_matches(" MB").parse().ok()?))
+        })
+        .collect()
+}
+
+fn json(vm: &VmRun, name: &str) -> serde_json::Value {
+    serde_json::from_str(vm.ok(name)).unwrap_or_else(|e| {
+        panic!("section '{name}' is not JSON ({e}): see {}", vm.results.display())
+    })
+}
+
+/// `nodeagent probe --json` agrees with the kernel: the same nodes, CPUs, memory sizes as
+/// numactl, the same distances as sysfs, and each named device on its sysfs node and CPUs.
+fn assert_probe_matches_kernel(vm: &VmRun, gpus: &[(&str, u64, &str)]) {
+    let probe = json(vm, "probe-json");
+    let sysfs = sysfs_nodes(vm.ok("sysfs-nodes"));
+    let sizes = numactl_sizes(vm.ok("numactl-hardware"));
+    let nodes = probe["numa_nodes"].as_array().expect("probe --json has numa_nodes");
+    assert_eq!(nodes.len(), sysfs.len(), "probe nodes vs sysfs: {nodes:?}");
+    for n in nodes {
+        let id = n["id"].as_u64().unwrap();
+        let k = &sysfs[&format!("node{id}")];
+        assert_eq!(n["cpus"], k["cpulist"].as_str(), "node {id} cpus");
+        assert_eq!(n["memory_total_mb"].as_u64(), Some(sizes[&id]), "node {id} memory vs numactl");
+        let want: Vec<u64> = k["distance"].split(',').map(|d| d.parse().unwrap()).collect();
+        let got: Vec<u64> = (0..want.len())
+            .map(|j| {
+                n["distances"][j.to_string()]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("node {id} lacks distance to {j}"))
+            })
+            .collect();
+        assert_eq!(got, want, "node {id} distances vs sysfs");
+    }
+    let found = probe["gpus"].as_array().expect("probe --json has gpus");
+    assert_eq!(found.len(), gpus.len(), "probe gpus: {found:?}");
+    for (bus, node, cpus) in gpus {
+        let g = found
+            .iter()
+            .find(|g| g["bus_id"] == *bus)
+            .unwrap_or_else(|| panic!("probe lacks {bus}: {found:?}"));
+        assert_eq!(g["numa_node"].as_u64(), Some(*node), "{bus} node");
+        assert_eq!(g["cpu_affinity"], *cpus, "{bus} CPUs");
+    }
+}
+
+/// The `plan-prefix-runs` section: the prefix the plan printed, and the binding a process
+/// started under it really got.
+fn assert_prefix_runs(vm: &VmRun, prefix: &str, cpus: &str, node: u32) {
+    let out = vm.ok("plan-prefix-runs");
+    let b = fields(out);
+    assert_eq!(b["prefix"], prefix, "the plan's printed prefix");
+    assert_eq!(b["Cpus_allowed_list"], cpus, "under `{prefix}`");
+    assert_eq!(policies(&b), [format!("bind:{node}")], "numa_maps policies under `{prefix}`");
+}
+
+/// Drops what changes from one second to the next (free memory) so plans taken at different
+/// moments compare equal.
+fn without_free_memory(mut plan: serde_json::Value) -> serde_json::Value {
+    for n in plan["numa_nodes"].as_array_mut().into_iter().flatten() {
+        n.as_object_mut().unwrap().remove("memory_free_mb");
+    }
+    plan
+}
+
+#[test]
+fn parse_results_frames_sections_and_rejects_broken_output() {
+    let text = "\x1b[?7l@@NA-VM-START@@\r\n@@NA-BEGIN a@@\r\nx\r\n@@NA-STDERR a@@\r\ne\r\n@@NA-END a rc=3@@\r\n";
+    let s = parse_results(text).unwrap();
+    assert_eq!(s["a"].stdout, "x\n");
+    assert_eq!(s["a"].stderr, "e\n");
+    assert_eq!(s["a"].rc, 3);
+    assert!(parse_results("@@NA-BEGIN a@@\nx\n").unwrap_err().contains("never ended"));
+    assert!(parse_results("@@NA-BEGIN a@@\n@@NA-END b rc=0@@\n").unwrap_err().contains("ended as"));
+    assert!(parse_results("@@NA-END a rc=x@@\n").unwrap_err().contains("line 1"));
+}
+
+#[test]
+fn two_node_vm_kernel_and_numactl_see_device_on_node_1() {
+    let test = "two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "two-node", "two-node.sh", &[]);
+
+    let hw = vm.ok("numactl-hardware");
+    assert!(hw.contains("available: 2 nodes (0-1)"), "numactl --hardware:\n{hw}");
+    assert!(hw.contains("node 0 cpus: 0 1\n"), "numactl --hardware:\n{hw}");
+    assert!(hw.contains("node 1 cpus: 2 3\n"), "numactl --hardware:\n{hw}");
+
+    let nodes = sysfs_nodes(vm.ok("sysfs-nodes"));
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["node0", "node1"]);
+    assert_eq!(nodes["node0"]["cpulist"], "0-1");
+    assert_eq!(nodes["node1"]["cpulist"], "2-3");
+    assert_eq!(nodes["node0"]["distance"], "10,20");
+    assert_eq!(nodes["node1"]["distance"], "20,10");
+    for node in nodes.values() {
+        let kb: u64 = node["memtotal_kb"].parse().unwrap();
+        assert!((900_000..=1_048_576).contains(&kb), "1 GiB per node, got {kb} kB");
+    }
+
+    let gpu = sysfs_nodes(&format!("gpu {}", vm.ok("sysfs-gpu")));
+    assert_eq!(gpu["gpu"]["numa_node"], "1");
+    assert_eq!(gpu["gpu"]["local_cpulist"], "2-3");
+    assert_eq!(gpu["gpu"]["class"], "0x030000");
+
+    let b = fields(vm.ok("numactl-node1"));
+    assert_eq!(b["Cpus_allowed_list"], "2-3");
+    assert_eq!(policies(&b), ["bind:1"], "numa_maps policies of a process under --membind=1");
+
+    // nodeagent's live view of this kernel, and its plan for the device on node 1.
+    assert_probe_matches_kernel(&vm, &[("0000:41:01.0", 1, "2-3")]);
+    let plan = json(&vm, "plan-json");
+    let instances = plan["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{plan:#}");
+    assert_eq!(instances[0]["numactl"], "numactl --cpunodebind=1 --membind=1", "{plan:#}");
+    assert_eq!(instances[0]["cpus"], "2-3");
+    assert_prefix_runs(&vm, "numactl --cpunodebind=1 --membind=1", "2-3", 1);
+
+    // The snapshot taken in the VM replays to the same plan here, on a one-node host.
+    let snap = tempfile::tempdir().unwrap();
+    let b64 = snap.path().join("snapshot.b64");
+    std::fs::write(&b64, vm.ok("snapshot")).unwrap();
+    let dir = snap.path().join("snap");
+    std::fs::create_dir(&dir).unwrap();
+    let untar = Command::new("sh")
+        .arg("-c")
+        .arg(format!("base64 -d < '{}' | tar -xz -C '{}'", b64.display(), dir.display()))
+        .status()
+        .unwrap();
+    assert!(untar.success(), "the snapshot did not come out of the VM intact");
+    let replay = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["plan", "--json", "--gpu-pci", "0000:41:01.0", "--from"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "replay failed: {}", String::from_utf8_lossy(&replay.stderr));
+    let replayed: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(without_free_memory(replayed), without_free_memory(plan), "replayed plan differs");
+
+    // A device the machine does not have: bad input, one `error:` line. (The message should name
+    // the address; today `--gpu-pci` skips an address it cannot find and the error is "no GPUs
+    // found", and next to a device that exists the missing one is silently dropped.)
+    let missing = vm.section("plan-missing-gpu");
+    assert_eq!(missing.rc, 2, "plan --gpu-pci of a missing device: {}", missing.stderr);
+    assert!(
+        missing.stderr.lines().any(|l| l.starts_with("error: ")),
+        "plan --gpu-pci of a missing device gave no error line: {}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn four_node_vm_memoryless_node_refuses_numactl_n_and_takes_physcpubind() {
+    let test = "four_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "four-node", "four-node.sh", &[]);
+
+    let hw = vm.ok("numactl-hardware");
+    assert!(hw.contains("available: 4 nodes (0-3)"), "numactl --hardware:\n{hw}");
+    assert!(hw.contains("node 2 cpus: 4 5\n"), "numactl --hardware:\n{hw}");
+    assert!(hw.contains("node 2 size: 0 MB\n"), "node 2 must be memoryless:\n{hw}");
+
+    let nodes = sysfs_nodes(vm.ok("sysfs-nodes"));
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
+    assert_eq!(nodes["node2"]["cpulist"], "4-5");
+    assert_eq!(nodes["node2"]["memtotal_kb"], "0");
+    assert_eq!(nodes["node0"]["distance"], "10,20,30,30");
+    assert_eq!(nodes["node2"]["distance"], "30,30,10,20");
+    assert_eq!(nodes["node3"]["distance"], "30,30,20,10");
+
+    let gpus = sysfs_nodes(vm.ok("sysfs-gpus"));
+    assert_eq!(gpus["0000:41:01.0"]["numa_node"], "1");
+    assert_eq!(gpus["0000:81:01.0"]["numa_node"], "2");
+    assert_eq!(gpus["0000:81:01.0"]["local_cpulist"], "4-5");
+
+    // numactl issue 165, reproduced on a real kernel: the reason plans never use -N there.
+    let n2 = vm.section("numactl-N2");
+    assert_ne!(n2.rc, 0, "numactl -N 2 on a memoryless node must fail");
+    assert!(n2.stderr.contains("out of range"), "numactl -N 2 said: {}", n2.stderr);
+
+    let b = fields(vm.ok("numactl-phys45-mem3"));
+    assert_eq!(b["Cpus_allowed_list"], "4-5");
+    assert_eq!(policies(&b), ["bind:3"], "numa_maps policies under --membind=3");
+
+    // nodeagent sees the same machine and plans around the memoryless node.
+    assert_probe_matches_kernel(&vm, &[("0000:41:01.0", 1, "2-3"), ("0000:81:01.0", 2, "4-5")]);
+    let plan = json(&vm, "plan-json");
+    let instances = plan["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{plan:#}");
+    assert_eq!(instances[0]["numactl"], "numactl --cpunodebind=1 --membind=1", "{plan:#}");
+    let memless = &instances[1];
+    assert_eq!(memless["gpus"], serde_json::json!([1]), "{plan:#}");
+    assert_eq!(memless["numactl"], "numactl --physcpubind=4-5 --membind=3", "{plan:#}");
+    assert_eq!(memless["cpus"], "4-5");
+    assert_eq!(memless["membind"], serde_json::json!([3]));
+    assert_eq!(memless["docker_args"], serde_json::json!(["--cpuset-cpus=4-5", "--cpuset-mems=3"]));
+    assert_prefix_runs(&vm, "numactl --physcpubind=4-5 --membind=3", "4-5", 3);
+}

@@ -1,0 +1,79 @@
+# Helpers for the scenario scripts that run inside the VM (busybox sh). Sourced by each scenario.
+# Every check prints one framed section that tests/vm.rs parses:
+#   @@NA-BEGIN name@@ / stdout / @@NA-STDERR name@@ / stderr / @@NA-END name rc=N@@
+# The scenario only collects facts; the Rust test judges them, so a failing check still lets
+# the rest of the scenario run and report.
+
+# section NAME CMD [ARG...]: run CMD, frame its stdout, stderr and exit status.
+section() {
+  _name=$1
+  shift
+  "$@" >/tmp/.sec.out 2>/tmp/.sec.err
+  _rc=$?
+  echo "@@NA-BEGIN $_name@@"
+  awk 1 /tmp/.sec.out
+  echo "@@NA-STDERR $_name@@"
+  awk 1 /tmp/.sec.err
+  echo "@@NA-END $_name rc=$_rc@@"
+}
+
+# section_sh NAME 'SHELL TEXT': like section, for pipelines and redirections.
+section_sh() {
+  _n=$1
+  shift
+  section "$_n" sh -c "$1"
+}
+
+# section_tree NAME DIR: bring a directory out of the VM as base64 of a gzipped tar.
+section_tree() {
+  section "$1" sh -c "tar -C '$2' -cz . | base64"
+}
+
+# proc_binding PID: the facts that prove a process's binding, one `key: value` per line:
+# its CPU affinity, its cpuset of memory nodes, and the memory policies of its mappings
+# (numa_maps' second field: default, bind:N, prefer:N, interleave:N-M, ...).
+proc_binding() {
+  echo "pid: $1"
+  grep -E '^(Name|PPid|Cpus_allowed_list|Mems_allowed_list):' "/proc/$1/status"
+  echo "policies: $(awk '{print $2}' "/proc/$1/numa_maps" | sort -u | tr '\n' ' ')"
+}
+
+# descendants PID: PID and every process below it, one per line (busybox ps has no --ppid).
+# Pure shell, no fork per process: forks are slow under emulation.
+descendants() {
+  _root=$1
+  _all=
+  for _s in /proc/[0-9]*/stat; do
+    read -r _line 2>/dev/null <"$_s" || continue
+    # "pid (comm) state ppid ...": comm may hold spaces and parens, so cut after the last ") ".
+    _rest=${_line##*) }
+    set -- $_rest
+    _all="$_all ${_line%% *}:$2"
+  done
+  _want=" $_root "
+  echo "$_root"
+  _changed=1
+  while [ $_changed = 1 ]; do
+    _changed=0
+    for _e in $_all; do
+      case $_want in *" ${_e%%:*} "*) continue ;; esac
+      case $_want in *" ${_e#*:} "*)
+        _want="$_want${_e%%:*} "
+        echo "${_e%%:*}"
+        _changed=1
+        ;;
+      esac
+    done
+  done
+}
+
+# engine_leftovers: one `leftover PID CMDLINE` line per simulator process still alive.
+engine_leftovers() {
+  for _c in /proc/[0-9]*/cmdline; do
+    _p=${_c#/proc/}
+    _p=${_p%/cmdline}
+    [ "$_p" = "$$" ] && continue
+    _cmd=$(tr '\0' ' ' <"$_c" 2>/dev/null)
+    case $_cmd in *" simulate"*) echo "leftover $_p $_cmd" ;; esac
+  done
+}
