@@ -301,6 +301,43 @@ fn nvsmi_table_old_two_row_layout() {
     assert_eq!(procs, [(0, 12345, "python", Some(31183))]);
 }
 
+#[test]
+fn nvsmi_sick_gpu_err_cells_are_absent_not_fatal() {
+    let text = NV_410_LAYOUT.replace(
+        "| N/A   40C    P0    36W / 250W |  30884MiB / 32480MiB |      0%      Default |",
+        "| N/A  ERR!    P0   ERR! / 250W |     ERR! / 32480MiB |    ERR!      Default |",
+    );
+    let s = nvsmi::parse_table(&text).unwrap();
+    let g = &s.gpus[1];
+    assert_eq!(
+        (g.temperature_c, g.power_w, g.memory_used_mib, g.utilization_pct),
+        (None, None, None, None)
+    );
+    assert_eq!(s.gpus[0].memory_used_mib, Some(31194), "the healthy GPU keeps its readings");
+    assert_eq!(g.bus_id.as_deref(), Some("0000:3b:00.0"));
+}
+
+#[test]
+fn nvsmi_mig_devices_table_is_skipped() {
+    // The MIG table sits between the GPU table and the process table (layout of driver 5xx).
+    let mig = "\n+-----------------------------------------------------------------------------------------+
+| MIG devices:                                                                            |
++------------------+----------------------------------+-----------+-----------------------+
+| GPU  GI  CI  MIG |                     Memory-Usage |        Vol|        Shared         |
+|      ID  ID  Dev |                       BAR1-Usage | SM     Unc| CE ENC  DEC  OFA  JPG |
+|                  |                                  |        ECC|                       |
+|==================+==================================+===========+=======================|
+|  0    1   0   0  |              13MiB / 40192MiB    | 42      0 |  3   0    2    0    0 |
+|                  |                 0MiB / 65535MiB  |           |                       |
++------------------+----------------------------------+-----------+-----------------------+
+";
+    let text = capture("nvidia-smi.load.txt").replacen("\n\n+---", &format!("\n{mig}\n+---"), 1);
+    assert!(text.contains("MIG devices"));
+    let s = nvsmi::parse_table(&text).unwrap();
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!(s.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [584, 585]);
+}
+
 const QUERY_CSV: &str = "\
 index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu, power.draw [W]
 0, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559 MiB, 20517 MiB, 100 %, 45, 402.17 W
@@ -537,6 +574,25 @@ fn topo_variations_parse_the_same() {
             })
             .collect();
         variants.push(("wrapped header", wrapped.join("\n")));
+        // Header wrapped in the middle of its GPU columns.
+        if text.contains("GPU1\tGPU2") || text.contains("GPU1    GPU2") {
+            let mid: Vec<String> = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == header_at {
+                        l.replacen("GPU1\tGPU2", "GPU1\nGPU2", 1).replacen(
+                            "GPU1    GPU2",
+                            "GPU1\nGPU2",
+                            1,
+                        )
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            variants.push(("header wrapped mid-columns", mid.join("\n")));
+        }
         if text.contains('\t') {
             // Pasted with the tabs lost: names, codes and fields glued (`GPU0GPU1`,
             // `NV12NV12`, `SYS48-63,176-1913`, `0-55,112-1670N/A`).
@@ -820,6 +876,36 @@ fn hwloc_bad_documents_are_clean_errors() {
 }
 
 #[test]
+fn hwloc_checked_and_in_process_imports_agree() {
+    for f in [
+        "hwloc/32em64t-2n8c2t-pci-normalio.xml",
+        "hwloc/96em64t-4n4d3ca2co-pci.xml",
+        "hwloc/power8gpudistances.xml",
+    ] {
+        let text = fixture(f);
+        assert_eq!(
+            hwloc::parse_xml(&text).unwrap(),
+            hwloc::parse_xml_in_process(&text).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+// Regression: libhwloc 2.9 segfaults on a PU without `complete_cpuset` (found by the
+// property test below); loading it in-process killed the test binary.
+#[test]
+fn hwloc_document_that_crashes_libhwloc_is_an_error() {
+    let text = fixture("hwloc/32em64t-2n8c2t-pci-normalio.xml").replacen(
+        "cpuset=\"0x80000000\" complete_cpuset=\"0x80000000\"",
+        "cpuset=\"0x80000000\" complete_mkt4cpuset=\"0x80000000\"",
+        1,
+    );
+    let e = hwloc::parse_xml(&text).unwrap_err();
+    assert!(matches!(e, hwloc::HwlocError::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("crashed"), "{e}");
+}
+
+#[test]
 fn hwloc_live_machine_round_trips_through_xml() {
     let (live, xml) = hwloc::live().unwrap();
     assert!(!live.nodes.is_empty(), "at least one NUMA node");
@@ -849,6 +935,25 @@ fn all_fixture_texts() -> Vec<String> {
         .map(|r| fixture(r))
         .chain([QUERY_CSV.to_string(), fixture("rocm-smi/4gpu-xgmi-numa-per-gpu-0-1-2-3.txt")])
         .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    // hwloc's own XML reader behind hwlocality: truncated or corrupted documents must come
+    // back as errors, not crash the probe.
+    #[test]
+    fn hwloc_truncated_or_corrupted_xml_never_panics(cut in 0usize..20_000, at in 0usize..20_000, junk in "[<>\"= a-z0-9/]{0,8}") {
+        let text = fixture("hwloc/32em64t-2n8c2t-pci-normalio.xml");
+        let mut cut_at = cut.min(text.len());
+        while !text.is_char_boundary(cut_at) { cut_at -= 1; }
+        let _ = hwloc::parse_xml(&text[..cut_at]);
+        let mut edited = text.clone();
+        let mut pos = at.min(edited.len());
+        while !edited.is_char_boundary(pos) { pos -= 1; }
+        edited.insert_str(pos, &junk);
+        let _ = hwloc::parse_xml(&edited);
+    }
 }
 
 proptest! {

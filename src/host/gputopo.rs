@@ -66,6 +66,11 @@ static HEADER_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     )
     .unwrap()
 });
+// A word that can only be part of a header: a column name or a piece of an affinity name. A
+// line of nothing else continues a wrapped header even when it starts with `GPU4`.
+static HEADER_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:GPU\d+|NIC\d+|mlx\d+_\d+|CPU|NUMA|Node|Affinity|GPU|ID)$").unwrap()
+});
 static GPU_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^GPU(\d+)").unwrap());
 // At most two digits: a GPU pair bonds at most 18 NVLinks (H100/H200/B200), and a longer run
 // is a link glued to the affinity field after it (`NV180-31` = `NV18` + `0-31`).
@@ -108,6 +113,13 @@ fn is_header(text: &str) -> bool {
 
 /// Parses `nvidia-smi topo -m` or `mx-smi topo -m` output.
 pub fn parse(text: &str) -> Result<GpuTopo, ParseError> {
+    parse_with_nodes(text, &[])
+}
+
+/// [`parse`], checking CPU affinities against the host's NUMA node CPU lists (from numactl or
+/// sysfs) where a glued cell can be split more than one way: a split that yields a node's CPU
+/// list (or a union of nodes) wins, one that names CPUs no node has loses.
+pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, ParseError> {
     let lines = clean_lines(text);
     let Some(head_at) = lines.iter().position(|l| is_header(&l.text)) else {
         return Err(ParseError::no_match(TOOL, &lines, "a matrix header naming GPU0, GPU1, ..."));
@@ -125,7 +137,8 @@ pub fn parse(text: &str) -> Result<GpuTopo, ParseError> {
     let mut columns = header_columns(&header_text);
     let mut i = head_at + 1;
     while let Some(l) = lines.get(i) {
-        if l.text.trim().is_empty() || row_name(&l.text, &columns).is_some() {
+        let only_names = l.text.split_whitespace().all(|t| HEADER_WORD.is_match(t));
+        if l.text.trim().is_empty() || (row_name(&l.text, &columns).is_some() && !only_names) {
             break;
         }
         header_text.push(' ');
@@ -225,7 +238,7 @@ pub fn parse(text: &str) -> Result<GpuTopo, ParseError> {
                 format!("one row for GPU{index}, not two"),
             ));
         }
-        let values = assign_affinity(&rest, &affinity).ok_or_else(|| {
+        let values = assign_affinity(&rest, &affinity, node_cpus).ok_or_else(|| {
             ParseError::new(
                 TOOL,
                 *line,
@@ -377,7 +390,14 @@ fn fits(v: &str, aff: Aff) -> bool {
             v.ends_with(|c: char| c.is_ascii_digit())
                 && CpuSet::parse_list(v).is_ok_and(|s| !s.is_empty() && s.last_below(8192))
         }
-        Aff::Numa | Aff::GpuNumaId => node_id(v).is_some_and(|n| n < 1024),
+        // A node id, or a node list (`0-1`) when the device is equally near several nodes;
+        // `GpuTopoRow` holds one node, so a list reads as no single node (`None`).
+        Aff::Numa | Aff::GpuNumaId => {
+            node_id(v).is_some_and(|n| n < 1024)
+                || (v.ends_with(|c: char| c.is_ascii_digit())
+                    && v.contains(['-', ','])
+                    && CpuSet::parse_list(v).is_ok_and(|s| s.len() > 1 && s.last_below(1024)))
+        }
     }
 }
 
@@ -390,14 +410,27 @@ impl LastBelow for CpuSet {
     }
 }
 
-/// How plausible a CPU list is as a real affinity: ranges of equal length (SMT siblings:
-/// `0-31,64-95`), an even count. (Whether the same list appears elsewhere says nothing: a
-/// glued cell repeats on every row of its node.)
-fn cpu_plausibility(v: &str) -> i32 {
+/// How plausible a CPU list is as a real affinity: equal to a NUMA node's CPUs (or a union of
+/// them) when the caller knows them, ranges of equal length (SMT siblings: `0-31,64-95`), an
+/// even count; CPUs that no node has count against it. (Whether the same list appears on
+/// another row says nothing: a glued cell repeats on every row of its node.)
+fn cpu_plausibility(v: &str, nodes: &[CpuSet]) -> i32 {
     if is_na(v) {
         return 0;
     }
+    let Ok(set) = CpuSet::parse_list(v) else { return 0 };
     let mut score = 0;
+    if !nodes.is_empty() {
+        let all = nodes.iter().fold(CpuSet::new(), |acc, n| acc.union(n));
+        if !set.is_subset(&all) {
+            score -= 8;
+        } else if nodes.contains(&set)
+            || nodes.iter().filter(|n| n.is_subset(&set)).fold(CpuSet::new(), |a, n| a.union(n))
+                == set
+        {
+            score += 8;
+        }
+    }
     let lens: Vec<u32> = v
         .split(',')
         .filter_map(|p| match p.split_once('-') {
@@ -408,7 +441,7 @@ fn cpu_plausibility(v: &str) -> i32 {
     if lens.len() > 1 && lens.windows(2).all(|w| w[0] == w[1]) {
         score += 2;
     }
-    if CpuSet::parse_list(v).is_ok_and(|s| s.len() % 2 == 0) {
+    if set.len() % 2 == 0 {
         score += 1;
     }
     score
@@ -424,101 +457,92 @@ struct Candidate {
     plausibility: i32,
 }
 
+impl Candidate {
+    fn key(&self) -> (usize, i32, std::cmp::Reverse<usize>, usize) {
+        (
+            self.missing + self.splits,
+            -self.plausibility,
+            std::cmp::Reverse(self.missing_at),
+            self.splits,
+        )
+    }
+}
+
 /// Assigns the affinity cells of a GPU row to the affinity columns, reading from the right
 /// end. Considers, per column: the cell as is, a glued cell split with its right part here,
 /// or the column being empty (a ragged row); picks the reading with fewest repairs, then the
 /// most plausible CPU lists. `None` if no reading uses every cell.
-fn assign_affinity(cells: &[String], cols: &[Aff]) -> Option<Vec<Option<String>>> {
+fn assign_affinity(
+    cells: &[String],
+    cols: &[Aff],
+    nodes: &[CpuSet],
+) -> Option<Vec<Option<String>>> {
     if cells.len() > cols.len() || cells.iter().any(|c| c.len() > 64) {
         return None;
     }
-    let mut best: Option<Candidate> = None;
     // A bound on the readings tried, so that a hostile row cannot make the search explode.
-    let mut budget = 20_000usize;
-    search(cells.to_vec(), cols, Candidate::default(), &mut best, &mut budget);
-    best.map(|mut c| {
+    let mut search = Search { nodes, best: None, budget: 20_000 };
+    search.run(cells.to_vec(), cols, Candidate::default());
+    search.best.map(|mut c| {
         c.values.reverse();
         c.values
     })
 }
 
-fn search(
-    cells: Vec<String>,
-    cols: &[Aff],
-    acc: Candidate,
-    best: &mut Option<Candidate>,
-    budget: &mut usize,
-) {
-    if *budget == 0 {
-        return;
-    }
-    *budget -= 1;
-    let Some((&col, left_cols)) = cols.split_last() else {
-        if cells.is_empty() {
-            let better = match best {
-                None => true,
-                Some(b) => {
-                    let key = |c: &Candidate| {
-                        (
-                            c.missing + c.splits,
-                            -c.plausibility,
-                            std::cmp::Reverse(c.missing_at),
-                            c.splits,
-                        )
-                    };
-                    key(&acc) < key(b)
-                }
-            };
-            if better {
-                *best = Some(acc);
+struct Search<'a> {
+    nodes: &'a [CpuSet],
+    best: Option<Candidate>,
+    budget: usize,
+}
+
+impl Search<'_> {
+    fn run(&mut self, cells: Vec<String>, cols: &[Aff], acc: Candidate) {
+        if self.budget == 0 {
+            return;
+        }
+        self.budget -= 1;
+        let Some((&col, left_cols)) = cols.split_last() else {
+            if cells.is_empty() && self.best.as_ref().is_none_or(|b| acc.key() < b.key()) {
+                self.best = Some(acc);
             }
-        }
-        return;
-    };
-    let push = |acc: &Candidate, v: Option<String>, missing: usize, splits: usize| {
-        let mut next = acc.clone();
-        match (col, &v) {
-            (Aff::Cpu, Some(v)) => next.plausibility += cpu_plausibility(v),
-            // Between `0-31` + `0` and `0-3` + `10`, the short node id is the likelier reading.
-            (_, Some(v)) if v.len() > 1 && !is_na(v) => next.plausibility -= 1,
-            _ => {}
-        }
-        next.values.push(v);
-        next.missing += missing;
-        next.splits += splits;
-        next
-    };
-    if let Some((last, left_cells)) = cells.split_last() {
-        if fits(last, col) {
-            search(
-                left_cells.to_vec(),
-                left_cols,
-                push(&acc, Some(last.clone()), 0, 0),
-                best,
-                budget,
-            );
-        }
-        if !left_cols.is_empty() {
-            for (p, _) in last.char_indices().skip(1) {
-                let (l, r) = last.split_at(p);
-                if fits(r, col) {
-                    let mut next_cells = left_cells.to_vec();
-                    next_cells.push(l.to_string());
-                    search(
-                        next_cells,
-                        left_cols,
-                        push(&acc, Some(r.to_string()), 0, 1),
-                        best,
-                        budget,
-                    );
+            return;
+        };
+        let nodes = self.nodes;
+        let push = |acc: &Candidate, v: Option<String>, missing: usize, splits: usize| {
+            let mut next = acc.clone();
+            match (col, &v) {
+                (Aff::Cpu, Some(v)) => next.plausibility += cpu_plausibility(v, nodes),
+                // Between `0-31` + `0` and `0-3` + `10`, the short node id is likelier.
+                (_, Some(v)) if node_id(v).is_some() && v.len() > 1 => next.plausibility -= 1,
+                // A node list is rare: only when nothing else reads the row.
+                (_, Some(v)) if !is_na(v) && node_id(v).is_none() => next.plausibility -= 6,
+                _ => {}
+            }
+            next.values.push(v);
+            next.missing += missing;
+            next.splits += splits;
+            next
+        };
+        if let Some((last, left_cells)) = cells.split_last() {
+            if fits(last, col) {
+                self.run(left_cells.to_vec(), left_cols, push(&acc, Some(last.clone()), 0, 0));
+            }
+            if !left_cols.is_empty() {
+                for (p, _) in last.char_indices().skip(1) {
+                    let (l, r) = last.split_at(p);
+                    if fits(r, col) {
+                        let mut next_cells = left_cells.to_vec();
+                        next_cells.push(l.to_string());
+                        self.run(next_cells, left_cols, push(&acc, Some(r.to_string()), 0, 1));
+                    }
                 }
             }
         }
-    }
-    if cells.len() < cols.len() {
-        let mut next = push(&acc, None, 1, 0);
-        next.missing_at += left_cols.len();
-        search(cells, left_cols, next, best, budget);
+        if cells.len() < cols.len() {
+            let mut next = push(&acc, None, 1, 0);
+            next.missing_at += left_cols.len();
+            self.run(cells, left_cols, next);
+        }
     }
 }
 
@@ -543,15 +567,38 @@ mod tests {
     #[test]
     fn glued_cpu_list_and_node_split_plausibly() {
         let cols = [Aff::Cpu, Aff::Numa, Aff::GpuNumaId];
-        let v = assign_affinity(&["0-31,64-950".into(), "N/A".into()], &cols).unwrap();
+        let v = assign_affinity(&["0-31,64-950".into(), "N/A".into()], &cols, &[]).unwrap();
         assert_eq!(v, [Some("0-31,64-95".into()), Some("0".into()), Some("N/A".into())]);
-        let v = assign_affinity(&["0-15,32-4710".into()], &cols[..2]).unwrap();
+        let v = assign_affinity(&["0-15,32-4710".into()], &cols[..2], &[]).unwrap();
         assert_eq!(v, [Some("0-15,32-47".into()), Some("10".into())]);
     }
 
     #[test]
+    fn node_cpu_lists_decide_an_ambiguous_split() {
+        let cols = [Aff::Cpu, Aff::Numa];
+        let cells = ["0-310".to_string()];
+        // Alone, the short node id wins; a host of 8 CPUs (nodes 0-3 and 4-7) says otherwise.
+        assert_eq!(assign_affinity(&cells, &cols, &[]).unwrap()[1].as_deref(), Some("0"));
+        let nodes: Vec<CpuSet> =
+            ["0-3", "4-7"].iter().map(|l| CpuSet::parse_list(l).unwrap()).collect();
+        assert_eq!(assign_affinity(&cells, &cols, &nodes).unwrap()[0].as_deref(), Some("0-3"));
+    }
+
+    #[test]
+    fn numa_node_list_is_accepted_as_no_single_node() {
+        let cols = [Aff::Cpu, Aff::Numa, Aff::GpuNumaId];
+        let cells: Vec<String> = ["0-63", "0-1", "N/A"].iter().map(|c| c.to_string()).collect();
+        let v = assign_affinity(&cells, &cols, &[]).unwrap();
+        assert_eq!(v[1].as_deref(), Some("0-1"));
+        assert_eq!(node_id("0-1"), None);
+        // ... and never preferred over a plain split of a glued cell.
+        let v = assign_affinity(&["0-31,64-950".into(), "N/A".into()], &cols, &[]).unwrap();
+        assert_eq!(v[1].as_deref(), Some("0"));
+    }
+
+    #[test]
     fn metax_order_node_then_cpu() {
-        let v = assign_affinity(&["0".into(), "0-15".into()], &[Aff::Numa, Aff::Cpu]).unwrap();
+        let v = assign_affinity(&["0".into(), "0-15".into()], &[Aff::Numa, Aff::Cpu], &[]).unwrap();
         assert_eq!(v, [Some("0".into()), Some("0-15".into())]);
     }
 

@@ -16,7 +16,12 @@
 //! hwloc 2.x cannot import hwloc 3.0 XML (`<topology version="3.0">`); that is reported as
 //! [`HwlocError::UnsupportedVersion`] before hwloc is asked.
 
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use hwlocality::object::attributes::ObjectAttributes;
 use hwlocality::object::types::ObjectType;
@@ -80,8 +85,121 @@ fn xml_version(text: &str) -> Result<Option<String>, HwlocError> {
     }))
 }
 
+/// How long the isolated hwloc check of an XML document may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Loads an exported hwloc XML topology and reads its facts.
+///
+/// libhwloc 2.9 crashes (SIGSEGV) or spins on some well-formed but inconsistent documents (an
+/// object missing `complete_cpuset` or `os_index`), and would take the whole probe with it.
+/// So when `lstopo-no-graphics` or `lstopo` is on PATH, the document is first loaded by that
+/// child process (same library) under a timeout; what it re-exports, hwloc's own canonical
+/// XML, is then imported here. Without lstopo the document is imported directly
+/// ([`parse_xml_in_process`]).
 pub fn parse_xml(text: &str) -> Result<MachineFacts, HwlocError> {
+    check_version(text)?;
+    match find_lstopo() {
+        Some(lstopo) => parse_xml_in_process(&canonical_xml(&lstopo, text, CHECK_TIMEOUT)?),
+        None => parse_xml_in_process(text),
+    }
+}
+
+fn check_version(text: &str) -> Result<(), HwlocError> {
+    if let Some(version) = xml_version(text)? {
+        let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
+        if major.is_none_or(|m| m >= 3) {
+            return Err(HwlocError::UnsupportedVersion { version, supported: "2.x".into() });
+        }
+    }
+    Ok(())
+}
+
+fn find_lstopo() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["lstopo-no-graphics", "lstopo"].map(|n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Has `lstopo` load `text` and re-export it (all I/O objects kept), under `timeout`.
+fn canonical_xml(lstopo: &Path, text: &str, timeout: Duration) -> Result<String, HwlocError> {
+    let invalid = |reason: String| HwlocError::Invalid { reason };
+    let mut child = Command::new(lstopo)
+        .args(["--if", "xml", "-i", "/dev/stdin", "--whole-io", "--of", "xml", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| HwlocError::Library {
+            action: "start lstopo to check the XML",
+            reason: e.to_string(),
+        })?;
+    let mut stdin = child.stdin.take();
+    let input = text.to_string();
+    // Writer and readers in threads, so that a full pipe cannot deadlock the wait below.
+    let writer = std::thread::spawn(move || {
+        if let Some(mut s) = stdin.take() {
+            let _ = s.write_all(input.as_bytes());
+        }
+    });
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    let mut stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = writer.join();
+                return Err(invalid(format!(
+                    "hwloc did not finish loading it within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                return Err(HwlocError::Library {
+                    action: "wait for lstopo",
+                    reason: e.to_string(),
+                })
+            }
+        }
+    };
+    let _ = writer.join();
+    let out = reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let why = match status.signal() {
+            Some(sig) => format!("hwloc crashed loading it (signal {sig})"),
+            None => {
+                let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+                format!("hwloc refused it: {}", first.trim())
+            }
+        };
+        return Err(invalid(why));
+    }
+    Ok(out)
+}
+
+/// Loads an exported hwloc XML topology in this process, without the isolated check of
+/// [`parse_xml`]: for XML this process produced itself ([`live`]) or that is already known
+/// to load.
+pub fn parse_xml_in_process(text: &str) -> Result<MachineFacts, HwlocError> {
     if let Some(version) = xml_version(text)? {
         let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
         if major.is_none_or(|m| m >= 3) {

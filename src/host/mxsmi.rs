@@ -157,7 +157,9 @@ fn gpu_from_record(
         number_with_unit(v, &["%"])
     })?;
     if let Some((v, l)) = rec.get(&["memory-usage"]) {
-        if !super::text::is_not_available(v) {
+        // `ERR! /  40960MiB`: the tool could not read the used amount.
+        let unreadable = v.split('/').any(super::text::is_not_available);
+        if !unreadable {
             let (used, total) = memory_pair(v).ok_or_else(|| {
                 ParseError::new(tool, l, v, "a memory cell like \"60278/65536 MiB\"")
             })?;
@@ -178,7 +180,13 @@ fn optional(
 ) -> Result<Option<f64>, ParseError> {
     match rec.get(names) {
         None => Ok(None),
-        Some((v, _)) if super::text::is_not_available(v) => Ok(None),
+        // `ERR! / 250W`: the reading before the slash is the one we want, and it is unknown.
+        Some((v, _))
+            if super::text::is_not_available(v)
+                || super::text::is_not_available(v.split('/').next().unwrap_or(v)) =>
+        {
+            Ok(None)
+        }
         Some((v, l)) => parse(v).map(Some).ok_or_else(|| ParseError::new(tool, l, v, expected)),
     }
 }

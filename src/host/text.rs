@@ -226,13 +226,16 @@ pub fn number_with_unit(text: &str, suffixes: &[&str]) -> Option<f64> {
 }
 
 /// True for the markers tools print for a value they cannot read: `N/A`, `[N/A]`,
-/// `[Not Supported]`, `[Unknown Error]`, `-`, or an empty cell.
+/// `[Not Supported]`, `[Unknown Error]`, `ERR!` (nvidia-smi on a GPU in trouble), `-`, or an
+/// empty cell. Such a value is absent, not garbage: one sick GPU must not hide the others.
 pub fn is_not_available(text: &str) -> bool {
     let t = text.trim();
     t.is_empty()
         || t == "-"
         || t.eq_ignore_ascii_case("n/a")
         || t.eq_ignore_ascii_case("na")
+        || t.eq_ignore_ascii_case("err!")
+        || t.eq_ignore_ascii_case("unknown error")
         || (t.starts_with('[') && t.ends_with(']'))
 }
 
