@@ -43,6 +43,8 @@ pub enum CompareError {
     Resolve { label: String, why: String },
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Sysfs(#[from] crate::host::sysfs::SysfsError),
 }
 
 /// One entry of BINDINGS, as the user wrote it (normalised).
@@ -204,26 +206,10 @@ impl HostNodes {
     /// Reads `<sysfs>/devices/system/node/node*/cpulist`; a kernel without NUMA nodes in sysfs
     /// counts as one node 0 holding every online CPU.
     pub fn read(sysfs_root: &Path) -> Result<Self, CompareError> {
-        let mut nodes = BTreeMap::new();
-        let dir = sysfs_root.join("devices/system/node");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let Some(id) = name.strip_prefix("node").and_then(|n| n.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let path = e.path().join("cpulist");
-                let text = std::fs::read_to_string(&path).map_err(|source| CompareError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let cpus = CpuSet::parse_list(text.trim()).map_err(|e| CompareError::Read {
-                    path: path.display().to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                nodes.insert(id, cpus);
-            }
-        }
+        // The probe's own sysfs reader: one parser of node files in the project.
+        let facts = crate::host::sysfs::read(sysfs_root, &[])?;
+        let mut nodes: BTreeMap<u32, CpuSet> =
+            facts.machine.nodes.into_iter().map(|n| (n.id, n.cpus)).collect();
         if nodes.is_empty() {
             let path = sysfs_root.join("devices/system/cpu/online");
             let text = std::fs::read_to_string(&path).map_err(|source| CompareError::Read {
