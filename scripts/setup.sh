@@ -10,7 +10,8 @@ mode=${1:-demo}
 # Build and demo: hwlocality links libhwloc (and libudev, which Debian's libhwloc needs).
 packages=(pkg-config libhwloc-dev libudev-dev hwloc numactl)
 if [ "$mode" = test ]; then
-  packages+=(docker.io qemu-system-x86 busybox-static cpio debootstrap systemd prometheus wrk)
+  # debian-archive-keyring: debootstrap verifies bookworm with it (already there on Debian, not on Ubuntu).
+  packages+=(docker.io qemu-system-x86 busybox-static cpio debootstrap debian-archive-keyring systemd prometheus wrk)
 fi
 
 missing=()
