@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::loadgen::client::{Api, BodySettings, Client, ClientError, Endpoint, Slot, Timeouts};
+use crate::loadgen::client::{
+    Api, BodySettings, Client, ClientError, Conn, ConnStash, Endpoint, Slot, Timeouts,
+};
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::{RequestRecord, TokenSource};
 use crate::loadgen::schedule::{Arrival, Mode, Schedule, ScheduleError};
@@ -217,7 +219,6 @@ pub async fn run_sweep(
         spec.api_key.as_deref(),
         spec.timeouts,
         spec.body.stream,
-        1,
         anchor,
         run_id.clone(),
     )?;
@@ -249,7 +250,9 @@ pub async fn run_sweep(
             prompt: 0,
             scheduled: Instant::now(),
         };
-        let r = probe.execute(bodies[0].clone(), slot, &CancellationToken::new()).await;
+        let r = probe
+            .execute(&mut Conn::default(), bodies[0].clone(), slot, &CancellationToken::new())
+            .await;
         if let Some(class) = r.error {
             return Err(VerifyError::Preflight {
                 url: spec.endpoint.url.to_string(),
@@ -277,6 +280,7 @@ pub async fn run_sweep(
             abort.cancel();
         });
     }
+    let conns = Arc::new(ConnStash::default());
     let mut gpu = spec
         .gpu_sampler
         .clone()
@@ -291,7 +295,6 @@ pub async fn run_sweep(
             spec.api_key.as_deref(),
             spec.timeouts,
             spec.body.stream,
-            pool,
             anchor,
             run_id.clone(),
         )?;
@@ -328,6 +331,8 @@ pub async fn run_sweep(
                 schedule,
                 bodies: bodies.clone(),
                 abort: abort.clone(),
+                conns: conns.clone(),
+                keep: max_pool,
             });
             let pb = progress_bar(
                 spec.progress,
