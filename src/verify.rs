@@ -183,7 +183,7 @@ pub async fn run_sweep(
     mut on_level: impl FnMut(&LevelStats),
 ) -> Result<SweepOutcome, VerifyError> {
     let anchor = Instant::now();
-    let run_id = format!("na{:08x}", rand::random::<u32>());
+    let run_id = format!("{:08x}", rand::random::<u32>());
     let mut meta = Meta {
         tool: "nodeagent verify".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -32,6 +32,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::record::{ErrorClass, RequestRecord, TokenSource};
+use crate::rxstamp::{RxClock, StampedTcp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -248,16 +249,18 @@ impl Stop {
 }
 
 type Failure = (ErrorClass, String);
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Driver = http1::Connection<TokioIo<StampedTcp>, Full<Bytes>>;
 
 /// One keep-alive HTTP/1.1 connection, owned by one worker and driven inside that worker's
 /// own task (`driven`): the bytes of a chunk are read from the socket and handed to the
-/// request in the same poll, so the arrival stamp is not delayed by a hop to another task,
-/// and no task, lock or timer is shared between workers.
+/// request in the same poll, and no task, lock or timer is shared between workers. Reads
+/// carry the kernel's receive time (`rxstamp`), so a chunk's time is when it arrived, not
+/// when this busy event loop got to it.
 #[derive(Default)]
 pub struct Conn {
     sender: Option<http1::SendRequest<Full<Bytes>>>,
     driver: Option<Pin<Box<Driver>>>,
+    clock: RxClock,
 }
 
 impl std::fmt::Debug for Conn {
@@ -479,10 +482,12 @@ impl Client {
         };
         // Small writes (a request) go out at once rather than after Nagle's delay.
         let _ = tcp.set_nodelay(true);
+        let tcp = StampedTcp::new(tcp);
+        let clock = tcp.clock();
         let (sender, driver) = http1::handshake(TokioIo::new(tcp)).await.map_err(|e| {
             (ErrorClass::ConnectError, format!("HTTP/1.1 handshake with {addr}: {e}"))
         })?;
-        Ok(Conn { sender: Some(sender), driver: Some(Box::pin(driver)) })
+        Ok(Conn { sender: Some(sender), driver: Some(Box::pin(driver)), clock })
     }
 
     fn request(
@@ -521,7 +526,7 @@ impl Client {
         let req = self.request(Method::GET, &self.models_path, Bytes::new(), None);
         let fut = async {
             let mut conn = self.open().await.map_err(|(_, detail)| err(detail))?;
-            let Conn { sender: Some(sender), driver } = &mut conn else {
+            let Conn { sender: Some(sender), driver, .. } = &mut conn else {
                 unreachable!("open() returns an open connection")
             };
             let (status, body) = driven(driver, async {
@@ -554,12 +559,7 @@ impl Client {
         slot: Slot,
         abort: &CancellationToken,
     ) -> RequestRecord {
-        let request_id = if slot.preflight {
-            format!("{}-preflight", self.run_id)
-        } else {
-            let w = if slot.warmup { "w" } else { "" };
-            format!("{}-{}-{w}{}", self.run_id, slot.level, slot.seq)
-        };
+        let request_id = request_id(&self.run_id, slot);
         let mut m = Measure::default();
         let sent = Instant::now();
         let outcome = self.run(conn, &body, &request_id, sent, &mut m, abort).await;
@@ -623,10 +623,12 @@ impl Client {
                 };
                 true
             };
-            let Conn { sender: Some(sender), driver } = conn else {
+            let Conn { sender: Some(sender), driver, clock } = conn else {
                 unreachable!("the connection was opened above")
             };
-            match driven(driver, self.exchange(sender, body, id, m, &mut w)).await {
+            let arrived = |clock: &RxClock| clock.instant(StdInstant::now(), sent.into_std());
+            let exchange = self.exchange(sender, body, id, m, &mut w, || arrived(clock));
+            match driven(driver, exchange).await {
                 Ok(()) => return Ok(()),
                 Err(Exchange::Stale(_)) if !fresh => {
                     conn.close();
@@ -646,6 +648,7 @@ impl Client {
         id: &str,
         m: &mut Measure,
         w: &mut Waiter<'_, '_>,
+        arrived: impl Fn() -> StdInstant,
     ) -> Result<(), Exchange> {
         let failed =
             |stop: Stop, what: &str| Exchange::Failed((stop.class(), stop_detail(stop, what)));
@@ -663,7 +666,7 @@ impl Client {
             Ok(Err(e)) => return Err(Exchange::Failed(describe_hyper_error(&e))),
             Err(stop) => return Err(failed(stop, "waiting for the response headers")),
         };
-        let t = StdInstant::now();
+        let t = arrived();
         m.first_byte = Some(t);
         w.touch(t);
         let status = resp.status();
@@ -695,7 +698,7 @@ impl Client {
                 Err(stop) => return Err(failed(stop, "reading the body")),
             };
             let Ok(data) = frame.into_data() else { continue };
-            let t = StdInstant::now();
+            let t = arrived();
             w.touch(t);
             if self.stream {
                 sse.feed(&data, |ev| m.on_event(ev, t)).map_err(Exchange::Failed)?;
@@ -722,6 +725,24 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The `x-request-id` of a request: UUID-shaped (8-4-4-4-12 hex digits, version 4 and
+/// variant bits set) because some servers refuse anything else (llama.cpp's Python server
+/// answers 400 to an id that is not a UUID), yet readable and unique within the run:
+/// `RRRRRRRR-LLLL-4K00-8000-SSSSSSSSSSSS` = run id, level, kind (0 measured, 1 warmup,
+/// 2 preflight), sequence number, all hex.
+fn request_id(run_id: &str, slot: Slot) -> String {
+    let kind = match (slot.preflight, slot.warmup) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    };
+    format!(
+        "{run_id}-{:04x}-4{kind}00-8000-{:012x}",
+        slot.level & 0xffff,
+        slot.seq & 0xffff_ffff_ffff
+    )
 }
 
 fn stop_detail(stop: Stop, what: &str) -> String {
@@ -940,6 +961,8 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn events(frames: &[&[u8]]) -> Vec<String> {
         let mut p = SseParser::default();
@@ -1017,6 +1040,159 @@ mod tests {
         let e = m.on_event(br#"{"error":{"message":"boom","code":500}}"#, t).unwrap_err();
         assert_eq!(e.0, ErrorClass::ServerError);
         assert!(e.1.contains("boom"));
+    }
+
+    /// A server on loopback that reads one request per connection, answers it with `answer`
+    /// (or nothing, if `None`) and closes the connection without saying so beforehand (no
+    /// `Connection: close`), as a server's keep-alive timeout does. Returns its URL and the
+    /// count of connections it accepted.
+    async fn one_shot_server(answer: Option<&'static str>) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+                    while !request_complete(&got) {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Some(body) = answer {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn request_complete(got: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(got);
+        let Some(end) = text.find("\r\n\r\n") else { return false };
+        let len = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        got.len() >= end + 4 + len
+    }
+
+    const ANSWER: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+        data: [DONE]\n\n";
+
+    fn test_client(url: &str) -> Client {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(2),
+            first_token: None,
+            total: None,
+        };
+        let endpoint = Endpoint::parse(url, None).unwrap();
+        Client::new(endpoint, None, timeouts, true, StdInstant::now(), "0badc0de".into()).unwrap()
+    }
+
+    fn test_slot(seq: u64) -> Slot {
+        Slot {
+            level: 0,
+            seq,
+            warmup: false,
+            preflight: false,
+            prompt: 0,
+            scheduled: StdInstant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_the_server_dropped_is_reopened_and_the_request_sent_again() {
+        let (url, accepted) = one_shot_server(Some(ANSWER)).await;
+        let client = test_client(&url);
+        let mut conn = Conn::default();
+        let abort = CancellationToken::new();
+        let body = Bytes::from_static(b"{}");
+        for seq in 0..3 {
+            let r = client.execute(&mut conn, body.clone(), test_slot(seq), &abort).await;
+            assert_eq!((r.error, r.output_tokens, r.chunk_s.len()), (None, 1, 1), "{r:?}");
+            // Let the server's FIN arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "one new connection per request");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_without_answering_is_a_stream_cut_sent_once() {
+        let (url, accepted) = one_shot_server(None).await;
+        let client = test_client(&url);
+        let r = client
+            .execute(
+                &mut Conn::default(),
+                Bytes::from_static(b"{}"),
+                test_slot(0),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "a fresh connection is not retried");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_connect_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = test_client(&format!("http://127.0.0.1:{port}"));
+        let r = client
+            .execute(
+                &mut Conn::default(),
+                Bytes::from_static(b"{}"),
+                test_slot(0),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.error, Some(ErrorClass::ConnectRefused), "{r:?}");
+        assert!(r.error_detail.unwrap().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[test]
+    fn request_ids_are_uuids_that_say_level_kind_and_sequence() {
+        let slot = |level, seq, warmup, preflight| Slot {
+            level,
+            seq,
+            warmup,
+            preflight,
+            prompt: 0,
+            scheduled: StdInstant::now(),
+        };
+        assert_eq!(
+            request_id("0badc0de", slot(3, 41, false, false)),
+            "0badc0de-0003-4000-8000-000000000029"
+        );
+        assert_eq!(
+            request_id("0badc0de", slot(0, 7, true, false)),
+            "0badc0de-0000-4100-8000-000000000007"
+        );
+        assert_eq!(
+            request_id("0badc0de", slot(0, 0, true, true)),
+            "0badc0de-0000-4200-8000-000000000000"
+        );
+        let re = regex::Regex::new(
+            "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        )
+        .unwrap();
+        assert!(re.is_match(&request_id("ffffffff", slot(70_000, u64::MAX, false, false))));
     }
 
     #[test]
