@@ -12,9 +12,11 @@ build:
 demo: build
 	target/release/nodeagent demo
 
-# Everything CI checks: formatting, lints, all tests.
+# Everything CI checks: formatting, lints, all tests, then verify against a real engine
+# (llama.cpp's server; its first build on a machine takes minutes, then it is cached).
 test:
 	scripts/setup.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
+	NODEAGENT_BIN=target/debug/nodeagent scripts/real-engine-check.sh

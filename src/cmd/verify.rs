@@ -201,7 +201,11 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
 
 fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     let (spec, dataset, format) = build(&args).bad_input()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: every worker drives its own connection in its own task, so nothing gains
+    // from a second thread but cross-thread wakeups; one core carries some 30,000 streamed
+    // requests a second (BENCHMARKS.md), far beyond any engine, and the other cores stay with
+    // the engine under test. Chunk times come from the kernel, not from this loop's clock.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting tokio")
