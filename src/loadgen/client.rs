@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{ErrorClass, RequestRecord, TokenSource};
+use super::record::{ErrorClass, InputTokenSource, RequestRecord, TokenSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -200,6 +200,8 @@ pub struct Slot {
     /// The preflight request (its `x-request-id` is `RUNID-preflight`).
     pub preflight: bool,
     pub prompt: u32,
+    /// The tokenizer's count of the prompt (`--tokenizer`), for a server that sends no `usage`.
+    pub prompt_tokens: Option<u32>,
     pub scheduled: StdInstant,
 }
 
@@ -337,6 +339,11 @@ impl Client {
             Some(n) => (n, TokenSource::Usage),
             None => (m.chunk_s.len() as u64, TokenSource::CountedChunks),
         };
+        let (input_tokens, input_tokens_from) = match (m.usage_input, slot.prompt_tokens) {
+            (Some(n), _) => (Some(n), Some(InputTokenSource::Usage)),
+            (None, Some(n)) => (Some(u64::from(n)), Some(InputTokenSource::Tokenizer)),
+            (None, None) => (None, None),
+        };
         RequestRecord {
             level: slot.level,
             seq: slot.seq,
@@ -350,7 +357,8 @@ impl Client {
             last_token_s: m.chunk_s.last().map(|&t| self.secs(t)),
             done_s: self.secs(done),
             chunk_s: m.chunk_s.iter().map(|&t| self.secs(t)).collect(),
-            input_tokens: m.usage_input,
+            input_tokens,
+            input_tokens_from,
             output_tokens,
             tokens_from,
             status: m.status,
