@@ -149,9 +149,11 @@ impl Dataset {
         let unit = if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters };
         // Token counts are computed once here, for every prompt read (the filter needs them
         // all); the request path only looks them up.
-        let lengths: Vec<usize> = match tokenizer {
-            Some(t) => t.count_all(&raw)?,
-            None => raw.iter().map(|p| p.chars().count()).collect(),
+        let lengths: Vec<usize> = match (tokenizer, spec) {
+            // Built and re-checked to exactly `input_len` tokens already.
+            (Some(_), DatasetSpec::Random { input_len, .. }) => vec![*input_len; raw.len()],
+            (Some(t), _) => t.count_all(&raw)?,
+            (None, _) => raw.iter().map(|p| p.chars().count()).collect(),
         };
         let keep = |n: usize, p: &str| {
             !p.is_empty() && n >= filter.min.max(1) && filter.max.is_none_or(|m| n <= m)
@@ -418,6 +420,52 @@ mod tests {
         // Words split into pieces, so some prompt has fewer words than tokens: the word
         // generator alone would not pass this test.
         assert!(d.prompts.iter().any(|p| p.split(' ').count() < 25), "{:?}", d.prompts);
+    }
+
+    #[test]
+    fn byte_level_bpe_counts_match_the_reference_and_random_prompts_are_exact() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tokenizers/bytelevel-bpe.json");
+        let t = PromptTokenizer::load(Path::new(p)).unwrap();
+        // Counts by the Python `tokenizers` package (testdata/tokenizers/README.md).
+        let counts = t
+            .count_all(&[
+                "what is numa".into(),
+                "什么是NUMA?".into(),
+                "Explain NUMA in one paragraph.".into(),
+            ])
+            .unwrap();
+        assert_eq!(counts, vec![7, 14, 20]);
+        // Merges cross the cut here, so the decode/re-encode loop is what makes these exact.
+        for n in [1, 2, 7, 64] {
+            let spec = DatasetSpec::Random { input_len: n, count: 30 };
+            let d = Dataset::load(&spec, LengthFilter::default(), Some(&t), 5).unwrap();
+            for p in &d.prompts {
+                assert_eq!(t.count(p, 0).unwrap(), n, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_prompts_stay_exact_when_a_cut_does_not_re_encode_the_same() {
+        // Without five of the words, the fixture encodes them as [UNK], which decoding leaves
+        // out: every such draw re-encodes short, and only the pad-and-recheck loop gets it exact.
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tokenizers/wordpiece.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        for w in ["the", "model", "server", "memory", "node"] {
+            vocab.remove(w).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let t = PromptTokenizer::load(&path).unwrap();
+        let spec = DatasetSpec::Random { input_len: 12, count: 40 };
+        let d = Dataset::load(&spec, LengthFilter::default(), Some(&t), 9).unwrap();
+        for p in &d.prompts {
+            assert_eq!(t.count(p, 0).unwrap(), 12, "{p:?}");
+            assert!(!p.contains("[UNK]") && !p.contains(" the "), "{p:?}");
+        }
     }
 
     #[test]
