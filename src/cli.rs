@@ -327,7 +327,7 @@ pub enum DatasetKind {
     Line,
     /// ShareGPT JSON (first human turn of each conversation).
     Sharegpt,
-    /// Random prompts of `--input-len` words.
+    /// Random prompts of `--input-len` words (tokens with `--tokenizer`).
     Random,
 }
 
