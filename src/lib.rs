@@ -4,7 +4,8 @@
 //! host facts (`host`) -> topology (`topology`) -> plan (`plan`, `binding`) -> launch spec
 //! (`launch`) -> supervisor (`supervise`) -> monitor (`monitor`); and for `verify`:
 //! dataset -> load workers -> stats -> report (`loadgen`, `report`, `verify`).
-//! `sim` is the OpenAI-compatible engine simulator used by `demo` and the tests.
+//! `sim` is the OpenAI-compatible engine simulator used by `demo` and the tests; `rxstamp`
+//! gives both it and the load generator the kernel's receive time of what they read.
 //! `cmd` holds one handler per subcommand: the only layer that prints and decides exit codes.
 
 pub mod binding;
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod monitor;
 pub mod plan;
 pub mod report;
+pub mod rxstamp;
 pub mod sim;
 pub mod supervise;
 pub mod topology;

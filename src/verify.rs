@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::loadgen::client::{Api, BodySettings, Client, ClientError, Endpoint, Slot, Timeouts};
+use crate::loadgen::client::{
+    Api, BodySettings, Client, ClientError, Conn, ConnStash, Endpoint, Slot, Timeouts,
+};
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::{RequestRecord, TokenSource};
 use crate::loadgen::schedule::{Arrival, Mode, Schedule, ScheduleError};
@@ -181,7 +183,7 @@ pub async fn run_sweep(
     mut on_level: impl FnMut(&LevelStats),
 ) -> Result<SweepOutcome, VerifyError> {
     let anchor = Instant::now();
-    let run_id = format!("na{:08x}", rand::random::<u32>());
+    let run_id = format!("{:08x}", rand::random::<u32>());
     let mut meta = Meta {
         tool: "nodeagent verify".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -221,7 +223,6 @@ pub async fn run_sweep(
         spec.api_key.as_deref(),
         spec.timeouts,
         spec.body.stream,
-        1,
         anchor,
         run_id.clone(),
     )?;
@@ -255,7 +256,9 @@ pub async fn run_sweep(
             prompt_tokens: prompt_tokens.as_ref().and_then(|t| t.first().copied()),
             scheduled: Instant::now(),
         };
-        let r = probe.execute(bodies[0].clone(), slot, &CancellationToken::new()).await;
+        let r = probe
+            .execute(&mut Conn::default(), bodies[0].clone(), slot, &CancellationToken::new())
+            .await;
         if let Some(class) = r.error {
             return Err(VerifyError::Preflight {
                 url: spec.endpoint.url.to_string(),
@@ -290,6 +293,7 @@ pub async fn run_sweep(
             abort.cancel();
         });
     }
+    let conns = Arc::new(ConnStash::default());
     let mut gpu = spec
         .gpu_sampler
         .clone()
@@ -304,7 +308,6 @@ pub async fn run_sweep(
             spec.api_key.as_deref(),
             spec.timeouts,
             spec.body.stream,
-            pool,
             anchor,
             run_id.clone(),
         )?;
@@ -342,6 +345,8 @@ pub async fn run_sweep(
                 bodies: bodies.clone(),
                 prompt_tokens: prompt_tokens.clone(),
                 abort: abort.clone(),
+                conns: conns.clone(),
+                keep: max_pool,
             });
             let pb = progress_bar(
                 spec.progress,

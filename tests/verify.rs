@@ -162,11 +162,12 @@ async fn client_times_match_the_simulator_ground_truth() {
     tpot_diffs.sort_by(f64::total_cmp);
     let median_tpot = tpot_diffs[tpot_diffs.len() / 2];
     assert!(median_tpot < 0.001, "client TPOT differs from the server's by {median_tpot} s");
-    // Loopback adds well under a millisecond; a loaded 2-core CI box adds scheduling delays,
-    // so the median is held tight and the worst case loosely.
+    // Both sides time what they read by the kernel's receive stamp, so neither process's
+    // scheduling delays count: loopback adds microseconds. A loaded 2-core CI box can still
+    // pause the client between stamping a send and writing it, so the worst case is loose.
     diffs.sort_by(f64::total_cmp);
     let (median, worst) = (diffs[diffs.len() / 2], diffs[diffs.len() - 1]);
-    assert!(median < 0.005, "client TTFT exceeds the server's by {median} s at the median");
+    assert!(median < 0.001, "client TTFT exceeds the server's by {median} s at the median");
     assert!(worst < 0.100, "client TTFT exceeds the server's by up to {worst} s");
     sim.shutdown().await.unwrap();
 }
@@ -512,7 +513,6 @@ async fn tokenizer_counts_prompt_lengths_and_input_tokens_without_usage() {
     let recs = records(&out);
     let mut counts: Vec<u64> = recs
         .iter()
-        .filter(|r| r["request_id"].as_str().is_some_and(|id| !id.ends_with("-preflight")))
         .map(|r| {
             assert_eq!(r["input_tokens_from"], "tokenizer", "{r}");
             assert_eq!(r["tokens_from"], "counted_chunks", "{r}");

@@ -1,5 +1,6 @@
-//! The HTTP side of one request: building OpenAI-compatible bodies, sending them over a hyper
-//! connection pool sized to the concurrency (no hidden cap), and reading the answer, streamed
+//! The HTTP side of one request: building OpenAI-compatible bodies, sending them over a
+//! keep-alive HTTP/1.1 connection that the sending worker owns (one per worker, so the
+//! concurrency is the connection count: no pool, no hidden cap), and reading the answer, streamed
 //! (SSE parsed incrementally over body frames, each event stamped with the arrival time of its
 //! frame) or not. It turns every outcome into a `RequestRecord`; it never panics on what a
 //! server sends. It does not schedule requests (`schedule`) or aggregate them (`stats`).
@@ -14,19 +15,24 @@
 //! ```
 
 use std::borrow::Cow;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::record::{ErrorClass, InputTokenSource, RequestRecord, TokenSource};
+use crate::rxstamp::{RxClock, StampedTcp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -205,11 +211,18 @@ pub struct Slot {
     pub scheduled: StdInstant,
 }
 
-/// One connection pool for a level, shared by its workers.
+/// What a level's workers share: where to send, how, and the clock. Connections are not
+/// here: each worker owns one (`Conn`), so a level at concurrency N holds exactly N
+/// connections, with no pool in between to cap or queue them.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     endpoint: Endpoint,
+    /// `host:port` to connect to and to send as `Host`.
+    authority: String,
+    host: HeaderValue,
+    /// Origin-form targets (`/v1/chat/completions`), as HTTP/1.1 wants them on the wire.
+    path: Uri,
+    models_path: Uri,
     auth: Option<HeaderValue>,
     timeouts: Timeouts,
     stream: bool,
@@ -237,31 +250,198 @@ impl Stop {
     }
 }
 
+type Failure = (ErrorClass, String);
+type Driver = http1::Connection<TokioIo<StampedTcp>, Full<Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection, owned by one worker and driven inside that worker's
+/// own task (`driven`): the bytes of a chunk are read from the socket and handed to the
+/// request in the same poll, and no task, lock or timer is shared between workers. Reads
+/// carry the kernel's receive time (`rxstamp`), so a chunk's time is when it arrived, not
+/// when this busy event loop got to it.
+#[derive(Default)]
+pub struct Conn {
+    sender: Option<http1::SendRequest<Full<Bytes>>>,
+    driver: Option<Pin<Box<Driver>>>,
+    clock: RxClock,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("open", &self.is_open()).finish()
+    }
+}
+
+/// Connections kept between the phases and levels of a sweep: a worker takes one when it
+/// starts and puts it back when it ends, so the measured phase reuses the warmup's
+/// connections instead of opening hundreds at once (which is what warmup is for).
+#[derive(Debug, Default)]
+pub struct ConnStash {
+    idle: std::sync::Mutex<Vec<Conn>>,
+}
+
+impl ConnStash {
+    /// An open connection if one is kept, else a closed one (opened by the first request).
+    pub fn take(&self) -> Conn {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+    }
+
+    /// Keeps `conn` for a later worker, unless it is closed or `keep` are kept already.
+    pub fn put(&self, conn: Conn, keep: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.is_open() && idle.len() < keep {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Conn {
+    fn is_open(&self) -> bool {
+        self.driver.is_some() && self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    fn close(&mut self) {
+        self.sender = None;
+        self.driver = None;
+    }
+}
+
+/// Runs `fut` with the connection's driver polled beside it, in the calling task. The driver
+/// is polled before `fut` (it reads the socket and fills the response body) and again after
+/// a pending `fut` (it writes a request `fut` just queued). A finished driver (the server
+/// closed, or the socket broke) is dropped; `fut` then sees the end through the response body.
+async fn driven<F: Future>(driver: &mut Option<Pin<Box<Driver>>>, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let poll_driver = |driver: &mut Option<Pin<Box<Driver>>>, cx: &mut Context<'_>| {
+        if let Some(d) = driver.as_mut() {
+            if let Poll::Ready(r) = d.as_mut().poll(cx) {
+                if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                }
+                *driver = None;
+            }
+        }
+    };
+    poll_fn(|cx| {
+        poll_driver(driver, cx);
+        let out = fut.as_mut().poll(cx);
+        if out.is_pending() {
+            poll_driver(driver, cx);
+        }
+        out
+    })
+    .await
+}
+
+/// The deadlines of one request, on one timer. The idle deadline moves with every read, but
+/// the timer is not touched per chunk: when it fires, the deadlines are computed again and
+/// it is re-armed if none has passed (a chunk every few milliseconds would otherwise cost a
+/// timer-wheel insert and removal each).
+struct Waiter<'p, 't> {
+    sleep: Pin<&'p mut Sleep>,
+    cancel: Pin<&'p mut WaitForCancellationFuture<'t>>,
+    timeouts: Timeouts,
+    sent: Instant,
+    /// The last read (response headers or a body frame).
+    last: Instant,
+}
+
+impl Waiter<'_, '_> {
+    /// The earliest deadline and what it stands for; on a tie the wider one is reported
+    /// (total > first > idle).
+    fn deadline(&self, first_seen: bool) -> (Instant, Stop) {
+        let mut at = self.last + self.timeouts.read;
+        let mut why = Stop::Idle;
+        if let Some(f) = self.timeouts.first_token.filter(|_| !first_seen).map(|f| self.sent + f) {
+            if f <= at {
+                (at, why) = (f, Stop::FirstToken);
+            }
+        }
+        if let Some(t) = self.timeouts.total.map(|t| self.sent + t) {
+            if t <= at {
+                (at, why) = (t, Stop::Total);
+            }
+        }
+        (at, why)
+    }
+
+    /// Notes a read at `t` (pushes the idle deadline).
+    fn touch(&mut self, t: StdInstant) {
+        self.last = Instant::from_std(t);
+    }
+
+    /// Awaits `fut` unless a deadline passes or the request is aborted first.
+    async fn wait<F: Future>(&mut self, fut: F, first_seen: bool) -> Result<F::Output, Stop> {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            if self.cancel.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Stop::Cancelled));
+            }
+            while self.sleep.as_mut().poll(cx).is_ready() {
+                let (at, why) = self.deadline(first_seen);
+                if at <= Instant::now() {
+                    return Poll::Ready(Err(why));
+                }
+                self.sleep.as_mut().reset(at);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// How one exchange on a connection ended, if not with an answer read to its end.
+enum Exchange {
+    /// The connection was closed before the request went out (a keep-alive connection the
+    /// server had already dropped): safe to send again on a new one.
+    Stale(String),
+    Failed(Failure),
+}
+
 impl Client {
-    /// `pool` is the most connections the level keeps open (its concurrency); `anchor` is
-    /// the sweep's time zero; `run_id` prefixes every `x-request-id`.
+    /// `anchor` is the sweep's time zero; `run_id` prefixes every `x-request-id`.
     pub fn new(
         endpoint: Endpoint,
         api_key: Option<&str>,
         timeouts: Timeouts,
         stream: bool,
-        pool: usize,
         anchor: StdInstant,
         run_id: String,
     ) -> Result<Self, ClientError> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeouts.connect));
-        conn.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(pool.max(1))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(conn);
+        let bad = |reason: &str| ClientError::BadUrl {
+            url: endpoint.url.to_string(),
+            reason: reason.to_string(),
+        };
+        let authority = endpoint.url.authority().ok_or_else(|| bad("no host"))?;
+        // `http://h` has no port in the URI; the connection needs one.
+        let authority = match authority.port_u16() {
+            Some(_) => authority.to_string(),
+            None => format!("{}:80", authority.host()),
+        };
+        let host = HeaderValue::from_str(endpoint.url.authority().map_or("", |a| a.as_str()))
+            .map_err(|_| bad("the host is not a valid header value"))?;
+        let origin = |u: &Uri| -> Uri {
+            u.path_and_query().map_or_else(|| Uri::from_static("/"), |p| p.clone().into())
+        };
         let auth = api_key
             .map(|k| {
                 HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| ClientError::BadApiKey)
             })
             .transpose()?;
-        Ok(Self { http, endpoint, auth, timeouts, stream, anchor, run_id })
+        Ok(Self {
+            path: origin(&endpoint.url),
+            models_path: origin(&endpoint.models_url),
+            endpoint,
+            authority,
+            host,
+            auth,
+            timeouts,
+            stream,
+            anchor,
+            run_id,
+        })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -270,6 +450,67 @@ impl Client {
 
     fn secs(&self, t: StdInstant) -> f64 {
         t.saturating_duration_since(self.anchor).as_secs_f64()
+    }
+
+    /// Opens a connection within `--connect-timeout`.
+    async fn open(&self) -> Result<Conn, Failure> {
+        let addr = self.authority.as_str();
+        // An IP literal needs no resolver (a name costs a getaddrinfo on the blocking pool).
+        let connect = async {
+            match addr.parse::<std::net::SocketAddr>() {
+                Ok(sa) => TcpStream::connect(sa).await,
+                Err(_) => TcpStream::connect(addr).await,
+            }
+        };
+        let tcp = match tokio::time::timeout(self.timeouts.connect, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                let class = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => ErrorClass::ConnectRefused,
+                    std::io::ErrorKind::TimedOut => ErrorClass::ConnectTimeout,
+                    _ => ErrorClass::ConnectError,
+                };
+                return Err((class, format!("tcp connect to {addr}: {e}")));
+            }
+            Err(_) => {
+                return Err((
+                    ErrorClass::ConnectTimeout,
+                    format!(
+                        "tcp connect to {addr}: no answer within {}",
+                        humantime::format_duration(self.timeouts.connect)
+                    ),
+                ))
+            }
+        };
+        // Small writes (a request) go out at once rather than after Nagle's delay.
+        let _ = tcp.set_nodelay(true);
+        let tcp = StampedTcp::new(tcp);
+        let clock = tcp.clock();
+        let (sender, driver) = http1::handshake(TokioIo::new(tcp)).await.map_err(|e| {
+            (ErrorClass::ConnectError, format!("HTTP/1.1 handshake with {addr}: {e}"))
+        })?;
+        Ok(Conn { sender: Some(sender), driver: Some(Box::pin(driver)), clock })
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &Uri,
+        body: Bytes,
+        id: Option<&str>,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path.clone())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        req.body(Full::new(body)).expect("method, URI and headers are valid")
     }
 
     /// The model ids of `GET /v1/models`, in the server's order.
@@ -284,15 +525,20 @@ impl Client {
         }
         let uri = self.endpoint.models_url.clone();
         let err = |reason: String| ClientError::Models { uri: uri.to_string(), reason };
-        let mut req = Request::builder().method(Method::GET).uri(uri.clone());
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let req = req.body(Full::new(Bytes::new())).map_err(|e| err(e.to_string()))?;
+        let req = self.request(Method::GET, &self.models_path, Bytes::new(), None);
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| err(describe_send_error(&e).1))?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
+            let mut conn = self.open().await.map_err(|(_, detail)| err(detail))?;
+            let Conn { sender: Some(sender), driver, .. } = &mut conn else {
+                unreachable!("open() returns an open connection")
+            };
+            let (status, body) = driven(driver, async {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                Ok::<_, hyper::Error>((status, resp.into_body().collect().await?.to_bytes()))
+            })
+            .await
+            .map_err(|e| err(describe_hyper_error(&e).1))?;
             if status != StatusCode::OK {
                 return Err(err(format!("HTTP {status}: {}", snippet(&body))));
             }
@@ -305,35 +551,27 @@ impl Client {
             .map_err(|_| err("timed out".into()))?
     }
 
-    /// Sends one request and measures it. Never fails: every outcome is a record.
+    /// Sends one request on `conn` (opening it first if it is not open) and measures it.
+    /// Never fails: every outcome is a record. `conn` is closed after any failure, so the
+    /// next request never reads the rest of a broken answer.
     pub async fn execute(
         &self,
+        conn: &mut Conn,
         body: Bytes,
         slot: Slot,
         abort: &CancellationToken,
     ) -> RequestRecord {
-        let request_id = if slot.preflight {
-            format!("{}-preflight", self.run_id)
-        } else {
-            let w = if slot.warmup { "w" } else { "" };
-            format!("{}-{}-{w}{}", self.run_id, slot.level, slot.seq)
-        };
+        let request_id = request_id(&self.run_id, slot);
         let mut m = Measure::default();
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint.url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("x-request-id", request_id.as_str());
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        let req = req.body(Full::new(body)).expect("method, URI and headers are valid");
         let sent = Instant::now();
-        let outcome = self.run(req, sent, &mut m, abort).await;
+        let outcome = self.run(conn, &body, &request_id, sent, &mut m, abort).await;
         let done = StdInstant::now();
         let (error, error_detail) = match outcome {
             Ok(()) => (None, None),
-            Err((class, detail)) => (Some(class), Some(detail)),
+            Err((class, detail)) => {
+                conn.close();
+                (Some(class), Some(detail))
+            }
         };
         let (output_tokens, tokens_from) = match m.usage_output {
             Some(n) => (n, TokenSource::Usage),
@@ -370,72 +608,149 @@ impl Client {
 
     async fn run(
         &self,
-        req: Request<Full<Bytes>>,
+        conn: &mut Conn,
+        body: &Bytes,
+        id: &str,
         sent: Instant,
         m: &mut Measure,
         abort: &CancellationToken,
-    ) -> Result<(), (ErrorClass, String)> {
-        let total = self.timeouts.total.map(|t| sent + t);
-        let first = self.timeouts.first_token.map(|t| sent + t);
-        let deadlines = |m: &Measure| Deadlines {
-            idle: Instant::now() + self.timeouts.read,
-            first: if m.chunk_s.is_empty() { first } else { None },
-            total,
-        };
-        let resp = match wait(self.http.request(req), deadlines(m), abort).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(describe_send_error(&e)),
-            Err(stop) => {
-                return Err((stop.class(), stop_detail(stop, "waiting for the response headers")))
+    ) -> Result<(), Failure> {
+        let cancel = pin!(abort.cancelled());
+        let sleep = pin!(tokio::time::sleep_until(sent + self.timeouts.read));
+        let mut w = Waiter { sleep, cancel, timeouts: self.timeouts, sent, last: sent };
+        let first = w.deadline(false).0;
+        w.sleep.as_mut().reset(first);
+        let mut retried = false;
+        loop {
+            let fresh = if conn.is_open() {
+                retried
+            } else {
+                *conn = match w.wait(self.open(), false).await {
+                    Ok(c) => c?,
+                    Err(stop) => return Err((stop.class(), stop_detail(stop, "connecting"))),
+                };
+                true
+            };
+            let Conn { sender: Some(sender), driver, clock } = conn else {
+                unreachable!("the connection was opened above")
+            };
+            let arrived = |clock: &RxClock| clock.instant(StdInstant::now(), sent.into_std());
+            let exchange = self.exchange(sender, body, id, m, &mut w, || arrived(clock));
+            match driven(driver, exchange).await {
+                Ok(()) => return Ok(()),
+                Err(Exchange::Stale(_)) if !fresh => {
+                    conn.close();
+                    retried = true;
+                }
+                Err(Exchange::Stale(detail)) => return Err((ErrorClass::ConnectError, detail)),
+                Err(Exchange::Failed(f)) => return Err(f),
             }
+        }
+    }
+
+    /// Sends the request on an open connection and reads the answer to its end.
+    async fn exchange(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        body: &Bytes,
+        id: &str,
+        m: &mut Measure,
+        w: &mut Waiter<'_, '_>,
+        arrived: impl Fn() -> StdInstant,
+    ) -> Result<(), Exchange> {
+        let failed =
+            |stop: Stop, what: &str| Exchange::Failed((stop.class(), stop_detail(stop, what)));
+        match w.wait(sender.ready(), false).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Exchange::Stale(format!("connection closed: {e}"))),
+            Err(stop) => return Err(failed(stop, "waiting for the connection")),
+        }
+        let req = self.request(Method::POST, &self.path, body.clone(), Some(id));
+        let resp = match w.wait(sender.send_request(req), false).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.is_canceled() => {
+                return Err(Exchange::Stale(format!("connection closed: {e}")))
+            }
+            Ok(Err(e)) => return Err(Exchange::Failed(describe_hyper_error(&e))),
+            Err(stop) => return Err(failed(stop, "waiting for the response headers")),
         };
-        m.first_byte = Some(StdInstant::now());
+        let t = arrived();
+        m.first_byte = Some(t);
+        w.touch(t);
         let status = resp.status();
         m.status = Some(status.as_u16());
         let mut body = resp.into_body();
         if status != StatusCode::OK {
             // Keep a snippet of the error body; a server that never finishes it costs one read timeout.
-            let text = match wait(body.collect(), deadlines(m), abort).await {
+            let text = match w.wait(body.collect(), false).await {
                 Ok(Ok(b)) => snippet(&b.to_bytes()),
                 _ => String::new(),
             };
-            return Err((ErrorClass::HttpStatus, format!("HTTP {status}: {text}")));
+            return Err(Exchange::Failed((
+                ErrorClass::HttpStatus,
+                format!("HTTP {status}: {text}"),
+            )));
         }
         let mut sse = SseParser::default();
         let mut whole = Vec::new();
         loop {
-            let frame = match wait(body.frame(), deadlines(m), abort).await {
+            let frame = match w.wait(body.frame(), !m.chunk_s.is_empty()).await {
                 Ok(Some(Ok(f))) => f,
                 Ok(Some(Err(e))) => {
-                    return Err((ErrorClass::StreamCut, format!("body read failed: {e}")))
+                    return Err(Exchange::Failed((
+                        ErrorClass::StreamCut,
+                        format!("body read failed: {e}"),
+                    )))
                 }
                 Ok(None) => break,
-                Err(stop) => return Err((stop.class(), stop_detail(stop, "reading the body"))),
+                Err(stop) => return Err(failed(stop, "reading the body")),
             };
             let Ok(data) = frame.into_data() else { continue };
-            let t = StdInstant::now();
+            let t = arrived();
+            w.touch(t);
             if self.stream {
-                sse.feed(&data, |ev| m.on_event(ev, t))?;
+                sse.feed(&data, |ev| m.on_event(ev, t)).map_err(Exchange::Failed)?;
             } else {
                 whole.extend_from_slice(&data);
             }
         }
         if self.stream {
-            sse.finish(|ev| m.on_event(ev, StdInstant::now()))?;
+            sse.finish(|ev| m.on_event(ev, StdInstant::now())).map_err(Exchange::Failed)?;
             if !m.done && m.finish_reason.is_none() {
-                return Err((
+                return Err(Exchange::Failed((
                     ErrorClass::StreamCut,
                     "the stream ended without [DONE] or a finish_reason".into(),
-                ));
+                )));
             }
         } else {
-            m.on_whole(&whole, StdInstant::now())?;
+            m.on_whole(&whole, StdInstant::now()).map_err(Exchange::Failed)?;
         }
         if m.chunk_s.is_empty() && m.usage_output.unwrap_or(0) == 0 {
-            return Err((ErrorClass::EmptyOutput, "the answer has no output tokens".into()));
+            return Err(Exchange::Failed((
+                ErrorClass::EmptyOutput,
+                "the answer has no output tokens".into(),
+            )));
         }
         Ok(())
     }
+}
+
+/// The `x-request-id` of a request: UUID-shaped (8-4-4-4-12 hex digits, version 4 and
+/// variant bits set) because some servers refuse anything else (llama.cpp's Python server
+/// answers 400 to an id that is not a UUID), yet readable and unique within the run:
+/// `RRRRRRRR-LLLL-4K00-8000-SSSSSSSSSSSS` = run id, level, kind (0 measured, 1 warmup,
+/// 2 preflight), sequence number, all hex.
+fn request_id(run_id: &str, slot: Slot) -> String {
+    let kind = match (slot.preflight, slot.warmup) {
+        (true, _) => 2,
+        (false, true) => 1,
+        (false, false) => 0,
+    };
+    format!(
+        "{run_id}-{:04x}-4{kind}00-8000-{:012x}",
+        slot.level & 0xffff,
+        slot.seq & 0xffff_ffff_ffff
+    )
 }
 
 fn stop_detail(stop: Stop, what: &str) -> String {
@@ -447,65 +762,20 @@ fn stop_detail(stop: Stop, what: &str) -> String {
     }
 }
 
-/// Classifies a failure of `Client::request` (no response headers).
-fn describe_send_error(e: &hyper_util::client::legacy::Error) -> (ErrorClass, String) {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+/// Classifies a failure of `send_request` (no response headers): the connection broke.
+fn describe_hyper_error(e: &hyper::Error) -> Failure {
     let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         text = format!("{text}: {s}");
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return (ErrorClass::ConnectRefused, text),
-                std::io::ErrorKind::TimedOut if e.is_connect() => {
-                    return (ErrorClass::ConnectTimeout, text)
-                }
-                _ => {}
-            }
-        }
         src = s.source();
     }
-    if e.is_connect() {
-        (ErrorClass::ConnectError, text)
-    } else {
-        (ErrorClass::StreamCut, text)
-    }
+    (ErrorClass::StreamCut, text)
 }
 
 fn snippet(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(&b[..b.len().min(200)]);
     s.replace(['\n', '\r'], " ")
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Deadlines {
-    idle: Instant,
-    first: Option<Instant>,
-    total: Option<Instant>,
-}
-
-/// Awaits `fut` unless a deadline passes or the request is aborted first.
-async fn wait<F: std::future::Future>(
-    fut: F,
-    d: Deadlines,
-    abort: &CancellationToken,
-) -> Result<F::Output, Stop> {
-    // The earliest deadline decides; on a tie the wider one is reported (total > first > idle).
-    let mut at = d.idle;
-    let mut why = Stop::Idle;
-    if let Some(f) = d.first.filter(|f| *f <= at) {
-        at = f;
-        why = Stop::FirstToken;
-    }
-    if let Some(t) = d.total.filter(|t| *t <= at) {
-        at = t;
-        why = Stop::Total;
-    }
-    tokio::select! {
-        biased;
-        out = fut => Ok(out),
-        () = tokio::time::sleep_until(at) => Err(why),
-        () = abort.cancelled() => Err(Stop::Cancelled),
-    }
 }
 
 /// What the body of one request showed so far.
@@ -699,6 +969,8 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn events(frames: &[&[u8]]) -> Vec<String> {
         let mut p = SseParser::default();
@@ -776,6 +1048,161 @@ mod tests {
         let e = m.on_event(br#"{"error":{"message":"boom","code":500}}"#, t).unwrap_err();
         assert_eq!(e.0, ErrorClass::ServerError);
         assert!(e.1.contains("boom"));
+    }
+
+    /// A server on loopback that reads one request per connection, answers it with `answer`
+    /// (or nothing, if `None`) and closes the connection without saying so beforehand (no
+    /// `Connection: close`), as a server's keep-alive timeout does. Returns its URL and the
+    /// count of connections it accepted.
+    async fn one_shot_server(answer: Option<&'static str>) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+                    while !request_complete(&got) {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Some(body) = answer {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn request_complete(got: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(got);
+        let Some(end) = text.find("\r\n\r\n") else { return false };
+        let len = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        got.len() >= end + 4 + len
+    }
+
+    const ANSWER: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+        data: [DONE]\n\n";
+
+    fn test_client(url: &str) -> Client {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(2),
+            first_token: None,
+            total: None,
+        };
+        let endpoint = Endpoint::parse(url, None).unwrap();
+        Client::new(endpoint, None, timeouts, true, StdInstant::now(), "0badc0de".into()).unwrap()
+    }
+
+    fn test_slot(seq: u64) -> Slot {
+        Slot {
+            level: 0,
+            seq,
+            warmup: false,
+            preflight: false,
+            prompt: 0,
+            prompt_tokens: None,
+            scheduled: StdInstant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_the_server_dropped_is_reopened_and_the_request_sent_again() {
+        let (url, accepted) = one_shot_server(Some(ANSWER)).await;
+        let client = test_client(&url);
+        let mut conn = Conn::default();
+        let abort = CancellationToken::new();
+        let body = Bytes::from_static(b"{}");
+        for seq in 0..3 {
+            let r = client.execute(&mut conn, body.clone(), test_slot(seq), &abort).await;
+            assert_eq!((r.error, r.output_tokens, r.chunk_s.len()), (None, 1, 1), "{r:?}");
+            // Let the server's FIN arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "one new connection per request");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_without_answering_is_a_stream_cut_sent_once() {
+        let (url, accepted) = one_shot_server(None).await;
+        let client = test_client(&url);
+        let r = client
+            .execute(
+                &mut Conn::default(),
+                Bytes::from_static(b"{}"),
+                test_slot(0),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "a fresh connection is not retried");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_connect_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = test_client(&format!("http://127.0.0.1:{port}"));
+        let r = client
+            .execute(
+                &mut Conn::default(),
+                Bytes::from_static(b"{}"),
+                test_slot(0),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.error, Some(ErrorClass::ConnectRefused), "{r:?}");
+        assert!(r.error_detail.unwrap().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[test]
+    fn request_ids_are_uuids_that_say_level_kind_and_sequence() {
+        let slot = |level, seq, warmup, preflight| Slot {
+            level,
+            seq,
+            warmup,
+            preflight,
+            prompt: 0,
+            prompt_tokens: None,
+            scheduled: StdInstant::now(),
+        };
+        assert_eq!(
+            request_id("0badc0de", slot(3, 41, false, false)),
+            "0badc0de-0003-4000-8000-000000000029"
+        );
+        assert_eq!(
+            request_id("0badc0de", slot(0, 7, true, false)),
+            "0badc0de-0000-4100-8000-000000000007"
+        );
+        assert_eq!(
+            request_id("0badc0de", slot(0, 0, true, true)),
+            "0badc0de-0000-4200-8000-000000000000"
+        );
+        let re = regex::Regex::new(
+            "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        )
+        .unwrap();
+        assert!(re.is_match(&request_id("ffffffff", slot(70_000, u64::MAX, false, false))));
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub enum InputTokenSource {
 
 /// One request, start to end. Times are seconds since the sweep started (one `Instant` anchor
 /// for the whole sweep; `meta.started_at` in `summary.json` gives the wall-clock time of it).
-/// Timestamps are taken when the body frame carrying the event arrived.
+/// Timestamps of response events are the kernel's receive time of the bytes that carried them
+/// (`rxstamp`; the time they were read where the kernel gave none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     /// Index of the level in the sweep (0-based).

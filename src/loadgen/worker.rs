@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, Slot};
+use super::client::{Client, ConnStash, Slot};
 use super::record::RequestRecord;
 use super::schedule::Schedule;
 
@@ -25,10 +25,19 @@ pub struct Phase {
     pub prompt_tokens: Option<Arc<Vec<u32>>>,
     /// Cancels requests in flight (Ctrl-C after the grace period).
     pub abort: CancellationToken,
+    /// Open connections handed from phase to phase (warmup to measured, level to level).
+    pub conns: Arc<ConnStash>,
+    /// How many connections the stash keeps (the sweep's largest concurrency).
+    pub keep: usize,
 }
 
 /// Runs until the schedule has no more tickets or nobody listens for records.
+/// Each worker keeps its own connection across its requests (taken from and given back to
+/// the stash), and its own child of the abort
+/// token, so workers share no lock on the way of a chunk.
 pub async fn worker(phase: Arc<Phase>, tx: mpsc::UnboundedSender<RequestRecord>) {
+    let mut conn = phase.conns.take();
+    let abort = phase.abort.child_token();
     while let Some(ticket) = phase.schedule.next().await {
         let prompt = (ticket.seq % phase.bodies.len() as u64) as usize;
         let slot = Slot {
@@ -40,9 +49,11 @@ pub async fn worker(phase: Arc<Phase>, tx: mpsc::UnboundedSender<RequestRecord>)
             prompt_tokens: phase.prompt_tokens.as_ref().and_then(|t| t.get(prompt).copied()),
             scheduled: ticket.scheduled.into_std(),
         };
-        let record = phase.client.execute(phase.bodies[prompt].clone(), slot, &phase.abort).await;
+        let record =
+            phase.client.execute(&mut conn, phase.bodies[prompt].clone(), slot, &abort).await;
         if tx.send(record).is_err() {
             break;
         }
     }
+    phase.conns.put(conn, phase.keep);
 }

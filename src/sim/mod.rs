@@ -221,6 +221,7 @@ pub struct RequestTruth {
     pub output_tokens: u32,
     /// Content tokens actually written.
     pub tokens_sent: u32,
+    /// When the kernel received the request's last bytes (`rxstamp`), else when the handler ran.
     pub arrival_unix_ns: u64,
     /// When the request got a batch slot (after queueing).
     pub scheduled_unix_ns: Option<u64>,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 use super::model::{self, Ask, AskError, Fault, Outcome};
 use super::{Endpoint, RequestStatus, RequestTruth, SimConfig, StopReason};
+use crate::rxstamp::{RxClock, StampedTcp};
 
 /// State shared by every connection.
 pub(crate) struct Shared {
@@ -105,6 +106,18 @@ impl Shared {
     fn now(&self) -> (u64, u64) {
         (unix_ns(), self.started.elapsed().as_nanos() as u64)
     }
+
+    /// (unix ns, ns since start) of a request's arrival: when the kernel received its last
+    /// bytes (the connection's latest read, which completed the request), so the ground
+    /// truth does not include how long this process was busy before it read them. Without
+    /// a kernel stamp (or with an implausible one), now.
+    fn arrival(&self, rx: &RxClock) -> (u64, u64) {
+        let (unix, offset) = self.now();
+        match rx.unix_ns() {
+            Some(ns) if ns <= unix && unix - ns < offset => (ns, offset - (unix - ns)),
+            _ => (unix, offset),
+        }
+    }
 }
 
 fn unix_ns() -> u64 {
@@ -156,8 +169,55 @@ pub(crate) fn spawn(
         .layer(middleware::from_fn_with_state(shared.clone(), hang_gate))
         .with_state(shared);
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await
+        axum::serve(StampedListener(listener), app.into_make_service_with_connect_info::<RxClock>())
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
     })
+}
+
+/// Accepts connections whose reads carry the kernel's receive time (`rxstamp`); the
+/// connection's `RxClock` reaches the handlers as `ConnectInfo`.
+struct StampedListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for StampedListener {
+    type Io = StampedTcp;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, addr)) => {
+                    // Tokens are small writes: send each at once, as vLLM's server does.
+                    let _ = tcp.set_nodelay(true);
+                    return (StampedTcp::new(tcp), addr);
+                }
+                // A connection that died in the backlog is the client's business.
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StampedListener>>
+    for RxClock
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StampedListener>) -> Self {
+        stream.io().clock()
+    }
 }
 
 /// Once hung, nothing is answered (the connection stays open) until shutdown.
@@ -311,12 +371,22 @@ struct StreamOptions {
     continuous_usage_stats: bool,
 }
 
-async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(s, Endpoint::ChatCompletions, &headers, &body).await
+async fn chat(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(rx): ConnectInfo<RxClock>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(s, Endpoint::ChatCompletions, &rx, &headers, &body).await
 }
 
-async fn completions(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(s, Endpoint::Completions, &headers, &body).await
+async fn completions(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(rx): ConnectInfo<RxClock>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(s, Endpoint::Completions, &rx, &headers, &body).await
 }
 
 /// What parsing and validation made of a request.
@@ -404,11 +474,12 @@ fn request_id(s: &Shared, headers: &HeaderMap, index: u64) -> String {
 async fn generate(
     s: Arc<Shared>,
     endpoint: Endpoint,
+    rx: &RxClock,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
     let index = s.arrivals.fetch_add(1, Ordering::Relaxed);
-    let (arrival_unix_ns, arrival_offset_ns) = s.now();
+    let (arrival_unix_ns, arrival_offset_ns) = s.arrival(rx);
     let request_id = request_id(&s, headers, index);
     let mut truth = RequestTruth {
         index,
