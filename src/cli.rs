@@ -457,11 +457,11 @@ pub struct VerifyRunArgs {
     /// Drop prompts shorter than this: characters, or tokens with `--tokenizer`.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub min_prompt_length: usize,
-    /// The model's Hugging Face `tokenizer.json` (in the model directory vLLM serves from):
-    /// prompt lengths (`--min/--max-prompt-length`, random `--input-len`) are then in tokens,
+    /// The model's Hugging Face `tokenizer.json`, or the model directory vLLM serves from (its
+    /// `tokenizer.json` is read): prompt lengths (`--min/--max-prompt-length`, random `--input-len`) are then in tokens,
     /// and requests whose server sends no `usage` get their input tokens from it. Counts are of
     /// the prompt text alone: no special tokens, chat template NOT applied.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE|DIR")]
     pub tokenizer: Option<PathBuf>,
     /// Seed for prompt order, random prompts and arrival times.
     #[arg(long, default_value_t = 0)]

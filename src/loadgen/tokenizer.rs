@@ -48,7 +48,16 @@ fn one_line(e: impl std::fmt::Display) -> String {
 }
 
 impl PromptTokenizer {
+    /// Loads `path`, or `path/tokenizer.json` when `path` is a directory (a model directory,
+    /// as `vllm serve` and `vllm bench --tokenizer` take it).
     pub fn load(path: &Path) -> Result<Self, TokenizerError> {
+        let joined;
+        let path = if path.is_dir() {
+            joined = path.join("tokenizer.json");
+            joined.as_path()
+        } else {
+            path
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| TokenizerError::Read { path: path.to_path_buf(), reason: one_line(e) })?;
         Self::parse(&text, path)
@@ -145,6 +154,12 @@ mod tests {
         let missing = dir.path().join("none.json");
         let e = PromptTokenizer::load(&missing).unwrap_err().to_string();
         assert!(e.starts_with(&format!("tokenizer {}: cannot read:", missing.display())), "{e}");
+        // A model directory stands for its tokenizer.json.
+        let e = PromptTokenizer::load(dir.path()).unwrap_err().to_string();
+        let inside = dir.path().join("tokenizer.json");
+        assert!(e.starts_with(&format!("tokenizer {}: cannot read:", inside.display())), "{e}");
+        std::fs::copy(FIXTURE, &inside).unwrap();
+        assert_eq!(PromptTokenizer::load(dir.path()).unwrap().path(), inside);
         let p = dir.path().join("t.json");
         std::fs::write(&p, "<html>not found</html>").unwrap();
         let e = PromptTokenizer::load(&p).unwrap_err().to_string();
