@@ -327,7 +327,7 @@ pub enum DatasetKind {
     Line,
     /// ShareGPT JSON (first human turn of each conversation).
     Sharegpt,
-    /// Random prompts of `--input-len` words.
+    /// Random prompts of `--input-len` words (tokens with `--tokenizer`).
     Random,
 }
 
@@ -444,18 +444,25 @@ pub struct VerifyRunArgs {
     /// Field holding the prompt in openqa JSONL (Codefuse uses `input`).
     #[arg(long, default_value = "question", value_name = "NAME")]
     pub dataset_field: String,
-    /// Random dataset: words per prompt.
-    #[arg(long, default_value_t = 128, value_name = "WORDS")]
+    /// Random dataset: prompt length, in words (roughly as many tokens); with `--tokenizer`,
+    /// exactly this many tokens.
+    #[arg(long, default_value_t = 128, value_name = "N")]
     pub input_len: usize,
     /// Random dataset: sets `--max-tokens` (and `--ignore-eos`) unless given.
     #[arg(long, value_name = "TOKENS")]
     pub output_len: Option<u32>,
-    /// Drop prompts longer than this many characters.
-    #[arg(long, value_name = "CHARS")]
+    /// Drop prompts longer than this: characters, or tokens with `--tokenizer`.
+    #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,
-    /// Drop prompts shorter than this many characters.
-    #[arg(long, default_value_t = 0, value_name = "CHARS")]
+    /// Drop prompts shorter than this: characters, or tokens with `--tokenizer`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub min_prompt_length: usize,
+    /// The model's Hugging Face `tokenizer.json`, or the model directory vLLM serves from (its
+    /// `tokenizer.json` is read): prompt lengths (`--min/--max-prompt-length`, random `--input-len`) are then in tokens,
+    /// and requests whose server sends no `usage` get their input tokens from it. Counts are of
+    /// the prompt text alone: no special tokens, chat template NOT applied.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub tokenizer: Option<PathBuf>,
     /// Seed for prompt order, random prompts and arrival times.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

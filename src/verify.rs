@@ -199,6 +199,10 @@ pub async fn run_sweep(
         stream: spec.body.stream,
         dataset: dataset.source.clone(),
         prompts: dataset.prompts.len() as u64,
+        prompt_length_unit: dataset.unit.to_string(),
+        min_prompt_length: dataset.filter.min as u64,
+        max_prompt_length: dataset.filter.max.map(|m| m as u64),
+        tokenizer: dataset.tokenizer.as_ref().map(|p| p.display().to_string()),
         seed: spec.seed,
         max_tokens: spec.body.max_tokens,
         arrival: spec.levels.iter().any(|l| l.rate.is_some()).then(|| match spec.arrival {
@@ -241,6 +245,7 @@ pub async fn run_sweep(
     }
     let bodies: Arc<Vec<Bytes>> =
         Arc::new(dataset.prompts.iter().map(|p| body.body(spec.endpoint.api, p)).collect());
+    let prompt_tokens = dataset.prompt_tokens.clone().map(Arc::new);
     if spec.preflight {
         let slot = Slot {
             level: 0,
@@ -248,6 +253,7 @@ pub async fn run_sweep(
             warmup: true,
             preflight: true,
             prompt: 0,
+            prompt_tokens: prompt_tokens.as_ref().and_then(|t| t.first().copied()),
             scheduled: Instant::now(),
         };
         let r = probe
@@ -261,7 +267,14 @@ pub async fn run_sweep(
             });
         }
         if spec.body.stream && r.tokens_from == TokenSource::CountedChunks {
-            meta.warnings.push("the server sent no usage in its stream: output tokens are counted from content chunks (one per chunk) and input tokens are unknown".into());
+            let input = match &dataset.tokenizer {
+                Some(t) => format!(
+                    "input tokens are counted with the tokenizer {} (prompt text only, without the chat template)",
+                    t.display()
+                ),
+                None => "input tokens are unknown (give --tokenizer to count them)".into(),
+            };
+            meta.warnings.push(format!("the server sent no usage in its stream: output tokens are counted from content chunks (one per chunk) and {input}"));
         }
     }
     for w in &meta.warnings {
@@ -330,6 +343,7 @@ pub async fn run_sweep(
                 client: client.clone(),
                 schedule,
                 bodies: bodies.clone(),
+                prompt_tokens: prompt_tokens.clone(),
                 abort: abort.clone(),
                 conns: conns.clone(),
                 keep: max_pool,

@@ -144,6 +144,7 @@ async fn client_times_match_the_simulator_ground_truth() {
         assert_eq!(r["output_tokens"].as_u64(), Some(u64::from(t.tokens_sent)), "{r}");
         assert_eq!(r["input_tokens"].as_u64(), Some(u64::from(t.prompt_tokens)), "{r}");
         assert_eq!(r["tokens_from"], "usage");
+        assert_eq!(r["input_tokens_from"], "usage");
         assert_eq!(r["chunk_s"].as_array().unwrap().len() as u32, t.tokens_sent);
         // Client TTFT includes the trip to the server: never much below the server's.
         let client = r["first_token_s"].as_f64().unwrap() - r["sent_s"].as_f64().unwrap();
@@ -411,10 +412,116 @@ async fn help_lists_the_seed_flags() {
         "--read-timeout",
         "--max-prompt-length",
         "--dataset-field",
+        "--tokenizer",
         "--slo",
         "--out",
         "compare",
     ] {
         assert!(help.contains(flag), "verify --help lacks {flag}:\n{help}");
     }
+    // The unit caveat, whatever the line wrapping.
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("no special tokens, chat template NOT applied"), "{help}");
+}
+
+/// `--tokenizer`: lengths in tokens, stated in errors and `meta`; input tokens counted by the
+/// tokenizer when the server streams no usage (as llama.cpp does; here the simulator is told
+/// `include_usage: false` through `--extra-body`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenizer_counts_prompt_lengths_and_input_tokens_without_usage() {
+    let tok = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tokenizers/wordpiece.json");
+    let sim = sim::start(SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.txt");
+    // Characters 12, 7, 15, 30, 4; tokens 3, 2, 4, 7, 1 (testdata/tokenizers/README.md).
+    std::fs::write(
+        &data,
+        "what is numa\nlatency\nnetwork latency\nhow does the memory node work?\nNUMA\n",
+    )
+    .unwrap();
+    let data = data.display().to_string();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--url", &url, "--dataset", "line", "--dataset-path", &data, "--quiet"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move { bin().arg("verify").args(&args).output().await.unwrap() }
+    };
+
+    // Bad tokenizer files and an empty filter: exit 2, one line naming the file, no request.
+    let missing = dir.path().join("missing.json");
+    let o = run(&["--tokenizer", missing.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!("error: tokenizer {}: cannot read:", missing.display())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let o = run(&["--tokenizer", &data]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with(&format!("error: tokenizer {data}: not JSON:")), "{err}");
+    let o =
+        run(&["--tokenizer", tok, "--min-prompt-length", "8", "--max-prompt-length", "40"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.trim_end().ends_with("(5 read, 8..=40 tokens kept)"), "{err}");
+    assert!(sim.ground_truth().is_empty(), "a request was sent before the input was checked");
+
+    let out = dir.path().join("run");
+    let o = run(&[
+        "--tokenizer",
+        tok,
+        "--min-prompt-length",
+        "3",
+        "--max-prompt-length",
+        "12",
+        "--extra-body",
+        r#"{"stream_options": {"include_usage": false}}"#,
+        "--parallel",
+        "2",
+        "--number",
+        "6",
+        "--max-tokens",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    let meta = &s["meta"];
+    assert_eq!(meta["prompt_length_unit"], "tokens");
+    assert_eq!(meta["tokenizer"], tok);
+    assert_eq!(
+        (meta["min_prompt_length"].as_u64(), meta["max_prompt_length"].as_u64()),
+        (Some(3), Some(12))
+    );
+    // In characters, 3..=12 would keep "what is numa", "latency" and "NUMA" instead.
+    assert_eq!(meta["prompts"].as_u64(), Some(3));
+    let warnings = meta["warnings"].to_string();
+    assert!(warnings.contains("input tokens are counted with the tokenizer"), "{warnings}");
+    let l = &s["levels"][0];
+    assert_eq!(l["input_tokens_from"], "tokenizer");
+    assert_eq!(l["input_tokens_counted"].as_u64(), Some(6));
+    assert_eq!(l["input_tokens_unknown"].as_u64(), Some(0));
+    // Six requests over three prompts: each sent twice.
+    let mean = l["input_tokens_mean"].as_f64().unwrap();
+    assert!((mean - 14.0 / 3.0).abs() < 1e-9, "{mean}");
+    let recs = records(&out);
+    let mut counts: Vec<u64> = recs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["input_tokens_from"], "tokenizer", "{r}");
+            assert_eq!(r["tokens_from"], "counted_chunks", "{r}");
+            r["input_tokens"].as_u64().unwrap()
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![3, 3, 4, 4, 7, 7]);
+    sim.shutdown().await.unwrap();
 }

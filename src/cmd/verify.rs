@@ -17,6 +17,7 @@ use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Time
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::schedule::Arrival;
 use crate::loadgen::stats::Slo;
+use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::report::table::{gpu_table, level_table, sweep_table};
 use crate::report::Summary;
 use crate::verify::{run_sweep, LevelSpec, SweepSpec, VerifyError};
@@ -145,8 +146,9 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
             return Err(anyhow!("--max-prompt-length {max} is below --min-prompt-length {min}"));
         }
     }
-    let filter = LengthFilter { min_chars: a.min_prompt_length, max_chars: a.max_prompt_length };
-    let dataset = Dataset::load(&dataset_spec, filter, a.seed)?;
+    let tokenizer = a.tokenizer.as_deref().map(PromptTokenizer::load).transpose()?;
+    let filter = LengthFilter { min: a.min_prompt_length, max: a.max_prompt_length };
+    let dataset = Dataset::load(&dataset_spec, filter, tokenizer.as_ref(), a.seed)?;
     let random_out = if a.dataset == DatasetKind::Random { a.output_len } else { None };
     let body = BodySettings {
         model: a.model.clone().unwrap_or_default(),

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::record::{ErrorClass, RequestRecord, TokenSource};
+use super::record::{ErrorClass, InputTokenSource, RequestRecord, TokenSource};
 use crate::rxstamp::{RxClock, StampedTcp};
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +206,8 @@ pub struct Slot {
     /// The preflight request (its `x-request-id` is `RUNID-preflight`).
     pub preflight: bool,
     pub prompt: u32,
+    /// The tokenizer's count of the prompt (`--tokenizer`), for a server that sends no `usage`.
+    pub prompt_tokens: Option<u32>,
     pub scheduled: StdInstant,
 }
 
@@ -575,6 +577,11 @@ impl Client {
             Some(n) => (n, TokenSource::Usage),
             None => (m.chunk_s.len() as u64, TokenSource::CountedChunks),
         };
+        let (input_tokens, input_tokens_from) = match (m.usage_input, slot.prompt_tokens) {
+            (Some(n), _) => (Some(n), Some(InputTokenSource::Usage)),
+            (None, Some(n)) => (Some(u64::from(n)), Some(InputTokenSource::Tokenizer)),
+            (None, None) => (None, None),
+        };
         RequestRecord {
             level: slot.level,
             seq: slot.seq,
@@ -588,7 +595,8 @@ impl Client {
             last_token_s: m.chunk_s.last().map(|&t| self.secs(t)),
             done_s: self.secs(done),
             chunk_s: m.chunk_s.iter().map(|&t| self.secs(t)).collect(),
-            input_tokens: m.usage_input,
+            input_tokens,
+            input_tokens_from,
             output_tokens,
             tokens_from,
             status: m.status,
@@ -1111,6 +1119,7 @@ mod tests {
             warmup: false,
             preflight: false,
             prompt: 0,
+            prompt_tokens: None,
             scheduled: StdInstant::now(),
         }
     }
@@ -1174,6 +1183,7 @@ mod tests {
             warmup,
             preflight,
             prompt: 0,
+            prompt_tokens: None,
             scheduled: StdInstant::now(),
         };
         assert_eq!(

@@ -1,7 +1,10 @@
 //! Prompt datasets for the load sweep: openqa JSONL (one JSON object a line, the prompt in a
 //! selectable field), line-by-line text, ShareGPT JSON and random synthetic prompts. Loading
-//! filters by prompt length (in characters) and shuffles with a seed, so two runs with the same
-//! seed send the same prompts in the same order. It does not build request bodies (`client`).
+//! filters by prompt length and shuffles with a seed, so two runs with the same seed send the
+//! same prompts in the same order. Lengths are in characters, or in tokens when a
+//! `tokenizer.json` is given (`super::tokenizer`: prompt text only, no special tokens, no chat
+//! template); then every kept prompt's token count is computed here, once, for the records of
+//! servers that send no `usage`. It does not build request bodies (`client`).
 //!
 //! Inputs it expects:
 //! ```text
@@ -15,6 +18,8 @@ use std::path::{Path, PathBuf};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use super::tokenizer::{PromptTokenizer, TokenizerError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("cannot read dataset {path}: {source}")]
@@ -25,12 +30,16 @@ pub enum DatasetError {
     MissingField { path: PathBuf, line: usize, field: String },
     #[error("dataset {path}: not a ShareGPT JSON array: {source}")]
     ShareGpt { path: PathBuf, source: serde_json::Error },
-    #[error("dataset {path}: no prompt left after the length filter ({total} read, {min}..={max} characters kept)")]
-    Empty { path: PathBuf, total: usize, min: usize, max: String },
+    #[error("dataset {path}: no prompt left after the length filter ({total} read, {min}..={max} {unit} kept)")]
+    Empty { path: PathBuf, total: usize, min: usize, max: String, unit: LengthUnit },
     #[error("the {kind} dataset needs --dataset-path")]
     NoPath { kind: &'static str },
     #[error("random dataset: --input-len must be at least 1")]
     ZeroLength,
+    #[error("random dataset: tokenizer {tokenizer}: found no text of exactly {tokens} tokens (the last try re-encoded to {got})")]
+    RandomLength { tokenizer: PathBuf, tokens: usize, got: usize },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
 }
 
 /// Which kind of dataset, and its parameters.
@@ -42,29 +51,66 @@ pub enum DatasetSpec {
     Lines { path: PathBuf },
     /// ShareGPT JSON: the first human turn of each conversation.
     ShareGpt { path: PathBuf },
-    /// `count` random prompts of `input_len` words each (roughly that many tokens).
+    /// `count` random prompts of `input_len` words each (roughly that many tokens), or of
+    /// exactly `input_len` tokens when loaded with a tokenizer.
     Random { input_len: usize, count: usize },
 }
 
-/// Prompt length limits, in characters (Unicode scalar values).
+/// The unit of prompt lengths: the length filter's limits and the random prompts' length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LengthUnit {
+    /// Unicode scalar values (no tokenizer given); random prompts count words instead.
+    #[default]
+    Characters,
+    /// Tokens of the given tokenizer (prompt text only, no special tokens, no chat template).
+    Tokens,
+}
+
+impl std::fmt::Display for LengthUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Characters => "characters",
+            Self::Tokens => "tokens",
+        })
+    }
+}
+
+/// Prompt length limits, in the dataset's `LengthUnit`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LengthFilter {
-    pub min_chars: usize,
-    pub max_chars: Option<usize>,
+    pub min: usize,
+    pub max: Option<usize>,
 }
 
 /// The loaded prompts in send order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub prompts: Vec<String>,
+    /// Token count of each prompt (same order), when loaded with a tokenizer: the input tokens
+    /// of a request whose server sends no `usage`.
+    pub prompt_tokens: Option<Vec<u32>>,
     /// Prompts read before filtering.
     pub read: usize,
     /// Description for reports (`openqa:/data/open_qa.jsonl`).
     pub source: String,
+    /// The unit of `filter` (and of a random dataset's `input_len`).
+    pub unit: LengthUnit,
+    pub filter: LengthFilter,
+    /// The `tokenizer.json` the lengths were counted with.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Dataset {
-    pub fn load(spec: &DatasetSpec, filter: LengthFilter, seed: u64) -> Result<Self, DatasetError> {
+    /// Loads, filters by length and shuffles. With `tokenizer`, the filter's limits are
+    /// tokens, random prompts are exactly `input_len` tokens, and every kept prompt's token
+    /// count is kept in `prompt_tokens`.
+    pub fn load(
+        spec: &DatasetSpec,
+        filter: LengthFilter,
+        tokenizer: Option<&PromptTokenizer>,
+        seed: u64,
+    ) -> Result<Self, DatasetError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let (raw, source, path) = match spec {
             DatasetSpec::OpenQa { path, field } => (
@@ -84,28 +130,59 @@ impl Dataset {
                 if *input_len == 0 {
                     return Err(DatasetError::ZeroLength);
                 }
-                let prompts = (0..*count).map(|_| random_prompt(&mut rng, *input_len)).collect();
-                (prompts, format!("random:{input_len} words"), PathBuf::from("(random)"))
+                let (prompts, unit) = match tokenizer {
+                    None => (
+                        (0..*count).map(|_| random_prompt(&mut rng, *input_len)).collect(),
+                        "words",
+                    ),
+                    Some(t) => (
+                        (0..*count)
+                            .map(|_| random_prompt_tokens(&mut rng, *input_len, t))
+                            .collect::<Result<_, _>>()?,
+                        "tokens",
+                    ),
+                };
+                (prompts, format!("random:{input_len} {unit}"), PathBuf::from("(random)"))
             }
         };
         let read = raw.len();
-        let mut prompts: Vec<String> = raw
-            .into_iter()
-            .filter(|p| {
-                let n = p.chars().count();
-                n >= filter.min_chars.max(1) && filter.max_chars.is_none_or(|m| n <= m)
-            })
-            .collect();
-        if prompts.is_empty() {
+        let unit = if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters };
+        // Token counts are computed once here, for every prompt read (the filter needs them
+        // all); the request path only looks them up.
+        let lengths: Vec<usize> = match (tokenizer, spec) {
+            // Built and re-checked to exactly `input_len` tokens already.
+            (Some(_), DatasetSpec::Random { input_len, .. }) => vec![*input_len; raw.len()],
+            (Some(t), _) => t.count_all(&raw)?,
+            (None, _) => raw.iter().map(|p| p.chars().count()).collect(),
+        };
+        let keep = |n: usize, p: &str| {
+            !p.is_empty() && n >= filter.min.max(1) && filter.max.is_none_or(|m| n <= m)
+        };
+        let mut kept: Vec<(String, usize)> =
+            raw.into_iter().zip(lengths).filter(|(p, n)| keep(*n, p)).collect();
+        if kept.is_empty() {
             return Err(DatasetError::Empty {
                 path,
                 total: read,
-                min: filter.min_chars,
-                max: filter.max_chars.map_or_else(|| "any".into(), |m| m.to_string()),
+                min: filter.min,
+                max: filter.max.map_or_else(|| "any".into(), |m| m.to_string()),
+                unit,
             });
         }
-        prompts.shuffle(&mut rng);
-        Ok(Self { prompts, read, source })
+        // Shuffling the pairs draws the same numbers as shuffling the prompts alone did, so a
+        // seed gives the same order with or without a tokenizer (for the same kept set).
+        kept.shuffle(&mut rng);
+        let prompt_tokens = tokenizer
+            .map(|_| kept.iter().map(|(_, n)| u32::try_from(*n).unwrap_or(u32::MAX)).collect());
+        Ok(Self {
+            prompts: kept.into_iter().map(|(p, _)| p).collect(),
+            prompt_tokens,
+            read,
+            source,
+            unit,
+            filter,
+            tokenizer: tokenizer.map(|t| t.path().to_path_buf()),
+        })
     }
 
     /// The prompt for the `i`-th request (the dataset repeats when the sweep needs more).
@@ -179,6 +256,7 @@ const WORDS: &[&str] = &[
     "question", "number", "river", "mountain", "city", "light",
 ];
 
+/// `words` random words from `WORDS`, space-separated.
 fn random_prompt(rng: &mut impl Rng, words: usize) -> String {
     let mut s = String::with_capacity(words * 7);
     for i in 0..words {
@@ -188,6 +266,46 @@ fn random_prompt(rng: &mut impl Rng, words: usize) -> String {
         s.push_str(WORDS[rng.random_range(0..WORDS.len())]);
     }
     s
+}
+
+/// Decode/re-encode rounds before giving up on one draw of words, and draws before giving up.
+const ROUNDS: usize = 10;
+const DRAWS: usize = 5;
+
+/// A random prompt of exactly `tokens` tokens by `t`: draw words, encode, cut the ids to
+/// `tokens`, decode, and re-encode to check, since a cut can re-encode differently (a word cut
+/// to a piece, merges across the cut). Short: append more words; long: cut again.
+/// For comparison, `vllm bench serve --dataset-name random` draws random token ids from the
+/// vocabulary instead of words, then runs the same decode/re-encode/pad-or-cut loop
+/// (`gen_prompt_decode_to_target_len`, 10 rounds) and only warns about a length still off;
+/// words keep our prompts readable, and a length still off here is an error, not a warning.
+fn random_prompt_tokens(
+    rng: &mut impl Rng,
+    tokens: usize,
+    t: &PromptTokenizer,
+) -> Result<String, DatasetError> {
+    let mut got = 0;
+    for _ in 0..DRAWS {
+        let mut ids = t.ids(&random_prompt(rng, tokens), 0)?;
+        for _ in 0..ROUNDS {
+            while ids.len() < tokens {
+                let more = t.ids(&random_prompt(rng, tokens - ids.len()), 0)?;
+                if more.is_empty() {
+                    break;
+                }
+                ids.extend(more);
+            }
+            ids.truncate(tokens);
+            let text = t.decode(&ids)?;
+            let again = t.ids(&text, 0)?;
+            got = again.len();
+            if got == tokens {
+                return Ok(text);
+            }
+            ids = again;
+        }
+    }
+    Err(DatasetError::RandomLength { tokenizer: t.path().to_path_buf(), tokens, got })
 }
 
 #[cfg(test)]
@@ -222,18 +340,165 @@ mod tests {
         let lines: String = (0..50).map(|i| format!("{}\n", "é".repeat(i + 1))).collect();
         std::fs::write(&path, lines).unwrap();
         let spec = DatasetSpec::Lines { path };
-        let filter = LengthFilter { min_chars: 10, max_chars: Some(20) };
-        let a = Dataset::load(&spec, filter, 7).unwrap();
-        let b = Dataset::load(&spec, filter, 7).unwrap();
-        let c = Dataset::load(&spec, filter, 8).unwrap();
+        let filter = LengthFilter { min: 10, max: Some(20) };
+        let a = Dataset::load(&spec, filter, None, 7).unwrap();
+        let b = Dataset::load(&spec, filter, None, 7).unwrap();
+        let c = Dataset::load(&spec, filter, None, 8).unwrap();
         assert_eq!(a.prompts, b.prompts);
         assert_ne!(a.prompts, c.prompts);
         assert_eq!(a.prompts.len(), 11);
         assert_eq!(a.read, 50);
         assert!(a.prompts.iter().all(|p| (10..=20).contains(&p.chars().count())));
-        let err =
-            Dataset::load(&spec, LengthFilter { min_chars: 100, max_chars: None }, 7).unwrap_err();
+        let err = Dataset::load(&spec, LengthFilter { min: 100, max: None }, None, 7).unwrap_err();
         assert!(matches!(err, DatasetError::Empty { total: 50, .. }));
+        assert!(err.to_string().contains("(50 read, 100..=any characters kept)"), "{err}");
+        assert_eq!(a.unit, LengthUnit::Characters);
+        assert_eq!(a.prompt_tokens, None);
+    }
+
+    fn fixture() -> PromptTokenizer {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tokenizers/wordpiece.json");
+        PromptTokenizer::load(Path::new(p)).unwrap()
+    }
+
+    /// Prompts whose character and token lengths rank differently (see the fixture's README:
+    /// `latency` and `network` are two tokens each, `?` one).
+    const PROMPTS: &str =
+        "what is numa\nlatency\nnetwork latency\nhow does the memory node work?\nNUMA\n";
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn filter_counts_tokens_with_a_tokenizer_and_characters_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.txt");
+        std::fs::write(&path, PROMPTS).unwrap();
+        let spec = DatasetSpec::Lines { path: path.clone() };
+        let filter = LengthFilter { min: 3, max: Some(12) };
+        let t = fixture();
+        // Characters: 12, 7, 15, 30, 4. Tokens: 3, 2, 4, 7 ("work" is [UNK]; "?" counts), 1.
+        let chars = Dataset::load(&spec, filter, None, 1).unwrap();
+        assert_eq!(sorted(chars.prompts), vec!["NUMA", "latency", "what is numa"]);
+        let tokens = Dataset::load(&spec, filter, Some(&t), 1).unwrap();
+        assert_eq!(
+            sorted(tokens.prompts.clone()),
+            vec!["how does the memory node work?", "network latency", "what is numa"]
+        );
+        assert_eq!(tokens.unit, LengthUnit::Tokens);
+        assert_eq!(tokens.tokenizer.as_deref(), Some(t.path()));
+        // Counts travel with their prompts through the shuffle.
+        let counts: Vec<(&str, u32)> = tokens
+            .prompts
+            .iter()
+            .map(String::as_str)
+            .zip(tokens.prompt_tokens.clone().unwrap())
+            .collect();
+        for (p, n) in
+            [("what is numa", 3), ("network latency", 4), ("how does the memory node work?", 7)]
+        {
+            assert!(counts.contains(&(p, n)), "{counts:?}");
+        }
+        let err =
+            Dataset::load(&spec, LengthFilter { min: 8, max: Some(40) }, Some(&t), 1).unwrap_err();
+        assert!(err.to_string().ends_with("(5 read, 8..=40 tokens kept)"), "{err}");
+    }
+
+    #[test]
+    fn random_prompts_have_exactly_the_requested_tokens() {
+        let t = fixture();
+        let spec = DatasetSpec::Random { input_len: 25, count: 20 };
+        let d = Dataset::load(&spec, LengthFilter::default(), Some(&t), 3).unwrap();
+        assert_eq!(d.prompts.len(), 20);
+        assert_eq!(d.source, "random:25 tokens");
+        for p in &d.prompts {
+            assert_eq!(t.count(p, 0).unwrap(), 25, "{p}");
+        }
+        assert_eq!(d.prompt_tokens.as_deref(), Some(&[25u32; 20][..]));
+        // Words split into pieces, so some prompt has fewer words than tokens: the word
+        // generator alone would not pass this test.
+        assert!(d.prompts.iter().any(|p| p.split(' ').count() < 25), "{:?}", d.prompts);
+    }
+
+    #[test]
+    fn real_bpe_counts_match_the_reference_and_random_prompts_are_exact() {
+        // Counts by the Python `tokenizers` package (testdata/tokenizers/README.md).
+        for (file, expected) in
+            [("bytelevel-bpe.json", [7, 14, 20]), ("metaspace-bpe.json", [6, 15, 20])]
+        {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tokenizers").join(file);
+            let t = PromptTokenizer::load(&p).unwrap();
+            let counts = t
+                .count_all(&[
+                    "what is numa".into(),
+                    "什么是NUMA?".into(),
+                    "Explain NUMA in one paragraph.".into(),
+                ])
+                .unwrap();
+            assert_eq!(counts, expected, "{file}");
+            // Words cut mid-way by the id cut still re-encode to exactly n here.
+            for n in [1, 2, 7, 64] {
+                let spec = DatasetSpec::Random { input_len: n, count: 30 };
+                let d = Dataset::load(&spec, LengthFilter::default(), Some(&t), 5).unwrap();
+                for p in &d.prompts {
+                    assert_eq!(t.count(p, 0).unwrap(), n, "{file}: {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_prompts_stay_exact_when_a_cut_does_not_re_encode_the_same() {
+        // Without five of the words, the fixture encodes them as [UNK], which decoding leaves
+        // out: every such draw re-encodes short, and only the pad-and-recheck loop gets it exact.
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tokenizers/wordpiece.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+        for w in ["the", "model", "server", "memory", "node"] {
+            vocab.remove(w).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let t = PromptTokenizer::load(&path).unwrap();
+        let spec = DatasetSpec::Random { input_len: 12, count: 40 };
+        let d = Dataset::load(&spec, LengthFilter::default(), Some(&t), 9).unwrap();
+        for p in &d.prompts {
+            assert_eq!(t.count(p, 0).unwrap(), 12, "{p:?}");
+            assert!(!p.contains("[UNK]") && !p.contains(" the "), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_tokenizer_that_cannot_encode_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("t.json");
+        // A WordLevel model whose unk token is not in its vocabulary cannot encode an unknown word.
+        let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+            "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+            "decoder":null,"model":{"type":"WordLevel","vocab":{"numa":0},"unk_token":"[UNK]"}}"#;
+        std::fs::write(&tok, json).unwrap();
+        let t = PromptTokenizer::load(&tok).unwrap();
+        let path = dir.path().join("d.txt");
+        std::fs::write(&path, "numa\nnuma numa\nwhat\n").unwrap();
+        let err = Dataset::load(&DatasetSpec::Lines { path }, LengthFilter::default(), Some(&t), 0)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("tokenizer {}: cannot encode prompt 2:", tok.display())),
+            "{msg}"
+        );
+        let err = Dataset::load(
+            &DatasetSpec::Random { input_len: 4, count: 1 },
+            LengthFilter::default(),
+            Some(&t),
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot encode"), "{err}");
     }
 
     #[test]
@@ -241,6 +506,7 @@ mod tests {
         let d = Dataset::load(
             &DatasetSpec::Random { input_len: 32, count: 5 },
             LengthFilter::default(),
+            None,
             1,
         )
         .unwrap();
@@ -252,7 +518,7 @@ mod tests {
     #[test]
     fn missing_file_is_named() {
         let spec = DatasetSpec::Lines { path: "/nonexistent/x.txt".into() };
-        let err = Dataset::load(&spec, LengthFilter::default(), 0).unwrap_err();
+        let err = Dataset::load(&spec, LengthFilter::default(), None, 0).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.txt"), "{err}");
     }
 }

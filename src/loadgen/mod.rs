@@ -9,4 +9,5 @@ pub mod dataset;
 pub mod record;
 pub mod schedule;
 pub mod stats;
+pub mod tokenizer;
 pub mod worker;

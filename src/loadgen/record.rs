@@ -68,6 +68,17 @@ pub enum TokenSource {
     CountedChunks,
 }
 
+/// Where `input_tokens` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputTokenSource {
+    /// The server's `usage.prompt_tokens` (chat template included).
+    Usage,
+    /// Counted by the client with `--tokenizer` (prompt text only: no chat template, no
+    /// special tokens), because the server sent no `usage`.
+    Tokenizer,
+}
+
 /// One request, start to end. Times are seconds since the sweep started (one `Instant` anchor
 /// for the whole sweep; `meta.started_at` in `summary.json` gives the wall-clock time of it).
 /// Timestamps of response events are the kernel's receive time of the bytes that carried them
@@ -98,8 +109,12 @@ pub struct RequestRecord {
     pub done_s: f64,
     /// Arrival time of each content chunk, in order.
     pub chunk_s: Vec<f64>,
-    /// Prompt tokens from `usage`, if the server sent it.
+    /// Prompt tokens: from `usage`, else the tokenizer's count when one was given, else
+    /// unknown (see `input_tokens_from`).
     pub input_tokens: Option<u64>,
+    /// `null` when `input_tokens` is unknown.
+    #[serde(default)]
+    pub input_tokens_from: Option<InputTokenSource>,
     /// Output tokens: from `usage`, else the number of content chunks (see `tokens_from`).
     pub output_tokens: u64,
     pub tokens_from: TokenSource,
@@ -181,6 +196,7 @@ mod tests {
             done_s: 2.5,
             chunk_s: vec![2.0, 2.1, 2.4],
             input_tokens: Some(10),
+            input_tokens_from: Some(InputTokenSource::Usage),
             output_tokens: 5,
             tokens_from: TokenSource::Usage,
             status: Some(200),
@@ -226,6 +242,7 @@ mod tests {
         let r = rec();
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.contains("\"tokens_from\":\"usage\""));
+        assert!(line.contains("\"input_tokens_from\":\"usage\""));
         let back: RequestRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
     }

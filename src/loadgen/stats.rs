@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{RequestRecord, TokenSource};
+use super::record::{InputTokenSource, RequestRecord, TokenSource};
 
 /// Name of the percentile method, written into `summary.json`'s `meta`.
 pub const PERCENTILE_METHOD: &str =
@@ -185,8 +185,22 @@ pub struct LevelStats {
     pub schedule_lag_s: Dist,
     pub input_tokens: Dist,
     pub output_tokens: Dist,
+    /// Mean input tokens over the succeeded requests whose count is known (`input_tokens`
+    /// likewise); `input_tokens_from` says where the counts came from.
     pub input_tokens_mean: f64,
     pub output_tokens_mean: f64,
+    /// `usage` (the server's count, chat template included), `tokenizer` (`--tokenizer`'s
+    /// count of the prompt text, the server sent no usage), `usage+tokenizer` (both occur),
+    /// or `null`: no succeeded request's input count is known.
+    #[serde(default)]
+    pub input_tokens_from: Option<String>,
+    /// Succeeded requests whose input tokens were counted with `--tokenizer`.
+    #[serde(default)]
+    pub input_tokens_counted: u64,
+    /// Succeeded requests whose input tokens are unknown (no usage, no `--tokenizer`); left
+    /// out of `input_tokens` and its mean.
+    #[serde(default)]
+    pub input_tokens_unknown: u64,
     /// Mean number of content chunks per succeeded request.
     pub chunks_mean: f64,
     /// Mean requests in flight: sum of latencies / duration (Little's law).
@@ -218,6 +232,8 @@ pub struct Aggregator {
     last_done: Option<f64>,
     latency_sum: f64,
     input_sum: u64,
+    input_known: u64,
+    input_counted: u64,
     output_sum: u64,
     chunks_sum: u64,
     counted: u64,
@@ -272,11 +288,16 @@ impl Aggregator {
             self.ntpot.push(t);
         }
         self.itl.extend(r.itl());
-        let input = r.input_tokens.unwrap_or(0);
-        self.input_sum += input;
+        if let Some(input) = r.input_tokens {
+            self.input_sum += input;
+            self.input_known += 1;
+            self.input_tokens.push(input as f64);
+            if r.input_tokens_from == Some(InputTokenSource::Tokenizer) {
+                self.input_counted += 1;
+            }
+        }
         self.output_sum += r.output_tokens;
         self.chunks_sum += r.chunk_s.len() as u64;
-        self.input_tokens.push(input as f64);
         self.output_tokens.push(r.output_tokens as f64);
         if r.tokens_from == TokenSource::CountedChunks {
             self.counted += 1;
@@ -321,8 +342,16 @@ impl Aggregator {
             schedule_lag_s: Dist::from_samples(&mut self.lag),
             input_tokens: Dist::from_samples(&mut self.input_tokens),
             output_tokens: Dist::from_samples(&mut self.output_tokens),
-            input_tokens_mean: mean_of(self.input_sum, self.succeeded),
+            input_tokens_mean: mean_of(self.input_sum, self.input_known),
             output_tokens_mean: mean_of(self.output_sum, self.succeeded),
+            input_tokens_from: match (self.input_known, self.input_counted) {
+                (0, _) => None,
+                (k, c) if c == k => Some("tokenizer".into()),
+                (_, 0) => Some("usage".into()),
+                _ => Some("usage+tokenizer".into()),
+            },
+            input_tokens_counted: self.input_counted,
+            input_tokens_unknown: self.succeeded - self.input_known,
             chunks_mean: mean_of(self.chunks_sum, self.succeeded),
             achieved_concurrency: per_s(self.latency_sum),
             tokens_counted: self.counted,
@@ -352,6 +381,7 @@ mod tests {
             done_s: done,
             chunk_s: chunks.to_vec(),
             input_tokens: Some(10),
+            input_tokens_from: Some(InputTokenSource::Usage),
             output_tokens: out,
             tokens_from: TokenSource::Usage,
             status: Some(200),
@@ -439,9 +469,32 @@ mod tests {
         let mut r = ok(0.0, &[0.1, 0.2], 0.3, 2);
         r.tokens_from = TokenSource::CountedChunks;
         r.input_tokens = None;
+        r.input_tokens_from = None;
         agg.push(&r);
         let s = agg.finish();
         assert_eq!(s.tokens_counted, 1);
         assert_eq!(s.input_tokens_mean, 0.0);
+        assert_eq!((s.input_tokens_from, s.input_tokens_unknown), (None, 1));
+    }
+
+    #[test]
+    fn input_token_mean_leaves_unknown_counts_out_and_names_its_source() {
+        let mut agg = Aggregator::new(LevelPlan::default(), Slo::default());
+        let mut r = ok(0.0, &[0.1, 0.2], 0.3, 2);
+        agg.push(&r); // 10 from usage
+        r.input_tokens = None;
+        r.input_tokens_from = None;
+        agg.push(&r); // unknown: not a 0 in the mean
+        r.input_tokens = Some(4);
+        r.input_tokens_from = Some(InputTokenSource::Tokenizer);
+        agg.push(&r);
+        let s = agg.finish();
+        assert_eq!(s.input_tokens_mean, 7.0);
+        assert_eq!(s.input_tokens.count, 2);
+        assert_eq!(s.input_tokens_from.as_deref(), Some("usage+tokenizer"));
+        assert_eq!((s.input_tokens_counted, s.input_tokens_unknown), (1, 1));
+        let mut agg = Aggregator::new(LevelPlan::default(), Slo::default());
+        agg.push(&r);
+        assert_eq!(agg.finish().input_tokens_from.as_deref(), Some("tokenizer"));
     }
 }

@@ -21,6 +21,8 @@ pub struct Phase {
     pub schedule: Schedule,
     /// Request bodies in send order; request `seq` uses `bodies[seq % len]`.
     pub bodies: Arc<Vec<Bytes>>,
+    /// Token count of each body's prompt (`--tokenizer`), same order as `bodies`.
+    pub prompt_tokens: Option<Arc<Vec<u32>>>,
     /// Cancels requests in flight (Ctrl-C after the grace period).
     pub abort: CancellationToken,
     /// Open connections handed from phase to phase (warmup to measured, level to level).
@@ -44,6 +46,7 @@ pub async fn worker(phase: Arc<Phase>, tx: mpsc::UnboundedSender<RequestRecord>)
             warmup: phase.warmup,
             preflight: false,
             prompt: prompt as u32,
+            prompt_tokens: phase.prompt_tokens.as_ref().and_then(|t| t.get(prompt).copied()),
             scheduled: ticket.scheduled.into_std(),
         };
         let record =

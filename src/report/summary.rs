@@ -33,6 +33,18 @@ pub struct Meta {
     pub stream: bool,
     pub dataset: String,
     pub prompts: u64,
+    /// Unit of the prompt length limits (and of a random dataset's length): `characters`, or
+    /// `tokens` when `tokenizer` was given.
+    #[serde(default = "characters")]
+    pub prompt_length_unit: String,
+    /// `--min-prompt-length` / `--max-prompt-length`, in `prompt_length_unit`.
+    #[serde(default)]
+    pub min_prompt_length: u64,
+    #[serde(default)]
+    pub max_prompt_length: Option<u64>,
+    /// The `tokenizer.json` that counted prompt tokens (`--tokenizer`), as given.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
     pub seed: u64,
     pub max_tokens: Option<u32>,
     /// Open-loop arrival process (`constant`, `poisson`, `gamma(0.5)`), `null` for closed loops.
@@ -46,6 +58,10 @@ pub struct Meta {
     pub argv: Vec<String>,
     /// Room for GPU samples taken during the sweep (filled by the monitor when it exists).
     pub gpu: Option<serde_json::Value>,
+}
+
+fn characters() -> String {
+    "characters".into()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

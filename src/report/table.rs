@@ -83,8 +83,13 @@ pub fn level_table<W: Write>(l: &LevelStats, mut w: W) -> std::io::Result<()> {
         notes.push(format!("failures: {}", f.join(", ")));
     }
     if l.tokens_counted > 0 {
+        let input = match (l.input_tokens_counted, l.input_tokens_unknown) {
+            (0, 0) => String::new(),
+            (0, _) => ", input tokens unknown (--tokenizer counts them)".into(),
+            (n, _) => format!(", input tokens of {n} by the tokenizer (no chat template)"),
+        };
         notes.push(format!(
-            "{} of {} succeeded requests had no usage: tokens counted from chunks",
+            "{} of {} succeeded requests had no usage: output tokens counted from chunks{input}",
             l.tokens_counted, l.succeeded
         ));
     }
