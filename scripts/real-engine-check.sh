@@ -6,7 +6,9 @@
 # Checks, at concurrency 1 and 2 with streaming: every request succeeds; the server sends no
 # usage in streams, so every record says its tokens were counted (`counted_chunks`) and the run
 # warns; and at temperature 0 the counted output tokens equal the `usage.completion_tokens`
-# the same server reports for the same prompts without streaming.
+# the same server reports for the same prompts without streaming; and with --tokenizer (a
+# tokenizer.json built from the model's GGUF) the counted input tokens equal the server's
+# usage.prompt_tokens on the completions API.
 # `make test` runs it after the Rust tests (with the debug binary). The server's virtualenv is
 # kept in /var/cache/nodeagent-test/llama-venv (NODEAGENT_LLAMA_VENV), so only the first run on
 # a machine pays for the build; llava/mtmd (multimodal) is not built (LLAVA_BUILD=OFF).
@@ -66,5 +68,55 @@ same = sum(a == b for a, b in pairs)
 print(f"counted output tokens (stream) vs usage.completion_tokens (no stream), same prompt, temperature 0: "
       f"{same} of {len(pairs)} equal; pairs {pairs}")
 assert same == len(pairs), pairs
+PY
+
+# Token units: a tokenizer.json made from the model's own GGUF vocabulary (GPT-2 byte-level BPE,
+# llama.cpp's "smollm" pre-tokenizer = digits one by one, then GPT-2's split; no BOS), then the
+# completions API (no chat template): the input tokens nodeagent counts with --tokenizer (streams
+# carry no usage) must equal usage.prompt_tokens that the server reports for the same prompts.
+"$VENV/bin/python" -c 'import gguf, tokenizers' 2>/dev/null || "$VENV/bin/pip" install -q gguf tokenizers
+"$VENV/bin/python" - "$MODEL" "$WORK/tokenizer.json" <<'PY'
+import sys, gguf
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+fields = gguf.GGUFReader(sys.argv[1]).fields
+def strings(key):
+    f = fields[key]
+    return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
+assert bytes(fields["tokenizer.ggml.pre"].parts[-1]).decode() == "smollm"
+tokens = strings("tokenizer.ggml.tokens")
+types = [int(fields["tokenizer.ggml.token_type"].parts[i][0]) for i in fields["tokenizer.ggml.token_type"].data]
+merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+tok.pre_tokenizer = pre_tokenizers.Sequence([
+    pre_tokenizers.Digits(individual_digits=True),
+    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+tok.decoder = decoders.ByteLevel()
+# Control tokens (type 3: <|im_start|> and the like) are special, as in the model's tokenizer.
+tok.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty == 3])
+tok.save(sys.argv[2])
+print(f"tokenizer.json from the GGUF: {len(tokens)} tokens, {len(merges)} merges")
+PY
+printf '%s\n' "What is a NUMA node?" "What is 2 + 2?" "NUMA node 0 has CPUs 0-15 and 64 GiB." \
+    "Le café coûte 3,50 € à Genève." "什么是NUMA？请用一句话回答。" "  two leading spaces, tabs\tand 12345 digits!" \
+    "It's 'quoted' and it'll work; don't you think?" >"$WORK/tok-prompts.txt"
+tok=(--url "http://127.0.0.1:$PORT" --api completions --dataset line --dataset-path "$WORK/tok-prompts.txt"
+     --max-tokens 4 --min-tokens 2 --temperature 0 --read-timeout 60 --quiet --parallel 1 --number 7
+     --tokenizer "$WORK/tokenizer.json")
+"$BIN" verify "${tok[@]}" --out "$WORK/tok-stream" >/dev/null
+"$BIN" verify "${tok[@]}" --no-stream --out "$WORK/tok-plain" >/dev/null
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+stream = [json.loads(x) for x in open(f"{work}/tok-stream/requests.jsonl") if not json.loads(x)["warmup"]]
+plain = [json.loads(x) for x in open(f"{work}/tok-plain/requests.jsonl") if not json.loads(x)["warmup"]]
+assert all(r["input_tokens_from"] == "tokenizer" for r in stream), [r["input_tokens_from"] for r in stream]
+assert all(r["input_tokens_from"] == "usage" for r in plain)
+server = {r["prompt"]: r["input_tokens"] for r in plain}
+pairs = [(r["input_tokens"], server[r["prompt"]]) for r in stream]
+same = sum(a == b for a, b in pairs)
+print(f"input tokens by --tokenizer vs usage.prompt_tokens from llama.cpp, completions API, same prompts: "
+      f"{same} of {len(pairs)} equal; pairs {pairs}")
+assert same == len(pairs) == 7, pairs
 print("real-engine check passed")
 PY
