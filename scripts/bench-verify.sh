@@ -4,13 +4,13 @@
 # Runs nodeagent verify, evalscope perf (installed into .cache/evalscope-venv from PyPI if
 # missing) and wrk side by side against `nodeagent simulate` on loopback, on this machine, in
 # one run, and prints the figures. Usage: scripts/bench-verify.sh
-# Env: BENCH_REQUESTS (nodeagent/wrk, default 30000), BENCH_EVALSCOPE_REQUESTS (default 3000),
+# Env: BENCH_REQUESTS (nodeagent, default 60000: shorter runs are dominated by start-up), BENCH_EVALSCOPE_REQUESTS (default 3000),
 #      BENCH_MEMORY_REQUESTS (default 100000), SKIP_EVALSCOPE=1 to leave evalscope out,
 #      NODEAGENT_BIN to use a binary already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${BENCH_REQUESTS:-30000}
+N=${BENCH_REQUESTS:-60000}
 NE=${BENCH_EVALSCOPE_REQUESTS:-3000}
 NM=${BENCH_MEMORY_REQUESTS:-100000}
 C=300
