@@ -1117,6 +1117,13 @@ mod tests {
         Client::new(endpoint, None, timeouts, true, StdInstant::now(), "0badc0de".into()).unwrap()
     }
 
+    /// One request on a new connection.
+    async fn send_once(url: &str) -> RequestRecord {
+        let body = Bytes::from_static(b"{}");
+        let abort = CancellationToken::new();
+        test_client(url).execute(&mut Conn::default(), body, test_slot(0), &abort).await
+    }
+
     fn test_slot(seq: u64) -> Slot {
         Slot {
             level: 0,
@@ -1148,15 +1155,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_hangs_up_without_answering_is_a_stream_cut_sent_once() {
         let (url, accepted) = one_shot_server(None).await;
-        let client = test_client(&url);
-        let r = client
-            .execute(
-                &mut Conn::default(),
-                Bytes::from_static(b"{}"),
-                test_slot(0),
-                &CancellationToken::new(),
-            )
-            .await;
+        let r = send_once(&url).await;
         assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "a fresh connection is not retried");
     }
@@ -1165,14 +1164,7 @@ mod tests {
     async fn a_stream_with_done_but_no_finish_reason_was_cut_short() {
         let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
         let (url, _) = one_shot_server(Some(cut)).await;
-        let r = test_client(&url)
-            .execute(
-                &mut Conn::default(),
-                Bytes::from_static(b"{}"),
-                test_slot(0),
-                &CancellationToken::new(),
-            )
-            .await;
+        let r = send_once(&url).await;
         assert_eq!(r.error, Some(ErrorClass::StreamCut), "{r:?}");
         assert!(r.error_detail.unwrap().contains("[DONE] but no finish_reason"));
         assert_eq!(r.chunk_s.len(), 1, "what arrived is still recorded");
@@ -1184,15 +1176,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let client = test_client(&format!("http://127.0.0.1:{port}"));
-        let r = client
-            .execute(
-                &mut Conn::default(),
-                Bytes::from_static(b"{}"),
-                test_slot(0),
-                &CancellationToken::new(),
-            )
-            .await;
+        let r = send_once(&format!("http://127.0.0.1:{port}")).await;
         assert_eq!(r.error, Some(ErrorClass::ConnectRefused), "{r:?}");
         assert!(r.error_detail.unwrap().contains(&format!("127.0.0.1:{port}")));
     }
