@@ -247,6 +247,11 @@ fn demo_runs_end_to_end_and_leaves_nothing_running() {
     );
     assert_eq!(pids.len(), 3, "{stdout}");
     assert!(alive_simulators(&pids).is_empty(), "engines left running");
+    // The engines' own output is in engine.log (one start line per life), not on the terminal.
+    let log = std::fs::read_to_string(out.join("engine.log")).unwrap();
+    assert_eq!(log.matches("listening on http://").count(), 3, "{log}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("listening on") && !stderr.contains("Uvicorn running"), "{stderr}");
 }
 
 #[path = "support/docker.rs"]

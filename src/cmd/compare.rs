@@ -8,6 +8,7 @@
 //! launched from the config).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
@@ -20,14 +21,19 @@ use crate::compare::{self, BindingChoice, CompareReport, HostNodes};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::launch::container::ContainerSpec;
-use crate::launch::docker::DockerRuntime;
+use crate::launch::docker::{DockerRuntime, LogSink};
 use crate::launch::spec::LaunchSpec;
 use crate::supervise::process::ProcessRuntime;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::EngineRuntime;
 
-/// A factory of engine runtimes for `config`: one fresh runtime per engine life.
-pub fn factory(config: &Config, state_dir: PathBuf) -> Result<RuntimeFactory, CmdError> {
+/// A factory of engine runtimes for `config`: one fresh runtime per engine life. The engine's
+/// output is appended to `engine_log` (kept beside the results), else it shares stderr.
+pub fn factory(
+    config: &Config,
+    state_dir: PathBuf,
+    engine_log: Option<PathBuf>,
+) -> Result<RuntimeFactory, CmdError> {
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
@@ -38,16 +44,32 @@ pub fn factory(config: &Config, state_dir: PathBuf) -> Result<RuntimeFactory, Cm
         let spec =
             LaunchSpec::build(&config, binding.clone(), &self_exe).map_err(|e| e.to_string())?;
         Ok(match spec.mode {
-            LaunchMode::Bare | LaunchMode::Numactl => {
-                Box::new(ProcessRuntime::new(spec, state_dir.clone()).stdout_to_stderr(true))
+            LaunchMode::Bare | LaunchMode::Numactl => Box::new(
+                ProcessRuntime::new(spec, state_dir.clone())
+                    .stdout_to_stderr(true)
+                    .log_to(engine_log.clone()),
+            ),
+            LaunchMode::Container => {
+                let runtime = DockerRuntime::new(ContainerSpec::new(
+                    &config.container,
+                    binding,
+                    spec.engine_argv.clone(),
+                    spec.env.clone(),
+                    "compare",
+                ));
+                match &engine_log {
+                    Some(path) => {
+                        let file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|e| format!("engine log {}: {e}", path.display()))?;
+                        let sink: LogSink = Arc::new(Mutex::new(file));
+                        Box::new(runtime.with_log_sink(Some(sink)))
+                    }
+                    None => Box::new(runtime),
+                }
             }
-            LaunchMode::Container => Box::new(DockerRuntime::new(ContainerSpec::new(
-                &config.container,
-                binding,
-                spec.engine_argv.clone(),
-                spec.env.clone(),
-                "compare",
-            ))),
         })
     }))
 }
@@ -117,7 +139,7 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
         a.url = Some(format!("http://{addr}"));
     }
     let (sweep, dataset, _) = super::verify::build(&a).bad_input()?;
-    let factory = factory(&c, c.state_dir())?;
+    let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let policy = c.policy();
     let spec = CompareSpec {
         choices: resolved,
@@ -186,7 +208,7 @@ pub fn print_report(report: &CompareReport, out: &Path) -> Result<(), CmdError> 
     let mut stdout = std::io::stdout().lock();
     compare::write_table(report, &mut stdout).context("writing to stdout").failed()?;
     eprintln!(
-        "results in {} (compare.json, compare.txt, compare.svg, <binding>/trial-<k>/)",
+        "results in {} (compare.json, compare.txt, compare.svg, <binding>/trial-<k>/, engine.log)",
         out.display()
     );
     Ok(())

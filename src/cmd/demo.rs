@@ -234,7 +234,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         .config;
     let addr = c.engine_addr();
     let url = format!("http://{addr}");
-    let factory = super::compare::factory(&c, c.state_dir())?;
+    let factory = super::compare::factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let policy = c.policy();
     let auto = Choice { label: "auto".into(), choice: compare::BindingChoice::Auto };
     let none = Choice { label: "none".into(), choice: compare::BindingChoice::None };
@@ -359,10 +359,11 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         .failed()?;
     super::compare::outcome(&cmp)?;
     println!(
-        "5. stopped everything it started; took {:.0} s\nreport: {}\nchart:  {}",
+        "5. stopped everything it started; took {:.0} s\nreport: {}\nchart:  {}\nengine log: {}",
         started.elapsed().as_secs_f64(),
         path.display(),
-        out.join("compare/compare.svg").display()
+        out.join("compare/compare.svg").display(),
+        out.join("engine.log").display()
     );
     std::io::stdout().flush().ok();
     Ok(())

@@ -38,6 +38,8 @@ pub struct ProcessRuntime {
     /// Send the engine's stdout to the agent's stderr (`verify --compare`, `demo`: their
     /// stdout is the report).
     stdout_to_stderr: bool,
+    /// Where the engine's stdout and stderr go instead of the agent's (appended).
+    log: Option<PathBuf>,
     child: Option<tokio::process::Child>,
     main_pid: Option<i32>,
     /// Every engine process seen since start: pid -> start time.
@@ -53,6 +55,7 @@ impl ProcessRuntime {
             proc: ProcFs::default(),
             adopt_children: false,
             stdout_to_stderr: false,
+            log: None,
             child: None,
             main_pid: None,
             known: BTreeMap::new(),
@@ -63,6 +66,13 @@ impl ProcessRuntime {
     /// Sends the engine's stdout to the agent's stderr.
     pub fn stdout_to_stderr(mut self, yes: bool) -> Self {
         self.stdout_to_stderr = yes;
+        self
+    }
+
+    /// Appends the engine's stdout and stderr to `path` (created if missing) instead of
+    /// sharing the agent's: a report on the terminal is not interleaved with engine logs.
+    pub fn log_to(mut self, path: Option<PathBuf>) -> Self {
+        self.log = path;
         self
     }
 
@@ -247,7 +257,17 @@ impl ProcessRuntime {
         // the engine behind the agent's back.
         cmd.process_group(0);
         cmd.stdin(std::process::Stdio::null());
-        if self.stdout_to_stderr {
+        if let Some(path) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|f| Ok((f.try_clone()?, f)))
+                .map_err(|e| {
+                    RuntimeError::Preflight(format!("engine log {}: {e}", path.display()))
+                })?;
+            cmd.stdout(file.0).stderr(file.1);
+        } else if self.stdout_to_stderr {
             use std::os::fd::AsFd;
             if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
                 cmd.stdout(std::process::Stdio::from(fd));
