@@ -1,5 +1,7 @@
 //! `summary.csv`: one row per level, flat columns (distribution stats as `ttft_s_p99` etc.), for
-//! spreadsheets and plotting scripts.
+//! spreadsheets and plotting scripts. `input_tokens_from` says where input counts came from
+//! (`usage`, `tokenizer`, `usage+tokenizer`, or empty when unknown); `output_tokens_counted` is how many requests'
+//! output tokens were counted from chunks because the server sent no usage.
 
 use std::io::Write;
 
@@ -36,7 +38,9 @@ pub fn write_csv<W: Write>(levels: &[LevelStats], w: W) -> Result<(), csv::Error
         "total_throughput",
         "achieved_concurrency",
         "input_tokens_mean",
+        "input_tokens_from",
         "output_tokens_mean",
+        "output_tokens_counted",
         "goodput_qps",
         "failures",
     ]
@@ -63,7 +67,9 @@ pub fn write_csv<W: Write>(levels: &[LevelStats], w: W) -> Result<(), csv::Error
             l.total_throughput.to_string(),
             l.achieved_concurrency.to_string(),
             l.input_tokens_mean.to_string(),
+            l.input_tokens_from.clone().unwrap_or_default(),
             l.output_tokens_mean.to_string(),
+            l.tokens_counted.to_string(),
             l.goodput.as_ref().map_or_else(String::new, |g| g.goodput_qps.to_string()),
             failures.join(";"),
         ];
