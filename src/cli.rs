@@ -217,6 +217,10 @@ pub struct SimulateArgs {
     /// Stop answering anything (incl. /health) this long after listening; stay alive.
     #[arg(long, value_name = "MS")]
     pub hang_after_ms: Option<u64>,
+    /// Produce no more tokens this long after listening (requests stay running), while
+    /// /health and /metrics still answer: a stuck engine behind a live API server.
+    #[arg(long, value_name = "MS")]
+    pub freeze_after_ms: Option<u64>,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]

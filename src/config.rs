@@ -186,6 +186,10 @@ pub struct SuperviseConfig {
     pub health_timeout: Option<Duration>,
     /// Consecutive failed health checks that mean "hung": the engine is restarted.
     pub health_failures: Option<u32>,
+    /// Requests running yet no token counted in the engine's `/metrics` for this long: stuck
+    /// behind a live `/health`; the engine is restarted. `0s` turns the watchdog off.
+    #[serde(with = "opt_duration")]
+    pub stall_timeout: Option<Duration>,
     /// Time between binding checks of every engine process.
     #[serde(with = "opt_duration")]
     pub binding_check_interval: Option<Duration>,
@@ -231,6 +235,7 @@ pub struct SupervisePolicy {
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub health_failures: u32,
+    pub stall_timeout: Duration,
     pub binding_check_interval: Duration,
     pub stop_grace: Duration,
     pub backoff_initial: Duration,
@@ -251,6 +256,9 @@ impl Config {
             health_interval: s.health_interval.unwrap_or(secs(5)),
             health_timeout: s.health_timeout.unwrap_or(secs(5)),
             health_failures: s.health_failures.unwrap_or(3).max(1),
+            // A decode step takes well under a second and a chunked prefill counts prompt
+            // tokens per chunk: two minutes without a single token is a stuck engine.
+            stall_timeout: s.stall_timeout.unwrap_or(secs(120)),
             binding_check_interval: s.binding_check_interval.unwrap_or(secs(2)),
             stop_grace: s.stop_grace.unwrap_or(secs(30)),
             backoff_initial: s.backoff_initial.unwrap_or(secs(1)),

@@ -426,6 +426,64 @@ fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
     assert_eq!(agent.leftovers(), Vec::<i32>::new());
 }
 
+/// An engine stuck behind a live API server: `/health` keeps answering, a request stays
+/// running, and no token is produced any more. Only the progress watchdog (vLLM's `/metrics`)
+/// sees it; the supervisor restarts the engine and says why.
+#[test]
+fn stuck_engine_with_live_health_is_restarted_by_the_progress_watchdog() {
+    let argv = [
+        "{self}",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--served-model-name",
+        "{served_model_name}",
+        "--decode-base-ms",
+        "20",
+        "--freeze-after-ms",
+        "1500",
+    ];
+    let mut agent = Agent::start_argv(
+        tempfile::tempdir().unwrap(),
+        argv.iter().map(|s| s.to_string()).collect(),
+        "stall_timeout = \"1s\"\n",
+    );
+    agent.wait_state("ready", Duration::from_secs(30));
+    let config = std::fs::read_to_string(agent.dir.path().join("nodeagent.toml")).unwrap();
+    let port: u16 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap();
+    // One long streamed request, left running: it gets tokens until the engine freezes.
+    let client = std::thread::spawn(move || {
+        use std::io::Read;
+        let body = r#"{"model":"qwen2.5","messages":[{"role":"user","content":"hi"}],"max_tokens":20000,"ignore_eos":true,"stream":true}"#;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            tcp,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut sink = Vec::new();
+        let _ = tcp.read_to_end(&mut sink); // ends when the stuck engine is killed
+        sink.len()
+    });
+    let st = wait_for("a restart of the stuck engine", Duration::from_secs(30), || {
+        agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
+    });
+    let why = st["last_exit"].as_str().unwrap();
+    assert!(why.contains("engine stalled: 1 request(s) running but no token counted"), "{st}");
+    assert!(client.join().unwrap() > 0, "the request got tokens before the freeze");
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
 /// `nodeagent status --help` is pinned: update `testdata/serve/status-help.txt` on purpose.
 #[test]
 fn status_help_is_pinned() {

@@ -61,6 +61,9 @@ pub struct SimConfig {
     /// After this long, stop answering anything (incl. `/health`) while staying alive: a
     /// deadlocked engine.
     pub hang_after: Option<Duration>,
+    /// After this long, produce no more tokens (running requests stay running) while `/health`
+    /// and `/metrics` still answer: an engine stuck behind a live API server.
+    pub freeze_after: Option<Duration>,
     /// After this long, ask the owner to stop (`SimHandle::stop_requested`): crash simulation.
     pub exit_after: Option<Duration>,
     /// After this many requests have finished, ask the owner to stop.
@@ -85,6 +88,7 @@ impl Default for SimConfig {
             // ~A 72B model at TP4 on 64 GiB cards keeps roughly this many tokens of KV cache.
             kv_cache_tokens: 400_000,
             hang_after: None,
+            freeze_after: None,
             exit_after: None,
             exit_after_requests: None,
             // ~250 bytes each: 25 MB at most.

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     truth: Mutex<TruthLog>,
     metrics: Metrics,
     hung: AtomicBool,
+    /// No more tokens (requests stay running), while `/health` and `/metrics` answer.
+    frozen: AtomicBool,
     pub shutdown: CancellationToken,
     stop_tx: watch::Sender<Option<StopReason>>,
 }
@@ -67,6 +69,7 @@ impl Shared {
             slots,
             truth: Mutex::new(TruthLog { next_seq: 0, records: VecDeque::new() }),
             hung: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             stop_tx,
             cfg,
@@ -140,6 +143,18 @@ pub(crate) fn spawn(
                 _ = tokio::time::sleep(after) => {
                     tracing::warn!(after_ms = after.as_millis() as u64, "simulated hang: no more answers");
                     s.hung.store(true, Ordering::Relaxed);
+                }
+                _ = s.shutdown.cancelled() => {}
+            }
+        });
+    }
+    if let Some(after) = shared.cfg.freeze_after {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {
+                    tracing::warn!(after_ms = after.as_millis() as u64, "simulated stuck engine: no more tokens, /health still answers");
+                    s.frozen.store(true, Ordering::Relaxed);
                 }
                 _ = s.shutdown.cancelled() => {}
             }
@@ -749,7 +764,8 @@ impl Job {
                     if !waited {
                         return self.abort();
                     }
-                    if self.s.hung.load(Ordering::Relaxed) {
+                    if self.s.hung.load(Ordering::Relaxed) || self.s.frozen.load(Ordering::Relaxed)
+                    {
                         self.s.shutdown.cancelled().await;
                         return self.abort();
                     }

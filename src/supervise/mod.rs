@@ -9,6 +9,7 @@ pub mod health;
 pub mod notify;
 pub mod process;
 pub mod procs;
+pub mod progress;
 pub mod runtime;
 pub mod status;
 pub mod supervisor;

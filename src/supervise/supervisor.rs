@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
-use crate::supervise::health::{probe, Probe};
+use crate::supervise::health::{get_tcp, probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
+use crate::supervise::progress::{Progress, ProgressWatch};
 use crate::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
 
@@ -277,6 +278,17 @@ impl Supervisor {
     }
 
     /// One engine life: from start to exit, hang, escape or cancellation.
+    /// One `/metrics` scrape into the progress watchdog; `Some(reason)` when the engine is
+    /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged.
+    async fn stalled(&self, watch: &mut ProgressWatch, timeout: Duration) -> Option<String> {
+        let (status, body) = get_tcp(self.health_addr, "/metrics", timeout).await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body))?;
+        watch.observe(Instant::now(), progress)
+    }
+
     async fn life(&mut self, ready_sent: &mut bool) -> LifeEnd {
         let started = Instant::now();
         {
@@ -292,6 +304,7 @@ impl Supervisor {
         let mut ready = false;
         let mut failures = 0u32;
         let mut ready_pids: BTreeSet<i32> = BTreeSet::new();
+        let mut progress = ProgressWatch::new(p.stall_timeout);
         let mut health_tick = tokio::time::interval(READY_POLL);
         let mut bind_tick = tokio::time::interval(p.binding_check_interval);
         let watchdog = self.notifier.watchdog();
@@ -364,6 +377,12 @@ impl Supervisor {
                         self.record_health(&probe, 0);
                         if self.status.lock().unwrap().state == State::Degraded {
                             self.set_state(State::Ready, "engine healthy again");
+                        }
+                        // /health answers; are tokens still being produced?
+                        if progress.enabled() {
+                            if let Some(why) = self.stalled(&mut progress, p.health_timeout).await {
+                                return LifeEnd::Restart(why);
+                            }
                         }
                     } else {
                         failures += 1;
