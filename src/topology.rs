@@ -161,7 +161,14 @@ struct NodeSource<'a> {
 /// `None`, conflicts are warnings.
 pub fn build(facts: &HostFacts) -> Topology {
     let mut warnings = facts.warnings.clone();
-    let mut sources: Vec<String> = facts.raw.files().iter().map(|(n, _)| n.to_string()).collect();
+    // `gpu-pci.txt` is the user's list of GPUs, not something the host reported.
+    let mut sources: Vec<String> = facts
+        .raw
+        .files()
+        .iter()
+        .filter(|(n, _)| *n != snapshot::GPU_PCI)
+        .map(|(n, _)| n.to_string())
+        .collect();
     if facts.sysfs.as_ref().is_some_and(|s| !s.nodes.is_empty() || !s.pci_devices.is_empty()) {
         sources.push(format!("{}/", snapshot::SYSFS_DIR));
     }

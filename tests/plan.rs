@@ -341,6 +341,17 @@ fn gpu_pci_names_an_unknown_device_in_an_injected_sysfs() {
     assert!(run(&args).status.success());
     let saved = std::fs::read_to_string(snap.join("sysfs").join(dev).join("numa_node")).unwrap();
     assert_eq!(saved, "1\n");
+    // ... and the --gpu-pci list, so the replay needs no flag and plans the same.
+    assert_eq!(std::fs::read_to_string(snap.join("gpu-pci.txt")).unwrap(), "0000:41:01.0\n");
+    let replay = run(&["plan", "--json", "--from", snap.to_str().unwrap()]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let r: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(r["instances"][0]["numactl"], "numactl --cpunodebind=1 --membind=1");
+    assert!(!r["sources"].to_string().contains("gpu-pci"), "the user's list is no host source");
+    // A damaged list is a one-line error naming the file and line.
+    std::fs::write(snap.join("gpu-pci.txt"), "# GPUs\n0000:41:01.0\nnot-a-bus\n").unwrap();
+    let bad = run(&["plan", "--from", snap.to_str().unwrap()]);
+    assert_bad_input(&bad, "gpu-pci.txt:3: \"not-a-bus\" is not a PCI bus id");
 }
 
 #[test]

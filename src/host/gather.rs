@@ -55,11 +55,52 @@ pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFa
         }
     }
     let mut facts = match &opts.from {
-        Some(dir) => from_snapshot(dir, &gpu_pci)?,
+        Some(dir) => {
+            // The snapshot's own `--gpu-pci` list, plus any given now.
+            let path = dir.join(snapshot::GPU_PCI);
+            let saved = match std::fs::read_to_string(&path) {
+                Ok(text) => parse_gpu_pci_list(&text, &path.display().to_string())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => return Err(snapshot::SnapshotError::Read { path, source }.into()),
+            };
+            for bus in saved {
+                if !gpu_pci.contains(&bus) {
+                    gpu_pci.push(bus);
+                }
+            }
+            from_snapshot(dir, &gpu_pci)?
+        }
         None => live(opts, runner, &gpu_pci)?,
     };
+    // `probe --save` keeps the list, so replaying the snapshot needs no flag.
+    facts.raw.gpu_pci =
+        (!gpu_pci.is_empty()).then(|| gpu_pci.iter().map(|b| format!("{b}\n")).collect());
     facts.gpu_pci = gpu_pci;
     Ok(facts)
+}
+
+/// `gpu-pci.txt` of a snapshot: one PCI address a line; blank lines and `#` comments skipped.
+/// ```text
+/// # named with --gpu-pci when the snapshot was taken
+/// 0000:41:01.0
+/// ```
+fn parse_gpu_pci_list(text: &str, file: &str) -> Result<Vec<String>, HostError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bus = facts::normalize_bus_id(line).ok_or_else(|| HostError::Parse {
+            file: file.to_string(),
+            line: i + 1,
+            what: format!("{line:?} is not a PCI bus id (expected e.g. 0000:41:00.0)"),
+        })?;
+        if !out.contains(&bus) {
+            out.push(bus);
+        }
+    }
+    Ok(out)
 }
 
 type SmiParser = fn(&str) -> Result<SmiStatus, text::ParseError>;

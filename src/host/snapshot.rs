@@ -6,6 +6,7 @@
 //! ```text
 //! mx-smi.txt  mx-smi-topo-m.txt  numactl-hardware.txt  nvidia-smi.txt  nvidia-smi-topo-m.txt
 //! nvidia-smi-query.csv  rocm-smi-showtopo.txt  hwloc.xml  sysfs/<paths below /sys>
+//! gpu-pci.txt   (the `--gpu-pci` addresses of the probe, one per line, so a replay needs no flag)
 //! ```
 //! This module only moves text between memory and disk; parsing is `crate::host`'s job.
 
@@ -21,6 +22,7 @@ pub const NVIDIA_SMI_TOPO: &str = "nvidia-smi-topo-m.txt";
 pub const NVIDIA_SMI_QUERY: &str = "nvidia-smi-query.csv";
 pub const ROCM_SMI_TOPO: &str = "rocm-smi-showtopo.txt";
 pub const HWLOC_XML: &str = "hwloc.xml";
+pub const GPU_PCI: &str = "gpu-pci.txt";
 pub const SYSFS_DIR: &str = "sysfs";
 
 /// Every raw output of one probe, keyed by its snapshot file name.
@@ -34,6 +36,8 @@ pub struct RawOutputs {
     pub nvidia_smi_query: Option<String>,
     pub rocm_smi_topo: Option<String>,
     pub hwloc_xml: Option<String>,
+    /// The PCI addresses named with `--gpu-pci`, one per line (`0000:41:01.0`).
+    pub gpu_pci: Option<String>,
     /// sysfs files read, relative to the sysfs root.
     pub sysfs: Vec<ReadFile>,
 }
@@ -66,6 +70,7 @@ impl RawOutputs {
             (NVIDIA_SMI_QUERY, &self.nvidia_smi_query),
             (ROCM_SMI_TOPO, &self.rocm_smi_topo),
             (HWLOC_XML, &self.hwloc_xml),
+            (GPU_PCI, &self.gpu_pci),
         ]
         .into_iter()
         .filter_map(|(name, text)| text.as_deref().map(|t| (name, t)))
@@ -84,6 +89,7 @@ impl RawOutputs {
             NVIDIA_SMI_QUERY,
             ROCM_SMI_TOPO,
             HWLOC_XML,
+            GPU_PCI,
             SYSFS_DIR,
         ];
         if let Some(file) = known.iter().find(|f| dir.join(f).exists()) {
@@ -139,6 +145,7 @@ pub fn load(dir: &Path) -> Result<RawOutputs, SnapshotError> {
         nvidia_smi_query: read(NVIDIA_SMI_QUERY)?,
         rocm_smi_topo: read(ROCM_SMI_TOPO)?,
         hwloc_xml: read(HWLOC_XML)?,
+        gpu_pci: read(GPU_PCI)?,
         sysfs: Vec::new(),
     };
     if raw.files().is_empty() && !dir.join(SYSFS_DIR).is_dir() {
