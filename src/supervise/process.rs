@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use crate::launch::native::NativeBinding;
 use crate::launch::spec::LaunchSpec;
-use crate::supervise::procs::ProcFs;
+use crate::supervise::procs::{ProcFs, Stat};
 use crate::supervise::runtime::{BoxFuture, EngineExit, EngineRuntime, RuntimeError};
 
 /// Variables of the agent's own service that the engine must not inherit: a child that found
@@ -101,10 +101,11 @@ impl ProcessRuntime {
     fn scan(&mut self) -> Vec<i32> {
         let all = self.proc.all();
         let me = std::process::id() as i32;
+        let my_session = nix::unistd::getsid(None).map_or(-1, |p| p.as_raw());
         let mut roots: BTreeSet<i32> = self.main_pid.into_iter().collect();
         for s in &all {
             let known = self.known.get(&s.pid).is_some_and(|t| *t == s.start_time);
-            if known || (self.adopt_children && s.ppid == me) {
+            if known || (self.adopt_children && adoptable(s, me, my_session, self.main_pid)) {
                 roots.insert(s.pid);
             }
         }
@@ -462,5 +463,42 @@ impl EngineRuntime for ProcessRuntime {
                 Err(RuntimeError::Other(format!("engine processes left after stop: {left:?}")))
             }
         })
+    }
+}
+
+/// Whether a process is an engine orphan re-parented to the agent: the agent's child, and
+/// either in the engine's process group (the engine's main process leads a group of its own,
+/// `engine_pgrp`) or in a session of its own (Ray-like workers call `setsid`). What the agent
+/// runs itself (the monitor's `mx-smi` or `nvidia-smi` every few seconds, in a group of their
+/// own but in the agent's session) is not: counting it would turn every finished sample into
+/// "an engine process died", and reaping it would take its exit status from the monitor.
+fn adoptable(s: &Stat, me: i32, my_session: i32, engine_pgrp: Option<i32>) -> bool {
+    s.ppid == me && (Some(s.pgrp) == engine_pgrp || s.session != my_session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_engine_orphans_are_adopted_not_the_agents_own_tools() {
+        let stat = |pid, ppid, pgrp, session| Stat {
+            pid,
+            comm: "x".into(),
+            state: 'S',
+            ppid,
+            pgrp,
+            session,
+            start_time: 1,
+        };
+        let (me, sid, engine) = (100, 100, Some(200));
+        assert!(adoptable(&stat(300, me, 300, 300), me, sid, engine), "a setsid'd worker");
+        assert!(adoptable(&stat(301, me, 200, sid), me, sid, engine), "in the engine's group");
+        assert!(!adoptable(&stat(302, me, 302, sid), me, sid, engine), "the monitor's mx-smi");
+        assert!(
+            !adoptable(&stat(303, me, me, sid), me, sid, engine),
+            "a tool in the agent's group"
+        );
+        assert!(!adoptable(&stat(304, 1, 304, 304), me, sid, engine), "someone else's child");
     }
 }

@@ -20,6 +20,8 @@ pub struct Stat {
     pub state: char,
     pub ppid: i32,
     pub pgrp: i32,
+    /// Session id (`setsid` makes a new one: Ray workers do).
+    pub session: i32,
     /// Clock ticks after boot: with the pid, identifies a process across pid reuse.
     pub start_time: u64,
 }
@@ -40,6 +42,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         state: rest.first()?.chars().next()?,
         ppid: rest.get(1)?.parse().ok()?,
         pgrp: rest.get(2)?.parse().ok()?,
+        session: rest.get(3)?.parse().ok()?,
         start_time: rest.get(19)?.parse().ok()?,
     })
 }
@@ -267,8 +270,8 @@ mod tests {
     fn stat_with_spaces_and_parens_in_comm() {
         let s = parse_stat("4242 (ray::Ray (W) x) S 4200 4241 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 1234567 100 10").unwrap();
         assert_eq!(
-            (s.pid, s.comm.as_str(), s.state, s.ppid, s.pgrp),
-            (4242, "ray::Ray (W) x", 'S', 4200, 4241)
+            (s.pid, s.comm.as_str(), s.state, s.ppid, s.pgrp, s.session),
+            (4242, "ray::Ray (W) x", 'S', 4200, 4241, 4242)
         );
         assert_eq!(s.start_time, 1234567);
         assert_eq!(parse_stat("garbage"), None);
@@ -277,8 +280,15 @@ mod tests {
 
     #[test]
     fn tree_follows_parent_links() {
-        let st =
-            |pid, ppid| Stat { pid, comm: String::new(), state: 'S', ppid, pgrp: 0, start_time: 0 };
+        let st = |pid, ppid| Stat {
+            pid,
+            comm: String::new(),
+            state: 'S',
+            ppid,
+            pgrp: 0,
+            session: 0,
+            start_time: 0,
+        };
         let all = vec![st(1, 0), st(10, 1), st(11, 10), st(12, 11), st(20, 1)];
         let t = ProcFs::tree(&all, &BTreeSet::from([10]));
         assert_eq!(t, BTreeSet::from([10, 11, 12]));
