@@ -136,6 +136,10 @@ async fn client_times_match_the_simulator_ground_truth() {
         sim.ground_truth().into_iter().map(|t| (t.request_id.clone(), t)).collect();
     let recs = records(&out);
     assert_eq!(recs.len(), 12 + 30 + 2 + 2, "measured + warmup records");
+    // Connections: as many as requests in flight, kept across levels: at most the largest
+    // concurrency is ever opened (the preflight's own connection aside).
+    let opened = recs.iter().filter(|r| r["connect_s"].is_number()).count();
+    assert!((2..=6).contains(&opened), "{opened} connections opened for c=2 then c=6");
     let (mut diffs, mut tpot_diffs) = (Vec::new(), Vec::new());
     for r in &recs {
         let id = r["request_id"].as_str().unwrap();
@@ -356,6 +360,10 @@ async fn open_loop_completions_compare_and_evalscope_block() {
         let block = String::from_utf8_lossy(&o.stdout);
         assert!(block.contains("Benchmarking summary:"), "{block}");
         assert!(block.contains(" Total requests: 40"), "{block}");
+        // An open loop without a cap: connections follow the requests in flight (a few at
+        // 200/s of 13 ms requests), not one per scheduled request.
+        let opened = records(&out).iter().filter(|r| r["connect_s"].is_number()).count();
+        assert!((1..40).contains(&opened), "{opened} connections for 40 open-loop requests");
         outs.push(out);
     }
     let s = summary(&outs[0]);

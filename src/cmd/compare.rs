@@ -139,6 +139,7 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
         a.url = Some(format!("http://{addr}"));
     }
     let (sweep, dataset, _) = super::verify::build(&a).bad_input()?;
+    super::verify::raise_open_file_limit();
     let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let policy = c.policy();
     let spec = CompareSpec {

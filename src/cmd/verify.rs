@@ -201,9 +201,23 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
     Ok((spec, dataset, a.format))
 }
 
+/// Raises the soft open-file limit to the hard one: an open loop may hold thousands of
+/// connections, and the usual soft limit of 1024 would turn them into `connect_error`s.
+pub(crate) fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     let (spec, dataset, format) = build(&args).bad_input()?;
-    // One thread: every worker drives its own connection in its own task, so nothing gains
+    raise_open_file_limit();
+    // One thread: every request drives its connection inside its worker's task, so nothing gains
     // from a second thread but cross-thread wakeups; one core carries some 30,000 streamed
     // requests a second (BENCHMARKS.md), far beyond any engine, and the other cores stay with
     // the engine under test. Chunk times come from the kernel, not from this loop's clock.

@@ -1,6 +1,7 @@
 //! The HTTP side of one request: building OpenAI-compatible bodies, sending them over a
-//! keep-alive HTTP/1.1 connection that the sending worker owns (one per worker, so the
-//! concurrency is the connection count: no pool, no hidden cap), and reading the answer, streamed
+//! keep-alive HTTP/1.1 connection that the request holds while it runs (taken from the
+//! sweep's `ConnStash`, so connections = requests in flight: no pool limit, no hidden cap),
+//! and reading the answer, streamed
 //! (SSE parsed incrementally over body frames, each event stamped with the arrival time of its
 //! frame) or not. It turns every outcome into a `RequestRecord`; it never panics on what a
 //! server sends. It does not schedule requests (`schedule`) or aggregate them (`stats`).
@@ -271,9 +272,10 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Connections kept between the phases and levels of a sweep: a worker takes one when it
-/// starts and puts it back when it ends, so the measured phase reuses the warmup's
-/// connections instead of opening hundreds at once (which is what warmup is for).
+/// The open, idle connections of a sweep: a request takes one (the most recently used) and
+/// puts it back when done, so connections open = requests in flight at most, and the measured
+/// phase reuses the warmup's connections instead of opening hundreds at once (which is what
+/// warmup is for). One uncontended lock per request, none per chunk.
 #[derive(Debug, Default)]
 pub struct ConnStash {
     idle: std::sync::Mutex<Vec<Conn>>,
@@ -590,6 +592,7 @@ impl Client {
             prompt: slot.prompt,
             scheduled_s: self.secs(slot.scheduled),
             sent_s: self.secs(sent.into_std()),
+            connect_s: m.connect.map(|d| d.as_secs_f64()),
             first_byte_s: m.first_byte.map(|t| self.secs(t)),
             first_token_s: m.chunk_s.first().map(|&t| self.secs(t)),
             last_token_s: m.chunk_s.last().map(|&t| self.secs(t)),
@@ -625,10 +628,12 @@ impl Client {
             let fresh = if conn.is_open() {
                 retried
             } else {
+                let started = StdInstant::now();
                 *conn = match w.wait(self.open(), false).await {
                     Ok(c) => c?,
                     Err(stop) => return Err((stop.class(), stop_detail(stop, "connecting"))),
                 };
+                m.connect = Some(m.connect.unwrap_or_default() + started.elapsed());
                 true
             };
             let Conn { sender: Some(sender), driver, clock } = conn else {
@@ -787,6 +792,8 @@ fn snippet(b: &[u8]) -> String {
 #[derive(Debug, Default)]
 struct Measure {
     first_byte: Option<StdInstant>,
+    /// Time spent opening a new connection for this request.
+    connect: Option<Duration>,
     status: Option<u16>,
     chunk_s: Vec<StdInstant>,
     usage_input: Option<u64>,

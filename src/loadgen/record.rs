@@ -98,8 +98,12 @@ pub struct RequestRecord {
     pub prompt: u32,
     /// When the schedule wanted the request sent.
     pub scheduled_s: f64,
-    /// When the request was handed to the connection.
+    /// When the request was handed to the connection (before connecting, if it needed a new one).
     pub sent_s: f64,
+    /// Seconds spent opening a new connection for this request; absent when it reused one
+    /// (a fresh connection's TTFT includes this, which is what `--warmup` takes out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_s: Option<f64>,
     /// When the response headers arrived.
     pub first_byte_s: Option<f64>,
     /// When the first chunk with content arrived.
@@ -191,6 +195,7 @@ mod tests {
             prompt: 0,
             scheduled_s: 1.0,
             sent_s: 1.5,
+            connect_s: None,
             first_byte_s: Some(1.6),
             first_token_s: Some(2.0),
             last_token_s: Some(2.4),

@@ -375,6 +375,7 @@ mod tests {
             prompt: 0,
             scheduled_s: sent,
             sent_s: sent,
+            connect_s: None,
             first_byte_s: Some(sent),
             first_token_s: chunks.first().copied(),
             last_token_s: chunks.last().copied(),
