@@ -383,29 +383,22 @@ fn print_config_shows_the_seed_command() {
     assert!(text.contains(r#"argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm","serve","/data/Qwen2.5-72B-Instruct","--served-model-name","qwen2.5","--tensor-parallel-size","4""#), "{text}");
 }
 
+/// The engine argv of the project's own simulator on the config's port, plus `extra`.
+fn simulator_argv(extra: &[&str]) -> Vec<String> {
+    let base = ["{self}", "simulate", "--host", "127.0.0.1", "--port", "{port}"];
+    let name = ["--served-model-name", "{served_model_name}"];
+    base.iter().chain(&name).chain(extra).map(|s| s.to_string()).collect()
+}
+
 /// The project's own simulator as the engine (the `sim` profile's `{self} simulate`), with
 /// workers that outlive their parent like Ray workers: they re-parent to the agent (a child
 /// subreaper), stay bound, and are stopped with it; a hang is detected and restarted.
 #[test]
 fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
-    let argv = [
-        "{self}",
-        "simulate",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--served-model-name",
-        "{served_model_name}",
-        "--workers",
-        "2",
-        "--orphan-workers",
-        "--hang-after-ms",
-        "1500",
-    ];
+    let argv = simulator_argv(&["--workers", "2", "--orphan-workers", "--hang-after-ms", "1500"]);
     let mut agent = Agent::start_argv(
         tempfile::tempdir().unwrap(),
-        argv.iter().map(|s| s.to_string()).collect(),
+        argv,
         &format!("health_failures = 2\n{BIND_CPU1}"),
     );
     let first = agent.wait_state("ready", Duration::from_secs(30));
@@ -431,25 +424,9 @@ fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
 /// sees it; the supervisor restarts the engine and says why.
 #[test]
 fn stuck_engine_with_live_health_is_restarted_by_the_progress_watchdog() {
-    let argv = [
-        "{self}",
-        "simulate",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--served-model-name",
-        "{served_model_name}",
-        "--decode-base-ms",
-        "20",
-        "--freeze-after-ms",
-        "1500",
-    ];
-    let mut agent = Agent::start_argv(
-        tempfile::tempdir().unwrap(),
-        argv.iter().map(|s| s.to_string()).collect(),
-        "stall_timeout = \"1s\"\n",
-    );
+    let argv = simulator_argv(&["--decode-base-ms", "20", "--freeze-after-ms", "1500"]);
+    let mut agent =
+        Agent::start_argv(tempfile::tempdir().unwrap(), argv, "stall_timeout = \"1s\"\n");
     agent.wait_state("ready", Duration::from_secs(30));
     let config = std::fs::read_to_string(agent.dir.path().join("nodeagent.toml")).unwrap();
     let port: u16 = config

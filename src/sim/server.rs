@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -137,38 +137,23 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     if let Some(after) = shared.cfg.hang_after {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(after) => {
-                    tracing::warn!(after_ms = after.as_millis() as u64, "simulated hang: no more answers");
-                    s.hung.store(true, Ordering::Relaxed);
-                }
-                _ = s.shutdown.cancelled() => {}
-            }
+        on_cue(&shared, after, move |s| {
+            tracing::warn!(after_ms = after.as_millis() as u64, "simulated hang: no more answers");
+            s.hung.store(true, Ordering::Relaxed);
         });
     }
     if let Some(after) = shared.cfg.freeze_after {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(after) => {
-                    tracing::warn!(after_ms = after.as_millis() as u64, "simulated stuck engine: no more tokens, /health still answers");
-                    s.frozen.store(true, Ordering::Relaxed);
-                }
-                _ = s.shutdown.cancelled() => {}
-            }
+        on_cue(&shared, after, move |s| {
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "simulated stuck engine: no more tokens, /health still answers"
+            );
+            s.frozen.store(true, Ordering::Relaxed);
         });
     }
     if let Some(after) = shared.cfg.exit_after {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(after) => {
-                    s.stop_tx.send_replace(Some(StopReason::ExitAfterTime));
-                }
-                _ = s.shutdown.cancelled() => {}
-            }
+        on_cue(&shared, after, |s| {
+            s.stop_tx.send_replace(Some(StopReason::ExitAfterTime));
         });
     }
     let token = shared.shutdown.clone();
@@ -188,6 +173,17 @@ pub(crate) fn spawn(
             .with_graceful_shutdown(token.cancelled_owned())
             .await
     })
+}
+
+/// Runs `act` `after` this long, unless the simulator shuts down first (a simulated fault).
+fn on_cue(shared: &Arc<Shared>, after: Duration, act: impl FnOnce(&Shared) + Send + 'static) {
+    let s = shared.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(after) => act(&s),
+            _ = s.shutdown.cancelled() => {}
+        }
+    });
 }
 
 /// Accepts connections whose reads carry the kernel's receive time (`rxstamp`); the
@@ -211,7 +207,7 @@ impl axum::serve::Listener for StampedListener {
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::error!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
