@@ -623,10 +623,11 @@ impl Client {
         let mut w = Waiter { sleep, cancel, timeouts: self.timeouts, sent, last: sent };
         let first = w.deadline(false).0;
         w.sleep.as_mut().reset(first);
-        let mut retried = false;
         loop {
+            // A reused connection may turn out closed by the server (`Stale`): then once more on
+            // a fresh one. A fresh connection that fails is the answer.
             let fresh = if conn.is_open() {
-                retried
+                false
             } else {
                 let started = StdInstant::now();
                 *conn = match w.wait(self.open(), false).await {
@@ -643,10 +644,7 @@ impl Client {
             let exchange = self.exchange(sender, body, id, m, &mut w, || arrived(clock));
             match driven(driver, exchange).await {
                 Ok(()) => return Ok(()),
-                Err(Exchange::Stale(_)) if !fresh => {
-                    conn.close();
-                    retried = true;
-                }
+                Err(Exchange::Stale(_)) if !fresh => conn.close(),
                 Err(Exchange::Stale(detail)) => return Err((ErrorClass::ConnectError, detail)),
                 Err(Exchange::Failed(f)) => return Err(f),
             }
