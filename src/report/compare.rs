@@ -82,7 +82,62 @@ pub fn compare<W: Write>(
     if !unmatched.is_empty() {
         writeln!(w, "levels in only one run (not compared): {}", unmatched.join(", "))?;
     }
+    let differ = workload_differences(a, b);
+    if !differ.is_empty() {
+        writeln!(
+            w,
+            "the two runs did not send the same workload, so the changes above mix binding and \
+             workload: {}",
+            differ.join("; ")
+        )?;
+    }
+    for (name, s) in [names.0, names.1].iter().zip([a, b]) {
+        if s.meta.interrupted {
+            writeln!(w, "{name} was interrupted: its last level may be partial")?;
+        }
+    }
     Ok(matched)
+}
+
+/// What differs between the workloads of two runs (model, API, streaming, dataset and its
+/// filter, seed, max tokens, arrival process): each as `what: A vs B`.
+fn workload_differences(a: &Summary, b: &Summary) -> Vec<String> {
+    let (ma, mb) = (&a.meta, &b.meta);
+    let opt = |x: Option<u64>| x.map_or_else(|| "none".to_string(), |v| v.to_string());
+    let fields: [(&str, String, String); 9] = [
+        ("model", ma.model.clone(), mb.model.clone()),
+        ("api", ma.api.clone(), mb.api.clone()),
+        ("stream", ma.stream.to_string(), mb.stream.to_string()),
+        ("dataset", ma.dataset.clone(), mb.dataset.clone()),
+        ("prompts", ma.prompts.to_string(), mb.prompts.to_string()),
+        (
+            "prompt length filter",
+            format!(
+                "{}..{} {}",
+                ma.min_prompt_length,
+                opt(ma.max_prompt_length),
+                ma.prompt_length_unit
+            ),
+            format!(
+                "{}..{} {}",
+                mb.min_prompt_length,
+                opt(mb.max_prompt_length),
+                mb.prompt_length_unit
+            ),
+        ),
+        ("seed", ma.seed.to_string(), mb.seed.to_string()),
+        ("max_tokens", opt(ma.max_tokens.map(u64::from)), opt(mb.max_tokens.map(u64::from))),
+        (
+            "arrival",
+            ma.arrival.clone().unwrap_or_else(|| "closed loop".into()),
+            mb.arrival.clone().unwrap_or_else(|| "closed loop".into()),
+        ),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, x, y)| x != y)
+        .map(|(what, x, y)| format!("{what}: {x} vs {y}"))
+        .collect()
 }
 
 fn fmt(x: f64) -> String {
@@ -108,5 +163,31 @@ mod tests {
         let row = s.lines().find(|x| x.contains("QPS")).unwrap();
         assert!(row.contains("+13.4% better"), "{row}");
         assert!(s.contains("levels in only one run (not compared): c=8"), "{s}");
+        assert!(!s.contains("same workload"), "same (default) workload: no note: {s}");
+    }
+
+    #[test]
+    fn different_workloads_and_interruptions_are_said() {
+        let mut a = Summary::default();
+        a.meta.dataset = "openqa:/data/open_qa.jsonl".into();
+        a.meta.max_prompt_length = Some(8000);
+        a.meta.prompt_length_unit = "characters".into();
+        let mut b = a.clone();
+        b.meta.max_prompt_length = Some(2000);
+        b.meta.prompt_length_unit = "tokens".into();
+        b.meta.max_tokens = Some(256);
+        b.meta.interrupted = true;
+        let mut out = Vec::new();
+        compare(&a, &b, ("A", "B"), &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains(
+                "workload: prompt length filter: 0..8000 characters vs 0..2000 tokens; \
+                 max_tokens: none vs 256"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("B was interrupted"), "{s}");
+        assert!(!s.contains("A was interrupted"), "{s}");
     }
 }
