@@ -134,6 +134,8 @@ fn once_json_from_h100_capture_matches_nvidia_smi() {
     assert_eq!(g0["memory_total_mib"], 81559);
     assert_eq!(g0["utilization_pct"], 100.0);
     assert_eq!(v["gpus"][1]["power_w"], 636.7);
+    // The NUMA node comes from `topo -m` (NUMA Affinity 0), as in `plan`.
+    assert_eq!((g0["numa_node"].as_u64(), v["gpus"][1]["numa_node"].as_u64()), (Some(0), Some(0)));
     let pids: Vec<u64> =
         v["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
     assert_eq!(pids, [584, 585]);
@@ -152,6 +154,7 @@ fn once_live_fake_nvidia_smi_and_failures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["gpus"][1]["memory_used_mib"], 4691);
+    assert_eq!(v["gpus"][1]["numa_node"].as_u64(), Some(0), "from the fake's topo -m");
     assert!(v["sampler"].as_str().unwrap().starts_with("nvidia-smi"));
 
     // A hanging tool: the sample is missing, the command ends by the timeout with exit 1 and

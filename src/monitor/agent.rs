@@ -7,7 +7,7 @@
 //! The loop never waits on anything unbounded: the tool has a timeout, the engine's metrics
 //! scrape has a timeout, and a late tick is skipped rather than queued.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub struct Monitor {
     /// Every pid ever in the engine's tree: after a stop they identify orphans.
     ever_pids: BTreeSet<u32>,
     numa: HashMap<String, Option<u32>>,
+    /// GPU index -> NUMA node from the vendor's `topo -m`, read at the first tick.
+    topo_numa: Option<BTreeMap<u32, u32>>,
     status: MonitorStatus,
     engine_metrics: Option<String>,
 }
@@ -90,6 +92,7 @@ impl Monitor {
             config,
             ever_pids: BTreeSet::new(),
             numa: HashMap::new(),
+            topo_numa: None,
             status,
             engine_metrics: None,
         }
@@ -103,7 +106,15 @@ impl Monitor {
         self.engine_metrics.as_deref()
     }
 
-    fn numa_node(&mut self, bus_id: &str) -> Option<u32> {
+    /// A GPU's NUMA node: the vendor's `topo -m` first (what `plan` reads too), else sysfs.
+    fn numa_node(&mut self, index: u32, bus_id: Option<&str>) -> Option<u32> {
+        if let Some(&n) = self.topo_numa.as_ref().and_then(|m| m.get(&index)) {
+            return Some(n);
+        }
+        self.sysfs_numa_node(bus_id?)
+    }
+
+    fn sysfs_numa_node(&mut self, bus_id: &str) -> Option<u32> {
         let root = &self.config.sysfs_root;
         *self.numa.entry(bus_id.to_string()).or_insert_with(|| {
             let p = root.join("bus/pci/devices").join(bus_id).join("numa_node");
@@ -117,6 +128,9 @@ impl Monitor {
 
     /// One tick: sample, attribute, check. Returns the sample and the alert changes.
     pub async fn tick(&mut self, engine: &EngineReport) -> (Sample, Vec<CheckEvent>) {
+        if self.topo_numa.is_none() {
+            self.topo_numa = Some(self.sampler.numa_by_index().await);
+        }
         let (sample, scraped) = tokio::join!(self.sampler.sample(), async {
             match &engine.metrics_url {
                 Some(url) => Some(http_get(url, self.config.scrape_timeout).await),
@@ -178,7 +192,7 @@ impl Monitor {
             self.status.gpus = gpus
                 .into_iter()
                 .map(|g| {
-                    let numa_node = g.bus_id.as_deref().and_then(|b| self.numa_node(b));
+                    let numa_node = self.numa_node(g.index, g.bus_id.as_deref());
                     GpuView { status: g, numa_node }
                 })
                 .collect();

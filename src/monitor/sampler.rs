@@ -6,6 +6,7 @@
 //! This module does not interpret samples (that is `checks`) and does not schedule them
 //! (that is `agent`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -20,6 +21,17 @@ pub trait Sampler: Send + Sync + std::fmt::Debug {
     fn sample(&self) -> BoxFuture<'_, Sample>;
     /// For logs and `/status`: `nvidia-smi (/usr/bin/nvidia-smi)`.
     fn describe(&self) -> String;
+    /// Each GPU's NUMA node as the vendor's `topo -m` states it (`NUMA Affinity`), keyed by
+    /// the tool's GPU index; empty when unknown. Asked once: the topology does not change.
+    fn numa_by_index(&self) -> BoxFuture<'_, BTreeMap<u32, u32>> {
+        Box::pin(async { BTreeMap::new() })
+    }
+}
+
+/// The GPUs with a single NUMA node in a `topo -m` text (MetaX or NVIDIA: one parser).
+fn numa_from_topo(text: &str) -> Result<BTreeMap<u32, u32>, String> {
+    let topo = crate::host::gputopo::parse(text).map_err(|e| e.to_string())?;
+    Ok(topo.gpus.iter().filter_map(|r| Some((r.index, r.numa_affinity?))).collect())
 }
 
 /// The vendor tool a `ToolSampler` runs.
@@ -137,6 +149,24 @@ impl Sampler for ToolSampler {
             Tool::NvidiaSmi(p) => format!("nvidia-smi ({})", p.display()),
         }
     }
+
+    fn numa_by_index(&self) -> BoxFuture<'_, BTreeMap<u32, u32>> {
+        Box::pin(async move {
+            let path = match &self.tool {
+                Tool::MxSmi(p) | Tool::NvidiaSmi(p) => p,
+            };
+            match run_tool(path, &["topo", "-m"], self.timeout)
+                .await
+                .and_then(|t| numa_from_topo(&t))
+            {
+                Ok(map) => map,
+                Err(why) => {
+                    tracing::debug!(tool = %self.describe(), reason = %why, "no NUMA affinity from topo -m; sysfs only");
+                    BTreeMap::new()
+                }
+            }
+        })
+    }
 }
 
 /// Runs `path args` in its own process group and returns stdout. On timeout the whole group is
@@ -250,5 +280,17 @@ impl Sampler for DirSampler {
 
     fn describe(&self) -> String {
         format!("snapshot {}", self.dir.display())
+    }
+
+    fn numa_by_index(&self) -> BoxFuture<'_, BTreeMap<u32, u32>> {
+        Box::pin(async move {
+            ["mx-smi-topo-m.txt", "nvidia-smi-topo-m.txt"]
+                .iter()
+                .map(|n| self.dir.join(n))
+                .find(|p| p.is_file())
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| numa_from_topo(&t).ok())
+                .unwrap_or_default()
+        })
     }
 }
