@@ -97,7 +97,7 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 truth = json.load(open(sys.argv[2]))
 truth = truth.get("requests", truth) if isinstance(truth, dict) else truth
 by_id = {t["request_id"]: t for t in truth}
-errs = []
+errs, send, recv = [], [], []
 for r in recs:
     t = by_id.get(r["request_id"])
     if r["warmup"] or not t or r["first_token_s"] is None or t.get("first_token_offset_ns") is None:
@@ -105,10 +105,19 @@ for r in recs:
     client = r["first_token_s"] - r["sent_s"]
     server = (t["first_token_offset_ns"] - t["arrival_offset_ns"]) / 1e9
     errs.append(abs(client - server))
+    # Where the error sits: the two processes' clocks differ by a constant, so the send side
+    # (client send -> simulator arrival) is taken relative to its fastest request.
+    send.append(t["arrival_offset_ns"] / 1e9 - r["sent_s"])
+    recv.append(r["first_token_s"] - t["first_token_offset_ns"] / 1e9)
+base = min(send)
+send = sorted(x - base for x in send)
+recv = sorted(x + base for x in recv)
 errs.sort()
-p = lambda q: errs[min(len(errs) - 1, int(q * (len(errs) - 1)))]
+q = lambda xs, f: xs[min(len(xs) - 1, int(f * (len(xs) - 1)))] * 1e3
 print(f"nodeagent: {len(errs)} requests joined by x-request-id; |client TTFT - simulator TTFT| "
-      f"p50 {p(0.5)*1e3:.3f} ms, p99 {p(0.99)*1e3:.3f} ms, max {errs[-1]*1e3:.3f} ms")
+      f"p50 {q(errs, 0.5):.3f} ms, p99 {q(errs, 0.99):.3f} ms, max {errs[-1]*1e3:.3f} ms")
+print(f"  of which send side (client send -> simulator arrival) p99 {q(send, 0.99):.3f} ms, "
+      f"receive side (simulator write -> client chunk time) p99 {q(recv, 0.99):.3f} ms")
 PY
 if [ -z "${SKIP_EVALSCOPE:-}" ]; then
     measure "$VENV/bin/evalscope" perf --url "$URL/v1/chat/completions" --api openai --model qwen2.5 \

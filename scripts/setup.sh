@@ -7,11 +7,15 @@ set -euo pipefail
 
 mode=${1:-demo}
 
-# Build and demo: hwlocality links libhwloc (and libudev, which Debian's libhwloc needs).
-packages=(pkg-config libhwloc-dev libudev-dev hwloc numactl)
+# Build and demo: a C toolchain (Rust links with cc; some crates compile C), and hwlocality
+# links libhwloc (and libudev, which Debian's libhwloc needs).
+packages=(build-essential pkg-config libhwloc-dev libudev-dev hwloc numactl)
 if [ "$mode" = test ]; then
   # debian-archive-keyring: debootstrap verifies bookworm with it (already there on Debian, not on Ubuntu).
   packages+=(docker.io qemu-system-x86 busybox-static cpio debootstrap debian-archive-keyring systemd prometheus wrk)
+  # The serve tests' stand-in engine is a Python script; the real-engine check builds
+  # llama.cpp's server into a virtualenv (pip fetches cmake itself) and talks to it with curl.
+  packages+=(python3 python3-venv curl)
 fi
 
 missing=()

@@ -15,19 +15,9 @@ cap numactl-hardware.txt numactl --hardware
 cap lscpu.txt lscpu
 cap nvidia-smi-L.txt nvidia-smi -L
 cap lstopo.xml lstopo --of xml
-cat > "$d/load.py" <<'PY'
-import sys, time, torch
-dev = int(sys.argv[1]); n = int(sys.argv[2]); secs = float(sys.argv[3])
-torch.cuda.set_device(dev)
-a = torch.randn(n, n, device="cuda"); b = torch.randn(n, n, device="cuda")
-hold = torch.empty(int(sys.argv[4]) * 1024 * 1024 // 4, device="cuda")
-end = time.time() + secs
-while time.time() < end:
-    c = a @ b
-torch.cuda.synchronize()
-PY
-python3 "$d/load.py" 0 8192 40 20000 & p0=$!
-python3 "$d/load.py" 1 2048 40 4000 & p1=$!
+load=$(dirname "$0")/gpu-load.py
+python3 "$load" 0 8192 40 20000 & p0=$!
+python3 "$load" 1 2048 40 4000 & p1=$!
 sleep 20
 cap nvidia-smi.load.txt nvidia-smi
 cap nvidia-smi-query.load.csv nvidia-smi --query-gpu=$q --format=csv

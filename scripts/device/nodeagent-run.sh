@@ -12,19 +12,9 @@ TIMEFORMAT="%R s wall %U user %S sys"
 for i in 1 2 3 4 5; do { time $B probe >/dev/null 2>/dev/null; } 2>>$w/probe-times.txt; done
 for i in 1 2 3 4 5; do echo topo >>$w/probe-times.txt; { time nvidia-smi topo -m >/dev/null; } 2>>$w/probe-times.txt; echo query >>$w/probe-times.txt; { time nvidia-smi --query-gpu=index,name,pci.bus_id,memory.total,memory.used,utilization.gpu,temperature.gpu,power.draw --format=csv >/dev/null; } 2>>$w/probe-times.txt; echo numactl >>$w/probe-times.txt; { time numactl --hardware >/dev/null; } 2>>$w/probe-times.txt; done
 for i in 1 2 3; do $B probe --timings >/dev/null 2>>$w/probe-times.txt; $B probe --timings --no-hwloc >/dev/null 2>>$w/probe-times.txt; done
-cat > $w/load.py <<'PY'
-import sys, time, torch
-dev = int(sys.argv[1]); n = int(sys.argv[2]); secs = float(sys.argv[3])
-torch.cuda.set_device(dev)
-a = torch.randn(n, n, device="cuda"); b = torch.randn(n, n, device="cuda")
-hold = torch.empty(int(sys.argv[4]) * 1024 * 1024 // 4, device="cuda")
-end = time.time() + secs
-while time.time() < end:
-    c = a @ b
-torch.cuda.synchronize()
-PY
-python3 $w/load.py 0 8192 45 30000 & p0=$!
-python3 $w/load.py 1 1024 45 2000 & p1=$!
+load=$(dirname "$0")/gpu-load.py
+python3 "$load" 0 8192 45 30000 & p0=$!
+python3 "$load" 1 1024 45 2000 & p1=$!
 sleep 20
 echo "load pids $p0 $p1" > $w/monitor.txt
 for i in 1 2 3; do

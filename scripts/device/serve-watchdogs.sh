@@ -30,13 +30,7 @@ field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.ar
 
 load=""
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    python3 - <<'PY' &
-import time, torch
-a = torch.randn(4096, 4096, device="cuda"); end = time.time() + 70
-while time.time() < end:
-    a @ a
-torch.cuda.synchronize()
-PY
+    python3 "$(dirname "$0")/gpu-load.py" 0 4096 70 0 &
     load=$!
 fi
 
