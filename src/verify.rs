@@ -246,6 +246,8 @@ pub async fn run_sweep(
     let bodies: Arc<Vec<Bytes>> =
         Arc::new(dataset.prompts.iter().map(|p| body.body(spec.endpoint.api, p)).collect());
     let prompt_tokens = dataset.prompt_tokens.clone().map(Arc::new);
+    // Open connections, from the preflight's to the last level's.
+    let conns = Arc::new(ConnStash::default());
     if spec.preflight {
         let slot = Slot {
             level: 0,
@@ -256,9 +258,9 @@ pub async fn run_sweep(
             prompt_tokens: prompt_tokens.as_ref().and_then(|t| t.first().copied()),
             scheduled: Instant::now(),
         };
-        let r = probe
-            .execute(&mut Conn::default(), bodies[0].clone(), slot, &CancellationToken::new())
-            .await;
+        let mut conn = Conn::default();
+        let r = probe.execute(&mut conn, bodies[0].clone(), slot, &CancellationToken::new()).await;
+        conns.put(conn, max_pool);
         if let Some(class) = r.error {
             return Err(VerifyError::Preflight {
                 url: spec.endpoint.url.to_string(),
@@ -293,7 +295,6 @@ pub async fn run_sweep(
             abort.cancel();
         });
     }
-    let conns = Arc::new(ConnStash::default());
     let mut gpu = spec
         .gpu_sampler
         .clone()

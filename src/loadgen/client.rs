@@ -531,7 +531,7 @@ impl Client {
         let fut = async {
             let mut conn = self.open().await.map_err(|(_, detail)| err(detail))?;
             let Conn { sender: Some(sender), driver, .. } = &mut conn else {
-                unreachable!("open() returns an open connection")
+                return Err(err("the connection closed as it opened".into()));
             };
             let (status, body) = driven(driver, async {
                 sender.ready().await?;
@@ -638,7 +638,10 @@ impl Client {
                 true
             };
             let Conn { sender: Some(sender), driver, clock } = conn else {
-                unreachable!("the connection was opened above")
+                return Err((
+                    ErrorClass::ConnectError,
+                    "the connection closed as it opened".into(),
+                ));
             };
             let arrived = |clock: &RxClock| clock.instant(StdInstant::now(), sent.into_std());
             let exchange = self.exchange(sender, body, id, m, &mut w, || arrived(clock));
