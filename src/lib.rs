@@ -11,7 +11,6 @@
 pub mod binding;
 pub mod cli;
 pub mod cmd;
-pub mod compare;
 pub mod config;
 pub mod exit;
 pub mod host;

@@ -1,78 +1,27 @@
 //! `nodeagent verify --compare BINDINGS`: parse the bindings, resolve them against this host
-//! (`auto` through the planner), load the engine config, and run `crate::compare::run` with a
-//! runtime per engine life (serve's process runtime for bare/numactl, the Docker runtime for
-//! container mode). Prints a line per sub-run on stderr, the table and verdict on stdout. Exit 2
+//! (`auto` through the planner), load the engine config, and run `crate::verify::trials` with a
+//! runtime per engine life (`cmd::sweep::factory`: serve's process runtime for bare/numactl, the
+//! Docker runtime for container mode). Prints a line per sub-run on stderr, the table and verdict on stdout. Exit 2
 //! for bad bindings/config, 1 when any sub-run failed or the run was interrupted.
 //!
 //! Not done here: asking an already running `nodeagent serve` to rebind (the engine is always
 //! launched from the config).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use super::sweep::{build, compare_outcome, factory, host_nodes, raise_open_file_limit};
 use crate::binding::Binding;
 use crate::cli::{Cli, Command, ServeMode, VerifyRunArgs};
-use crate::compare::run::{run_compare, CompareSpec, RuntimeFactory};
-use crate::compare::{self, BindingChoice, CompareReport, HostNodes};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
-use crate::launch::container::ContainerSpec;
-use crate::launch::docker::{DockerRuntime, LogSink};
-use crate::launch::spec::LaunchSpec;
-use crate::supervise::process::ProcessRuntime;
 use crate::supervise::procs::ProcFs;
-use crate::supervise::runtime::EngineRuntime;
-
-/// A factory of engine runtimes for `config`: one fresh runtime per engine life. The engine's
-/// output is appended to `engine_log` (kept beside the results), else it shares stderr.
-pub fn factory(
-    config: &Config,
-    state_dir: PathBuf,
-    engine_log: Option<PathBuf>,
-) -> Result<RuntimeFactory, CmdError> {
-    let self_exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "nodeagent".to_string());
-    // Fail on a bad engine config now, not at the first sub-run.
-    LaunchSpec::build(config, Binding::none(), &self_exe).bad_input()?;
-    let config = config.clone();
-    Ok(Box::new(move |binding: &Binding| -> Result<Box<dyn EngineRuntime>, String> {
-        let spec =
-            LaunchSpec::build(&config, binding.clone(), &self_exe).map_err(|e| e.to_string())?;
-        Ok(match spec.mode {
-            LaunchMode::Bare | LaunchMode::Numactl => Box::new(
-                ProcessRuntime::new(spec, state_dir.clone())
-                    .stdout_to_stderr(true)
-                    .log_to(engine_log.clone()),
-            ),
-            LaunchMode::Container => {
-                let runtime = DockerRuntime::new(ContainerSpec::new(
-                    &config.container,
-                    binding,
-                    spec.engine_argv.clone(),
-                    spec.env.clone(),
-                    "compare",
-                ));
-                match &engine_log {
-                    Some(path) => {
-                        let file = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .map_err(|e| format!("engine log {}: {e}", path.display()))?;
-                        let sink: LogSink = Arc::new(Mutex::new(file));
-                        Box::new(runtime.with_log_sink(Some(sink)))
-                    }
-                    None => Box::new(runtime),
-                }
-            }
-        })
-    }))
-}
+use crate::verify::compare::{self, BindingChoice, CompareReport};
+use crate::verify::render::write_table;
+use crate::verify::trials::{run_compare, CompareSpec, RuntimeFactory};
 
 /// The plan's recommendation on this host (first instance), for `auto`.
 fn auto_binding() -> Result<Binding, CmdError> {
@@ -123,7 +72,7 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
     let out =
         a.out.clone().ok_or_else(|| CmdError::bad_input(anyhow!("--compare needs --out DIR")))?;
     let c = load_config(&a, &out)?;
-    let host = HostNodes::read(Path::new("/sys")).bad_input()?;
+    let host = host_nodes(Path::new("/sys")).bad_input()?;
     let auto = if choices.iter().any(|c| c.choice == BindingChoice::Auto) {
         Some(auto_binding()?)
     } else {
@@ -138,8 +87,8 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
     if a.url.is_none() {
         a.url = Some(format!("http://{addr}"));
     }
-    let (sweep, dataset, _) = super::verify::build(&a).bad_input()?;
-    super::verify::raise_open_file_limit();
+    let (sweep, dataset, _) = build(&a).bad_input()?;
+    raise_open_file_limit();
     let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let policy = c.policy();
     let spec = CompareSpec {
@@ -155,11 +104,11 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
     };
     let report = execute(&spec, &dataset, &factory)?;
     print_report(&report, &out)?;
-    outcome(&report)
+    compare_outcome(&report)
 }
 
 /// Runs the comparison on a fresh tokio runtime with Ctrl-C handling.
-pub fn execute(
+fn execute(
     spec: &CompareSpec,
     dataset: &crate::loadgen::dataset::Dataset,
     factory: &RuntimeFactory,
@@ -205,31 +154,12 @@ pub fn execute(
     .failed()
 }
 
-pub fn print_report(report: &CompareReport, out: &Path) -> Result<(), CmdError> {
+fn print_report(report: &CompareReport, out: &Path) -> Result<(), CmdError> {
     let mut stdout = std::io::stdout().lock();
-    compare::write_table(report, &mut stdout).context("writing to stdout").failed()?;
+    write_table(report, &mut stdout).context("writing to stdout").failed()?;
     eprintln!(
         "results in {} (compare.json, compare.txt, compare.svg, <binding>/trial-<k>/, engine.log)",
         out.display()
     );
-    Ok(())
-}
-
-/// Exit 1 when a sub-run failed or the comparison stopped early.
-pub fn outcome(report: &CompareReport) -> Result<(), CmdError> {
-    let failed = report.runs.iter().filter(|r| r.error.is_some()).count();
-    if report.incomplete {
-        return Err(CmdError::failed(anyhow!(
-            "comparison incomplete: {} of {} sub-runs done; what was measured is saved",
-            report.runs.len(),
-            report.trials as usize * report.order.len()
-        )));
-    }
-    if failed > 0 {
-        return Err(CmdError::failed(anyhow!(
-            "{failed} of {} sub-runs failed (see FAILED lines above)",
-            report.runs.len()
-        )));
-    }
     Ok(())
 }

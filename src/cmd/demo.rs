@@ -15,14 +15,16 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use super::sweep::{build, compare_outcome, factory, host_nodes};
 use crate::binding::{Binding, MemPolicy};
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::compare::run::{engine_life, run_compare, CompareSpec};
-use crate::compare::{self, Choice, HostNodes, TrialRun};
 use crate::exit::{CmdError, ResultExt};
 use crate::host::cpuset::CpuSet;
 use crate::plan::Plan;
 use crate::supervise::procs::ProcFs;
+use crate::verify::compare::{BindingChoice, Choice, HostNodes, TrialRun};
+use crate::verify::render::write_table;
+use crate::verify::trials::{engine_life, run_compare, CompareSpec};
 
 /// The seed host's plan, compiled in for when the snapshot directory is not next to the binary.
 const BUNDLED_PLAN: &str = include_str!("../../testdata/hosts/seed-4xmxc500/plan.json");
@@ -210,7 +212,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
     }
 
     // 2. Map it onto this machine.
-    let local = HostNodes::read(Path::new("/sys")).bad_input()?;
+    let local = host_nodes(Path::new("/sys")).bad_input()?;
     let mapping = map_binding(&plan, &inst.binding, &local);
     say("2. mapped onto this machine:".into(), &mut report);
     for e in &mapping.explanation {
@@ -234,12 +236,12 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         .config;
     let addr = c.engine_addr();
     let url = format!("http://{addr}");
-    let factory = super::compare::factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
+    let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let policy = c.policy();
-    let auto = Choice { label: "auto".into(), choice: compare::BindingChoice::Auto };
-    let none = Choice { label: "none".into(), choice: compare::BindingChoice::None };
+    let auto = Choice { label: "auto".into(), choice: BindingChoice::Auto };
+    let none = Choice { label: "none".into(), choice: BindingChoice::None };
     let sweep_args = verify_args(&url, &["1", "4"], &["8", "24"], &out.join("sweep"))?;
-    let (sweep, dataset, _) = super::verify::build(&sweep_args).bad_input()?;
+    let (sweep, dataset, _) = build(&sweep_args).bad_input()?;
     let mut spec = CompareSpec {
         choices: vec![(auto.clone(), mapping.binding.clone())],
         trials: 1,
@@ -319,9 +321,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
     spec.choices = vec![(none, crate::binding::Binding::none()), (auto, mapping.binding.clone())];
     spec.trials = args.trials;
     spec.out = out.join("compare");
-    spec.sweep = super::verify::build(&verify_args(&url, &["4"], &["16"], &out.join("compare"))?)
-        .bad_input()?
-        .0;
+    spec.sweep = build(&verify_args(&url, &["4"], &["16"], &out.join("compare"))?).bad_input()?.0;
     let cmp = rt
         .block_on(run_compare(&spec, &dataset, &factory, interrupt.clone(), |r| {
             eprintln!(
@@ -338,7 +338,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         }))
         .failed()?;
     let mut table = Vec::new();
-    compare::write_table(&cmp, &mut table).failed()?;
+    write_table(&cmp, &mut table).failed()?;
     let table = String::from_utf8_lossy(&table).to_string();
     print!("{table}");
     let _ = writeln!(
@@ -357,7 +357,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
     std::fs::write(&path, &report)
         .with_context(|| format!("writing {}", path.display()))
         .failed()?;
-    super::compare::outcome(&cmp)?;
+    compare_outcome(&cmp)?;
     println!(
         "5. stopped everything it started; took {:.0} s\nreport: {}\nchart:  {}\nengine log: {}",
         started.elapsed().as_secs_f64(),

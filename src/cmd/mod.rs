@@ -1,5 +1,6 @@
 //! One handler per subcommand. Handlers turn CLI args into domain requests, call the library,
-//! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
+//! print results to stdout, and map failures to `CmdError` (exit 1 or 2). No handler calls
+//! another: what several share sits in a module that is no handler (`sweep`).
 
 pub mod compare;
 pub mod demo;
@@ -9,6 +10,7 @@ pub mod probe;
 pub mod serve;
 pub mod simulate;
 pub mod status;
+pub mod sweep;
 pub mod verify;
 
 use crate::cli::{Cli, Command};
@@ -22,6 +24,9 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::SimulateWorker(args) => simulate::run_worker(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Verify(args) if args.command.is_none() && args.run.compare.compare.is_some() => {
+            compare::run(args.run)
+        }
         Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
         Command::Demo(args) => demo::run(args),

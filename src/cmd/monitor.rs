@@ -224,21 +224,3 @@ pub async fn start_for_serve(
     );
     Ok((!args.no_gpu_hang_restart).then_some(started.hung))
 }
-
-/// The GPU sampler `verify` uses while it sweeps an engine on this host (a loopback URL) and a
-/// GPU tool is on PATH; `None` otherwise (the sweep runs without GPU figures).
-pub fn local_gpu_sampler(url: &str) -> Option<Arc<dyn Sampler>> {
-    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
-    if !matches!(host, "127.0.0.1" | "localhost" | "[") {
-        return None;
-    }
-    let s = ToolSampler::detect(
-        None,
-        Path::new("mx-smi"),
-        Path::new("nvidia-smi"),
-        std::time::Duration::from_secs(5),
-    )
-    .ok()?;
-    tracing::info!(sampler = %s.describe(), "sampling the GPUs during the sweep");
-    Some(Arc::new(s))
-}

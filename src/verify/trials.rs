@@ -7,7 +7,8 @@
 //! Ctrl-C loses nothing already measured. A sub-run whose engine will not start or escapes its
 //! binding is recorded as failed and the comparison goes on.
 //!
-//! Not here: choosing the runtime (the command layer passes a factory) and printing.
+//! Not here: the statistics (`compare`), drawing the table and chart (`render`), choosing the
+//! runtime (the command layer passes a factory) and printing.
 
 use std::io::BufWriter;
 use std::net::SocketAddr;
@@ -16,16 +17,15 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    analyse, schedule, write_chart, write_table, Choice, CompareReport, LevelFigures, TrialRun,
-};
+use super::compare::{analyse, schedule, Choice, CompareReport, LevelFigures, TrialRun};
+use super::render::{write_chart, write_table};
+use super::sweep::{run_sweep, SweepSpec};
 use crate::binding::Binding;
 use crate::loadgen::dataset::Dataset;
 use crate::report::table::level_label;
 use crate::supervise::health::{probe, Probe};
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::EngineRuntime;
-use crate::verify::{run_sweep, SweepSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -1,12 +1,13 @@
 //! Sweeps: run each level of a `SweepSpec` (warmup phase, then the measured phase) with the
 //! load generator, stream every record to `requests.jsonl` as it finishes, aggregate, and keep
 //! `summary.json`, `summary.csv`, `evalscope-summary.txt` and the chart current after each
-//! level, so a crash, a dead server or Ctrl-C loses nothing already measured. Printing and exit
-//! codes are the command layer's.
+//! level, so a crash, a dead server or Ctrl-C loses nothing already measured. A sweep runs in
+//! named steps: `preflight` (the model, the request bodies, one checked request), `Levels::run`
+//! per level (`Levels::phase` per warmup or measured phase) and `finish`.
+//!
+//! Not here: the run directory's files (`rundir`), printing and exit codes (the command layer).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,33 +16,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::rundir::{RunDir, VerifyError};
 use crate::loadgen::client::{
     Api, BodySettings, Client, ClientError, Conn, ConnStash, Endpoint, Slot, Timeouts,
 };
 use crate::loadgen::dataset::Dataset;
-use crate::loadgen::record::{RequestRecord, TokenSource};
-use crate::loadgen::schedule::{Arrival, Mode, Schedule, ScheduleError};
+use crate::loadgen::record::TokenSource;
+use crate::loadgen::schedule::{Arrival, Mode, Schedule};
 use crate::loadgen::stats::{Aggregator, LevelPlan, LevelStats, Slo, PERCENTILE_METHOD};
 use crate::loadgen::worker::{worker, Phase};
+use crate::monitor::levels::GpuRecorder;
 use crate::report::{Meta, Summary};
-
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Schedule(#[from] ScheduleError),
-    #[error("{models_url} lists no model; pass --model")]
-    NoModel { models_url: String },
-    #[error("preflight request to {url} failed: {class}: {detail}")]
-    Preflight { url: String, class: String, detail: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
-    Csv { path: PathBuf, source: csv::Error },
-    #[error(transparent)]
-    Chart(#[from] crate::report::chart::ChartError),
-}
 
 /// One level of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,76 +71,6 @@ pub struct SweepOutcome {
     pub out: Option<PathBuf>,
 }
 
-fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + '_ {
-    move |source| VerifyError::Write { path: path.to_path_buf(), source }
-}
-
-/// The open files of a run directory.
-struct RunDir {
-    dir: PathBuf,
-    requests: BufWriter<File>,
-    failed: Option<std::io::Error>,
-}
-
-impl RunDir {
-    fn create(dir: &Path) -> Result<Self, VerifyError> {
-        std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-        let path = dir.join("requests.jsonl");
-        let f = File::create(&path).map_err(write_err(&path))?;
-        Ok(Self { dir: dir.to_path_buf(), requests: BufWriter::new(f), failed: None })
-    }
-
-    fn record(&mut self, r: &RequestRecord) {
-        if self.failed.is_some() {
-            return;
-        }
-        let res = serde_json::to_writer(&mut self.requests, r)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.requests.write_all(b"\n"));
-        if let Err(e) = res {
-            self.failed = Some(e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.failed.is_none() {
-            if let Err(e) = self.requests.flush() {
-                self.failed = Some(e);
-            }
-        }
-    }
-
-    /// Rewrites `summary.json` and `summary.csv` (write to a temp file, then rename).
-    fn summary(&mut self, s: &Summary) -> Result<(), VerifyError> {
-        self.flush();
-        if let Some(e) = self.failed.take() {
-            return Err(VerifyError::Write { path: self.dir.join("requests.jsonl"), source: e });
-        }
-        let json = self.dir.join("summary.json");
-        let tmp = self.dir.join(".summary.json.tmp");
-        let f = File::create(&tmp).map_err(write_err(&tmp))?;
-        s.write_json(BufWriter::new(f)).map_err(write_err(&tmp))?;
-        std::fs::rename(&tmp, &json).map_err(write_err(&json))?;
-        let csv = self.dir.join("summary.csv");
-        let f = File::create(&csv).map_err(write_err(&csv))?;
-        crate::report::csv::write_csv(&s.levels, f)
-            .map_err(|source| VerifyError::Csv { path: csv.clone(), source })?;
-        let txt = self.dir.join("evalscope-summary.txt");
-        let mut f = BufWriter::new(File::create(&txt).map_err(write_err(&txt))?);
-        for l in &s.levels {
-            crate::report::evalscope::benchmarking_summary(l, &mut f).map_err(write_err(&txt))?;
-            writeln!(f).map_err(write_err(&txt))?;
-        }
-        f.flush().map_err(write_err(&txt))?;
-        let title = format!("{} {} ({})", s.meta.model, s.meta.endpoint, s.meta.started_at);
-        let svg = crate::report::chart::svg(&s.levels, &title)?;
-        let svg_path = self.dir.join("chart.svg");
-        std::fs::write(&svg_path, svg).map_err(write_err(&svg_path))?;
-        crate::report::chart::png(&s.levels, &title, &self.dir.join("chart.png"))?;
-        Ok(())
-    }
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -184,10 +99,49 @@ pub async fn run_sweep(
 ) -> Result<SweepOutcome, VerifyError> {
     let anchor = Instant::now();
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let mut meta = Meta {
+    let mut meta = meta(spec, dataset, &run_id);
+    let max_pool = spec.levels.iter().map(pool_for).max().unwrap_or(1);
+    // Open connections, from the preflight's to the last level's.
+    let conns = Arc::new(ConnStash::default());
+    let prepared = preflight(spec, dataset, anchor, &run_id, &conns, max_pool, &mut meta).await?;
+    for w in &meta.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut dir = spec.out.as_deref().map(RunDir::create).transpose()?;
+    let mut summary = Summary { levels: Vec::new(), meta };
+    tracing::debug!(max_pool, "sweep starting");
+    let levels = Levels {
+        spec,
+        anchor,
+        run_id,
+        prepared,
+        conns,
+        max_pool,
+        abort: abort_after_grace(&interrupt, spec.grace),
+        interrupt: interrupt.clone(),
+    };
+    let mut gpu = spec.gpu_sampler.clone().map(|s| GpuRecorder::start(s, Duration::from_secs(1)));
+    for (i, level) in spec.levels.iter().enumerate() {
+        if interrupt.is_cancelled() {
+            break;
+        }
+        let stats = levels.run(i, level, dir.as_mut(), gpu.as_mut()).await?;
+        on_level(&stats);
+        summary.levels.push(stats);
+        summary.meta.interrupted = interrupt.is_cancelled();
+        if let Some(d) = dir.as_mut() {
+            d.summary(&summary)?;
+        }
+    }
+    finish(summary, gpu, dir, &interrupt, spec.out.clone()).await
+}
+
+/// The run's metadata before anything is sent (the preflight may add the model and warnings).
+fn meta(spec: &SweepSpec, dataset: &Dataset, run_id: &str) -> Meta {
+    Meta {
         tool: "nodeagent verify".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        run_id: run_id.clone(),
+        run_id: run_id.to_string(),
         started_at: now_rfc3339(),
         url: spec.url.clone(),
         endpoint: spec.endpoint.url.to_string(),
@@ -215,17 +169,50 @@ pub async fn run_sweep(
         warnings: Vec::new(),
         argv: spec.argv.clone(),
         gpu: None,
-    };
-    let pool_for = |l: &LevelSpec| if l.parallel == 0 { l.number.clamp(1, 65_536) } else { l.parallel } as usize;
-    let max_pool = spec.levels.iter().map(pool_for).max().unwrap_or(1);
-    let probe = Client::new(
+    }
+}
+
+/// Workers of a level: its concurrency, or for an uncapped open loop one per request.
+fn pool_for(l: &LevelSpec) -> usize {
+    if l.parallel == 0 {
+        l.number.clamp(1, 65_536) as usize
+    } else {
+        l.parallel as usize
+    }
+}
+
+fn client(spec: &SweepSpec, anchor: Instant, run_id: &str) -> Result<Client, ClientError> {
+    Client::new(
         spec.endpoint.clone(),
         spec.api_key.as_deref(),
         spec.timeouts,
         spec.body.stream,
         anchor,
-        run_id.clone(),
-    )?;
+        run_id.to_string(),
+    )
+}
+
+/// What the preflight settles for every level: the request bodies (with the model filled in)
+/// and their prompts' token counts.
+struct Prepared {
+    bodies: Arc<Vec<Bytes>>,
+    prompt_tokens: Option<Arc<Vec<u32>>>,
+}
+
+/// Settles the model (the first one `/v1/models` lists when none was given; a warning when the
+/// given one is not listed), builds the request bodies, and with `spec.preflight` sends one
+/// request: a failure there ends the sweep before any level; a stream without usage adds a
+/// warning on how tokens are counted. The preflight's connection joins `conns`.
+async fn preflight(
+    spec: &SweepSpec,
+    dataset: &Dataset,
+    anchor: Instant,
+    run_id: &str,
+    conns: &ConnStash,
+    max_pool: usize,
+    meta: &mut Meta,
+) -> Result<Prepared, VerifyError> {
+    let probe = client(spec, anchor, run_id)?;
     let mut body = spec.body.clone();
     if body.model.is_empty() || spec.preflight {
         let models = probe.models().await?;
@@ -246,8 +233,6 @@ pub async fn run_sweep(
     let bodies: Arc<Vec<Bytes>> =
         Arc::new(dataset.prompts.iter().map(|p| body.body(spec.endpoint.api, p)).collect());
     let prompt_tokens = dataset.prompt_tokens.clone().map(Arc::new);
-    // Open connections, from the preflight's to the last level's.
-    let conns = Arc::new(ConnStash::default());
     if spec.preflight {
         let slot = Slot {
             level: 0,
@@ -279,39 +264,45 @@ pub async fn run_sweep(
             meta.warnings.push(format!("the server sent no usage in its stream: output tokens are counted from content chunks (one per chunk) and {input}"));
         }
     }
-    for w in &meta.warnings {
-        tracing::warn!("{w}");
-    }
-    let mut dir = spec.out.as_deref().map(RunDir::create).transpose()?;
-    let mut summary = Summary { levels: Vec::new(), meta };
-    tracing::debug!(max_pool, "sweep starting");
-    // Requests in flight are cancelled `grace` after the interrupt.
+    Ok(Prepared { bodies, prompt_tokens })
+}
+
+/// A token cancelled `grace` after `interrupt`: it cancels the requests still in flight.
+fn abort_after_grace(interrupt: &CancellationToken, grace: Duration) -> CancellationToken {
     let abort = CancellationToken::new();
-    {
-        let (interrupt, abort, grace) = (interrupt.clone(), abort.clone(), spec.grace);
-        tokio::spawn(async move {
-            interrupt.cancelled().await;
-            tokio::time::sleep(grace).await;
-            abort.cancel();
-        });
-    }
-    let mut gpu = spec
-        .gpu_sampler
-        .clone()
-        .map(|s| crate::monitor::levels::GpuRecorder::start(s, Duration::from_secs(1)));
-    for (i, level) in spec.levels.iter().enumerate() {
-        if interrupt.is_cancelled() {
-            break;
-        }
+    let (interrupt, on_grace) = (interrupt.clone(), abort.clone());
+    tokio::spawn(async move {
+        interrupt.cancelled().await;
+        tokio::time::sleep(grace).await;
+        on_grace.cancel();
+    });
+    abort
+}
+
+/// What every level of one sweep shares.
+struct Levels<'a> {
+    spec: &'a SweepSpec,
+    anchor: Instant,
+    run_id: String,
+    prepared: Prepared,
+    conns: Arc<ConnStash>,
+    max_pool: usize,
+    interrupt: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl Levels<'_> {
+    /// One level: the warmup phase (closed loop), then the measured phase; its stats.
+    async fn run(
+        &self,
+        i: usize,
+        level: &LevelSpec,
+        mut dir: Option<&mut RunDir>,
+        mut gpu: Option<&mut GpuRecorder>,
+    ) -> Result<LevelStats, VerifyError> {
+        let spec = self.spec;
         let pool = pool_for(level);
-        let client = Client::new(
-            spec.endpoint.clone(),
-            spec.api_key.as_deref(),
-            spec.timeouts,
-            spec.body.stream,
-            anchor,
-            run_id.clone(),
-        )?;
+        let client = client(spec, self.anchor, &self.run_id)?;
         let mode = match level.rate {
             Some(rate) => Mode::Open { rate, arrival: spec.arrival },
             None => Mode::Closed,
@@ -323,11 +314,11 @@ pub async fn run_sweep(
             None => format!("c={}", level.parallel),
         };
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
-            if total == 0 || interrupt.is_cancelled() {
+            if total == 0 || self.interrupt.is_cancelled() {
                 continue;
             }
             if !warmup {
-                if let Some(g) = gpu.as_mut() {
+                if let Some(g) = gpu.as_deref_mut() {
                     g.begin_level();
                 }
             }
@@ -336,69 +327,84 @@ pub async fn run_sweep(
                 total,
                 spec.seed.wrapping_add(i as u64),
                 if warmup { None } else { spec.duration },
-                interrupt.child_token(),
+                self.interrupt.child_token(),
             )?;
             let phase = Arc::new(Phase {
                 level: i as u32,
                 warmup,
                 client: client.clone(),
                 schedule,
-                bodies: bodies.clone(),
-                prompt_tokens: prompt_tokens.clone(),
-                abort: abort.clone(),
-                conns: conns.clone(),
-                keep: max_pool,
+                bodies: self.prepared.bodies.clone(),
+                prompt_tokens: self.prepared.prompt_tokens.clone(),
+                abort: self.abort.clone(),
+                conns: self.conns.clone(),
+                keep: self.max_pool,
             });
             let pb = progress_bar(
                 spec.progress,
                 total,
                 &if warmup { format!("{label} warmup") } else { label.clone() },
             );
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let workers = pool.min(total as usize);
-            let mut handles = Vec::with_capacity(workers);
-            for _ in 0..workers {
-                handles.push(tokio::spawn(worker(phase.clone(), tx.clone())));
-            }
-            drop(tx);
-            while let Some(rec) = rx.recv().await {
-                if let Some(d) = dir.as_mut() {
-                    d.record(&rec);
-                    if rx.is_empty() {
-                        d.flush();
-                    }
-                }
-                agg.push(&rec);
-                pb.inc(1);
-                if rec.error.is_some() {
-                    pb.set_message(format!("{} failed", agg.failed()));
-                }
-            }
-            for h in handles {
-                // A worker only ends by returning; a panic there is a bug worth surfacing.
-                if let Err(e) = h.await {
-                    tracing::error!("load worker ended abnormally: {e}");
-                }
-            }
+            Self::phase(phase, pool.min(total as usize), &pb, &mut agg, dir.as_deref_mut()).await;
             pb.finish_and_clear();
         }
-        if let Some(g) = gpu.as_mut() {
+        if let Some(g) = gpu {
             g.end_level(&label);
         }
-        let stats = agg.finish();
-        on_level(&stats);
-        summary.levels.push(stats);
-        summary.meta.interrupted = interrupt.is_cancelled();
-        if let Some(d) = dir.as_mut() {
-            d.summary(&summary)?;
+        Ok(agg.finish())
+    }
+
+    /// One phase: `workers` load workers send records over a channel; each is written to the
+    /// run directory and pushed into the aggregator as it arrives.
+    async fn phase(
+        phase: Arc<Phase>,
+        workers: usize,
+        pb: &ProgressBar,
+        agg: &mut Aggregator,
+        mut dir: Option<&mut RunDir>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            handles.push(tokio::spawn(worker(phase.clone(), tx.clone())));
+        }
+        drop(tx);
+        while let Some(rec) = rx.recv().await {
+            if let Some(d) = dir.as_deref_mut() {
+                d.record(&rec);
+                if rx.is_empty() {
+                    d.flush();
+                }
+            }
+            agg.push(&rec);
+            pb.inc(1);
+            if rec.error.is_some() {
+                pb.set_message(format!("{} failed", agg.failed()));
+            }
+        }
+        for h in handles {
+            // A worker only ends by returning; a panic there is a bug worth surfacing.
+            if let Err(e) = h.await {
+                tracing::error!("load worker ended abnormally: {e}");
+            }
         }
     }
+}
+
+/// Marks the summary interrupted or not, adds the GPU figures, rewrites the files a last time.
+async fn finish(
+    mut summary: Summary,
+    gpu: Option<GpuRecorder>,
+    dir: Option<RunDir>,
+    interrupt: &CancellationToken,
+    out: Option<PathBuf>,
+) -> Result<SweepOutcome, VerifyError> {
     summary.meta.interrupted = interrupt.is_cancelled();
     if let Some(g) = gpu {
         summary.meta.gpu = Some(g.finish().await);
     }
-    if let Some(d) = dir.as_mut() {
+    if let Some(mut d) = dir {
         d.summary(&summary)?;
     }
-    Ok(SweepOutcome { summary, out: spec.out.clone() })
+    Ok(SweepOutcome { summary, out })
 }

@@ -1,8 +1,11 @@
-//! `verify --compare`: the seed's NUMA experiment as data. This module is pure: it parses the
-//! BINDINGS list, resolves each entry to a `crate::binding::Binding` against the host's nodes,
-//! lays out the interleaved trial schedule, computes the statistics across trials (means,
-//! Student-t confidence intervals, change against `none`, the verdict) and renders the table,
-//! `compare.json` and the SVG chart. Starting engines and running sweeps is `run`'s job.
+//! `verify --compare`: the seed's NUMA experiment as data, in pure code (no I/O). It parses the
+//! BINDINGS list, resolves each entry to a `crate::binding::Binding` against the host's nodes
+//! (`HostNodes`, which the caller reads), lays out the interleaved trial schedule, and computes
+//! the statistics across trials (means, Student-t confidence intervals, change against `none`,
+//! the verdict) into the `CompareReport` that `compare.json` holds.
+//!
+//! Not here: reading the host's nodes (the command layer), starting engines and running sweeps
+//! (`trials`), the table and the chart (`render`).
 //!
 //! BINDINGS grammar (a comma followed by a digit continues the list before it, so
 //! `nodes=0,2,4,6` is one entry):
@@ -18,12 +21,8 @@
 //! LIST     := a cpulist such as 0-3,8
 //! ```
 
-pub mod run;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,10 +40,6 @@ pub enum CompareError {
     Duplicate { entry: String },
     #[error("binding `{label}`: {why}")]
     Resolve { label: String, why: String },
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error(transparent)]
-    Sysfs(#[from] crate::host::sysfs::SysfsError),
 }
 
 /// One entry of BINDINGS, as the user wrote it (normalised).
@@ -196,35 +191,13 @@ pub fn label(c: &BindingChoice) -> String {
     }
 }
 
-/// The host's NUMA nodes and their CPUs, as a binding must fit them.
+/// The host's NUMA nodes and their CPUs, as a binding must fit them (read by the caller).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostNodes {
     pub nodes: BTreeMap<u32, CpuSet>,
 }
 
 impl HostNodes {
-    /// Reads `<sysfs>/devices/system/node/node*/cpulist`; a kernel without NUMA nodes in sysfs
-    /// counts as one node 0 holding every online CPU.
-    pub fn read(sysfs_root: &Path) -> Result<Self, CompareError> {
-        // The probe's own sysfs reader: one parser of node files in the project.
-        let facts = crate::host::sysfs::read(sysfs_root, &[])?;
-        let mut nodes: BTreeMap<u32, CpuSet> =
-            facts.machine.nodes.into_iter().map(|n| (n.id, n.cpus)).collect();
-        if nodes.is_empty() {
-            let path = sysfs_root.join("devices/system/cpu/online");
-            let text = std::fs::read_to_string(&path).map_err(|source| CompareError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let cpus = CpuSet::parse_list(text.trim()).map_err(|e| CompareError::Read {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            nodes.insert(0, cpus);
-        }
-        Ok(Self { nodes })
-    }
-
     pub fn all_cpus(&self) -> CpuSet {
         self.nodes.values().fold(CpuSet::new(), |a, b| a.union(b))
     }
@@ -341,13 +314,6 @@ impl Estimate {
             t975(n - 1) * (var / n as f64).sqrt()
         });
         Self { mean, ci95, n, values: values.to_vec() }
-    }
-
-    fn show(&self, digits: usize) -> String {
-        match self.ci95 {
-            Some(ci) => format!("{:.*} ± {:.*}", digits, self.mean, digits, ci),
-            None => format!("{:.*}", digits, self.mean),
-        }
     }
 }
 
@@ -667,202 +633,8 @@ fn verdict(
     (Some(best.label.clone()), noise, text)
 }
 
-// ---------------------------------------------------------------------------------------------
-// rendering
-
-/// The seed's table: binding × level with QPS, latency, output throughput, TTFT p50/p99 and
-/// failures (mean ± 95 % half-width across trials), and the change against `none`.
-pub fn write_table<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
-    use comfy_table::presets::ASCII_MARKDOWN;
-    use comfy_table::{CellAlignment, Table};
-    let mut t = Table::new();
-    t.load_preset(ASCII_MARKDOWN);
-    t.set_header(vec![
-        "binding",
-        "level",
-        "avg QPS",
-        "avg latency (s)",
-        "output tok/s",
-        "TTFT p50 (s)",
-        "TTFT p99 (s)",
-        "failed",
-        "tok/s vs none",
-    ]);
-    for b in &r.bindings {
-        if b.trials_ok == 0 {
-            t.add_row(vec![b.label.clone(), "-".into(), "no successful trial".into()]);
-            continue;
-        }
-        for l in &b.levels {
-            t.add_row(vec![
-                b.label.clone(),
-                l.level.clone(),
-                l.qps.show(3),
-                l.latency_s.show(3),
-                l.output_throughput.show(1),
-                l.ttft_p50_s.show(3),
-                l.ttft_p99_s.show(3),
-                l.failed.show(1),
-                l.throughput_vs_none_pct.map_or("-".into(), |p| format!("{p:+.1} %")),
-            ]);
-        }
-    }
-    for i in 2..9 {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    writeln!(w, "{t}")?;
-    let ci = if r.trials >= 2 {
-        format!("mean ± 95 % confidence half-width over {} trials (Student t)", r.trials)
-    } else {
-        "one trial: no confidence interval".to_string()
-    };
-    writeln!(w, "{ci}; trials interleaved: {}", r.order.join(" → "))?;
-    for b in &r.bindings {
-        if let Some(e) = &b.score_vs_none_pct {
-            if b.binding.is_none() {
-                continue;
-            }
-            match e.ci95 {
-                Some(ci) => writeln!(
-                    w,
-                    "  {}: {:+.1} % output tok/s against none (95 %: {:+.1} % to {:+.1} %)",
-                    b.label,
-                    e.mean,
-                    e.mean - ci,
-                    e.mean + ci
-                )?,
-                None => writeln!(w, "  {}: {:+.1} % output tok/s against none", b.label, e.mean)?,
-            }
-        }
-    }
-    let failed: Vec<&TrialRun> = r.runs.iter().filter(|x| x.error.is_some()).collect();
-    for f in &failed {
-        writeln!(
-            w,
-            "  FAILED {} trial {}: {}",
-            f.binding,
-            f.trial,
-            f.error.as_deref().unwrap_or_default()
-        )?;
-    }
-    if r.incomplete {
-        writeln!(w, "  (incomplete: the comparison stopped before every sub-run was done)")?;
-    }
-    writeln!(w, "{}", r.verdict)
-}
-
-/// The comparison chart (SVG, drawn with plotters): output tok/s per level, one bar per
-/// binding, with the 95 % interval across trials as an error bar, and each binding's change
-/// against `none` in the legend.
-pub fn write_chart<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()> {
-    let svg = chart_svg(r).map_err(std::io::Error::other)?;
-    w.write_all(svg.as_bytes())
-}
-
-fn chart_svg(r: &CompareReport) -> Result<String, String> {
-    use plotters::prelude::*;
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    crate::report::chart::register_font();
-    let bindings: Vec<&BindingResult> = r.bindings.iter().filter(|b| b.trials_ok > 0).collect();
-    let levels: Vec<String> = bindings
-        .first()
-        .map(|b| b.levels.iter().map(|l| l.level.clone()).collect())
-        .unwrap_or_default();
-    let ymax = bindings
-        .iter()
-        .flat_map(|b| b.levels.iter())
-        .map(|l| l.output_throughput.mean + l.output_throughput.ci95.unwrap_or(0.0))
-        .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::max)
-        .max(1e-9)
-        * 1.15;
-    let n = levels.len().max(1);
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (760, 440)).into_drawing_area();
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("output tok/s by binding (mean, 95 % interval over {} trial(s))", r.trials),
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
-            .map_err(|x| e(&x))?;
-        // Levels are categories at x = i + 0.5; ticks come every 0.5, only the middles are named.
-        let level_name = |x: &f64| {
-            let i = x.floor();
-            if (x - i - 0.5).abs() < 1e-6 {
-                levels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&level_name)
-            .y_desc("output tok/s")
-            .draw()
-            .map_err(|x| e(&x))?;
-        let width = 0.8 / bindings.len().max(1) as f64;
-        for (bi, b) in bindings.iter().enumerate() {
-            let colour = Palette99::pick(bi).to_rgba();
-            let bars: Vec<(f64, f64, Option<f64>)> = levels
-                .iter()
-                .enumerate()
-                .filter_map(|(li, level)| {
-                    let l = b.levels.iter().find(|l| &l.level == level)?;
-                    let m = l.output_throughput.mean;
-                    m.is_finite().then_some((
-                        li as f64 + 0.1 + width * bi as f64,
-                        m,
-                        l.output_throughput.ci95,
-                    ))
-                })
-                .collect();
-            let change = b
-                .score_vs_none_pct
-                .as_ref()
-                .filter(|_| !b.binding.is_none())
-                .map(|e| format!(" ({:+.1} %)", e.mean))
-                .unwrap_or_default();
-            chart
-                .draw_series(bars.iter().map(|&(x, m, _)| {
-                    Rectangle::new([(x, 0.0), (x + width * 0.9, m)], colour.filled())
-                }))
-                .map_err(|x| e(&x))?
-                .label(format!("{}{change}", b.label))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
-                });
-            chart
-                .draw_series(bars.iter().filter_map(|&(x, m, ci)| {
-                    let ci = ci?;
-                    let cx = x + width * 0.45;
-                    Some(ErrorBar::new_vertical(cx, (m - ci).max(0.0), m, m + ci, BLACK, 6))
-                }))
-                .map_err(|x| e(&x))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
-        root.present().map_err(|x| e(&x))?;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn cs(s: &str) -> CpuSet {
@@ -936,7 +708,8 @@ mod tests {
         assert_eq!(t975(500), 1.96);
     }
 
-    fn run(binding: &str, trial: u32, thr: f64) -> TrialRun {
+    /// One successful sub-run at level `c=8` with output throughput `thr` (also for `render`).
+    pub(in crate::verify) fn run(binding: &str, trial: u32, thr: f64) -> TrialRun {
         let f = LevelFigures {
             qps: thr / 100.0,
             latency_s: 1000.0 / thr,
@@ -955,7 +728,8 @@ mod tests {
         }
     }
 
-    fn choices() -> Vec<(Choice, Binding)> {
+    /// `none` and `nodes=0` on a one-node host (also for `render`).
+    pub(in crate::verify) fn choices() -> Vec<(Choice, Binding)> {
         let host = HostNodes { nodes: BTreeMap::from([(0, cs("0-3"))]) };
         parse_bindings("none,nodes=0")
             .unwrap()
@@ -988,15 +762,7 @@ mod tests {
 
     #[test]
     fn a_clear_gain_is_recommended() {
-        let runs = vec![
-            run("none", 1, 500.0),
-            run("nodes=0", 1, 560.0),
-            run("none", 2, 540.0),
-            run("nodes=0", 2, 610.0),
-            run("none", 3, 520.0),
-            run("nodes=0", 3, 585.0),
-        ];
-        let r = analyse(&choices(), 3, &runs, false);
+        let r = analyse(&choices(), 3, &clear_gain_runs(), false);
         assert_eq!(r.best.as_deref(), Some("nodes=0"));
         assert_eq!(r.within_noise, Some(false));
         assert!(r.verdict.contains("serve with nodes=0"), "{}", r.verdict);
@@ -1004,16 +770,18 @@ mod tests {
         assert!((e.mean - 12.4).abs() < 0.5, "{e:?}");
         let l = &r.bindings[1].levels[0];
         assert!((l.throughput_vs_none_pct.unwrap() - (585.0 / 520.0 - 1.0) * 100.0).abs() < 1e-9);
-        let mut table = Vec::new();
-        write_table(&r, &mut table).unwrap();
-        let table = String::from_utf8(table).unwrap();
-        assert!(table.contains("| nodes=0 ") && table.contains("585.0 ±"), "{table}");
-        let mut svg = Vec::new();
-        write_chart(&r, &mut svg).unwrap();
-        let svg = String::from_utf8(svg).unwrap();
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        // One legend entry per binding, with its change against `none`.
-        assert!(svg.contains("\nnone\n") && svg.contains("\nnodes=0 (+12."), "{svg}");
+    }
+
+    /// The sub-runs of `a_clear_gain_is_recommended` (also for `render`).
+    pub(in crate::verify) fn clear_gain_runs() -> Vec<TrialRun> {
+        vec![
+            run("none", 1, 500.0),
+            run("nodes=0", 1, 560.0),
+            run("none", 2, 540.0),
+            run("nodes=0", 2, 610.0),
+            run("none", 3, 520.0),
+            run("nodes=0", 3, 585.0),
+        ]
     }
 
     #[test]
@@ -1037,21 +805,21 @@ mod tests {
         assert!(r.verdict.contains("--trials 3"), "{}", r.verdict);
     }
 
-    #[test]
-    fn failed_runs_are_listed_and_do_not_count() {
+    /// `none` ran; `nodes=0`'s engine failed, and the comparison stopped early (also for
+    /// `render`).
+    pub(in crate::verify) fn failed_run_report() -> CompareReport {
         let mut bad = run("nodes=0", 1, 0.0);
         bad.error = Some("engine exited with code 1".into());
         bad.levels.clear();
         let runs = vec![run("none", 1, 500.0), bad];
-        let r = analyse(&choices(), 1, &runs, true);
+        analyse(&choices(), 1, &runs, true)
+    }
+
+    #[test]
+    fn failed_runs_are_listed_and_do_not_count() {
+        let r = failed_run_report();
         assert_eq!(r.best.as_deref(), Some("none"));
         assert_eq!(r.bindings[1].trials_ok, 0);
-        let mut table = Vec::new();
-        write_table(&r, &mut table).unwrap();
-        let table = String::from_utf8(table).unwrap();
-        assert!(
-            table.contains("FAILED nodes=0 trial 1") && table.contains("incomplete"),
-            "{table}"
-        );
+        assert!(r.runs[1].error.is_some() && r.incomplete);
     }
 }

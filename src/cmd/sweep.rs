@@ -1,0 +1,351 @@
+//! What `verify`, `verify --compare` and `demo` share, so that no handler calls another: the
+//! CLI's sweep arguments turned into a `SweepSpec` and its dataset (`build`, with `levels`,
+//! `per_level`, `parse_slo`), the open-file limit, the GPU sampler of a local engine, the host's
+//! NUMA nodes a binding must fit, one engine runtime per binding (`factory`), and the exit
+//! status of a comparison (`compare_outcome`).
+//!
+//! Not here: running sweeps and comparisons (`crate::verify`), printing results (the handlers).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context};
+
+use crate::binding::Binding;
+use crate::cli::{ArrivalKind, DatasetKind, VerifyApi, VerifyFormat, VerifyRunArgs};
+use crate::config::{Config, LaunchMode};
+use crate::exit::{CmdError, ResultExt};
+use crate::host::cpuset::CpuSet;
+use crate::launch::container::ContainerSpec;
+use crate::launch::docker::{DockerRuntime, LogSink};
+use crate::launch::spec::LaunchSpec;
+use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
+use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
+use crate::loadgen::schedule::Arrival;
+use crate::loadgen::stats::Slo;
+use crate::loadgen::tokenizer::PromptTokenizer;
+use crate::monitor::{Sampler, ToolSampler};
+use crate::supervise::process::ProcessRuntime;
+use crate::supervise::runtime::EngineRuntime;
+use crate::verify::compare::{CompareReport, HostNodes};
+use crate::verify::trials::RuntimeFactory;
+use crate::verify::{LevelSpec, SweepSpec};
+
+/// Parses `ttft=2s,tpot=50ms,itl=100ms,latency=30s`.
+pub fn parse_slo(text: &str) -> anyhow::Result<Slo> {
+    let mut slo = Slo::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad --slo item {part:?}: expected KEY=DURATION"))?;
+        let secs = crate::cli::parse_seconds_or_duration(value.trim())
+            .map_err(|e| anyhow!("bad --slo item {part:?}: {e}"))?
+            .as_secs_f64();
+        let slot = match key.trim() {
+            "ttft" => &mut slo.ttft_s,
+            "tpot" => &mut slo.tpot_s,
+            "itl" => &mut slo.itl_s,
+            "latency" | "e2el" => &mut slo.latency_s,
+            other => {
+                return Err(anyhow!("bad --slo key {other:?}: use ttft, tpot, itl or latency"))
+            }
+        };
+        *slot = Some(secs);
+    }
+    Ok(slo)
+}
+
+/// One value for every level, or one per level.
+pub(crate) fn per_level<T: Copy>(
+    values: &[T],
+    levels: usize,
+    flag: &str,
+) -> anyhow::Result<Vec<T>> {
+    match values.len() {
+        1 => Ok(vec![values[0]; levels]),
+        n if n == levels => Ok(values.to_vec()),
+        n => Err(anyhow!("{flag} has {n} values for {levels} levels: give one, or one per level")),
+    }
+}
+
+pub(crate) fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
+    if a.parallel.contains(&0) && a.rate.is_empty() {
+        return Err(anyhow!("--parallel 0 is only meaningful with --rate (no concurrency cap)"));
+    }
+    if let Some(r) = a.rate.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+        return Err(anyhow!("--rate {r}: must be a positive number of requests per second"));
+    }
+    let specs: Vec<LevelSpec> = if a.rate.is_empty() {
+        let parallel = if a.parallel.is_empty() { vec![1] } else { a.parallel.clone() };
+        let number = per_level(&a.number, parallel.len(), "--number")?;
+        parallel
+            .iter()
+            .zip(number)
+            .map(|(&p, n)| LevelSpec { parallel: p, rate: None, number: n })
+            .collect()
+    } else {
+        let caps = if a.parallel.is_empty() {
+            vec![0; a.rate.len()]
+        } else {
+            per_level(&a.parallel, a.rate.len(), "--parallel")?
+        };
+        let number = per_level(&a.number, a.rate.len(), "--number")?;
+        a.rate
+            .iter()
+            .zip(caps)
+            .zip(number)
+            .map(|((&r, c), n)| LevelSpec { parallel: c, rate: Some(r), number: n })
+            .collect()
+    };
+    if specs.iter().any(|l| l.number == 0) {
+        return Err(anyhow!("--number must be at least 1"));
+    }
+    Ok(specs)
+}
+
+pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
+    let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
+    let api = a.api.map(|x| match x {
+        VerifyApi::Chat => Api::Chat,
+        VerifyApi::Completions => Api::Completions,
+    });
+    let endpoint = Endpoint::parse(&url, api)?;
+    let levels = levels(a)?;
+    let max_number = levels.iter().map(|l| l.number).max().unwrap_or(1);
+    let path = |kind: &'static str| {
+        a.dataset_path.clone().ok_or(crate::loadgen::dataset::DatasetError::NoPath { kind })
+    };
+    let dataset_spec = match a.dataset {
+        DatasetKind::Openqa => {
+            DatasetSpec::OpenQa { path: path("openqa")?, field: a.dataset_field.clone() }
+        }
+        DatasetKind::Line => DatasetSpec::Lines { path: path("line")? },
+        DatasetKind::Sharegpt => DatasetSpec::ShareGpt { path: path("sharegpt")? },
+        DatasetKind::Random => DatasetSpec::Random {
+            input_len: a.input_len,
+            count: (max_number + a.warmup).clamp(1, 100_000) as usize,
+        },
+    };
+    if let (Some(max), min) = (a.max_prompt_length, a.min_prompt_length) {
+        if max < min {
+            return Err(anyhow!("--max-prompt-length {max} is below --min-prompt-length {min}"));
+        }
+    }
+    let tokenizer = a.tokenizer.as_deref().map(PromptTokenizer::load).transpose()?;
+    let filter = LengthFilter { min: a.min_prompt_length, max: a.max_prompt_length };
+    let dataset = Dataset::load(&dataset_spec, filter, tokenizer.as_ref(), a.seed)?;
+    let random_out = if a.dataset == DatasetKind::Random { a.output_len } else { None };
+    let body = BodySettings {
+        model: a.model.clone().unwrap_or_default(),
+        max_tokens: a.max_tokens.or(random_out),
+        min_tokens: a.min_tokens,
+        ignore_eos: a.ignore_eos || (random_out.is_some() && a.max_tokens.is_none()),
+        temperature: a.temperature,
+        stream: !a.no_stream,
+        extra_body: a.extra_body.as_deref().map(parse_extra_body).transpose()?,
+    };
+    let arrival = match a.arrival {
+        ArrivalKind::Constant => Arrival::Constant,
+        ArrivalKind::Poisson => Arrival::Poisson,
+        ArrivalKind::Gamma => {
+            if !(a.burstiness.is_finite() && a.burstiness > 0.0) {
+                return Err(anyhow!("--burstiness {}: must be positive", a.burstiness));
+            }
+            Arrival::Gamma { burstiness: a.burstiness }
+        }
+    };
+    if let Some(f) = a.max_failure_rate {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(anyhow!("--max-failure-rate {f}: must be a fraction between 0 and 1"));
+        }
+    }
+    let spec = SweepSpec {
+        url,
+        endpoint,
+        api_key: a.api_key.clone(),
+        body,
+        timeouts: Timeouts {
+            connect: a.connect_timeout,
+            read: a.read_timeout,
+            first_token: a.first_token_timeout,
+            total: a.total_timeout,
+        },
+        levels,
+        arrival,
+        warmup: a.warmup,
+        duration: a.duration,
+        seed: a.seed,
+        slo: a.slo.as_deref().map(parse_slo).transpose()?.unwrap_or_default(),
+        out: a.out.clone(),
+        preflight: !a.no_preflight,
+        progress: !a.quiet,
+        grace: a.grace,
+        argv: std::env::args().collect(),
+        gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
+    };
+    Ok((spec, dataset, a.format))
+}
+
+/// Raises the soft open-file limit to the hard one: an open loop may hold thousands of
+/// connections, and the usual soft limit of 1024 would turn them into `connect_error`s.
+pub(crate) fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
+/// The GPU sampler `verify` uses while it sweeps an engine on this host (a loopback URL) and a
+/// GPU tool is on PATH; `None` otherwise (the sweep runs without GPU figures).
+pub(crate) fn local_gpu_sampler(url: &str) -> Option<Arc<dyn Sampler>> {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    if !matches!(host, "127.0.0.1" | "localhost" | "[") {
+        return None;
+    }
+    let s = ToolSampler::detect(
+        None,
+        Path::new("mx-smi"),
+        Path::new("nvidia-smi"),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    tracing::info!(sampler = %s.describe(), "sampling the GPUs during the sweep");
+    Some(Arc::new(s))
+}
+
+/// The host's NUMA nodes and their CPUs from `<sysfs>/devices/system/node/node*/cpulist` (the
+/// probe's own sysfs reader); a kernel without NUMA nodes in sysfs counts as one node 0 holding
+/// every online CPU (`<sysfs>/devices/system/cpu/online`).
+pub(crate) fn host_nodes(sysfs_root: &Path) -> anyhow::Result<HostNodes> {
+    let facts = crate::host::sysfs::read(sysfs_root, &[])?;
+    let mut nodes: std::collections::BTreeMap<u32, CpuSet> =
+        facts.machine.nodes.into_iter().map(|n| (n.id, n.cpus)).collect();
+    if nodes.is_empty() {
+        let path = sysfs_root.join("devices/system/cpu/online");
+        let read = || -> anyhow::Result<CpuSet> {
+            let text = std::fs::read_to_string(&path)?;
+            Ok(CpuSet::parse_list(text.trim())?)
+        };
+        let cpus = read().with_context(|| format!("cannot read {}", path.display()))?;
+        nodes.insert(0, cpus);
+    }
+    Ok(HostNodes { nodes })
+}
+
+/// A factory of engine runtimes for `config`: one fresh runtime per engine life. The engine's
+/// output is appended to `engine_log` (kept beside the results), else it shares stderr.
+pub(crate) fn factory(
+    config: &Config,
+    state_dir: PathBuf,
+    engine_log: Option<PathBuf>,
+) -> Result<RuntimeFactory, CmdError> {
+    let self_exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "nodeagent".to_string());
+    // Fail on a bad engine config now, not at the first sub-run.
+    LaunchSpec::build(config, Binding::none(), &self_exe).bad_input()?;
+    let config = config.clone();
+    Ok(Box::new(move |binding: &Binding| -> Result<Box<dyn EngineRuntime>, String> {
+        let spec =
+            LaunchSpec::build(&config, binding.clone(), &self_exe).map_err(|e| e.to_string())?;
+        Ok(match spec.mode {
+            LaunchMode::Bare | LaunchMode::Numactl => Box::new(
+                ProcessRuntime::new(spec, state_dir.clone())
+                    .stdout_to_stderr(true)
+                    .log_to(engine_log.clone()),
+            ),
+            LaunchMode::Container => {
+                let runtime = DockerRuntime::new(ContainerSpec::new(
+                    &config.container,
+                    binding,
+                    spec.engine_argv.clone(),
+                    spec.env.clone(),
+                    "compare",
+                ));
+                match &engine_log {
+                    Some(path) => {
+                        let file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|e| format!("engine log {}: {e}", path.display()))?;
+                        let sink: LogSink = Arc::new(Mutex::new(file));
+                        Box::new(runtime.with_log_sink(Some(sink)))
+                    }
+                    None => Box::new(runtime),
+                }
+            }
+        })
+    }))
+}
+
+/// Exit 1 when a sub-run failed or the comparison stopped early.
+pub(crate) fn compare_outcome(report: &CompareReport) -> Result<(), CmdError> {
+    let failed = report.runs.iter().filter(|r| r.error.is_some()).count();
+    if report.incomplete {
+        return Err(CmdError::failed(anyhow!(
+            "comparison incomplete: {} of {} sub-runs done; what was measured is saved",
+            report.runs.len(),
+            report.trials as usize * report.order.len()
+        )));
+    }
+    if failed > 0 {
+        return Err(CmdError::failed(anyhow!(
+            "{failed} of {} sub-runs failed (see FAILED lines above)",
+            report.runs.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> VerifyRunArgs {
+        let cli = Cli::try_parse_from(
+            [&["nodeagent", "verify", "--url", "http://127.0.0.1:1"], argv].concat(),
+        )
+        .unwrap();
+        match cli.command {
+            Command::Verify(v) => v.run,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slo_list_parses_durations_and_refuses_unknown_keys() {
+        let slo = parse_slo("ttft=2s, tpot=50ms,latency=30").unwrap();
+        assert_eq!(
+            (slo.ttft_s, slo.tpot_s, slo.latency_s, slo.itl_s),
+            (Some(2.0), Some(0.05), Some(30.0), None)
+        );
+        assert!(parse_slo("ttft").unwrap_err().to_string().contains("KEY=DURATION"));
+        assert!(parse_slo("foo=1s").unwrap_err().to_string().contains("foo"));
+    }
+
+    #[test]
+    fn seed_style_sweeps_become_levels() {
+        let a = run_args(&["--parallels", "8", "--parallels", "16", "--n", "1000"]);
+        let l = levels(&a).unwrap();
+        assert_eq!(
+            l.iter().map(|x| (x.parallel, x.number)).collect::<Vec<_>>(),
+            vec![(8, 1000), (16, 1000)]
+        );
+        let a = run_args(&["--parallel", "8", "16", "--number", "10", "20"]);
+        assert_eq!(levels(&a).unwrap()[1].number, 20);
+        let a = run_args(&["--rate", "5", "10", "--parallel", "64"]);
+        let l = levels(&a).unwrap();
+        assert_eq!((l[1].rate, l[1].parallel), (Some(10.0), 64));
+        assert!(levels(&run_args(&["--parallel", "0"])).is_err());
+        assert!(levels(&run_args(&["--rate", "0"])).is_err());
+        assert!(levels(&run_args(&["--parallel", "1", "--number", "0"])).is_err());
+    }
+}

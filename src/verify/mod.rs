@@ -1,0 +1,24 @@
+//! Sweeps and binding comparisons, built on the load generator.
+//!
+//! - `sweep`: one sweep (`run_sweep`): preflight, each level's warmup and measured phase, the
+//!   summary; the run directory's files are `rundir`'s.
+//! - `rundir`: the files of one sweep (`requests.jsonl`, `summary.json`, `summary.csv`,
+//!   `evalscope-summary.txt`, the chart) and `VerifyError`, the error of a sweep.
+//! - `compare`: pure code of a binding comparison: the BINDINGS grammar, resolving an entry
+//!   against the host's nodes (given by the caller), the interleaved schedule, statistics across
+//!   trials and the verdict. No I/O.
+//! - `trials`: runs a comparison: one engine life and one sweep per (trial, binding), and keeps
+//!   `compare.json`, `compare.txt` and `compare.svg` current.
+//! - `render`: the comparison's table and chart, to any `W: Write`.
+//!
+//! Imports run one way: `trials` -> `sweep` -> `rundir`, and `trials` -> `render` -> `compare`.
+//! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
+
+pub mod compare;
+pub mod render;
+pub mod rundir;
+pub mod sweep;
+pub mod trials;
+
+pub use rundir::VerifyError;
+pub use sweep::{run_sweep, LevelSpec, SweepOutcome, SweepSpec};
