@@ -56,11 +56,7 @@ pub fn parse_slo(text: &str) -> anyhow::Result<Slo> {
 }
 
 /// One value for every level, or one per level.
-pub(crate) fn per_level<T: Copy>(
-    values: &[T],
-    levels: usize,
-    flag: &str,
-) -> anyhow::Result<Vec<T>> {
+fn per_level<T: Copy>(values: &[T], levels: usize, flag: &str) -> anyhow::Result<Vec<T>> {
     match values.len() {
         1 => Ok(vec![values[0]; levels]),
         n if n == levels => Ok(values.to_vec()),
@@ -68,7 +64,9 @@ pub(crate) fn per_level<T: Copy>(
     }
 }
 
-pub(crate) fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
+/// The sweep's levels: `--parallel` (closed loop) or `--rate` (open loop, `--parallel` caps
+/// it), each with its `--number` of requests.
+fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     if a.parallel.contains(&0) && a.rate.is_empty() {
         return Err(anyhow!("--parallel 0 is only meaningful with --rate (no concurrency cap)"));
     }
@@ -103,6 +101,7 @@ pub(crate) fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     Ok(specs)
 }
 
+/// The `SweepSpec`, the loaded dataset and the output format of `verify`'s arguments.
 pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
     let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
     let api = a.api.map(|x| match x {
@@ -347,5 +346,28 @@ mod tests {
         assert!(levels(&run_args(&["--parallel", "0"])).is_err());
         assert!(levels(&run_args(&["--rate", "0"])).is_err());
         assert!(levels(&run_args(&["--parallel", "1", "--number", "0"])).is_err());
+    }
+
+    #[test]
+    fn host_nodes_come_from_sysfs_else_one_node_of_the_online_cpus() {
+        let root = tempfile::tempdir().unwrap();
+        let cpu = root.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        // No node directory and no online file: nothing to go on.
+        assert!(host_nodes(root.path()).unwrap_err().to_string().contains("cannot read"));
+        std::fs::write(cpu.join("online"), "0-3\n").unwrap();
+        let h = host_nodes(root.path()).unwrap();
+        assert_eq!(
+            h.nodes.into_iter().collect::<Vec<_>>(),
+            [(0, CpuSet::parse_list("0-3").unwrap())]
+        );
+        for (id, cpus) in [(0, "0-1"), (1, "2-3")] {
+            let node = root.path().join(format!("devices/system/node/node{id}"));
+            std::fs::create_dir_all(&node).unwrap();
+            std::fs::write(node.join("cpulist"), format!("{cpus}\n")).unwrap();
+        }
+        let h = host_nodes(root.path()).unwrap();
+        assert_eq!(h.nodes.len(), 2);
+        assert_eq!(h.nodes[&1], CpuSet::parse_list("2-3").unwrap());
     }
 }
