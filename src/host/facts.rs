@@ -12,14 +12,28 @@ use serde::{Deserialize, Serialize};
 
 use super::cpuset::CpuSet;
 
-/// A GPU vendor nodeagent knows how to talk to, or `Other` for devices named by PCI address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A GPU vendor nodeagent knows how to talk to, or `Other` for devices named by PCI address
+/// (also the default: no known GPU tool).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     Metax,
     Nvidia,
     Amd,
+    #[default]
     Other,
+}
+
+/// PCI vendor ids whose display/accelerator-class devices are GPUs.
+pub fn gpu_vendor(pci_vendor: u16) -> Option<Vendor> {
+    match pci_vendor {
+        0x10de => Some(Vendor::Nvidia),
+        0x1002 => Some(Vendor::Amd),
+        0x9999 => Some(Vendor::Metax),
+        _ => None,
+    }
 }
 
 /// The status table of `mx-smi` / `nvidia-smi` (and the `--query-gpu` CSV): one row per GPU
@@ -161,5 +175,15 @@ mod tests {
         assert_eq!(normalize_bus_id("N/A"), None);
         assert_eq!(normalize_bus_id("0000:zz:00.0"), None);
         assert_eq!(normalize_bus_id(""), None);
+    }
+
+    #[test]
+    fn gpu_vendors_by_pci_id() {
+        assert_eq!(gpu_vendor(0x10de), Some(Vendor::Nvidia));
+        assert_eq!(gpu_vendor(0x1002), Some(Vendor::Amd));
+        assert_eq!(gpu_vendor(0x9999), Some(Vendor::Metax));
+        // Intel (0x8086) display devices are not GPUs nodeagent plans for.
+        assert_eq!(gpu_vendor(0x8086), None);
+        assert_eq!(Vendor::default(), Vendor::Other);
     }
 }
