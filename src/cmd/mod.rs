@@ -8,6 +8,7 @@ pub mod plan;
 pub mod probe;
 pub mod serve;
 pub mod simulate;
+pub mod source;
 pub mod status;
 pub mod verify;
 
