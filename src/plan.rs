@@ -14,6 +14,10 @@
 //!    are bound by list (`--physcpubind`) and memory to the nearest node that has memory.
 //! 5. Free memory on the memory nodes below `host_memory_gb`: `--preferred` instead of
 //!    `--membind`, so allocations spill over instead of failing.
+//!
+//! `bind_instance` runs one function per rule (`gpu_nodes`, `cpu_nodes`, `cpus_of`,
+//! `memory_nodes`, `memory_policy`). `PlanError` names the request value or host fact at
+//! fault, never a command-line flag: `cmd::plan` tells it in flag words.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -458,17 +462,15 @@ fn memory_policy(
     reasons: &mut Vec<String>,
 ) -> MemPolicy {
     let mem_list: Vec<u32> = mem_nodes.iter().copied().collect();
-    let free: Option<u64> = mem_list
-        .iter()
-        .map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()).map(|m| m.value))
-        .sum();
+    let free_of = |id: &u32| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref());
+    let free: Option<u64> = mem_list.iter().map(|id| free_of(id).map(|m| m.value)).sum();
     let total: Option<u64> = mem_list
         .iter()
         .map(|id| topo.node(*id).and_then(|n| n.memory_total_mb.as_ref()).map(|m| m.value))
         .sum();
     let free_src = mem_list
         .iter()
-        .filter_map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()))
+        .filter_map(free_of)
         .map(|m| m.source.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -476,6 +478,7 @@ fn memory_policy(
         .join(", ");
     let nodes_word = if mem_list.len() == 1 { "node" } else { "nodes" };
     let has = if mem_list.len() == 1 { "has" } else { "have" };
+    let nodes = join(mem_list.iter());
     let mut memory =
         if mem_list.is_empty() { MemPolicy::Default } else { MemPolicy::Bind(mem_list.clone()) };
     match (need_gb, free) {
@@ -484,33 +487,22 @@ fn memory_policy(
             let best = mem_list
                 .iter()
                 .copied()
-                .max_by_key(|id| {
-                    (
-                        topo.node(*id)
-                            .and_then(|n| n.memory_free_mb.as_ref())
-                            .map_or(0, |m| m.value),
-                        std::cmp::Reverse(*id),
-                    )
-                })
+                .max_by_key(|id| (free_of(id).map_or(0, |m| m.value), std::cmp::Reverse(*id)))
                 .unwrap_or(0);
             reasons.push(format!(
-                "{nodes_word} {} {has} {free_mb} MB free ({free_src}), less than the {need} GB the engine needs (--host-memory-gb): --preferred={best} instead of --membind, so allocations spill to other nodes instead of failing",
-                join(mem_list.iter()),
+                "{nodes_word} {nodes} {has} {free_mb} MB free ({free_src}), less than the {need} GB the engine needs (--host-memory-gb): --preferred={best} instead of --membind, so allocations spill to other nodes instead of failing",
             ));
             memory = MemPolicy::Preferred(best);
         }
         (Some(need), Some(free_mb)) => reasons.push(format!(
-            "{nodes_word} {} {has} {free_mb} MB free ({free_src}), enough for the {need} GB the engine needs: --membind",
-            join(mem_list.iter()),
+            "{nodes_word} {nodes} {has} {free_mb} MB free ({free_src}), enough for the {need} GB the engine needs: --membind",
         )),
         (Some(need), None) if !mem_list.is_empty() => reasons.push(format!(
-            "free memory of {nodes_word} {} is unknown, so the {need} GB need cannot be checked: keeping --membind",
-            join(mem_list.iter())
+            "free memory of {nodes_word} {nodes} is unknown, so the {need} GB need cannot be checked: keeping --membind",
         )),
         (None, Some(free_mb)) if total.is_some_and(|t| free_mb * 10 < t) => {
             reasons.push(format!(
-                "{nodes_word} {} {has} only {free_mb} MB of {} MB free ({free_src}): if the engine needs more host memory than that, pass --host-memory-gb so the plan uses --preferred instead of --membind",
-                join(mem_list.iter()),
+                "{nodes_word} {nodes} {has} only {free_mb} MB of {} MB free ({free_src}): if the engine needs more host memory than that, pass --host-memory-gb so the plan uses --preferred instead of --membind",
                 total.unwrap_or(0)
             ));
         }

@@ -12,7 +12,11 @@
 //! - GPU CPU affinity: the tool's `CPU Affinity`, then sysfs `local_cpulist` (only when the
 //!   node is known: with `-1` it lists every CPU), then the node's CPUs.
 //!
-//! Pure: no I/O. Planning on the model is `crate::plan`'s job.
+//! Conditions that later layers act on are typed facts, not warning text: a `--gpu-pci` device
+//! the host lacks is `Topology::missing_gpu_pci` (and a warning, for people).
+//!
+//! Pure: no I/O. Imports only `crate::host` (facts flow up, never down). Planning on the model
+//! is `crate::plan`'s job.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -684,6 +688,25 @@ mod tests {
             "{:?}",
             topo.warnings
         );
+    }
+
+    #[test]
+    fn a_gpu_pci_device_with_nowhere_to_look_is_a_typed_fact_and_a_warning() {
+        let facts = HostFacts { gpu_pci: vec!["0000:99:00.0".into()], ..HostFacts::default() };
+        let topo = build(&facts);
+        assert_eq!(
+            topo.missing_gpu_pci,
+            [MissingGpuPci { bus_id: "0000:99:00.0".into(), searched: None }]
+        );
+        assert_eq!(
+            topo.warnings,
+            ["--gpu-pci 0000:99:00.0: no PCI device source (sysfs, hwloc) to find it in"]
+        );
+        let json = serde_json::to_value(&topo).unwrap();
+        assert_eq!(json["missing_gpu_pci"][0]["bus_id"], "0000:99:00.0");
+        // Empty, the field is left out: probe JSON without --gpu-pci reads as before.
+        let json = serde_json::to_value(build(&HostFacts::default())).unwrap();
+        assert!(json.get("missing_gpu_pci").is_none(), "{json}");
     }
 
     #[test]

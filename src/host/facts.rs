@@ -1,7 +1,8 @@
 //! Plain records of what each host source reported, before they are merged into the one
 //! topology model (`crate::topology`). Every parser in `crate::host` produces one of these;
 //! nothing here runs a command or reads a file, and this module imports nothing else from the
-//! crate except `CpuSet`.
+//! crate except `CpuSet`. It also says which PCI vendor ids are GPU vendors (`gpu_vendor`),
+//! which both `gather` and the topology model ask.
 //!
 //! `line` fields are 1-based line numbers in the raw output the fact was read from, so that a
 //! plan can cite its evidence ("mx-smi-topo-m.txt line 3").
