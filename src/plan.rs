@@ -14,6 +14,10 @@
 //!    are bound by list (`--physcpubind`) and memory to the nearest node that has memory.
 //! 5. Free memory on the memory nodes below `host_memory_gb`: `--preferred` instead of
 //!    `--membind`, so allocations spill over instead of failing.
+//!
+//! `bind_instance` runs one function per rule (`gpu_nodes`, `cpu_nodes`, `cpus_of`,
+//! `memory_nodes`, `memory_policy`). `PlanError` names the request value or host fact at
+//! fault, never a command-line flag: `cmd::plan` tells it in flag words.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -118,25 +122,29 @@ pub struct PlanRequest {
     pub host_memory_gb: Option<f64>,
 }
 
+/// Why no plan: each variant names the request value or host fact at fault, never a flag;
+/// `cmd::plan` tells them in the words of the command line (`--tp 3: ...`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    #[error("no GPUs found on this host (sources: {sources}); name them with --gpu-pci BUS_ID")]
+    #[error("no GPUs found on this host (sources: {sources})")]
     NoGpus { sources: String },
-    /// A device the user named with `--gpu-pci` is not there: a typo must not silently plan
-    /// for the other GPUs.
-    #[error("{detail}")]
-    GpuPciNotFound { detail: String },
-    #[error("--gpus: there is no GPU {index} (GPUs: {known})")]
+    /// A device the user named as a GPU is not there: a typo must not silently plan for the
+    /// other GPUs.
+    #[error("GPU PCI device {bus_id}: {problem}")]
+    GpuPciNotFound { bus_id: String, problem: String },
+    #[error("there is no GPU {index} (GPUs: {known})")]
     UnknownGpu { index: u32, known: String },
-    #[error("--gpus: GPU {index} is listed twice")]
+    #[error("GPU {index} is listed twice")]
     DuplicateGpu { index: u32 },
-    #[error("--{what} 0: must be at least 1")]
-    Zero { what: &'static str },
+    #[error("0 instances: must be at least 1")]
+    ZeroInstances,
+    #[error("tensor-parallel size 0: must be at least 1")]
+    ZeroTp,
     #[error("{count} GPUs cannot be split into {instances} equal instances")]
     Uneven { count: usize, instances: u32 },
-    #[error("--tp {tp}: {count} GPUs cannot be split into instances of {tp}")]
+    #[error("tensor-parallel size {tp}: {count} GPUs cannot be split into instances of {tp}")]
     UnevenTp { count: usize, tp: u32 },
-    #[error("--host-memory-gb {value}: must be a positive number")]
+    #[error("host memory {value} GB: must be a positive number")]
     BadMemory { value: f64 },
 }
 
@@ -151,50 +159,12 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
             return Err(PlanError::BadMemory { value: v });
         }
     }
-    // Topology only warns with "--gpu-pci ..." when a named device is missing.
-    if let Some(w) = topo.warnings.iter().find(|w| w.starts_with("--gpu-pci")) {
-        return Err(PlanError::GpuPciNotFound { detail: w.clone() });
+    if let Some(m) = topo.missing_gpu_pci.first() {
+        return Err(PlanError::GpuPciNotFound { bus_id: m.bus_id.clone(), problem: m.problem() });
     }
-    let known = || join(topo.gpus.iter().map(|g| g.index));
-    let chosen: Vec<&Gpu> = match &req.gpus {
-        Some(list) => {
-            let mut seen = BTreeSet::new();
-            let mut out = Vec::new();
-            for &index in list {
-                if !seen.insert(index) {
-                    return Err(PlanError::DuplicateGpu { index });
-                }
-                let gpu = topo
-                    .gpu(index)
-                    .ok_or_else(|| PlanError::UnknownGpu { index, known: known() })?;
-                out.push(gpu);
-            }
-            out
-        }
-        None => topo.gpus.iter().collect(),
-    };
-    if chosen.is_empty() {
-        let sources = if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
-        return Err(PlanError::NoGpus { sources });
-    }
+    let chosen = choose_gpus(topo, req.gpus.as_deref())?;
     let count = chosen.len();
-    let instances = match req.split {
-        Split::One => 1,
-        Split::Instances(0) => return Err(PlanError::Zero { what: "instances" }),
-        Split::Tp(0) => return Err(PlanError::Zero { what: "tp" }),
-        Split::Instances(n) => {
-            if count % n as usize != 0 {
-                return Err(PlanError::Uneven { count, instances: n });
-            }
-            n
-        }
-        Split::Tp(tp) => {
-            if count % tp as usize != 0 {
-                return Err(PlanError::UnevenTp { count, tp });
-            }
-            (count / tp as usize) as u32
-        }
-    };
+    let instances = instance_count(count, req.split)?;
     // Group by node: sort by (node, index) and cut into equal runs, so GPUs of one node stay
     // together whenever the sizes allow it. Unknown nodes sort last.
     let mut sorted = chosen.clone();
@@ -221,6 +191,48 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
         vendor: Some(topo.vendor),
         sources: topo.sources.clone(),
     })
+}
+
+/// The GPUs asked for (all when `wanted` is `None`), in the order asked; at least one.
+fn choose_gpus<'a>(topo: &'a Topology, wanted: Option<&[u32]>) -> Result<Vec<&'a Gpu>, PlanError> {
+    let chosen: Vec<&Gpu> = match wanted {
+        Some(list) => {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for &index in list {
+                if !seen.insert(index) {
+                    return Err(PlanError::DuplicateGpu { index });
+                }
+                let gpu = topo.gpu(index).ok_or_else(|| PlanError::UnknownGpu {
+                    index,
+                    known: join(topo.gpus.iter().map(|g| g.index)),
+                })?;
+                out.push(gpu);
+            }
+            out
+        }
+        None => topo.gpus.iter().collect(),
+    };
+    if chosen.is_empty() {
+        let sources = if topo.sources.is_empty() { "none".into() } else { topo.sources.join(", ") };
+        return Err(PlanError::NoGpus { sources });
+    }
+    Ok(chosen)
+}
+
+/// How many instances `count` GPUs make under `split`; every instance gets as many GPUs.
+fn instance_count(count: usize, split: Split) -> Result<u32, PlanError> {
+    match split {
+        Split::One => Ok(1),
+        Split::Instances(0) => Err(PlanError::ZeroInstances),
+        Split::Tp(0) => Err(PlanError::ZeroTp),
+        Split::Instances(n) if count % n as usize != 0 => {
+            Err(PlanError::Uneven { count, instances: n })
+        }
+        Split::Instances(n) => Ok(n),
+        Split::Tp(tp) if count % tp as usize != 0 => Err(PlanError::UnevenTp { count, tp }),
+        Split::Tp(tp) => Ok((count / tp as usize) as u32),
+    }
 }
 
 pub fn plan_gpu(g: &Gpu) -> PlanGpu {
@@ -281,76 +293,103 @@ fn nearest<'a>(topo: &'a Topology, from: &Node, ok: impl Fn(&Node) -> bool) -> O
         .map(|(_, n)| n)
 }
 
+/// One instance's binding: rules 1-5 of the module header, one step each, in order. Steps 1
+/// and 2 can find that no binding is safe; the instance then runs unbound, with the reasons so
+/// far.
 fn bind_instance(topo: &Topology, gpus: &[&Gpu], req: &PlanRequest) -> Instance {
     let indexes: Vec<u32> = gpus.iter().map(|g| g.index).collect();
     let mut reasons = Vec::new();
+    let Some(gpu_nodes) = gpu_nodes(gpus, &mut reasons) else {
+        return unbound(topo, indexes, Vec::new(), reasons);
+    };
+    let numa_nodes: Vec<u32> = gpu_nodes.iter().copied().collect();
+    let Some(cpu_nodes) = cpu_nodes(topo, &gpu_nodes, &mut reasons) else {
+        return unbound(topo, indexes, numa_nodes, reasons);
+    };
+    let cpus = cpus_of(topo, &cpu_nodes, &mut reasons);
+    let (mem_nodes, memoryless) = memory_nodes(topo, &cpu_nodes, &mut reasons);
+    let memory = memory_policy(topo, &mem_nodes, req.host_memory_gb, &mut reasons);
+    let binding = Binding {
+        // `numactl --cpunodebind` fails on a memoryless node: CPUs go by list alone.
+        cpu_nodes: if memoryless { Vec::new() } else { cpu_nodes.iter().copied().collect() },
+        cpus: Some(cpus.clone()),
+        memory,
+    };
+    bound(indexes, numa_nodes, cpus, binding, reasons)
+}
 
-    // 1. Every GPU's node must be known.
+/// Rule 1: the nodes the GPUs hang off, each with its evidence; `None` (no binding) as soon
+/// as one GPU's node is unknown.
+fn gpu_nodes(gpus: &[&Gpu], reasons: &mut Vec<String>) -> Option<BTreeSet<u32>> {
     let mut gpu_nodes: BTreeSet<u32> = BTreeSet::new();
     for g in gpus {
         let bus = g.bus_id.as_deref().map(|b| format!(" ({b})")).unwrap_or_default();
-        match &g.numa_node {
-            Some(node) => {
-                let cpus = g.cpu_affinity.as_ref().map(|c| {
-                    if c.source == node.source {
-                        format!(", CPU affinity {}", c.value.to_list())
-                    } else {
-                        format!(", CPU affinity {} ({})", c.value.to_list(), c.source)
-                    }
-                });
-                reasons.push(format!(
-                    "GPU{}{bus} hangs off NUMA node {}: {}{}",
-                    g.index,
-                    node.value,
-                    node.source,
-                    cpus.unwrap_or_default()
-                ));
-                gpu_nodes.insert(node.value);
+        let Some(node) = &g.numa_node else {
+            reasons.push(format!(
+                "GPU{}{bus}: no source knows its NUMA node (listed in {}; sysfs numa_node -1 or absent, tool affinity N/A or absent), so no binding is recommended: binding to a guessed node can cost more than it gains (the seed lost up to 23 % bound to the wrong nodes)",
+                g.index, g.listed_in
+            ));
+            return None;
+        };
+        let cpus = g.cpu_affinity.as_ref().map(|c| {
+            if c.source == node.source {
+                format!(", CPU affinity {}", c.value.to_list())
+            } else {
+                format!(", CPU affinity {} ({})", c.value.to_list(), c.source)
             }
-            None => {
-                reasons.push(format!(
-                    "GPU{}{bus}: no source knows its NUMA node (listed in {}; sysfs numa_node -1 or absent, tool affinity N/A or absent), so no binding is recommended: binding to a guessed node can cost more than it gains (the seed lost up to 23 % bound to the wrong nodes)",
-                    g.index, g.listed_in
-                ));
-                return unbound(topo, indexes, Vec::new(), reasons);
-            }
-        }
+        });
+        reasons.push(format!(
+            "GPU{}{bus} hangs off NUMA node {}: {}{}",
+            g.index,
+            node.value,
+            node.source,
+            cpus.unwrap_or_default()
+        ));
+        gpu_nodes.insert(node.value);
     }
-    let numa_nodes: Vec<u32> = gpu_nodes.iter().copied().collect();
+    Some(gpu_nodes)
+}
 
-    // 2. CPU nodes: a node without CPUs (GPU memory) is replaced by its nearest node with CPUs.
+/// Rule 2: the CPU nodes. A node without CPUs (GPU memory) is replaced by its nearest node
+/// with CPUs; `None` (no binding) when a node is unknown or nothing says which is nearest.
+fn cpu_nodes(
+    topo: &Topology,
+    gpu_nodes: &BTreeSet<u32>,
+    reasons: &mut Vec<String>,
+) -> Option<BTreeSet<u32>> {
     let mut cpu_nodes: BTreeSet<u32> = BTreeSet::new();
-    for &id in &gpu_nodes {
+    for &id in gpu_nodes {
         let Some(node) = topo.node(id) else {
             reasons.push(format!(
                 "NUMA node {id} is not in any node source, so its CPUs are unknown: no binding recommended"
             ));
-            return unbound(topo, indexes, numa_nodes, reasons);
+            return None;
         };
         if node.has_cpus() {
             cpu_nodes.insert(id);
             continue;
         }
         let what = if node.gpu_memory { "is GPU memory" } else { "has no CPUs" };
-        match nearest(topo, node, Node::has_cpus) {
-            Some(near) => {
-                reasons.push(format!(
-                    "node {id} {what} ({}): CPUs are never bound to it; using the nearest node with CPUs, node {} (distance {})",
-                    node.cpus.source,
-                    near.id,
-                    node.distance_to(near.id).unwrap_or(0)
-                ));
-                cpu_nodes.insert(near.id);
-            }
-            None => {
-                reasons.push(format!(
-                    "node {id} {what} and no distances say which node is nearest: no binding recommended"
-                ));
-                return unbound(topo, indexes, numa_nodes, reasons);
-            }
-        }
+        let Some(near) = nearest(topo, node, Node::has_cpus) else {
+            reasons.push(format!(
+                "node {id} {what} and no distances say which node is nearest: no binding recommended"
+            ));
+            return None;
+        };
+        reasons.push(format!(
+            "node {id} {what} ({}): CPUs are never bound to it; using the nearest node with CPUs, node {} (distance {})",
+            node.cpus.source,
+            near.id,
+            node.distance_to(near.id).unwrap_or(0)
+        ));
+        cpu_nodes.insert(near.id);
     }
-    // 3. Spanning nodes.
+    Some(cpu_nodes)
+}
+
+/// Rule 3: the CPUs of the CPU nodes; spanning several nodes binds to their union, and says
+/// so (as does a host whose one node with CPUs leaves nothing to gain).
+fn cpus_of(topo: &Topology, cpu_nodes: &BTreeSet<u32>, reasons: &mut Vec<String>) -> CpuSet {
     if cpu_nodes.len() > 1 {
         reasons.push(format!(
             "the instance's GPUs hang off nodes {}: binding to the union of those nodes; use --tp/--instances to give each node its own instance",
@@ -364,7 +403,7 @@ fn bind_instance(topo: &Topology, gpus: &[&Gpu], req: &PlanRequest) -> Instance 
         );
     }
     let mut cpus = CpuSet::new();
-    for id in &cpu_nodes {
+    for id in cpu_nodes {
         if let Some(node) = topo.node(*id) {
             reasons.push(format!(
                 "node {id} has CPUs {}: {}",
@@ -374,100 +413,112 @@ fn bind_instance(topo: &Topology, gpus: &[&Gpu], req: &PlanRequest) -> Instance 
             cpus = cpus.union(&node.cpus.value);
         }
     }
+    cpus
+}
 
-    // 4. Memory nodes: memoryless CPU nodes borrow the nearest node with memory.
+/// Rule 4: the memory nodes. A memoryless CPU node borrows the nearest node with memory;
+/// the flag says one was met (CPUs are then bound by list).
+fn memory_nodes(
+    topo: &Topology,
+    cpu_nodes: &BTreeSet<u32>,
+    reasons: &mut Vec<String>,
+) -> (BTreeSet<u32>, bool) {
     let mut mem_nodes: BTreeSet<u32> = BTreeSet::new();
     let mut memoryless = false;
-    for id in &cpu_nodes {
+    for id in cpu_nodes {
         let Some(node) = topo.node(*id) else { continue };
-        if node.has_memory() == Some(false) {
-            memoryless = true;
-            let src =
-                node.memory_total_mb.as_ref().map(|m| m.source.to_string()).unwrap_or_default();
-            match nearest(topo, node, |n| n.has_memory() != Some(false) && !n.gpu_memory) {
-                Some(near) => {
-                    reasons.push(format!(
-                        "node {id} has no memory (size 0 MB, {src}): `numactl --cpunodebind={id}` fails on it (numactl issue 165), so CPUs are bound by list (--physcpubind) and memory to the nearest node with memory, node {} (distance {})",
-                        near.id,
-                        node.distance_to(near.id).unwrap_or(0)
-                    ));
-                    mem_nodes.insert(near.id);
-                }
-                None => {
-                    reasons.push(format!(
-                        "node {id} has no memory (size 0 MB, {src}) and no distances say which node is nearest: CPUs bound by list, memory left to the kernel"
-                    ));
-                }
-            }
-        } else {
+        if node.has_memory() != Some(false) {
             mem_nodes.insert(*id);
+            continue;
+        }
+        memoryless = true;
+        let src = node.memory_total_mb.as_ref().map(|m| m.source.to_string()).unwrap_or_default();
+        match nearest(topo, node, |n| n.has_memory() != Some(false) && !n.gpu_memory) {
+            Some(near) => {
+                reasons.push(format!(
+                    "node {id} has no memory (size 0 MB, {src}): `numactl --cpunodebind={id}` fails on it (numactl issue 165), so CPUs are bound by list (--physcpubind) and memory to the nearest node with memory, node {} (distance {})",
+                    near.id,
+                    node.distance_to(near.id).unwrap_or(0)
+                ));
+                mem_nodes.insert(near.id);
+            }
+            None => {
+                reasons.push(format!(
+                    "node {id} has no memory (size 0 MB, {src}) and no distances say which node is nearest: CPUs bound by list, memory left to the kernel"
+                ));
+            }
         }
     }
+    (mem_nodes, memoryless)
+}
 
-    // 5. Enough free memory?
+/// Rule 5: the memory policy. `--membind` on the memory nodes, unless their free memory is
+/// below what the engine needs (`need_gb`): then `--preferred` on the freest, so allocations
+/// spill over instead of failing.
+fn memory_policy(
+    topo: &Topology,
+    mem_nodes: &BTreeSet<u32>,
+    need_gb: Option<f64>,
+    reasons: &mut Vec<String>,
+) -> MemPolicy {
     let mem_list: Vec<u32> = mem_nodes.iter().copied().collect();
-    let free: Option<u64> = mem_list
-        .iter()
-        .map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()).map(|m| m.value))
-        .sum();
+    let free_of = |id: &u32| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref());
+    let free: Option<u64> = mem_list.iter().map(|id| free_of(id).map(|m| m.value)).sum();
     let total: Option<u64> = mem_list
         .iter()
         .map(|id| topo.node(*id).and_then(|n| n.memory_total_mb.as_ref()).map(|m| m.value))
         .sum();
     let free_src = mem_list
         .iter()
-        .filter_map(|id| topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()))
+        .filter_map(free_of)
         .map(|m| m.source.to_string())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect::<Vec<_>>()
         .join(", ");
     let nodes_word = if mem_list.len() == 1 { "node" } else { "nodes" };
+    let has = if mem_list.len() == 1 { "has" } else { "have" };
+    let nodes = join(mem_list.iter());
     let mut memory =
         if mem_list.is_empty() { MemPolicy::Default } else { MemPolicy::Bind(mem_list.clone()) };
-    match (req.host_memory_gb, free) {
+    match (need_gb, free) {
         (Some(need), Some(free_mb)) if (free_mb as f64) < need * 1000.0 => {
             // Prefer the memory node with the most free memory; the others take the spill.
             let best = mem_list
                 .iter()
                 .copied()
-                .max_by_key(|id| {
-                    (topo.node(*id).and_then(|n| n.memory_free_mb.as_ref()).map_or(0, |m| m.value), std::cmp::Reverse(*id))
-                })
+                .max_by_key(|id| (free_of(id).map_or(0, |m| m.value), std::cmp::Reverse(*id)))
                 .unwrap_or(0);
             reasons.push(format!(
-                "{nodes_word} {} {} {free_mb} MB free ({free_src}), less than the {need} GB the engine needs (--host-memory-gb): --preferred={best} instead of --membind, so allocations spill to other nodes instead of failing",
-                join(mem_list.iter()),
-                if mem_list.len() == 1 { "has" } else { "have" },
+                "{nodes_word} {nodes} {has} {free_mb} MB free ({free_src}), less than the {need} GB the engine needs (--host-memory-gb): --preferred={best} instead of --membind, so allocations spill to other nodes instead of failing",
             ));
             memory = MemPolicy::Preferred(best);
         }
         (Some(need), Some(free_mb)) => reasons.push(format!(
-            "{nodes_word} {} {} {free_mb} MB free ({free_src}), enough for the {need} GB the engine needs: --membind",
-            join(mem_list.iter()),
-            if mem_list.len() == 1 { "has" } else { "have" },
+            "{nodes_word} {nodes} {has} {free_mb} MB free ({free_src}), enough for the {need} GB the engine needs: --membind",
         )),
         (Some(need), None) if !mem_list.is_empty() => reasons.push(format!(
-            "free memory of {nodes_word} {} is unknown, so the {need} GB need cannot be checked: keeping --membind",
-            join(mem_list.iter())
+            "free memory of {nodes_word} {nodes} is unknown, so the {need} GB need cannot be checked: keeping --membind",
         )),
         (None, Some(free_mb)) if total.is_some_and(|t| free_mb * 10 < t) => {
-            let note = format!(
-                "{nodes_word} {} {} only {free_mb} MB of {} MB free ({free_src}): if the engine needs more host memory than that, pass --host-memory-gb so the plan uses --preferred instead of --membind",
-                join(mem_list.iter()),
-                if mem_list.len() == 1 { "has" } else { "have" },
+            reasons.push(format!(
+                "{nodes_word} {nodes} {has} only {free_mb} MB of {} MB free ({free_src}): if the engine needs more host memory than that, pass --host-memory-gb so the plan uses --preferred instead of --membind",
                 total.unwrap_or(0)
-            );
-            reasons.push(note);
+            ));
         }
         _ => {}
     }
+    memory
+}
 
-    let binding = Binding {
-        cpu_nodes: if memoryless { Vec::new() } else { cpu_nodes.iter().copied().collect() },
-        cpus: Some(cpus.clone()),
-        memory,
-    };
+/// The instance as `serve` applies it and `plan --json` prints it.
+fn bound(
+    gpus: Vec<u32>,
+    numa_nodes: Vec<u32>,
+    cpus: CpuSet,
+    binding: Binding,
+    reasons: Vec<String>,
+) -> Instance {
     let memory_policy = match binding.memory {
         MemPolicy::Default => "default",
         MemPolicy::Bind(_) => "bind",
@@ -475,7 +526,7 @@ fn bind_instance(topo: &Topology, gpus: &[&Gpu], req: &PlanRequest) -> Instance 
         MemPolicy::Interleave(_) => "interleave",
     };
     Instance {
-        gpus: indexes,
+        gpus,
         numa_nodes,
         cpunodebind: binding.cpu_nodes.clone(),
         membind: binding.memory_nodes(),
@@ -581,11 +632,69 @@ mod tests {
         let err = plan(&topo, &PlanRequest { gpus: Some(vec![0, 0]), ..Default::default() });
         assert_eq!(err, Err(PlanError::DuplicateGpu { index: 0 }));
         let err = plan(&topo, &PlanRequest { split: Split::Instances(0), ..Default::default() });
-        assert_eq!(err, Err(PlanError::Zero { what: "instances" }));
+        assert_eq!(err, Err(PlanError::ZeroInstances));
+        let err = plan(&topo, &PlanRequest { split: Split::Tp(0), ..Default::default() });
+        assert_eq!(err, Err(PlanError::ZeroTp));
+        let err = plan(&topo, &PlanRequest { split: Split::Instances(2), ..Default::default() });
+        assert_eq!(err, Err(PlanError::Uneven { count: 3, instances: 2 }));
         let err = plan(&topo, &PlanRequest { host_memory_gb: Some(-1.0), ..Default::default() });
         assert!(matches!(err, Err(PlanError::BadMemory { .. })));
         let empty = topology::build(&HostFacts::default());
         assert!(matches!(plan(&empty, &PlanRequest::default()), Err(PlanError::NoGpus { .. })));
+    }
+
+    /// The plan reads the typed fact, not the warning text: a `--gpu-pci` device the host
+    /// lacks stops the plan even beside a real GPU.
+    #[test]
+    fn a_missing_gpu_pci_device_is_an_error_not_a_plan_for_the_others() {
+        let mut f = facts(two_sockets(), vec![]);
+        f.gpu_topo = None;
+        f.gpu_pci = vec!["0000:99:00.0".into()];
+        f.sysfs = Some(crate::host::facts::MachineFacts {
+            nodes: vec![],
+            pci_devices: vec![PciDeviceFacts {
+                bus_id: "0000:01:00.0".into(),
+                class: Some(0x030200),
+                vendor: Some(0x10de),
+                numa_node: Some(0),
+                ..Default::default()
+            }],
+        });
+        let topo = topology::build(&f);
+        assert_eq!(topo.gpus.len(), 1);
+        assert_eq!(topo.missing_gpu_pci.len(), 1);
+        let err = plan(&topo, &PlanRequest::default());
+        assert_eq!(
+            err,
+            Err(PlanError::GpuPciNotFound {
+                bus_id: "0000:99:00.0".into(),
+                problem: "no such PCI device in sysfs/bus/pci/devices".into()
+            })
+        );
+        // A warning that merely reads like one is not the fact.
+        let mut topo = topo;
+        topo.missing_gpu_pci.clear();
+        assert!(topo.warnings.iter().any(|w| w.starts_with("--gpu-pci 0000:99:00.0")));
+        assert_eq!(plan(&topo, &PlanRequest::default()).unwrap().instances.len(), 1);
+    }
+
+    /// Flag names are the command line's words (`cmd::plan` adds them), not the planner's.
+    #[test]
+    fn plan_errors_name_no_flag() {
+        let all = [
+            PlanError::NoGpus { sources: "none".into() },
+            PlanError::GpuPciNotFound { bus_id: "0000:99:00.0".into(), problem: "gone".into() },
+            PlanError::UnknownGpu { index: 9, known: "0,1".into() },
+            PlanError::DuplicateGpu { index: 0 },
+            PlanError::ZeroInstances,
+            PlanError::ZeroTp,
+            PlanError::Uneven { count: 3, instances: 2 },
+            PlanError::UnevenTp { count: 3, tp: 2 },
+            PlanError::BadMemory { value: -1.0 },
+        ];
+        for e in all {
+            assert!(!e.to_string().contains("--"), "{e}");
+        }
     }
 
     #[test]

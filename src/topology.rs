@@ -12,7 +12,11 @@
 //! - GPU CPU affinity: the tool's `CPU Affinity`, then sysfs `local_cpulist` (only when the
 //!   node is known: with `-1` it lists every CPU), then the node's CPUs.
 //!
-//! Pure: no I/O. Planning on the model is `crate::plan`'s job.
+//! Conditions that later layers act on are typed facts, not warning text: a `--gpu-pci` device
+//! the host lacks is `Topology::missing_gpu_pci` (and a warning, for people).
+//!
+//! Pure: no I/O. Imports only `crate::host` (facts flow up, never down). Planning on the model
+//! is `crate::plan`'s job.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,7 +24,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::host::cpuset::CpuSet;
-use crate::host::facts::{GpuTopoRow, MachineFacts, NodeFacts, PciDeviceFacts, Vendor};
+use crate::host::facts::{gpu_vendor, GpuTopoRow, MachineFacts, NodeFacts, PciDeviceFacts, Vendor};
 use crate::host::snapshot;
 use crate::host::HostFacts;
 
@@ -107,6 +111,27 @@ pub struct Gpu {
     pub listed_in: Evidence,
 }
 
+/// A PCI device the user named as a GPU (`--gpu-pci`) that the host does not have. A typo
+/// must not silently leave the plan to the other GPUs: the plan refuses on this fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingGpuPci {
+    /// sysfs form, `0000:41:01.0`.
+    pub bus_id: String,
+    /// Where it was looked for (`sysfs/bus/pci/devices`, `hwloc.xml`); `None` when there was no
+    /// PCI device source (sysfs, hwloc) to look in.
+    pub searched: Option<String>,
+}
+
+impl MissingGpuPci {
+    /// What went wrong, without the flag: "no such PCI device in sysfs/bus/pci/devices".
+    pub fn problem(&self) -> String {
+        match &self.searched {
+            Some(file) => format!("no such PCI device in {file}"),
+            None => "no PCI device source (sysfs, hwloc) to find it in".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Topology {
     pub vendor: Vendor,
@@ -114,7 +139,12 @@ pub struct Topology {
     pub gpus: Vec<Gpu>,
     /// The raw outputs the model was built from (snapshot file names).
     pub sources: Vec<String>,
+    /// Human text, for people; code reads the typed facts (`missing_gpu_pci`).
     pub warnings: Vec<String>,
+    /// `--gpu-pci` devices the host does not have (each also a warning). Left out of the JSON
+    /// when empty, so a model without them reads as before the field existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_gpu_pci: Vec<MissingGpuPci>,
 }
 
 impl Topology {
@@ -127,16 +157,6 @@ impl Topology {
     /// Every CPU of every node.
     pub fn all_cpus(&self) -> CpuSet {
         self.nodes.iter().fold(CpuSet::new(), |acc, n| acc.union(&n.cpus.value))
-    }
-}
-
-/// PCI vendor ids whose display/accelerator-class devices are GPUs.
-pub fn gpu_vendor(pci_vendor: u16) -> Option<Vendor> {
-    match pci_vendor {
-        0x10de => Some(Vendor::Nvidia),
-        0x1002 => Some(Vendor::Amd),
-        0x9999 => Some(Vendor::Metax),
-        _ => None,
     }
 }
 
@@ -246,7 +266,8 @@ pub fn build(facts: &HostFacts) -> Topology {
         }
     }
 
-    let mut gpus = list_gpus(facts, topo_file, &topo_rows, &mut warnings);
+    let mut missing_gpu_pci = Vec::new();
+    let mut gpus = list_gpus(facts, topo_file, &topo_rows, &mut warnings, &mut missing_gpu_pci);
     for gpu in &mut gpus {
         place_gpu(gpu, facts, topo_file, topo_rows.get(&gpu.index).copied(), &nodes, &mut warnings);
     }
@@ -258,7 +279,7 @@ pub fn build(facts: &HostFacts) -> Topology {
         }
     }
 
-    Topology { vendor: facts.vendor, nodes, gpus, sources, warnings }
+    Topology { vendor: facts.vendor, nodes, gpus, sources, warnings, missing_gpu_pci }
 }
 
 fn hwloc_name(facts: &HostFacts) -> &'static str {
@@ -390,6 +411,7 @@ fn list_gpus(
     topo_file: &str,
     topo_rows: &BTreeMap<u32, &GpuTopoRow>,
     warnings: &mut Vec<String>,
+    missing_gpu_pci: &mut Vec<MissingGpuPci>,
 ) -> Vec<Gpu> {
     let blank = |index: u32, listed_in: Evidence| Gpu {
         index,
@@ -440,9 +462,7 @@ fn list_gpus(
         (Some(s), None) => (format!("{}/bus/pci/devices", snapshot::SYSFS_DIR), s),
         (None, None) => {
             for bus in extra {
-                warnings.push(format!(
-                    "--gpu-pci {bus}: no PCI device source (sysfs, hwloc) to find it in"
-                ));
+                note_missing(bus, None, warnings, missing_gpu_pci);
             }
             return Vec::new();
         }
@@ -452,7 +472,7 @@ fn list_gpus(
     devices.sort_by(|a, b| a.bus_id.cmp(&b.bus_id));
     for bus in extra {
         if !devices.iter().any(|d| &d.bus_id == bus) {
-            warnings.push(format!("--gpu-pci {bus}: no such PCI device in {file}"));
+            note_missing(bus, Some(file.clone()), warnings, missing_gpu_pci);
         }
     }
     devices
@@ -464,6 +484,19 @@ fn list_gpus(
             ..blank(i as u32, Evidence::file(format!("{file}/{}", d.bus_id)))
         })
         .collect()
+}
+
+/// A `--gpu-pci` device the host lacks: the typed fact for the plan, and the same in words for
+/// people.
+fn note_missing(
+    bus_id: &str,
+    searched: Option<String>,
+    warnings: &mut Vec<String>,
+    missing_gpu_pci: &mut Vec<MissingGpuPci>,
+) {
+    let m = MissingGpuPci { bus_id: bus_id.to_string(), searched };
+    warnings.push(format!("--gpu-pci {bus_id}: {}", m.problem()));
+    missing_gpu_pci.push(m);
 }
 
 fn place_gpu(
@@ -655,6 +688,25 @@ mod tests {
             "{:?}",
             topo.warnings
         );
+    }
+
+    #[test]
+    fn a_gpu_pci_device_with_nowhere_to_look_is_a_typed_fact_and_a_warning() {
+        let facts = HostFacts { gpu_pci: vec!["0000:99:00.0".into()], ..HostFacts::default() };
+        let topo = build(&facts);
+        assert_eq!(
+            topo.missing_gpu_pci,
+            [MissingGpuPci { bus_id: "0000:99:00.0".into(), searched: None }]
+        );
+        assert_eq!(
+            topo.warnings,
+            ["--gpu-pci 0000:99:00.0: no PCI device source (sysfs, hwloc) to find it in"]
+        );
+        let json = serde_json::to_value(&topo).unwrap();
+        assert_eq!(json["missing_gpu_pci"][0]["bus_id"], "0000:99:00.0");
+        // Empty, the field is left out: probe JSON without --gpu-pci reads as before.
+        let json = serde_json::to_value(build(&HostFacts::default())).unwrap();
+        assert!(json.get("missing_gpu_pci").is_none(), "{json}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod probe;
 pub mod serve;
 pub mod simulate;
+pub mod source;
 pub mod status;
 pub mod sweep;
 pub mod verify;

@@ -1,40 +1,21 @@
-//! `nodeagent probe`: gather host facts (live or `--from`), build the topology model, print it
-//! as tables or JSON, optionally save the raw outputs as a snapshot (`--save`).
+//! `nodeagent probe`: load host facts and the topology model (live or `--from`, through
+//! `cmd::source`), print them as tables or JSON, optionally save the raw outputs as a snapshot
+//! (`--save`).
 
 use std::io::Write;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde::Serialize;
 
-use crate::cli::{ProbeArgs, SourceArgs};
+use crate::cli::ProbeArgs;
 use crate::exit::{CmdError, ResultExt};
-use crate::host::runner::SystemRunner;
-use crate::host::{self, HostFacts, SourceOptions};
+use crate::host::HostFacts;
 use crate::plan::{distance_row, plan_gpu, plan_node, PlanGpu, PlanNode};
-use crate::topology::{self, Topology};
+use crate::topology::Topology;
 
-/// Domain form of the source arguments.
-pub fn source_options(args: &SourceArgs) -> SourceOptions {
-    SourceOptions {
-        from: args.from.clone(),
-        mx_smi: args.mx_smi.clone(),
-        nvidia_smi: args.nvidia_smi.clone(),
-        rocm_smi: args.rocm_smi.clone(),
-        numactl: args.numactl.clone(),
-        sysfs_root: args.sysfs_root.clone(),
-        timeout: args.tool_timeout,
-        gpu_pci: args.gpu_pci.clone(),
-        hwloc: !args.no_hwloc,
-        ..SourceOptions::default()
-    }
-}
-
-/// Gathers facts and builds the model; every failure here is bad input (exit 2).
-pub fn load(args: &SourceArgs) -> Result<(HostFacts, Topology), CmdError> {
-    let facts = host::gather(&source_options(args), &SystemRunner).bad_input()?;
-    let topo = topology::build(&facts);
-    Ok((facts, topo))
-}
+/// Kept so that `demo` and `compare` build until they call [`super::source::load`] directly;
+/// remove once they do.
+pub use super::source::load;
 
 /// `probe --json`: the same `gpus` and `numa_nodes` shapes as `plan --json`, plus the full
 /// model with the evidence of every fact.
@@ -51,7 +32,7 @@ struct ProbeJson<'a> {
 
 pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
     let start = std::time::Instant::now();
-    let (facts, topo) = load(&args.source)?;
+    let (facts, topo) = super::source::load(&args.source)?;
     if let Some(dir) = &args.save {
         facts.raw.save(dir).bad_input()?;
         tracing::info!(dir = %dir.display(), "snapshot saved");

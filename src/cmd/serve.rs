@@ -50,7 +50,7 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<Binding, CmdError> {
     if !c.wants_auto_binding() {
         return c.explicit_binding().bad_input();
     }
-    let (_, topo) = super::probe::load(&args.source)?;
+    let (_, topo) = super::source::load(&args.source)?;
     let request = PlanRequest {
         gpus: c.launch.gpus.clone(),
         split: c.launch.tp.map_or(Split::One, Split::Tp),

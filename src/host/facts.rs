@@ -1,7 +1,8 @@
 //! Plain records of what each host source reported, before they are merged into the one
 //! topology model (`crate::topology`). Every parser in `crate::host` produces one of these;
 //! nothing here runs a command or reads a file, and this module imports nothing else from the
-//! crate except `CpuSet`.
+//! crate except `CpuSet`. It also says which PCI vendor ids are GPU vendors (`gpu_vendor`),
+//! which both `gather` and the topology model ask.
 //!
 //! `line` fields are 1-based line numbers in the raw output the fact was read from, so that a
 //! plan can cite its evidence ("mx-smi-topo-m.txt line 3").
@@ -12,14 +13,28 @@ use serde::{Deserialize, Serialize};
 
 use super::cpuset::CpuSet;
 
-/// A GPU vendor nodeagent knows how to talk to, or `Other` for devices named by PCI address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A GPU vendor nodeagent knows how to talk to, or `Other` for devices named by PCI address
+/// (also the default: no known GPU tool).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
     Metax,
     Nvidia,
     Amd,
+    #[default]
     Other,
+}
+
+/// PCI vendor ids whose display/accelerator-class devices are GPUs.
+pub fn gpu_vendor(pci_vendor: u16) -> Option<Vendor> {
+    match pci_vendor {
+        0x10de => Some(Vendor::Nvidia),
+        0x1002 => Some(Vendor::Amd),
+        0x9999 => Some(Vendor::Metax),
+        _ => None,
+    }
 }
 
 /// The status table of `mx-smi` / `nvidia-smi` (and the `--query-gpu` CSV): one row per GPU
@@ -161,5 +176,15 @@ mod tests {
         assert_eq!(normalize_bus_id("N/A"), None);
         assert_eq!(normalize_bus_id("0000:zz:00.0"), None);
         assert_eq!(normalize_bus_id(""), None);
+    }
+
+    #[test]
+    fn gpu_vendors_by_pci_id() {
+        assert_eq!(gpu_vendor(0x10de), Some(Vendor::Nvidia));
+        assert_eq!(gpu_vendor(0x1002), Some(Vendor::Amd));
+        assert_eq!(gpu_vendor(0x9999), Some(Vendor::Metax));
+        // Intel (0x8086) display devices are not GPUs nodeagent plans for.
+        assert_eq!(gpu_vendor(0x8086), None);
+        assert_eq!(Vendor::default(), Vendor::Other);
     }
 }

@@ -191,7 +191,7 @@ fn parse_outputs(facts: &mut HostFacts, name: &dyn Fn(&str) -> String) -> Result
 
 fn vendor_from_pci(m: Option<&MachineFacts>) -> Option<(Vendor, String)> {
     m?.pci_devices.iter().find_map(|d| {
-        let vendor = crate::topology::gpu_vendor(d.vendor?)?;
+        let vendor = facts::gpu_vendor(d.vendor?)?;
         d.class
             .is_some_and(sysfs::is_gpu_class)
             .then(|| (vendor, format!("PCI vendor {:#06x} at {}", d.vendor.unwrap_or(0), d.bus_id)))

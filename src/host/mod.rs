@@ -109,15 +109,6 @@ pub struct HostFacts {
     pub timings: Vec<Timing>,
 }
 
-// Deriving would mean editing `facts.rs`, which the parsers part owns; `Other` (no known GPU
-// tool) is the honest default.
-#[allow(clippy::derivable_impls)]
-impl Default for Vendor {
-    fn default() -> Self {
-        Vendor::Other
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error(transparent)]
