@@ -30,8 +30,8 @@ fn auto_binding() -> Result<Binding, CmdError> {
     let Command::Plan(args) = cli.command else {
         return Err(CmdError::failed(anyhow!("default plan arguments did not parse as plan")));
     };
-    let (_, topo) = super::probe::load(&args.source)?;
-    let plan = crate::plan::plan(&topo, &super::plan::request(&args))
+    let (_, topo) = super::source::load(&args.source)?;
+    let plan = super::source::plan_for(&args, &topo)
         .map_err(|e| anyhow!("`auto` needs the plan of this host: {e}"))
         .bad_input()?;
     plan.instances

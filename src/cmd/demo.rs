@@ -112,8 +112,8 @@ fn plan_seed(from: Option<&Path>) -> Result<(Plan, String), CmdError> {
         let Command::Plan(args) = cli.command else {
             return Err(CmdError::failed(anyhow!("plan arguments did not parse as plan")));
         };
-        let (_, topo) = super::probe::load(&args.source)?;
-        let plan = crate::plan::plan(&topo, &super::plan::request(&args))
+        let (_, topo) = super::source::load(&args.source)?;
+        let plan = super::source::plan_for(&args, &topo)
             .with_context(|| format!("planning {}", dir.display()))
             .bad_input()?;
         return Ok((plan, format!("planned from the snapshot {}", dir.display())));

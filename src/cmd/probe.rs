@@ -13,10 +13,6 @@ use crate::host::HostFacts;
 use crate::plan::{distance_row, plan_gpu, plan_node, PlanGpu, PlanNode};
 use crate::topology::Topology;
 
-/// Kept so that `demo` and `compare` build until they call [`super::source::load`] directly;
-/// remove once they do.
-pub use super::source::load;
-
 /// `probe --json`: the same `gpus` and `numa_nodes` shapes as `plan --json`, plus the full
 /// model with the evidence of every fact.
 #[derive(Debug, Serialize)]
