@@ -2,7 +2,9 @@
 //! print results to stdout, and map failures to `CmdError` (exit 1 or 2).
 
 pub mod compare;
+pub mod completions;
 pub mod demo;
+pub mod man;
 pub mod monitor;
 pub mod plan;
 pub mod probe;
@@ -25,5 +27,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args),
     }
 }
