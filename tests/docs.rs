@@ -138,7 +138,10 @@ fn plan_contract_sketch_uses_schema_keys() {
     for c in keys.captures_iter(block) {
         let key = &c[1];
         seen += 1;
-        assert!(schema.contains(&format!("\"{key}\":")), "the sketch names {key:?}, the schema does not");
+        assert!(
+            schema.contains(&format!("\"{key}\":")),
+            "the sketch names {key:?}, the schema does not"
+        );
     }
     assert!(seen >= 10, "the sketch lost its keys");
 }
@@ -309,7 +312,11 @@ fn long_options(path: &[String]) -> Vec<String> {
     for p in path {
         cmd = cmd.find_subcommand(p).unwrap();
     }
-    cmd.get_arguments().filter(|a| !a.is_hide_set()).filter_map(|a| a.get_long()).map(String::from).collect()
+    cmd.get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -382,12 +389,21 @@ fn benchmarks_claim_only_what_committed_commands_reproduce() {
             let body = std::fs::read_to_string(&file)
                 .unwrap_or_else(|_| panic!("`## {title}`: no test target {}", &c[1]));
             if let Some(filter) = c.get(2) {
-                assert!(body.contains(&format!("fn {}", filter.as_str())), "`## {title}`: tests/{}.rs has no test {}", &c[1], filter.as_str());
+                assert!(
+                    body.contains(&format!("fn {}", filter.as_str())),
+                    "`## {title}`: tests/{}.rs has no test {}",
+                    &c[1],
+                    filter.as_str()
+                );
             }
             found += 1;
         }
         for c in make.captures_iter(section) {
-            assert!(makefile.contains(&format!("\n{}:", &c[1])), "`## {title}`: no make target {}", &c[1]);
+            assert!(
+                makefile.contains(&format!("\n{}:", &c[1])),
+                "`## {title}`: no make target {}",
+                &c[1]
+            );
             found += 1;
         }
         assert!(found > 0, "`## {title}`: its command is not a committed one: {command}");
@@ -430,7 +446,11 @@ fn headings_and_links(text: &str) -> (BTreeSet<String>, Vec<String>) {
 
 #[test]
 fn manual_links_point_at_existing_files_and_headings() {
-    let mut pages = vec![repo().join("README.md"), repo().join("CONTRIBUTING.md"), repo().join("BENCHMARKS.md")];
+    let mut pages = vec![
+        repo().join("README.md"),
+        repo().join("CONTRIBUTING.md"),
+        repo().join("BENCHMARKS.md"),
+    ];
     for e in std::fs::read_dir(repo().join("docs")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "md") {
@@ -467,8 +487,13 @@ fn manual_links_point_at_existing_files_and_headings() {
 #[test]
 fn readme_stays_short_and_keeps_the_two_setup_commands_first() {
     let readme = read("README.md");
-    assert!(readme.len() <= 15 * 1024, "README.md is {} bytes; the manual belongs in docs/", readme.len());
-    let first_block: Vec<&str> = readme.lines().skip_while(|l| !l.starts_with("```")).skip(1).take(2).collect();
+    assert!(
+        readme.len() <= 15 * 1024,
+        "README.md is {} bytes; the manual belongs in docs/",
+        readme.len()
+    );
+    let first_block: Vec<&str> =
+        readme.lines().skip_while(|l| !l.starts_with("```")).skip(1).take(2).collect();
     assert!(first_block[0].starts_with("make demo "), "{first_block:?}");
     assert!(first_block[1].starts_with("make test "), "{first_block:?}");
     let makefile = read("Makefile");
