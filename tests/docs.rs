@@ -97,7 +97,8 @@ fn plan_schema_is_closed_and_strict() {
     let out = run(&["plan", "--from", "testdata/hosts/seed-4xmxc500", "--json"]);
     let good: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(schema_errors(&validator, &good).is_empty());
-    let mutations: [(&str, fn(&mut Value)); 6] = [
+    type Mutation = (&'static str, fn(&mut Value));
+    let mutations: [Mutation; 6] = [
         ("extra top-level key", |v| {
             v["surprise"] = Value::Bool(true);
         }),
