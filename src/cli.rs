@@ -58,6 +58,11 @@ pub enum Command {
     /// engine simulator under that binding mapped onto this machine's CPUs, check it in /proc,
     /// run a short sweep and a short binding comparison, write the report, stop everything.
     Demo(DemoArgs),
+    /// Print a shell completion script for bash, zsh or fish on stdout.
+    Completions(CompletionsArgs),
+    /// Write a man page per command (roff) into a directory (for packagers).
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,4 +641,29 @@ pub struct DemoArgs {
     /// Trials per binding in the comparison.
     #[arg(long, default_value_t = 2, value_name = "K")]
     pub trials: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// completions / man
+
+/// A shell `nodeagent completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `nodeagent completions bash > /etc/bash_completion.d/nodeagent`.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Directory to write `nodeagent.1` and `nodeagent-<command>.1` into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }

