@@ -25,9 +25,8 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
-
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 
 use crate::launch::container::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
 use crate::supervise::engine::{DockerError, EngineExit, EngineRuntime, RuntimeError};
