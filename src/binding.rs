@@ -1,6 +1,9 @@
 //! A CPU + memory binding, the one value that `plan` recommends, `serve` applies (natively,
 //! through `numactl`, or as a container cpuset), the binding check verifies in `/proc`, and
-//! `verify --compare` varies. Pure data and its renderings; applying it is `crate::launch`'s job.
+//! `verify --compare` varies. Pure data and its renderings (numactl and docker arguments), below
+//! `launch` and `supervise` in the flow: they import it, it imports neither. The launch spec
+//! turns it into numactl's argv prefix or a container cpuset; `crate::supervise::native` applies
+//! it between fork and exec.
 
 use serde::{Deserialize, Serialize};
 

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodeagent::binding::{Binding, MemPolicy};
+use nodeagent::config::container::ContainerSettings;
 use nodeagent::host::cpuset::CpuSet;
-use nodeagent::launch::container::{ContainerSettings, ContainerSpec};
-use nodeagent::launch::docker::{DockerRuntime, LogSink};
-use nodeagent::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
+use nodeagent::launch::container::ContainerSpec;
+use nodeagent::supervise::docker::{DockerRuntime, LogSink};
+use nodeagent::supervise::runtime::{EngineExit, EngineRuntime};
 
 #[path = "support/docker.rs"]
 mod support;
@@ -375,7 +376,7 @@ fn leftovers_of_a_killed_agent_are_found_by_label_and_removed() {
 fn preflight_error(mut rt_: DockerRuntime) -> String {
     rt().block_on(async {
         match rt_.preflight().await {
-            Err(e @ RuntimeError::Preflight(_)) => {
+            Err(e) if e.is_preflight() => {
                 eprintln!("{e}");
                 e.to_string()
             }

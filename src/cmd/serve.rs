@@ -12,14 +12,11 @@ use crate::binding::Binding;
 use crate::cli::{ServeArgs, ServeMode};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
-use crate::launch::container::ContainerSpec;
-use crate::launch::docker::DockerRuntime;
 use crate::launch::spec::LaunchSpec;
 use crate::plan::{self, PlanRequest, Split};
 use crate::supervise::notify::{Notifier, SdNotifier};
-use crate::supervise::process::ProcessRuntime;
 use crate::supervise::procs::ProcFs;
-use crate::supervise::runtime::EngineRuntime;
+use crate::supervise::runtime::{runtime_for, RuntimeOptions};
 use crate::supervise::status::{self, AgentStatus};
 use crate::supervise::supervisor::{Outcome, SuperviseError, Supervisor};
 
@@ -92,30 +89,6 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
     std::io::stdout().lock().write_all(out.as_bytes()).context("writing to stdout").failed()
 }
 
-fn make_runtime(c: &Config, spec: LaunchSpec) -> Result<Box<dyn EngineRuntime>, CmdError> {
-    match spec.mode {
-        LaunchMode::Bare | LaunchMode::Numactl => {
-            // Orphaned workers (a Ray worker whose parent died) re-parent to the agent instead
-            // of PID 1, so they stay visible, countable and killable.
-            nix::sys::prctl::set_child_subreaper(true)
-                .context("prctl(PR_SET_CHILD_SUBREAPER)")
-                .failed()?;
-            Ok(Box::new(ProcessRuntime::new(spec, c.state_dir()).adopt_children(true)))
-        }
-        LaunchMode::Container => {
-            let instance = format!("{}", c.launch.instance.unwrap_or(0));
-            let container = ContainerSpec::new(
-                &c.container,
-                &spec.binding,
-                spec.engine_argv.clone(),
-                spec.env.clone(),
-                &instance,
-            );
-            Ok(Box::new(DockerRuntime::new(container)))
-        }
-    }
-}
-
 pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let (c, sources) = effective(&args)?;
     let binding = binding(&c, &args)?;
@@ -159,7 +132,16 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
     let container = spec.mode == LaunchMode::Container;
     let check_port = container.then_some(spec.port);
     let check_path = if container { spec.model_path_host.clone() } else { None };
-    let runtime = make_runtime(&c, spec)?;
+    let options = RuntimeOptions {
+        state_dir: c.state_dir(),
+        instance: c.launch.instance.unwrap_or(0).to_string(),
+        engine_log: None,
+        stdout_to_stderr: false,
+        adopt_orphans: true,
+    };
+    // Printed inline: the error's message already names its source.
+    let runtime =
+        runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
     let supervisor = Supervisor {

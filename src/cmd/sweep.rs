@@ -7,17 +7,15 @@
 //! Not here: running sweeps and comparisons (`crate::verify`), printing results (the handlers).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 
 use crate::binding::Binding;
 use crate::cli::{ArrivalKind, DatasetKind, VerifyApi, VerifyFormat, VerifyRunArgs};
-use crate::config::{Config, LaunchMode};
+use crate::config::Config;
 use crate::exit::{CmdError, ResultExt};
 use crate::host::cpuset::CpuSet;
-use crate::launch::container::ContainerSpec;
-use crate::launch::docker::{DockerRuntime, LogSink};
 use crate::launch::spec::LaunchSpec;
 use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
@@ -25,8 +23,7 @@ use crate::loadgen::schedule::Arrival;
 use crate::loadgen::stats::Slo;
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::monitor::{Sampler, ToolSampler};
-use crate::supervise::process::ProcessRuntime;
-use crate::supervise::runtime::EngineRuntime;
+use crate::supervise::runtime::{runtime_for, EngineRuntime, RuntimeOptions};
 use crate::verify::compare::{CompareReport, HostNodes};
 use crate::verify::trials::RuntimeFactory;
 use crate::verify::{LevelSpec, SweepSpec};
@@ -248,37 +245,17 @@ pub(crate) fn factory(
     // Fail on a bad engine config now, not at the first sub-run.
     LaunchSpec::build(config, Binding::none(), &self_exe).bad_input()?;
     let config = config.clone();
+    let options = RuntimeOptions {
+        state_dir,
+        instance: "compare".into(),
+        engine_log,
+        stdout_to_stderr: true,
+        adopt_orphans: false,
+    };
     Ok(Box::new(move |binding: &Binding| -> Result<Box<dyn EngineRuntime>, String> {
         let spec =
             LaunchSpec::build(&config, binding.clone(), &self_exe).map_err(|e| e.to_string())?;
-        Ok(match spec.mode {
-            LaunchMode::Bare | LaunchMode::Numactl => Box::new(
-                ProcessRuntime::new(spec, state_dir.clone())
-                    .stdout_to_stderr(true)
-                    .log_to(engine_log.clone()),
-            ),
-            LaunchMode::Container => {
-                let runtime = DockerRuntime::new(ContainerSpec::new(
-                    &config.container,
-                    binding,
-                    spec.engine_argv.clone(),
-                    spec.env.clone(),
-                    "compare",
-                ));
-                match &engine_log {
-                    Some(path) => {
-                        let file = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .map_err(|e| format!("engine log {}: {e}", path.display()))?;
-                        let sink: LogSink = Arc::new(Mutex::new(file));
-                        Box::new(runtime.with_log_sink(Some(sink)))
-                    }
-                    None => Box::new(runtime),
-                }
-            }
-        })
+        runtime_for(spec, &config.container, &options).map_err(|e| e.to_string())
     }))
 }
 

@@ -1,8 +1,8 @@
 //! Launch specs: plan + profile -> exactly what to run (argv, environment, binding, container
-//! settings). Pure data here (`spec`, `container`), plus `native`, the one piece that runs in
-//! the engine's child before exec; `launch::docker` and `crate::supervise` perform the effects.
+//! request). Pure data with no effects: `spec` (the argv, env and binding of one engine) and
+//! `container` (the Docker API request a [`spec::LaunchSpec`] becomes in container mode).
+//! Everything that runs it (process trees, the native binding between fork and exec, Docker)
+//! lives in `crate::supervise`; this module imports nothing from there.
 
 pub mod container;
-pub mod docker;
-pub mod native;
 pub mod spec;

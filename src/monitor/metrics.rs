@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::checks::CheckKind;
 use super::status::{MonitorStatus, ENGINE_STATES};
+use crate::supervise::progress::vllm_sum;
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -272,29 +273,6 @@ pub fn relabel(text: &str, engine: &str) -> String {
 pub fn in_flight_from_vllm(text: &str) -> Option<u64> {
     vllm_sum(text, &["vllm:num_requests_running", "vllm:num_requests_waiting"])
         .map(|n| n.max(0.0) as u64)
-}
-
-/// The sum of every sample of the series `names` (all label sets: one per engine or model) in
-/// a Prometheus text exposition; `None` when none of them is there.
-pub fn vllm_sum(text: &str, names: &[&str]) -> Option<f64> {
-    let mut found = false;
-    let mut sum = 0.0;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('#') {
-            continue;
-        }
-        let name_end = t.find(['{', ' ']).unwrap_or(t.len());
-        if !names.contains(&&t[..name_end]) {
-            continue;
-        }
-        let value = t.rsplit_once('}').map(|(_, v)| v).unwrap_or(&t[name_end..]);
-        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-            found = true;
-            sum += v;
-        }
-    }
-    found.then_some(sum)
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //!
 //! Dependencies run one way: `sample` (records) <- `parse`, `sampler` <- `attribution`,
 //! `checks` <- `status` <- `metrics`, `view`, `agent` <- `server`. Nothing here starts or stops
-//! the engine: the supervisor reads `engine_hung` and decides.
+//! the engine: the supervisor reads `engine_hung` and decides. The monitor sits above
+//! `crate::supervise`: `supervised` reads the supervisor's status record and writes the
+//! monitor's status into it as JSON, `metrics` reads vLLM's series with
+//! `crate::supervise::progress::vllm_sum`; nothing in `crate::supervise` names this module.
 
 pub mod agent;
 pub mod attribution;

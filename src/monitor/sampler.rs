@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::supervise::runtime::BoxFuture;
+use futures_util::future::BoxFuture;
 
 use super::parse::{self, NVIDIA_QUERY_APPS_ARGS, NVIDIA_QUERY_GPU_ARGS};
 use super::sample::{now_unix_ms, Sample, SampleSource};

@@ -107,7 +107,12 @@ pub async fn spawn(
             });
             let snapshot = bridge_shared.snapshot();
             if snapshot.samples_total > 0 {
-                agent_status.lock().unwrap().monitor = Some(snapshot);
+                match serde_json::to_value(&snapshot) {
+                    Ok(v) => agent_status.lock().unwrap().monitor = Some(v),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor status not copied to the agent's")
+                    }
+                }
             }
         }
     });

@@ -1,15 +1,25 @@
-//! The supervisor: spawn the engine (a process tree or a container), check its binding, wait for
-//! readiness, watch liveness, restart with backoff, stop cleanly, talk to systemd.
+//! The supervisor and every effect on the engine: spawn it (a process tree or a container),
+//! check its binding, wait for readiness, watch liveness, restart with backoff, stop cleanly,
+//! talk to systemd.
 //!
-//! `runtime` is the seam (process tree here in `process`, containers in `crate::launch::docker`);
-//! `supervisor` is the state machine; `procs` reads `/proc`; `health` asks the engine over HTTP;
-//! `notify` talks to systemd; `status` is what `nodeagent status` reads over the state dir's
-//! Unix socket.
+//! `engine` is the seam (`EngineRuntime`, its typed errors); `runtime` chooses the runtime for a
+//! launch spec; `process` runs a process tree (with `native` applying the binding between fork
+//! and exec) and `docker` a container; `supervisor` is the state machine (on tokio's clock, so
+//! its tests run on paused time) and `restart` its restart decision; `procs` reads `/proc`;
+//! `health` asks the engine over HTTP; `progress` reads its token counters; `notify` talks to
+//! systemd; `status` is what `nodeagent status` reads over the state dir's Unix socket.
+//!
+//! Imports run one way: `crate::launch` (pure specs) and `crate::config` below, `crate::monitor`
+//! above (it reads the status record; nothing here names the monitor).
+pub mod docker;
+pub mod engine;
 pub mod health;
+pub mod native;
 pub mod notify;
 pub mod process;
 pub mod procs;
 pub mod progress;
+pub mod restart;
 pub mod runtime;
 pub mod status;
 pub mod supervisor;

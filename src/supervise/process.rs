@@ -6,21 +6,24 @@
 //! SIGKILL left behind, without ever killing a process that merely reused a pid.
 //!
 //! Not here: deciding when to restart (`crate::supervise::supervisor`), containers
-//! (`crate::launch::docker`).
+//! (`crate::supervise::docker`), the binding applied between fork and exec
+//! (`crate::supervise::native`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+use tokio::time::Instant;
 
-use crate::launch::native::NativeBinding;
 use crate::launch::spec::LaunchSpec;
+use crate::supervise::engine::{EngineExit, EngineRuntime, PortHolder, RuntimeError};
+use crate::supervise::native::NativeBinding;
 use crate::supervise::procs::{ProcFs, Stat};
-use crate::supervise::runtime::{BoxFuture, EngineExit, EngineRuntime, RuntimeError};
 
 /// Variables of the agent's own service that the engine must not inherit: a child that found
 /// `NOTIFY_SOCKET` could tell systemd it is ready.
@@ -189,14 +192,13 @@ impl ProcessRuntime {
     }
 
     fn preflight_sync(&self) -> Result<(), RuntimeError> {
-        let pre = |m: String| Err(RuntimeError::Preflight(m));
         let program = &self.spec.argv[0];
         if which(program).is_none() {
-            return pre(format!("engine program `{program}` not found (PATH or path)"));
+            return Err(RuntimeError::ProgramNotFound { program: program.clone() });
         }
         if let Some(path) = &self.spec.model_path_host {
             if !path.exists() {
-                return pre(format!("model path {} does not exist", path.display()));
+                return Err(RuntimeError::ModelPathMissing { path: path.clone() });
             }
         }
         if let Some(cpus) = &self.spec.binding.cpus {
@@ -205,16 +207,14 @@ impl ProcessRuntime {
                 .and_then(|t| crate::host::cpuset::CpuSet::parse_list(t.trim()).ok());
             if let Some(online) = online {
                 if !cpus.is_subset(&online) {
-                    return pre(format!(
-                        "binding cpus {cpus} are not all online (online: {online})"
-                    ));
+                    return Err(RuntimeError::CpusOffline { cpus: cpus.clone(), online });
                 }
             }
         }
         for node in self.spec.binding.memory_nodes() {
-            let dir = format!("/sys/devices/system/node/node{node}");
-            if Path::new("/sys/devices/system/node").exists() && !Path::new(&dir).exists() {
-                return pre(format!("binding memory node {node} does not exist ({dir})"));
+            let dir = PathBuf::from(format!("/sys/devices/system/node/node{node}"));
+            if Path::new("/sys/devices/system/node").exists() && !dir.exists() {
+                return Err(RuntimeError::NodeMissing { node, dir });
             }
         }
         // A memoryless node (numactl issue 165): the kernel refuses a policy that names only it,
@@ -227,17 +227,16 @@ impl ProcessRuntime {
             if let Some(node) =
                 self.spec.binding.memory_nodes().into_iter().find(|n| !with_memory.contains(*n))
             {
-                return pre(format!(
-                    "binding memory node {node} has no memory ({has_memory}: {with_memory}); \
-                     bind memory to the nearest node with memory, as `nodeagent plan` does"
-                ));
+                return Err(RuntimeError::NodeWithoutMemory {
+                    node,
+                    file: PathBuf::from(has_memory),
+                    with_memory,
+                });
             }
         }
         port_free(&self.proc, self.spec.port)?;
-        std::fs::create_dir_all(&self.state_dir).map_err(|source| RuntimeError::Io {
-            context: format!("creating state dir {}", self.state_dir.display()),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|source| RuntimeError::StateDir { path: self.state_dir.clone(), source })?;
         Ok(())
     }
 
@@ -264,9 +263,7 @@ impl ProcessRuntime {
                 .append(true)
                 .open(path)
                 .and_then(|f| Ok((f.try_clone()?, f)))
-                .map_err(|e| {
-                    RuntimeError::Preflight(format!("engine log {}: {e}", path.display()))
-                })?;
+                .map_err(|source| RuntimeError::EngineLog { path: path.clone(), source })?;
             cmd.stdout(file.0).stderr(file.1);
         } else if self.stdout_to_stderr {
             use std::os::fd::AsFd;
@@ -275,8 +272,7 @@ impl ProcessRuntime {
             }
         }
         if self.spec.native_binding {
-            let native = NativeBinding::new(&self.spec.binding)
-                .map_err(|e| RuntimeError::Preflight(format!("binding: {e}")))?;
+            let native = NativeBinding::new(&self.spec.binding)?;
             // SAFETY: `apply` only makes system calls (sched_setaffinity, sched_getaffinity,
             // set_mempolicy) on values prepared before the fork; it allocates nothing and takes
             // no locks, which is what is allowed between fork and exec.
@@ -286,13 +282,10 @@ impl ProcessRuntime {
         }
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
-        let child = cmd.spawn().map_err(|source| RuntimeError::Io {
-            context: format!("starting `{}`", argv[0]),
-            source,
-        })?;
-        let pid = child.id().map(|p| p as i32).ok_or_else(|| {
-            RuntimeError::Other("engine exited before its pid was read".to_string())
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| RuntimeError::Spawn { program: argv[0].clone(), source })?;
+        let pid = child.id().map(|p| p as i32).ok_or(RuntimeError::NoPid)?;
         tracing::info!(pid, argv = ?argv, "engine started");
         self.main_pid = Some(pid);
         self.child = Some(child);
@@ -330,8 +323,8 @@ fn which(program: &str) -> Option<PathBuf> {
 /// both sides set `SO_REUSEADDR` (Python's `http.server` does).
 pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
     let busy = |who: Option<(i32, String)>| {
-        let who = who.map(|(pid, comm)| format!(" by pid {pid} ({comm})")).unwrap_or_default();
-        Err(RuntimeError::Preflight(format!("port {port} is already in use{who}")))
+        let holder = who.map(|(pid, comm)| PortHolder { pid, comm });
+        Err(RuntimeError::PortBusy { port, holder })
     };
     if proc.port_listening(port) {
         return busy(proc.port_owner(port));
@@ -339,7 +332,7 @@ pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
     match std::net::TcpListener::bind(("0.0.0.0", port)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => busy(proc.port_owner(port)),
-        Err(e) => Err(RuntimeError::Preflight(format!("cannot check port {port}: {e}"))),
+        Err(source) => Err(RuntimeError::PortCheck { port, source }),
     }
 }
 
@@ -353,12 +346,7 @@ pub async fn kill_leftovers(
     let text = match std::fs::read_to_string(pid_file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(RuntimeError::Io {
-                context: format!("reading pid file {}", pid_file.display()),
-                source,
-            })
-        }
+        Err(source) => return Err(RuntimeError::PidFile { path: pid_file.to_path_buf(), source }),
     };
     let mut roots = BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -395,10 +383,9 @@ pub async fn kill_leftovers(
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
             if Instant::now() >= deadline + Duration::from_secs(5) {
-                return Err(RuntimeError::Other(format!(
-                    "leftover engine processes survive SIGKILL: {:?}",
-                    left.iter().map(|(p, _, _)| p).collect::<Vec<_>>()
-                )));
+                return Err(RuntimeError::LeftoversSurvive {
+                    pids: left.iter().map(|(p, _, _)| *p).collect(),
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -443,10 +430,7 @@ impl EngineRuntime for ProcessRuntime {
             let Some(child) = &mut self.child else {
                 return std::future::pending().await;
             };
-            let status = child.wait().await.map_err(|source| RuntimeError::Io {
-                context: "waiting for the engine".to_string(),
-                source,
-            })?;
+            let status = child.wait().await.map_err(|source| RuntimeError::Wait { source })?;
             let exit = exit_of(status);
             self.exit = Some(exit);
             Ok(exit)
@@ -460,7 +444,7 @@ impl EngineRuntime for ProcessRuntime {
             if left.is_empty() {
                 Ok(())
             } else {
-                Err(RuntimeError::Other(format!("engine processes left after stop: {left:?}")))
+                Err(RuntimeError::ProcessesLeft { pids: left })
             }
         })
     }

@@ -12,11 +12,13 @@
 //! vllm:prompt_tokens_total{engine="0",model_name="qwen2.5"} 18422.0
 //! vllm:generation_tokens_total{engine="0",model_name="qwen2.5"} 90210.0
 //! ```
-//! Engines without these series (or without `/metrics`) are not watched.
+//! Engines without these series (or without `/metrics`) are not watched. `vllm_sum` reads
+//! them (the monitor uses it too, for requests in flight). The clock is tokio's, so the
+//! supervisor's tests can run on paused time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::monitor::metrics::vllm_sum;
+use tokio::time::Instant;
 
 /// What one scrape says about progress.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +36,29 @@ impl Progress {
         let tokens = vllm_sum(text, &["vllm:prompt_tokens_total", "vllm:generation_tokens_total"])?;
         Some(Self { running, tokens })
     }
+}
+
+/// The sum of every sample of the series `names` (all label sets: one per engine or model) in
+/// a Prometheus text exposition; `None` when none of them is there.
+pub fn vllm_sum(text: &str, names: &[&str]) -> Option<f64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') {
+            continue;
+        }
+        let name_end = t.find(['{', ' ']).unwrap_or(t.len());
+        if !names.contains(&&t[..name_end]) {
+            continue;
+        }
+        let value = t.rsplit_once('}').map(|(_, v)| v).unwrap_or(&t[name_end..]);
+        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            found = true;
+            sum += v;
+        }
+    }
+    found.then_some(sum)
 }
 
 /// Tracks token progress across scrapes of one engine life.

@@ -1,60 +1,131 @@
-//! The seam between the supervisor and the ways an engine can run: a local process tree
-//! (bare or under `numactl`; `crate::supervise`) or a container (`crate::launch::docker`).
-//! The supervisor only ever talks to `dyn EngineRuntime`, so its state machine is the same
-//! for both, and tests can drive it with either.
+//! Choosing the runtime: [`runtime_for`] turns a launch spec into the one [`EngineRuntime`] that
+//! runs it (a process tree, bare with the binding applied natively or under `numactl`, or a
+//! Docker container), for `serve`, `verify --compare` and `demo` alike, so the choice is made
+//! in one place. The seam's types (`EngineRuntime`, `EngineExit`, `RuntimeError`) are defined
+//! in `super::engine` and re-exported here, so `supervise::runtime` is the one path callers use.
+//!
+//! Not here: running anything (`super::process`, `super::docker`) or deciding when to restart
+//! (`super::supervisor`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-/// A boxed future, so the trait stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::supervise::engine::{
+    DockerError, EngineExit, EngineRuntime, PortHolder, RuntimeError,
+};
 
-/// How an engine ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineExit {
-    /// Exited with this status code (a crash can end with 0: the supervisor treats any exit it
-    /// did not ask for as a failure).
-    Code(i64),
-    /// Killed by this signal.
-    Signal(i32),
+use crate::config::container::ContainerSettings;
+use crate::config::LaunchMode;
+use crate::launch::container::ContainerSpec;
+use crate::launch::spec::LaunchSpec;
+use crate::supervise::docker::{DockerRuntime, LogSink};
+use crate::supervise::process::ProcessRuntime;
+
+/// How a runtime is set up beyond what the launch spec says: where its state goes and where the
+/// engine's output goes. `serve` and the comparison differ only here.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// The state dir (the process runtime keeps its pid file there).
+    pub state_dir: PathBuf,
+    /// The instance a container runs, in its name and labels (`nodeagent-<instance>`).
+    pub instance: String,
+    /// Append the engine's stdout and stderr to this file (created if missing) instead of
+    /// sharing the agent's.
+    pub engine_log: Option<PathBuf>,
+    /// Without `engine_log`: send the engine's stdout to the agent's stderr (`verify --compare`
+    /// and `demo`, whose stdout is the report). Containers always write to stderr.
+    pub stdout_to_stderr: bool,
+    /// Process runtimes: make the agent a child subreaper, so orphaned workers (a Ray worker
+    /// whose parent died) re-parent to it instead of PID 1 and stay visible, countable and
+    /// killable; count them as the engine's (`serve`). Process-wide: for a long-lived agent.
+    pub adopt_orphans: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// Something that makes starting pointless (missing device, image, model path, busy port);
-    /// nothing was started.
-    #[error("preflight: {0}")]
-    Preflight(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("docker: {0}")]
-    Docker(String),
-    #[error("{0}")]
-    Other(String),
+/// The runtime that runs `spec`: a process tree for `bare` (the binding applied natively
+/// before exec when `spec.native_binding`) and `numactl` modes, a container built from
+/// `container` for `container` mode. Starts nothing; errors are setting up the subreaper or
+/// opening the engine log.
+pub fn runtime_for(
+    spec: LaunchSpec,
+    container: &ContainerSettings,
+    options: &RuntimeOptions,
+) -> Result<Box<dyn EngineRuntime>, RuntimeError> {
+    match spec.mode {
+        LaunchMode::Bare | LaunchMode::Numactl => {
+            if options.adopt_orphans {
+                nix::sys::prctl::set_child_subreaper(true)
+                    .map_err(|source| RuntimeError::Subreaper { source })?;
+            }
+            Ok(Box::new(
+                ProcessRuntime::new(spec, options.state_dir.clone())
+                    .adopt_children(options.adopt_orphans)
+                    .stdout_to_stderr(options.stdout_to_stderr)
+                    .log_to(options.engine_log.clone()),
+            ))
+        }
+        LaunchMode::Container => {
+            let runtime = DockerRuntime::new(ContainerSpec::new(
+                container,
+                &spec.binding,
+                spec.engine_argv,
+                spec.env,
+                &options.instance,
+            ));
+            Ok(Box::new(match &options.engine_log {
+                Some(path) => {
+                    let file =
+                        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(
+                            |source| RuntimeError::EngineLog { path: path.clone(), source },
+                        )?;
+                    let sink: LogSink = Arc::new(Mutex::new(file));
+                    runtime.with_log_sink(Some(sink))
+                }
+                None => runtime,
+            }))
+        }
+    }
 }
 
-/// One way of running the engine. Methods take `&mut self`; `wait` must be cancel-safe (the
-/// supervisor drops it when another event wins a `select!`).
-pub trait EngineRuntime: Send {
-    /// What this runtime is, for logs and status (`process`, `container nodeagent-engine-0`).
-    fn describe(&self) -> String;
-    /// Checks what can be checked before starting; starts nothing.
-    fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>>;
-    /// Removes leftovers of an earlier run of this agent (containers found by label, process
-    /// trees found by pid file or marker); returns a description of each thing removed.
-    fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>>;
-    /// Starts the engine; returns once its main process exists (not when it is ready).
-    fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>>;
-    /// Host PIDs of every process that belongs to the running engine now (descendants that left
-    /// the process group, like Ray workers, included).
-    fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>>;
-    /// Resolves when the engine has exited.
-    fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>>;
-    /// SIGTERM, up to `grace`, then SIGKILL; returns once nothing of the engine is left.
-    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::Binding;
+    use crate::config::load_str;
+
+    fn spec(text: &str) -> LaunchSpec {
+        let c = load_str("t.toml", text, std::path::Path::new(".")).unwrap().config;
+        LaunchSpec::build(&c, Binding::none(), "/x/nodeagent").unwrap()
+    }
+
+    #[test]
+    fn the_mode_chooses_the_runtime() {
+        let opts = RuntimeOptions { instance: "0".into(), ..Default::default() };
+        let settings = ContainerSettings { image: "img:1".into(), ..Default::default() };
+        let bare = spec("model = \"sim\"\n");
+        assert_eq!(runtime_for(bare, &settings, &opts).unwrap().describe(), "process");
+        let numactl = spec("model = \"sim\"\n[launch]\nmode = \"numactl\"\n");
+        assert_eq!(runtime_for(numactl, &settings, &opts).unwrap().describe(), "process (numactl)");
+        let container =
+            spec("model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"i:1\"\n");
+        assert_eq!(
+            runtime_for(container, &settings, &opts).unwrap().describe(),
+            "container nodeagent-0"
+        );
+    }
+
+    #[test]
+    fn an_engine_log_that_cannot_be_opened_is_a_preflight_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RuntimeOptions {
+            instance: "compare".into(),
+            engine_log: Some(dir.path().join("no/such/dir/engine.log")),
+            ..Default::default()
+        };
+        let settings = ContainerSettings { image: "img:1".into(), ..Default::default() };
+        let container =
+            spec("model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"i:1\"\n");
+        let err = runtime_for(container, &settings, &opts).err().expect("no log dir");
+        assert!(matches!(err, RuntimeError::EngineLog { .. }), "{err}");
+        assert!(err.is_preflight());
+    }
 }

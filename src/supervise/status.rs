@@ -1,7 +1,8 @@
 //! What `nodeagent status` shows: the agent's shared status record, the local endpoint that
 //! serves it (HTTP over a Unix socket in the state dir, never a network address), and the
 //! client side. The JSON shape is documented in the README ("`nodeagent status`"); the monitor
-//! adds GPU data under its own key later.
+//! (`crate::monitor::supervised`, which sits above this module) puts its own status under the
+//! `monitor` key, as JSON this module does not interpret.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,9 +83,10 @@ pub struct AgentStatus {
     pub restarts: u32,
     /// How the engine ended last (`exit code 1`, `signal 9`, `hung: ...`).
     pub last_exit: Option<String>,
-    /// GPUs, their processes and the monitor's alerts (`nodeagent serve --metrics-port`).
+    /// GPUs, their processes and the monitor's alerts (`nodeagent serve --metrics-port`): the
+    /// monitor's status as JSON, put here by `crate::monitor::supervised`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<crate::monitor::MonitorStatus>,
+    pub monitor: Option<serde_json::Value>,
     #[serde(skip)]
     pub started_at: Option<SystemTime>,
     #[serde(skip)]

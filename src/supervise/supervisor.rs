@@ -1,44 +1,45 @@
 //! The supervisor state machine (STYLE.md): Starting -> Ready <-> Degraded -> Restarting ->
 //! Starting ..., Stopping -> Stopped on cancellation, Failed when the restart budget is spent or
-//! a process escaped its binding. One `tokio::select!` per engine life over: the cancellation
-//! token (SIGTERM/SIGINT in `cmd::serve`), the engine's exit, health ticks, binding-check ticks
-//! and watchdog ticks. It works on any `EngineRuntime` (process tree or container) and tells
-//! systemd through a `Notifier`.
+//! a process escaped its binding. It works on any `EngineRuntime` (process tree or container)
+//! and tells systemd through a `Notifier`.
+//!
+//! One agent run is: `prepare` (leftovers, preflight), then per engine life `start`, `wait_ready`
+//! and `run_healthy`, then `after_failure` (the restart decision of `RestartBudget`, then the
+//! backoff) or `shutdown`. A life waits on one `tokio::select!` (`next_event`) over the
+//! cancellation token (SIGTERM/SIGINT in `cmd::serve`), the engine's exit, health ticks,
+//! binding-check ticks, the monitor's hung verdict and watchdog ticks. Every timer is tokio's
+//! (`tokio::time::{Instant, sleep, interval}`), so the tests below run on paused time.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
+use crate::supervise::engine::{EngineExit, EngineRuntime, RuntimeError};
 use crate::supervise::health::{get_tcp, probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::{Progress, ProgressWatch};
-use crate::supervise::runtime::{EngineExit, EngineRuntime, RuntimeError};
+use crate::supervise::restart::{Decision, RestartBudget};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
 
+/// Errors of an agent run that started nothing. The runtime's error is printed inline (its
+/// message already carries its own source), so the chain is not repeated.
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    /// Nothing was started (exit 2). The source is printed by the error chain.
-    #[error("{runtime}")]
-    Preflight {
-        runtime: String,
-        #[source]
-        source: RuntimeError,
-    },
-    #[error("removing leftovers of an earlier run ({runtime})")]
-    Leftovers {
-        runtime: String,
-        #[source]
-        source: RuntimeError,
-    },
+    /// Nothing was started (exit 2).
+    #[error("{runtime}: {error}")]
+    Preflight { runtime: String, error: RuntimeError },
+    #[error("removing leftovers of an earlier run ({runtime}): {error}")]
+    Leftovers { runtime: String, error: RuntimeError },
 }
 
 /// How supervision ended.
@@ -51,12 +52,68 @@ pub enum Outcome {
 }
 
 /// How one engine life ended.
+#[derive(Debug, PartialEq)]
 enum LifeEnd {
     Cancelled,
     /// Crash, hang, not ready in time: worth a restart.
     Restart(String),
     /// A process escaped the binding under `on_escape = "fail"`.
     Escaped(String),
+}
+
+/// What woke the supervisor during an engine life.
+enum Event {
+    /// SIGTERM/SIGINT (or the caller) asked to stop.
+    Cancelled,
+    /// The engine's main process ended (reaped by the runtime).
+    Exited(Result<EngineExit, RuntimeError>),
+    HealthTick,
+    BindingTick,
+    /// The monitor's hung verdict turned true.
+    GpuHung,
+    WatchdogTick,
+}
+
+/// What a phase of a life does next after an event the phases handle alike.
+enum Step {
+    Continue,
+    End(LifeEnd),
+    /// A health tick: its meaning depends on the phase (readiness poll or liveness check).
+    Health,
+}
+
+/// The timers of one engine life.
+struct Ticks {
+    health: Interval,
+    binding: Interval,
+    watchdog: Interval,
+    /// systemd asked for watchdog pings.
+    watchdog_on: bool,
+}
+
+impl Ticks {
+    /// Every first tick is at once: readiness is polled, the binding checked and the watchdog
+    /// fed as soon as the engine runs.
+    fn new(p: &SupervisePolicy, watchdog: Option<Duration>) -> Self {
+        let delayed = |mut t: Interval| {
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        };
+        Self {
+            health: delayed(tokio::time::interval(READY_POLL)),
+            binding: delayed(tokio::time::interval(p.binding_check_interval)),
+            watchdog: delayed(tokio::time::interval(
+                watchdog.map_or(Duration::from_secs(3600), |d| d / 2),
+            )),
+            watchdog_on: watchdog.is_some(),
+        }
+    }
+
+    /// Once ready, health is asked every `health_interval`, starting one interval from now.
+    fn health_every(&mut self, every: Duration) {
+        self.health = tokio::time::interval_at(Instant::now() + every, every);
+        self.health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
 }
 
 pub struct Supervisor {
@@ -127,34 +184,8 @@ impl Supervisor {
     /// nothing was started.
     pub async fn run(mut self) -> Result<Outcome, SuperviseError> {
         let runtime = self.runtime.describe();
-        self.set_state(State::Starting, "looking for leftovers of an earlier run");
-        let removed = self
-            .runtime
-            .cleanup_leftovers()
-            .await
-            .map_err(|source| SuperviseError::Leftovers { runtime: runtime.clone(), source })?;
-        if !removed.is_empty() {
-            tracing::warn!(removed = ?removed, "removed leftovers of an earlier run");
-        }
-        self.runtime
-            .preflight()
-            .await
-            .map_err(|source| SuperviseError::Preflight { runtime: runtime.clone(), source })?;
-        let preflight = |source| SuperviseError::Preflight { runtime: runtime.clone(), source };
-        if let Some(port) = self.check_port {
-            crate::supervise::process::port_free(&self.proc, port).map_err(preflight)?;
-        }
-        if let Some(path) = &self.check_path {
-            if !path.exists() {
-                return Err(preflight(RuntimeError::Preflight(format!(
-                    "model path {} does not exist",
-                    path.display()
-                ))));
-            }
-        }
-
-        let mut failures: VecDeque<Instant> = VecDeque::new();
-        let mut backoff = self.policy.backoff_initial;
+        self.prepare(&runtime).await?;
+        let mut budget = RestartBudget::new(&self.policy);
         let mut ready_sent = false;
         loop {
             self.set_state(State::Starting, format!("starting {runtime}"));
@@ -173,46 +204,72 @@ impl Supervisor {
                 }
                 LifeEnd::Restart(why) => why,
             };
-            self.status.lock().unwrap().last_exit = Some(reason.clone());
-            self.set_state(State::Restarting, reason.clone());
-            self.stop_engine().await;
-            if self.cancel.is_cancelled() {
-                return Ok(self.shutdown().await);
+            if let Some(outcome) = self.after_failure(&mut budget, reason, started).await {
+                return Ok(outcome);
             }
-            // A long healthy run forgives earlier trouble.
-            if started.elapsed() >= self.policy.stable_after {
-                backoff = self.policy.backoff_initial;
-                failures.clear();
+        }
+    }
+
+    /// Before the first start: removes leftovers of an earlier run, then runs the runtime's
+    /// preflight and the supervisor's own checks. Nothing is started.
+    async fn prepare(&mut self, runtime: &str) -> Result<(), SuperviseError> {
+        self.set_state(State::Starting, "looking for leftovers of an earlier run");
+        let removed = self
+            .runtime
+            .cleanup_leftovers()
+            .await
+            .map_err(|error| SuperviseError::Leftovers { runtime: runtime.to_string(), error })?;
+        if !removed.is_empty() {
+            tracing::warn!(removed = ?removed, "removed leftovers of an earlier run");
+        }
+        let preflight = |error| SuperviseError::Preflight { runtime: runtime.to_string(), error };
+        self.runtime.preflight().await.map_err(preflight)?;
+        if let Some(port) = self.check_port {
+            crate::supervise::process::port_free(&self.proc, port).map_err(preflight)?;
+        }
+        if let Some(path) = &self.check_path {
+            if !path.exists() {
+                return Err(preflight(RuntimeError::ModelPathMissing { path: path.clone() }));
             }
-            let now = Instant::now();
-            failures.push_back(now);
-            while failures
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.policy.restart_window)
-            {
-                failures.pop_front();
-            }
-            if failures.len() as u32 > self.policy.restart_budget {
-                let why = format!(
-                    "crash loop: {} failures within {}, restart budget {} spent; last: {reason}",
-                    failures.len(),
-                    humantime::format_duration(self.policy.restart_window),
-                    self.policy.restart_budget
-                );
+        }
+        Ok(())
+    }
+
+    /// After a life that failed: stops what is left of it, then asks the budget. `Some` when
+    /// supervision ends (budget spent, or cancelled meanwhile); `None` after the backoff, to
+    /// start again.
+    async fn after_failure(
+        &mut self,
+        budget: &mut RestartBudget,
+        reason: String,
+        started: Instant,
+    ) -> Option<Outcome> {
+        self.status.lock().unwrap().last_exit = Some(reason.clone());
+        self.set_state(State::Restarting, reason.clone());
+        self.stop_engine().await;
+        if self.cancel.is_cancelled() {
+            return Some(self.shutdown().await);
+        }
+        match budget.after_failure(&self.policy, started, Instant::now(), &reason) {
+            Decision::GiveUp(why) => {
                 self.set_state(State::Failed, why.clone());
-                return Ok(Outcome::Failed(why));
+                Some(Outcome::Failed(why))
             }
-            self.status.lock().unwrap().restarts += 1;
-            self.set_state(
-                State::Restarting,
-                format!("restarting in {} after: {reason}", humantime::format_duration(backoff)),
-            );
-            tokio::select! {
-                // Signal during the backoff: nothing runs, just stop.
-                _ = self.cancel.cancelled() => return Ok(self.shutdown().await),
-                _ = tokio::time::sleep(backoff) => {}
+            Decision::RestartAfter(backoff) => {
+                self.status.lock().unwrap().restarts += 1;
+                self.set_state(
+                    State::Restarting,
+                    format!(
+                        "restarting in {} after: {reason}",
+                        humantime::format_duration(backoff)
+                    ),
+                );
+                tokio::select! {
+                    // Signal during the backoff: nothing runs, just stop.
+                    _ = self.cancel.cancelled() => Some(self.shutdown().await),
+                    _ = tokio::time::sleep(backoff) => None,
+                }
             }
-            backoff = (backoff * 2).min(self.policy.backoff_max);
         }
     }
 
@@ -263,6 +320,11 @@ impl Supervisor {
         }
     }
 
+    /// Whether an escape from the binding ends the life (`on_escape = "fail"` and a binding).
+    fn escape_fails(&self) -> bool {
+        self.policy.on_escape == EscapePolicy::Fail && !self.binding.is_none()
+    }
+
     fn record_health(&self, p: &Probe, failures: u32) {
         let last = match p {
             Probe::Healthy => "healthy".to_string(),
@@ -277,7 +339,6 @@ impl Supervisor {
         });
     }
 
-    /// One engine life: from start to exit, hang, escape or cancellation.
     /// One `/metrics` scrape into the progress watchdog; `Some(reason)` when the engine is
     /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged.
     async fn stalled(&self, watch: &mut ProgressWatch, timeout: Duration) -> Option<String> {
@@ -289,6 +350,8 @@ impl Supervisor {
         watch.observe(Instant::now(), progress)
     }
 
+    /// One engine life, from start to exit, hang, escape or cancellation: the first binding
+    /// check, then `wait_ready`, then `run_healthy`.
     async fn life(&mut self, ready_sent: &mut bool) -> LifeEnd {
         let started = Instant::now();
         {
@@ -300,119 +363,415 @@ impl Supervisor {
             self.notifier
                 .notify(Notice::ExtendTimeout(self.policy.ready_timeout + Duration::from_secs(30)));
         }
-        let p = self.policy.clone();
-        let mut ready = false;
-        let mut failures = 0u32;
-        let mut ready_pids: BTreeSet<i32> = BTreeSet::new();
-        let mut progress = ProgressWatch::new(p.stall_timeout);
-        let mut health_tick = tokio::time::interval(READY_POLL);
-        let mut bind_tick = tokio::time::interval(p.binding_check_interval);
-        let watchdog = self.notifier.watchdog();
-        let mut wd_tick =
-            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
-        for t in [&mut health_tick, &mut bind_tick, &mut wd_tick] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
+        let mut ticks = Ticks::new(&self.policy, self.notifier.watchdog());
         // The first binding check runs at once, so a process that escaped is caught early.
         match self.check_binding().await {
-            Err(why) if p.on_escape == EscapePolicy::Fail && !self.binding.is_none() => {
-                return LifeEnd::Escaped(why)
-            }
+            Err(why) if self.escape_fails() => return LifeEnd::Escaped(why),
             Ok(pids) => self.status.lock().unwrap().main_pid = pids.first().copied(),
             Err(_) => {}
         }
-        loop {
-            tokio::select! {
-                // SIGTERM/SIGINT (or the caller) asked to stop.
-                _ = self.cancel.cancelled() => return LifeEnd::Cancelled,
-                // The engine's main process ended (reaped by the runtime). Any exit the
-                // supervisor did not ask for is a failure, even code 0 (VLLM-NOTES.md).
-                exit = self.runtime.wait() => {
-                    return LifeEnd::Restart(describe_exit(&exit));
-                }
-                _ = health_tick.tick() => {
-                    if !ready {
-                        if started.elapsed() > p.ready_timeout {
-                            return LifeEnd::Restart(format!(
-                                "engine not ready within {}",
-                                humantime::format_duration(p.ready_timeout)
-                            ));
-                        }
-                        let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
-                        self.record_health(&probe, 0);
-                        if probe == Probe::Healthy {
-                            ready = true;
-                            ready_pids = match self.check_binding().await {
-                                Ok(pids) => pids.into_iter().collect(),
-                                Err(why) if p.on_escape == EscapePolicy::Fail && !self.binding.is_none() => return LifeEnd::Escaped(why),
-                                Err(_) => self.status.lock().unwrap().pids.iter().copied().collect(),
-                            };
-                            health_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.health_interval, p.health_interval);
-                            health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            self.set_state(State::Ready, format!(
-                                "engine healthy after {:.1} s", started.elapsed().as_secs_f64()));
-                            if !*ready_sent {
-                                self.notifier.notify(Notice::Ready);
-                                *ready_sent = true;
-                            }
-                        }
-                        continue;
-                    }
-                    let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
-                    // Liveness also needs every process that was there at readiness: a dead
-                    // worker under a live API server is a dead engine (VLLM-NOTES.md).
-                    let now: BTreeSet<i32> = self.runtime.pids().await.unwrap_or_default().into_iter().collect();
-                    let lost: Vec<i32> = ready_pids.difference(&now).copied().collect();
-                    if !lost.is_empty() {
-                        // The main process may be among them (a zombie not reaped yet): then
-                        // its exit status is the better report.
-                        let wait = tokio::time::timeout(Duration::from_millis(500), self.runtime.wait());
-                        if let Ok(exit) = wait.await {
-                            return LifeEnd::Restart(describe_exit(&exit));
-                        }
-                        return LifeEnd::Restart(format!("engine process(es) {lost:?} died"));
-                    }
-                    if probe == Probe::Healthy {
-                        failures = 0;
-                        self.record_health(&probe, 0);
-                        if self.status.lock().unwrap().state == State::Degraded {
-                            self.set_state(State::Ready, "engine healthy again");
-                        }
-                        // /health answers; are tokens still being produced?
-                        if progress.enabled() {
-                            if let Some(why) = self.stalled(&mut progress, p.health_timeout).await {
-                                return LifeEnd::Restart(why);
-                            }
-                        }
-                    } else {
-                        failures += 1;
-                        self.record_health(&probe, failures);
-                        let why = match &probe { Probe::Unhealthy(w) => w.clone(), _ => "not listening".to_string() };
-                        if failures >= p.health_failures {
-                            return LifeEnd::Restart(format!(
-                                "engine hung: {failures} failed health checks, last: {why}"));
-                        }
-                        self.set_state(State::Degraded, format!(
-                            "health check failed ({failures}/{}): {why}", p.health_failures));
-                    }
-                }
-                _ = bind_tick.tick() => {
-                    if let Err(why) = self.check_binding().await {
-                        if p.on_escape == EscapePolicy::Fail && !self.binding.is_none() {
-                            return LifeEnd::Escaped(why);
-                        }
-                    }
-                }
-                // The monitor saw requests in flight while every engine GPU sat at 0 % for
-                // several samples: a hang the HTTP health check cannot see.
-                _ = gpu_hung_edge(&mut self.gpu_hung), if ready => {
-                    return LifeEnd::Restart(
-                        "engine hung: requests in flight but its GPUs idle (monitor)".to_string());
-                }
-                _ = wd_tick.tick(), if watchdog.is_some() => {
-                    self.notifier.notify(Notice::Watchdog);
-                }
+        let ready_pids = match self.wait_ready(started, &mut ticks, ready_sent).await {
+            Ok(pids) => pids,
+            Err(end) => return end,
+        };
+        self.run_healthy(&ready_pids, &mut ticks).await
+    }
+
+    /// The next thing that happens in a life. `ready` arms the monitor's hung verdict (an
+    /// engine still loading has no requests to hang on).
+    async fn next_event(&mut self, ticks: &mut Ticks, ready: bool) -> Event {
+        tokio::select! {
+            // SIGTERM/SIGINT (or the caller) asked to stop.
+            _ = self.cancel.cancelled() => Event::Cancelled,
+            // The engine's main process ended (reaped by the runtime).
+            exit = self.runtime.wait() => Event::Exited(exit),
+            _ = ticks.health.tick() => Event::HealthTick,
+            _ = ticks.binding.tick() => Event::BindingTick,
+            _ = gpu_hung_edge(&mut self.gpu_hung), if ready => Event::GpuHung,
+            _ = ticks.watchdog.tick(), if ticks.watchdog_on => Event::WatchdogTick,
+        }
+    }
+
+    /// The events every phase of a life handles alike.
+    async fn handle(&mut self, event: Event) -> Step {
+        match event {
+            Event::Cancelled => Step::End(LifeEnd::Cancelled),
+            // Any exit the supervisor did not ask for is a failure, even code 0
+            // (VLLM-NOTES.md).
+            Event::Exited(exit) => Step::End(LifeEnd::Restart(describe_exit(&exit))),
+            Event::HealthTick => Step::Health,
+            Event::BindingTick => match self.check_binding().await {
+                Err(why) if self.escape_fails() => Step::End(LifeEnd::Escaped(why)),
+                _ => Step::Continue,
+            },
+            // The monitor saw requests in flight while every engine GPU sat at 0 % for several
+            // samples: a hang the HTTP health check cannot see.
+            Event::GpuHung => Step::End(LifeEnd::Restart(
+                "engine hung: requests in flight but its GPUs idle (monitor)".to_string(),
+            )),
+            Event::WatchdogTick => {
+                self.notifier.notify(Notice::Watchdog);
+                Step::Continue
             }
         }
+    }
+
+    /// Polls readiness until the engine is healthy (`Ok`: the engine's processes then, which
+    /// must all stay alive) or the life ends first (not ready in time, exit, escape, cancel).
+    async fn wait_ready(
+        &mut self,
+        started: Instant,
+        ticks: &mut Ticks,
+        ready_sent: &mut bool,
+    ) -> Result<BTreeSet<i32>, LifeEnd> {
+        let p = self.policy.clone();
+        loop {
+            let event = self.next_event(ticks, false).await;
+            match self.handle(event).await {
+                Step::Continue => continue,
+                Step::End(end) => return Err(end),
+                Step::Health => {}
+            }
+            if started.elapsed() > p.ready_timeout {
+                return Err(LifeEnd::Restart(format!(
+                    "engine not ready within {}",
+                    humantime::format_duration(p.ready_timeout)
+                )));
+            }
+            let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            self.record_health(&probe, 0);
+            if probe != Probe::Healthy {
+                continue;
+            }
+            let ready_pids = match self.check_binding().await {
+                Ok(pids) => pids.into_iter().collect(),
+                Err(why) if self.escape_fails() => return Err(LifeEnd::Escaped(why)),
+                Err(_) => self.status.lock().unwrap().pids.iter().copied().collect(),
+            };
+            ticks.health_every(p.health_interval);
+            self.set_state(
+                State::Ready,
+                format!("engine healthy after {:.1} s", started.elapsed().as_secs_f64()),
+            );
+            if !*ready_sent {
+                self.notifier.notify(Notice::Ready);
+                *ready_sent = true;
+            }
+            return Ok(ready_pids);
+        }
+    }
+
+    /// Watches a ready engine until the life ends: health checks with a failure count, the
+    /// processes seen at readiness, the progress watchdog, the monitor's hung verdict.
+    async fn run_healthy(&mut self, ready_pids: &BTreeSet<i32>, ticks: &mut Ticks) -> LifeEnd {
+        let p = self.policy.clone();
+        let mut failures = 0u32;
+        let mut progress = ProgressWatch::new(p.stall_timeout);
+        loop {
+            let event = self.next_event(ticks, true).await;
+            match self.handle(event).await {
+                Step::Continue => continue,
+                Step::End(end) => return end,
+                Step::Health => {}
+            }
+            let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            // Liveness also needs every process that was there at readiness: a dead worker
+            // under a live API server is a dead engine (VLLM-NOTES.md).
+            let now: BTreeSet<i32> =
+                self.runtime.pids().await.unwrap_or_default().into_iter().collect();
+            let lost: Vec<i32> = ready_pids.difference(&now).copied().collect();
+            if !lost.is_empty() {
+                // The main process may be among them (a zombie not reaped yet): then its exit
+                // status is the better report.
+                let wait = tokio::time::timeout(Duration::from_millis(500), self.runtime.wait());
+                if let Ok(exit) = wait.await {
+                    return LifeEnd::Restart(describe_exit(&exit));
+                }
+                return LifeEnd::Restart(format!("engine process(es) {lost:?} died"));
+            }
+            if probe == Probe::Healthy {
+                failures = 0;
+                self.record_health(&probe, 0);
+                if self.status.lock().unwrap().state == State::Degraded {
+                    self.set_state(State::Ready, "engine healthy again");
+                }
+                // /health answers; are tokens still being produced?
+                if progress.enabled() {
+                    if let Some(why) = self.stalled(&mut progress, p.health_timeout).await {
+                        return LifeEnd::Restart(why);
+                    }
+                }
+            } else {
+                failures += 1;
+                self.record_health(&probe, failures);
+                let why = match &probe {
+                    Probe::Unhealthy(w) => w.clone(),
+                    _ => "not listening".to_string(),
+                };
+                if failures >= p.health_failures {
+                    return LifeEnd::Restart(format!(
+                        "engine hung: {failures} failed health checks, last: {why}"
+                    ));
+                }
+                self.set_state(
+                    State::Degraded,
+                    format!("health check failed ({failures}/{}): {why}", p.health_failures),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine on paused time, with a scripted runtime: backoff, the crash-loop
+    //! budget, readiness timeouts and the watchdog take no real time. `tests/serve.rs` runs the
+    //! same rules on real processes.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::supervise::notify::RecordingNotifier;
+    use crate::supervise::status::AgentStatus;
+
+    /// What the fake runtime does and saw: each start takes the next lifetime (`None`, or none
+    /// left: it runs until stopped), after which the engine exits with code 1.
+    #[derive(Clone, Default)]
+    struct Script {
+        lives: Arc<Mutex<VecDeque<Option<Duration>>>>,
+        starts: Arc<Mutex<Vec<Instant>>>,
+        stops: Arc<Mutex<u32>>,
+    }
+
+    impl Script {
+        fn new(lives: &[Option<u64>]) -> Self {
+            let lives = lives.iter().map(|l| l.map(Duration::from_secs)).collect();
+            Self { lives: Arc::new(Mutex::new(lives)), ..Default::default() }
+        }
+        fn starts(&self) -> Vec<Instant> {
+            self.starts.lock().unwrap().clone()
+        }
+        /// Seconds between consecutive starts.
+        fn gaps(&self) -> Vec<f64> {
+            self.starts().windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect()
+        }
+    }
+
+    struct FakeRuntime {
+        script: Script,
+        exit_at: Option<Instant>,
+        running: bool,
+    }
+
+    impl EngineRuntime for FakeRuntime {
+        fn describe(&self) -> String {
+            "fake".to_string()
+        }
+        fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                let now = Instant::now();
+                self.script.starts.lock().unwrap().push(now);
+                let life = self.script.lives.lock().unwrap().pop_front().flatten();
+                self.exit_at = life.map(|d| now + d);
+                self.running = true;
+                Ok(())
+            })
+        }
+        fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
+            Box::pin(async move {
+                match (self.running, self.exit_at) {
+                    (true, Some(at)) => {
+                        tokio::time::sleep_until(at).await;
+                        Ok(EngineExit::Code(1))
+                    }
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+        fn stop(&mut self, _grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
+            Box::pin(async move {
+                self.running = false;
+                self.exit_at = None;
+                *self.script.stops.lock().unwrap() += 1;
+                Ok(())
+            })
+        }
+    }
+
+    struct Harness {
+        supervisor: Supervisor,
+        script: Script,
+        notices: Arc<Mutex<Vec<Notice>>>,
+        status: Shared,
+        cancel: CancellationToken,
+        /// Bound, never listening: every health probe is refused (an engine still loading).
+        _closed: tokio::net::TcpSocket,
+    }
+
+    fn harness(
+        lives: &[Option<u64>],
+        watchdog: Option<Duration>,
+        tune: impl FnOnce(&mut SupervisePolicy),
+    ) -> Harness {
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let health_addr = closed.local_addr().unwrap();
+        let mut policy = Config::default().policy();
+        tune(&mut policy);
+        let script = Script::new(lives);
+        let notifier = RecordingNotifier { watchdog, ..Default::default() };
+        let notices = notifier.notices.clone();
+        let status = Arc::new(Mutex::new(AgentStatus::new(
+            "fake".into(),
+            vec!["engine".into()],
+            health_addr.port(),
+            None,
+            Binding::none(),
+        )));
+        let cancel = CancellationToken::new();
+        let supervisor = Supervisor {
+            runtime: Box::new(FakeRuntime {
+                script: script.clone(),
+                exit_at: None,
+                running: false,
+            }),
+            policy,
+            health_addr,
+            model: None,
+            binding: Binding::none(),
+            notifier: Arc::new(notifier),
+            status: status.clone(),
+            cancel: cancel.clone(),
+            proc: ProcFs::default(),
+            check_port: None,
+            check_path: None,
+            gpu_hung: None,
+        };
+        Harness { supervisor, script, notices, status, cancel, _closed: closed }
+    }
+
+    /// Cancels once the engine has been started `n` times and `after` has passed since.
+    fn cancel_after_start(h: &Harness, n: usize, after: Duration) {
+        let (script, cancel) = (h.script.clone(), h.cancel.clone());
+        tokio::spawn(async move {
+            while script.starts().len() < n {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(after).await;
+            cancel.cancel();
+        });
+    }
+
+    fn assert_near(got: f64, want: f64, what: &str) {
+        // Health probes of a real (refused) socket may move paused time to the next tick.
+        assert!((want..want + 0.5).contains(&got), "{what}: {got} s, want {want} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_loop_backs_off_doubling_up_to_the_cap_then_gives_up() {
+        let h = harness(&[Some(0); 10], None, |p| {
+            p.backoff_initial = Duration::from_secs(1);
+            p.backoff_max = Duration::from_secs(2);
+            p.restart_budget = 3;
+            p.restart_window = Duration::from_secs(600);
+        });
+        let outcome = h.supervisor.run().await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Failed(
+                "crash loop: 4 failures within 10m, restart budget 3 spent; last: engine \
+                 exited with code 1"
+                    .into()
+            )
+        );
+        let gaps = h.script.gaps();
+        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        for (got, want) in gaps.iter().zip([1.0, 2.0, 2.0]) {
+            assert_near(*got, want, "backoff");
+        }
+        let s = h.status.lock().unwrap();
+        assert_eq!((s.state, s.restarts), (State::Failed, 3));
+        assert_eq!(s.last_exit.as_deref(), Some("engine exited with code 1"));
+        assert_eq!(*h.script.stops.lock().unwrap(), 4, "every failed life is stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stable_run_forgives_earlier_failures_and_resets_the_backoff() {
+        // Two quick crashes, ten stable minutes, a crash, then a healthy run until cancelled.
+        // Without the forgiveness the third failure would spend the budget of 2.
+        let h = harness(&[Some(0), Some(0), Some(600), Some(0), None], None, |p| {
+            p.backoff_initial = Duration::from_secs(1);
+            p.backoff_max = Duration::from_secs(60);
+            p.restart_budget = 2;
+            p.restart_window = Duration::from_secs(3600);
+            p.stable_after = Duration::from_secs(300);
+            p.ready_timeout = Duration::from_secs(3600);
+        });
+        cancel_after_start(&h, 5, Duration::from_secs(1));
+        assert_eq!(h.supervisor.run().await.unwrap(), Outcome::Stopped);
+        let gaps = h.script.gaps();
+        assert_eq!(gaps.len(), 4, "{gaps:?}");
+        for (got, want) in gaps.iter().zip([1.0, 2.0, 601.0, 2.0]) {
+            assert_near(*got, want, "backoff");
+        }
+        assert_eq!(h.status.lock().unwrap().state, State::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_not_ready_in_time_is_restarted_and_a_zero_budget_gives_up() {
+        let h = harness(&[None], None, |p| {
+            p.ready_timeout = Duration::from_secs(30);
+            p.restart_budget = 0;
+        });
+        let t0 = Instant::now();
+        let outcome = h.supervisor.run().await.unwrap();
+        let Outcome::Failed(why) = outcome else { panic!("expected a failure, got {outcome:?}") };
+        assert!(why.ends_with("last: engine not ready within 30s"), "{why}");
+        assert_near(t0.elapsed().as_secs_f64(), 30.0, "ready timeout");
+        let health = h.status.lock().unwrap().health.clone().expect("probed");
+        assert_eq!((health.ok, health.last.as_str()), (false, "not listening"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_fed_at_half_its_interval_until_a_signal_stops_the_engine() {
+        let h = harness(&[None], Some(Duration::from_secs(10)), |p| {
+            p.ready_timeout = Duration::from_secs(3600);
+        });
+        cancel_after_start(&h, 1, Duration::from_secs(60));
+        assert_eq!(h.supervisor.run().await.unwrap(), Outcome::Stopped);
+        let notices = h.notices.lock().unwrap();
+        let fed = notices.iter().filter(|n| **n == Notice::Watchdog).count();
+        // At 0, 5, ..., 55 s, and maybe 60 s (the tick and the signal are due together).
+        assert!((12..=13).contains(&fed), "{fed} watchdog notices");
+        assert!(notices.contains(&Notice::ExtendTimeout(Duration::from_secs(3630))));
+        assert!(notices.contains(&Notice::Stopping));
+        assert!(!notices.contains(&Notice::Ready));
+        assert_eq!(*h.script.stops.lock().unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_during_the_backoff_stops_without_another_start() {
+        let h = harness(&[Some(0)], None, |p| {
+            p.backoff_initial = Duration::from_secs(600);
+        });
+        cancel_after_start(&h, 1, Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(h.supervisor.run().await.unwrap(), Outcome::Stopped);
+        assert!(t0.elapsed() < Duration::from_secs(5), "waited out the backoff");
+        assert_eq!(h.script.starts().len(), 1);
+        assert_eq!(h.status.lock().unwrap().state, State::Stopped);
     }
 }

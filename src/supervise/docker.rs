@@ -1,5 +1,5 @@
 //! The container runtime: runs one engine container through the Docker Engine API (bollard),
-//! as `crate::supervise::runtime::EngineRuntime`. It checks before starting (engine reachable,
+//! as `crate::supervise::engine::EngineRuntime`. It checks before starting (engine reachable,
 //! image present locally, devices and volume sources present, the name free), removes
 //! leftovers of an earlier run by label, creates + starts the container from a
 //! [`ContainerSpec`], lists the host PIDs of every process in it, waits for it to exit
@@ -25,10 +25,11 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use bollard::Docker;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
-use crate::launch::container::{ContainerError, ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
-use crate::supervise::runtime::{BoxFuture, EngineExit, EngineRuntime, RuntimeError};
+use crate::launch::container::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
+use crate::supervise::engine::{DockerError, EngineExit, EngineRuntime, RuntimeError};
 
 /// Where the Docker engine listens unless `DOCKER_HOST` (a `unix://` address) says otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -41,49 +42,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Per-request timeout for the long-poll `wait`; on expiry the wait is simply re-issued.
 const WAIT_POLL: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("cannot reach the engine at {addr}: {reason} (is dockerd running? `systemctl start docker`)")]
-    Unreachable { addr: String, reason: String },
-    #[error(
-        "image {image} not found locally; nodeagent never pulls (no registry is assumed \
-         reachable): `docker load` or `docker pull` it first"
-    )]
-    ImageMissing { image: String },
-    #[error("device {path} does not exist on this host (container.devices entry {entry:?})")]
-    DeviceMissing { path: String, entry: String },
-    #[error(
-        "volume source {path} does not exist on this host (container.volumes entry {entry:?})"
-    )]
-    VolumeMissing { path: String, entry: String },
-    #[error("a container named {name} ({id}) exists and is not managed by nodeagent: remove or rename it")]
-    NameTaken { name: String, id: String },
-    #[error("{0}")]
-    Settings(#[from] ContainerError),
-    #[error("{op} {name}: {reason}")]
-    Api { op: &'static str, name: String, reason: String },
-    #[error("container {name} was removed behind nodeagent's back")]
-    Gone { name: String },
-    #[error("container {name}: {what}")]
-    Unexpected { name: String, what: String },
-    #[error("container {name} is not started")]
-    NotStarted { name: String },
-}
-
-impl DockerError {
-    fn into_runtime(self) -> RuntimeError {
-        match self {
-            e @ (DockerError::ImageMissing { .. }
-            | DockerError::DeviceMissing { .. }
-            | DockerError::VolumeMissing { .. }
-            | DockerError::NameTaken { .. }
-            | DockerError::Settings(_)
-            | DockerError::Unreachable { .. }) => RuntimeError::Preflight(format!("docker: {e}")),
-            e => RuntimeError::Docker(e.to_string()),
-        }
-    }
-}
 
 /// One line from a bollard error: the daemon's own message for server errors (it names the
 /// container, image or device), the transport error otherwise.
@@ -199,13 +157,15 @@ impl DockerRuntime {
     }
 
     /// The client, connected and version-negotiated on first use.
-    async fn client(&mut self) -> Result<Docker, DockerError> {
+    async fn client(&mut self) -> Result<Docker, RuntimeError> {
         if let Some(d) = &self.docker {
             return Ok(d.clone());
         }
         let addr = self.address();
-        let unreachable =
-            |e: BollardError| DockerError::Unreachable { addr: addr.clone(), reason: reason(&e) };
+        let unreachable = |e: BollardError| RuntimeError::DockerUnreachable {
+            addr: addr.clone(),
+            reason: reason(&e),
+        };
         let docker = match &self.socket {
             Some(p) => Docker::connect_with_unix(
                 &p.to_string_lossy(),
@@ -221,7 +181,7 @@ impl DockerRuntime {
         Ok(docker)
     }
 
-    async fn preflight_inner(&mut self) -> Result<(), DockerError> {
+    async fn preflight_inner(&mut self) -> Result<(), RuntimeError> {
         // Settings first: a typo in a size is the cheapest thing to report.
         self.spec.create_body()?;
         let docker = self.client().await?;
@@ -229,25 +189,29 @@ impl DockerRuntime {
         match docker.inspect_image(&image).await {
             Ok(_) => {}
             Err(e) if status_of(&e) == Some(404) => {
-                return Err(DockerError::ImageMissing { image })
+                return Err(RuntimeError::ImageMissing { image })
             }
             Err(e) => {
                 return Err(DockerError::Api {
                     op: "inspect image",
                     name: image,
                     reason: reason(&e),
-                })
+                }
+                .into())
             }
         }
         for (entry, device) in self.spec.settings.devices.iter().zip(self.spec.devices()?) {
             if !Path::new(&device.host).exists() {
-                return Err(DockerError::DeviceMissing { path: device.host, entry: entry.clone() });
+                return Err(RuntimeError::DeviceMissing {
+                    path: device.host,
+                    entry: entry.clone(),
+                });
             }
         }
         for volume in self.spec.volumes()? {
             if let Some(path) = volume.host_path {
                 if !Path::new(&path).exists() {
-                    return Err(DockerError::VolumeMissing { path, entry: volume.bind });
+                    return Err(RuntimeError::VolumeMissing { path, entry: volume.bind });
                 }
             }
         }
@@ -262,12 +226,14 @@ impl DockerRuntime {
                     .is_some_and(|l| l.get(LABEL_MANAGED).is_some_and(|v| v == "true"));
                 if !ours {
                     let id = c.id.unwrap_or_default().chars().take(12).collect();
-                    return Err(DockerError::NameTaken { name, id });
+                    return Err(RuntimeError::NameTaken { name, id });
                 }
             }
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => {
-                return Err(DockerError::Api { op: "inspect container", name, reason: reason(&e) })
+                return Err(
+                    DockerError::Api { op: "inspect container", name, reason: reason(&e) }.into()
+                )
             }
         }
         Ok(())
@@ -275,7 +241,7 @@ impl DockerRuntime {
 
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes one container; "already stopped" and
     /// "no such container" count as done.
-    async fn stop_and_remove(&mut self, id: &str, grace: Duration) -> Result<(), DockerError> {
+    async fn stop_and_remove(&mut self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         // The stop call blocks for up to the grace period; give the request room beyond it.
         let long = docker.clone().with_timeout(grace + REQUEST_TIMEOUT);
@@ -290,7 +256,8 @@ impl DockerRuntime {
                     op: "stop container",
                     name: id.to_string(),
                     reason: reason(&e),
-                })
+                }
+                .into())
             }
         }
         let remove = RemoveContainerOptions { force: true, v: true, link: false };
@@ -304,7 +271,8 @@ impl DockerRuntime {
                     op: "remove container",
                     name: id.to_string(),
                     reason: reason(&e),
-                })
+                }
+                .into())
             }
         }
         // Removal is asynchronous in the daemon only for the 409 case; confirm it is gone.
@@ -316,7 +284,8 @@ impl DockerRuntime {
                         op: "inspect container",
                         name: id.to_string(),
                         reason: reason(&e),
-                    })
+                    }
+                    .into())
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -324,10 +293,11 @@ impl DockerRuntime {
         Err(DockerError::Unexpected {
             name: id.to_string(),
             what: "still present 10 s after removal".into(),
-        })
+        }
+        .into())
     }
 
-    async fn cleanup_inner(&mut self) -> Result<Vec<String>, DockerError> {
+    async fn cleanup_inner(&mut self) -> Result<Vec<String>, RuntimeError> {
         let docker = self.client().await?;
         // Every container this agent's kind manages; those of this instance are leftovers.
         let filters =
@@ -369,7 +339,7 @@ impl DockerRuntime {
         Ok(removed)
     }
 
-    async fn start_inner(&mut self) -> Result<(), DockerError> {
+    async fn start_inner(&mut self) -> Result<(), RuntimeError> {
         let body = self.spec.create_body()?;
         // A restart: the previous (exited) container still holds the name.
         if let Some(old) = self.id.take() {
@@ -391,7 +361,7 @@ impl DockerRuntime {
             // Created but not started (a device it cannot open, a group it cannot resolve):
             // remove it so that nothing is left.
             let _ = self.stop_and_remove(&id, Duration::ZERO).await;
-            return Err(DockerError::Api { op: "start container", name, reason: reason(&e) });
+            return Err(DockerError::Api { op: "start container", name, reason: reason(&e) }.into());
         }
         self.id = Some(id.clone());
         self.follow_logs(&docker, &id);
@@ -460,19 +430,19 @@ impl DockerRuntime {
 
     /// Host PIDs of the container's processes as the daemon lists them (`docker top`).
     pub async fn pids_from_docker_top(&mut self) -> Result<Vec<i32>, RuntimeError> {
-        self.top_pids().await.map_err(DockerError::into_runtime)
+        self.top_pids().await
     }
 
-    async fn pids_inner(&mut self) -> Result<Vec<i32>, DockerError> {
+    async fn pids_inner(&mut self) -> Result<Vec<i32>, RuntimeError> {
         match self.pids_from_cgroup() {
             Some(pids) if !pids.is_empty() => Ok(pids),
             _ => self.top_pids().await,
         }
     }
 
-    async fn top_pids(&mut self) -> Result<Vec<i32>, DockerError> {
+    async fn top_pids(&mut self) -> Result<Vec<i32>, RuntimeError> {
         let name = self.spec.name.clone();
-        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }) };
+        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }.into()) };
         let docker = self.client().await?;
         // `docker top` lists the container's cgroup members (containerd's task pids) and
         // filters the host's `ps` by them: `-e` so that processes in other sessions (setsid
@@ -480,20 +450,22 @@ impl DockerRuntime {
         let top = TopOptions { ps_args: "-eo pid".to_string() };
         let resp = match docker.top_processes(&id, Some(top)).await {
             Ok(r) => r,
-            Err(e) if status_of(&e) == Some(404) => return Err(DockerError::Gone { name }),
+            Err(e) if status_of(&e) == Some(404) => return Err(DockerError::Gone { name }.into()),
             // 409: not running (exited, waiting to be reaped by the supervisor): no processes.
             Err(e) if status_of(&e) == Some(409) => return Ok(Vec::new()),
             Err(e) => {
-                return Err(DockerError::Api { op: "list processes of", name, reason: reason(&e) })
+                return Err(
+                    DockerError::Api { op: "list processes of", name, reason: reason(&e) }.into()
+                )
             }
         };
         parse_top(resp.titles.unwrap_or_default(), resp.processes.unwrap_or_default())
-            .map_err(|what| DockerError::Unexpected { name, what })
+            .map_err(|what| DockerError::Unexpected { name, what }.into())
     }
 
-    async fn wait_inner(&mut self) -> Result<EngineExit, DockerError> {
+    async fn wait_inner(&mut self) -> Result<EngineExit, RuntimeError> {
         let name = self.spec.name.clone();
-        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }) };
+        let Some(id) = self.id.clone() else { return Err(DockerError::NotStarted { name }.into()) };
         let long = self.client().await?.with_timeout(WAIT_POLL);
         // Cancel-safe: the state lives in the daemon; a dropped wait drops only an HTTP
         // request, and the next call asks again ("not-running" answers at once for a
@@ -509,22 +481,23 @@ impl DockerRuntime {
                 }
                 Some(Err(BollardError::RequestTimeoutError)) => continue,
                 Some(Err(e)) if status_of(&e) == Some(404) => {
-                    return Err(DockerError::Gone { name })
+                    return Err(DockerError::Gone { name }.into())
                 }
                 Some(Err(e)) => {
-                    return Err(DockerError::Api { op: "wait for", name, reason: reason(&e) })
+                    return Err(DockerError::Api { op: "wait for", name, reason: reason(&e) }.into())
                 }
                 None => {
                     return Err(DockerError::Unexpected {
                         name,
                         what: "wait ended without an exit status".into(),
-                    })
+                    }
+                    .into())
                 }
             }
         }
     }
 
-    async fn stop_inner(&mut self, grace: Duration) -> Result<(), DockerError> {
+    async fn stop_inner(&mut self, grace: Duration) -> Result<(), RuntimeError> {
         let Some(id) = self.id.clone() else { return Ok(()) };
         self.stop_and_remove(&id, grace).await?;
         self.end_log_task().await;
@@ -615,27 +588,27 @@ impl EngineRuntime for DockerRuntime {
     }
 
     fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move { self.preflight_inner().await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.preflight_inner().await })
     }
 
     fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
-        Box::pin(async move { self.cleanup_inner().await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.cleanup_inner().await })
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move { self.start_inner().await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.start_inner().await })
     }
 
     fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
-        Box::pin(async move { self.pids_inner().await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.pids_inner().await })
     }
 
     fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
-        Box::pin(async move { self.wait_inner().await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.wait_inner().await })
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move { self.stop_inner(grace).await.map_err(DockerError::into_runtime) })
+        Box::pin(async move { self.stop_inner(grace).await })
     }
 }
 
@@ -729,13 +702,14 @@ mod tests {
 
     #[test]
     fn preflight_errors_say_docker_and_what() {
-        let e = DockerError::ImageMissing { image: "img:1".into() }.into_runtime();
-        assert!(matches!(e, RuntimeError::Preflight(_)));
+        let e = RuntimeError::ImageMissing { image: "img:1".into() };
+        assert!(e.is_preflight());
         assert!(
             e.to_string().starts_with("preflight: docker: image img:1 not found locally"),
             "{e}"
         );
-        let e = DockerError::Gone { name: "nodeagent-0".into() }.into_runtime();
+        let e = RuntimeError::from(DockerError::Gone { name: "nodeagent-0".into() });
+        assert!(!e.is_preflight());
         assert_eq!(
             e.to_string(),
             "docker: container nodeagent-0 was removed behind nodeagent's back"

@@ -5,8 +5,9 @@
 //! host profile <- model profile <- config file (later wins; tables merge, other values replace).
 //!
 //! Every file is type-checked on its own first, so an error names `file:line:column`. This module
-//! reads files and merges; it starts nothing. `crate::launch::spec` turns a `Config` into what
-//! runs.
+//! reads files and merges; it starts nothing. `container` is the `[container]` section.
+//! `crate::launch::spec` turns a `Config` into what runs (launch imports config, never the other
+//! way round).
 //!
 //! A config file:
 //! ```toml
@@ -16,6 +17,8 @@
 //! port = 8001
 //! ```
 
+pub mod container;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,22 +27,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
-use crate::launch::container::ContainerSettings;
+use container::ContainerSettings;
 
 pub const DEFAULT_PATH: &str = "/etc/nodeagent/nodeagent.toml";
 
 /// Profiles shipped in the binary: (kind, name, TOML text).
 const BUILTIN: &[(&str, &str, &str)] = &[
-    ("hosts", "metax-mxc500-4x64g", include_str!("../profiles/hosts/metax-mxc500-4x64g.toml")),
-    ("hosts", "nvidia", include_str!("../profiles/hosts/nvidia.toml")),
-    ("hosts", "local", include_str!("../profiles/hosts/local.toml")),
-    ("models", "qwen2.5-72b", include_str!("../profiles/models/qwen2.5-72b.toml")),
+    ("hosts", "metax-mxc500-4x64g", include_str!("../../profiles/hosts/metax-mxc500-4x64g.toml")),
+    ("hosts", "nvidia", include_str!("../../profiles/hosts/nvidia.toml")),
+    ("hosts", "local", include_str!("../../profiles/hosts/local.toml")),
+    ("models", "qwen2.5-72b", include_str!("../../profiles/models/qwen2.5-72b.toml")),
     (
         "models",
         "deepseek-r1-distill-qwen-32b",
-        include_str!("../profiles/models/deepseek-r1-distill-qwen-32b.toml"),
+        include_str!("../../profiles/models/deepseek-r1-distill-qwen-32b.toml"),
     ),
-    ("models", "sim", include_str!("../profiles/models/sim.toml")),
+    ("models", "sim", include_str!("../../profiles/models/sim.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
