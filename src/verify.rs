@@ -21,9 +21,9 @@ use crate::loadgen::client::{
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::{RequestRecord, TokenSource};
 use crate::loadgen::schedule::{Arrival, Mode, Schedule, ScheduleError};
-use crate::loadgen::stats::{Aggregator, LevelPlan, LevelStats, Slo, PERCENTILE_METHOD};
+use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
-use crate::report::{Meta, Summary};
+use crate::summary::{LevelStats, Meta, Slo, Summary, PERCENTILE_METHOD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -16,10 +16,9 @@ use crate::exit::{CmdError, ResultExt};
 use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::schedule::Arrival;
-use crate::loadgen::stats::Slo;
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::report::table::{gpu_table, level_table, sweep_table};
-use crate::report::Summary;
+use crate::summary::{Slo, Summary};
 use crate::verify::{run_sweep, LevelSpec, SweepSpec, VerifyError};
 
 pub fn run(args: VerifyArgs) -> Result<(), CmdError> {
@@ -369,7 +368,7 @@ mod tests {
 
     #[test]
     fn verdict_fails_levels_without_success_or_over_the_failure_limit() {
-        use crate::loadgen::stats::LevelStats;
+        use crate::summary::LevelStats;
         let mut s = Summary::default();
         s.levels.push(LevelStats {
             parallel: 8,
