@@ -15,11 +15,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::loadgen::client::{
-    Api, BodySettings, Client, ClientError, Conn, ConnStash, Endpoint, Slot, Timeouts,
-};
+use crate::loadgen::client::{Client, Slot};
+use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::{RequestRecord, TokenSource};
+use crate::loadgen::request::{Api, BodySettings, ClientError, Endpoint, Timeouts};
 use crate::loadgen::schedule::{Arrival, Mode, Schedule, ScheduleError};
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};

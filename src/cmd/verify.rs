@@ -13,8 +13,8 @@ use crate::cli::{
     ArrivalKind, DatasetKind, VerifyApi, VerifyArgs, VerifyCommand, VerifyFormat, VerifyRunArgs,
 };
 use crate::exit::{CmdError, ResultExt};
-use crate::loadgen::client::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
+use crate::loadgen::request::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
 use crate::loadgen::schedule::Arrival;
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::report::table::{gpu_table, level_table, sweep_table};
@@ -253,7 +253,7 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
         .await
     });
     let outcome = outcome.map_err(|e| match e {
-        VerifyError::Client(crate::loadgen::client::ClientError::Models { .. })
+        VerifyError::Client(crate::loadgen::request::ClientError::Models { .. })
         | VerifyError::Preflight { .. } => CmdError::failed(e),
         VerifyError::NoModel { .. } | VerifyError::Schedule(_) | VerifyError::Client(_) => {
             CmdError::bad_input(e)
