@@ -111,7 +111,7 @@ impl Default for LatencyModel {
 
 /// How many tokens a request generates when it does not set `max_tokens` (or sets
 /// `ignore_eos: false` and "hits EOS" earlier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputLenDist {
     /// Always the mean.
