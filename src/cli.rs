@@ -181,8 +181,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub zero_delay: bool,
     /// Output length of requests without max_tokens (or that "stop at EOS" before it).
-    #[arg(long, value_enum, default_value_t = crate::sim::OutputLenDist::Uniform, value_name = "DIST")]
-    pub output_len_dist: crate::sim::OutputLenDist,
+    #[arg(long, value_enum, default_value_t = OutputLenDist::Uniform, value_name = "DIST")]
+    pub output_len_dist: OutputLenDist,
     /// Mean of that output length.
     #[arg(long, default_value_t = 256, value_name = "TOKENS")]
     pub output_len_mean: u32,
@@ -236,6 +236,17 @@ pub struct SimulateArgs {
     /// Write this process's PID to FILE (removed on a graceful stop).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+}
+
+/// `simulate --output-len-dist`; `cmd::simulate` maps it to the simulator's own type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputLenDist {
+    /// Always the mean.
+    Fixed,
+    /// Uniform on 1 ..= 2×mean−1.
+    Uniform,
+    /// Exponential with the given mean (rounded, at least 1): a long tail.
+    Exponential,
 }
 
 /// Hidden: one worker process of `simulate --workers`.

@@ -3,7 +3,8 @@
 //! Data flows one way:
 //! host facts (`host`) -> topology (`topology`) -> plan (`plan`, `binding`) -> launch spec
 //! (`launch`) -> supervisor (`supervise`) -> monitor (`monitor`); and for `verify`:
-//! dataset -> load workers -> stats -> report (`loadgen`, `report`, `verify`).
+//! dataset -> load workers -> stats -> summary types -> report (`loadgen`, `summary`, `report`,
+//! `verify`).
 //! `sim` is the OpenAI-compatible engine simulator used by `demo` and the tests; `rxstamp`
 //! gives both it and the load generator the kernel's receive time of what they read.
 //! `cmd` holds one handler per subcommand: the only layer that prints and decides exit codes.
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod report;
 pub mod rxstamp;
 pub mod sim;
+pub mod summary;
 pub mod supervise;
 pub mod topology;
 pub mod verify;

@@ -303,7 +303,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         );
     }
     res.map_err(|e| CmdError::failed(anyhow!("demo engine under the planned binding: {e}")))?;
-    let summary = crate::report::Summary::read(&out.join("sweep")).failed()?;
+    let summary = crate::summary::Summary::read(&out.join("sweep")).failed()?;
     let mut table = Vec::new();
     crate::report::table::sweep_table(&summary.levels, &mut table).failed()?;
     let table = String::from_utf8_lossy(&table).to_string();

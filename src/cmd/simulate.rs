@@ -14,9 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::{SimulateArgs, SimulateWorkerArgs};
+use crate::cli::{self, SimulateArgs, SimulateWorkerArgs};
 use crate::exit::{CmdError, ResultExt};
-use crate::sim::{self, FaultRates, LatencyModel, OutputLen, SimConfig, StopReason};
+use crate::sim::{self, FaultRates, LatencyModel, OutputLen, OutputLenDist, SimConfig, StopReason};
 
 /// Turns the arguments into a checked `SimConfig`.
 pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
@@ -43,7 +43,10 @@ pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
         max_model_len: args.max_model_len,
         max_num_seqs: args.max_num_seqs.unwrap_or(if args.zero_delay { 0 } else { 256 }),
         latency,
-        output_len: OutputLen { dist: args.output_len_dist, mean: args.output_len_mean },
+        output_len: OutputLen {
+            dist: output_len_dist(args.output_len_dist),
+            mean: args.output_len_mean,
+        },
         faults: FaultRates {
             http_500: args.fault_500_rate,
             drop: args.fault_drop_rate,
@@ -60,6 +63,15 @@ pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
     };
     cfg.validate().bad_input()?;
     Ok(cfg)
+}
+
+/// The CLI's `--output-len-dist` as the simulator's type (the CLI does not import `sim`).
+fn output_len_dist(dist: cli::OutputLenDist) -> OutputLenDist {
+    match dist {
+        cli::OutputLenDist::Fixed => OutputLenDist::Fixed,
+        cli::OutputLenDist::Uniform => OutputLenDist::Uniform,
+        cli::OutputLenDist::Exponential => OutputLenDist::Exponential,
+    }
 }
 
 pub fn run(args: SimulateArgs) -> Result<(), CmdError> {
@@ -181,4 +193,20 @@ fn remove_quietly(path: &Path) {
 
 pub fn run_worker(args: SimulateWorkerArgs) -> Result<(), CmdError> {
     sim::workers::run_worker(args.rank, args.parent_pid, args.orphan).failed()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn every_output_len_dist_maps_to_the_simulator_dist_of_the_same_name() {
+        for &dist in cli::OutputLenDist::value_variants() {
+            let cli_name = dist.to_possible_value().unwrap().get_name().to_string();
+            let sim_name = serde_json::to_value(output_len_dist(dist)).unwrap();
+            assert_eq!(sim_name, serde_json::Value::String(cli_name));
+        }
+    }
 }

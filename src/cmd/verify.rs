@@ -16,7 +16,7 @@ use super::sweep::{build, raise_open_file_limit};
 use crate::cli::{VerifyArgs, VerifyCommand, VerifyFormat, VerifyRunArgs};
 use crate::exit::{CmdError, ResultExt};
 use crate::report::table::{gpu_table, level_table, sweep_table};
-use crate::report::Summary;
+use crate::summary::Summary;
 use crate::verify::{run_sweep, VerifyError};
 
 /// `verify compare A B`, or a sweep (`verify --compare` never comes here: see `cmd::dispatch`).
@@ -87,7 +87,7 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
         .await
     });
     let outcome = outcome.map_err(|e| match e {
-        VerifyError::Client(crate::loadgen::client::ClientError::Models { .. })
+        VerifyError::Client(crate::loadgen::request::ClientError::Models { .. })
         | VerifyError::Preflight { .. } => CmdError::failed(e),
         VerifyError::NoModel { .. } | VerifyError::Schedule(_) | VerifyError::Client(_) => {
             CmdError::bad_input(e)
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn verdict_fails_levels_without_success_or_over_the_failure_limit() {
-        use crate::loadgen::stats::LevelStats;
+        use crate::summary::LevelStats;
         let mut s = Summary::default();
         s.levels.push(LevelStats {
             parallel: 8,

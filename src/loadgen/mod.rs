@@ -1,13 +1,18 @@
-//! The load generator behind `nodeagent verify`: datasets, the HTTP client with its streaming
-//! parser, schedules, the one worker loop, and the per-level aggregator. Imports go one way:
-//! `record` imports nothing from the crate; `stats` reads records only; `worker` drives
-//! `client` with a `schedule`. Sweeps and output files live in `crate::verify` and
-//! `crate::report`.
+//! The load generator behind `nodeagent verify`: datasets, the HTTP client (`request` what is
+//! sent, `conn` the connection it goes over, `sse` the streamed answer, `client` the exchange),
+//! schedules, the one worker loop, and the per-level aggregator. Imports go one way: `record`
+//! imports nothing from the crate; `request`, `sse` and `conn` import no other part of the
+//! client but records and request settings; `client` builds on them; `stats` reads records and
+//! fills `crate::summary` types; `worker` drives `client` with a `schedule`. Nothing here
+//! imports `crate::report` or `crate::verify`: sweeps and output files live there.
 
 pub mod client;
+pub mod conn;
 pub mod dataset;
 pub mod record;
+pub mod request;
 pub mod schedule;
+pub mod sse;
 pub mod stats;
 pub mod tokenizer;
 pub mod worker;

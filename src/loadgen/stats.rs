@@ -1,215 +1,25 @@
-//! The aggregator: turns the records of one level into that level's metrics. Pure: no I/O, no
-//! clock, no worker code; it only reads `record::RequestRecord`. Unit-tested on literal vectors.
-//!
-//! Percentiles use linear interpolation between the two closest ranks (numpy's default
-//! `linear` method, Hyndman-Fan type 7): with `h = (n - 1) * q` over the sorted samples `x`,
-//! `p(q) = x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])`. `std` is the
-//! population standard deviation.
+//! The aggregator: turns the records of one level into that level's metrics (`LevelStats`, a
+//! type of the `summary.json` schema in `crate::summary`, where the percentile method is
+//! defined too). Pure: no I/O, no clock, no worker code; it only reads `record::RequestRecord`.
+//! Unit-tested on literal vectors.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::record::{InputTokenSource, RequestRecord, TokenSource};
+use crate::summary::{Dist, Goodput, LevelStats, Slo};
 
-/// Name of the percentile method, written into `summary.json`'s `meta`.
-pub const PERCENTILE_METHOD: &str =
-    "linear interpolation between closest ranks (numpy 'linear', Hyndman-Fan type 7)";
-
-/// Summary of one metric's samples. All fields are 0 when there are no samples (`count` says so).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Dist {
-    pub count: u64,
-    pub mean: f64,
-    pub std: f64,
-    pub min: f64,
-    pub p50: f64,
-    pub p66: f64,
-    pub p75: f64,
-    pub p80: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p98: f64,
-    pub p99: f64,
-    #[serde(rename = "p99.9")]
-    pub p99_9: f64,
-    pub max: f64,
-}
-
-/// The percentile columns of `Dist`, in order, with their labels.
-pub const PERCENTILES: [(&str, f64); 9] = [
-    ("p50", 0.50),
-    ("p66", 0.66),
-    ("p75", 0.75),
-    ("p80", 0.80),
-    ("p90", 0.90),
-    ("p95", 0.95),
-    ("p98", 0.98),
-    ("p99", 0.99),
-    ("p99.9", 0.999),
-];
-
-impl Dist {
-    /// Summarises `samples` (sorted in place; NaNs are dropped first).
-    pub fn from_samples(samples: &mut Vec<f64>) -> Self {
-        samples.retain(|x| !x.is_nan());
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let n = samples.len() as f64;
-        let mean = samples.iter().sum::<f64>() / n;
-        let var = samples.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-        let p = |q| percentile_sorted(samples, q);
-        Self {
-            count: samples.len() as u64,
-            mean,
-            std: var.sqrt(),
-            min: samples[0],
-            p50: p(0.50),
-            p66: p(0.66),
-            p75: p(0.75),
-            p80: p(0.80),
-            p90: p(0.90),
-            p95: p(0.95),
-            p98: p(0.98),
-            p99: p(0.99),
-            p99_9: p(0.999),
-            max: samples[samples.len() - 1],
-        }
-    }
-
-    /// Percentile by its label (`"p99"`), or `mean`/`min`/`max`/`std`.
-    pub fn get(&self, key: &str) -> Option<f64> {
-        Some(match key {
-            "mean" => self.mean,
-            "std" => self.std,
-            "min" => self.min,
-            "max" => self.max,
-            "p50" => self.p50,
-            "p66" => self.p66,
-            "p75" => self.p75,
-            "p80" => self.p80,
-            "p90" => self.p90,
-            "p95" => self.p95,
-            "p98" => self.p98,
-            "p99" => self.p99,
-            "p99.9" => self.p99_9,
-            _ => return None,
-        })
-    }
-}
-
-/// Percentile `q` in [0, 1] of sorted, non-empty samples (linear interpolation).
-pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
-    let h = (sorted.len() - 1) as f64 * q.clamp(0.0, 1.0);
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
-}
-
-/// Service-level objectives for goodput: a request is "good" when it succeeded and meets every
-/// objective that is set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Slo {
-    pub ttft_s: Option<f64>,
-    pub tpot_s: Option<f64>,
-    pub itl_s: Option<f64>,
-    pub latency_s: Option<f64>,
-}
-
-impl Slo {
-    pub fn is_set(&self) -> bool {
-        self.ttft_s.is_some()
-            || self.tpot_s.is_some()
-            || self.itl_s.is_some()
-            || self.latency_s.is_some()
-    }
-
-    fn met_by(&self, r: &RequestRecord) -> bool {
-        let under = |limit: Option<f64>, value: Option<f64>| match (limit, value) {
-            (None, _) => true,
-            (Some(l), Some(v)) => v <= l,
-            (Some(_), None) => false,
-        };
-        let max_itl = r.itl().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-        under(self.ttft_s, r.ttft())
-            && (self.tpot_s.is_none() || r.output_tokens < 2 || under(self.tpot_s, r.tpot()))
-            && (self.itl_s.is_none() || max_itl.is_none() || under(self.itl_s, max_itl))
-            && under(self.latency_s, Some(r.latency()))
-    }
-}
-
-/// Goodput: requests meeting every SLO, per second.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Goodput {
-    pub slo: Slo,
-    pub good_requests: u64,
-    /// Good requests per second of the level's duration.
-    pub goodput_qps: f64,
-    /// Good requests as a fraction of sent requests.
-    pub good_fraction: f64,
-}
-
-/// The metrics of one level. Every key of the `summary.json` contract is here; see README
-/// ("Metrics") for each formula and its aliases in other tools.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LevelStats {
-    /// Concurrency: the fixed concurrency (closed loop) or the cap (open loop, 0 = none).
-    pub parallel: u64,
-    /// Request rate of an open loop, requests/s; `null` for a closed loop.
-    pub rate: Option<f64>,
-    /// Requests the level was asked to send (warmup not included).
-    pub planned: u64,
-    /// Requests sent (= succeeded + failed).
-    pub requests: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    /// Planned requests never sent (duration limit reached, or interrupted).
-    pub not_sent: u64,
-    /// Warmup requests sent before the level, excluded from every metric.
-    pub warmup: u64,
-    /// From the first send to the last response end, seconds.
-    pub duration_s: f64,
-    /// Succeeded requests per second.
-    pub qps: f64,
-    /// Output tokens of succeeded requests per second.
-    pub output_throughput: f64,
-    /// Input + output tokens of succeeded requests per second.
-    pub total_throughput: f64,
-    pub ttft_s: Dist,
-    pub tpot_s: Dist,
-    pub itl_s: Dist,
-    pub latency_s: Dist,
-    pub ntpot_s: Dist,
-    pub schedule_lag_s: Dist,
-    pub input_tokens: Dist,
-    pub output_tokens: Dist,
-    /// Mean input tokens over the succeeded requests whose count is known (`input_tokens`
-    /// likewise); `input_tokens_from` says where the counts came from.
-    pub input_tokens_mean: f64,
-    pub output_tokens_mean: f64,
-    /// `usage` (the server's count, chat template included), `tokenizer` (`--tokenizer`'s
-    /// count of the prompt text, the server sent no usage), `usage+tokenizer` (both occur),
-    /// or `null`: no succeeded request's input count is known.
-    #[serde(default)]
-    pub input_tokens_from: Option<String>,
-    /// Succeeded requests whose input tokens were counted with `--tokenizer`.
-    #[serde(default)]
-    pub input_tokens_counted: u64,
-    /// Succeeded requests whose input tokens are unknown (no usage, no `--tokenizer`); left
-    /// out of `input_tokens` and its mean.
-    #[serde(default)]
-    pub input_tokens_unknown: u64,
-    /// Mean number of content chunks per succeeded request.
-    pub chunks_mean: f64,
-    /// Mean requests in flight: sum of latencies / duration (Little's law).
-    pub achieved_concurrency: f64,
-    /// Succeeded requests whose token counts were counted by the client (no `usage`).
-    pub tokens_counted: u64,
-    /// Failures by class (`http_500`, `stream_cut`, ...).
-    pub failures: BTreeMap<String, u64>,
-    pub goodput: Option<Goodput>,
+/// Whether `r` meets every objective of `slo` that is set (only succeeded requests are asked).
+fn slo_met(slo: &Slo, r: &RequestRecord) -> bool {
+    let under = |limit: Option<f64>, value: Option<f64>| match (limit, value) {
+        (None, _) => true,
+        (Some(l), Some(v)) => v <= l,
+        (Some(_), None) => false,
+    };
+    let max_itl = r.itl().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    under(slo.ttft_s, r.ttft())
+        && (slo.tpot_s.is_none() || r.output_tokens < 2 || under(slo.tpot_s, r.tpot()))
+        && (slo.itl_s.is_none() || max_itl.is_none() || under(slo.itl_s, max_itl))
+        && under(slo.latency_s, Some(r.latency()))
 }
 
 /// What the level was asked to do, for the fields the records cannot tell.
@@ -302,7 +112,7 @@ impl Aggregator {
         if r.tokens_from == TokenSource::CountedChunks {
             self.counted += 1;
         }
-        if self.slo.is_set() && self.slo.met_by(r) {
+        if self.slo.is_set() && slo_met(&self.slo, r) {
             self.good += 1;
         }
     }
@@ -390,35 +200,6 @@ mod tests {
             error: None,
             error_detail: None,
         }
-    }
-
-    #[test]
-    fn percentiles_interpolate_linearly() {
-        let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
-        let d = Dist::from_samples(&mut v);
-        assert_eq!(d.count, 10);
-        assert!((d.mean - 5.5).abs() < 1e-12);
-        assert!((d.p50 - 5.5).abs() < 1e-12);
-        // h = 9 * 0.9 = 8.1 -> 9 + 0.1 * (10 - 9)
-        assert!((d.p90 - 9.1).abs() < 1e-12);
-        assert!((d.p99_9 - 9.991).abs() < 1e-9);
-        assert_eq!((d.min, d.max), (1.0, 10.0));
-        // population std of 1..=10 is sqrt(8.25)
-        assert!((d.std - 8.25f64.sqrt()).abs() < 1e-12);
-    }
-
-    #[test]
-    fn empty_and_single_samples() {
-        assert_eq!(Dist::from_samples(&mut vec![]), Dist::default());
-        let d = Dist::from_samples(&mut vec![3.0]);
-        assert_eq!((d.p50, d.p99_9, d.std), (3.0, 3.0, 0.0));
-    }
-
-    #[test]
-    fn nan_samples_are_dropped() {
-        let d = Dist::from_samples(&mut vec![f64::NAN, 2.0, 4.0]);
-        assert_eq!(d.count, 2);
-        assert_eq!(d.mean, 3.0);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, ConnStash, Slot};
+use super::client::{Client, Slot};
+use super::conn::ConnStash;
 use super::record::RequestRecord;
 use super::schedule::Schedule;
 

@@ -9,7 +9,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::loadgen::stats::LevelStats;
+use crate::summary::LevelStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {

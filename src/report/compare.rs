@@ -7,9 +7,8 @@ use std::io::Write;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
-use super::summary::Summary;
 use super::table::level_label;
-use crate::loadgen::stats::LevelStats;
+use crate::summary::{LevelStats, Summary};
 
 type Metric = (&'static str, fn(&LevelStats) -> f64, bool);
 

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::loadgen::stats::{Dist, LevelStats, PERCENTILES};
+use crate::summary::{Dist, LevelStats, PERCENTILES};
 
 type DistOf = fn(&LevelStats) -> &Dist;
 

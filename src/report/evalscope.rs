@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::loadgen::stats::LevelStats;
+use crate::summary::LevelStats;
 
 const PCTS: [&str; 8] = ["p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99"];
 

@@ -1,4 +1,4 @@
-//! Renderers for `nodeagent verify` results: the `summary.json` document, tables, CSV, the
+//! Renderers for `nodeagent verify` results over the `crate::summary` types: tables, CSV, the
 //! evalscope-style "Benchmarking summary" block, the run-to-run comparison and the chart. Every
 //! renderer writes to any `W: Write`; none measures or decides anything.
 
@@ -6,7 +6,4 @@ pub mod chart;
 pub mod compare;
 pub mod csv;
 pub mod evalscope;
-pub mod summary;
 pub mod table;
-
-pub use summary::{Meta, Summary};

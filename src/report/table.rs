@@ -6,7 +6,7 @@ use std::io::Write;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
-use crate::loadgen::stats::{Dist, LevelStats};
+use crate::summary::{Dist, LevelStats};
 
 /// How a level is named in headers: `c=128`, `rate=20/s c≤64`.
 pub fn level_label(l: &LevelStats) -> String {

@@ -15,12 +15,19 @@
 //! What it does not do: tokenize like a real model (see `model::count_tokens`), generate
 //! meaningful text, support `n > 1`, tools or logprobs. Process-level behaviour (startup delay,
 //! crash, worker processes, signals, pid file) lives in `cmd::simulate` and `workers`.
+//!
+//! Inside: `server` (routes, `generate`) over `request` (parsing and validation), `job` (the
+//! token machine and wire format) and `state` (shared state, the truth log); `model` is pure,
+//! `metrics` renders vLLM's metric names.
 
 pub mod model;
 pub mod workers;
 
+mod job;
 mod metrics;
+mod request;
 mod server;
+mod state;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -267,7 +274,7 @@ pub enum StopReason {
 /// the runtime ends.
 pub struct SimHandle {
     addr: SocketAddr,
-    shared: Arc<server::Shared>,
+    shared: Arc<state::Shared>,
     server: JoinHandle<std::io::Result<()>>,
     stop_rx: watch::Receiver<Option<StopReason>>,
 }
@@ -287,7 +294,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         .map_err(|source| SimError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Bind { addr, source })?;
     let (stop_tx, stop_rx) = watch::channel(None);
-    let shared = Arc::new(server::Shared::new(config, stop_tx));
+    let shared = Arc::new(state::Shared::new(config, stop_tx));
     let server = server::spawn(listener, shared.clone());
     Ok(SimHandle { addr, shared, server, stop_rx })
 }

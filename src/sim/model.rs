@@ -3,7 +3,7 @@
 //! of its arguments (the seed and the request's arrival index included), which is what makes the
 //! simulator deterministic and lets these rules be unit-tested on literal inputs.
 //!
-//! What it does not do: schedule anything. `server.rs` owns the batch slots, the queue and the
+//! What it does not do: schedule anything. `job.rs` owns the batch slots, the queue and the
 //! timers, and asks this module how long each step takes.
 
 use std::time::Duration;
@@ -111,7 +111,7 @@ impl Default for LatencyModel {
 
 /// How many tokens a request generates when it does not set `max_tokens` (or sets
 /// `ignore_eos: false` and "hits EOS" earlier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputLenDist {
     /// Always the mean.

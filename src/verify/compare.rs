@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
-use crate::loadgen::stats::LevelStats;
+use crate::summary::LevelStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {

@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::loadgen::client::ClientError;
 use crate::loadgen::record::RequestRecord;
+use crate::loadgen::request::ClientError;
 use crate::loadgen::schedule::ScheduleError;
-use crate::report::Summary;
+use crate::summary::Summary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -17,16 +17,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::rundir::{RunDir, VerifyError};
-use crate::loadgen::client::{
-    Api, BodySettings, Client, ClientError, Conn, ConnStash, Endpoint, Slot, Timeouts,
-};
+use crate::loadgen::client::{Client, Slot};
+use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::TokenSource;
+use crate::loadgen::request::{Api, BodySettings, ClientError, Endpoint, Timeouts};
 use crate::loadgen::schedule::{Arrival, Mode, Schedule};
-use crate::loadgen::stats::{Aggregator, LevelPlan, LevelStats, Slo, PERCENTILE_METHOD};
+use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
-use crate::report::{Meta, Summary};
+use crate::summary::{LevelStats, Meta, Slo, Summary, PERCENTILE_METHOD};
 
 /// One level of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq)]
