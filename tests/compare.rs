@@ -352,7 +352,9 @@ fn compare_without_out_writes_a_fresh_private_directory() {
     assert!(used.file_name().unwrap().to_string_lossy().starts_with("nodeagent-compare-"));
     let meta = std::fs::symlink_metadata(used).unwrap();
     assert!(meta.is_dir() && meta.permissions().mode() & 0o777 == 0o700);
-    assert!(used.join("compare.json").is_file() && used.join("none/trial-1/summary.json").is_file());
+    assert!(
+        used.join("compare.json").is_file() && used.join("none/trial-1/summary.json").is_file()
+    );
 }
 
 /// Issue 12, defect 6: SIGTERM mid-sweep of a comparison is handled like Ctrl-C: the engine is
