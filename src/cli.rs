@@ -489,11 +489,14 @@ pub struct VerifyRunArgs {
     /// Service-level objectives for goodput, e.g. `ttft=2s,tpot=50ms` (keys: ttft, tpot, itl, latency).
     #[arg(long, value_name = "LIST")]
     pub slo: Option<String>,
-    /// Exit 1 when a level's failed/sent exceeds this fraction (0..1); a level with no success
-    /// always fails the run.
-    #[arg(long, value_name = "FRACTION")]
-    pub max_failure_rate: Option<f64>,
-    /// Write summary.json, summary.csv, requests.jsonl and evalscope-summary.txt into DIR.
+    /// Exit 1 when any measured level's failed/sent exceeds this fraction (0 to 1; the
+    /// default 0.05 is 5 %); a level with no success always fails the run. Results are saved
+    /// either way.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.05)]
+    pub max_failure_rate: f64,
+    /// Write summary.json, summary.csv, requests.jsonl and evalscope-summary.txt into DIR
+    /// (created if missing; a symlink or a file is refused). An earlier run's files there are
+    /// first moved into DIR/previous-<its run id>/.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// What to print on stdout.
@@ -505,7 +508,7 @@ pub struct VerifyRunArgs {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
-    /// After Ctrl-C, how long requests in flight may still finish.
+    /// After Ctrl-C or SIGTERM, how long requests in flight may still finish.
     #[arg(long, value_parser = parse_seconds_or_duration, default_value = "5", value_name = "DURATION")]
     pub grace: std::time::Duration,
     #[command(flatten)]
@@ -518,8 +521,9 @@ pub struct CompareArgs {
     /// Compare bindings: restart the engine under each, sweep, repeat `--trials` times
     /// interleaved. A list such as `none,auto,nodes=0-3,nodes=0,2,4,6,cpus=0-15/mem=0`
     /// (`auto` = the plan's recommendation; keys nodes, cpus, mem, preferred, interleave).
-    /// Needs `--out`; the engine is launched from `--config`.
-    #[arg(long, value_name = "BINDINGS", requires = "out")]
+    /// Results go to `--out`, else to a fresh private directory under the temp dir (printed);
+    /// the engine is launched from `--config`.
+    #[arg(long, value_name = "BINDINGS")]
     pub compare: Option<String>,
     /// Trials per binding (interleaved); 3 or more give a confidence interval worth reading.
     #[arg(long, default_value_t = 3, value_name = "K", requires = "compare")]
@@ -642,8 +646,8 @@ pub struct ServeMonitorArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Where to write the report (default: a new `nodeagent-demo-*` directory under the system
-    /// temp directory).
+    /// Where to write the report (created if missing; a symlink or a file is refused; default:
+    /// a fresh private `nodeagent-demo-*` directory, mode 0700, under the temp directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Host snapshot to plan from (default: the bundled seed host, 4 x MXC500).

@@ -198,7 +198,11 @@ fn top_level_imports_are_exactly_the_documented_ones() {
     for module in documented.keys().filter(|m| !real.contains_key(*m)) {
         problems.push(format!("{module}: documented, no such module"));
     }
-    assert!(problems.is_empty(), "docs/ARCHITECTURE.md deps block vs src/:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "docs/ARCHITECTURE.md deps block vs src/:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -211,11 +215,8 @@ fn no_import_cycle_between_modules_or_within_a_folder() {
         if !from.contains("::") {
             continue;
         }
-        let inside = tos
-            .iter()
-            .filter(|t| t.contains("::") && top(t) == top(from))
-            .cloned()
-            .collect();
+        let inside =
+            tos.iter().filter(|t| t.contains("::") && top(t) == top(from)).cloned().collect();
         folders.entry(top(from)).or_default().insert(from.clone(), inside);
     }
     for (folder, edges) in folders {

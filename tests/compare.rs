@@ -254,6 +254,183 @@ fn demo_runs_end_to_end_and_leaves_nothing_running() {
     assert!(!stderr.contains("listening on") && !stderr.contains("Uvicorn running"), "{stderr}");
 }
 
+/// Issue 12, defect 4: the demo used to write into `<tmp>/nodeagent-demo-<second>`, reusing
+/// one that existed and following symlinks. Symlinks planted at every such name of the next
+/// two minutes, into a directory whose `engine.log` and `report.md` link to a victim file:
+/// the victim is untouched, and the demo's directory is a fresh private one under the temp dir.
+#[test]
+fn demo_writes_a_fresh_private_directory_never_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let trap = tmp.path().join("trap");
+    std::fs::create_dir(&trap).unwrap();
+    for name in ["engine.log", "report.md"] {
+        std::os::unix::fs::symlink(&victim, trap.join(name)).unwrap();
+    }
+    let now = std::time::SystemTime::now();
+    for s in 0..120 {
+        let stamp = humantime::format_rfc3339_seconds(now + Duration::from_secs(s))
+            .to_string()
+            .replace(':', "");
+        std::os::unix::fs::symlink(&trap, tmp.path().join(format!("nodeagent-demo-{stamp}")))
+            .unwrap();
+    }
+    let o = bin().args(["demo", "--trials", "1"]).env("TMPDIR", tmp.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(std::fs::read_dir(&trap).unwrap().count(), 2, "the demo wrote into the trap");
+    let report = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report line: {stdout}"));
+    let used = Path::new(report).parent().unwrap();
+    assert_eq!(used.parent(), Some(tmp.path()), "{stdout}");
+    let meta = std::fs::symlink_metadata(used).unwrap();
+    assert!(meta.is_dir() && !meta.file_type().is_symlink(), "{}", used.display());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{}", used.display());
+    assert!(used.join("report.md").is_file() && used.join("engine.log").is_file());
+    assert!(stdout.contains(&format!("demo directory: {}", used.display())), "{stdout}");
+}
+
+/// Issue 12, defect 4: `demo --out` and `verify --compare --out` refuse a symlink and a file.
+#[test]
+fn demo_and_compare_refuse_an_out_that_is_a_symlink_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "mine\n").unwrap();
+    for (out, want) in [(&link, "is a symlink"), (&file, "is not a directory")] {
+        let demo = bin().args(["demo", "--trials", "1", "--out"]).arg(out).output().unwrap();
+        let compare = bin()
+            .args(["verify", "--compare", "none", "--trials", "1", "--config"])
+            .arg(&cfg)
+            .args(["--dataset", "random", "--number", "1", "--quiet", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        for o in [demo, compare] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{err}");
+            assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+}
+
+/// Issue 12, defect 4: `verify --compare` without `--out` writes into a fresh private
+/// directory under the temp dir and says which.
+#[test]
+fn compare_without_out_writes_a_fresh_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let o = bin()
+        .args(["verify", "--compare", "none", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "4"])
+        .args(["--parallel", "1", "--number", "2", "--quiet"])
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let used = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("results in ")?.split(" (").next())
+        .unwrap_or_else(|| panic!("no results line: {stderr}"));
+    let used = Path::new(used);
+    assert_eq!(used.parent(), Some(dir.path()), "{stderr}");
+    assert!(used.file_name().unwrap().to_string_lossy().starts_with("nodeagent-compare-"));
+    let meta = std::fs::symlink_metadata(used).unwrap();
+    assert!(meta.is_dir() && meta.permissions().mode() & 0o777 == 0o700);
+    assert!(
+        used.join("compare.json").is_file() && used.join("none/trial-1/summary.json").is_file()
+    );
+}
+
+/// Issue 12, defect 6: SIGTERM mid-sweep of a comparison is handled like Ctrl-C: the engine is
+/// stopped, what was measured is kept in `compare.json`, exit 1.
+#[test]
+fn sigterm_stops_a_comparison_and_keeps_what_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let out = dir.path().join("out");
+    let child = bin()
+        .args(["verify", "--compare", "none,cpus=0", "--trials", "2", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
+        .args(["--parallel", "2", "--number", "100000", "--grace", "1s", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the first sub-run's sweep has records on disk.
+    let records = out.join("none/trial-1/requests.jsonl");
+    let started = std::time::Instant::now();
+    let mut engines = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        engines.extend(engine_pids(pid));
+        if std::fs::metadata(&records).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engines.extend(engine_pids(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let left = alive_simulators(&engines);
+    for p in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{:?}\n{stderr}", o.status);
+    assert!(!engines.is_empty() && left.is_empty(), "engines {engines:?}, left running {left:?}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 1, "{json}");
+    assert!(json["runs"][0]["error"].as_str().unwrap().contains("interrupted"), "{json}");
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("none/trial-1/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s["meta"]["interrupted"], true);
+    assert!(s["levels"][0]["succeeded"].as_u64().unwrap() > 0, "{s}");
+}
+
+/// Pids of the live children of `parent` running `simulate`.
+fn engine_pids(parent: u32) -> Vec<i64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1));
+        if ppid == Some(&parent.to_string()) && !alive_simulators(&[pid]).is_empty() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 #[path = "support/docker.rs"]
 mod support;
 

@@ -208,8 +208,9 @@ async fn every_fault_is_classified_and_counted() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let o = verify(&args).await;
-    assert!(o.status.success(), "failures alone do not fail the run: {}", text(&o));
+    // 60 % failures on purpose: `--max-failure-rate 1` keeps them from failing the run.
+    let o = verify(&[&args[..], &["--max-failure-rate", "1"]].concat()).await;
+    assert!(o.status.success(), "{}", text(&o));
     let s = summary(&out);
     check_schema(&s);
     check_accounting(&s);
@@ -280,8 +281,9 @@ async fn a_server_killed_mid_sweep_leaves_every_request_accounted_on_disk() {
     assert!(err.contains("no request succeeded"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_the_sweep_and_keeps_what_was_measured() {
+/// Sends `signal` to a real `nodeagent verify` mid-level: the sweep stops, what was measured
+/// is saved with `interrupted: true`, exit 1.
+async fn a_signal_stops_the_sweep_and_keeps_what_was_measured(signal: nix::sys::signal::Signal) {
     let cfg = SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(20));
     let sim = sim::start(cfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -298,12 +300,12 @@ async fn ctrl_c_stops_the_sweep_and_keeps_what_was_measured() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, signal).unwrap();
     let o = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{signal}: {}", text(&o));
     let s = summary(&out);
     check_schema(&s);
     check_accounting(&s);
@@ -316,6 +318,225 @@ async fn ctrl_c_stops_the_sweep_and_keeps_what_was_measured() {
     assert_eq!(records(&out).len() as u64, sent);
     assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted"));
     sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_sweep_and_keeps_what_was_measured() {
+    a_signal_stops_the_sweep_and_keeps_what_was_measured(nix::sys::signal::Signal::SIGINT).await;
+}
+
+/// Issue 12, defect 6: SIGTERM (timeouts, CI, systemd, `docker stop`) is handled like Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_sweep_and_keeps_what_was_measured() {
+    a_signal_stops_the_sweep_and_keeps_what_was_measured(nix::sys::signal::Signal::SIGTERM).await;
+}
+
+/// Runs `verify` at c=1 (20 requests) then c=2 (`last` requests) against a simulator that
+/// stops `done` requests into the run (the preflight's counts), while the last level runs.
+async fn sweep_with_a_server_dying_after(done: u64, last: &str, extra: &[&str]) -> (Output, Value) {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(2));
+    cfg.exit_after_requests = Some(done);
+    let mut sim = sim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let child = bin()
+        .arg("verify")
+        .args(["--url", &sim.base_url(), "--dataset", "line", "--dataset-path", &data])
+        .args(["--parallel", "1", "2", "--number", "20", last, "--max-tokens", "8"])
+        .args(["--connect-timeout", "1", "--quiet", "--out", out.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), sim.stop_requested()).await.unwrap();
+    sim.shutdown().await.unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let s = summary(&out);
+    check_schema(&s);
+    check_accounting(&s);
+    assert_eq!(s["levels"].as_array().unwrap().len(), 2, "{s}");
+    let sent: u64 =
+        s["levels"].as_array().unwrap().iter().map(|l| l["requests"].as_u64().unwrap()).sum();
+    assert_eq!(records(&out).len() as u64, sent, "every record is on disk");
+    (o, s)
+}
+
+/// Issue 12, defect 7: the server dies during the last level and about a quarter of it fails
+/// (some requests of that level succeeded): exit 1 by default, the level and its failure rate
+/// named, the files written; `--max-failure-rate 0.5` accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dying_in_the_last_level_fails_the_run_above_5_percent_failed() {
+    // 1 preflight + 20 at c=1 + 28 of the 40 at c=2.
+    let (o, s) = sweep_with_a_server_dying_after(49, "40", &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = &s["levels"][1];
+    let (ok, failed) = (last["succeeded"].as_u64().unwrap(), last["failed"].as_u64().unwrap());
+    assert!(ok >= 20 && failed >= 5, "{last}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(
+        line.contains("level c=2") && line.contains(&format!("{failed} of 40 requests failed")),
+        "{err}"
+    );
+    assert!(line.contains("--max-failure-rate 0.05"), "{err}");
+
+    let (o, _) = sweep_with_a_server_dying_after(49, "40", &["--max-failure-rate", "0.5"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// A server that dies at the very end of the last level: a request or two in flight fail,
+/// under 5 %: exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_failures_under_the_default_failure_rate_exit_0() {
+    // 1 preflight + 20 at c=1 + 99 of the 100 at c=2.
+    let (o, s) = sweep_with_a_server_dying_after(120, "100", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let failed = s["levels"][1]["failed"].as_u64().unwrap();
+    assert!(failed <= 5, "{s}");
+}
+
+#[tokio::test]
+async fn max_failure_rate_outside_0_to_1_is_refused_in_one_line() {
+    for bad in ["1.5", "-0.1", "NaN"] {
+        let flag = format!("--max-failure-rate={bad}");
+        let o = verify(&["--url", "http://127.0.0.1:1", "--dataset", "random", &flag]).await;
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--max-failure-rate") && err.lines().count() == 1, "{bad}: {err}");
+    }
+}
+
+/// Issue 12, defect 5: the API key (`--api-key X`, `--api-key=X`, `OPENAI_API_KEY`) and
+/// secret-looking keys of `--extra-body` never reach an output: summary.json, summary.csv,
+/// requests.jsonl, the evalscope report, the chart, stdout (JSON) and stderr (debug logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_redacted_in_every_output() {
+    let sim = sim::start(SimConfig::fixed(Duration::from_millis(2), Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 5);
+    let url = sim.base_url();
+    let key = "sk-SECRET-key-0451";
+    let header = "Bearer sk-SECRET-header-7733";
+    let body_key = "SECRET-body-9001";
+    let extra = format!(
+        r#"{{"headers": {{"Authorization": "{header}"}}, "api-key": "{body_key}", "temperature": 0.5}}"#
+    );
+    let forms: [(&str, Vec<String>); 3] = [
+        ("--api-key X", vec!["--api-key".into(), key.into()]),
+        ("--api-key=X", vec![format!("--api-key={key}")]),
+        ("OPENAI_API_KEY", vec![]),
+    ];
+    for (i, (form, key_args)) in forms.into_iter().enumerate() {
+        let out = dir.path().join(format!("run-{i}"));
+        let mut cmd = bin();
+        cmd.env("RUST_LOG", "debug");
+        if key_args.is_empty() {
+            cmd.env("OPENAI_API_KEY", key);
+        }
+        let o = cmd
+            .arg("verify")
+            .args(["--url", &url, "--dataset", "line", "--dataset-path", &data])
+            .args(["--parallel", "2", "--number", "4", "--max-tokens", "4", "--format", "json"])
+            .args(["--quiet", "--extra-body", &extra, "--out", out.to_str().unwrap()])
+            .args(&key_args)
+            .output()
+            .await
+            .unwrap();
+        assert!(o.status.success(), "{form}: {}", text(&o));
+        let mut outputs = vec![
+            ("stdout".to_string(), String::from_utf8_lossy(&o.stdout).to_string()),
+            ("stderr".to_string(), String::from_utf8_lossy(&o.stderr).to_string()),
+        ];
+        for e in std::fs::read_dir(&out).unwrap() {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            outputs.push((path.display().to_string(), String::from_utf8_lossy(&bytes).to_string()));
+        }
+        assert!(outputs.len() >= 7, "{outputs:?}");
+        for (name, content) in &outputs {
+            for secret in [key, "sk-SECRET-header-7733", body_key] {
+                assert!(!content.contains(secret), "{form}: {secret} is in {name}:\n{content}");
+            }
+        }
+        let s = summary(&out);
+        let argv = s["meta"]["argv"].to_string();
+        assert!(argv.contains("<redacted>") && argv.contains("temperature"), "{form}: {argv}");
+        let stdout: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(stdout["meta"]["argv"], s["meta"]["argv"], "{form}");
+    }
+    // The key did reach the server (the redaction is of outputs only).
+    assert_eq!(sim.ground_truth().len(), 3 * 5);
+    sim.shutdown().await.unwrap();
+}
+
+/// Issue 12, item 4: a run whose preflight fails does not leave the earlier run's files in
+/// `--out` looking like its own: they are moved into `previous-<run id>/` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preflight_leaves_no_earlier_results_at_the_top_of_out() {
+    let sim = sim::start(SimConfig::fixed(Duration::from_millis(2), Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 5);
+    let out = dir.path().join("run");
+    let args = |url: &str| -> Vec<String> {
+        ["--url", url, "--dataset", "line", "--dataset-path", &data, "--number", "3", "--quiet"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--out".to_string(), out.display().to_string()])
+            .collect()
+    };
+    let o = bin().arg("verify").args(args(&sim.base_url())).output().await.unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let run_id = summary(&out)["meta"]["run_id"].as_str().unwrap().to_string();
+    sim.shutdown().await.unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = bin().arg("verify").args(args(&format!("http://127.0.0.1:{port}"))).output().await;
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    for name in ["summary.json", "summary.csv", "requests.jsonl", "evalscope-summary.txt"] {
+        assert!(!out.join(name).exists(), "{name} of the earlier run is still in --out");
+    }
+    let previous = out.join(format!("previous-{run_id}"));
+    assert_eq!(summary(&previous)["meta"]["run_id"], run_id.as_str());
+    assert!(previous.join("requests.jsonl").is_file() && previous.join("chart.svg").is_file());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&previous.display().to_string()), "{err}");
+}
+
+/// Issue 12, defect 4: an `--out` that is a symlink or a file is refused, nothing written.
+#[tokio::test]
+async fn an_out_that_is_a_symlink_or_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "mine\n").unwrap();
+    for (out, want) in [(&link, "is a symlink"), (&file, "is not a directory")] {
+        let o = bin()
+            .arg("verify")
+            .args(["--url", "http://127.0.0.1:1", "--dataset", "random", "--number", "1"])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+    }
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

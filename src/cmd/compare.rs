@@ -1,8 +1,11 @@
 //! `nodeagent verify --compare BINDINGS`: parse the bindings, resolve them against this host
 //! (`auto` through the planner), load the engine config, and run `crate::verify::trials` with a
 //! runtime per engine life (`cmd::sweep::factory`: serve's process runtime for bare/numactl, the
-//! Docker runtime for container mode). Prints a line per sub-run on stderr, the table and verdict on stdout. Exit 2
-//! for bad bindings/config, 1 when any sub-run failed or the run was interrupted.
+//! Docker runtime for container mode). Results go to `--out` (a symlink or a file refused),
+//! else to a fresh private directory under the temp dir; the directory is printed. Prints a
+//! line per sub-run on stderr, the table and verdict on stdout. Exit 2 for bad
+//! bindings/config/`--out`, 1 when any sub-run failed or the run was interrupted (SIGINT or
+//! SIGTERM: the engine is stopped and what was measured is kept).
 //!
 //! Not done here: asking an already running `nodeagent serve` to rebind (the engine is always
 //! launched from the config).
@@ -13,13 +16,16 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use super::sweep::{build, compare_outcome, factory, host_nodes, raise_open_file_limit};
+use super::sweep::{
+    build, compare_outcome, factory, host_nodes, on_interrupt, raise_open_file_limit,
+};
 use crate::binding::Binding;
 use crate::cli::{Cli, Command, ServeMode, VerifyRunArgs};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::supervise::procs::ProcFs;
 use crate::verify::compare::{self, BindingChoice, CompareReport};
+use crate::verify::outdir;
 use crate::verify::render::write_table;
 use crate::verify::trials::{run_compare, CompareSpec, RuntimeFactory};
 
@@ -63,14 +69,29 @@ fn load_config(a: &VerifyRunArgs, out: &Path) -> Result<Config, CmdError> {
     Ok(c)
 }
 
-pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
+pub fn run(a: VerifyRunArgs) -> Result<(), CmdError> {
     let text = a.compare.compare.clone().unwrap_or_default();
     let choices = compare::parse_bindings(&text).bad_input()?;
     if a.compare.trials == 0 {
         return Err(CmdError::bad_input(anyhow!("--trials must be at least 1")));
     }
-    let out =
-        a.out.clone().ok_or_else(|| CmdError::bad_input(anyhow!("--compare needs --out DIR")))?;
+    let (out, fresh) = outdir::given_or_private(a.out.as_deref(), "nodeagent-compare-")
+        .map_err(|e| if e.is_bad_input() { CmdError::bad_input(e) } else { CmdError::failed(e) })?;
+    let res = prepare_and_run(a, choices, &out);
+    if fresh && res.as_ref().is_err_and(|e| e.code() == 2) {
+        // Nothing ran: the fresh directory holds nothing worth keeping.
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    res
+}
+
+/// Everything after the output directory is settled: config, host, bindings, the run.
+fn prepare_and_run(
+    mut a: VerifyRunArgs,
+    choices: Vec<compare::Choice>,
+    out: &Path,
+) -> Result<(), CmdError> {
+    let out = out.to_path_buf();
     let c = load_config(&a, &out)?;
     let host = host_nodes(Path::new("/sys")).bad_input()?;
     let auto = if choices.iter().any(|c| c.choice == BindingChoice::Auto) {
@@ -102,12 +123,13 @@ pub fn run(mut a: VerifyRunArgs) -> Result<(), CmdError> {
         stop_grace: policy.stop_grace,
         proc: ProcFs::default(),
     };
+    eprintln!("writing results in {}", out.display());
     let report = execute(&spec, &dataset, &factory)?;
     print_report(&report, &out)?;
     compare_outcome(&report)
 }
 
-/// Runs the comparison on a fresh tokio runtime with Ctrl-C handling.
+/// Runs the comparison on a fresh tokio runtime; SIGINT or SIGTERM interrupts it.
 fn execute(
     spec: &CompareSpec,
     dataset: &crate::loadgen::dataset::Dataset,
@@ -121,13 +143,9 @@ fn execute(
     let total = spec.trials as usize * spec.choices.len();
     rt.block_on(async {
         let interrupt = CancellationToken::new();
-        let on_signal = interrupt.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping the engine; what was measured is kept");
-                on_signal.cancel();
-            }
-        });
+        on_interrupt(interrupt.clone(), |signal| {
+            eprintln!("interrupted ({signal}): stopping the engine; what was measured is kept");
+        })?;
         let mut done = 0;
         run_compare(spec, dataset, factory, interrupt, |r| {
             done += 1;
@@ -150,8 +168,8 @@ fn execute(
             eprintln!("[{done}/{total}] {} trial {}: {what}", r.binding, r.trial);
         })
         .await
+        .failed()
     })
-    .failed()
 }
 
 fn print_report(report: &CompareReport, out: &Path) -> Result<(), CmdError> {

@@ -4,6 +4,9 @@
 //! machine has, serves the engine simulator under it through serve's process runtime, checks
 //! the binding in `/proc`, runs a short sweep and a short `none` vs `auto` comparison, writes
 //! `report.md` with the chart, stops everything it started and prints where the report is.
+//! Its directory is `--out` (a symlink or a file there refused) or a fresh private
+//! `nodeagent-demo-XXXXXX` (mode 0700) under the temp dir, printed first; SIGINT and SIGTERM
+//! stop the engine.
 //!
 //! Not here: anything a real GPU host needs (the README's walkthrough covers that).
 
@@ -15,7 +18,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use super::sweep::{build, compare_outcome, factory, host_nodes};
+use super::sweep::{build, compare_outcome, factory, host_nodes, on_interrupt};
 use crate::binding::{Binding, MemPolicy};
 use crate::cli::{Cli, Command, DemoArgs};
 use crate::exit::{CmdError, ResultExt};
@@ -23,6 +26,7 @@ use crate::host::cpuset::CpuSet;
 use crate::plan::Plan;
 use crate::supervise::procs::ProcFs;
 use crate::verify::compare::{BindingChoice, Choice, HostNodes, TrialRun};
+use crate::verify::outdir;
 use crate::verify::render::write_table;
 use crate::verify::trials::{engine_life, run_compare, CompareSpec};
 
@@ -173,18 +177,9 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         return Err(CmdError::bad_input(anyhow!("--trials must be at least 1")));
     }
     let started = std::time::Instant::now();
-    let out = match &args.out {
-        Some(d) => d.clone(),
-        None => {
-            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string()
-                .replace(':', "");
-            std::env::temp_dir().join(format!("nodeagent-demo-{stamp}"))
-        }
-    };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating {}", out.display()))
-        .bad_input()?;
+    let (out, _) = outdir::given_or_private(args.out.as_deref(), "nodeagent-demo-")
+        .map_err(|e| if e.is_bad_input() { CmdError::bad_input(e) } else { CmdError::failed(e) })?;
+    println!("demo directory: {}", out.display());
     let mut report = String::from("# nodeagent demo\n\n");
     let say = |line: String, report: &mut String| {
         println!("{line}");
@@ -259,15 +254,11 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         .context("starting tokio")
         .failed()?;
     let interrupt = CancellationToken::new();
-    {
-        let on_signal = interrupt.clone();
-        rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping the engine");
-                on_signal.cancel();
-            }
-        });
-    }
+    rt.block_on(async {
+        on_interrupt(interrupt.clone(), |signal| {
+            eprintln!("interrupted ({signal}): stopping the engine");
+        })
+    })?;
     let mut life = TrialRun {
         binding: "auto".into(),
         trial: 1,

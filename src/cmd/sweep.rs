@@ -1,8 +1,9 @@
 //! What `verify`, `verify --compare` and `demo` share, so that no handler calls another: the
 //! CLI's sweep arguments turned into a `SweepSpec` and its dataset (`build`, with `levels`,
 //! `per_level`, `parse_slo`), the open-file limit, the GPU sampler of a local engine, the host's
-//! NUMA nodes a binding must fit, one engine runtime per binding (`factory`), and the exit
-//! status of a comparison (`compare_outcome`).
+//! NUMA nodes a binding must fit, one engine runtime per binding (`factory`), the exit
+//! status of a comparison (`compare_outcome`), and SIGINT/SIGTERM turned into a cancellation
+//! (`on_interrupt`).
 //!
 //! Not here: running sweeps and comparisons (`crate::verify`), printing results (the handlers).
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::cli::{ArrivalKind, DatasetKind, VerifyApi, VerifyFormat, VerifyRunArgs};
@@ -25,6 +27,7 @@ use crate::monitor::{Sampler, ToolSampler};
 use crate::summary::Slo;
 use crate::supervise::runtime::{runtime_for, EngineRuntime, RuntimeOptions};
 use crate::verify::compare::{CompareReport, HostNodes};
+use crate::verify::redact::{Secret, Secrets};
 use crate::verify::trials::RuntimeFactory;
 use crate::verify::{LevelSpec, SweepSpec};
 
@@ -150,15 +153,17 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
             Arrival::Gamma { burstiness: a.burstiness }
         }
     };
-    if let Some(f) = a.max_failure_rate {
-        if !(0.0..=1.0).contains(&f) {
-            return Err(anyhow!("--max-failure-rate {f}: must be a fraction between 0 and 1"));
-        }
+    if !(0.0..=1.0).contains(&a.max_failure_rate) {
+        return Err(anyhow!(
+            "--max-failure-rate {}: must be a fraction from 0 to 1 (0.05 = 5 %)",
+            a.max_failure_rate
+        ));
     }
     let spec = SweepSpec {
         url,
         endpoint,
-        api_key: a.api_key.clone(),
+        api_key: a.api_key.clone().map(Secret::new),
+        secrets: Secrets::new(a.api_key.as_deref(), a.extra_body.as_deref(), a.url.as_deref()),
         body,
         timeouts: Timeouts {
             connect: a.connect_timeout,
@@ -180,6 +185,37 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
     };
     Ok((spec, dataset, a.format))
+}
+
+/// Cancels `token` at the first SIGINT or SIGTERM (Ctrl-C, a timeout, CI, systemd, `docker
+/// stop`), after `say(signal name)`. The handlers are installed before this returns, so no
+/// signal from then on kills the process; later signals are ignored (the run is already
+/// ending). Call it inside a tokio runtime.
+pub(crate) fn on_interrupt(
+    token: CancellationToken,
+    say: impl FnOnce(&str) + Send + 'static,
+) -> Result<(), CmdError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT").failed()?;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM").failed()?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            Some(()) = int.recv() => "SIGINT",
+            Some(()) = term.recv() => "SIGTERM",
+            else => return,
+        };
+        say(name);
+        token.cancel();
+        // Keep the handlers installed: a second signal must not kill the run that is saving.
+        loop {
+            tokio::select! {
+                Some(()) = int.recv() => {}
+                Some(()) = term.recv() => {}
+                else => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard one: an open loop may hold thousands of

@@ -1,7 +1,8 @@
 //! `nodeagent verify`: turns the CLI arguments into a `SweepSpec`, runs the sweep on a tokio
-//! runtime with Ctrl-C handling, prints tables (or evalscope blocks, or JSON), and decides the
-//! exit status: 2 for bad arguments or dataset, 1 when the server is unreachable, a level has
-//! no success, failures exceed `--max-failure-rate`, or the run was interrupted.
+//! runtime with SIGINT/SIGTERM handling, prints tables (or evalscope blocks, or JSON), and
+//! decides the exit status: 2 for bad arguments, dataset or `--out`, 1 when the server is
+//! unreachable, a level has no success, a level's failures exceed `--max-failure-rate` (5 %
+//! by default), or the run was interrupted.
 //! `nodeagent verify compare A B` prints two runs side by side.
 //!
 //! Not here: turning the arguments into a `SweepSpec` (`cmd::sweep`, shared with `--compare`
@@ -12,7 +13,7 @@ use std::io::Write;
 use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
-use super::sweep::{build, raise_open_file_limit};
+use super::sweep::{build, on_interrupt, raise_open_file_limit};
 use crate::cli::{VerifyArgs, VerifyCommand, VerifyFormat, VerifyRunArgs};
 use crate::exit::{CmdError, ResultExt};
 use crate::report::table::{gpu_table, level_table, sweep_table};
@@ -62,17 +63,13 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     let max_failure_rate = args.max_failure_rate;
     let outcome = rt.block_on(async {
         let interrupt = CancellationToken::new();
-        let on_signal = interrupt.clone();
         let grace = spec.grace;
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "interrupted: no new requests; requests in flight get {} to finish",
-                    humantime::format_duration(grace)
-                );
-                on_signal.cancel();
-            }
-        });
+        on_interrupt(interrupt.clone(), move |signal| {
+            eprintln!(
+                "interrupted ({signal}): no new requests; requests in flight get {} to finish",
+                humantime::format_duration(grace)
+            );
+        })?;
         let mut stdout = std::io::stdout();
         run_sweep(&spec, &dataset, interrupt, |l| {
             let _ = match format {
@@ -85,16 +82,7 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
             };
         })
         .await
-    });
-    let outcome = outcome.map_err(|e| match e {
-        VerifyError::Client(crate::loadgen::request::ClientError::Models { .. })
-        | VerifyError::Preflight { .. } => CmdError::failed(e),
-        VerifyError::NoModel { .. } | VerifyError::Schedule(_) | VerifyError::Client(_) => {
-            CmdError::bad_input(e)
-        }
-        VerifyError::Write { .. } | VerifyError::Csv { .. } | VerifyError::Chart(_) => {
-            CmdError::failed(e)
-        }
+        .map_err(sweep_error)
     })?;
     let summary = &outcome.summary;
     let mut stdout = std::io::stdout().lock();
@@ -119,14 +107,35 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     verdict(summary, max_failure_rate)
 }
 
-/// The exit status of a finished sweep.
-pub fn verdict(summary: &Summary, max_failure_rate: Option<f64>) -> Result<(), CmdError> {
+/// The exit status of a sweep that failed: 2 for what the caller chose (a model, a schedule,
+/// a request the client cannot build, an output directory that is a symlink or a file), 1
+/// for the server's or the host's faults.
+fn sweep_error(e: VerifyError) -> CmdError {
+    match e {
+        VerifyError::Client(crate::loadgen::request::ClientError::Models { .. })
+        | VerifyError::Preflight { .. } => CmdError::failed(e),
+        VerifyError::NoModel { .. } | VerifyError::Schedule(_) | VerifyError::Client(_) => {
+            CmdError::bad_input(e)
+        }
+        VerifyError::OutDir(ref o) if o.is_bad_input() => CmdError::bad_input(e),
+        VerifyError::Write { .. }
+        | VerifyError::Csv { .. }
+        | VerifyError::Chart(_)
+        | VerifyError::OutDir(_) => CmdError::failed(e),
+    }
+}
+
+/// The exit status of a finished sweep: 1 when it was interrupted, a level had no success, or
+/// a measured level's failed/sent is above `max_failure_rate` (`--max-failure-rate`, 0.05 by
+/// default); the first such level is named with its failure rate.
+pub fn verdict(summary: &Summary, max_failure_rate: f64) -> Result<(), CmdError> {
     if summary.meta.interrupted {
         return Err(CmdError::failed(anyhow!(
             "interrupted after {} level(s); what was measured is reported and saved",
             summary.levels.len()
         )));
     }
+    // A level with no success first: it says more than a failure rate elsewhere.
     for l in &summary.levels {
         let label = crate::report::table::level_label(l);
         if l.succeeded == 0 {
@@ -137,17 +146,19 @@ pub fn verdict(summary: &Summary, max_failure_rate: Option<f64>) -> Result<(), C
                 if why.is_empty() { "none sent".into() } else { why.join(", ") }
             )));
         }
-        if let Some(max) = max_failure_rate {
-            let rate = l.failed as f64 / l.requests as f64;
-            if rate > max {
-                return Err(CmdError::failed(anyhow!(
-                    "level {label}: {} of {} requests failed ({:.1}% > --max-failure-rate {})",
-                    l.failed,
-                    l.requests,
-                    rate * 100.0,
-                    max
-                )));
-            }
+    }
+    for l in &summary.levels {
+        let label = crate::report::table::level_label(l);
+        let rate = l.failed as f64 / l.requests.max(1) as f64;
+        if rate > max_failure_rate {
+            return Err(CmdError::failed(anyhow!(
+                "level {label}: {} of {} requests failed ({:.1} % > --max-failure-rate {}); \
+                 the results are saved",
+                l.failed,
+                l.requests,
+                rate * 100.0,
+                max_failure_rate
+            )));
         }
     }
     Ok(())
@@ -168,14 +179,23 @@ mod tests {
             failed: 1,
             ..Default::default()
         });
-        assert!(verdict(&s, None).is_ok());
-        assert!(verdict(&s, Some(0.1)).is_ok());
-        let e = verdict(&s, Some(0.05)).unwrap_err();
+        assert!(verdict(&s, 0.1).is_ok());
+        let e = verdict(&s, 0.05).unwrap_err();
         assert_eq!(e.code(), 1);
+        assert!(e.to_string().contains("level c=8: 1 of 10 requests failed (10.0 % >"), "{e}");
+        // 1 of 20 is 5 %: not above the default.
+        s.levels[0].requests = 20;
+        s.levels[0].succeeded = 19;
+        assert!(verdict(&s, 0.05).is_ok());
+        assert!(verdict(&s, 0.0).is_err());
         s.levels.push(LevelStats { parallel: 16, requests: 3, failed: 3, ..Default::default() });
-        assert!(verdict(&s, None).unwrap_err().to_string().contains("c=16: no request succeeded"));
+        assert!(verdict(&s, 1.0).unwrap_err().to_string().contains("c=16: no request succeeded"));
+        // Over the limit at c=8 and no success at c=16: the worse is named.
+        s.levels[0].failed = 10;
+        s.levels[0].succeeded = 10;
+        assert!(verdict(&s, 0.05).unwrap_err().to_string().contains("c=16: no request succeeded"));
         s.levels.truncate(1);
         s.meta.interrupted = true;
-        assert!(verdict(&s, None).unwrap_err().to_string().contains("interrupted"));
+        assert!(verdict(&s, 1.0).unwrap_err().to_string().contains("interrupted"));
     }
 }

@@ -4,6 +4,10 @@
 //!   summary; the run directory's files are `rundir`'s.
 //! - `rundir`: the files of one sweep (`requests.jsonl`, `summary.json`, `summary.csv`,
 //!   `evalscope-summary.txt`, the chart) and `VerifyError`, the error of a sweep.
+//! - `outdir`: where results go: a given `--out` checked (no symlink, no file), else a fresh
+//!   private directory; an earlier run's files moved aside before a sweep starts.
+//! - `redact`: the run's secrets (API key, secret keys of `--extra-body`, URL password) and
+//!   their redaction from the command line and any text written out.
 //! - `compare`: pure code of a binding comparison: the BINDINGS grammar, resolving an entry
 //!   against the host's nodes (given by the caller), the interleaved schedule, statistics across
 //!   trials and the verdict. No I/O.
@@ -11,10 +15,13 @@
 //!   `compare.json`, `compare.txt` and `compare.svg` current.
 //! - `render`: the comparison's table and chart, to any `W: Write`.
 //!
-//! Imports run one way: `trials` -> `sweep` -> `rundir`, and `trials` -> `render` -> `compare`.
+//! Imports run one way: `trials` -> `sweep` -> `rundir` -> (`outdir`, `redact`), and
+//! `trials` -> `render` -> `compare`.
 //! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
 
 pub mod compare;
+pub mod outdir;
+pub mod redact;
 pub mod render;
 pub mod rundir;
 pub mod sweep;

@@ -1,14 +1,19 @@
 //! The files of one sweep's run directory (`--out`): every record appended to
 //! `requests.jsonl` as it finishes, and `summary.json`, `summary.csv`, `evalscope-summary.txt`
-//! and the chart rewritten after each level. Also `VerifyError`, the error of a sweep, which
-//! sits here, below `sweep`, so that the two modules do not import each other.
+//! and the chart rewritten after each level. A record's error detail (a server's words, which
+//! may echo the request) has the run's secrets redacted before it is written. Also
+//! `VerifyError`, the error of a sweep, which sits here, below `sweep`, so that the two
+//! modules do not import each other.
 //!
-//! Not here: running the levels (`sweep`) and what the files hold (`report`).
+//! Not here: running the levels (`sweep`), what the files hold (`report`), checking the
+//! directory and moving an earlier run aside (`outdir`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use super::outdir::OutDirError;
+use super::redact::Secrets;
 use crate::loadgen::record::RequestRecord;
 use crate::loadgen::request::ClientError;
 use crate::loadgen::schedule::ScheduleError;
@@ -30,6 +35,8 @@ pub enum VerifyError {
     Csv { path: PathBuf, source: csv::Error },
     #[error(transparent)]
     Chart(#[from] crate::report::chart::ChartError),
+    #[error(transparent)]
+    OutDir(#[from] OutDirError),
 }
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + '_ {
@@ -41,14 +48,16 @@ pub(crate) struct RunDir {
     dir: PathBuf,
     requests: BufWriter<File>,
     failed: Option<std::io::Error>,
+    secrets: Secrets,
 }
 
 impl RunDir {
-    pub(crate) fn create(dir: &Path) -> Result<Self, VerifyError> {
+    /// Opens `dir` (already checked by `outdir::given`) and starts `requests.jsonl`.
+    pub(crate) fn create(dir: &Path, secrets: Secrets) -> Result<Self, VerifyError> {
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
         let path = dir.join("requests.jsonl");
         let f = File::create(&path).map_err(write_err(&path))?;
-        Ok(Self { dir: dir.to_path_buf(), requests: BufWriter::new(f), failed: None })
+        Ok(Self { dir: dir.to_path_buf(), requests: BufWriter::new(f), failed: None, secrets })
     }
 
     /// Appends one record; the first write error is kept and reported by `summary`.
@@ -56,6 +65,16 @@ impl RunDir {
         if self.failed.is_some() {
             return;
         }
+        let scrubbed;
+        let r = match &r.error_detail {
+            Some(d) if !self.secrets.is_empty() && self.secrets.text(d) != *d => {
+                let mut c = r.clone();
+                c.error_detail = Some(self.secrets.text(d));
+                scrubbed = c;
+                &scrubbed
+            }
+            _ => r,
+        };
         let res = serde_json::to_writer(&mut self.requests, r)
             .map_err(std::io::Error::from)
             .and_then(|()| self.requests.write_all(b"\n"));

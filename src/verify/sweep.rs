@@ -3,7 +3,10 @@
 //! `summary.json`, `summary.csv`, `evalscope-summary.txt` and the chart current after each
 //! level, so a crash, a dead server or Ctrl-C loses nothing already measured. A sweep runs in
 //! named steps: `preflight` (the model, the request bodies, one checked request), `Levels::run`
-//! per level (`Levels::phase` per warmup or measured phase) and `finish`.
+//! per level (`Levels::phase` per warmup or measured phase) and `finish`. Before the preflight
+//! the output directory is checked and an earlier run's files in it are moved aside
+//! (`outdir`), so a run that fails early leaves nothing that looks like its results. The
+//! run's secrets (`redact`) are kept out of `meta` and of every error detail written.
 //!
 //! Not here: the run directory's files (`rundir`), printing and exit codes (the command layer).
 
@@ -16,6 +19,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::outdir;
+use super::redact::{Secret, Secrets};
 use super::rundir::{RunDir, VerifyError};
 use crate::loadgen::client::{Client, Slot};
 use crate::loadgen::conn::{Conn, ConnStash};
@@ -44,7 +49,9 @@ pub struct LevelSpec {
 pub struct SweepSpec {
     pub url: String,
     pub endpoint: Endpoint,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
+    /// Every secret of the run (the API key among them), redacted from every output.
+    pub secrets: Secrets,
     pub body: BodySettings,
     pub timeouts: Timeouts,
     pub levels: Vec<LevelSpec>,
@@ -58,6 +65,7 @@ pub struct SweepSpec {
     pub progress: bool,
     /// Time in-flight requests get to finish after Ctrl-C before they are cancelled.
     pub grace: Duration,
+    /// The command line, as given: `meta.argv` is it with `secrets` redacted.
     pub argv: Vec<String>,
     /// GPU sampler for the per-level utilization and memory in `meta.gpu` (engine on this host).
     pub gpu_sampler: Option<std::sync::Arc<dyn crate::monitor::Sampler>>,
@@ -100,6 +108,13 @@ pub async fn run_sweep(
     let anchor = Instant::now();
     let run_id = format!("{:08x}", rand::random::<u32>());
     let mut meta = meta(spec, dataset, &run_id);
+    let moved = match spec.out.as_deref() {
+        Some(out) => outdir::move_earlier_run_aside(&outdir::given(out)?)?,
+        None => None,
+    };
+    if let Some(to) = &moved {
+        tracing::warn!("moved the earlier run's files in this run's directory to {}", to.display());
+    }
     let max_pool = spec.levels.iter().map(pool_for).max().unwrap_or(1);
     // Open connections, from the preflight's to the last level's.
     let conns = Arc::new(ConnStash::default());
@@ -107,7 +122,11 @@ pub async fn run_sweep(
     for w in &meta.warnings {
         tracing::warn!("{w}");
     }
-    let mut dir = spec.out.as_deref().map(RunDir::create).transpose()?;
+    if let Some(to) = moved {
+        meta.warnings.push(format!("an earlier run's files were moved to {}", to.display()));
+    }
+    let mut dir =
+        spec.out.as_deref().map(|d| RunDir::create(d, spec.secrets.clone())).transpose()?;
     let mut summary = Summary { levels: Vec::new(), meta };
     tracing::debug!(max_pool, "sweep starting");
     let levels = Levels {
@@ -143,8 +162,8 @@ fn meta(spec: &SweepSpec, dataset: &Dataset, run_id: &str) -> Meta {
         version: env!("CARGO_PKG_VERSION").into(),
         run_id: run_id.to_string(),
         started_at: now_rfc3339(),
-        url: spec.url.clone(),
-        endpoint: spec.endpoint.url.to_string(),
+        url: spec.secrets.text(&spec.url),
+        endpoint: spec.secrets.text(&spec.endpoint.url.to_string()),
         api: match spec.endpoint.api {
             Api::Chat => "chat".into(),
             Api::Completions => "completions".into(),
@@ -167,7 +186,7 @@ fn meta(spec: &SweepSpec, dataset: &Dataset, run_id: &str) -> Meta {
         percentile_method: PERCENTILE_METHOD.into(),
         interrupted: false,
         warnings: Vec::new(),
-        argv: spec.argv.clone(),
+        argv: spec.secrets.argv(&spec.argv),
         gpu: None,
     }
 }
@@ -184,7 +203,7 @@ fn pool_for(l: &LevelSpec) -> usize {
 fn client(spec: &SweepSpec, anchor: Instant, run_id: &str) -> Result<Client, ClientError> {
     Client::new(
         spec.endpoint.clone(),
-        spec.api_key.as_deref(),
+        spec.api_key.as_ref().map(Secret::expose),
         spec.timeouts,
         spec.body.stream,
         anchor,
@@ -218,14 +237,14 @@ async fn preflight(
         let models = probe.models().await?;
         if body.model.is_empty() {
             body.model = models.first().cloned().ok_or_else(|| VerifyError::NoModel {
-                models_url: spec.endpoint.models_url.to_string(),
+                models_url: spec.secrets.text(&spec.endpoint.models_url.to_string()),
             })?;
             meta.model = body.model.clone();
         } else if !models.contains(&body.model) {
             meta.warnings.push(format!(
                 "model {:?} is not in {} ({})",
                 body.model,
-                spec.endpoint.models_url,
+                spec.secrets.text(&spec.endpoint.models_url.to_string()),
                 models.join(", ")
             ));
         }
@@ -248,9 +267,9 @@ async fn preflight(
         conns.put(conn, max_pool);
         if let Some(class) = r.error {
             return Err(VerifyError::Preflight {
-                url: spec.endpoint.url.to_string(),
+                url: spec.secrets.text(&spec.endpoint.url.to_string()),
                 class: r.failure_key().unwrap_or_else(|| class.as_str().into()),
-                detail: r.error_detail.unwrap_or_default(),
+                detail: spec.secrets.text(&r.error_detail.unwrap_or_default()),
             });
         }
         if spec.body.stream && r.tokens_from == TokenSource::CountedChunks {
