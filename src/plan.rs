@@ -2,7 +2,7 @@
 //! memory nodes each instance is bound to, and why (with evidence). No I/O here.
 //!
 //! The output types below are a contract: `plan --json` prints `Plan` as is, `serve` launches
-//! `Instance::binding`, and other tools read the JSON (see README, "JSON contract").
+//! `Instance::binding`, and other tools read the JSON (docs/probe-and-plan.md, "JSON contract", and docs/plan.schema.json).
 //!
 //! Rules, in the order they apply to one instance:
 //! 1. A GPU whose NUMA node no source knows (VM, `numa_node` -1, `N/A`): no binding at all.

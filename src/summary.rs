@@ -144,8 +144,8 @@ pub struct Goodput {
     pub good_fraction: f64,
 }
 
-/// The metrics of one level. Every key of the `summary.json` contract is here; see README
-/// ("Metrics") for each formula and its aliases in other tools.
+/// The metrics of one level. Every key of the `summary.json` contract is here; see
+/// docs/verify-and-compare.md ("Metrics") for each formula and its aliases in other tools.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LevelStats {
     /// Concurrency: the fixed concurrency (closed loop) or the cap (open loop, 0 = none).

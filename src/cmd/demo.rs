@@ -8,7 +8,7 @@
 //! `nodeagent-demo-XXXXXX` (mode 0700) under the temp dir, printed first; SIGINT and SIGTERM
 //! stop the engine.
 //!
-//! Not here: anything a real GPU host needs (the README's walkthrough covers that).
+//! Not here: anything a real GPU host needs (docs/demo.md, "The real thing on a MetaX host", covers that).
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -2,7 +2,7 @@
 //! tools with a timeout, host snapshots (`probe --save` / `--from`), and [`gather`], which
 //! collects every source live or from a snapshot into one [`HostFacts`].
 //!
-//! What is fatal, per source, when probing live (documented in the README):
+//! What is fatal, per source, when probing live (documented in docs/probe-and-plan.md, "Sources"):
 //! - sysfs: unreadable or garbled files are errors; a missing `/sys/devices/system/node`
 //!   (kernel without NUMA) just means no nodes from sysfs.
 //! - `numactl --hardware`: optional. Missing, or "No NUMA available", is a warning (sysfs knows

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 /// Counts tokens with the simulator's deterministic tokenizer.
 ///
-/// Rules (documented in the README, chosen so that CJK prompts such as the seed's
+/// Rules (documented in docs/simulate.md, chosen so that CJK prompts such as the seed's
 /// `"解释人工智能"` count roughly as a real tokenizer would): a run of ASCII letters and digits
 /// counts one token per started 4 characters; every other character that is not whitespace
 /// (punctuation, CJK, emoji) is one token; whitespace is free.

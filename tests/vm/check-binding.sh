@@ -1,7 +1,7 @@
 #!/bin/sh
 # check-binding.sh PID: the binding the kernel gave PID and every process below it, one line
-# each. The README's "Checking a binding on your own host" shows this script; the VM tests run
-# it on the engine nodeagent serve started, so the README's recipe is tested. Needs only /proc
+# each. docs/FAQ.md, "Checking a binding on your own host", shows this script; the VM tests run
+# it on the engine nodeagent serve started, so the manual's recipe is tested. Needs only /proc
 # (`children` lists a thread's child processes) and awk: it runs under busybox too.
 tree() {
   echo "$1"
