@@ -144,6 +144,7 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
         runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
+    let status_for_debug = status.clone();
     let supervisor = Supervisor {
         runtime,
         policy: c.policy(),
@@ -158,7 +159,19 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
         check_path,
         gpu_hung,
     };
-    let outcome = supervisor.run().await;
+    let outcome = if args.debug_panic_when_ready {
+        let status = status_for_debug;
+        tokio::select! {
+            outcome = supervisor.run() => outcome,
+            _ = async {
+                while status.lock().unwrap().state != status::State::Ready {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            } => panic!("--debug-panic-when-ready: the engine is ready, panicking on purpose"),
+        }
+    } else {
+        supervisor.run().await
+    };
     cancel.cancel();
     signals.abort();
     let _ = server.await;
