@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use crate::config::container::ContainerError;
 use crate::host::cpuset::CpuSet;
 use crate::supervise::native::NativeError;
+use crate::supervise::statedir::StateDirError;
 
 /// How an engine ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,13 @@ pub enum RuntimeError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The state dir is unsafe (a symlink, another user's, writable by others) or a file in
+    /// it cannot be made; the message names the path.
+    #[error("{source}")]
+    UnsafeStateDir {
+        #[from]
+        source: StateDirError,
     },
     #[error(
         "preflight: docker: cannot reach the engine at {addr}: {reason} (is dockerd running? \
@@ -184,6 +192,7 @@ impl RuntimeError {
                 | E::Binding { .. }
                 | E::EngineLog { .. }
                 | E::StateDir { .. }
+                | E::UnsafeStateDir { .. }
                 | E::DockerUnreachable { .. }
                 | E::ImageMissing { .. }
                 | E::DeviceMissing { .. }
