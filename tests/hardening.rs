@@ -190,8 +190,7 @@ impl Agent {
 
     fn finish(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        let status = wait_for("agent exit", timeout, || child.try_wait().unwrap());
-        status
+        wait_for("agent exit", timeout, || child.try_wait().unwrap())
     }
 }
 
@@ -402,9 +401,8 @@ fn a_pid_file_line_naming_the_agents_parent_is_refused() {
     assert!(alive(ppid as i64), "the agent killed its own parent");
     let agent_pid = st["agent_pid"].as_i64().unwrap();
     Command::new("kill").args(["-TERM", &agent_pid.to_string()]).status().unwrap();
-    let status = wait_for("the parent's exit", Duration::from_secs(20), || {
-        parent.try_wait().unwrap()
-    });
+    let status =
+        wait_for("the parent's exit", Duration::from_secs(20), || parent.try_wait().unwrap());
     assert!(status.success());
     let rc = std::fs::read_to_string(setup.dir.path().join("rc")).unwrap();
     assert_eq!(rc.trim(), "0", "{}", setup.log());

@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn counts_ports_and_tp_are_bounded() {
         let v = check("[supervise]\nhealth_failures = 0\nrestart_budget = 4000000000\n");
-        assert_eq!(v.iter().map(|v| v.key).collect::<Vec<_>>(), ["supervise.health_failures", "supervise.restart_budget"]);
+        assert_eq!(
+            v.iter().map(|v| v.key).collect::<Vec<_>>(),
+            ["supervise.health_failures", "supervise.restart_budget"]
+        );
         let v = check("[engine]\nport = 0\n[launch]\ntp = 0\n");
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(check("[supervise]\nrestart_budget = 0\nhealth_failures = 3\n").is_empty());

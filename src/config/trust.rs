@@ -127,7 +127,10 @@ mod tests {
         check("config", &file).unwrap();
         chmod(&file, 0o666);
         let err = check("config", &file).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("config {}: mode 666, writable by everyone", file.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("config {}: mode 666, writable by everyone", file.display())),
+            "{err}"
+        );
         chmod(&file, 0o664);
         assert!(check("config", &file).unwrap_err().to_string().contains("writable by its group"));
         chmod(&file, 0o644);

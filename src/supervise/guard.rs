@@ -37,11 +37,8 @@ pub fn stop_engine_now(dir: &StateDir, id: &Identity, grace: Duration) -> Vec<i3
     let start = Instant::now();
     let mut killed = false;
     loop {
-        let left: Vec<i32> = targets
-            .iter()
-            .filter(|(p, t, _)| proc.alive_as(*p, *t))
-            .map(|(p, _, _)| *p)
-            .collect();
+        let left: Vec<i32> =
+            targets.iter().filter(|(p, t, _)| proc.alive_as(*p, *t)).map(|(p, _, _)| *p).collect();
         if left.is_empty() {
             let _ = dir.remove(PID_FILE);
             return left;

@@ -23,7 +23,9 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::launch::spec::LaunchSpec;
-use crate::supervise::engine::{EngineExit, EngineRuntime, PortHolder, RuntimeError};
+use crate::supervise::engine::{
+    deadline_after, EngineExit, EngineRuntime, PortHolder, RuntimeError,
+};
 use crate::supervise::native::NativeBinding;
 use crate::supervise::pidfile::{self, Identity, Leftovers, MARKER_VAR, PID_FILE};
 use crate::supervise::procs::{ProcFs, Stat};
@@ -169,7 +171,7 @@ impl ProcessRuntime {
 
     async fn stop_tree(&mut self, grace: Duration) {
         self.signal_all(Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
+        let deadline = deadline_after(Instant::now(), grace);
         let mut killed = false;
         loop {
             self.reap_main();
@@ -182,7 +184,8 @@ impl ProcessRuntime {
                 tracing::warn!(pids = ?left, "engine did not stop within the grace period: SIGKILL");
                 self.signal_all(Signal::SIGKILL);
                 killed = true;
-            } else if killed && Instant::now() >= deadline + Duration::from_secs(10) {
+            } else if killed && Instant::now() >= deadline_after(deadline, Duration::from_secs(10))
+            {
                 tracing::error!(pids = ?left, "engine processes survive SIGKILL");
                 break;
             }
@@ -361,7 +364,7 @@ pub async fn kill_leftovers(
     for (pid, _, _) in &victims {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
+    let deadline = deadline_after(Instant::now(), grace);
     loop {
         let left: Vec<_> = victims.iter().filter(|(p, t, _)| proc.alive_as(*p, *t)).collect();
         if left.is_empty() {
@@ -371,7 +374,7 @@ pub async fn kill_leftovers(
             for (pid, _, _) in &left {
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
-            if Instant::now() >= deadline + Duration::from_secs(5) {
+            if Instant::now() >= deadline_after(deadline, Duration::from_secs(5)) {
                 return Err(RuntimeError::LeftoversSurvive {
                     pids: left.iter().map(|(p, _, _)| *p).collect(),
                 });

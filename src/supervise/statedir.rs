@@ -137,11 +137,8 @@ impl StateDir {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(self.file_err(&tmp, e)),
         }
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(&self.fd, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
             .map_err(|e| self.file_err(&tmp, e))?;
         let mut file = std::fs::File::from(fd);
