@@ -5,7 +5,9 @@
 //! host profile <- model profile <- config file (later wins; tables merge, other values replace).
 //!
 //! Every file is type-checked on its own first, so an error names `file:line:column`. This module
-//! reads files and merges; it starts nothing. `container` is the `[container]` section.
+//! reads files and merges; it starts nothing. `container` is the `[container]` section;
+//! `bounds` the limits of every duration and count (checked per file, so an error names the
+//! file, line, key and value); `trust` whether root may use a file another user can write.
 //! `crate::launch::spec` turns a `Config` into what runs (launch imports config, never the other
 //! way round).
 //!
