@@ -299,11 +299,20 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// When running as root, accept a config, profile or engine program that another user can
+    /// write (group/world writable, or owned by another user), with a warning. For labs only:
+    /// whoever can write such a file can run anything as root.
+    #[arg(long)]
+    pub allow_insecure_files: bool,
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
     pub monitor: ServeMonitorArgs,
+    /// Debugging aid, hidden: panic on purpose once the engine is ready, to prove that a panic
+    /// stops the engine tree before the agent exits (tests/hardening.rs). Never use in service.
+    #[arg(long, hide = true)]
+    pub debug_panic_when_ready: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,27 +1,43 @@
 //! `nodeagent serve`: load the config and profiles, resolve the binding, build the launch spec,
 //! then run the supervisor until SIGTERM/SIGINT (exit 0) or until it gives up (exit 1). Bad
-//! config and failed preflight checks exit 2 with nothing started.
+//! config and failed preflight checks exit 2 with nothing started: among them, as root, a
+//! config, profile or engine program another user can write (`config::trust`, unless
+//! `--allow-insecure-files`), and an unsafe state dir (`supervise::statedir`). A panic after the
+//! start is caught here and the engine tree stopped (`supervise::guard`) before the exit (1).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::cli::{ServeArgs, ServeMode};
+use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::launch::spec::LaunchSpec;
 use crate::plan::{self, PlanRequest, Split};
+use crate::supervise::guard;
 use crate::supervise::notify::{Notifier, SdNotifier};
+use crate::supervise::pidfile::Identity;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::{runtime_for, RuntimeOptions};
+use crate::supervise::statedir::StateDir;
 use crate::supervise::status::{self, AgentStatus};
 use crate::supervise::supervisor::{Outcome, SuperviseError, Supervisor};
 
-/// The effective config with the CLI's overrides applied (the CLI wins).
-fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>), CmdError> {
+/// The longest the panic guard waits for the engine after SIGTERM before SIGKILL.
+const PANIC_GRACE: Duration = Duration::from_secs(10);
+
+/// Files root reads or runs, named for messages: (what, path).
+type Files = Vec<(&'static str, PathBuf)>;
+
+/// The effective config with the CLI's overrides applied (the CLI wins), the display names of
+/// its sources and the files it was read from.
+fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError> {
     let loaded = config::load(&args.config).bad_input()?;
     let mut c = loaded.config;
     if let Some(dir) = &args.state_dir {
@@ -38,7 +54,53 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>), CmdError> {
         });
     }
     c.validate().bad_input()?;
-    Ok((c, loaded.sources))
+    let every = args.monitor.gpu_interval;
+    let bounds = Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
+    if args.monitor.metrics_port.is_some() && !bounds.contains(&every) {
+        return Err(CmdError::bad_input(anyhow!(
+            "--gpu-interval {}: must be between 100ms and 1day",
+            humantime::format_duration(every)
+        )));
+    }
+    Ok((c, loaded.sources, loaded.files))
+}
+
+/// As root: refuses (or with `--allow-insecure-files` warns about) the config, path profiles
+/// and the programs root would execute (bare and numactl modes; a container's argv runs in the
+/// container) when another user can write them or a directory above them.
+fn check_files(files: &Files, spec: &LaunchSpec, allow: bool) -> Result<(), CmdError> {
+    if !trust::running_as_root() {
+        return Ok(());
+    }
+    let mut checks = files.clone();
+    if spec.mode != LaunchMode::Container {
+        let mut programs = vec![("engine program", &spec.engine_argv[0])];
+        if spec.mode == LaunchMode::Numactl {
+            programs.push(("numactl program", &spec.argv[0]));
+        }
+        for (what, program) in programs {
+            checks.extend(trust::resolve_program(program).map(|p| (what, p)));
+        }
+    }
+    for (what, path) in &checks {
+        match trust::check(what, path) {
+            Ok(()) => {}
+            Err(e @ TrustError::Insecure { .. }) if allow => {
+                tracing::warn!("insecure file accepted (--allow-insecure-files): {e}")
+            }
+            Err(e) => return Err(CmdError::bad_input(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The text of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 /// The binding to apply: explicit from `[binding]`, or with `auto = true` the binding that
@@ -90,7 +152,7 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
 }
 
 pub fn run(args: ServeArgs) -> Result<(), CmdError> {
-    let (c, sources) = effective(&args)?;
+    let (c, sources, files) = effective(&args)?;
     let binding = binding(&c, &args)?;
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -99,20 +161,41 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     if args.print_config {
         return print_config(&c, &sources, &spec);
     }
+    check_files(&files, &spec, args.allow_insecure_files)?;
+    let state_dir = StateDir::open(&c.state_dir()).bad_input()?;
     // One thread is plenty for one engine, and keeps the agent's footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
         .failed()?;
-    rt.block_on(serve(c, spec, &args))
+    let id = Identity::new(&state_dir, &spec.engine_argv);
+    let grace = c.policy().stop_grace.min(PANIC_GRACE);
+    // A panic anywhere in the supervision unwinds to here: stop the engine tree before the
+    // process dies, so the worst case is a clean failure, never an orphaned engine.
+    let serving = std::panic::AssertUnwindSafe(|| rt.block_on(serve(c, spec, &args, &state_dir)));
+    match std::panic::catch_unwind(serving) {
+        Ok(result) => result,
+        Err(payload) => {
+            let why = panic_text(payload.as_ref());
+            let left = guard::stop_engine_now(&state_dir, &id, grace);
+            let _ = state_dir.remove(status::SOCKET_NAME);
+            let what = if left.is_empty() {
+                "engine stopped".to_string()
+            } else {
+                format!("engine processes {left:?} survive SIGKILL")
+            };
+            Err(CmdError::failed(anyhow!("agent panicked: {why}; {what}")))
+        }
+    }
 }
 
-async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdError> {
-    let state_dir = c.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating state dir {}", state_dir.display()))
-        .bad_input()?;
+async fn serve(
+    c: Config,
+    spec: LaunchSpec,
+    args: &ServeArgs,
+    state_dir: &StateDir,
+) -> Result<(), CmdError> {
     let status = Arc::new(Mutex::new(AgentStatus::new(
         String::new(),
         spec.argv.clone(),
@@ -122,7 +205,7 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
     )));
     let cancel = CancellationToken::new();
     let server =
-        status::serve(&state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
+        status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
     let gpu_hung = super::monitor::start_for_serve(args, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
@@ -144,6 +227,7 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
         runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
+    let status_for_debug = status.clone();
     let supervisor = Supervisor {
         runtime,
         policy: c.policy(),
@@ -158,7 +242,19 @@ async fn serve(c: Config, spec: LaunchSpec, args: &ServeArgs) -> Result<(), CmdE
         check_path,
         gpu_hung,
     };
-    let outcome = supervisor.run().await;
+    let outcome = if args.debug_panic_when_ready {
+        let status = status_for_debug;
+        tokio::select! {
+            outcome = supervisor.run() => outcome,
+            _ = async {
+                while status.lock().unwrap().state != status::State::Ready {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            } => panic!("--debug-panic-when-ready: the engine is ready, panicking on purpose"),
+        }
+    } else {
+        supervisor.run().await
+    };
     cancel.cancel();
     signals.abort();
     let _ = server.await;

@@ -5,7 +5,9 @@
 //! host profile <- model profile <- config file (later wins; tables merge, other values replace).
 //!
 //! Every file is type-checked on its own first, so an error names `file:line:column`. This module
-//! reads files and merges; it starts nothing. `container` is the `[container]` section.
+//! reads files and merges; it starts nothing. `container` is the `[container]` section;
+//! `bounds` the limits of every duration and count (checked per file, so an error names the
+//! file, line, key and value); `trust` whether root may use a file another user can write.
 //! `crate::launch::spec` turns a `Config` into what runs (launch imports config, never the other
 //! way round).
 //!
@@ -17,7 +19,9 @@
 //! port = 8001
 //! ```
 
+pub mod bounds;
 pub mod container;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,10 @@ pub enum ConfigError {
     KeyInProfile { file: String, key: &'static str },
     #[error("invalid effective config: {message}")]
     Semantic { message: String },
+    /// A duration or count out of its bounds (`bounds`): the file that set it, the key, the
+    /// value as written, why.
+    #[error("{file}: {key}: {value}: {why}")]
+    OutOfBounds { file: String, key: &'static str, value: String, why: String },
 }
 
 /// How the engine is started.
@@ -355,6 +363,18 @@ impl Config {
     /// Checks what a merged config must hold before anything runs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |message: String| Err(ConfigError::Semantic { message });
+        if let Some(v) = bounds::violations(self).into_iter().next() {
+            let file = "effective config".to_string();
+            return Err(ConfigError::OutOfBounds { file, key: v.key, value: v.value, why: v.why });
+        }
+        let p = self.policy();
+        if p.backoff_max < p.backoff_initial {
+            return bad(format!(
+                "supervise.backoff_max ({}) is shorter than supervise.backoff_initial ({})",
+                humantime::format_duration(p.backoff_max),
+                humantime::format_duration(p.backoff_initial)
+            ));
+        }
         if self.engine.argv.is_empty() {
             return bad("engine.argv is empty: pick a model profile (`model = ...`) or set \
                         [engine] argv"
@@ -388,6 +408,9 @@ impl Config {
 pub struct Loaded {
     pub config: Config,
     pub sources: Vec<String>,
+    /// The files read from disk (profiles given by path, then the config file): what root must
+    /// not take from another user (`trust`). Built-in profiles are not files.
+    pub files: Vec<(&'static str, PathBuf)>,
 }
 
 /// Line and column (1-based) of byte offset `pos` in `text`.
@@ -414,6 +437,18 @@ pub fn parse_layer(file: &str, text: &str) -> Result<(Config, toml::Table), Conf
     };
     let table: toml::Table = toml::from_str(text).map_err(syntax)?;
     let config: Config = toml::from_str(text).map_err(syntax)?;
+    if let Some(v) = bounds::violations(&config).into_iter().next() {
+        let file = match bounds::line_of(text, v.key) {
+            Some(line) => format!("{file}:{line}"),
+            None => file.to_string(),
+        };
+        return Err(ConfigError::OutOfBounds {
+            file,
+            key: v.key,
+            value: bounds::written(&table, v.key).unwrap_or(v.value),
+            why: v.why,
+        });
+    }
     Ok((config, table))
 }
 
@@ -435,17 +470,17 @@ fn profile_text(
     kind: &'static str,
     name: &str,
     base_dir: &Path,
-) -> Result<(String, String), ConfigError> {
+) -> Result<(String, String, Option<PathBuf>), ConfigError> {
     if name.contains('/') || name.ends_with(".toml") {
         let path = base_dir.join(name);
         let text = std::fs::read_to_string(&path)
             .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        return Ok((path.display().to_string(), text));
+        return Ok((path.display().to_string(), text, Some(path)));
     }
     BUILTIN
         .iter()
         .find(|(k, n, _)| *k == kind && *n == name)
-        .map(|(k, n, t)| (format!("profiles/{k}/{n}.toml (built in)"), t.to_string()))
+        .map(|(k, n, t)| (format!("profiles/{k}/{n}.toml (built in)"), t.to_string(), None))
         .ok_or_else(|| ConfigError::UnknownProfile {
             kind: if kind == "hosts" { "host" } else { "model" },
             name: name.to_string(),
@@ -463,9 +498,13 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, Confi
     let (top, top_table) = parse_layer(file, text)?;
     let mut merged = toml::Table::new();
     let mut sources = Vec::new();
+    let mut files = Vec::new();
     for (kind, name) in [("hosts", &top.host), ("models", &top.model)] {
         let Some(name) = name else { continue };
-        let (pfile, ptext) = profile_text(kind, name, base_dir)?;
+        let (pfile, ptext, path) = profile_text(kind, name, base_dir)?;
+        if let Some(path) = path {
+            files.push((if kind == "hosts" { "host profile" } else { "model profile" }, path));
+        }
         let (layer, table) = parse_layer(&pfile, &ptext)?;
         for (key, set) in [("host", layer.host.is_some()), ("model", layer.model.is_some())] {
             if set {
@@ -483,7 +522,7 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, Confi
         message: e.message().trim().to_string(),
     })?;
     config.validate()?;
-    Ok(Loaded { config, sources })
+    Ok(Loaded { config, sources, files })
 }
 
 /// Reads and loads the config file at `path`.
@@ -491,7 +530,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    load_str(&path.display().to_string(), &text, base)
+    let mut loaded = load_str(&path.display().to_string(), &text, base)?;
+    loaded.files.push(("config", path.to_path_buf()));
+    Ok(loaded)
 }
 
 #[cfg(test)]

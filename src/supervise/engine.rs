@@ -20,6 +20,15 @@ use futures_util::future::BoxFuture;
 use crate::config::container::ContainerError;
 use crate::host::cpuset::CpuSet;
 use crate::supervise::native::NativeError;
+use crate::supervise::statedir::StateDirError;
+
+/// `from + d`, saturating at a far future instead of panicking on overflow: deadlines in the
+/// supervisor and the runtimes. The config's bounds keep every duration within a year; this is
+/// the second line of defence.
+pub fn deadline_after(from: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    let far = Duration::from_secs(30 * 365 * 24 * 3600);
+    from.checked_add(d).or_else(|| from.checked_add(far)).unwrap_or(from)
+}
 
 /// How an engine ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +108,13 @@ pub enum RuntimeError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The state dir is unsafe (a symlink, another user's, writable by others) or a file in
+    /// it cannot be made; the message names the path.
+    #[error("{source}")]
+    UnsafeStateDir {
+        #[from]
+        source: StateDirError,
     },
     #[error(
         "preflight: docker: cannot reach the engine at {addr}: {reason} (is dockerd running? \
@@ -184,6 +200,7 @@ impl RuntimeError {
                 | E::Binding { .. }
                 | E::EngineLog { .. }
                 | E::StateDir { .. }
+                | E::UnsafeStateDir { .. }
                 | E::DockerUnreachable { .. }
                 | E::ImageMissing { .. }
                 | E::DeviceMissing { .. }
@@ -241,5 +258,12 @@ mod tests {
         for e in [busy, unknown, spawn, gone] {
             assert!(!e.to_string().contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert!(deadline_after(now, Duration::MAX) > now + Duration::from_secs(365 * 24 * 3600));
     }
 }

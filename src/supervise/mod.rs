@@ -8,18 +8,24 @@
 //! its tests run on paused time) and `restart` its restart decision; `procs` reads `/proc`;
 //! `health` asks the engine over HTTP; `progress` reads its token counters; `notify` talks to
 //! systemd; `status` is what `nodeagent status` reads over the state dir's Unix socket.
+//! `statedir` opens and checks the state dir and makes every file in it without following a
+//! symlink; `pidfile` says which processes a pid file may name as leftovers (a hint, never an
+//! order); `guard` stops the engine tree synchronously when `serve` panics.
 //!
 //! Imports run one way: `crate::launch` (pure specs) and `crate::config` below, `crate::monitor`
 //! above (it reads the status record; nothing here names the monitor).
 pub mod docker;
 pub mod engine;
+pub mod guard;
 pub mod health;
 pub mod native;
 pub mod notify;
+pub mod pidfile;
 pub mod process;
 pub mod procs;
 pub mod progress;
 pub mod restart;
 pub mod runtime;
+pub mod statedir;
 pub mod status;
 pub mod supervisor;

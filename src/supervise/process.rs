@@ -2,8 +2,10 @@
 //! in the child, or under `numactl`). The engine gets its own process group; its descendants are
 //! found by walking `/proc/*/stat` parent links, because Ray workers leave the group and even
 //! the session. Every process ever seen is remembered by (pid, start time) and written to a pid
-//! file in the state dir, so a later agent run can find and kill what an agent killed with
-//! SIGKILL left behind, without ever killing a process that merely reused a pid.
+//! file in the state dir (`super::statedir`: never through a symlink), and every engine carries
+//! the state dir's `NODEAGENT_ENGINE` marker, so a later agent run can find and kill what an
+//! agent killed with SIGKILL left behind, without ever killing a process that merely reused a
+//! pid or that a forged pid file names (`super::pidfile`: a line is a hint, never an order).
 //!
 //! Not here: deciding when to restart (`crate::supervise::supervisor`), containers
 //! (`crate::supervise::docker`), the binding applied between fork and exec
@@ -21,19 +23,23 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::launch::spec::LaunchSpec;
-use crate::supervise::engine::{EngineExit, EngineRuntime, PortHolder, RuntimeError};
+use crate::supervise::engine::{
+    deadline_after, EngineExit, EngineRuntime, PortHolder, RuntimeError,
+};
 use crate::supervise::native::NativeBinding;
+use crate::supervise::pidfile::{self, Identity, Leftovers, MARKER_VAR, PID_FILE};
 use crate::supervise::procs::{ProcFs, Stat};
+use crate::supervise::statedir::StateDir;
 
 /// Variables of the agent's own service that the engine must not inherit: a child that found
 /// `NOTIFY_SOCKET` could tell systemd it is ready.
 const AGENT_ONLY_ENV: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"];
 
-const PID_FILE: &str = "engine.pids";
-
 pub struct ProcessRuntime {
     spec: LaunchSpec,
     state_dir: PathBuf,
+    /// The state dir, opened and checked at the first use.
+    dir: Option<StateDir>,
     proc: ProcFs,
     /// Treat the agent's own children as engine processes: orphans re-parented to the agent
     /// when it is a child subreaper (the `serve` command sets that; in-process tests do not).
@@ -55,6 +61,7 @@ impl ProcessRuntime {
         Self {
             spec,
             state_dir,
+            dir: None,
             proc: ProcFs::default(),
             adopt_children: false,
             stdout_to_stderr: false,
@@ -86,16 +93,18 @@ impl ProcessRuntime {
         self
     }
 
-    fn pid_file(&self) -> PathBuf {
-        self.state_dir.join(PID_FILE)
+    /// The state dir, opened and checked (`StateDir::open`) on first use.
+    fn dir(&mut self) -> Result<&StateDir, RuntimeError> {
+        if self.dir.is_none() {
+            self.dir = Some(StateDir::open(&self.state_dir)?);
+        }
+        Ok(self.dir.as_ref().expect("opened above"))
     }
 
     fn write_pid_file(&self) {
-        let text: String = self.known.iter().map(|(p, t)| format!("{p} {t}\n")).collect();
-        let tmp = self.state_dir.join(format!("{PID_FILE}.tmp"));
-        let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, self.pid_file()));
-        if let Err(e) = res {
-            tracing::warn!(error = %e, path = %self.pid_file().display(), "cannot write pid file");
+        let Some(dir) = &self.dir else { return };
+        if let Err(e) = dir.write_atomic(PID_FILE, pidfile::render(&self.known).as_bytes()) {
+            tracing::warn!("cannot write the pid file: {e}");
         }
     }
 
@@ -162,7 +171,7 @@ impl ProcessRuntime {
 
     async fn stop_tree(&mut self, grace: Duration) {
         self.signal_all(Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
+        let deadline = deadline_after(Instant::now(), grace);
         let mut killed = false;
         loop {
             self.reap_main();
@@ -175,7 +184,8 @@ impl ProcessRuntime {
                 tracing::warn!(pids = ?left, "engine did not stop within the grace period: SIGKILL");
                 self.signal_all(Signal::SIGKILL);
                 killed = true;
-            } else if killed && Instant::now() >= deadline + Duration::from_secs(10) {
+            } else if killed && Instant::now() >= deadline_after(deadline, Duration::from_secs(10))
+            {
                 tracing::error!(pids = ?left, "engine processes survive SIGKILL");
                 break;
             }
@@ -188,7 +198,9 @@ impl ProcessRuntime {
                 }
             }
         }
-        let _ = std::fs::remove_file(self.pid_file());
+        if let Some(dir) = &self.dir {
+            let _ = dir.remove(PID_FILE);
+        }
     }
 
     fn preflight_sync(&self) -> Result<(), RuntimeError> {
@@ -235,12 +247,11 @@ impl ProcessRuntime {
             }
         }
         port_free(&self.proc, self.spec.port)?;
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|source| RuntimeError::StateDir { path: self.state_dir.clone(), source })?;
         Ok(())
     }
 
     fn start_sync(&mut self) -> Result<(), RuntimeError> {
+        let marker = self.dir()?.marker().to_string();
         let argv = &self.spec.argv;
         let mut cmd = std::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]);
@@ -250,6 +261,8 @@ impl ProcessRuntime {
             cmd.env_remove(k);
         }
         cmd.envs(&self.spec.env);
+        // Set last, so `engine.env` cannot override it: how a later run recognises its leftovers.
+        cmd.env(MARKER_VAR, marker);
         if let Some(dir) = &self.spec.workdir {
             cmd.current_dir(dir);
         }
@@ -336,43 +349,22 @@ pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
     }
 }
 
-/// Kills what an earlier agent run left: every (pid, start time) of the pid file still alive,
-/// and their descendants. Returns a description of each process killed.
+/// Kills what an earlier agent run left: the live processes of the pid file in `dir` that are
+/// verified to be engines of this state dir (`pidfile::Leftovers`), every process carrying its
+/// marker, and their descendants; never PID 1, the agent or its ancestors. Returns a
+/// description of each process killed.
 pub async fn kill_leftovers(
     proc: &ProcFs,
-    pid_file: &Path,
+    dir: &StateDir,
+    id: &Identity,
     grace: Duration,
 ) -> Result<Vec<String>, RuntimeError> {
-    let text = match std::fs::read_to_string(pid_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(RuntimeError::PidFile { path: pid_file.to_path_buf(), source }),
-    };
-    let mut roots = BTreeSet::new();
-    for (n, line) in text.lines().enumerate() {
-        let mut f = line.split_whitespace();
-        match (f.next().and_then(|p| p.parse::<i32>().ok()), f.next().and_then(|t| t.parse().ok()))
-        {
-            (Some(pid), Some(start)) if pid > 1 => {
-                if proc.alive_as(pid, start) {
-                    roots.insert(pid);
-                }
-            }
-            _ => {
-                tracing::warn!(file = %pid_file.display(), line = n + 1, text = line, "ignoring bad pid file line")
-            }
-        }
-    }
-    let all = proc.all();
-    let victims: Vec<_> = all
-        .iter()
-        .filter(|s| ProcFs::tree(&all, &roots).contains(&s.pid))
-        .map(|s| (s.pid, s.start_time, s.comm.clone()))
-        .collect();
+    let found = Leftovers::find(proc, dir, id);
+    let victims = pidfile::victims(proc, &found.roots);
     for (pid, _, _) in &victims {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
+    let deadline = deadline_after(Instant::now(), grace);
     loop {
         let left: Vec<_> = victims.iter().filter(|(p, t, _)| proc.alive_as(*p, *t)).collect();
         if left.is_empty() {
@@ -382,7 +374,7 @@ pub async fn kill_leftovers(
             for (pid, _, _) in &left {
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
-            if Instant::now() >= deadline + Duration::from_secs(5) {
+            if Instant::now() >= deadline_after(deadline, Duration::from_secs(5)) {
                 return Err(RuntimeError::LeftoversSurvive {
                     pids: left.iter().map(|(p, _, _)| *p).collect(),
                 });
@@ -390,7 +382,7 @@ pub async fn kill_leftovers(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = std::fs::remove_file(pid_file);
+    let _ = dir.remove(PID_FILE);
     Ok(victims.into_iter().map(|(pid, _, comm)| format!("pid {pid} ({comm})")).collect())
 }
 
@@ -404,13 +396,18 @@ impl EngineRuntime for ProcessRuntime {
     }
 
     fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move { self.preflight_sync() })
+        Box::pin(async move {
+            self.dir()?;
+            self.preflight_sync()
+        })
     }
 
     fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
         Box::pin(async move {
-            let file = self.pid_file();
-            kill_leftovers(&self.proc, &file, Duration::from_secs(10)).await
+            self.dir()?;
+            let dir = self.dir.as_ref().expect("opened above");
+            let id = Identity::new(dir, &self.spec.engine_argv);
+            kill_leftovers(&self.proc, dir, &id, Duration::from_secs(10)).await
         })
     }
 

@@ -80,6 +80,33 @@ impl ProcFs {
             .collect()
     }
 
+    /// The environment `pid` started with (`/proc/PID/environ`), one `NAME=value` per entry;
+    /// `None` when unreadable (gone, or another user's process without privileges).
+    pub fn environ(&self, pid: i32) -> Option<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = std::fs::read(self.path(pid, "environ")).ok()?;
+        Some(
+            bytes
+                .split(|b| *b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| std::ffi::OsString::from_vec(v.to_vec()))
+                .collect(),
+        )
+    }
+
+    /// The command line of `pid` (`/proc/PID/cmdline`); `None` when gone or empty (a kernel
+    /// thread, a zombie).
+    pub fn cmdline(&self, pid: i32) -> Option<Vec<String>> {
+        let bytes = std::fs::read(self.path(pid, "cmdline")).ok()?;
+        let args: Vec<String> = bytes
+            .strip_suffix(&[0])
+            .unwrap_or(&bytes)
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (!bytes.is_empty()).then_some(args)
+    }
+
     /// Whether `pid` still is the process that started at `start_time` (and not a zombie).
     pub fn alive_as(&self, pid: i32, start_time: u64) -> bool {
         self.stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z')

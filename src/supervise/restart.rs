@@ -61,7 +61,7 @@ impl RestartBudget {
             ));
         }
         let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(p.backoff_max);
+        self.backoff = self.backoff.saturating_mul(2).min(p.backoff_max);
         Decision::RestartAfter(wait)
     }
 }

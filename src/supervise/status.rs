@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::binding::Binding;
 use crate::supervise::health::{get_unix, HttpError};
 use crate::supervise::procs::ProcCheck;
+use crate::supervise::statedir::StateDir;
 
 pub const SOCKET_NAME: &str = "status.sock";
 
@@ -171,23 +172,28 @@ pub enum StatusError {
     },
 }
 
-/// Binds the status socket in `state_dir` (refusing when another agent answers there, removing
-/// a stale socket file otherwise) and serves `GET /status` until the token is cancelled.
+/// Binds the status socket in the (checked) state dir, refusing when another agent answers
+/// there and removing a stale socket file otherwise (`unlink`: a planted symlink is removed,
+/// not followed), and serves `GET /status` until the token is cancelled. The socket is made
+/// mode 0600: only the agent's user (root under systemd) can ask.
 pub async fn serve(
-    state_dir: &Path,
+    state_dir: &StateDir,
     status: Shared,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, StatusError> {
     let path = state_dir.join(SOCKET_NAME);
-    if path.exists() {
+    if std::fs::symlink_metadata(&path).is_ok() {
         if tokio::net::UnixStream::connect(&path).await.is_ok() {
             return Err(StatusError::AlreadyRunning { path });
         }
-        let _ = std::fs::remove_file(&path);
+        let _ = state_dir.remove(SOCKET_NAME);
     }
     let io = |source| StatusError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(state_dir).map_err(io)?;
     let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
     let app = axum::Router::new().route(
         "/status",
         axum::routing::get(move || {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
-use crate::supervise::engine::{EngineExit, EngineRuntime, RuntimeError};
+use crate::supervise::engine::{deadline_after, EngineExit, EngineRuntime, RuntimeError};
 use crate::supervise::health::{get_tcp, probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
@@ -103,7 +103,9 @@ impl Ticks {
             health: delayed(tokio::time::interval(READY_POLL)),
             binding: delayed(tokio::time::interval(p.binding_check_interval)),
             watchdog: delayed(tokio::time::interval(
-                watchdog.map_or(Duration::from_secs(3600), |d| d / 2),
+                // Never zero (a tokio interval of zero panics), whatever WATCHDOG_USEC says.
+                watchdog
+                    .map_or(Duration::from_secs(3600), |d| (d / 2).max(Duration::from_millis(1))),
             )),
             watchdog_on: watchdog.is_some(),
         }
@@ -111,7 +113,7 @@ impl Ticks {
 
     /// Once ready, health is asked every `health_interval`, starting one interval from now.
     fn health_every(&mut self, every: Duration) {
-        self.health = tokio::time::interval_at(Instant::now() + every, every);
+        self.health = tokio::time::interval_at(deadline_after(Instant::now(), every), every);
         self.health.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
 }
@@ -360,8 +362,9 @@ impl Supervisor {
             s.health = None;
         }
         if !*ready_sent {
-            self.notifier
-                .notify(Notice::ExtendTimeout(self.policy.ready_timeout + Duration::from_secs(30)));
+            self.notifier.notify(Notice::ExtendTimeout(
+                self.policy.ready_timeout.saturating_add(Duration::from_secs(30)),
+            ));
         }
         let mut ticks = Ticks::new(&self.policy, self.notifier.watchdog());
         // The first binding check runs at once, so a process that escaped is caught early.
