@@ -59,6 +59,8 @@ enum LifeEnd {
     Restart(String),
     /// A process escaped the binding under `on_escape = "fail"`.
     Escaped(String),
+    /// The runtime's daemon (Docker) stopped answering: wait for it, spend no budget.
+    DaemonDown(String),
 }
 
 /// What woke the supervisor during an engine life.
@@ -192,16 +194,21 @@ impl Supervisor {
             let started = Instant::now();
             let end = match self.runtime.start().await {
                 Ok(()) => self.life(&mut ready_sent).await,
+                Err(e) if e.is_daemon_down() => LifeEnd::DaemonDown(e.to_string()),
                 Err(e) => LifeEnd::Restart(format!("engine did not start: {e}")),
             };
             let reason = match end {
                 LifeEnd::Cancelled => return Ok(self.shutdown().await),
                 LifeEnd::Escaped(why) => {
                     self.set_state(State::Stopping, format!("binding escaped: {why}"));
-                    self.stop_engine().await;
+                    let _ = self.stop_engine().await;
                     self.set_state(State::Failed, format!("binding escaped: {why}"));
                     return Ok(Outcome::Failed(format!("binding escaped: {why}")));
                 }
+                LifeEnd::DaemonDown(why) => match self.wait_for_daemon(why).await {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                },
                 LifeEnd::Restart(why) => why,
             };
             if let Some(outcome) = self.after_failure(&mut budget, reason, started).await {
@@ -246,7 +253,12 @@ impl Supervisor {
     ) -> Option<Outcome> {
         self.status.lock().unwrap().last_exit = Some(reason.clone());
         self.set_state(State::Restarting, reason.clone());
-        self.stop_engine().await;
+        if let Err(e) = self.stop_engine().await {
+            // The engine went down with its daemon: not a failure of the engine.
+            if e.is_daemon_down() {
+                return self.wait_for_daemon(format!("{reason}; {e}")).await;
+            }
+        }
         if self.cancel.is_cancelled() {
             return Some(self.shutdown().await);
         }
@@ -273,28 +285,63 @@ impl Supervisor {
         }
     }
 
-    async fn stop_engine(&mut self) {
-        if let Err(e) = self.runtime.stop(self.policy.stop_grace).await {
+    async fn stop_engine(&mut self) -> Result<(), RuntimeError> {
+        let stopped = self.runtime.stop(self.policy.stop_grace).await;
+        if let Err(e) = &stopped {
             tracing::error!(error = %e, "stopping the engine");
         }
         let mut s = self.status.lock().unwrap();
         s.pids.clear();
         s.main_pid = None;
         s.engine_started_at = None;
+        stopped
+    }
+
+    /// The runtime's daemon does not answer (`why`): waits for it, up to the runtime's
+    /// `daemon_timeout`, without spending the restart budget. `None` when it is back (the
+    /// next start adopts the engine if it survived); `Some` when supervision ends (cancelled,
+    /// or the daemon did not come back in time: failed).
+    async fn wait_for_daemon(&mut self, why: String) -> Option<Outcome> {
+        let timeout = self.runtime.daemon_timeout();
+        let limit = humantime::format_duration(timeout);
+        self.set_state(
+            State::Restarting,
+            format!("waiting for the Docker daemon (up to {limit}): {why}"),
+        );
+        tokio::select! {
+            _ = self.cancel.cancelled() => Some(self.shutdown().await),
+            back = tokio::time::timeout(timeout, self.runtime.daemon_back()) => match back {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(self.daemon_lost(format!("{e}; before: {why}")).await),
+                Err(_) => Some(self.daemon_lost(format!("no answer within {limit}: {why}")).await),
+            },
+        }
+    }
+
+    async fn daemon_lost(&mut self, why: String) -> Outcome {
+        let why = format!("the Docker daemon did not come back: {why}");
+        let _ = self.stop_engine().await;
+        self.set_state(State::Failed, why.clone());
+        Outcome::Failed(why)
     }
 
     async fn shutdown(&mut self) -> Outcome {
         self.notifier.notify(Notice::Stopping);
         self.set_state(State::Stopping, "stopping the engine");
-        self.stop_engine().await;
+        let _ = self.stop_engine().await;
         self.set_state(State::Stopped, "stopped");
         Outcome::Stopped
     }
 
     /// Checks every engine process against the binding; records the result.
     async fn check_binding(&mut self) -> Result<Vec<i32>, String> {
-        let pids =
-            self.runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
+        let pids = match self.runtime.pids().await {
+            Ok(pids) => pids,
+            // The daemon is away (a restart): nothing to judge until it is back; the engine's
+            // wait reports the outage.
+            Err(e) if e.is_daemon_down() => return Ok(self.status.lock().unwrap().pids.clone()),
+            Err(e) => return Err(format!("listing engine processes: {e}")),
+        };
         let processes: Vec<_> = pids
             .iter()
             .filter_map(|p| self.proc.check(*p, &self.binding))
@@ -396,6 +443,9 @@ impl Supervisor {
     async fn handle(&mut self, event: Event) -> Step {
         match event {
             Event::Cancelled => Step::End(LifeEnd::Cancelled),
+            Event::Exited(Err(e)) if e.is_daemon_down() => {
+                Step::End(LifeEnd::DaemonDown(e.to_string()))
+            }
             // Any exit the supervisor did not ask for is a failure, even code 0
             // (VLLM-NOTES.md).
             Event::Exited(exit) => Step::End(LifeEnd::Restart(describe_exit(&exit))),
