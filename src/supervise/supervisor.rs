@@ -7,7 +7,9 @@
 //! and `run_healthy`, then `after_failure` (the restart decision of `RestartBudget`, then the
 //! backoff) or `shutdown`. A life waits on one `tokio::select!` (`next_event`) over the
 //! cancellation token (SIGTERM/SIGINT in `cmd::serve`), the engine's exit, health ticks,
-//! binding-check ticks, the monitor's hung verdict and watchdog ticks. Every timer is tokio's
+//! binding-check ticks, the monitor's hung verdict and watchdog ticks. A life that ends because
+//! the runtime's daemon (Docker) stopped answering is no failure: `daemon_wait` waits for the
+//! daemon, spending no restart budget. Every timer is tokio's
 //! (`tokio::time::{Instant, sleep, interval}`), so the tests below run on paused time.
 
 use std::collections::BTreeSet;
@@ -27,6 +29,8 @@ use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::{Progress, ProgressWatch};
 use crate::supervise::restart::{Decision, RestartBudget};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
+
+mod daemon_wait;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -295,34 +299,6 @@ impl Supervisor {
         s.main_pid = None;
         s.engine_started_at = None;
         stopped
-    }
-
-    /// The runtime's daemon does not answer (`why`): waits for it, up to the runtime's
-    /// `daemon_timeout`, without spending the restart budget. `None` when it is back (the
-    /// next start adopts the engine if it survived); `Some` when supervision ends (cancelled,
-    /// or the daemon did not come back in time: failed).
-    async fn wait_for_daemon(&mut self, why: String) -> Option<Outcome> {
-        let timeout = self.runtime.daemon_timeout();
-        let limit = humantime::format_duration(timeout);
-        self.set_state(
-            State::Restarting,
-            format!("waiting for the Docker daemon (up to {limit}): {why}"),
-        );
-        tokio::select! {
-            _ = self.cancel.cancelled() => Some(self.shutdown().await),
-            back = tokio::time::timeout(timeout, self.runtime.daemon_back()) => match back {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(self.daemon_lost(format!("{e}; before: {why}")).await),
-                Err(_) => Some(self.daemon_lost(format!("no answer within {limit}: {why}")).await),
-            },
-        }
-    }
-
-    async fn daemon_lost(&mut self, why: String) -> Outcome {
-        let why = format!("the Docker daemon did not come back: {why}");
-        let _ = self.stop_engine().await;
-        self.set_state(State::Failed, why.clone());
-        Outcome::Failed(why)
     }
 
     async fn shutdown(&mut self) -> Outcome {
