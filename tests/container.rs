@@ -28,6 +28,22 @@ use nodeagent::supervise::runtime::{EngineExit, EngineRuntime};
 mod support;
 use support::{docker, docker_ready, test_image};
 
+/// Tests that restart dockerd hold this exclusively; every other test holds it shared, so no
+/// test loses its daemon halfway.
+static DAEMON: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The daemon, shared: `None` (skip) when no Docker engine can be started.
+fn daemon_shared() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    let guard = DAEMON.read().unwrap_or_else(|p| p.into_inner());
+    docker_ready().then_some(guard)
+}
+
+/// The daemon, exclusively (this test restarts it): `None` (skip) when there is none.
+fn daemon_exclusive() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
+    let guard = DAEMON.write().unwrap_or_else(|p| p.into_inner());
+    docker_ready().then_some(guard)
+}
+
 /// A unique instance name, and on drop the removal of anything still labelled with it (so a
 /// failing test leaves nothing either), after asserting nothing is left on success paths.
 struct Instance(String);
@@ -133,9 +149,7 @@ fn inspect(id: &str) -> serde_json::Value {
 
 #[test]
 fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothing() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("full");
     let models = tempfile::tempdir().unwrap();
     std::fs::write(models.path().join("config.json"), "{}").unwrap();
@@ -266,9 +280,7 @@ fn container_gets_binding_devices_group_shm_memlock_labels_and_stop_leaves_nothi
 
 #[test]
 fn stop_kills_an_engine_that_ignores_sigterm_after_the_grace() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("stubborn");
     // No init: the shell is PID 1 and ignores SIGTERM; only SIGKILL ends it.
     let mut s = settings();
@@ -291,9 +303,7 @@ fn stop_kills_an_engine_that_ignores_sigterm_after_the_grace() {
 
 #[test]
 fn wait_returns_exit_status_is_cancel_safe_and_start_again_restarts() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("wait");
     let mut rt_ =
         runtime(&settings(), &Binding::none(), &["/bin/sh", "-c", "sleep 1; exit 3"], &inst);
@@ -319,9 +329,7 @@ fn wait_returns_exit_status_is_cancel_safe_and_start_again_restarts() {
 
 #[test]
 fn an_engine_killed_by_a_signal_reports_the_signal() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("signal");
     let mut rt_ = runtime(&settings(), &Binding::none(), &["/bin/sh", "-c", "kill -9 $$"], &inst);
     rt().block_on(async {
@@ -334,9 +342,7 @@ fn an_engine_killed_by_a_signal_reports_the_signal() {
 
 #[test]
 fn leftovers_of_a_killed_agent_are_found_by_label_and_removed() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("leftover");
     let other = Instance::new("leftover-other");
     let cmd = ["/bin/sh", "-c", "exec sleep 1000"];
@@ -387,9 +393,7 @@ fn preflight_error(mut rt_: DockerRuntime) -> String {
 
 #[test]
 fn preflight_refuses_a_missing_image_device_volume_or_engine_and_creates_nothing() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("preflight");
     let cmd = ["/bin/sh", "-c", "exec sleep 1000"];
 
@@ -434,9 +438,7 @@ fn preflight_refuses_a_missing_image_device_volume_or_engine_and_creates_nothing
 
 #[test]
 fn a_name_held_by_a_foreign_container_is_refused_not_removed() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("foreign");
     let name = format!("nodeagent-{}", inst.0);
     let (ok, out) = docker(&["create", "--name", &name, test_image(), "/bin/sleep", "1"]);
@@ -454,9 +456,7 @@ fn a_name_held_by_a_foreign_container_is_refused_not_removed() {
 
 #[test]
 fn a_start_the_daemon_refuses_leaves_no_container() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("refused");
     // A group the image's /etc/group lacks: create succeeds, start fails in the runtime.
     let mut s = settings();
@@ -473,9 +473,7 @@ fn a_start_the_daemon_refuses_leaves_no_container() {
 
 #[test]
 fn engine_output_outlives_the_removed_container() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("logs");
     let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
     let sink: LogSink = buf.clone();
@@ -499,9 +497,7 @@ fn engine_output_outlives_the_removed_container() {
 
 #[test]
 fn the_test_image_runs_nodeagent_itself() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     // The image carries the binary and every library `ldd` lists: the simulator can run in it.
     let inst = Instance::new("version");
     let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
@@ -531,9 +527,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 
 #[test]
 fn the_simulator_serves_from_the_container_with_every_worker_bound() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("sim");
     // Host network: the engine's port is the host's. Port 0 cannot be used across the
     // container boundary, so take a free one and let it go.
@@ -586,9 +580,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
     use nodeagent::supervise::procs::ProcFs;
     use nodeagent::supervise::status::{AgentStatus, State};
     use nodeagent::supervise::supervisor::{Outcome, Supervisor};
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("supervised");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let p = port.to_string();
@@ -637,12 +629,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         let first_ids = inst.containers();
         assert_eq!(first_ids.len(), 1);
         let old_pids = s.pids.clone();
-        let engine = *old_pids
-            .iter()
-            .find(|p| {
-                cmdline(**p).contains(" simulate ") && !cmdline(**p).contains("simulate-worker")
-            })
-            .unwrap_or_else(|| panic!("no simulator among {old_pids:?}"));
+        let engine = simulator_main(&old_pids);
         // A crash: the supervisor sees the container exit and starts a new one.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine), nix::sys::signal::SIGKILL)
             .unwrap();
@@ -700,9 +687,7 @@ fn process_cpu_ns(pid: i32) -> u64 {
 #[test]
 #[ignore = "benchmark: prints figures"]
 fn bench_container_pid_listing() {
-    if !docker_ready() {
-        return;
-    }
+    let Some(_daemon) = daemon_shared() else { return };
     let dockerd: i32 =
         String::from_utf8(Command::new("pidof").arg("dockerd").output().unwrap().stdout)
             .unwrap()
@@ -757,4 +742,443 @@ fn bench_container_pid_listing() {
         rt_.stop(Duration::from_secs(5)).await.unwrap();
     });
     assert_eq!(inst.containers(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fault matrix in container mode: the real `nodeagent serve` binary, the simulator in a
+// container, real signals, a real dockerd restart. Each row ends with no container of its
+// instance and no engine process left.
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
+
+/// `nodeagent serve` in container mode, with its own state dir, instance and port.
+struct Agent {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    state_dir: PathBuf,
+    instance: String,
+    port: u16,
+}
+
+fn serve_config(dir: &Path, instance: &str, port: u16, extra: &str) -> String {
+    format!(
+        "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
+         argv = [\"/nodeagent\", \"simulate\", \"--host\", \"127.0.0.1\", \"--port\", \"{{port}}\", \
+         \"--served-model-name\", \"{{served_model_name}}\", \"--workers\", \"2\"]\n\n\
+         [launch]\nmode = \"container\"\ninstance = {instance}\n\n\
+         [binding]\ncpus = \"1\"\nmem_policy = \"bind\"\nmem_nodes = [0]\n\n\
+         [container]\nimage = {image:?}\nnetwork = \"host\"\nstop_timeout_s = 3\n\n\
+         [supervise]\nhealth_interval = \"300ms\"\nhealth_timeout = \"1s\"\nhealth_failures = 2\n\
+         binding_check_interval = \"300ms\"\nbackoff_initial = \"200ms\"\nstop_grace = \"3s\"\n\
+         ready_timeout = \"30s\"\n{extra}",
+        state = dir.join("state").display().to_string(),
+        image = test_image(),
+    )
+}
+
+impl Agent {
+    /// A fresh instance (unique per test and run) and port; `extra` is appended to the config.
+    fn start(row: u32, extra: &str) -> Agent {
+        let instance = (std::process::id() as u64 * 100 + row as u64).to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nodeagent.toml"),
+            serve_config(dir.path(), &instance, port, extra),
+        )
+        .unwrap();
+        Self::start_in(dir, instance, port)
+    }
+
+    fn start_in(dir: tempfile::TempDir, instance: String, port: u16) -> Agent {
+        // stderr to a file: the log is read after the agent exits.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(dir.path().join("nodeagent.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let state_dir = dir.path().join("state");
+        Agent { child: Some(child), dir, state_dir, instance, port }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--timeout", "2s", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits for a status that satisfies `cond`; the agent's log in the panic message.
+    fn wait_status(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status().filter(|s| cond(s)) {
+                return s;
+            }
+            assert!(self.running(), "the agent exited waiting for {what}:\n{}", self.log());
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; status {:?}\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ready with `restarts` restarts, the simulator and its 2 workers (and the init) listed.
+    fn wait_ready(&mut self, restarts: u64) -> serde_json::Value {
+        self.wait_status(
+            &format!("ready after {restarts} restarts"),
+            Duration::from_secs(90),
+            |s| s["state"] == "ready" && s["restarts"] == restarts && pids_of(s).len() == 4,
+        )
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn finish(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(start.elapsed() < timeout, "the agent did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, self.log())
+    }
+
+    /// `(id, state)` of every container of this instance, as the CLI lists them.
+    fn containers(&self) -> Vec<(String, String)> {
+        let filter = format!("label=io.nodeagent.instance={}", self.instance);
+        let (ok, out) =
+            docker(&["ps", "-a", "--filter", &filter, "--format", "{{.ID}} {{.State}}"]);
+        assert!(ok, "docker ps failed: {out}");
+        out.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(id, st)| (id.to_string(), st.to_string()))
+            .collect()
+    }
+
+    /// Live processes of this agent's engine, found by command line on the host (the engine
+    /// and its workers carry the port): what the agent left behind.
+    fn engine_processes(&self) -> Vec<i32> {
+        let needle = format!("--port {}", self.port);
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmd = cmdline(pid);
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
+            });
+            if cmd.contains("simulate") && cmd.contains(&needle) && !zombie {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// SIGTERM, exit 0, and nothing left: no container of the instance, no engine process.
+    fn stop_and_check_nothing_left(&mut self) {
+        self.signal("-TERM");
+        let (status, log) = self.finish(Duration::from_secs(30));
+        assert!(status.success(), "agent exit {status:?}:\n{log}");
+        self.assert_nothing_left();
+    }
+
+    fn assert_nothing_left(&self) {
+        assert_eq!(self.containers(), Vec::<(String, String)>::new(), "{}", self.log());
+        // The host's processes of a removed container may take a moment to be reaped.
+        let start = Instant::now();
+        while !self.engine_processes().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(self.engine_processes(), Vec::<i32>::new());
+        assert_eq!(http_status(self.port, "/health"), None);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A failed test still stops its engine and leaves no container.
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if support::daemon_answers() {
+            for (id, _) in self.containers() {
+                let _ = docker(&["rm", "-f", &id]);
+            }
+        }
+    }
+}
+
+fn pids_of(status: &serde_json::Value) -> Vec<i32> {
+    status["pids"]
+        .as_array()
+        .map_or(Vec::new(), |a| a.iter().filter_map(|p| p.as_i64()).map(|p| p as i32).collect())
+}
+
+/// The simulator's main process (not a worker, not the init, whose command line names the
+/// simulator's too) among `pids`.
+fn simulator_main(pids: &[i32]) -> i32 {
+    *pids
+        .iter()
+        .find(|p| cmdline(**p).starts_with("/nodeagent simulate "))
+        .unwrap_or_else(|| panic!("no simulator among {pids:?}"))
+}
+
+fn simulator_worker(pids: &[i32]) -> i32 {
+    *pids
+        .iter()
+        .find(|p| cmdline(**p).contains("simulate-worker"))
+        .unwrap_or_else(|| panic!("no simulator worker among {pids:?}"))
+}
+
+fn kill(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+fn gone(pids: &[i32]) -> bool {
+    pids.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// One restart after a fault in the first engine: a new container, the old one's processes
+/// gone, the reason recorded.
+fn assert_restarted(
+    agent: &mut Agent,
+    first: &serde_json::Value,
+    first_ids: &[(String, String)],
+    why: &str,
+) {
+    let st = agent.wait_ready(1);
+    let last = st["last_exit"].as_str().unwrap_or_default().to_string();
+    assert!(last.contains(why), "last_exit {last:?}, want {why:?}");
+    let ids = agent.containers();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_ne!(ids[0].0, first_ids[0].0, "the container was not replaced");
+    assert_eq!(ids[0].1, "running");
+    let old = pids_of(first);
+    let start = Instant::now();
+    while !gone(&old) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone(&old), "processes of the first engine survived: {old:?}");
+    assert_eq!(http_status(agent.port, "/health"), Some(200));
+}
+
+#[test]
+fn matrix_engine_crash_is_restarted_in_a_new_container() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let mut agent = Agent::start(1, "");
+    let first = agent.wait_ready(0);
+    let first_ids = agent.containers();
+    kill(simulator_main(&pids_of(&first)), nix::sys::signal::SIGKILL);
+    assert_restarted(&mut agent, &first, &first_ids, "engine");
+    agent.stop_and_check_nothing_left();
+}
+
+#[test]
+fn matrix_engine_hang_is_restarted_in_a_new_container() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let mut agent = Agent::start(2, "");
+    let first = agent.wait_ready(0);
+    let first_ids = agent.containers();
+    // SIGSTOP: the process is there, the port is open, nothing answers.
+    kill(simulator_main(&pids_of(&first)), nix::sys::signal::SIGSTOP);
+    assert_restarted(&mut agent, &first, &first_ids, "engine hung");
+    agent.stop_and_check_nothing_left();
+}
+
+#[test]
+fn matrix_worker_kill_is_restarted_in_a_new_container() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let mut agent = Agent::start(3, "");
+    let first = agent.wait_ready(0);
+    let first_ids = agent.containers();
+    kill(simulator_worker(&pids_of(&first)), nix::sys::signal::SIGKILL);
+    assert_restarted(&mut agent, &first, &first_ids, "died");
+    agent.stop_and_check_nothing_left();
+}
+
+#[test]
+fn matrix_agent_sigterm_leaves_nothing() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let mut agent = Agent::start(4, "");
+    let st = agent.wait_ready(0);
+    let pids = pids_of(&st);
+    assert_eq!(agent.containers().len(), 1);
+    agent.stop_and_check_nothing_left();
+    assert!(gone(&pids), "{pids:?}");
+}
+
+#[test]
+fn matrix_agent_sigkill_then_start_removes_the_leftover_container() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let mut agent = Agent::start(5, "");
+    let st = agent.wait_ready(0);
+    let old = pids_of(&st);
+    let old_ids = agent.containers();
+    agent.signal("-KILL");
+    let (status, _) = agent.finish(Duration::from_secs(10));
+    assert!(!status.success());
+    // The container outlives a SIGKILLed agent: that is the leftover.
+    assert_eq!(agent.containers(), old_ids);
+    assert!(!gone(&old));
+    // A new agent of the same instance finds it by label and removes it before starting.
+    let dir = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+    let (instance, port) = (agent.instance.clone(), agent.port);
+    let mut second = Agent::start_in(dir, instance, port);
+    let st = second.wait_ready(0);
+    assert!(gone(&old), "leftover processes survived: {old:?}");
+    assert!(pids_of(&st).iter().all(|p| !old.contains(p)));
+    let ids = second.containers();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0].0, old_ids[0].0);
+    assert!(second.log().contains("removing a leftover engine container"), "{}", second.log());
+    second.stop_and_check_nothing_left();
+}
+
+/// Watches the agent's status from a thread while dockerd restarts: every message seen.
+fn watch_messages(
+    state_dir: PathBuf,
+) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<Vec<String>>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut seen: Vec<String> = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = Command::new(BIN)
+                .args(["status", "--json", "--timeout", "2s", "--state-dir"])
+                .arg(&state_dir)
+                .output()
+                .unwrap();
+            if let Ok(s) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                let line = format!(
+                    "{}: {}",
+                    s["state"].as_str().unwrap_or("?"),
+                    s["message"].as_str().unwrap_or("")
+                );
+                if seen.last() != Some(&line) {
+                    seen.push(line);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seen
+    });
+    (stop, handle)
+}
+
+/// Issue 12, defect 1: a dockerd restart (without live-restore: the daemon stops the engine
+/// container on its way out) must not end supervision. The agent waits for the daemon (not
+/// spending its restart budget), then runs the engine again in one container, with no
+/// exited container left behind.
+#[test]
+fn matrix_dockerd_restart_waits_for_the_daemon_and_runs_the_engine_again() {
+    let Some(_daemon) = daemon_exclusive() else { return };
+    let mut agent = Agent::start(6, "");
+    // Dropped before the agent: the daemon runs again when the agent's drop removes what is
+    // left of a failed run.
+    let _restore = support::DaemonRunning;
+    let first = agent.wait_ready(0);
+    let first_ids = agent.containers();
+    assert_eq!(first_ids.len(), 1);
+    let (stop, watcher) = watch_messages(agent.state_dir.clone());
+    support::stop_dockerd();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "the agent exited while dockerd was down:\n{}", agent.log());
+    support::start_dockerd(&[]);
+    let st = agent.wait_ready(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.iter().any(|m| m.contains("waiting for the Docker daemon")),
+        "status never said it waited for the daemon: {seen:#?}\n{}",
+        agent.log()
+    );
+    assert_eq!(st["restarts"], 0, "the outage spent the restart budget: {seen:#?}");
+    let ids = agent.containers();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0].1, "running", "{ids:?}");
+    assert!(gone(&pids_of(&first)), "the first engine's processes survived");
+    assert_eq!(http_status(agent.port, "/health"), Some(200));
+    // Still supervised: a crash now is restarted as usual.
+    kill(simulator_main(&pids_of(&st)), nix::sys::signal::SIGKILL);
+    agent.wait_ready(1);
+    agent.stop_and_check_nothing_left();
+}
+
+/// With `--live-restore` the engine container survives the daemon's restart: the agent
+/// adopts it (same container, same processes) instead of restarting the engine.
+#[test]
+fn matrix_dockerd_restart_with_live_restore_adopts_the_running_container() {
+    let Some(_daemon) = daemon_exclusive() else { return };
+    let _restore = support::DaemonFlags::set(&["--live-restore"]);
+    let mut agent = Agent::start(7, "");
+    let _running = support::DaemonRunning;
+    let first = agent.wait_ready(0);
+    let first_ids = agent.containers();
+    let (stop, watcher) = watch_messages(agent.state_dir.clone());
+    support::stop_dockerd();
+    // The engine keeps serving while the daemon is away.
+    assert_eq!(http_status(agent.port, "/health"), Some(200));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "the agent exited while dockerd was down:\n{}", agent.log());
+    support::start_dockerd(&["--live-restore"]);
+    // Adopted: ready again, the same container and processes, no restart.
+    let st = agent.wait_status("the container adopted", Duration::from_secs(90), |s| {
+        s["state"] == "ready" && s["message"].as_str().is_some_and(|m| !m.contains("waiting"))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.iter().any(|m| m.contains("waiting for the Docker daemon")),
+        "status never said it waited for the daemon: {seen:#?}\n{}",
+        agent.log()
+    );
+    assert_eq!(st["restarts"], 0, "{seen:#?}");
+    assert_eq!(agent.containers(), first_ids, "not adopted:\n{}", agent.log());
+    assert_eq!(pids_of(&st), pids_of(&first), "not adopted:\n{}", agent.log());
+    assert!(agent.log().contains("adopted"), "{}", agent.log());
+    // Still supervised after the adoption: a crash is seen and restarted.
+    kill(simulator_main(&pids_of(&st)), nix::sys::signal::SIGKILL);
+    agent.wait_ready(1);
+    agent.stop_and_check_nothing_left();
 }

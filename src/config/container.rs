@@ -6,8 +6,9 @@
 //! (`crate::launch::container`), or anything that talks to Docker (`crate::supervise::docker`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `[container]` in a profile or config. Every field is optional in TOML; defaults follow the
 /// MetaX container conventions where one exists.
@@ -41,6 +42,44 @@ pub struct ContainerSettings {
     pub hostname: Option<String>,
     /// IPC namespace mode (`host`, as many MetaX launch scripts use instead of a big shm).
     pub ipc: Option<String>,
+    /// How long `serve` waits for an unreachable Docker daemon (a restart, an upgrade) before
+    /// it gives up; the wait spends no restart budget. Humantime (`5m`), within
+    /// [`DAEMON_TIMEOUT_MIN`]..=[`DAEMON_TIMEOUT_MAX`]; default [`DAEMON_TIMEOUT_DEFAULT`].
+    #[serde(with = "daemon_timeout", skip_serializing_if = "Option::is_none")]
+    pub daemon_timeout: Option<Duration>,
+}
+
+/// `container.daemon_timeout` when the config leaves it out.
+pub const DAEMON_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+/// The shortest `container.daemon_timeout`: one poll of the daemon.
+pub const DAEMON_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// The longest `container.daemon_timeout`: a week (an agent that must never give up is better
+/// served by systemd's `Restart=`).
+pub const DAEMON_TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `daemon_timeout` as a humantime string, its bounds checked where the TOML is read (so the
+/// error carries the file and line).
+mod daemon_timeout {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        let value = humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration `{text}`: {e}")))?;
+        if !(DAEMON_TIMEOUT_MIN..=DAEMON_TIMEOUT_MAX).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "daemon_timeout `{text}` out of range: use 1s to 7days"
+            )));
+        }
+        Ok(Some(value))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -310,5 +349,27 @@ mod tests {
         assert!(s.validate().is_ok());
         let err = toml::from_str::<ContainerSettings>("imagee = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `imagee`"), "{err}");
+    }
+
+    #[test]
+    fn daemon_timeout_is_a_bounded_duration() {
+        let parse =
+            |v: &str| toml::from_str::<ContainerSettings>(&format!("daemon_timeout = {v:?}"));
+        assert_eq!(parse("90s").unwrap().daemon_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(toml::from_str::<ContainerSettings>("").unwrap().daemon_timeout, None);
+        for bad in ["0s", "500ms", "8days", "18446744073709551615s"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("out of range: use 1s to 7days"), "{bad}: {err}");
+        }
+        let err = parse("soon").unwrap_err().to_string();
+        assert!(err.contains("bad duration `soon`"), "{err}");
+        // Round trip (`--print-config` shows the effective config as TOML).
+        let s = ContainerSettings {
+            daemon_timeout: Some(Duration::from_secs(300)),
+            ..Default::default()
+        };
+        let text = toml::to_string(&s).unwrap();
+        assert!(text.contains("daemon_timeout = \"5m\""), "{text}");
+        assert_eq!(toml::from_str::<ContainerSettings>(&text).unwrap(), s);
     }
 }

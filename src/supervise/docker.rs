@@ -9,6 +9,17 @@
 //! default, so journald keeps them under the agent's unit as in bare mode): a crashed
 //! container is removed when the engine is restarted, and its last words must not go with it.
 //!
+//! When the Docker daemon stops answering (a `dockerd` restart or upgrade), a failed call says
+//! so ([`DockerError::DaemonDown`], told apart from the daemon's own refusals by `/_ping`) and
+//! the runtime forgets nothing: the container id is kept until a removal succeeded, a stop
+//! that cannot reach the daemon kills the container's processes through its cgroup, and
+//! `daemon_back` waits for the daemon. The next start then ADOPTS the container when it
+//! survived (dockerd's `live-restore`) and still runs this spec (image, labels, cpuset,
+//! command), else removes it and any other leftover of this instance holding the name, and
+//! creates a fresh one. Its children: `daemon` (is the daemon there, may a survivor be adopted,
+//! stopping processes without the daemon) and `procs` (the container's PIDs from its cgroup, the
+//! `docker top` parse).
+//!
 //! It does not restart (the supervisor does), never pulls images (no registry is assumed
 //! reachable: a missing image is a preflight error), and never shells out to the `docker` CLI.
 //! Debian's docker.io 20.10 speaks API 1.41; `negotiate_version` settles on it.
@@ -19,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, TopOptions,
@@ -28,8 +40,14 @@ use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
+use crate::config::container::DAEMON_TIMEOUT_DEFAULT;
 use crate::launch::container::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
 use crate::supervise::engine::{DockerError, EngineExit, EngineRuntime, RuntimeError};
+
+mod daemon;
+mod procs;
+
+use procs::{cgroup_dirs, parse_top, read_procs, CGROUP_ROOT};
 
 /// Where the Docker engine listens unless `DOCKER_HOST` (a `unix://` address) says otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -42,6 +60,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Per-request timeout for the long-poll `wait`; on expiry the wait is simply re-issued.
 const WAIT_POLL: Duration = Duration::from_secs(3600);
+
+/// How long `/_ping` may take before the daemon counts as not answering (a daemon still
+/// starting accepts connections and answers nothing).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an unreachable daemon is asked again.
+const DAEMON_POLL: Duration = Duration::from_secs(1);
+
+/// A wait whose connection broke while the daemon still answers is re-issued; this many
+/// breaks in a row are an error.
+const WAIT_RETRIES: u32 = 3;
 
 /// One line from a bollard error: the daemon's own message for server errors (it names the
 /// container, image or device), the transport error otherwise.
@@ -90,6 +119,9 @@ pub struct DockerRuntime {
     id: Option<String>,
     /// Host PID of the container's PID 1, as reported at start.
     main_pid: Option<i64>,
+    /// A call found the daemon down since the last start: the next start may adopt the
+    /// container if it survived.
+    daemon_was_down: bool,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -113,6 +145,7 @@ impl DockerRuntime {
             log_task: None,
             id: None,
             main_pid: None,
+            daemon_was_down: false,
         }
     }
 
@@ -239,6 +272,25 @@ impl DockerRuntime {
         Ok(())
     }
 
+    /// The error for a failed call: [`DockerError::DaemonDown`] when the daemon itself does not
+    /// answer (nothing came back, or a 5xx, and `/_ping` fails too), else the daemon's own
+    /// answer ([`DockerError::Api`]).
+    async fn failed(&mut self, op: &'static str, name: &str, e: BollardError) -> RuntimeError {
+        let answered = status_of(&e).is_some_and(|code| code < 500);
+        let docker = self.docker.clone();
+        let down = match docker {
+            Some(d) if !answered => !daemon::answers(&d, PING_TIMEOUT).await,
+            _ => false,
+        };
+        let (name, reason) = (name.to_string(), reason(&e));
+        if down {
+            self.daemon_was_down = true;
+            DockerError::DaemonDown { addr: self.address(), op, name, reason }.into()
+        } else {
+            DockerError::Api { op, name, reason }.into()
+        }
+    }
+
     /// Stops (SIGTERM, `grace`, SIGKILL) and removes one container; "already stopped" and
     /// "no such container" count as done.
     async fn stop_and_remove(&mut self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -251,14 +303,7 @@ impl DockerRuntime {
             Ok(()) => {}
             // 304: already stopped; 404: already gone.
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => {
-                return Err(DockerError::Api {
-                    op: "stop container",
-                    name: id.to_string(),
-                    reason: reason(&e),
-                }
-                .into())
-            }
+            Err(e) => return Err(self.failed("stop container", id, e).await),
         }
         let remove = RemoveContainerOptions { force: true, v: true, link: false };
         match docker.remove_container(id, Some(remove)).await {
@@ -266,27 +311,13 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => {}
             // 409 "removal already in progress": wait for it below.
             Err(e) if status_of(&e) == Some(409) => {}
-            Err(e) => {
-                return Err(DockerError::Api {
-                    op: "remove container",
-                    name: id.to_string(),
-                    reason: reason(&e),
-                }
-                .into())
-            }
+            Err(e) => return Err(self.failed("remove container", id, e).await),
         }
         // Removal is asynchronous in the daemon only for the 409 case; confirm it is gone.
         for _ in 0..100 {
             match docker.inspect_container(id, None::<InspectContainerOptions>).await {
                 Err(e) if status_of(&e) == Some(404) => return Ok(()),
-                Err(e) => {
-                    return Err(DockerError::Api {
-                        op: "inspect container",
-                        name: id.to_string(),
-                        reason: reason(&e),
-                    }
-                    .into())
-                }
+                Err(e) => return Err(self.failed("inspect container", id, e).await),
                 Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -304,11 +335,10 @@ impl DockerRuntime {
             [("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])].into_iter().collect();
         let list =
             ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let found = docker.list_containers(Some(list)).await.map_err(|e| DockerError::Api {
-            op: "list containers",
-            name: self.spec.name.clone(),
-            reason: reason(&e),
-        })?;
+        let found = match docker.list_containers(Some(list)).await {
+            Ok(found) => found,
+            Err(e) => return Err(self.failed("list containers", &self.spec.name.clone(), e).await),
+        };
         let mut removed = Vec::new();
         for c in found {
             let Some(id) = c.id else { continue };
@@ -339,46 +369,113 @@ impl DockerRuntime {
         Ok(removed)
     }
 
+    /// After the daemon was down: the host PID of the container's main process when the
+    /// container survived (live-restore), still runs and runs this spec; `None` when it must
+    /// be replaced.
+    async fn adoptable(
+        &mut self,
+        docker: &Docker,
+        id: &str,
+        body: &ContainerCreateBody,
+    ) -> Result<Option<i64>, RuntimeError> {
+        let c = match docker.inspect_container(id, None::<InspectContainerOptions>).await {
+            Ok(c) => c,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.failed("inspect container", id, e).await),
+        };
+        let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let pid = c.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0);
+        match (running, pid, daemon::runs_spec(&c, body)) {
+            (true, Some(pid), Ok(())) => Ok(Some(pid)),
+            (true, _, Err(why)) => {
+                tracing::warn!(container = %self.spec.name, "the container survived the daemon's restart but is not adopted: {why}");
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes a container of this instance that holds the name although this runtime does not
+    /// know its id (a create whose answer was lost when the daemon went down); a container of
+    /// anyone else under the name is refused, never removed.
+    async fn free_the_name(&mut self, docker: &Docker) -> Result<(), RuntimeError> {
+        let name = self.spec.name.clone();
+        let c = match docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+            Ok(c) => c,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(self.failed("inspect container", &name, e).await),
+        };
+        let id = c.id.clone().unwrap_or_default();
+        let labels = c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+        let ours = labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
+            && labels.get(LABEL_INSTANCE) == Some(&self.spec.instance);
+        if !ours {
+            return Err(RuntimeError::NameTaken { name, id: id.chars().take(12).collect() });
+        }
+        tracing::warn!(container = %name, id = %&id[..12.min(id.len())], "removing a leftover engine container that holds the name");
+        self.stop_and_remove(&id, Duration::ZERO).await
+    }
+
     async fn start_inner(&mut self) -> Result<(), RuntimeError> {
         let body = self.spec.create_body()?;
-        // A restart: the previous (exited) container still holds the name.
-        if let Some(old) = self.id.take() {
-            self.main_pid = None;
-            self.stop_and_remove(&old, Duration::ZERO).await?;
-        }
-        self.end_log_task().await;
         let docker = self.client().await?;
         let name = self.spec.name.clone();
+        if let Some(old) = self.id.clone() {
+            if std::mem::take(&mut self.daemon_was_down) {
+                if let Some(pid) = self.adoptable(&docker, &old, &body).await? {
+                    self.end_log_task().await;
+                    self.main_pid = Some(pid);
+                    self.follow_logs(&docker, &old, true);
+                    tracing::info!(container = %name, id = %&old[..12.min(old.len())], pid, "adopted the running engine container after the docker daemon came back");
+                    return Ok(());
+                }
+            }
+            // A restart: the previous (exited) container still holds the name. Its id is
+            // forgotten only once it is removed, so a failed removal is tried again.
+            self.main_pid = None;
+            self.stop_and_remove(&old, Duration::ZERO).await?;
+            self.id = None;
+        }
+        self.daemon_was_down = false;
+        self.end_log_task().await;
+        self.free_the_name(&docker).await?;
         let create = CreateContainerOptions { name: Some(name.clone()), platform: String::new() };
-        let created = docker.create_container(Some(create), body).await.map_err(|e| {
-            DockerError::Api { op: "create container", name: name.clone(), reason: reason(&e) }
-        })?;
-        let id = created.id;
-        for w in created.warnings {
-            tracing::warn!(container = %name, "docker: {w}");
-        }
-        if let Err(e) = docker.start_container(&id, None::<StartContainerOptions>).await {
-            // Created but not started (a device it cannot open, a group it cannot resolve):
-            // remove it so that nothing is left.
-            let _ = self.stop_and_remove(&id, Duration::ZERO).await;
-            return Err(DockerError::Api { op: "start container", name, reason: reason(&e) }.into());
-        }
+        let id = match docker.create_container(Some(create), body).await {
+            Ok(created) => {
+                for w in created.warnings {
+                    tracing::warn!(container = %name, "docker: {w}");
+                }
+                created.id
+            }
+            Err(e) => return Err(self.failed("create container", &name, e).await),
+        };
         self.id = Some(id.clone());
-        self.follow_logs(&docker, &id);
-        let inspect =
-            docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(|e| {
-                DockerError::Api { op: "inspect container", name: name.clone(), reason: reason(&e) }
-            })?;
-        self.main_pid = inspect.state.and_then(|s| s.pid).filter(|p| *p > 0);
+        if let Err(e) = docker.start_container(&id, None::<StartContainerOptions>).await {
+            let err = self.failed("start container", &name, e).await;
+            // Created but not started (a device it cannot open, a group it cannot resolve):
+            // remove it so that nothing is left; the id stays known until that worked.
+            if self.stop_and_remove(&id, Duration::ZERO).await.is_ok() {
+                self.id = None;
+            }
+            return Err(err);
+        }
+        self.follow_logs(&docker, &id, false);
+        match docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+            Ok(inspect) => self.main_pid = inspect.state.and_then(|s| s.pid).filter(|p| *p > 0),
+            Err(e) => return Err(self.failed("inspect container", &name, e).await),
+        }
         tracing::info!(container = %name, id = %&id[..12.min(id.len())], pid = ?self.main_pid, "engine container started");
         Ok(())
     }
 
     /// Copies the container's output to the sink until the container is gone. `tail=all`
-    /// from right after start: nothing printed before the copy began is lost.
-    fn follow_logs(&mut self, docker: &Docker, id: &str) {
+    /// from right after start: nothing printed before the copy began is lost; an adopted
+    /// container's output is copied `from_now` on (what it printed before was copied already).
+    fn follow_logs(&mut self, docker: &Docker, id: &str, from_now: bool) {
         let Some(sink) = self.logs.clone() else { return };
-        let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+        let since = if from_now { daemon::unix_now() } else { 0 };
+        let opts =
+            LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
         let mut stream = docker.logs(id, Some(opts));
         let name = self.spec.name.clone();
         self.log_task = Some(tokio::spawn(async move {
@@ -453,11 +550,7 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => return Err(DockerError::Gone { name }.into()),
             // 409: not running (exited, waiting to be reaped by the supervisor): no processes.
             Err(e) if status_of(&e) == Some(409) => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(
-                    DockerError::Api { op: "list processes of", name, reason: reason(&e) }.into()
-                )
-            }
+            Err(e) => return Err(self.failed("list processes of", &name, e).await),
         };
         parse_top(resp.titles.unwrap_or_default(), resp.processes.unwrap_or_default())
             .map_err(|what| DockerError::Unexpected { name, what }.into())
@@ -470,6 +563,7 @@ impl DockerRuntime {
         // Cancel-safe: the state lives in the daemon; a dropped wait drops only an HTTP
         // request, and the next call asks again ("not-running" answers at once for a
         // container that has already exited).
+        let mut breaks = 0;
         loop {
             let opts = WaitContainerOptions { condition: "not-running".to_string() };
             let mut stream = long.wait_container(&id, Some(opts));
@@ -484,7 +578,14 @@ impl DockerRuntime {
                     return Err(DockerError::Gone { name }.into())
                 }
                 Some(Err(e)) => {
-                    return Err(DockerError::Api { op: "wait for", name, reason: reason(&e) }.into())
+                    let answered = status_of(&e).is_some();
+                    let err = self.failed("wait for", &name, e).await;
+                    // The daemon answers and only the connection broke: ask again.
+                    if !answered && !err.is_daemon_down() && breaks < WAIT_RETRIES {
+                        breaks += 1;
+                        continue;
+                    }
+                    return Err(err);
                 }
                 None => {
                     return Err(DockerError::Unexpected {
@@ -499,87 +600,42 @@ impl DockerRuntime {
 
     async fn stop_inner(&mut self, grace: Duration) -> Result<(), RuntimeError> {
         let Some(id) = self.id.clone() else { return Ok(()) };
-        self.stop_and_remove(&id, grace).await?;
+        if let Err(e) = self.stop_and_remove(&id, grace).await {
+            // Asked to stop: never adopt it later.
+            self.daemon_was_down = false;
+            if e.is_daemon_down() {
+                // The daemon cannot stop it: stop its processes through the container's
+                // cgroup, so nothing of the engine runs on. The id is kept: the container
+                // is removed once the daemon is back (next start, or the next agent's
+                // leftover cleanup).
+                if let Some(pids) = self.pids_from_cgroup() {
+                    tracing::warn!(container = %self.spec.name, pids = ?pids, "the docker daemon does not answer: stopping the container's processes directly");
+                    daemon::kill_all(&pids, grace).await;
+                }
+            }
+            return Err(e);
+        }
         self.end_log_task().await;
         tracing::info!(container = %self.spec.name, "engine container stopped and removed");
         self.id = None;
         self.main_pid = None;
         Ok(())
     }
-}
 
-/// Where cgroup hierarchies are mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Candidate cgroup directories (relative to [`CGROUP_ROOT`]) of a container, in order of
-/// preference, from its main process's `/proc/<pid>/cgroup`; only paths naming the container
-/// id count. cgroup v1 (and hybrid), then v2:
-/// ```text
-/// 8:pids:/docker/500074fa4bee...c432
-/// 3:cpuset:/docker/500074fa4bee...c432
-/// 1:name=systemd:/docker/500074fa4bee...c432
-/// 0::/system.slice/docker-500074fa4bee...c432.scope
-/// ```
-fn cgroup_dirs(proc_cgroup: &str, container_id: &str) -> Vec<PathBuf> {
-    let mut v1: Vec<(usize, PathBuf)> = Vec::new();
-    let mut v2 = Vec::new();
-    for line in proc_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if container_id.is_empty() || !path.contains(container_id) {
-            continue;
-        }
-        let rel = path.trim_start_matches('/');
-        if controllers.is_empty() {
-            v2.push(PathBuf::from(rel));
-            v2.push(Path::new("unified").join(rel));
-            continue;
-        }
-        let rank = ["pids", "cpuset", "memory", "name=systemd"]
-            .iter()
-            .position(|c| controllers.split(',').any(|x| x == *c));
-        if let Some(rank) = rank {
-            let dir = controllers.trim_start_matches("name=");
-            v1.push((rank, Path::new(dir).join(rel)));
+    async fn daemon_back_inner(&mut self) -> Result<(), RuntimeError> {
+        loop {
+            // A fresh client each time: connections to the old daemon are dead, and a daemon
+            // still starting may accept a connection and answer nothing for a while.
+            self.docker = None;
+            if let Ok(Ok(docker)) = tokio::time::timeout(PING_TIMEOUT, self.client()).await {
+                if daemon::answers(&docker, PING_TIMEOUT).await {
+                    tracing::info!(addr = %self.address(), "the docker daemon answers again");
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(DAEMON_POLL).await;
         }
     }
-    v1.sort_by_key(|(rank, _)| *rank);
-    v1.into_iter().map(|(_, p)| p).chain(v2).collect()
-}
-
-/// `cgroup.procs` of `dir` and of every cgroup below it (an engine may create sub-cgroups).
-fn read_procs(dir: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
-    out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            read_procs(&entry.path(), out)?;
-        }
-    }
-    Ok(())
-}
-
-/// The `docker top` answer with `ps -eo pid`, e.g.
-/// `{"Titles":["PID"],"Processes":[["41234"],["41290"],["41291"]]}`.
-fn parse_top(titles: Vec<String>, rows: Vec<Vec<String>>) -> Result<Vec<i32>, String> {
-    let col = titles
-        .iter()
-        .position(|t| t.trim() == "PID")
-        .ok_or_else(|| format!("docker top answered without a PID column (titles {titles:?})"))?;
-    let mut pids = rows
-        .iter()
-        .map(|row| {
-            let cell = row.get(col).map(|s| s.trim()).unwrap_or("");
-            cell.parse::<i32>()
-                .map_err(|_| format!("docker top answered a bad pid {cell:?} in row {row:?}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    pids.sort_unstable();
-    pids.dedup();
-    Ok(pids)
 }
 
 impl EngineRuntime for DockerRuntime {
@@ -610,85 +666,19 @@ impl EngineRuntime for DockerRuntime {
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move { self.stop_inner(grace).await })
     }
+
+    fn daemon_back(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.daemon_back_inner().await })
+    }
+
+    fn daemon_timeout(&self) -> Duration {
+        self.spec.settings.daemon_timeout.unwrap_or(DAEMON_TIMEOUT_DEFAULT)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn top_output_parses_to_sorted_pids() {
-        let pids =
-            parse_top(s(&["PID"]), vec![s(&["41291"]), s(&["41234"]), s(&["41290"])]).unwrap();
-        assert_eq!(pids, [41234, 41290, 41291]);
-        // Default `docker top` columns, in case a daemon ignores ps_args.
-        let pids = parse_top(
-            s(&["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]),
-            vec![s(&["root", "7", "1", "0", "20:01", "?", "00:00:00", "sleep 5"])],
-        )
-        .unwrap();
-        assert_eq!(pids, [7]);
-    }
-
-    #[test]
-    fn bad_top_output_is_an_error_not_a_panic() {
-        let err = parse_top(s(&["USER"]), vec![]).unwrap_err();
-        assert!(err.contains("without a PID column"), "{err}");
-        let err = parse_top(s(&["PID"]), vec![s(&["x1"])]).unwrap_err();
-        assert!(err.contains("bad pid \"x1\""), "{err}");
-        let err = parse_top(s(&["PID"]), vec![vec![]]).unwrap_err();
-        assert!(err.contains("bad pid \"\""), "{err}");
-    }
-
-    #[test]
-    fn cgroup_dirs_prefer_v1_pids_then_cpuset_then_v2_and_need_the_id() {
-        let id = "500074fa4beeef875fac067b5b4a1357df6389919b0a5e86f8a2791aace3c432";
-        // A real /proc/<pid>/cgroup of a container on this Debian 12 host (cgroup v1, hybrid).
-        let hybrid = format!(
-            "9:name=systemd:/docker/{id}\n8:pids:/docker/{id}\n3:cpuset:/docker/{id}\n\
-             2:cpuacct:/docker/{id}\n1:cpu:/docker/{id}\n0::/docker/{id}\n"
-        );
-        let dirs = cgroup_dirs(&hybrid, id);
-        let want: Vec<PathBuf> = [
-            format!("pids/docker/{id}"),
-            format!("cpuset/docker/{id}"),
-            format!("systemd/docker/{id}"),
-            format!("docker/{id}"),
-            format!("unified/docker/{id}"),
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-        assert_eq!(dirs, want);
-        let v2 = format!("0::/system.slice/docker-{id}.scope\n");
-        assert_eq!(
-            cgroup_dirs(&v2, id)[0],
-            PathBuf::from(format!("system.slice/docker-{id}.scope"))
-        );
-        // A reused PID in another cgroup: nothing.
-        assert!(cgroup_dirs("0::/user.slice/session-1.scope\n8:pids:/user.slice\n", id).is_empty());
-        // Garbage: nothing, no panic.
-        assert!(cgroup_dirs("garbage\n::\n", id).is_empty());
-        assert!(cgroup_dirs(&hybrid, "").is_empty());
-    }
-
-    proptest::proptest! {
-        /// The cgroup table and `docker top` answers never panic the parsers.
-        #[test]
-        fn parsers_never_panic(
-            table in "\\PC{0,200}",
-            id in "[0-9a-f]{0,64}",
-            titles in proptest::collection::vec("\\PC{0,8}", 0..4),
-            rows in proptest::collection::vec(proptest::collection::vec("\\PC{0,8}", 0..4), 0..4),
-        ) {
-            let _ = cgroup_dirs(&table, &id);
-            let _ = parse_top(titles, rows);
-        }
-    }
 
     #[test]
     fn exit_statuses_map_signals_the_docker_way() {

@@ -64,6 +64,11 @@ pub enum DockerError {
     Unexpected { name: String, what: String },
     #[error("container {name} is not started")]
     NotStarted { name: String },
+    /// The daemon does not answer (socket missing, connection refused, a 5xx while it
+    /// restarts and `/_ping` fails too): the supervisor waits for it (`daemon_timeout`)
+    /// instead of counting an engine failure.
+    #[error("the docker daemon at {addr} does not answer ({op} {name}: {reason})")]
+    DaemonDown { addr: String, op: &'static str, name: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +190,11 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The runtime's daemon (Docker) is unreachable: wait for it, do not count a failure.
+    pub fn is_daemon_down(&self) -> bool {
+        matches!(self, RuntimeError::Docker { source: DockerError::DaemonDown { .. } })
+    }
+
     /// Nothing was started: the host or the config must change before a retry can work.
     pub fn is_preflight(&self) -> bool {
         use RuntimeError as E;
@@ -230,6 +240,17 @@ pub trait EngineRuntime: Send {
     fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once nothing of the engine is left.
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    /// After an error for which [`RuntimeError::is_daemon_down`] holds: resolves once the
+    /// daemon answers again (the caller bounds it with [`Self::daemon_timeout`]); the next
+    /// `start` then adopts the engine if it survived, or starts a fresh one. Runtimes without
+    /// a daemon (process trees) never report one down: at once.
+    fn daemon_back(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// How long to wait for an unreachable daemon before giving up (`container.daemon_timeout`).
+    fn daemon_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 #[cfg(test)]

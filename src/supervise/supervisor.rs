@@ -7,7 +7,9 @@
 //! and `run_healthy`, then `after_failure` (the restart decision of `RestartBudget`, then the
 //! backoff) or `shutdown`. A life waits on one `tokio::select!` (`next_event`) over the
 //! cancellation token (SIGTERM/SIGINT in `cmd::serve`), the engine's exit, health ticks,
-//! binding-check ticks, the monitor's hung verdict and watchdog ticks. Every timer is tokio's
+//! binding-check ticks, the monitor's hung verdict and watchdog ticks. A life that ends because
+//! the runtime's daemon (Docker) stopped answering is no failure: `daemon_wait` waits for the
+//! daemon, spending no restart budget. Every timer is tokio's
 //! (`tokio::time::{Instant, sleep, interval}`), so the tests below run on paused time.
 
 use std::collections::BTreeSet;
@@ -27,6 +29,8 @@ use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::{Progress, ProgressWatch};
 use crate::supervise::restart::{Decision, RestartBudget};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
+
+mod daemon_wait;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -59,6 +63,8 @@ enum LifeEnd {
     Restart(String),
     /// A process escaped the binding under `on_escape = "fail"`.
     Escaped(String),
+    /// The runtime's daemon (Docker) stopped answering: wait for it, spend no budget.
+    DaemonDown(String),
 }
 
 /// What woke the supervisor during an engine life.
@@ -194,16 +200,21 @@ impl Supervisor {
             let started = Instant::now();
             let end = match self.runtime.start().await {
                 Ok(()) => self.life(&mut ready_sent).await,
+                Err(e) if e.is_daemon_down() => LifeEnd::DaemonDown(e.to_string()),
                 Err(e) => LifeEnd::Restart(format!("engine did not start: {e}")),
             };
             let reason = match end {
                 LifeEnd::Cancelled => return Ok(self.shutdown().await),
                 LifeEnd::Escaped(why) => {
                     self.set_state(State::Stopping, format!("binding escaped: {why}"));
-                    self.stop_engine().await;
+                    let _ = self.stop_engine().await;
                     self.set_state(State::Failed, format!("binding escaped: {why}"));
                     return Ok(Outcome::Failed(format!("binding escaped: {why}")));
                 }
+                LifeEnd::DaemonDown(why) => match self.wait_for_daemon(why).await {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                },
                 LifeEnd::Restart(why) => why,
             };
             if let Some(outcome) = self.after_failure(&mut budget, reason, started).await {
@@ -248,7 +259,12 @@ impl Supervisor {
     ) -> Option<Outcome> {
         self.status.lock().unwrap().last_exit = Some(reason.clone());
         self.set_state(State::Restarting, reason.clone());
-        self.stop_engine().await;
+        if let Err(e) = self.stop_engine().await {
+            // The engine went down with its daemon: not a failure of the engine.
+            if e.is_daemon_down() {
+                return self.wait_for_daemon(format!("{reason}; {e}")).await;
+            }
+        }
         if self.cancel.is_cancelled() {
             return Some(self.shutdown().await);
         }
@@ -275,28 +291,35 @@ impl Supervisor {
         }
     }
 
-    async fn stop_engine(&mut self) {
-        if let Err(e) = self.runtime.stop(self.policy.stop_grace).await {
+    async fn stop_engine(&mut self) -> Result<(), RuntimeError> {
+        let stopped = self.runtime.stop(self.policy.stop_grace).await;
+        if let Err(e) = &stopped {
             tracing::error!(error = %e, "stopping the engine");
         }
         let mut s = self.status.lock().unwrap();
         s.pids.clear();
         s.main_pid = None;
         s.engine_started_at = None;
+        stopped
     }
 
     async fn shutdown(&mut self) -> Outcome {
         self.notifier.notify(Notice::Stopping);
         self.set_state(State::Stopping, "stopping the engine");
-        self.stop_engine().await;
+        let _ = self.stop_engine().await;
         self.set_state(State::Stopped, "stopped");
         Outcome::Stopped
     }
 
     /// Checks every engine process against the binding; records the result.
     async fn check_binding(&mut self) -> Result<Vec<i32>, String> {
-        let pids =
-            self.runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
+        let pids = match self.runtime.pids().await {
+            Ok(pids) => pids,
+            // The daemon is away (a restart): nothing to judge until it is back; the engine's
+            // wait reports the outage.
+            Err(e) if e.is_daemon_down() => return Ok(self.status.lock().unwrap().pids.clone()),
+            Err(e) => return Err(format!("listing engine processes: {e}")),
+        };
         let processes: Vec<_> = pids
             .iter()
             .filter_map(|p| self.proc.check(*p, &self.binding))
@@ -399,6 +422,9 @@ impl Supervisor {
     async fn handle(&mut self, event: Event) -> Step {
         match event {
             Event::Cancelled => Step::End(LifeEnd::Cancelled),
+            Event::Exited(Err(e)) if e.is_daemon_down() => {
+                Step::End(LifeEnd::DaemonDown(e.to_string()))
+            }
             // Any exit the supervisor did not ask for is a failure, even code 0
             // (VLLM-NOTES.md).
             Event::Exited(exit) => Step::End(LifeEnd::Restart(describe_exit(&exit))),

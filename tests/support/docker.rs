@@ -112,3 +112,101 @@ pub fn test_image() -> &'static str {
     });
     IMAGE
 }
+
+/// Where the test-started dockerd writes, as `scripts/setup.sh` starts it.
+const DOCKERD_LOG: &str = "/var/log/nodeagent-test-dockerd.log";
+
+/// Whether the daemon answers now (`docker version` reaches the server; bounded, since a
+/// daemon still starting may accept a connection and answer nothing for a while).
+pub fn daemon_answers() -> bool {
+    Command::new("timeout")
+        .args(["10", "docker", "version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The pid of the running dockerd, if one runs.
+pub fn dockerd_pid() -> Option<i32> {
+    let out = Command::new("pidof").arg("dockerd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
+}
+
+/// The running dockerd's command line.
+pub fn dockerd_cmdline() -> String {
+    dockerd_pid()
+        .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, timeout: std::time::Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Stops dockerd with SIGTERM (as `systemctl restart docker` does) and waits until it has
+/// exited and its socket no longer answers. Without `--live-restore` the daemon stops every
+/// container on its way out; with it, they keep running.
+pub fn stop_dockerd() {
+    let Some(pid) = dockerd_pid() else { return };
+    let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(ok.success(), "kill -TERM {pid} (dockerd) failed");
+    wait_until("dockerd to exit", std::time::Duration::from_secs(90), || {
+        !Path::new(&format!("/proc/{pid}")).exists() || dockerd_pid() != Some(pid)
+    });
+    wait_until("the docker socket to stop answering", std::time::Duration::from_secs(30), || {
+        !daemon_answers()
+    });
+}
+
+/// Starts dockerd the way `scripts/setup.sh` does (`nohup dockerd >LOG 2>&1 &`, detached in
+/// its own session, appending to the log), with `extra` flags, and waits for it to answer.
+pub fn start_dockerd(extra: &[&str]) {
+    let line = format!("nohup dockerd {} >>{DOCKERD_LOG} 2>&1 &", extra.join(" "));
+    let ok = Command::new("setsid").args(["sh", "-c", &line]).status().unwrap();
+    assert!(ok.success(), "starting dockerd failed");
+    wait_until("dockerd to answer", std::time::Duration::from_secs(90), daemon_answers);
+}
+
+/// Restarts dockerd with `extra` flags (`--live-restore`); on drop, even when the test
+/// failed, the daemon runs again as `scripts/setup.sh` starts it (no flags).
+pub struct DaemonFlags {
+    flags: Vec<String>,
+}
+
+impl DaemonFlags {
+    pub fn set(extra: &[&str]) -> DaemonFlags {
+        let guard = DaemonFlags { flags: extra.iter().map(|s| s.to_string()).collect() };
+        stop_dockerd();
+        start_dockerd(extra);
+        guard
+    }
+}
+
+impl Drop for DaemonFlags {
+    fn drop(&mut self) {
+        let cmdline = dockerd_cmdline();
+        let flagged = self.flags.iter().any(|f| cmdline.split_whitespace().any(|w| w == f));
+        if flagged || !daemon_answers() {
+            stop_dockerd();
+            start_dockerd(&[]);
+        }
+    }
+}
+
+/// Makes sure dockerd runs when dropped (a test that restarts it and fails midway).
+pub struct DaemonRunning;
+
+impl Drop for DaemonRunning {
+    fn drop(&mut self) {
+        if !daemon_answers() {
+            if dockerd_pid().is_some() {
+                stop_dockerd();
+            }
+            start_dockerd(&[]);
+        }
+    }
+}
