@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::container::ContainerError;
 use crate::host::cpuset::CpuSet;
+use crate::supervise::cgroup::{CgroupError, Usage};
 use crate::supervise::native::NativeError;
 
 /// How an engine ended.
@@ -155,6 +156,11 @@ pub enum RuntimeError {
     LeftoversSurvive { pids: Vec<i32> },
     #[error("engine processes left after stop: {pids:?}")]
     ProcessesLeft { pids: Vec<i32> },
+    #[error("engine cgroup: {source}")]
+    Cgroup {
+        #[source]
+        source: CgroupError,
+    },
     #[error("prctl(PR_SET_CHILD_SUBREAPER): {source}")]
     Subreaper {
         #[source]
@@ -213,6 +219,15 @@ pub trait EngineRuntime: Send {
     fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once nothing of the engine is left.
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    /// How the engine's processes are tracked, for `status`: `cgroup-v2 PATH`, `cgroup-v1
+    /// PATH` or `proc-walk` (process runtimes); `None` when the runtime does not say.
+    fn containment(&self) -> Option<String> {
+        None
+    }
+    /// The engine's memory and CPU use as its cgroup counts them; unknown by default.
+    fn usage(&mut self) -> Usage {
+        Usage::default()
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,8 @@ impl Supervisor {
         let mut s = self.status.lock().unwrap();
         s.pids.clear();
         s.main_pid = None;
+        s.engine_memory_bytes = None;
+        s.engine_cpu_seconds = None;
         s.engine_started_at = None;
     }
 
@@ -295,6 +297,8 @@ impl Supervisor {
     async fn check_binding(&mut self) -> Result<Vec<i32>, String> {
         let pids =
             self.runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
+        let containment = self.runtime.containment();
+        let usage = self.runtime.usage();
         let processes: Vec<_> = pids
             .iter()
             .filter_map(|p| self.proc.check(*p, &self.binding))
@@ -307,6 +311,9 @@ impl Supervisor {
         {
             let mut s = self.status.lock().unwrap();
             s.pids = pids.clone();
+            s.containment = containment;
+            s.engine_memory_bytes = usage.memory_bytes;
+            s.engine_cpu_seconds = usage.cpu_seconds;
             s.binding_check =
                 Some(BindingCheck { at: now_rfc3339(), ok: escaped.is_empty(), processes });
         }
