@@ -83,6 +83,18 @@ impl Agent {
 
     /// `start` with more `serve` arguments.
     fn start_with(dir: &Path, n: u32, engine_args: &[&str], extra: &str, args: &[&str]) -> Agent {
+        Self::start_env(dir, n, engine_args, extra, args, &[])
+    }
+
+    /// `start_with` with more environment for the agent.
+    fn start_env(
+        dir: &Path,
+        n: u32,
+        engine_args: &[&str],
+        extra: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let state_dir = dir.join("state");
         let config = dir.join("nodeagent.toml");
         let mut argv = vec![
@@ -110,6 +122,7 @@ impl Agent {
             .args(args)
             .env_remove("NOTIFY_SOCKET")
             .env("FAKE_MXSMI_DIR", dir.join("steps"))
+            .envs(env.iter().copied())
             .env("NODEAGENT_TEST_MARK", dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -317,7 +330,16 @@ fn the_engine_runs_in_its_own_cgroup_with_usage_and_a_stop_removes_it() {
         1,
         &["--helper", "setpgid"],
         "binding_check_interval = \"200ms\"\n",
-        &["--metrics-port", &port, "--gpu-interval", "300ms", "--gpu-tool", "metax", "--mx-smi", mx_smi],
+        &[
+            "--metrics-port",
+            &port,
+            "--gpu-interval",
+            "300ms",
+            "--gpu-tool",
+            "metax",
+            "--mx-smi",
+            mx_smi,
+        ],
     );
     agent.wait_ready();
     let helper = helper_of(&agent);
@@ -346,5 +368,34 @@ fn the_engine_runs_in_its_own_cgroup_with_usage_and_a_stop_removes_it() {
     let (status, log) = agent.finish();
     assert!(status.success(), "{log}");
     assert!(!cg.exists(), "{} left after the stop", cg.display());
+    assert_eq!(marked(dir.path()), Vec::<i32>::new(), "{log}");
+}
+
+/// The fallback where no cgroup is writable (forced here with `NODEAGENT_CONTAINMENT=proc-walk`):
+/// `status` says `proc-walk`, a clean stop leaves nothing, and after an agent SIGKILL the pid
+/// file still lets the next agent remove the engine (workers seen at a scan).
+#[test]
+fn proc_walk_fallback_still_stops_clean_and_removes_leftovers_by_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("NODEAGENT_CONTAINMENT", "proc-walk")];
+    let fast = "binding_check_interval = \"200ms\"\n";
+    let mut first = Agent::start_env(dir.path(), 1, &[], fast, &[], &env);
+    first.wait_ready();
+    let st = wait_for("5 engine processes", Duration::from_secs(10), || {
+        first.status().filter(|s| pids(s).len() == 5)
+    });
+    assert_eq!(st["containment"], "proc-walk");
+    assert!(st["engine_memory_bytes"].is_null() && st["engine_cpu_seconds"].is_null(), "{st}");
+    let old = pids(&st);
+    first.signal("-KILL");
+    first.finish();
+    assert!(old.iter().all(|p| alive(*p)), "leftovers expected after SIGKILL");
+    let mut second = Agent::start_env(dir.path(), 2, &[], fast, &[], &env);
+    second.wait_ready();
+    let left: Vec<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "leftovers {left:?} not removed");
+    second.signal("-TERM");
+    let (status, log) = second.finish();
+    assert!(status.success(), "{log}");
     assert_eq!(marked(dir.path()), Vec::<i32>::new(), "{log}");
 }

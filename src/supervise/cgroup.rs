@@ -178,7 +178,12 @@ fn under(root: &Path, cg: &str) -> PathBuf {
 /// the layout, the agent's `/proc/self/cgroup` and the name. v2: `(own cgroup's child, true)`
 /// first when the agent is not in the root (a delegated unit), then `(root child, false)`. v1:
 /// one directory per hierarchy (the `bool` is unused).
-pub fn plan(layout: &Layout, root: &Path, lines: &[CgroupLine], name: &str) -> Vec<(PathBuf, bool)> {
+pub fn plan(
+    layout: &Layout,
+    root: &Path,
+    lines: &[CgroupLine],
+    name: &str,
+) -> Vec<(PathBuf, bool)> {
     match layout {
         Layout::V2 => {
             let mut out = Vec::new();
@@ -321,7 +326,9 @@ impl EngineCgroup {
                         });
                         match moved.and_then(|_| enable_controllers(&parent)) {
                             Ok(()) => {}
-                            Err(e) => tracing::debug!(error = %e, "engine cgroup without controllers"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "engine cgroup without controllers")
+                            }
                         }
                     }
                     return Ok(Self { v2: true, dirs: vec![dir] });
@@ -380,7 +387,10 @@ impl EngineCgroup {
             if depth < 16 {
                 if let Ok(entries) = std::fs::read_dir(&dir) {
                     stack.extend(
-                        entries.flatten().filter(|e| e.path().is_dir()).map(|e| (e.path(), depth + 1)),
+                        entries
+                            .flatten()
+                            .filter(|e| e.path().is_dir())
+                            .map(|e| (e.path(), depth + 1)),
                     );
                 }
             }
@@ -500,7 +510,10 @@ impl EngineCgroup {
         let find = |file: &str| self.dirs.iter().find_map(|d| read(&d.join(file)));
         Usage {
             memory_bytes: find("memory.usage_in_bytes").as_deref().and_then(parse_u64),
-            cpu_seconds: find("cpuacct.usage").as_deref().and_then(parse_u64).map(|ns| ns as f64 / 1e9),
+            cpu_seconds: find("cpuacct.usage")
+                .as_deref()
+                .and_then(parse_u64)
+                .map(|ns| ns as f64 / 1e9),
         }
     }
 
@@ -642,10 +655,7 @@ mod tests {
         touch(&r.join("cgroup.controllers"));
         let unit = parse_proc_cgroup("0::/system.slice/nodeagent.service\n");
         let p = plan(&Layout::V2, r, &unit, "n");
-        assert_eq!(
-            p,
-            [(r.join("system.slice/nodeagent.service/n"), true), (r.join("n"), false)]
-        );
+        assert_eq!(p, [(r.join("system.slice/nodeagent.service/n"), true), (r.join("n"), false)]);
         let at_root = parse_proc_cgroup("0::/\n");
         assert_eq!(plan(&Layout::V2, r, &at_root, "n"), [(r.join("n"), false)]);
         // A path cannot climb out of the root.

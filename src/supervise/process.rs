@@ -36,6 +36,10 @@ const AGENT_ONLY_ENV: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PI
 
 const PID_FILE: &str = "engine.pids";
 
+/// `NODEAGENT_CONTAINMENT=proc-walk` in the agent's environment: no cgroup, the `/proc` walk
+/// alone (to compare, or where creating cgroups is not wanted).
+pub const CONTAINMENT_ENV: &str = "NODEAGENT_CONTAINMENT";
+
 pub struct ProcessRuntime {
     spec: LaunchSpec,
     state_dir: PathBuf,
@@ -77,7 +81,7 @@ impl ProcessRuntime {
             cgroup_fs: CgroupFs::default(),
             cgroup_name: cgroup_name("0", &state_dir),
             cgroup: None,
-            use_cgroup: true,
+            use_cgroup: std::env::var_os(CONTAINMENT_ENV).is_none_or(|v| v != "proc-walk"),
             state_dir,
         }
     }
@@ -352,7 +356,9 @@ impl ProcessRuntime {
         if self.use_cgroup && self.cgroup.is_none() {
             match EngineCgroup::create(&self.cgroup_fs, &self.cgroup_name) {
                 Ok(cg) => self.cgroup = Some(cg),
-                Err(e) => tracing::warn!(error = %e, "no cgroup for the engine: tracking it through /proc"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cgroup for the engine: tracking it through /proc")
+                }
             }
         }
         if let Some(cg) = &self.cgroup {
@@ -497,8 +503,11 @@ pub async fn kill_leftover_cgroups(
 ) -> Result<Vec<String>, RuntimeError> {
     let mut removed = Vec::new();
     for cg in EngineCgroup::locate(fs, name) {
-        let comms: BTreeMap<i32, String> =
-            cg.pids().into_iter().map(|p| (p, proc.stat(p).map(|s| s.comm).unwrap_or_default())).collect();
+        let comms: BTreeMap<i32, String> = cg
+            .pids()
+            .into_iter()
+            .map(|p| (p, proc.stat(p).map(|s| s.comm).unwrap_or_default()))
+            .collect();
         let me = std::process::id() as i32;
         let pids = cg
             .kill(Duration::from_secs(10), || reap_orphans(proc, me, None))
@@ -547,8 +556,8 @@ impl EngineRuntime for ProcessRuntime {
         Box::pin(async move {
             let mut removed = Vec::new();
             if self.use_cgroup {
-                removed = kill_leftover_cgroups(&self.cgroup_fs, &self.cgroup_name, &self.proc)
-                    .await?;
+                removed =
+                    kill_leftover_cgroups(&self.cgroup_fs, &self.cgroup_name, &self.proc).await?;
             }
             let file = self.pid_file();
             removed.extend(kill_leftovers(&self.proc, &file, Duration::from_secs(10)).await?);
