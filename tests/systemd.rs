@@ -41,11 +41,14 @@ fn unit_for(binary: &str) -> String {
 }
 
 #[test]
-fn unit_declares_notify_control_group_kill_and_on_failure_restart() {
+fn unit_declares_notify_control_group_kill_delegate_and_on_failure_restart() {
     let u = unit_text();
     assert_eq!(unit_value(&u, "Type").as_deref(), Some("notify"));
     assert_eq!(unit_value(&u, "NotifyAccess").as_deref(), Some("main"));
     assert_eq!(unit_value(&u, "KillMode").as_deref(), Some("control-group"));
+    // The engine's cgroup goes below the unit's: delegated, and not made read-only.
+    assert_eq!(unit_value(&u, "Delegate").as_deref(), Some("yes"));
+    assert_ne!(unit_value(&u, "ProtectControlGroups").as_deref(), Some("yes"));
     assert_eq!(unit_value(&u, "Restart").as_deref(), Some("on-failure"));
     let start = humantime::parse_duration(&unit_value(&u, "TimeoutStartSec").unwrap()).unwrap();
     assert!(
