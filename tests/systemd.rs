@@ -1,8 +1,8 @@
 //! The systemd unit: `systemd-analyze verify` and the offline security score on the host, and
 //! the unit under a REAL systemd (PID 1 in a container made with debootstrap + `docker import`,
 //! `scripts/systemd-test-image.sh`): `systemctl start` returns only once the engine is ready
-//! (READY=1), the STATUS text shows, killing the engine leads to a restart, `systemctl stop`
-//! leaves nothing.
+//! (READY=1), the STATUS text shows, the engine runs in a cgroup of its own below the unit's
+//! (`Delegate=yes`), killing the engine leads to a restart, `systemctl stop` leaves nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,11 +41,14 @@ fn unit_for(binary: &str) -> String {
 }
 
 #[test]
-fn unit_declares_notify_control_group_kill_and_on_failure_restart() {
+fn unit_declares_notify_control_group_kill_delegate_and_on_failure_restart() {
     let u = unit_text();
     assert_eq!(unit_value(&u, "Type").as_deref(), Some("notify"));
     assert_eq!(unit_value(&u, "NotifyAccess").as_deref(), Some("main"));
     assert_eq!(unit_value(&u, "KillMode").as_deref(), Some("control-group"));
+    // The engine's cgroup goes below the unit's: delegated, and not made read-only.
+    assert_eq!(unit_value(&u, "Delegate").as_deref(), Some("yes"));
+    assert_ne!(unit_value(&u, "ProtectControlGroups").as_deref(), Some("yes"));
     assert_eq!(unit_value(&u, "Restart").as_deref(), Some("on-failure"));
     let start = humantime::parse_duration(&unit_value(&u, "TimeoutStartSec").unwrap()).unwrap();
     assert!(
@@ -365,6 +368,20 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     assert!(ok, "nodeagent status failed under systemd: {agent_status}");
     eprintln!("$ nodeagent status\n{agent_status}");
 
+    // The engine has a cgroup of its own below the unit's (Delegate=yes): `status` names it.
+    let json = b.exec_ok(&["nodeagent", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let containment = st["containment"].as_str().unwrap_or_default().to_string();
+    let engine_cg = containment.split_once(' ').map_or(String::new(), |(_, p)| p.to_string());
+    assert!(
+        containment.starts_with("cgroup-") && engine_cg.contains("/nodeagent.service/nodeagent-0-"),
+        "the engine is not in a cgroup below the unit's: {containment:?}\n{json}"
+    );
+    let in_engine_cg = |b: &SystemdBox| -> Vec<i32> {
+        let (out, _) = b.exec(&["cat", &format!("{engine_cg}/cgroup.procs")]);
+        out.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+
     // Every process of the unit but the agent is the engine or a worker, bound as configured.
     let agent: i32 = b.show("MainPID").parse().unwrap();
     let engine_procs = |b: &SystemdBox| -> Vec<(i32, String)> {
@@ -376,6 +393,12 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     };
     let before = engine_procs(&b);
     assert_eq!(before.len(), 3, "engine + 2 workers expected: {before:?}");
+    let mut contained = in_engine_cg(&b);
+    contained.sort_unstable();
+    let mut unit_engine: Vec<i32> = before.iter().map(|(p, _)| *p).collect();
+    unit_engine.sort_unstable();
+    assert_eq!(contained, unit_engine, "the engine's cgroup {engine_cg} vs the unit's processes");
+    assert!(!contained.contains(&agent), "the agent is not in the engine's cgroup");
     for (pid, _) in &before {
         let st = b.exec_ok(&["cat", &format!("/proc/{pid}/status")]);
         assert!(st.contains("Cpus_allowed_list:\t1\n"), "pid {pid} not on CPU 1:\n{st}");
@@ -414,6 +437,7 @@ fn unit_under_real_systemd_starts_ready_restarts_the_engine_and_stops_clean() {
     assert_eq!(b.show("ActiveState"), "inactive");
     assert_eq!(b.show("Result"), "success", "{}", journal());
     assert!(b.unit_pids().is_empty());
+    assert!(!b.exec(&["test", "-d", &engine_cg]).1, "{engine_cg} left after the stop");
     let top = docker_ok(&["top", &b.name, "-eo", "pid,args"]);
     assert!(!top.contains("nodeagent"), "processes left after stop:\n{top}");
     assert!(!b.health(port));

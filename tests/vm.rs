@@ -1,5 +1,6 @@
 //! Real multi-NUMA kernels under QEMU: proves that probing reads a multi-node machine right and
-//! that the binding nodeagent recommends really lands on the right CPUs and memory.
+//! that the binding nodeagent recommends really lands on the right CPUs and memory, and that the
+//! engine's cgroup contains and kills it on a pure cgroup v2 kernel (`cgroup.kill`).
 //!
 //! Each test boots one VM (`tests/vm/run-vm.sh`: Debian's kernel, an initramfs with busybox,
 //! numactl and the freshly built `nodeagent`) with a topology from docs NUMA-VM.md, runs a
@@ -495,6 +496,62 @@ fn assert_serve_refused(vm: &VmRun, name: &str, code: Option<i32>, error_names: 
 }
 
 /// The harness's own bad-input paths: one line naming what is wrong, exit 2, no boot.
+/// The engine's cgroup on a pure cgroup v2 kernel (cgroup2 mounted at `/sys/fs/cgroup`, the
+/// `memory`, `cpu` and `pids` controllers enabled): the engine, its workers and a helper that
+/// escaped by double fork + `setsid` are all in `nodeagent-0-<hash>` under the v2 root; status
+/// reports its memory and CPU; a stop ends the helper, which ignores SIGTERM, by `cgroup.kill`,
+/// leaves nothing and removes the cgroup.
+#[test]
+fn cgroup_v2_vm_contains_a_double_forked_setsid_helper_and_kills_it_by_cgroup_kill() {
+    let test = "cgroup_v2";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "two-node", "cgroup-v2.sh", &[]);
+    let mount = vm.ok("cgroup-mount");
+    assert!(mount.contains(" /sys/fs/cgroup cgroup2 "), "{mount}");
+    let controllers = mount.lines().find_map(|l| l.strip_prefix("controllers: ")).unwrap_or("");
+    for c in ["cpu", "memory", "pids"] {
+        assert!(controllers.split_whitespace().any(|w| w == c), "{c} not enabled: {mount}");
+    }
+
+    let st = json(&vm, "cgroup-status");
+    assert_eq!(st["state"], "ready", "{st:#}");
+    let containment = st["containment"].as_str().unwrap_or_default();
+    let cg = containment
+        .strip_prefix("cgroup-v2 /sys/fs/cgroup/nodeagent-0-")
+        .unwrap_or_else(|| panic!("containment {containment:?}"));
+    assert_eq!(cg.len(), 8, "{containment}");
+    assert!(st["engine_memory_bytes"].as_u64().is_some_and(|m| m > 0), "{st:#}");
+    assert!(st["engine_cpu_seconds"].as_f64().is_some_and(|c| c > 0.0), "{st:#}");
+
+    // The wrapper exec'd the simulator (main) with 2 workers; the helper is in the cgroup too,
+    // although it re-parented and left the session.
+    let procs = vm.ok("cgroup-procs");
+    let lines: Vec<&str> = procs.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.iter().any(|l| l.contains("sleep 7777")), "helper not in the cgroup:\n{procs}");
+    assert_eq!(lines.iter().filter(|l| l.contains(" simulate ")).count(), 1, "{procs}");
+    assert_eq!(lines.iter().filter(|l| l.contains(" simulate-worker ")).count(), 2, "{procs}");
+    let status_pids: Vec<i64> =
+        st["pids"].as_array().unwrap().iter().filter_map(|p| p.as_i64()).collect();
+    for l in &lines {
+        let pid: i64 = l.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(status_pids.contains(&pid), "cgroup pid {pid} not in status pids {status_pids:?}");
+    }
+    let agent_cg = vm.ok("agent-cgroup");
+    assert_eq!(agent_cg.trim(), "0::/", "the agent stays where it was started");
+
+    let stop = vm.section("cgroup-stop");
+    assert!(stop.stdout.contains("serve-exit=0"), "{}\n{}", stop.stdout, stop.stderr);
+    assert!(!stop.stdout.contains("leftover"), "leftovers after stop:\n{}", stop.stdout);
+    assert!(!stop.stdout.contains("cgroup-left="), "cgroup not removed:\n{}", stop.stdout);
+    assert!(
+        stop.stderr.contains("killed the engine's cgroup") && stop.stderr.contains("cgroup.kill"),
+        "the helper that ignores SIGTERM was not killed by cgroup.kill:\n{}",
+        stop.stderr
+    );
+}
+
 #[test]
 fn run_vm_rejects_bad_input_with_one_line_errors() {
     let out = tempfile::tempdir().unwrap();

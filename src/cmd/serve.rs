@@ -20,6 +20,7 @@ use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::launch::spec::LaunchSpec;
 use crate::plan::{self, PlanRequest, Split};
+use crate::supervise::cgroup::cgroup_name;
 use crate::supervise::guard;
 use crate::supervise::notify::{Notifier, SdNotifier};
 use crate::supervise::pidfile::Identity;
@@ -170,6 +171,9 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         .context("starting the async runtime")
         .failed()?;
     let id = Identity::new(&state_dir, &spec.engine_argv);
+    // The engine's cgroup (process modes), named as the process runtime names it.
+    let cgroup = (spec.mode != LaunchMode::Container)
+        .then(|| cgroup_name(&c.launch.instance.unwrap_or(0).to_string(), &c.state_dir()));
     let grace = c.policy().stop_grace.min(PANIC_GRACE);
     // A panic anywhere in the supervision unwinds to here: stop the engine tree before the
     // process dies, so the worst case is a clean failure, never an orphaned engine.
@@ -178,7 +182,7 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         Ok(result) => result,
         Err(payload) => {
             let why = panic_text(payload.as_ref());
-            let left = guard::stop_engine_now(&state_dir, &id, grace);
+            let left = guard::stop_engine_now(&state_dir, &id, cgroup.as_deref(), grace);
             let _ = state_dir.remove(status::SOCKET_NAME);
             let what = if left.is_empty() {
                 "engine stopped".to_string()

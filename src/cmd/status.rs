@@ -49,6 +49,14 @@ pub fn render(s: &AgentStatus) -> String {
         },
     );
     line(&mut out, "engine up", s.engine_uptime_s.map_or("-".to_string(), |u| format!("{u} s")));
+    line(&mut out, "containment", opt(&s.containment));
+    if s.engine_memory_bytes.is_some() || s.engine_cpu_seconds.is_some() {
+        let mem = s
+            .engine_memory_bytes
+            .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+        let cpu = s.engine_cpu_seconds.map_or("-".into(), |c| format!("{c:.1} s"));
+        line(&mut out, "engine use", format!("memory {mem}, cpu {cpu}"));
+    }
     let binding =
         if s.binding.is_none() { "none".to_string() } else { s.binding.numactl_args().join(" ") };
     line(&mut out, "binding", binding);

@@ -172,6 +172,26 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 g,
             );
         }
+        if let Some(bytes) = e.memory_bytes {
+            let g = GaugeF::default();
+            g.set(bytes as f64);
+            reg.register_with_unit(
+                "engine_memory",
+                "Memory of the engine's processes as their cgroup counts it",
+                Unit::Bytes,
+                g,
+            );
+        }
+        if let Some(secs) = e.cpu_seconds {
+            let c: Counter<f64, AtomicU64> = Counter::default();
+            c.inc_by(secs);
+            reg.register_with_unit(
+                "engine_cpu",
+                "CPU time the engine's processes used, as their cgroup counts it",
+                Unit::Seconds,
+                c,
+            );
+        }
         if let Some(n) = status.in_flight {
             let g = GaugeF::default();
             g.set(n as f64);
@@ -297,6 +317,22 @@ mod tests {
         assert!(r.contains("b{engine=\"0\",x=\"y\"} 2.0\n"), "{r}");
         assert!(r.contains("c{engine=\"0\"} 3\n"), "{r}");
         assert!(r.starts_with("# HELP a x\n"));
+    }
+
+    #[test]
+    fn engine_cgroup_usage_is_exported_only_when_known() {
+        let mut st = MonitorStatus::default();
+        st.engine.supervised = true;
+        st.engine.state = "ready".into();
+        let t = render(&st, None);
+        assert!(!t.contains("nodeagent_engine_memory") && !t.contains("nodeagent_engine_cpu"));
+        st.engine.memory_bytes = Some(1 << 30);
+        st.engine.cpu_seconds = Some(12.5);
+        let t = render(&st, None);
+        assert!(t.contains("# TYPE nodeagent_engine_memory_bytes gauge\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_memory_bytes 1073741824.0\n"), "{t}");
+        assert!(t.contains("# TYPE nodeagent_engine_cpu_seconds_total counter\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_cpu_seconds_total 12.5\n"), "{t}");
     }
 
     #[test]

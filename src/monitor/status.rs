@@ -30,6 +30,12 @@ pub struct EngineReport {
     pub health_latency_ms: Option<f64>,
     /// Requests in flight, if the supervisor knows (else read from `metrics_url`).
     pub in_flight: Option<u64>,
+    /// The engine's memory as its cgroup counts it, bytes (`None`: no cgroup, or unknown).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU time the engine's cgroup used, seconds (`None`: no cgroup, or unknown).
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     /// The engine's own Prometheus endpoint (`http://127.0.0.1:8000/metrics`), scraped each
     /// tick for requests in flight and re-exported under `/metrics/engine`.
     pub metrics_url: Option<String>,

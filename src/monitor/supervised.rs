@@ -42,6 +42,8 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         binding_ok: status.binding_check.as_ref().map(|b| b.ok),
         health_latency_ms: None,
         in_flight: None,
+        memory_bytes: status.engine_memory_bytes,
+        cpu_seconds: status.engine_cpu_seconds,
         metrics_url: Some(format!("http://127.0.0.1:{}/metrics", status.port)),
     }
 }

@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::container::ContainerError;
 use crate::host::cpuset::CpuSet;
+use crate::supervise::cgroup::{CgroupError, Usage};
 use crate::supervise::native::NativeError;
 use crate::supervise::statedir::StateDirError;
 
@@ -176,6 +177,11 @@ pub enum RuntimeError {
     LeftoversSurvive { pids: Vec<i32> },
     #[error("engine processes left after stop: {pids:?}")]
     ProcessesLeft { pids: Vec<i32> },
+    #[error("engine cgroup: {source}")]
+    Cgroup {
+        #[source]
+        source: CgroupError,
+    },
     #[error("prctl(PR_SET_CHILD_SUBREAPER): {source}")]
     Subreaper {
         #[source]
@@ -250,6 +256,15 @@ pub trait EngineRuntime: Send {
     /// How long to wait for an unreachable daemon before giving up (`container.daemon_timeout`).
     fn daemon_timeout(&self) -> Duration {
         Duration::ZERO
+    }
+    /// How the engine's processes are tracked, for `status`: `cgroup-v2 PATH`, `cgroup-v1
+    /// PATH` or `proc-walk` (process runtimes); `None` when the runtime does not say.
+    fn containment(&self) -> Option<String> {
+        None
+    }
+    /// The engine's memory and CPU use as its cgroup counts them; unknown by default.
+    fn usage(&mut self) -> Usage {
+        Usage::default()
     }
 }
 

@@ -1,15 +1,20 @@
 //! `ProcessRuntime`: the engine as a local process tree (bare with the binding applied natively
-//! in the child, or under `numactl`). The engine gets its own process group; its descendants are
+//! in the child, or under `numactl`). The engine gets its own process group and, where a cgroup
+//! is writable, a cgroup of its own (`super::cgroup`), joined by the child before exec: every
+//! descendant is then in it whatever it does with sessions, process groups or double forks, a
+//! stop kills the cgroup, and a restarted agent finds and kills what a SIGKILLed one left by
+//! the cgroup's path. Without a writable cgroup (the `proc-walk` containment), descendants are
 //! found by walking `/proc/*/stat` parent links, because Ray workers leave the group and even
-//! the session. Every process ever seen is remembered by (pid, start time) and written to a pid
-//! file in the state dir (`super::statedir`: never through a symlink), and every engine carries
-//! the state dir's `NODEAGENT_ENGINE` marker, so a later agent run can find and kill what an
-//! agent killed with SIGKILL left behind, without ever killing a process that merely reused a
-//! pid or that a forged pid file names (`super::pidfile`: a line is a hint, never an order).
+//! the session. Either way every process ever seen is remembered by (pid, start time) and
+//! written to a pid file in the state dir (`super::statedir`: never through a symlink), and every
+//! engine carries the state dir's `NODEAGENT_ENGINE` marker, so a later agent run can find and
+//! kill what an agent killed with SIGKILL left behind, without ever killing a process that merely
+//! reused a pid or that a forged pid file names (`super::pidfile`: a line is a hint, never an
+//! order).
 //!
 //! Not here: deciding when to restart (`crate::supervise::supervisor`), containers
 //! (`crate::supervise::docker`), the binding applied between fork and exec
-//! (`crate::supervise::native`).
+//! (`crate::supervise::native`), the cgroup files (`crate::supervise::cgroup`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -23,6 +28,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::launch::spec::LaunchSpec;
+use crate::supervise::cgroup::{cgroup_name, CgroupFs, EngineCgroup, Usage};
 use crate::supervise::engine::{
     deadline_after, EngineExit, EngineRuntime, PortHolder, RuntimeError,
 };
@@ -34,6 +40,10 @@ use crate::supervise::statedir::StateDir;
 /// Variables of the agent's own service that the engine must not inherit: a child that found
 /// `NOTIFY_SOCKET` could tell systemd it is ready.
 const AGENT_ONLY_ENV: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"];
+
+/// `NODEAGENT_CONTAINMENT=proc-walk` in the agent's environment: no cgroup, the `/proc` walk
+/// alone (to compare, or where creating cgroups is not wanted).
+pub const CONTAINMENT_ENV: &str = "NODEAGENT_CONTAINMENT";
 
 pub struct ProcessRuntime {
     spec: LaunchSpec,
@@ -54,13 +64,19 @@ pub struct ProcessRuntime {
     /// Every engine process seen since start: pid -> start time.
     known: BTreeMap<i32, u64>,
     exit: Option<EngineExit>,
+    /// Where cgroups are, and the name of the engine's (from the instance and the state dir).
+    cgroup_fs: CgroupFs,
+    cgroup_name: String,
+    /// The engine's cgroup while it runs; `None`: the `/proc` walk alone tracks it.
+    cgroup: Option<EngineCgroup>,
+    /// Try cgroups at all (`false`: the `/proc` walk only).
+    use_cgroup: bool,
 }
 
 impl ProcessRuntime {
     pub fn new(spec: LaunchSpec, state_dir: PathBuf) -> Self {
         Self {
             spec,
-            state_dir,
             dir: None,
             proc: ProcFs::default(),
             adopt_children: false,
@@ -70,7 +86,30 @@ impl ProcessRuntime {
             main_pid: None,
             known: BTreeMap::new(),
             exit: None,
+            cgroup_fs: CgroupFs::default(),
+            cgroup_name: cgroup_name("0", &state_dir),
+            cgroup: None,
+            use_cgroup: std::env::var_os(CONTAINMENT_ENV).is_none_or(|v| v != "proc-walk"),
+            state_dir,
         }
+    }
+
+    /// The instance this agent serves: names the engine's cgroup with the state dir.
+    pub fn instance(mut self, instance: &str) -> Self {
+        self.cgroup_name = cgroup_name(instance, &self.state_dir);
+        self
+    }
+
+    /// Puts the engine in a cgroup where one is writable (the default), or tracks it by the
+    /// `/proc` walk alone (`false`).
+    pub fn use_cgroup(mut self, yes: bool) -> Self {
+        self.use_cgroup = yes;
+        self
+    }
+
+    /// How the engine's processes are tracked: `cgroup-v2 PATH`, `cgroup-v1 PATH`, `proc-walk`.
+    pub fn containment(&self) -> String {
+        self.cgroup.as_ref().map_or_else(|| "proc-walk".to_string(), EngineCgroup::describe)
     }
 
     /// Sends the engine's stdout to the agent's stderr.
@@ -115,6 +154,8 @@ impl ProcessRuntime {
         let me = std::process::id() as i32;
         let my_session = nix::unistd::getsid(None).map_or(-1, |p| p.as_raw());
         let mut roots: BTreeSet<i32> = self.main_pid.into_iter().collect();
+        // Everything in the engine's cgroup is the engine's, wherever it re-parented to.
+        roots.extend(self.cgroup.as_ref().map(EngineCgroup::pids).unwrap_or_default());
         for s in &all {
             let known = self.known.get(&s.pid).is_some_and(|t| *t == s.start_time);
             if known || (self.adopt_children && adoptable(s, me, my_session, self.main_pid)) {
@@ -148,16 +189,55 @@ impl ProcessRuntime {
         self.known.iter().filter(|(p, t)| self.proc.alive_as(**p, **t)).map(|(p, _)| *p).collect()
     }
 
-    /// Signals the main process group and every known process.
+    /// Signals the main process group, every process in the engine's cgroup and every known
+    /// process.
     fn signal_all(&mut self, sig: Signal) {
         if let Some(pid) = self.main_pid {
             if self.exit.is_none() {
                 let _ = killpg(Pid::from_raw(pid), sig);
             }
         }
+        if let Some(cg) = &self.cgroup {
+            cg.signal(sig);
+        }
         self.scan();
         for pid in self.alive_known() {
             let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// Engine processes still alive: remembered ones and whatever is in the cgroup.
+    fn left(&self) -> Vec<i32> {
+        let mut left = self.alive_known();
+        left.extend(self.cgroup.as_ref().map(EngineCgroup::pids).unwrap_or_default());
+        left.sort_unstable();
+        left.dedup();
+        left
+    }
+
+    /// Kills the engine's cgroup (see `EngineCgroup::kill`) and removes it once empty.
+    async fn kill_cgroup(&mut self) {
+        let Some(cg) = self.cgroup.clone() else { return };
+        let me = std::process::id() as i32;
+        let proc = self.proc.clone();
+        let main = self.main_pid;
+        let reap = || reap_orphans(&proc, me, main);
+        match cg.kill(Duration::from_secs(10), reap).await {
+            Ok(pids) if !pids.is_empty() => {
+                tracing::warn!(cgroup = %cg.path().display(), method = cg.kill_method(), ?pids, "killed the engine's cgroup")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "killing the engine's cgroup"),
+        }
+    }
+
+    /// Removes the engine's cgroup once nothing is in it.
+    fn remove_cgroup(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(error = %e, "cannot remove the engine's cgroup");
+                self.cgroup = Some(cg);
+            }
         }
     }
 
@@ -176,12 +256,13 @@ impl ProcessRuntime {
         loop {
             self.reap_main();
             self.scan();
-            let left = self.alive_known();
+            let left = self.left();
             if left.is_empty() {
                 break;
             }
             if !killed && Instant::now() >= deadline {
                 tracing::warn!(pids = ?left, "engine did not stop within the grace period: SIGKILL");
+                self.kill_cgroup().await;
                 self.signal_all(Signal::SIGKILL);
                 killed = true;
             } else if killed && Instant::now() >= deadline_after(deadline, Duration::from_secs(10))
@@ -198,6 +279,8 @@ impl ProcessRuntime {
                 }
             }
         }
+        self.scan();
+        self.remove_cgroup();
         if let Some(dir) = &self.dir {
             let _ = dir.remove(PID_FILE);
         }
@@ -284,6 +367,23 @@ impl ProcessRuntime {
                 cmd.stdout(std::process::Stdio::from(fd));
             }
         }
+        if self.use_cgroup && self.cgroup.is_none() {
+            match EngineCgroup::create(&self.cgroup_fs, &self.cgroup_name) {
+                Ok(cg) => self.cgroup = Some(cg),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cgroup for the engine: tracking it through /proc")
+                }
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let joiner = cg.joiner();
+            // SAFETY: `join` only makes system calls (open, write, close) on paths prepared
+            // before the fork. It runs first, so nothing of the engine runs outside the cgroup
+            // (and a v1 cpuset joined later could not reset the binding applied next).
+            unsafe {
+                cmd.pre_exec(move || joiner.join());
+            }
+        }
         if self.spec.native_binding {
             let native = NativeBinding::new(&self.spec.binding)?;
             // SAFETY: `apply` only makes system calls (sched_setaffinity, sched_getaffinity,
@@ -299,7 +399,7 @@ impl ProcessRuntime {
             .spawn()
             .map_err(|source| RuntimeError::Spawn { program: argv[0].clone(), source })?;
         let pid = child.id().map(|p| p as i32).ok_or(RuntimeError::NoPid)?;
-        tracing::info!(pid, argv = ?argv, "engine started");
+        tracing::info!(pid, argv = ?argv, containment = %self.containment(), "engine started");
         self.main_pid = Some(pid);
         self.child = Some(child);
         self.exit = None;
@@ -386,7 +486,53 @@ pub async fn kill_leftovers(
     Ok(victims.into_iter().map(|(pid, _, comm)| format!("pid {pid} ({comm})")).collect())
 }
 
+/// Kills and removes the engine cgroups named `name` an earlier agent run left (found by path:
+/// the cgroup, not a pid file, says what was the engine's). Returns a description of each
+/// process killed.
+pub async fn kill_leftover_cgroups(
+    fs: &CgroupFs,
+    name: &str,
+    proc: &ProcFs,
+) -> Result<Vec<String>, RuntimeError> {
+    let mut removed = Vec::new();
+    for cg in EngineCgroup::locate(fs, name) {
+        let comms: BTreeMap<i32, String> = cg
+            .pids()
+            .into_iter()
+            .map(|p| (p, proc.stat(p).map(|s| s.comm).unwrap_or_default()))
+            .collect();
+        let me = std::process::id() as i32;
+        let pids = cg
+            .kill(Duration::from_secs(10), || reap_orphans(proc, me, None))
+            .await
+            .map_err(|source| RuntimeError::Cgroup { source })?;
+        removed.extend(pids.iter().map(|p| {
+            format!("pid {p} ({}) in {}", comms.get(p).map_or("?", String::as_str), cg.describe())
+        }));
+        cg.remove().map_err(|source| RuntimeError::Cgroup { source })?;
+    }
+    Ok(removed)
+}
+
+/// Reaps zombies re-parented to the agent (it is a child subreaper in `serve`), except the
+/// engine's main process, whose exit status tokio's `wait` takes.
+fn reap_orphans(proc: &ProcFs, me: i32, main: Option<i32>) {
+    for s in proc.all() {
+        if s.state == 'Z' && s.ppid == me && Some(s.pid) != main {
+            let _ = waitpid(Pid::from_raw(s.pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
 impl EngineRuntime for ProcessRuntime {
+    fn containment(&self) -> Option<String> {
+        Some(ProcessRuntime::containment(self))
+    }
+
+    fn usage(&mut self) -> Usage {
+        self.cgroup.as_ref().map(EngineCgroup::usage).unwrap_or_default()
+    }
+
     fn describe(&self) -> String {
         match self.spec.mode {
             crate::config::LaunchMode::Numactl => "process (numactl)".to_string(),
@@ -405,9 +551,15 @@ impl EngineRuntime for ProcessRuntime {
     fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
         Box::pin(async move {
             self.dir()?;
+            let mut removed = Vec::new();
+            if self.use_cgroup {
+                removed =
+                    kill_leftover_cgroups(&self.cgroup_fs, &self.cgroup_name, &self.proc).await?;
+            }
             let dir = self.dir.as_ref().expect("opened above");
             let id = Identity::new(dir, &self.spec.engine_argv);
-            kill_leftovers(&self.proc, dir, &id, Duration::from_secs(10)).await
+            removed.extend(kill_leftovers(&self.proc, dir, &id, Duration::from_secs(10)).await?);
+            Ok(removed)
         })
     }
 
@@ -437,7 +589,7 @@ impl EngineRuntime for ProcessRuntime {
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             self.stop_tree(grace).await;
-            let left = self.alive_known();
+            let left = self.left();
             if left.is_empty() {
                 Ok(())
             } else {

@@ -58,6 +58,7 @@ pub fn runtime_for(
             }
             Ok(Box::new(
                 ProcessRuntime::new(spec, options.state_dir.clone())
+                    .instance(&options.instance)
                     .adopt_children(options.adopt_orphans)
                     .stdout_to_stderr(options.stdout_to_stderr)
                     .log_to(options.engine_log.clone()),

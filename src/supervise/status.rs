@@ -78,6 +78,18 @@ pub struct AgentStatus {
     pub main_pid: Option<i32>,
     /// Every process of the engine at the last scan.
     pub pids: Vec<i32>,
+    /// How the engine's processes are tracked: `cgroup-v2 PATH`, `cgroup-v1 PATH` or
+    /// `proc-walk` (no writable cgroup); `None` for containers and before the first start.
+    #[serde(default)]
+    pub containment: Option<String>,
+    /// The engine's memory as its cgroup counts it (`memory.current`, v1
+    /// `memory.usage_in_bytes`), bytes; `None` when unknown.
+    #[serde(default)]
+    pub engine_memory_bytes: Option<u64>,
+    /// CPU time the engine's cgroup used (`cpu.stat` `usage_usec`, v1 `cpuacct.usage`),
+    /// seconds; `None` when unknown.
+    #[serde(default)]
+    pub engine_cpu_seconds: Option<f64>,
     pub binding: Binding,
     pub binding_check: Option<BindingCheck>,
     pub health: Option<Health>,
@@ -121,6 +133,9 @@ impl AgentStatus {
             served_model_name: model,
             main_pid: None,
             pids: Vec::new(),
+            containment: None,
+            engine_memory_bytes: None,
+            engine_cpu_seconds: None,
             binding,
             binding_check: None,
             health: None,

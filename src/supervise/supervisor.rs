@@ -299,6 +299,8 @@ impl Supervisor {
         let mut s = self.status.lock().unwrap();
         s.pids.clear();
         s.main_pid = None;
+        s.engine_memory_bytes = None;
+        s.engine_cpu_seconds = None;
         s.engine_started_at = None;
         stopped
     }
@@ -320,6 +322,8 @@ impl Supervisor {
             Err(e) if e.is_daemon_down() => return Ok(self.status.lock().unwrap().pids.clone()),
             Err(e) => return Err(format!("listing engine processes: {e}")),
         };
+        let containment = self.runtime.containment();
+        let usage = self.runtime.usage();
         let processes: Vec<_> = pids
             .iter()
             .filter_map(|p| self.proc.check(*p, &self.binding))
@@ -332,6 +336,9 @@ impl Supervisor {
         {
             let mut s = self.status.lock().unwrap();
             s.pids = pids.clone();
+            s.containment = containment;
+            s.engine_memory_bytes = usage.memory_bytes;
+            s.engine_cpu_seconds = usage.cpu_seconds;
             s.binding_check =
                 Some(BindingCheck { at: now_rfc3339(), ok: escaped.is_empty(), processes });
         }
