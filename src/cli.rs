@@ -313,6 +313,10 @@ pub struct ServeArgs {
     /// stops the engine tree before the agent exits (tests/hardening.rs). Never use in service.
     #[arg(long, hide = true)]
     pub debug_panic_when_ready: bool,
+    /// Debugging aid, hidden: like `--debug-panic-when-ready`, but the panic happens in a
+    /// spawned task, not in the supervisor's own future (tests/hardening.rs).
+    #[arg(long, hide = true)]
+    pub debug_panic_in_task: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -260,6 +260,21 @@ fn a_panic_after_the_start_stops_the_engine_first() {
     assert_eq!(setup.leftovers(), Vec::<i32>::new(), "{err}");
 }
 
+/// The same for a panic in a spawned task (a monitor, the status server, a signal watcher):
+/// tokio would catch it and the agent would go on without that task; the panic hook stops the
+/// engine tree and ends the agent with exit 1 instead.
+#[test]
+fn a_panic_in_a_spawned_task_stops_the_engine_first() {
+    let setup = Setup::new("");
+    let mut agent = setup.start(&["--debug-panic-in-task"]);
+    let status = agent.finish(Duration::from_secs(30));
+    let err = setup.log();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--debug-panic-in-task"), "{err}");
+    assert!(err.contains("engine stopped"), "{err}");
+    assert_eq!(setup.leftovers(), Vec::<i32>::new(), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Defect 3: the state dir was trusted blindly.
 

@@ -175,23 +175,36 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let cgroup = (spec.mode != LaunchMode::Container)
         .then(|| cgroup_name(&c.launch.instance.unwrap_or(0).to_string(), &c.state_dir()));
     let grace = c.policy().stop_grace.min(PANIC_GRACE);
-    // A panic anywhere in the supervision unwinds to here: stop the engine tree before the
-    // process dies, so the worst case is a clean failure, never an orphaned engine.
-    let serving = std::panic::AssertUnwindSafe(|| rt.block_on(serve(c, spec, &args, &state_dir)));
-    match std::panic::catch_unwind(serving) {
-        Ok(result) => result,
-        Err(payload) => {
-            let why = panic_text(payload.as_ref());
-            let left = guard::stop_engine_now(&state_dir, &id, cgroup.as_deref(), grace);
-            let _ = state_dir.remove(status::SOCKET_NAME);
-            let what = if left.is_empty() {
-                "engine stopped".to_string()
-            } else {
-                format!("engine processes {left:?} survive SIGKILL")
-            };
-            Err(CmdError::failed(anyhow!("agent panicked: {why}; {what}")))
-        }
-    }
+    // A panic anywhere in `serve` (the supervisor's own future, a spawned task, a thread) ends
+    // here: stop the engine tree before the process dies, so the worst case is a clean
+    // failure, never an orphaned engine.
+    let guard_dir = StateDir::open(&c.state_dir()).bad_input()?;
+    install_panic_guard(guard_dir, id, cgroup, grace);
+    let result = rt.block_on(serve(c, spec, &args, &state_dir));
+    drop(std::panic::take_hook());
+    result
+}
+
+/// Replaces the panic hook for the life of `serve`: after the default report (the panic's
+/// place, on stderr), the engine tree and its cgroup are stopped synchronously
+/// (`guard::stop_engine_now`), the status socket removed, and the agent exits 1 with one line.
+/// A hook rather than `catch_unwind`: tokio catches a panic inside a spawned task and the agent
+/// would go on without that task; the hook sees every panic, on every thread.
+fn install_panic_guard(dir: StateDir, id: Identity, cgroup: Option<String>, grace: Duration) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let why = panic_text(info.payload());
+        let left = guard::stop_engine_now(&dir, &id, cgroup.as_deref(), grace);
+        let _ = dir.remove(status::SOCKET_NAME);
+        let what = if left.is_empty() {
+            "engine stopped".to_string()
+        } else {
+            format!("engine processes {left:?} survive SIGKILL")
+        };
+        eprintln!("error: agent panicked: {why}; {what}");
+        std::process::exit(1);
+    }));
 }
 
 async fn serve(
@@ -246,6 +259,15 @@ async fn serve(
         check_path,
         gpu_hung,
     };
+    if args.debug_panic_in_task {
+        let status = status_for_debug.clone();
+        tokio::spawn(async move {
+            while status.lock().unwrap().state != status::State::Ready {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("--debug-panic-in-task: the engine is ready, panicking on purpose in a task");
+        });
+    }
     let outcome = if args.debug_panic_when_ready {
         let status = status_for_debug;
         tokio::select! {

@@ -1,6 +1,6 @@
 //! The last line of defence against orphans: when `nodeagent serve` panics after the engine
-//! started, `cmd::serve` catches the unwinding and calls [`stop_engine_now`] before the process
-//! exits, so the worst case is a clean failure (exit 1), never an engine and its workers
+//! started (in any task or thread), `cmd::serve`'s panic hook calls [`stop_engine_now`] before
+//! the process exits, so the worst case is a clean failure (exit 1), never an engine and its workers
 //! re-parented to PID 1. It works from what is on disk and in `/proc` only (the supervisor's
 //! state may be what panicked): the verified pid file entries and every process carrying this
 //! state dir's `NODEAGENT_ENGINE` marker, with their descendants (`super::pidfile`), and every
