@@ -251,6 +251,24 @@ fn every_source_file_is_named_in_the_architecture_page() {
     assert!(missing.is_empty(), "not described in docs/ARCHITECTURE.md: {missing:?}");
 }
 
+/// No handler in `src/cmd/` calls another: a handler may use only the shared steps, which are
+/// no handlers (`source.rs`, `sweep.rs`); `cmd/mod.rs` dispatches to every handler.
+#[test]
+fn no_handler_calls_another_handler() {
+    const SHARED: [&str; 2] = ["cmd::source", "cmd::sweep"];
+    let tree = tree();
+    let mut calls = Vec::new();
+    for (from, tos) in &tree.edges {
+        if !from.starts_with("cmd::") || SHARED.contains(&from.as_str()) {
+            continue;
+        }
+        for to in tos.iter().filter(|t| t.starts_with("cmd::") && !SHARED.contains(&t.as_str())) {
+            calls.push(format!("{from} -> {to}"));
+        }
+    }
+    assert!(calls.is_empty(), "handlers calling handlers: {calls:?}");
+}
+
 /// The checker itself finds what it must: a cycle, and a `super::` sibling.
 #[test]
 fn the_checker_sees_cycles_and_sibling_imports() {

@@ -10,9 +10,8 @@ use anyhow::Context;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{GpuToolArg, MonitorArgs};
+use crate::cli::MonitorArgs;
 use crate::exit::{CmdError, ResultExt};
-use crate::host::facts::Vendor;
 use crate::monitor::checks::CheckConfig;
 use crate::monitor::{
     agent, server, view, AgentChannels, AgentConfig, DirSampler, EngineReport, Monitor, Sampler,
@@ -46,11 +45,7 @@ pub fn run(args: MonitorArgs) -> Result<(), CmdError> {
             Arc::new(DirSampler::new(dir).bad_input()?)
         }
         None => {
-            let vendor = match args.tool {
-                GpuToolArg::Auto => None,
-                GpuToolArg::Metax => Some(Vendor::Metax),
-                GpuToolArg::Nvidia => Some(Vendor::Nvidia),
-            };
+            let vendor = super::source::gpu_vendor(args.tool);
             Arc::new(
                 ToolSampler::detect(vendor, &args.mx_smi, &args.nvidia_smi, args.tool_timeout)
                     .bad_input()?,
@@ -174,53 +169,4 @@ fn print_status(
         write!(out, "{prefix}{}", view::render(status))
     };
     r.and_then(|_| out.flush()).context("writing to stdout").failed()
-}
-
-/// Starts the monitor for `nodeagent serve` when `--metrics-port` is given; returns the
-/// hung-engine verdict for the supervisor (`None`: no monitor, or `--no-gpu-hang-restart`).
-pub async fn start_for_serve(
-    serve: &crate::cli::ServeArgs,
-    spec: &crate::launch::spec::LaunchSpec,
-    status: crate::supervise::status::Shared,
-    cancel: &CancellationToken,
-) -> Result<Option<watch::Receiver<bool>>, CmdError> {
-    let args = &serve.monitor;
-    let Some(port) = args.metrics_port else { return Ok(None) };
-    let vendor = match args.gpu_tool {
-        GpuToolArg::Auto => None,
-        GpuToolArg::Metax => Some(Vendor::Metax),
-        GpuToolArg::Nvidia => Some(Vendor::Nvidia),
-    };
-    let timeout = args.gpu_interval.max(std::time::Duration::from_secs(1));
-    let (mx_smi, nvidia_smi) = (&serve.source.mx_smi, &serve.source.nvidia_smi);
-    let sampler = ToolSampler::detect(vendor, mx_smi, nvidia_smi, timeout)
-        .context("--metrics-port needs a GPU tool")
-        .bad_input()?;
-    let config = AgentConfig {
-        interval: args.gpu_interval,
-        checks: CheckConfig {
-            memory_high_pct: args.gpu_memory_threshold,
-            ..CheckConfig::default()
-        },
-        ..AgentConfig::default()
-    };
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let gpus = crate::monitor::supervised::visible_gpus(&spec.env);
-    let started = crate::monitor::supervised::spawn(
-        Arc::new(sampler),
-        config,
-        listen,
-        status,
-        gpus,
-        cancel.child_token(),
-    )
-    .await
-    .bad_input()?;
-    tracing::info!(
-        addr = %started.addr,
-        "monitor: serving http://{}/metrics and http://{}/status",
-        started.addr,
-        started.addr
-    );
-    Ok((!args.no_gpu_hang_restart).then_some(started.hung))
 }

@@ -19,6 +19,8 @@ use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::launch::spec::LaunchSpec;
+use crate::monitor::checks::CheckConfig;
+use crate::monitor::{AgentConfig, ToolSampler};
 use crate::plan::{self, PlanRequest, Split};
 use crate::supervise::cgroup::cgroup_name;
 use crate::supervise::guard;
@@ -223,7 +225,7 @@ async fn serve(
     let cancel = CancellationToken::new();
     let server =
         status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = super::monitor::start_for_serve(args, &spec, status.clone(), &cancel).await?;
+    let gpu_hung = start_monitor(args, &spec, status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
     let model = spec.served_model_name.clone();
@@ -307,4 +309,49 @@ async fn watch_signals(cancel: CancellationToken) {
     };
     tracing::info!(signal = name, "stopping");
     cancel.cancel();
+}
+
+/// Starts the monitor for `nodeagent serve` when `--metrics-port` is given; returns the
+/// hung-engine verdict for the supervisor (`None`: no monitor, or `--no-gpu-hang-restart`).
+async fn start_monitor(
+    serve: &crate::cli::ServeArgs,
+    spec: &crate::launch::spec::LaunchSpec,
+    status: crate::supervise::status::Shared,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::sync::watch::Receiver<bool>>, CmdError> {
+    let args = &serve.monitor;
+    let Some(port) = args.metrics_port else { return Ok(None) };
+    let vendor = super::source::gpu_vendor(args.gpu_tool);
+    let timeout = args.gpu_interval.max(std::time::Duration::from_secs(1));
+    let (mx_smi, nvidia_smi) = (&serve.source.mx_smi, &serve.source.nvidia_smi);
+    let sampler = ToolSampler::detect(vendor, mx_smi, nvidia_smi, timeout)
+        .context("--metrics-port needs a GPU tool")
+        .bad_input()?;
+    let config = AgentConfig {
+        interval: args.gpu_interval,
+        checks: CheckConfig {
+            memory_high_pct: args.gpu_memory_threshold,
+            ..CheckConfig::default()
+        },
+        ..AgentConfig::default()
+    };
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let gpus = crate::monitor::supervised::visible_gpus(&spec.env);
+    let started = crate::monitor::supervised::spawn(
+        Arc::new(sampler),
+        config,
+        listen,
+        status,
+        gpus,
+        cancel.child_token(),
+    )
+    .await
+    .bad_input()?;
+    tracing::info!(
+        addr = %started.addr,
+        "monitor: serving http://{}/metrics and http://{}/status",
+        started.addr,
+        started.addr
+    );
+    Ok((!args.no_gpu_hang_restart).then_some(started.hung))
 }

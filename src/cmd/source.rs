@@ -6,8 +6,9 @@
 //!
 //! It does not print or save a snapshot; the handlers do.
 
-use crate::cli::{PlanArgs, SourceArgs};
+use crate::cli::{GpuToolArg, PlanArgs, SourceArgs};
 use crate::exit::{CmdError, ResultExt};
+use crate::host::facts::Vendor;
 use crate::host::runner::SystemRunner;
 use crate::host::{self, HostFacts, SourceOptions};
 use crate::plan::{self, Plan, PlanError, PlanRequest, Split};
@@ -26,6 +27,15 @@ pub fn options(args: &SourceArgs) -> SourceOptions {
         gpu_pci: args.gpu_pci.clone(),
         hwloc: !args.no_hwloc,
         ..SourceOptions::default()
+    }
+}
+
+/// The vendor whose GPU tool `--gpu-tool`/`--tool` names (`auto`: whichever is found).
+pub fn gpu_vendor(arg: GpuToolArg) -> Option<Vendor> {
+    match arg {
+        GpuToolArg::Auto => None,
+        GpuToolArg::Metax => Some(Vendor::Metax),
+        GpuToolArg::Nvidia => Some(Vendor::Nvidia),
     }
 }
 
