@@ -24,7 +24,8 @@ use crate::cli::{Cli, Command, ServeMode, VerifyRunArgs};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::supervise::procs::ProcFs;
-use crate::verify::compare::{self, BindingChoice, CompareReport};
+use crate::verify::bindings::{self, BindingChoice};
+use crate::verify::compare::CompareReport;
 use crate::verify::outdir;
 use crate::verify::render::write_table;
 use crate::verify::trials::{run_compare, CompareSpec, RuntimeFactory};
@@ -71,7 +72,7 @@ fn load_config(a: &VerifyRunArgs, out: &Path) -> Result<Config, CmdError> {
 
 pub fn run(a: VerifyRunArgs) -> Result<(), CmdError> {
     let text = a.compare.compare.clone().unwrap_or_default();
-    let choices = compare::parse_bindings(&text).bad_input()?;
+    let choices = bindings::parse_bindings(&text).bad_input()?;
     if a.compare.trials == 0 {
         return Err(CmdError::bad_input(anyhow!("--trials must be at least 1")));
     }
@@ -88,7 +89,7 @@ pub fn run(a: VerifyRunArgs) -> Result<(), CmdError> {
 /// Everything after the output directory is settled: config, host, bindings, the run.
 fn prepare_and_run(
     mut a: VerifyRunArgs,
-    choices: Vec<compare::Choice>,
+    choices: Vec<bindings::Choice>,
     out: &Path,
 ) -> Result<(), CmdError> {
     let out = out.to_path_buf();
@@ -101,7 +102,7 @@ fn prepare_and_run(
     };
     let resolved = choices
         .into_iter()
-        .map(|ch| compare::resolve(&ch, &host, auto.as_ref()).map(|b| (ch, b)))
+        .map(|ch| bindings::resolve(&ch, &host, auto.as_ref()).map(|b| (ch, b)))
         .collect::<Result<Vec<_>, _>>()
         .bad_input()?;
     let addr = c.engine_addr();

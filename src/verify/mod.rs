@@ -19,6 +19,7 @@
 //! `trials` -> `render` -> `compare`.
 //! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
 
+pub mod bindings;
 pub mod compare;
 pub mod outdir;
 pub mod redact;

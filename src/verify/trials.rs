@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::compare::{analyse, schedule, Choice, CompareReport, LevelFigures, TrialRun};
+use super::bindings::Choice;
+use super::compare::{analyse, schedule, CompareReport, LevelFigures, TrialRun};
 use super::render::{write_chart, write_table};
 use super::sweep::{run_sweep, SweepSpec};
 use crate::binding::Binding;
