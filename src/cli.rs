@@ -58,6 +58,10 @@ pub enum Command {
     /// engine simulator under that binding mapped onto this machine's CPUs, check it in /proc,
     /// run a short sweep and a short binding comparison, write the report, stop everything.
     Demo(DemoArgs),
+    /// Load one hwloc XML document for a parent nodeagent and print its facts (internal: how
+    /// hwloc XML is kept out of the agent's process).
+    #[command(name = "__hwloc-xml", hide = true)]
+    HwlocXml(HwlocXmlArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,4 +640,14 @@ pub struct DemoArgs {
     /// Trials per binding in the comparison.
     #[arg(long, default_value_t = 2, value_name = "K")]
     pub trials: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// __hwloc-xml (hidden)
+
+#[derive(Debug, Clone, Args)]
+pub struct HwlocXmlArgs {
+    /// The XML document (`-`: standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod hwloc_xml;
 pub mod monitor;
 pub mod plan;
 pub mod probe;
@@ -25,5 +26,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Verify(args) => verify::run(*args),
         Command::Monitor(args) => monitor::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::HwlocXml(args) => hwloc_xml::run(&args),
     }
 }
