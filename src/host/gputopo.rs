@@ -43,6 +43,12 @@ const BASE_CODES: &[&str] =
 /// Most affinity columns any tool prints (CPU, NUMA, GPU NUMA ID) plus slack.
 const MAX_AFFINITY_COLUMNS: usize = 4;
 
+/// Most lines a wrapped header spans (a wide matrix wraps over two or three), and most columns
+/// a matrix has (GPUs plus NICs, with slack): bounds that keep a garbled input from making the
+/// header search quadratic (found by fuzzing: 1,900 repeated header lines took minutes).
+const MAX_HEADER_LINES: usize = 8;
+const MAX_COLUMNS: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Column {
     Gpu(u32),
@@ -137,6 +143,9 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
     let mut columns = header_columns(&header_text);
     let mut i = head_at + 1;
     while let Some(l) = lines.get(i) {
+        if i - head_at >= MAX_HEADER_LINES || columns.len() > MAX_COLUMNS {
+            break;
+        }
         let only_names = l.text.split_whitespace().all(|t| HEADER_WORD.is_match(t));
         if l.text.trim().is_empty() || (row_name(&l.text, &columns).is_some() && !only_names) {
             break;
@@ -156,6 +165,14 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
         })
         .collect();
     let head = &lines[head_at];
+    if columns.len() > MAX_COLUMNS {
+        return Err(ParseError::new(
+            TOOL,
+            head.no,
+            &head.text,
+            format!("a matrix header of at most {MAX_COLUMNS} columns"),
+        ));
+    }
     if affinity.len() > MAX_AFFINITY_COLUMNS {
         return Err(ParseError::new(
             TOOL,
