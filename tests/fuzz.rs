@@ -5,7 +5,7 @@
 //! output, every snapshot in `testdata/hosts` and the config files and profiles (byte flips,
 //! truncation, duplicated and deleted lines, huge and negative numbers, odd CPU lists, unicode,
 //! empty files, 1 MB lines: `fuzz/mutate.rs`) and feeds them to the parsers, the snapshot loader
-//! + topology build + plan, the sysfs reader, the hwloc XML loader and the config loader. It
+//! with the topology build and the plan, the sysfs reader, the hwloc XML loader and the config loader. It
 //! requires, per input: no panic (`catch_unwind`), no signal (the process would die: hwloc XML
 //! is loaded out of process), no input over the time budget, and every refusal's Display on one
 //! line, naming the line where the parser knows it and the file where the loader knows it.
@@ -13,7 +13,9 @@
 //!
 //! Deterministic: case `i` of entry point `e` is generated from `(NODEAGENT_FUZZ_SEED, e, i)`
 //! alone, whatever the thread count. `NODEAGENT_FUZZ_CASES` sets the number of inputs (default
-//! 3,000, a bounded slice for `cargo test`; `make fuzz` runs 100,000 in a release build).
+//! 3,000, a bounded slice for `cargo test`; `make fuzz` runs 100,000 in a release build),
+//! `NODEAGENT_FUZZ_SEED` the seed (12), `NODEAGENT_FUZZ_ONLY` a substring of the entry points
+//! to run, `NODEAGENT_FUZZ_BUDGET_MS` the per-input budget (5 s release, 20 s debug).
 
 #[path = "fuzz/mutate.rs"]
 mod mutate;
@@ -267,7 +269,8 @@ fn entries() -> Vec<Entry> {
             name: "nvidia-smi topo",
             weight: 9,
             drive: Drive::Text(|t| {
-                let nodes = [CpuSet::parse_list("0-15").unwrap(), CpuSet::parse_list("16-31").unwrap()];
+                let nodes =
+                    [CpuSet::parse_list("0-15").unwrap(), CpuSet::parse_list("16-31").unwrap()];
                 gputopo::parse(t).map_err(text_err)?;
                 gputopo::parse_with_nodes(t, &nodes).map(drop).map_err(text_err)
             }),
@@ -550,8 +553,12 @@ fn save_input(entry: &str, case: usize, ext: &str, input: &[u8]) -> PathBuf {
 fn case_rng(base: u64, entry: &str, case: usize) -> StdRng {
     // FNV-1a of the entry point's name, then SplitMix-style mixing: independent streams per
     // (entry, case), the same whichever entry points run.
-    let entry = entry.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let mut z = base ^ entry.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (case as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let entry = entry
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut z = base
+        ^ entry.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (case as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     StdRng::seed_from_u64(z ^ (z >> 31))
@@ -567,7 +574,10 @@ fn plan_cases(entries: &[Entry], total: usize) -> Vec<usize> {
 fn every_entry_point_survives_mutated_inputs() {
     let total = env_num("NODEAGENT_FUZZ_CASES", 3000) as usize;
     let base = env_num("NODEAGENT_FUZZ_SEED", 12);
-    let budget = Duration::from_millis(env_num("NODEAGENT_FUZZ_BUDGET_MS", 5000));
+    // Per-input budget: the slowest real input takes milliseconds; a 1 MB line goes through
+    // unoptimised regexes in a debug build for seconds on a 2-core machine.
+    let default_budget = if cfg!(debug_assertions) { 20_000 } else { 5_000 };
+    let budget = Duration::from_millis(env_num("NODEAGENT_FUZZ_BUDGET_MS", default_budget));
     let only = std::env::var("NODEAGENT_FUZZ_ONLY").unwrap_or_default();
     let mut entries = entries();
     entries.retain(|e| e.name.contains(only.as_str()));
@@ -727,7 +737,17 @@ fn every_entry_point_survives_mutated_inputs() {
 
     println!(
         "{:<32} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9} {:>9}",
-        "entry point", "inputs", "ok", "refused", "line", "crash*", "panic", "multi", "slow", "mean ms", "max ms"
+        "entry point",
+        "inputs",
+        "ok",
+        "refused",
+        "line",
+        "crash*",
+        "panic",
+        "multi",
+        "slow",
+        "mean ms",
+        "max ms"
     );
     let mut sum = Counts::default();
     for (e, c) in entries.iter().zip(&counts) {
@@ -861,7 +881,8 @@ fn hwloc_crash_without_lstopo_is_one_line_naming_file_and_signal() {
 #[test]
 fn hwloc_crash_in_process_api_is_a_crashed_error() {
     let text = std::fs::read_to_string(root().join(CRASH_REPRODUCER)).unwrap();
-    let loader = XmlLoader { helper: Some(NODEAGENT.into()), lstopo: None, timeout: hwloc::LOAD_TIMEOUT };
+    let loader =
+        XmlLoader { helper: Some(NODEAGENT.into()), lstopo: None, timeout: hwloc::LOAD_TIMEOUT };
     let e = loader.load(&text).unwrap_err();
     assert!(matches!(e, HwlocError::Crashed { .. }), "{e}");
     assert!(!e.to_string().contains('\n'), "{e}");
@@ -886,13 +907,11 @@ fn hwloc_document_slow_for_lstopo_but_fast_for_the_library_is_not_rejected() {
         root().join("testdata/hosts/hwloc-32em64t-2n8c2t-pci-normalio/hwloc.xml"),
     )
     .unwrap();
-    let text = fixture.replacen(
-        "type=\"PU\" os_index=\"22\"",
-        "type=\"PU\" os_index=\"2147483648\"",
-        1,
-    );
+    let text =
+        fixture.replacen("type=\"PU\" os_index=\"22\"", "type=\"PU\" os_index=\"2147483648\"", 1);
     assert_ne!(text, fixture);
-    let loader = XmlLoader { helper: Some(NODEAGENT.into()), lstopo: None, timeout: hwloc::LOAD_TIMEOUT };
+    let loader =
+        XmlLoader { helper: Some(NODEAGENT.into()), lstopo: None, timeout: hwloc::LOAD_TIMEOUT };
     let start = Instant::now();
     let facts = loader.load(&text).unwrap();
     assert_eq!(facts.nodes.len(), 2);

@@ -43,8 +43,23 @@ const ODD_CPULISTS: &[&str] = &[
     "1-2,",
 ];
 const UNICODE: &[&str] = &[
-    "é", "\u{202e}", "\u{feff}", "🦀", "Ⅻ", "１２", "e\u{301}", "\u{2028}", "\u{85}", "ß", "ǅ", "\u{0}",
-    "\u{1b}[31m", "\r", "\t", "│", "═",
+    "é",
+    "\u{202e}",
+    "\u{feff}",
+    "🦀",
+    "Ⅻ",
+    "１２",
+    "e\u{301}",
+    "\u{2028}",
+    "\u{85}",
+    "ß",
+    "ǅ",
+    "\u{0}",
+    "\u{1b}[31m",
+    "\r",
+    "\t",
+    "│",
+    "═",
 ];
 
 /// Which edit was made, for the report of a finding.
@@ -116,7 +131,12 @@ fn cpulists(b: &[u8]) -> Vec<(usize, usize)> {
     }
 }
 
-fn replace_span(b: &mut Vec<u8>, rng: &mut StdRng, spans: &[(usize, usize)], with: &[&str]) -> bool {
+fn replace_span(
+    b: &mut Vec<u8>,
+    rng: &mut StdRng,
+    spans: &[(usize, usize)],
+    with: &[&str],
+) -> bool {
     if spans.is_empty() {
         return false;
     }
@@ -152,7 +172,11 @@ fn edit(b: &mut Vec<u8>, rng: &mut StdRng) -> What {
                 return "duplicate (no line)".into();
             }
             let (s, e) = ls[rng.random_range(0..ls.len())];
-            let times = if rng.random_bool(0.1) { rng.random_range(50..2000) } else { rng.random_range(1..4) };
+            let times = if rng.random_bool(0.1) {
+                rng.random_range(50..2000)
+            } else {
+                rng.random_range(1..4)
+            };
             // At most ~2 MB of copies: a 1 MB line duplicated 2000 times tests the machine's
             // memory, not the parser.
             let times = times.min((2 << 20) / (e - s + 1)).max(1);
