@@ -48,6 +48,9 @@ const MAX_AFFINITY_COLUMNS: usize = 4;
 /// header search quadratic (found by fuzzing: 1,900 repeated header lines took minutes).
 const MAX_HEADER_LINES: usize = 8;
 const MAX_COLUMNS: usize = 1024;
+/// Longest header text looked at (1,024 columns of a few characters fit many times over); a
+/// 1 MB line is not a header and is not run through the header regex.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Column {
@@ -110,6 +113,9 @@ fn header_columns(text: &str) -> Vec<Column> {
 }
 
 fn is_header(text: &str) -> bool {
+    if text.len() > MAX_HEADER_BYTES {
+        return false;
+    }
     let tokens: Vec<&str> = text.split_whitespace().collect();
     !tokens.is_empty()
         && !tokens.iter().any(|t| t.eq_ignore_ascii_case("x"))
@@ -143,7 +149,10 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
     let mut columns = header_columns(&header_text);
     let mut i = head_at + 1;
     while let Some(l) = lines.get(i) {
-        if i - head_at >= MAX_HEADER_LINES || columns.len() > MAX_COLUMNS {
+        if i - head_at >= MAX_HEADER_LINES
+            || columns.len() > MAX_COLUMNS
+            || header_text.len() + l.text.len() > MAX_HEADER_BYTES
+        {
             break;
         }
         let only_names = l.text.split_whitespace().all(|t| HEADER_WORD.is_match(t));
