@@ -24,7 +24,7 @@ test:
 # Fuzzing (docs/RELIABILITY.md): `make test` runs a bounded slice of the harness in
 # tests/fuzz.rs through cargo test; `make fuzz` runs FUZZ_CASES inputs in a release build, the
 # hwloc XML child being the release binary, and prints counts per entry point and a total line.
-FUZZ_TEST_CASES ?= 3000
+FUZZ_TEST_CASES ?= 2000
 FUZZ_CASES ?= 100000
 FUZZ_SEED ?= 12
 

@@ -13,7 +13,7 @@
 //!
 //! Deterministic: case `i` of entry point `e` is generated from `(NODEAGENT_FUZZ_SEED, e, i)`
 //! alone, whatever the thread count. `NODEAGENT_FUZZ_CASES` sets the number of inputs (default
-//! 3,000, a bounded slice for `cargo test`; `make fuzz` runs 100,000 in a release build),
+//! 2,000, a bounded slice for `cargo test`; `make fuzz` runs 100,000 in a release build),
 //! `NODEAGENT_FUZZ_SEED` the seed (12), `NODEAGENT_FUZZ_ONLY` a substring of the entry points
 //! to run, `NODEAGENT_FUZZ_BUDGET_MS` the per-input budget (5 s release, 20 s debug).
 
@@ -572,7 +572,7 @@ fn plan_cases(entries: &[Entry], total: usize) -> Vec<usize> {
 
 #[test]
 fn every_entry_point_survives_mutated_inputs() {
-    let total = env_num("NODEAGENT_FUZZ_CASES", 3000) as usize;
+    let total = env_num("NODEAGENT_FUZZ_CASES", 2000) as usize;
     let base = env_num("NODEAGENT_FUZZ_SEED", 12);
     // Per-input budget: the slowest real input takes milliseconds; a 1 MB line goes through
     // unoptimised regexes in a debug build for seconds on a 2-core machine.
