@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what is missing first (scripts/setup.sh).
-.PHONY: demo test build
+.PHONY: demo test build fuzz
 
 CARGO ?= cargo
 
@@ -18,5 +18,17 @@ test:
 	scripts/setup.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
-	$(CARGO) test --locked
+	NODEAGENT_FUZZ_CASES=$(FUZZ_TEST_CASES) $(CARGO) test --locked
 	NODEAGENT_BIN=target/debug/nodeagent scripts/real-engine-check.sh
+
+# Fuzzing (docs/RELIABILITY.md): `make test` runs a bounded slice of the harness in
+# tests/fuzz.rs through cargo test; `make fuzz` runs FUZZ_CASES inputs in a release build, the
+# hwloc XML child being the release binary, and prints counts per entry point and a total line.
+FUZZ_TEST_CASES ?= 2000
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?= 12
+
+fuzz:
+	NODEAGENT_FUZZ_CASES=$(FUZZ_CASES) NODEAGENT_FUZZ_SEED=$(FUZZ_SEED) \
+	NODEAGENT_HWLOC_HELPER=$(CURDIR)/target/release/nodeagent \
+	$(CARGO) test --release --locked --test fuzz -- --nocapture --test-threads 1

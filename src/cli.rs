@@ -63,6 +63,10 @@ pub enum Command {
     /// Write a man page per command (roff) into a directory (for packagers).
     #[command(hide = true)]
     Man(ManArgs),
+    /// Load one hwloc XML document for a parent nodeagent and print its facts (internal: how
+    /// hwloc XML is kept out of the agent's process).
+    #[command(name = "__hwloc-xml", hide = true)]
+    HwlocXml(HwlocXmlArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,4 +698,14 @@ pub struct ManArgs {
     /// Directory to write `nodeagent.1` and `nodeagent-<command>.1` into (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------
+// __hwloc-xml (hidden)
+
+#[derive(Debug, Clone, Args)]
+pub struct HwlocXmlArgs {
+    /// The XML document (`-`: standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }

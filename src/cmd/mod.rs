@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod completions;
 pub mod demo;
+pub mod hwloc_xml;
 pub mod man;
 pub mod monitor;
 pub mod plan;
@@ -35,5 +36,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
+        Command::HwlocXml(args) => hwloc_xml::run(&args),
     }
 }

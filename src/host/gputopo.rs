@@ -43,6 +43,15 @@ const BASE_CODES: &[&str] =
 /// Most affinity columns any tool prints (CPU, NUMA, GPU NUMA ID) plus slack.
 const MAX_AFFINITY_COLUMNS: usize = 4;
 
+/// Most lines a wrapped header spans (a wide matrix wraps over two or three), and most columns
+/// a matrix has (GPUs plus NICs, with slack): bounds that keep a garbled input from making the
+/// header search quadratic (found by fuzzing: 1,900 repeated header lines took minutes).
+const MAX_HEADER_LINES: usize = 8;
+const MAX_COLUMNS: usize = 1024;
+/// Longest header text looked at (1,024 columns of a few characters fit many times over); a
+/// 1 MB line is not a header and is not run through the header regex.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Column {
     Gpu(u32),
@@ -104,6 +113,9 @@ fn header_columns(text: &str) -> Vec<Column> {
 }
 
 fn is_header(text: &str) -> bool {
+    if text.len() > MAX_HEADER_BYTES {
+        return false;
+    }
     let tokens: Vec<&str> = text.split_whitespace().collect();
     !tokens.is_empty()
         && !tokens.iter().any(|t| t.eq_ignore_ascii_case("x"))
@@ -137,6 +149,12 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
     let mut columns = header_columns(&header_text);
     let mut i = head_at + 1;
     while let Some(l) = lines.get(i) {
+        if i - head_at >= MAX_HEADER_LINES
+            || columns.len() > MAX_COLUMNS
+            || header_text.len() + l.text.len() > MAX_HEADER_BYTES
+        {
+            break;
+        }
         let only_names = l.text.split_whitespace().all(|t| HEADER_WORD.is_match(t));
         if l.text.trim().is_empty() || (row_name(&l.text, &columns).is_some() && !only_names) {
             break;
@@ -156,6 +174,14 @@ pub fn parse_with_nodes(text: &str, node_cpus: &[CpuSet]) -> Result<GpuTopo, Par
         })
         .collect();
     let head = &lines[head_at];
+    if columns.len() > MAX_COLUMNS {
+        return Err(ParseError::new(
+            TOOL,
+            head.no,
+            &head.text,
+            format!("a matrix header of at most {MAX_COLUMNS} columns"),
+        ));
+    }
     if affinity.len() > MAX_AFFINITY_COLUMNS {
         return Err(ParseError::new(
             TOOL,

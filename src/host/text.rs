@@ -43,12 +43,23 @@ impl ParseError {
     }
 }
 
+/// `text` cut to `max` characters, control characters escaped (`\r`, `\n`, `\u{1b}`), so that
+/// the error stays on one line whatever the input held (found by fuzzing: a CR inside a JSON
+/// string, a CSV record spanning lines).
 fn truncate(text: &str, max: usize) -> String {
+    let shown: String = text
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            let escaped: Vec<char> =
+                if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect();
     if text.chars().count() <= max {
-        text.to_string()
+        shown
     } else {
-        let cut: String = text.chars().take(max).collect();
-        format!("{cut}...")
+        format!("{shown}...")
     }
 }
 
@@ -475,6 +486,13 @@ fn process_fields(names: &[Field], row: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_error_text_stays_on_one_line() {
+        let e = ParseError::new("t", 2, "a\rb\nc\u{1b}d", "x");
+        assert_eq!(e.found, "a\\rb\\nc\\u{1b}d");
+        assert!(!e.to_string().contains(['\n', '\r']), "{e}");
+    }
 
     #[test]
     fn strips_ansi_underline_and_cr() {
