@@ -578,6 +578,24 @@ mod tests {
         }
     }
 
+    /// sysfs facts with no nodes and one NVIDIA 3D controller at `0000:01:00.0`.
+    fn one_pci_gpu(
+        numa_node: Option<u32>,
+        local_cpus: Option<CpuSet>,
+    ) -> crate::host::facts::MachineFacts {
+        crate::host::facts::MachineFacts {
+            nodes: vec![],
+            pci_devices: vec![PciDeviceFacts {
+                bus_id: "0000:01:00.0".into(),
+                class: Some(0x030200),
+                vendor: Some(0x10de),
+                numa_node,
+                local_cpus,
+                ..Default::default()
+            }],
+        }
+    }
+
     fn facts(nodes: Vec<NodeFacts>, rows: Vec<GpuTopoRow>) -> HostFacts {
         HostFacts {
             numactl: Some(nodes),
@@ -650,16 +668,7 @@ mod tests {
         let mut f = facts(two_sockets(), vec![]);
         f.gpu_topo = None;
         f.gpu_pci = vec!["0000:99:00.0".into()];
-        f.sysfs = Some(crate::host::facts::MachineFacts {
-            nodes: vec![],
-            pci_devices: vec![PciDeviceFacts {
-                bus_id: "0000:01:00.0".into(),
-                class: Some(0x030200),
-                vendor: Some(0x10de),
-                numa_node: Some(0),
-                ..Default::default()
-            }],
-        });
+        f.sysfs = Some(one_pci_gpu(Some(0), None));
         let topo = topology::build(&f);
         assert_eq!(topo.gpus.len(), 1);
         assert_eq!(topo.missing_gpu_pci.len(), 1);
@@ -735,17 +744,7 @@ mod tests {
     fn unknown_affinity_recommends_no_binding() {
         let mut f = facts(two_sockets(), vec![row(0, None, None, None)]);
         f.gpu_topo = None;
-        f.sysfs = Some(crate::host::facts::MachineFacts {
-            nodes: vec![],
-            pci_devices: vec![PciDeviceFacts {
-                bus_id: "0000:01:00.0".into(),
-                class: Some(0x030200),
-                vendor: Some(0x10de),
-                numa_node: None,
-                local_cpus: Some(cpus("0-15")),
-                ..Default::default()
-            }],
-        });
+        f.sysfs = Some(one_pci_gpu(None, Some(cpus("0-15"))));
         let topo = topology::build(&f);
         assert_eq!(topo.gpus.len(), 1);
         let inst = &plan(&topo, &PlanRequest::default()).unwrap().instances[0];

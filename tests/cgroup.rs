@@ -13,45 +13,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
+#[path = "support/agent.rs"]
+mod agent;
 
-fn engine_script() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/cgroup/escaping_engine.py")
-        .display()
-        .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
-        .unwrap_or_default()
-}
+use agent::{alive, cmdline, free_port, kill_marked, marked, wait_for, BIN};
 
 /// Whether this host lets root make cgroups (the agent then uses one); `false` skips.
 fn cgroups_writable(test: &str) -> bool {
@@ -97,23 +66,10 @@ impl Agent {
     ) -> Agent {
         let state_dir = dir.join("state");
         let config = dir.join("nodeagent.toml");
-        let mut argv = vec![
-            "python3".to_string(),
-            engine_script(),
-            "--port".into(),
-            "{port}".into(),
-            "--served-model-name".into(),
-            "{served_model_name}".into(),
-        ];
-        argv.extend(engine_args.iter().map(|s| s.to_string()));
-        let text = format!(
-            "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
-             argv = {argv:?}\n\n[supervise]\nhealth_interval = \"200ms\"\nhealth_timeout = \"500ms\"\n\
-             backoff_initial = \"100ms\"\nstop_grace = \"3s\"\n{extra}",
-            state = state_dir.display().to_string(),
-            port = free_port(),
-        );
-        std::fs::write(&config, text).unwrap();
+        let argv = agent::engine_argv("testdata/cgroup/escaping_engine.py", engine_args);
+        let supervise = "health_interval = \"200ms\"\nhealth_timeout = \"500ms\"\n\
+                         backoff_initial = \"100ms\"\nstop_grace = \"3s\"\n";
+        agent::write_config(&config, &state_dir, &argv, &format!("{supervise}{extra}"));
         // stderr to a file, not a pipe: engine processes inherit it and may outlive the agent.
         let log = dir.join(format!("agent{n}.log"));
         let child = Command::new(BIN)
@@ -132,12 +88,7 @@ impl Agent {
     }
 
     fn status(&self) -> Option<Value> {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        agent::status(&self.state_dir, &[])
     }
 
     fn wait_ready(&self) -> Value {
@@ -147,8 +98,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        agent::signal(self.child.as_ref().unwrap().id(), sig);
     }
 
     /// Waits for the agent to exit; returns its exit status and stderr.
@@ -165,37 +115,9 @@ impl Agent {
     }
 }
 
-fn marked(dir: &Path) -> Vec<i32> {
-    let mark = format!("NODEAGENT_TEST_MARK={}", dir.display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
-        if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) && alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Kills whatever a failed test left (by the marker), so one failure does not leak processes.
-fn kill_marked(dir: &Path) {
-    for pid in marked(dir) {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-    }
-}
-
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        agent::stop_child(self.child.take(), Duration::from_secs(20));
         if std::thread::panicking() {
             kill_marked(&self.dir);
         }

@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "support/bad_out.rs"]
+mod bad_out;
+use bad_out::BadOuts;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nodeagent"))
 }
@@ -301,13 +305,8 @@ fn demo_writes_a_fresh_private_directory_never_a_planted_symlink() {
 fn demo_and_compare_refuse_an_out_that_is_a_symlink_or_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SIM_ARGV);
-    let victim = dir.path().join("victim");
-    std::fs::create_dir(&victim).unwrap();
-    let link = dir.path().join("link");
-    std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let file = dir.path().join("file");
-    std::fs::write(&file, "mine\n").unwrap();
-    for (out, want) in [(&link, "is a symlink"), (&file, "is not a directory")] {
+    let bad = BadOuts::new(dir.path());
+    for (out, want) in bad.cases() {
         let demo = bin().args(["demo", "--trials", "1", "--out"]).arg(out).output().unwrap();
         let compare = bin()
             .args(["verify", "--compare", "none", "--trials", "1", "--config"])
@@ -322,8 +321,7 @@ fn demo_and_compare_refuse_an_out_that_is_a_symlink_or_a_file() {
             assert!(err.contains(want) && err.lines().count() == 1, "{err}");
         }
     }
-    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+    bad.assert_untouched();
 }
 
 /// Issue 12, defect 4: `verify --compare` without `--out` writes into a fresh private

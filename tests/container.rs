@@ -27,6 +27,9 @@ use nodeagent::supervise::runtime::{EngineExit, EngineRuntime};
 #[path = "support/docker.rs"]
 mod support;
 use support::{docker, docker_ready, test_image};
+#[path = "support/agent.rs"]
+mod agent;
+use agent::{cmdline, BIN};
 
 /// Tests that restart dockerd hold this exclusively; every other test holds it shared, so no
 /// test loses its daemon halfway.
@@ -115,12 +118,6 @@ fn status_field(pid: i32, field: &str) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field).map(|v| v.trim_start_matches(':').trim().to_string()))
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Session id: field 6 of `/proc/<pid>/stat` (after the parenthesised command).
@@ -531,7 +528,7 @@ fn the_simulator_serves_from_the_container_with_every_worker_bound() {
     let inst = Instance::new("sim");
     // Host network: the engine's port is the host's. Port 0 cannot be used across the
     // container boundary, so take a free one and let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = agent::free_port();
     let p = port.to_string();
     let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
     let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
@@ -582,7 +579,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
     use nodeagent::supervise::supervisor::{Outcome, Supervisor};
     let Some(_daemon) = daemon_shared() else { return };
     let inst = Instance::new("supervised");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = agent::free_port();
     let p = port.to_string();
     let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "2"];
     let binding = one_cpu_binding();
@@ -697,7 +694,7 @@ fn bench_container_pid_listing() {
             .parse()
             .unwrap();
     let inst = Instance::new("bench");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = agent::free_port();
     let p = port.to_string();
     let cmd = ["/nodeagent", "simulate", "--host", "127.0.0.1", "--port", &p, "--workers", "3"];
     let mut rt_ = runtime(&settings(), &one_cpu_binding(), &cmd, &inst);
@@ -749,8 +746,6 @@ fn bench_container_pid_listing() {
 // container, real signals, a real dockerd restart. Each row ends with no container of its
 // instance and no engine process left.
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
-
 /// `nodeagent serve` in container mode, with its own state dir, instance and port.
 struct Agent {
     child: Option<std::process::Child>,
@@ -780,7 +775,7 @@ impl Agent {
     /// A fresh instance (unique per test and run) and port; `extra` is appended to the config.
     fn start(row: u32, extra: &str) -> Agent {
         let instance = (std::process::id() as u64 * 100 + row as u64).to_string();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = agent::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("nodeagent.toml"),
@@ -817,12 +812,7 @@ impl Agent {
     }
 
     fn status(&self) -> Option<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--timeout", "2s", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        agent::status(&self.state_dir, &["--timeout", "2s"])
     }
 
     fn log(&self) -> String {
@@ -862,8 +852,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
-        assert!(ok.success());
+        agent::signal(self.pid() as u32, sig);
     }
 
     fn finish(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
@@ -932,15 +921,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // A failed test still stops its engine and leaves no container.
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(30) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        agent::stop_child(self.child.take(), Duration::from_secs(30));
         if support::daemon_answers() {
             for (id, _) in self.containers() {
                 let _ = docker(&["rm", "-f", &id]);
@@ -1003,38 +984,38 @@ fn assert_restarted(
     assert_eq!(http_status(agent.port, "/health"), Some(200));
 }
 
-#[test]
-fn matrix_engine_crash_is_restarted_in_a_new_container() {
+/// A ready agent (`row` numbers its instance), `sig` sent to the process `target` picks from
+/// its engine's pids, then one restart in a new container (`why` in `last_exit`) and a clean
+/// stop (skipped without a daemon, like every test here).
+fn fault_is_restarted(
+    row: u32,
+    target: fn(&[i32]) -> i32,
+    sig: nix::sys::signal::Signal,
+    why: &str,
+) {
     let Some(_daemon) = daemon_shared() else { return };
-    let mut agent = Agent::start(1, "");
+    let mut agent = Agent::start(row, "");
     let first = agent.wait_ready(0);
     let first_ids = agent.containers();
-    kill(simulator_main(&pids_of(&first)), nix::sys::signal::SIGKILL);
-    assert_restarted(&mut agent, &first, &first_ids, "engine");
+    kill(target(&pids_of(&first)), sig);
+    assert_restarted(&mut agent, &first, &first_ids, why);
     agent.stop_and_check_nothing_left();
+}
+
+#[test]
+fn matrix_engine_crash_is_restarted_in_a_new_container() {
+    fault_is_restarted(1, simulator_main, nix::sys::signal::SIGKILL, "engine");
 }
 
 #[test]
 fn matrix_engine_hang_is_restarted_in_a_new_container() {
-    let Some(_daemon) = daemon_shared() else { return };
-    let mut agent = Agent::start(2, "");
-    let first = agent.wait_ready(0);
-    let first_ids = agent.containers();
     // SIGSTOP: the process is there, the port is open, nothing answers.
-    kill(simulator_main(&pids_of(&first)), nix::sys::signal::SIGSTOP);
-    assert_restarted(&mut agent, &first, &first_ids, "engine hung");
-    agent.stop_and_check_nothing_left();
+    fault_is_restarted(2, simulator_main, nix::sys::signal::SIGSTOP, "engine hung");
 }
 
 #[test]
 fn matrix_worker_kill_is_restarted_in_a_new_container() {
-    let Some(_daemon) = daemon_shared() else { return };
-    let mut agent = Agent::start(3, "");
-    let first = agent.wait_ready(0);
-    let first_ids = agent.containers();
-    kill(simulator_worker(&pids_of(&first)), nix::sys::signal::SIGKILL);
-    assert_restarted(&mut agent, &first, &first_ids, "died");
-    agent.stop_and_check_nothing_left();
+    fault_is_restarted(3, simulator_worker, nix::sys::signal::SIGKILL, "died");
 }
 
 #[test]

@@ -7,41 +7,16 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
+#[path = "support/agent.rs"]
+mod agent;
 
-fn engine_script() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/serve/fake_engine.py")
-        .display()
-        .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
-}
+use agent::{alive, wait_for, BIN};
 
 /// Field 22 of `/proc/PID/stat`: the start time in clock ticks since boot.
 fn start_time(pid: u32) -> u64 {
@@ -64,17 +39,7 @@ struct Setup {
 
 impl Setup {
     fn new(extra: &str) -> Setup {
-        let argv = [
-            "python3",
-            &engine_script(),
-            "--port",
-            "{port}",
-            "--served-model-name",
-            "{served_model_name}",
-            "--workers",
-            "2",
-        ]
-        .map(String::from);
+        let argv = agent::engine_argv("testdata/serve/fake_engine.py", &["--workers", "2"]);
         Self::with_argv(&argv, extra)
     }
 
@@ -97,13 +62,7 @@ impl Setup {
             .filter(|l| !overridden.contains(&key(l)))
             .map(|l| format!("{l}\n"))
             .collect();
-        let text = format!(
-            "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
-             argv = {argv:?}\n\n[supervise]\n{supervise}{extra}",
-            state = state_dir.display().to_string(),
-            port = free_port(),
-        );
-        std::fs::write(&config, text).unwrap();
+        agent::write_config(&config, &state_dir, argv, &format!("{supervise}{extra}"));
         Setup { dir, config, state_dir }
     }
 
@@ -132,12 +91,7 @@ impl Setup {
     }
 
     fn status(&self) -> Option<Value> {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        agent::status(&self.state_dir, &[])
     }
 
     fn wait_ready(&self) -> Value {
@@ -148,23 +102,12 @@ impl Setup {
 
     /// Live processes that inherited this test's environment marker: what the agent left.
     fn leftovers(&self) -> Vec<i32> {
-        let mark = format!("NODEAGENT_TEST_MARK={}", self.dir.path().display());
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
-            if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) && alive(pid as i64) {
-                found.push(pid);
-            }
-        }
-        found
+        agent::marked(self.dir.path())
     }
 
     /// Kills whatever carries this test's marker (so a failing test does not leak).
     fn kill_leftovers(&self) {
-        for pid in self.leftovers() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
+        agent::kill_marked(self.dir.path());
     }
 }
 
@@ -184,8 +127,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
-        assert!(ok.success());
+        agent::signal(self.pid(), sig);
     }
 
     fn finish(&mut self, timeout: Duration) -> ExitStatus {
@@ -196,15 +138,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        agent::stop_child(self.child.take(), Duration::from_secs(20));
     }
 }
 
@@ -473,8 +407,13 @@ fn as_root_a_profile_or_engine_program_others_can_write_is_refused() {
     let program = bin_dir.path().join("engine");
     std::fs::write(&program, "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let argv = [&program.display().to_string(), &engine_script(), "--port", "{port}"]
-        .map(|s| s.to_string());
+    let argv = [
+        &program.display().to_string(),
+        &agent::crate_path("testdata/serve/fake_engine.py"),
+        "--port",
+        "{port}",
+    ]
+    .map(|s| s.to_string());
     let setup = Setup::with_argv(&argv, "");
     let (code, err) = serve_to_end(&setup, &[]);
     assert_eq!(code, Some(2), "{err}");

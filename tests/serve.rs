@@ -8,39 +8,14 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodeagent");
+#[path = "support/agent.rs"]
+mod agent;
 
-fn engine_script() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/serve/fake_engine.py")
-        .display()
-        .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
-}
+use agent::{alive, wait_for, BIN};
 
 struct Agent {
     child: Option<Child>,
@@ -58,15 +33,7 @@ impl Agent {
     }
 
     fn start_in(dir: tempfile::TempDir, engine_args: &[&str], extra: &str) -> Agent {
-        let mut argv = vec![
-            "python3".to_string(),
-            engine_script(),
-            "--port".into(),
-            "{port}".into(),
-            "--served-model-name".into(),
-            "{served_model_name}".into(),
-        ];
-        argv.extend(engine_args.iter().map(|s| s.to_string()));
+        let argv = agent::engine_argv("testdata/serve/fake_engine.py", engine_args);
         Self::start_argv(dir, argv, extra)
     }
 
@@ -74,14 +41,10 @@ impl Agent {
         let state_dir = dir.path().join("state");
         let config = dir.path().join("nodeagent.toml");
         if !std::fs::exists(&config).unwrap() {
-            let text = format!(
-                "host = \"local\"\nmodel = \"sim\"\nstate_dir = {state:?}\n\n[engine]\nport = {port}\n\
-                 argv = {argv:?}\n\n[supervise]\nhealth_interval = \"200ms\"\nhealth_timeout = \"500ms\"\n\
-                 binding_check_interval = \"200ms\"\nbackoff_initial = \"100ms\"\nstop_grace = \"3s\"\n{extra}",
-                state = state_dir.display().to_string(),
-                port = free_port(),
-            );
-            std::fs::write(&config, text).unwrap();
+            let supervise = "health_interval = \"200ms\"\nhealth_timeout = \"500ms\"\n\
+                             binding_check_interval = \"200ms\"\nbackoff_initial = \"100ms\"\n\
+                             stop_grace = \"3s\"\n";
+            agent::write_config(&config, &state_dir, &argv, &format!("{supervise}{extra}"));
         }
         let sock_path = dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&sock_path);
@@ -115,12 +78,7 @@ impl Agent {
     }
 
     fn status(&self) -> Option<Value> {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        agent::status(&self.state_dir, &[])
     }
 
     fn wait_state(&self, state: &str, timeout: Duration) -> Value {
@@ -131,16 +89,7 @@ impl Agent {
 
     /// Live processes that inherited this agent's environment marker: what it left behind.
     fn leftovers(&self) -> Vec<i32> {
-        let mark = format!("NODEAGENT_TEST_MARK={}", self.dir.path().display());
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
-            if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) && alive(pid as i64) {
-                found.push(pid);
-            }
-        }
-        found
+        agent::marked(self.dir.path())
     }
 
     fn notices(&self) -> Vec<String> {
@@ -148,8 +97,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
-        assert!(ok.success());
+        agent::signal(self.pid() as u32, sig);
     }
 
     /// Waits for the agent to exit; returns its exit status and stderr.
@@ -163,15 +111,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // A failed test still stops its engine: SIGTERM first, SIGKILL if that hangs.
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        agent::stop_child(self.child.take(), Duration::from_secs(20));
     }
 }
 

@@ -11,6 +11,10 @@ use std::time::Duration;
 use nodeagent::sim::{self, RequestStatus, SimConfig};
 use serde_json::Value;
 
+#[path = "support/bad_out.rs"]
+mod bad_out;
+use bad_out::BadOuts;
+
 fn bin() -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_nodeagent"));
     c.env_remove("OPENAI_API_KEY").env("RUST_LOG", "warn");
@@ -37,6 +41,16 @@ fn dataset(dir: &Path, n: usize) -> String {
         (0..n).map(|i| format!("prompt number {i} about NUMA nodes and GPUs\n")).collect();
     std::fs::write(&path, lines).unwrap();
     path.display().to_string()
+}
+
+/// A fast simulator (`SimConfig::fixed(2 ms, 1 ms)`), a temp dir and a 5-line dataset in it.
+async fn fast_sim_and_dataset() -> (sim::SimHandle, tempfile::TempDir, String) {
+    let sim = sim::start(SimConfig::fixed(Duration::from_millis(2), Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 5);
+    (sim, dir, data)
 }
 
 fn summary(dir: &Path) -> Value {
@@ -416,11 +430,7 @@ async fn max_failure_rate_outside_0_to_1_is_refused_in_one_line() {
 /// requests.jsonl, the evalscope report, the chart, stdout (JSON) and stderr (debug logs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_redacted_in_every_output() {
-    let sim = sim::start(SimConfig::fixed(Duration::from_millis(2), Duration::from_millis(1)))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dataset(dir.path(), 5);
+    let (sim, dir, data) = fast_sim_and_dataset().await;
     let url = sim.base_url();
     let key = "sk-SECRET-key-0451";
     let header = "Bearer sk-SECRET-header-7733";
@@ -480,11 +490,7 @@ async fn secrets_are_redacted_in_every_output() {
 /// `--out` looking like its own: they are moved into `previous-<run id>/` first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_preflight_leaves_no_earlier_results_at_the_top_of_out() {
-    let sim = sim::start(SimConfig::fixed(Duration::from_millis(2), Duration::from_millis(1)))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dataset(dir.path(), 5);
+    let (sim, dir, data) = fast_sim_and_dataset().await;
     let out = dir.path().join("run");
     let args = |url: &str| -> Vec<String> {
         ["--url", url, "--dataset", "line", "--dataset-path", &data, "--number", "3", "--quiet"]
@@ -516,13 +522,8 @@ async fn a_failed_preflight_leaves_no_earlier_results_at_the_top_of_out() {
 #[tokio::test]
 async fn an_out_that_is_a_symlink_or_a_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let victim = dir.path().join("victim");
-    std::fs::create_dir(&victim).unwrap();
-    let link = dir.path().join("link");
-    std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let file = dir.path().join("file");
-    std::fs::write(&file, "mine\n").unwrap();
-    for (out, want) in [(&link, "is a symlink"), (&file, "is not a directory")] {
+    let bad = BadOuts::new(dir.path());
+    for (out, want) in bad.cases() {
         let o = bin()
             .arg("verify")
             .args(["--url", "http://127.0.0.1:1", "--dataset", "random", "--number", "1"])
@@ -535,8 +536,7 @@ async fn an_out_that_is_a_symlink_or_a_file_is_refused() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want) && err.lines().count() == 1, "{err}");
     }
-    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+    bad.assert_untouched();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

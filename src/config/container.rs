@@ -225,11 +225,12 @@ impl ContainerSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The seed's `docker-run.sh` (shared seed outputs/docker-run.sh), as settings.
-    fn seed_settings() -> ContainerSettings {
+    /// The seed's `docker-run.sh` (shared seed outputs/docker-run.sh), as settings; also the
+    /// fixture of `launch::container`'s tests.
+    pub(crate) fn seed_settings() -> ContainerSettings {
         ContainerSettings {
             image:
                 "cr.metax-tech.com/public-ai-release/c500/vllm:maca2.27.0.9-py310-kylin2309a-arm64"

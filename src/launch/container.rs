@@ -163,25 +163,8 @@ impl ContainerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::container::tests::seed_settings;
     use crate::host::cpuset::CpuSet;
-
-    /// The seed's `docker-run.sh` (shared seed outputs/docker-run.sh), as settings.
-    fn seed_settings() -> ContainerSettings {
-        ContainerSettings {
-            image:
-                "cr.metax-tech.com/public-ai-release/c500/vllm:maca2.27.0.9-py310-kylin2309a-arm64"
-                    .into(),
-            devices: vec!["/dev/dri".into(), "/dev/mxcd".into()],
-            group_add: vec!["video".into()],
-            network: Some("host".into()),
-            shm_size: Some("256gb".into()),
-            memlock: Some(-1),
-            volumes: vec!["/data/models:/data".into()],
-            security_opt: vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()],
-            hostname: Some("vllm".into()),
-            ..Default::default()
-        }
-    }
 
     fn seed_binding() -> Binding {
         Binding {
