@@ -556,12 +556,18 @@ mod tests {
         assert!(matches!(parse_xml("hello"), Err(HwlocError::NotXml { .. })));
     }
 
-    /// A fake child: a shell script in a temp dir (kept alive by the returned guard).
+    /// A fake child: a shell script in a temp dir (kept alive by the returned guard). The
+    /// script is written by a `cp` child, not by this process: a file this multi-threaded test
+    /// process wrote may still be open for writing in a child that another test thread forked
+    /// and has not yet exec'd, and exec'ing it then fails with ETXTBSY ("Text file busy").
     fn script(body: &str) -> (tempfile::TempDir, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("child.txt");
         let path = dir.path().join("child");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::write(&source, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let copied = std::process::Command::new("cp").arg(&source).arg(&path).status().unwrap();
+        assert!(copied.success(), "cp {} {}", source.display(), path.display());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         (dir, path)
     }
