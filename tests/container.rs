@@ -1087,6 +1087,34 @@ fn watch_messages(
     (stop, handle)
 }
 
+/// Takes dockerd away under a running agent for 2 s (`while_down` checks the engine
+/// meanwhile), starts it again with `flags`, waits with `back` for the agent to settle, and
+/// returns that status: every status message seen through the outage must include the daemon
+/// wait, and the restart budget must be untouched.
+fn dockerd_outage(
+    agent: &mut Agent,
+    flags: &[&str],
+    while_down: impl FnOnce(&Agent),
+    back: impl FnOnce(&mut Agent) -> serde_json::Value,
+) -> serde_json::Value {
+    let (stop, watcher) = watch_messages(agent.state_dir.clone());
+    support::stop_dockerd();
+    while_down(agent);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "the agent exited while dockerd was down:\n{}", agent.log());
+    support::start_dockerd(flags);
+    let st = back(agent);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.iter().any(|m| m.contains("waiting for the Docker daemon")),
+        "status never said it waited for the daemon: {seen:#?}\n{}",
+        agent.log()
+    );
+    assert_eq!(st["restarts"], 0, "the outage spent the restart budget: {seen:#?}");
+    st
+}
+
 /// Issue 12, defect 1: a dockerd restart (without live-restore: the daemon stops the engine
 /// container on its way out) must not end supervision. The agent waits for the daemon (not
 /// spending its restart budget), then runs the engine again in one container, with no
@@ -1101,20 +1129,7 @@ fn matrix_dockerd_restart_waits_for_the_daemon_and_runs_the_engine_again() {
     let first = agent.wait_ready(0);
     let first_ids = agent.containers();
     assert_eq!(first_ids.len(), 1);
-    let (stop, watcher) = watch_messages(agent.state_dir.clone());
-    support::stop_dockerd();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.running(), "the agent exited while dockerd was down:\n{}", agent.log());
-    support::start_dockerd(&[]);
-    let st = agent.wait_ready(0);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = watcher.join().unwrap();
-    assert!(
-        seen.iter().any(|m| m.contains("waiting for the Docker daemon")),
-        "status never said it waited for the daemon: {seen:#?}\n{}",
-        agent.log()
-    );
-    assert_eq!(st["restarts"], 0, "the outage spent the restart budget: {seen:#?}");
+    let st = dockerd_outage(&mut agent, &[], |_| {}, |agent| agent.wait_ready(0));
     let ids = agent.containers();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(ids[0].1, "running", "{ids:?}");
@@ -1136,25 +1151,19 @@ fn matrix_dockerd_restart_with_live_restore_adopts_the_running_container() {
     let _running = support::DaemonRunning;
     let first = agent.wait_ready(0);
     let first_ids = agent.containers();
-    let (stop, watcher) = watch_messages(agent.state_dir.clone());
-    support::stop_dockerd();
-    // The engine keeps serving while the daemon is away.
-    assert_eq!(http_status(agent.port, "/health"), Some(200));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.running(), "the agent exited while dockerd was down:\n{}", agent.log());
-    support::start_dockerd(&["--live-restore"]);
-    // Adopted: ready again, the same container and processes, no restart.
-    let st = agent.wait_status("the container adopted", Duration::from_secs(90), |s| {
-        s["state"] == "ready" && s["message"].as_str().is_some_and(|m| !m.contains("waiting"))
-    });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = watcher.join().unwrap();
-    assert!(
-        seen.iter().any(|m| m.contains("waiting for the Docker daemon")),
-        "status never said it waited for the daemon: {seen:#?}\n{}",
-        agent.log()
+    let st = dockerd_outage(
+        &mut agent,
+        &["--live-restore"],
+        // The engine keeps serving while the daemon is away.
+        |agent| assert_eq!(http_status(agent.port, "/health"), Some(200)),
+        // Adopted: ready again, the same container and processes, no restart.
+        |agent| {
+            agent.wait_status("the container adopted", Duration::from_secs(90), |s| {
+                s["state"] == "ready"
+                    && s["message"].as_str().is_some_and(|m| !m.contains("waiting"))
+            })
+        },
     );
-    assert_eq!(st["restarts"], 0, "{seen:#?}");
     assert_eq!(agent.containers(), first_ids, "not adopted:\n{}", agent.log());
     assert_eq!(pids_of(&st), pids_of(&first), "not adopted:\n{}", agent.log());
     assert!(agent.log().contains("adopted"), "{}", agent.log());
