@@ -772,9 +772,11 @@ fn serve_config(dir: &Path, instance: &str, port: u16, extra: &str) -> String {
 }
 
 impl Agent {
-    /// A fresh instance (unique per test and run) and port; `extra` is appended to the config.
+    /// A fresh instance (unique per test, and apart from a concurrent run's most of the time)
+    /// and port; `extra` is appended to the config. `launch.instance` is at most 1024.
     fn start(row: u32, extra: &str) -> Agent {
-        let instance = (std::process::id() as u64 * 100 + row as u64).to_string();
+        assert!(row < 100, "row {row}: instance numbers are 100 per run");
+        let instance = (std::process::id() % 10 * 100 + row).to_string();
         let port = agent::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
