@@ -18,7 +18,8 @@ use crate::cli::{ServeArgs, ServeMode};
 use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
-use crate::launch::spec::LaunchSpec;
+use crate::host::facts::Vendor;
+use crate::launch::spec::{GpuStack, LaunchSpec, Placement};
 use crate::monitor::checks::CheckConfig;
 use crate::monitor::{AgentConfig, ToolSampler};
 use crate::plan::{self, PlanRequest, Split};
@@ -108,9 +109,12 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The binding to apply: explicit from `[binding]`, or with `auto = true` the binding that
 /// `nodeagent plan` prints for instance `launch.instance` (host facts live or `--from DIR`).
-fn binding(c: &Config, args: &ServeArgs) -> Result<Binding, CmdError> {
+/// The binding and the placement (instance index, GPUs, GPU stack). With `binding.auto` both
+/// come from the plan's instance; with an explicit `[binding]` the GPUs are `launch.gpus` when
+/// set, else unknown (no visibility variable is set and `{tp}` falls back to `launch.tp`).
+fn binding(c: &Config, args: &ServeArgs) -> Result<(Binding, Placement), CmdError> {
     if !c.wants_auto_binding() {
-        return c.explicit_binding().bad_input();
+        return Ok((c.explicit_binding().bad_input()?, Placement::from_config(c)));
     }
     let (_, topo) = super::source::load(&args.source)?;
     let request = PlanRequest {
@@ -131,7 +135,13 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<Binding, CmdError> {
         binding = ?instance.binding.numactl_args(),
         "binding from the plan"
     );
-    Ok(instance.binding)
+    let stack = match topo.vendor {
+        Vendor::Nvidia => GpuStack::Cuda,
+        Vendor::Metax => GpuStack::Maca,
+        Vendor::Amd | Vendor::Other => GpuStack::Unknown,
+    };
+    let placement = Placement { instance: index, gpus: Some(instance.gpus.clone()), stack };
+    Ok((instance.binding, placement))
 }
 
 fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(), CmdError> {
@@ -140,6 +150,13 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
     out += &format!("{text}\n");
     out += &format!("# what runs ({}):\n", serde_json::to_value(spec.mode).unwrap_or_default());
     out += &format!("#   argv: {}\n", serde_json::to_string(&spec.argv).unwrap_or_default());
+    if let Some(gpus) = &spec.placement.gpus {
+        out += &format!("#   instance {}: gpus {:?}\n", spec.placement.instance, gpus);
+    }
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !env.is_empty() {
+        out += &format!("#   env: {}\n", env.join(" "));
+    }
     if !spec.unset_env.is_empty() {
         out += &format!("#   unset: {}\n", spec.unset_env.join(" "));
     }
@@ -156,11 +173,11 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
 
 pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let (c, sources, files) = effective(&args)?;
-    let binding = binding(&c, &args)?;
+    let (binding, placement) = binding(&c, &args)?;
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
-    let spec = LaunchSpec::build(&c, binding.clone(), &self_exe).bad_input()?;
+    let spec = LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
     if args.print_config {
         return print_config(&c, &sources, &spec);
     }
