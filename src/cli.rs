@@ -140,6 +140,10 @@ pub struct PlanArgs {
     /// uses `--preferred` instead of `--membind`.
     #[arg(long, value_name = "GB")]
     pub host_memory_gb: Option<f64>,
+    /// Instances on one NUMA node keep the node's CPUs shared (default: each gets its own
+    /// part, sized by its GPU count).
+    #[arg(long)]
+    pub share_cores: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

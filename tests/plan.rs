@@ -392,6 +392,39 @@ fn live_probe_sources_agree_on_this_machine() {
 }
 
 #[test]
+fn instances_on_one_node_get_disjoint_cores_unless_shared() {
+    let from = hosts_dir().join("ms-swift-8xc500");
+    let cpus_and_reason = |extra: &[&str]| -> Vec<(String, String)> {
+        let mut args = vec!["plan", "--from", from.to_str().unwrap(), "--tp", "4", "--json"];
+        args.extend(extra);
+        let out = run(&args);
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        plan["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let reasons = i["reasons"].as_array().unwrap();
+                let last = reasons.last().unwrap().as_str().unwrap().to_string();
+                (i["cpus"].as_str().unwrap().to_string(), last)
+            })
+            .collect()
+    };
+    let split = cpus_and_reason(&[]);
+    assert_eq!(split[0].0, "0-15,64-79");
+    assert_eq!(split[1].0, "16-31,80-95");
+    assert!(
+        split[0].1.contains("split by GPU count") && split[0].1.contains("SMT siblings unknown"),
+        "{}",
+        split[0].1
+    );
+    let shared = cpus_and_reason(&["--share-cores"]);
+    assert_eq!(shared[0].0, "0-31,64-95");
+    assert_eq!(shared[1].0, "0-31,64-95");
+    assert!(shared[1].1.contains("share cores: the union is kept"), "{}", shared[1].1);
+}
+
+#[test]
 fn plan_help_is_pinned() {
     let out = run(&["plan", "--help"]);
     let help = stdout(&out);
@@ -401,6 +434,7 @@ fn plan_help_is_pinned() {
         "--instances",
         "--tp",
         "--host-memory-gb",
+        "--share-cores",
         "--json",
         "--gpu-pci",
         "--tool-timeout",

@@ -57,6 +57,7 @@ pub fn request(args: &PlanArgs) -> PlanRequest {
             (None, None) => Split::One,
         },
         host_memory_gb: args.host_memory_gb,
+        share_cores: args.share_cores,
     }
 }
 

@@ -14,6 +14,8 @@
 //!    are bound by list (`--physcpubind`) and memory to the nearest node that has memory.
 //! 5. Free memory on the memory nodes below `host_memory_gb`: `--preferred` instead of
 //!    `--membind`, so allocations spill over instead of failing.
+//! 6. Instances that got the same CPUs (several instances on one node) get disjoint parts of
+//!    them, sized by GPU count (`cores.rs`), bound by CPU list; `share_cores` keeps the union.
 //!
 //! `bind_instance` runs one function per rule (`gpu_nodes`, `cpu_nodes`, `cpus_of`,
 //! `memory_nodes`, `memory_policy`). `PlanError` names the request value or host fact at
@@ -27,6 +29,8 @@ use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
 use crate::host::facts::Vendor;
 use crate::topology::{Gpu, Node, Topology};
+
+pub mod cores;
 
 /// The whole answer of `nodeagent plan`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,8 @@ pub struct PlanRequest {
     /// Host memory the engine needs (GB, 1 GB = 1000 MB); below it on the bound nodes,
     /// `--preferred` replaces `--membind`. `None` = do not check.
     pub host_memory_gb: Option<f64>,
+    /// Instances that share CPUs keep the shared set (rule 6 off).
+    pub share_cores: bool,
 }
 
 /// Why no plan: each variant names the request value or host fact at fault, never a flag;
@@ -181,7 +187,8 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
         .collect();
     // Number instances in GPU order, as a user reads them.
     groups.sort_by_key(|g| g.first().map(|g| g.index));
-    let instances: Vec<Instance> = groups.iter().map(|g| bind_instance(topo, g, req)).collect();
+    let mut instances: Vec<Instance> = groups.iter().map(|g| bind_instance(topo, g, req)).collect();
+    shared_cores(&mut instances, req.share_cores);
 
     Ok(Plan {
         gpus: topo.gpus.iter().map(plan_gpu).collect(),
@@ -509,6 +516,55 @@ fn memory_policy(
         _ => {}
     }
     memory
+}
+
+/// Rule 6: instances with the same CPUs get disjoint parts of them (by GPU count), bound by
+/// CPU list, unless `share` keeps the union; each reason says which.
+fn shared_cores(instances: &mut [Instance], share: bool) {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, inst) in instances.iter().enumerate() {
+        if inst.binding.cpus.is_some() {
+            groups.entry(inst.cpus.to_list()).or_default().push(i);
+        }
+    }
+    for members in groups.into_values().filter(|m| m.len() > 1) {
+        let shared = instances[members[0]].cpus.clone();
+        let weights: Vec<usize> = members.iter().map(|&i| instances[i].gpus.len()).collect();
+        let parts = if share { None } else { cores::split(&shared, &weights) };
+        for (k, &i) in members.iter().enumerate() {
+            let others: Vec<String> =
+                members.iter().filter(|&&j| j != i).map(|&j| join(&instances[j].gpus)).collect();
+            let inst = &mut instances[i];
+            let why = match &parts {
+                None if share => format!(
+                    "CPUs {shared} are shared with the instance(s) of GPUs {} (share cores: the union is kept)",
+                    others.join(" and ")
+                ),
+                None => format!(
+                    "CPUs {shared} are shared with the instance(s) of GPUs {}: too few CPUs to split by GPU count, the union is kept",
+                    others.join(" and ")
+                ),
+                Some(parts) => format!(
+                    "CPUs {shared} are shared with the instance(s) of GPUs {}: split by GPU count, this instance gets {} (SMT siblings unknown: each contiguous range is cut in the same proportions; --share-cores keeps the union)",
+                    others.join(" and "),
+                    parts[k]
+                ),
+            };
+            let mut reasons = std::mem::take(&mut inst.reasons);
+            reasons.push(why);
+            let Some(parts) = &parts else {
+                inst.reasons = reasons;
+                continue;
+            };
+            let binding = Binding {
+                cpu_nodes: Vec::new(),
+                cpus: Some(parts[k].clone()),
+                memory: inst.binding.memory.clone(),
+            };
+            let (gpus, nodes) = (inst.gpus.clone(), inst.numa_nodes.clone());
+            *inst = bound(gpus, nodes, parts[k].clone(), binding, reasons);
+        }
+    }
 }
 
 /// The instance as `serve` applies it and `plan --json` prints it.
