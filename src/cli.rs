@@ -230,6 +230,11 @@ pub struct SimulateArgs {
     /// /health and /metrics still answer: a stuck engine behind a live API server.
     #[arg(long, value_name = "MS")]
     pub freeze_after_ms: Option<u64>,
+    /// Admit no new request this long after listening (they wait, counted in
+    /// vllm:num_requests_waiting; running ones finish), while /health and /metrics still
+    /// answer: a dead scheduler behind a live API server.
+    #[arg(long, value_name = "MS")]
+    pub stop_admitting_after_ms: Option<u64>,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]

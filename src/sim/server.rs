@@ -48,6 +48,15 @@ pub(crate) fn spawn(
             s.frozen.store(true, Ordering::Relaxed);
         });
     }
+    if let Some(after) = shared.cfg.stop_admitting_after {
+        on_cue(&shared, after, move |s| {
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "simulated dead scheduler: new requests wait forever, /health still answers"
+            );
+            s.not_admitting.store(true, Ordering::Relaxed);
+        });
+    }
     if let Some(after) = shared.cfg.exit_after {
         on_cue(&shared, after, |s| {
             s.stop_tx.send_replace(Some(StopReason::ExitAfterTime));
