@@ -235,6 +235,10 @@ pub struct SimulateArgs {
     /// answer: a dead scheduler behind a live API server.
     #[arg(long, value_name = "MS")]
     pub stop_admitting_after_ms: Option<u64>,
+    /// Every completion answers HTTP 500 this long after listening, while /health,
+    /// /v1/models and /metrics still answer (vLLM #1492).
+    #[arg(long, value_name = "MS")]
+    pub fail_completions_after_ms: Option<u64>,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]

@@ -479,6 +479,61 @@ fn a_slow_but_progressing_engine_is_not_restarted() {
     assert_eq!(agent.leftovers(), Vec::<i32>::new());
 }
 
+/// vLLM #1492: `/health` and `/v1/models` answer 200 while every completion answers 500. Idle,
+/// the counters are flat and nothing waits, so the progress watchdog has nothing to judge; the
+/// canary (one `max_tokens: 1` completion per `canary_interval`) fails `health_failures` times
+/// in a row and the engine is restarted with that reason.
+#[test]
+fn completions_failing_behind_a_live_health_are_restarted_by_the_canary() {
+    let argv = simulator_argv(&["--fail-completions-after-ms", "2500"]);
+    let extra = "canary_interval = \"300ms\"\ncanary_timeout = \"1s\"\nhealth_failures = 3\n";
+    let mut agent = Agent::start_argv(tempfile::tempdir().unwrap(), argv, extra);
+    agent.wait_state("ready", Duration::from_secs(30));
+    // Before the cue the canaries pass: an idle, working engine is left alone.
+    let st = agent.status().unwrap();
+    assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    let st =
+        wait_for("a restart of the engine whose completions fail", Duration::from_secs(30), || {
+            agent.status().filter(|s| s["restarts"].as_u64() >= Some(1))
+        });
+    let why = st["last_exit"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "engine fails completions: 3 canary completion(s) in a row failed, last: HTTP 500"
+        ),
+        "{st}"
+    );
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// The canary on a working idle engine: it answers, nothing is restarted, and the engine
+/// counted the canaries' tokens.
+#[test]
+fn the_canary_leaves_a_working_idle_engine_alone() {
+    let argv = simulator_argv(&[]);
+    let extra = "canary_interval = \"200ms\"\ncanary_timeout = \"1s\"\nhealth_failures = 1\n";
+    let mut agent = Agent::start_argv(tempfile::tempdir().unwrap(), argv, extra);
+    agent.wait_state("ready", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let st = agent.status().unwrap();
+    assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    let port = engine_port(&agent);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(tcp, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut tcp, &mut text).unwrap();
+    let generated =
+        nodeagent::supervise::progress::vllm_sum(&text, &["vllm:generation_tokens_total"]);
+    assert!(generated >= Some(2.0), "canaries were sent: {generated:?}");
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
 /// `nodeagent status --help` is pinned: update `testdata/serve/status-help.txt` on purpose.
 #[test]
 fn status_help_is_pinned() {

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(super) frozen: AtomicBool,
     /// The scheduler admits no new request: each waits until shutdown.
     pub(super) not_admitting: AtomicBool,
+    /// Completions answer HTTP 500.
+    pub(super) failing_completions: AtomicBool,
     pub shutdown: CancellationToken,
     pub(super) stop_tx: watch::Sender<Option<StopReason>>,
 }
@@ -59,6 +61,7 @@ impl Shared {
             hung: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             not_admitting: AtomicBool::new(false),
+            failing_completions: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             stop_tx,
             cfg,

@@ -85,18 +85,33 @@ pub struct ProgressWatch {
     /// The last scrape, and when the token count last moved (or was first seen).
     last: Option<Progress>,
     last_token_at: Option<Instant>,
+    /// The counters moved at the last scrape.
+    last_moved: bool,
 }
 
 impl ProgressWatch {
     /// `stall`: how long requests may wait or run without a single token counted. Zero turns
     /// it off.
     pub fn new(stall: Duration) -> Self {
-        Self { stall, last_tokens: None, stuck_since: None, last: None, last_token_at: None }
+        Self {
+            stall,
+            last_tokens: None,
+            stuck_since: None,
+            last: None,
+            last_token_at: None,
+            last_moved: false,
+        }
     }
 
     /// The last scrape read, if any.
     pub fn last(&self) -> Option<Progress> {
         self.last
+    }
+
+    /// The last scrape showed an idle engine: nothing waiting or running, and the counters
+    /// did not move since the scrape before (the first scrape counts as moved).
+    pub fn idle(&self) -> bool {
+        self.last.is_some_and(|p| !p.busy()) && !self.last_moved
     }
 
     /// How long before `now` the token count last moved (from the first scrape on).
@@ -116,6 +131,7 @@ impl ProgressWatch {
         let moved = self.last_tokens.is_none_or(|last| p.tokens != last);
         self.last_tokens = Some(p.tokens);
         self.last = Some(p);
+        self.last_moved = moved;
         if moved {
             self.last_token_at = Some(now);
         }

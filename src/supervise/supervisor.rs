@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
+use crate::supervise::canary::{self, CanaryWatch};
 use crate::supervise::engine::{deadline_after, EngineExit, EngineRuntime, RuntimeError};
 use crate::supervise::health::{get_tcp, probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
@@ -371,15 +372,20 @@ impl Supervisor {
         });
     }
 
-    /// One `/metrics` scrape into the progress watchdog; `Some(reason)` when the engine is
-    /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged.
-    async fn stalled(&self, watch: &mut ProgressWatch, timeout: Duration) -> Option<String> {
-        let (status, body) = get_tcp(self.health_addr, "/metrics", timeout).await.ok()?;
+    /// One `/metrics` scrape into the progress watchdog; `Ok(Some(reason))` when the engine is
+    /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged: `Err(())`.
+    async fn stalled(
+        &self,
+        watch: &mut ProgressWatch,
+        timeout: Duration,
+    ) -> Result<Option<String>, ()> {
+        let (status, body) =
+            get_tcp(self.health_addr, "/metrics", timeout).await.map_err(|_| ())?;
         if status != 200 {
-            return None;
+            return Err(());
         }
-        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body))?;
-        watch.observe(Instant::now(), progress)
+        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body)).ok_or(())?;
+        Ok(watch.observe(Instant::now(), progress))
     }
 
     /// One engine life, from start to exit, hang, escape or cancellation: the first binding
@@ -503,6 +509,7 @@ impl Supervisor {
         let p = self.policy.clone();
         let mut failures = 0u32;
         let mut progress = ProgressWatch::new(p.stall_timeout);
+        let mut canary = CanaryWatch::new(p.canary_interval);
         loop {
             let event = self.next_event(ticks, true).await;
             match self.handle(event).await {
@@ -532,9 +539,25 @@ impl Supervisor {
                     self.set_state(State::Ready, "engine healthy again");
                 }
                 // /health answers; are tokens still being produced?
-                if progress.enabled() {
-                    if let Some(why) = self.stalled(&mut progress, p.health_timeout).await {
-                        return LifeEnd::Restart(why);
+                let canary_on = !p.canary_interval.is_zero();
+                let scraped = if progress.enabled() || canary_on {
+                    match self.stalled(&mut progress, p.health_timeout).await {
+                        Ok(Some(why)) => return LifeEnd::Restart(why),
+                        Ok(None) => true,
+                        Err(()) => false,
+                    }
+                } else {
+                    false
+                };
+                // Flat and idle (or no /metrics to tell): do completions still work?
+                if let Some(model) = self.model.clone().filter(|_| canary_on) {
+                    if canary.due(Instant::now(), !scraped || progress.idle()) {
+                        let outcome =
+                            canary::send(self.health_addr, &model, p.canary_timeout).await;
+                        if let Some(why) = canary.record(Instant::now(), outcome, p.health_failures)
+                        {
+                            return LifeEnd::Restart(why);
+                        }
                     }
                 }
             } else {
