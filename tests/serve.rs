@@ -472,6 +472,21 @@ fn a_slow_but_progressing_engine_is_not_restarted() {
     let st = agent.status().unwrap();
     assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
     assert_eq!(st["state"], "ready", "{st}");
+    // The signals the watchdog judged, in the status record.
+    let live = &st["liveness"];
+    assert_eq!(
+        (live["running"].as_f64(), live["waiting"].as_f64()),
+        (Some(1.0), Some(4.0)),
+        "{st}"
+    );
+    assert!(live["last_token_s_ago"].as_u64() <= Some(1), "{st}");
+    let text = Command::new(BIN)
+        .args(["status", "--state-dir"])
+        .arg(agent.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(", 1 running, 4 waiting; no canary"), "{text}");
     drop(conns);
     agent.signal("-INT");
     let (status, log) = agent.finish(Duration::from_secs(20));
@@ -520,6 +535,8 @@ fn the_canary_leaves_a_working_idle_engine_alone() {
     std::thread::sleep(Duration::from_secs(3));
     let st = agent.status().unwrap();
     assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    assert_eq!(st["liveness"]["canary"], "ok", "{st}");
+    assert_eq!(st["liveness"]["canary_failures"], 0, "{st}");
     let port = engine_port(&agent);
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(tcp, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();

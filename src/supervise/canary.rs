@@ -87,12 +87,14 @@ pub struct CanaryWatch {
     failures: u32,
     last_at: Option<Instant>,
     last: Option<CanaryOutcome>,
+    /// RFC 3339 time of the last canary, for the status record.
+    at: Option<String>,
 }
 
 impl CanaryWatch {
     /// `interval`: time between canaries; zero turns the canary off.
     pub fn new(interval: Duration) -> Self {
-        Self { interval, failures: 0, last_at: None, last: None }
+        Self { interval, failures: 0, last_at: None, last: None, at: None }
     }
 
     /// Whether a canary is due at `now`: enabled, the engine `idle` (counters flat, nothing
@@ -106,6 +108,7 @@ impl CanaryWatch {
     /// Records one canary; `Some(reason)` once `limit` canaries in a row have failed.
     pub fn record(&mut self, now: Instant, outcome: CanaryOutcome, limit: u32) -> Option<String> {
         self.last_at = Some(now);
+        self.at = Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
         match &outcome {
             CanaryOutcome::Failed(_) => self.failures += 1,
             CanaryOutcome::Ok => self.failures = 0,
@@ -123,6 +126,11 @@ impl CanaryWatch {
         });
         self.last = Some(outcome);
         why
+    }
+
+    /// RFC 3339 time of the last canary.
+    pub fn at(&self) -> Option<String> {
+        self.at.clone()
     }
 
     /// The last canary's outcome and how many have failed in a row.

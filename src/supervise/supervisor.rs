@@ -29,7 +29,7 @@ use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::{Progress, ProgressWatch};
 use crate::supervise::restart::{Decision, RestartBudget};
-use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
+use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Liveness, Shared, State};
 
 mod daemon_wait;
 
@@ -372,6 +372,26 @@ impl Supervisor {
         });
     }
 
+    /// The liveness signals into the status record (`nodeagent status`, the monitor's
+    /// `/metrics`).
+    fn record_liveness(&self, progress: &ProgressWatch, canary: &CanaryWatch) {
+        let last = progress.last();
+        let last_token_at = progress
+            .since_last_token(Instant::now())
+            .and_then(|ago| SystemTime::now().checked_sub(ago));
+        let (outcome, failures) =
+            canary.last().map_or((None, 0), |(o, n)| (Some(o.to_string()), n));
+        self.status.lock().unwrap().liveness = Some(Liveness {
+            last_token_s_ago: None,
+            running: last.map(|p| p.running),
+            waiting: last.map(|p| p.waiting),
+            canary: outcome,
+            canary_failures: failures,
+            canary_at: canary.at(),
+            last_token_at,
+        });
+    }
+
     /// One `/metrics` scrape into the progress watchdog; `Ok(Some(reason))` when the engine is
     /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged: `Err(())`.
     async fn stalled(
@@ -396,6 +416,7 @@ impl Supervisor {
             let mut s = self.status.lock().unwrap();
             s.engine_started_at = Some(SystemTime::now());
             s.health = None;
+            s.liveness = None;
         }
         if !*ready_sent {
             self.notifier.notify(Notice::ExtendTimeout(
@@ -539,23 +560,24 @@ impl Supervisor {
                     self.set_state(State::Ready, "engine healthy again");
                 }
                 // /health answers; are tokens still being produced?
+                // /metrics is read on every healthy check, for the status record's liveness
+                // signals even when the watchdog is off.
                 let canary_on = !p.canary_interval.is_zero();
-                let scraped = if progress.enabled() || canary_on {
-                    match self.stalled(&mut progress, p.health_timeout).await {
-                        Ok(Some(why)) => return LifeEnd::Restart(why),
-                        Ok(None) => true,
-                        Err(()) => false,
-                    }
-                } else {
-                    false
+                let stalled = self.stalled(&mut progress, p.health_timeout).await;
+                self.record_liveness(&progress, &canary);
+                let scraped = match stalled {
+                    Ok(Some(why)) => return LifeEnd::Restart(why),
+                    Ok(None) => true,
+                    Err(()) => false,
                 };
                 // Flat and idle (or no /metrics to tell): do completions still work?
                 if let Some(model) = self.model.clone().filter(|_| canary_on) {
                     if canary.due(Instant::now(), !scraped || progress.idle()) {
                         let outcome =
                             canary::send(self.health_addr, &model, p.canary_timeout).await;
-                        if let Some(why) = canary.record(Instant::now(), outcome, p.health_failures)
-                        {
+                        let why = canary.record(Instant::now(), outcome, p.health_failures);
+                        self.record_liveness(&progress, &canary);
+                        if let Some(why) = why {
                             return LifeEnd::Restart(why);
                         }
                     }
