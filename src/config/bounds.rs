@@ -179,6 +179,14 @@ mod tests {
         assert!(check("[container]\nstop_timeout_s = 0\n").is_empty());
         let v = check("[supervise]\nstall_timeout = \"10ms\"\n");
         assert!(v[0].why.contains("must be 0 (the watchdog off) or at least 1s"), "{v:?}");
+        assert!(check("[supervise]\ncanary_interval = \"0s\"\n").is_empty());
+        let v = check("[supervise]\ncanary_interval = \"10ms\"\ncanary_timeout = \"1ms\"\n");
+        assert_eq!(
+            v.iter().map(|v| v.key).collect::<Vec<_>>(),
+            ["supervise.canary_interval", "supervise.canary_timeout"],
+            "{v:?}"
+        );
+        assert!(v[0].why.contains("must be 0 (the canary off) or at least 100ms"), "{v:?}");
     }
 
     #[test]
