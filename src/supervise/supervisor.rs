@@ -22,16 +22,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
-use crate::supervise::canary::{self, CanaryWatch};
+use crate::supervise::canary::CanaryWatch;
 use crate::supervise::engine::{deadline_after, EngineExit, EngineRuntime, RuntimeError};
-use crate::supervise::health::{get_tcp, probe, Probe};
+use crate::supervise::health::{probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
-use crate::supervise::progress::{Progress, ProgressWatch};
+use crate::supervise::progress::ProgressWatch;
 use crate::supervise::restart::{Decision, RestartBudget};
-use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Liveness, Shared, State};
+use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
 
 mod daemon_wait;
+mod liveness;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -372,42 +373,6 @@ impl Supervisor {
         });
     }
 
-    /// The liveness signals into the status record (`nodeagent status`, the monitor's
-    /// `/metrics`).
-    fn record_liveness(&self, progress: &ProgressWatch, canary: &CanaryWatch) {
-        let last = progress.last();
-        let last_token_at = progress
-            .since_last_token(Instant::now())
-            .and_then(|ago| SystemTime::now().checked_sub(ago));
-        let (outcome, failures) =
-            canary.last().map_or((None, 0), |(o, n)| (Some(o.to_string()), n));
-        self.status.lock().unwrap().liveness = Some(Liveness {
-            last_token_s_ago: None,
-            running: last.map(|p| p.running),
-            waiting: last.map(|p| p.waiting),
-            canary: outcome,
-            canary_failures: failures,
-            canary_at: canary.at(),
-            last_token_at,
-        });
-    }
-
-    /// One `/metrics` scrape into the progress watchdog; `Ok(Some(reason))` when the engine is
-    /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged: `Err(())`.
-    async fn stalled(
-        &self,
-        watch: &mut ProgressWatch,
-        timeout: Duration,
-    ) -> Result<Option<String>, ()> {
-        let (status, body) =
-            get_tcp(self.health_addr, "/metrics", timeout).await.map_err(|_| ())?;
-        if status != 200 {
-            return Err(());
-        }
-        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body)).ok_or(())?;
-        Ok(watch.observe(Instant::now(), progress))
-    }
-
     /// One engine life, from start to exit, hang, escape or cancellation: the first binding
     /// check, then `wait_ready`, then `run_healthy`.
     async fn life(&mut self, ready_sent: &mut bool) -> LifeEnd {
@@ -559,28 +524,9 @@ impl Supervisor {
                 if self.status.lock().unwrap().state == State::Degraded {
                     self.set_state(State::Ready, "engine healthy again");
                 }
-                // /health answers; are tokens still being produced?
-                // /metrics is read on every healthy check, for the status record's liveness
-                // signals even when the watchdog is off.
-                let canary_on = !p.canary_interval.is_zero();
-                let stalled = self.stalled(&mut progress, p.health_timeout).await;
-                self.record_liveness(&progress, &canary);
-                let scraped = match stalled {
-                    Ok(Some(why)) => return LifeEnd::Restart(why),
-                    Ok(None) => true,
-                    Err(()) => false,
-                };
-                // Flat and idle (or no /metrics to tell): do completions still work?
-                if let Some(model) = self.model.clone().filter(|_| canary_on) {
-                    if canary.due(Instant::now(), !scraped || progress.idle()) {
-                        let outcome =
-                            canary::send(self.health_addr, &model, p.canary_timeout).await;
-                        let why = canary.record(Instant::now(), outcome, p.health_failures);
-                        self.record_liveness(&progress, &canary);
-                        if let Some(why) = why {
-                            return LifeEnd::Restart(why);
-                        }
-                    }
+                // /health answers; are tokens still being produced, do completions work?
+                if let Some(why) = self.check_liveness(&mut progress, &mut canary).await {
+                    return LifeEnd::Restart(why);
                 }
             } else {
                 failures += 1;
