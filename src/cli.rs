@@ -234,6 +234,15 @@ pub struct SimulateArgs {
     /// /health and /metrics still answer: a stuck engine behind a live API server.
     #[arg(long, value_name = "MS")]
     pub freeze_after_ms: Option<u64>,
+    /// Admit no new request this long after listening (they wait, counted in
+    /// vllm:num_requests_waiting; running ones finish), while /health and /metrics still
+    /// answer: a dead scheduler behind a live API server.
+    #[arg(long, value_name = "MS")]
+    pub stop_admitting_after_ms: Option<u64>,
+    /// Every completion answers HTTP 500 this long after listening, while /health,
+    /// /v1/models and /metrics still answer (vLLM #1492).
+    #[arg(long, value_name = "MS")]
+    pub fail_completions_after_ms: Option<u64>,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]

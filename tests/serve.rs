@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -425,8 +425,158 @@ fn stuck_engine_with_live_health_is_restarted_by_the_progress_watchdog() {
         agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
     });
     let why = st["last_exit"].as_str().unwrap();
-    assert!(why.contains("engine stalled: 1 request(s) running but no token counted"), "{st}");
+    assert!(why.contains("engine stalled: 1 running, 0 waiting, no token counted for "), "{st}");
     assert!(client.join().unwrap() > 0, "the request got tokens before the freeze");
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// The engine's port, from the test's config.
+fn engine_port(agent: &Agent) -> u16 {
+    let config = std::fs::read_to_string(agent.dir.path().join("nodeagent.toml")).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends one chat completion and leaves the connection open (the caller reads or drops it).
+fn send_chat(port: u16, max_tokens: u32) -> std::net::TcpStream {
+    let body = format!(
+        r#"{{"model":"qwen2.5","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens},"ignore_eos":true,"stream":true}}"#
+    );
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tcp,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tcp
+}
+
+/// vLLM #39863: the EngineCore is dead, the API server answers `/health` and queues requests,
+/// the log says `Running: 0 reqs, Waiting: 3`. Nothing runs, so only the waiting gauge shows
+/// the engine owes tokens; the progress watchdog restarts it and names the signature.
+#[test]
+fn requests_waiting_with_none_running_restart_the_engine_with_the_signature() {
+    let argv = simulator_argv(&["--decode-base-ms", "20", "--stop-admitting-after-ms", "500"]);
+    let mut agent =
+        Agent::start_argv(tempfile::tempdir().unwrap(), argv, "stall_timeout = \"1s\"\n");
+    agent.wait_state("ready", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000)); // past the cue
+    let port = engine_port(&agent);
+    let queued: Vec<_> = (0..3).map(|_| send_chat(port, 5)).collect();
+    let started = Instant::now();
+    let st =
+        wait_for("a restart of the engine that admits nothing", Duration::from_secs(30), || {
+            agent.status().filter(|s| s["restarts"].as_u64() >= Some(1))
+        });
+    let why = st["last_exit"].as_str().unwrap();
+    assert!(
+        why.starts_with("engine stalled: 0 running, 3 waiting, no token counted for 1s"),
+        "{st}"
+    );
+    // stall_timeout (1 s) plus a health interval or two, with a margin for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(queued);
+    agent.wait_state("ready", Duration::from_secs(30));
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// A slow engine that still counts tokens (one every 400 ms, with 4 requests waiting behind the
+/// one that runs) is never restarted, however long it runs, with a stall_timeout of 1 s.
+#[test]
+fn a_slow_but_progressing_engine_is_not_restarted() {
+    let argv = simulator_argv(&["--decode-base-ms", "400", "--max-num-seqs", "1"]);
+    let mut agent =
+        Agent::start_argv(tempfile::tempdir().unwrap(), argv, "stall_timeout = \"1s\"\n");
+    agent.wait_state("ready", Duration::from_secs(30));
+    let port = engine_port(&agent);
+    let conns: Vec<_> = (0..5).map(|_| send_chat(port, 1000)).collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let st = agent.status().unwrap();
+    assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    assert_eq!(st["state"], "ready", "{st}");
+    // The signals the watchdog judged, in the status record.
+    let live = &st["liveness"];
+    assert_eq!(
+        (live["running"].as_f64(), live["waiting"].as_f64()),
+        (Some(1.0), Some(4.0)),
+        "{st}"
+    );
+    assert!(live["last_token_s_ago"].as_u64() <= Some(1), "{st}");
+    let text = Command::new(BIN)
+        .args(["status", "--state-dir"])
+        .arg(agent.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(", 1 running, 4 waiting; no canary"), "{text}");
+    drop(conns);
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// vLLM #1492: `/health` and `/v1/models` answer 200 while every completion answers 500. Idle,
+/// the counters are flat and nothing waits, so the progress watchdog has nothing to judge; the
+/// canary (one `max_tokens: 1` completion per `canary_interval`) fails `health_failures` times
+/// in a row and the engine is restarted with that reason.
+#[test]
+fn completions_failing_behind_a_live_health_are_restarted_by_the_canary() {
+    let argv = simulator_argv(&["--fail-completions-after-ms", "2500"]);
+    let extra = "canary_interval = \"300ms\"\ncanary_timeout = \"1s\"\nhealth_failures = 3\n";
+    let mut agent = Agent::start_argv(tempfile::tempdir().unwrap(), argv, extra);
+    agent.wait_state("ready", Duration::from_secs(30));
+    // Before the cue the canaries pass: an idle, working engine is left alone.
+    let st = agent.status().unwrap();
+    assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    let st =
+        wait_for("a restart of the engine whose completions fail", Duration::from_secs(30), || {
+            agent.status().filter(|s| s["restarts"].as_u64() >= Some(1))
+        });
+    let why = st["last_exit"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "engine fails completions: 3 canary completion(s) in a row failed, last: HTTP 500"
+        ),
+        "{st}"
+    );
+    agent.signal("-INT");
+    let (status, log) = agent.finish(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+}
+
+/// The canary on a working idle engine: it answers, nothing is restarted, and the engine
+/// counted the canaries' tokens.
+#[test]
+fn the_canary_leaves_a_working_idle_engine_alone() {
+    let argv = simulator_argv(&[]);
+    let extra = "canary_interval = \"200ms\"\ncanary_timeout = \"1s\"\nhealth_failures = 1\n";
+    let mut agent = Agent::start_argv(tempfile::tempdir().unwrap(), argv, extra);
+    agent.wait_state("ready", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let st = agent.status().unwrap();
+    assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+    assert_eq!(st["liveness"]["canary"], "ok", "{st}");
+    assert_eq!(st["liveness"]["canary_failures"], 0, "{st}");
+    let port = engine_port(&agent);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(tcp, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut tcp, &mut text).unwrap();
+    let generated =
+        nodeagent::supervise::progress::vllm_sum(&text, &["vllm:generation_tokens_total"]);
+    assert!(generated >= Some(2.0), "canaries were sent: {generated:?}");
     agent.signal("-INT");
     let (status, log) = agent.finish(Duration::from_secs(20));
     assert!(status.success(), "{log}");

@@ -404,6 +404,50 @@ async fn requests_beyond_max_num_seqs_queue_in_fifo_order() {
     sim.shutdown().await.unwrap();
 }
 
+/// `stop_admitting_after`: a dead scheduler behind a live API server (vLLM #39863). The
+/// request running at the cue finishes; new ones wait, counted in `vllm:num_requests_waiting`,
+/// the token counters stop, and `/health` still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_admitting_leaves_requests_waiting_with_none_running() {
+    let cfg = SimConfig { stop_admitting_after: Some(Duration::from_millis(200)), ..fixed(50, 20) };
+    let sim = sim::start(cfg).await.unwrap();
+    let base = sim.base_url();
+    // Admitted before the cue: runs to the end (50 + 9 × 20 ms, past the cue).
+    let b = base.clone();
+    let before =
+        tokio::spawn(
+            async move { post(&b, "/v1/chat/completions", chat(Some(10), true, false)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(before.await.unwrap().has_done(), "the running request finishes");
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let base = base.clone();
+        waiting.push(tokio::spawn(async move {
+            post(&base, "/v1/chat/completions", chat(Some(5), true, false)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, m1) = get(&base, "/metrics").await;
+    assert!(m1.contains("vllm:num_requests_running{model_name=\"qwen2.5\"} 0"), "{m1}");
+    assert!(m1.contains("vllm:num_requests_waiting{model_name=\"qwen2.5\"} 3"), "{m1}");
+    assert_eq!(get(&base, "/health").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, m2) = get(&base, "/metrics").await;
+    let tokens = |m: &str| {
+        nodeagent::supervise::progress::vllm_sum(
+            m,
+            &["vllm:prompt_tokens_total", "vllm:generation_tokens_total"],
+        )
+    };
+    assert_eq!(tokens(&m1), tokens(&m2), "no token counted while nothing is admitted");
+    assert!(waiting.iter().all(|t| !t.is_finished()), "nobody admitted");
+    sim.shutdown().await.unwrap();
+    for t in waiting {
+        let _ = t.await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decode_time_grows_with_running_requests() {
     let cfg = SimConfig {

@@ -57,6 +57,8 @@ pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
         kv_cache_tokens: args.kv_cache_tokens,
         hang_after: args.hang_after_ms.map(Duration::from_millis),
         freeze_after: args.freeze_after_ms.map(Duration::from_millis),
+        stop_admitting_after: args.stop_admitting_after_ms.map(Duration::from_millis),
+        fail_completions_after: args.fail_completions_after_ms.map(Duration::from_millis),
         exit_after: args.exit_after_ms.map(Duration::from_millis),
         exit_after_requests: args.exit_after_requests,
         max_records: args.max_records,

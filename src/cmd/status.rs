@@ -90,6 +90,25 @@ pub fn render(s: &AgentStatus) -> String {
             format!("{} at {} ({} consecutive failures)", h.last, h.at, h.consecutive_failures),
         );
     }
+    if let Some(l) = &s.liveness {
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());
+        let ago = l.last_token_s_ago.map_or("-".to_string(), |a| format!("{a} s ago"));
+        let canary = match (&l.canary, &l.canary_at) {
+            (Some(c), Some(at)) => {
+                format!("canary {c} at {at} ({} failed in a row)", l.canary_failures)
+            }
+            _ => "no canary".to_string(),
+        };
+        line(
+            &mut out,
+            "liveness",
+            format!(
+                "last token {ago}, {} running, {} waiting; {canary}",
+                num(l.running),
+                num(l.waiting)
+            ),
+        );
+    }
     line(&mut out, "restarts", s.restarts.to_string());
     line(&mut out, "last exit", opt(&s.last_exit));
     out

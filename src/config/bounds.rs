@@ -53,6 +53,8 @@ fn duration_keys(c: &Config) -> Vec<(&'static str, Option<Duration>, Min)> {
         ("supervise.health_interval", s.health_interval, Min::AtLeast(MS(10))),
         ("supervise.health_timeout", s.health_timeout, Min::AtLeast(MS(10))),
         ("supervise.stall_timeout", s.stall_timeout, Min::ZeroMeans("the watchdog off", S(1))),
+        ("supervise.canary_interval", s.canary_interval, Min::ZeroMeans("the canary off", MS(100))),
+        ("supervise.canary_timeout", s.canary_timeout, Min::AtLeast(MS(10))),
         ("supervise.binding_check_interval", s.binding_check_interval, Min::AtLeast(MS(10))),
         ("supervise.stop_grace", s.stop_grace, Min::ZeroMeans("SIGKILL at once", MS(1))),
         ("supervise.backoff_initial", s.backoff_initial, Min::AtLeast(MS(10))),
@@ -177,6 +179,14 @@ mod tests {
         assert!(check("[container]\nstop_timeout_s = 0\n").is_empty());
         let v = check("[supervise]\nstall_timeout = \"10ms\"\n");
         assert!(v[0].why.contains("must be 0 (the watchdog off) or at least 1s"), "{v:?}");
+        assert!(check("[supervise]\ncanary_interval = \"0s\"\n").is_empty());
+        let v = check("[supervise]\ncanary_interval = \"10ms\"\ncanary_timeout = \"1ms\"\n");
+        assert_eq!(
+            v.iter().map(|v| v.key).collect::<Vec<_>>(),
+            ["supervise.canary_interval", "supervise.canary_timeout"],
+            "{v:?}"
+        );
+        assert!(v[0].why.contains("must be 0 (the canary off) or at least 100ms"), "{v:?}");
     }
 
     #[test]
@@ -200,6 +210,8 @@ mod tests {
         full.supervise.health_interval = Some(p.health_interval);
         full.supervise.health_timeout = Some(p.health_timeout);
         full.supervise.stall_timeout = Some(p.stall_timeout);
+        full.supervise.canary_interval = Some(p.canary_interval);
+        full.supervise.canary_timeout = Some(p.canary_timeout);
         full.supervise.binding_check_interval = Some(p.binding_check_interval);
         full.supervise.stop_grace = Some(p.stop_grace);
         full.supervise.backoff_initial = Some(p.backoff_initial);

@@ -201,6 +201,14 @@ pub struct SuperviseConfig {
     /// behind a live `/health`; the engine is restarted. `0s` turns the watchdog off.
     #[serde(with = "opt_duration")]
     pub stall_timeout: Option<Duration>,
+    /// When the counters are flat and nothing waits or runs: one `max_tokens: 1` completion
+    /// this often, to tell an idle engine from one whose completions fail behind a live
+    /// `/health`; `health_failures` failed canaries restart it. `0s` (the default) turns it off.
+    #[serde(with = "opt_duration")]
+    pub canary_interval: Option<Duration>,
+    /// How long one canary completion may take.
+    #[serde(with = "opt_duration")]
+    pub canary_timeout: Option<Duration>,
     /// Time between binding checks of every engine process.
     #[serde(with = "opt_duration")]
     pub binding_check_interval: Option<Duration>,
@@ -247,6 +255,8 @@ pub struct SupervisePolicy {
     pub health_timeout: Duration,
     pub health_failures: u32,
     pub stall_timeout: Duration,
+    pub canary_interval: Duration,
+    pub canary_timeout: Duration,
     pub binding_check_interval: Duration,
     pub stop_grace: Duration,
     pub backoff_initial: Duration,
@@ -270,6 +280,9 @@ impl Config {
             // A decode step takes well under a second and a chunked prefill counts prompt
             // tokens per chunk: two minutes without a single token is a stuck engine.
             stall_timeout: s.stall_timeout.unwrap_or(secs(120)),
+            // Off: a canary is a real request (one token, in the engine's logs and metrics).
+            canary_interval: s.canary_interval.unwrap_or(Duration::ZERO),
+            canary_timeout: s.canary_timeout.unwrap_or(secs(30)),
             binding_check_interval: s.binding_check_interval.unwrap_or(secs(2)),
             stop_grace: s.stop_grace.unwrap_or(secs(30)),
             backoff_initial: s.backoff_initial.unwrap_or(secs(1)),

@@ -182,6 +182,48 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 g,
             );
         }
+        let gauges = [
+            (
+                "engine_last_token_age",
+                "Time since the engine's token counters last moved (the progress watchdog's signal)",
+                e.last_token_age_s.map(|s| s as f64),
+                Some(Unit::Seconds),
+            ),
+            (
+                "engine_requests_running",
+                "Requests running at the engine (vllm:num_requests_running) at the supervisor's last check",
+                e.requests_running,
+                None,
+            ),
+            (
+                "engine_requests_waiting",
+                "Requests waiting at the engine (vllm:num_requests_waiting) at the supervisor's last check",
+                e.requests_waiting,
+                None,
+            ),
+            (
+                "engine_canary_ok",
+                "Whether the supervisor's last canary completion succeeded",
+                e.canary_ok.map(|ok| if ok { 1.0 } else { 0.0 }),
+                None,
+            ),
+            (
+                "engine_canary_failures",
+                "Failed canary completions in a row",
+                e.canary_failures.map(f64::from),
+                None,
+            ),
+        ];
+        for (name, help, value, unit) in gauges {
+            if let Some(v) = value {
+                let g = GaugeF::default();
+                g.set(v);
+                match unit {
+                    Some(u) => reg.register_with_unit(name, help, u, g),
+                    None => reg.register(name, help, g),
+                }
+            }
+        }
         if let Some(secs) = e.cpu_seconds {
             let c: Counter<f64, AtomicU64> = Counter::default();
             c.inc_by(secs);
@@ -333,6 +375,18 @@ mod tests {
         assert!(t.contains("\nnodeagent_engine_memory_bytes 1073741824.0\n"), "{t}");
         assert!(t.contains("# TYPE nodeagent_engine_cpu_seconds_total counter\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_cpu_seconds_total 12.5\n"), "{t}");
+        assert!(!t.contains("nodeagent_engine_last_token") && !t.contains("canary"), "{t}");
+        st.engine.last_token_age_s = Some(7);
+        st.engine.requests_running = Some(0.0);
+        st.engine.requests_waiting = Some(3.0);
+        st.engine.canary_ok = Some(false);
+        st.engine.canary_failures = Some(2);
+        let t = render(&st, None);
+        assert!(t.contains("\nnodeagent_engine_last_token_age_seconds 7.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_requests_running 0.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_requests_waiting 3.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_canary_ok 0.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_canary_failures 2.0\n"), "{t}");
     }
 
     #[test]

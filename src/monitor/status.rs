@@ -36,6 +36,21 @@ pub struct EngineReport {
     /// CPU time the engine's cgroup used, seconds (`None`: no cgroup, or unknown).
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
+    /// Liveness signals from the supervisor (docs/serve.md, "Supervision"): seconds since
+    /// the engine's token counters last moved.
+    #[serde(default)]
+    pub last_token_age_s: Option<u64>,
+    /// `vllm:num_requests_running` and `vllm:num_requests_waiting` at the supervisor's last
+    /// scrape.
+    #[serde(default)]
+    pub requests_running: Option<f64>,
+    #[serde(default)]
+    pub requests_waiting: Option<f64>,
+    /// The last canary answered (`None`: no canary sent), and failed canaries in a row.
+    #[serde(default)]
+    pub canary_ok: Option<bool>,
+    #[serde(default)]
+    pub canary_failures: Option<u32>,
     /// The engine's own Prometheus endpoint (`http://127.0.0.1:8000/metrics`), scraped each
     /// tick for requests in flight and re-exported under `/metrics/engine`.
     pub metrics_url: Option<String>,

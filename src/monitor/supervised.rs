@@ -32,6 +32,7 @@ pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<Vec<u32>> {
 pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport {
     let running =
         !matches!(status.state, State::Stopped | State::Failed) && !status.pids.is_empty();
+    let live = status.liveness.as_ref();
     EngineReport {
         supervised: true,
         state: status.state.to_string(),
@@ -44,6 +45,11 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         in_flight: None,
         memory_bytes: status.engine_memory_bytes,
         cpu_seconds: status.engine_cpu_seconds,
+        last_token_age_s: live.and_then(|l| l.last_token_s_ago),
+        requests_running: live.and_then(|l| l.running),
+        requests_waiting: live.and_then(|l| l.waiting),
+        canary_ok: live.and_then(|l| l.canary.as_ref()).map(|c| c == "ok"),
+        canary_failures: live.filter(|l| l.canary.is_some()).map(|l| l.canary_failures),
         metrics_url: Some(format!("http://127.0.0.1:{}/metrics", status.port)),
     }
 }
@@ -133,5 +139,26 @@ mod tests {
         let env: BTreeMap<String, String> =
             [("CUDA_VISIBLE_DEVICES".to_string(), "GPU-1234".to_string())].into();
         assert_eq!(visible_gpus(&env), None);
+    }
+
+    #[test]
+    fn the_liveness_signals_reach_the_engine_report() {
+        use crate::supervise::status::Liveness;
+        let mut st =
+            AgentStatus::new("bare".into(), vec![], 8000, None, crate::binding::Binding::none());
+        let r = engine_report(&st, None);
+        assert_eq!((r.last_token_age_s, r.requests_waiting, r.canary_ok), (None, None, None));
+        st.liveness = Some(Liveness {
+            last_token_s_ago: Some(130),
+            running: Some(0.0),
+            waiting: Some(3.0),
+            canary: Some("failed: HTTP 500".into()),
+            canary_failures: 2,
+            ..Default::default()
+        });
+        let r = engine_report(&st, None);
+        assert_eq!(r.last_token_age_s, Some(130));
+        assert_eq!((r.requests_running, r.requests_waiting), (Some(0.0), Some(3.0)));
+        assert_eq!((r.canary_ok, r.canary_failures), (Some(false), Some(2)));
     }
 }

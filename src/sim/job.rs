@@ -124,6 +124,13 @@ impl Job {
                     }
                 }
                 Phase::Queue => {
+                    if self.s.not_admitting.load(Ordering::Relaxed) {
+                        // A dead scheduler: the request waits, never admitted, until shutdown.
+                        self.s.metrics.waiting.inc();
+                        self.s.shutdown.cancelled().await;
+                        self.s.metrics.waiting.dec();
+                        return self.abort();
+                    }
                     if let Some(slots) = self.s.slots.clone() {
                         let permit = match slots.clone().try_acquire_owned() {
                             Ok(p) => p,

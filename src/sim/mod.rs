@@ -71,6 +71,13 @@ pub struct SimConfig {
     /// After this long, produce no more tokens (running requests stay running) while `/health`
     /// and `/metrics` still answer: an engine stuck behind a live API server.
     pub freeze_after: Option<Duration>,
+    /// After this long, the scheduler admits no new request (each waits, counted in
+    /// `vllm:num_requests_waiting`) while requests already running finish and `/health` and
+    /// `/metrics` still answer: a dead EngineCore behind a live API server (vLLM #39863).
+    pub stop_admitting_after: Option<Duration>,
+    /// After this long, every completion answers HTTP 500 while `/health`, `/v1/models` and
+    /// `/metrics` answer (vLLM #1492).
+    pub fail_completions_after: Option<Duration>,
     /// After this long, ask the owner to stop (`SimHandle::stop_requested`): crash simulation.
     pub exit_after: Option<Duration>,
     /// After this many requests have finished, ask the owner to stop.
@@ -96,6 +103,8 @@ impl Default for SimConfig {
             kv_cache_tokens: 400_000,
             hang_after: None,
             freeze_after: None,
+            stop_admitting_after: None,
+            fail_completions_after: None,
             exit_after: None,
             exit_after_requests: None,
             // ~250 bytes each: 25 MB at most.

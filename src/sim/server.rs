@@ -48,6 +48,24 @@ pub(crate) fn spawn(
             s.frozen.store(true, Ordering::Relaxed);
         });
     }
+    if let Some(after) = shared.cfg.stop_admitting_after {
+        on_cue(&shared, after, move |s| {
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "simulated dead scheduler: new requests wait forever, /health still answers"
+            );
+            s.not_admitting.store(true, Ordering::Relaxed);
+        });
+    }
+    if let Some(after) = shared.cfg.fail_completions_after {
+        on_cue(&shared, after, move |s| {
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                "simulated broken engine: completions answer 500, /health still answers"
+            );
+            s.failing_completions.store(true, Ordering::Relaxed);
+        });
+    }
     if let Some(after) = shared.cfg.exit_after {
         on_cue(&shared, after, |s| {
             s.stop_tx.send_replace(Some(StopReason::ExitAfterTime));
@@ -133,6 +151,13 @@ async fn hang_gate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
     if s.hung.load(Ordering::Relaxed) {
         s.shutdown.cancelled().await;
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if s.failing_completions.load(Ordering::Relaxed)
+        && req.method() == axum::http::Method::POST
+        && req.uri().path().ends_with("completions")
+    {
+        let (status, kind) = (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError");
+        return error_response(status, kind, "simulated engine failure");
     }
     next.run(req).await
 }

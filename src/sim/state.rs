@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub(super) hung: AtomicBool,
     /// No more tokens (requests stay running), while `/health` and `/metrics` answer.
     pub(super) frozen: AtomicBool,
+    /// The scheduler admits no new request: each waits until shutdown.
+    pub(super) not_admitting: AtomicBool,
+    /// Completions answer HTTP 500.
+    pub(super) failing_completions: AtomicBool,
     pub shutdown: CancellationToken,
     pub(super) stop_tx: watch::Sender<Option<StopReason>>,
 }
@@ -56,6 +60,8 @@ impl Shared {
             truth: Mutex::new(TruthLog { next_seq: 0, records: VecDeque::new() }),
             hung: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
+            not_admitting: AtomicBool::new(false),
+            failing_completions: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             stop_tx,
             cfg,

@@ -15,6 +15,7 @@
 //!
 //! Imports run one way: `crate::launch` (pure specs) and `crate::config` below, `crate::monitor`
 //! above (it reads the status record; nothing here names the monitor).
+pub mod canary;
 pub mod cgroup;
 pub mod docker;
 pub mod engine;

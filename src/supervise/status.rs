@@ -58,6 +58,28 @@ pub struct Health {
     pub at: String,
 }
 
+/// The liveness signals the supervisor acts on (docs/serve.md, "Supervision"): what the last
+/// `/metrics` scrape and the last canary said. `None` fields: not known (no vLLM `/metrics`,
+/// no canary sent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// Seconds since the engine's token counters last moved (from the first scrape on).
+    pub last_token_s_ago: Option<u64>,
+    /// `vllm:num_requests_running` at the last scrape.
+    pub running: Option<f64>,
+    /// `vllm:num_requests_waiting` at the last scrape.
+    pub waiting: Option<f64>,
+    /// The last canary: `ok`, `refused: HTTP 404`, `failed: HTTP 500`, ...
+    pub canary: Option<String>,
+    /// Failed canaries in a row.
+    pub canary_failures: u32,
+    /// RFC 3339 time of the last canary.
+    pub canary_at: Option<String>,
+    /// When the counters last moved; `last_token_s_ago` is computed from it.
+    #[serde(skip)]
+    pub last_token_at: Option<SystemTime>,
+}
+
 /// The whole status record (`nodeagent status --json` prints it as is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -93,6 +115,9 @@ pub struct AgentStatus {
     pub binding: Binding,
     pub binding_check: Option<BindingCheck>,
     pub health: Option<Health>,
+    /// The liveness signals of the current engine life (`None` before its first check).
+    #[serde(default)]
+    pub liveness: Option<Liveness>,
     pub restarts: u32,
     /// How the engine ended last (`exit code 1`, `signal 9`, `hung: ...`).
     pub last_exit: Option<String>,
@@ -139,6 +164,7 @@ impl AgentStatus {
             binding,
             binding_check: None,
             health: None,
+            liveness: None,
             restarts: 0,
             last_exit: None,
             monitor: None,
@@ -153,6 +179,9 @@ impl AgentStatus {
         let since = |t: Option<SystemTime>| t.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs());
         s.uptime_s = since(self.started_at).unwrap_or(0);
         s.engine_uptime_s = since(self.engine_started_at);
+        if let Some(l) = &mut s.liveness {
+            l.last_token_s_ago = since(l.last_token_at);
+        }
         s
     }
 }

@@ -22,15 +22,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
+use crate::supervise::canary::CanaryWatch;
 use crate::supervise::engine::{deadline_after, EngineExit, EngineRuntime, RuntimeError};
-use crate::supervise::health::{get_tcp, probe, Probe};
+use crate::supervise::health::{probe, Probe};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
-use crate::supervise::progress::{Progress, ProgressWatch};
+use crate::supervise::progress::ProgressWatch;
 use crate::supervise::restart::{Decision, RestartBudget};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
 
 mod daemon_wait;
+mod liveness;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -371,17 +373,6 @@ impl Supervisor {
         });
     }
 
-    /// One `/metrics` scrape into the progress watchdog; `Some(reason)` when the engine is
-    /// stuck. An engine without vLLM's series (or without `/metrics`) is not judged.
-    async fn stalled(&self, watch: &mut ProgressWatch, timeout: Duration) -> Option<String> {
-        let (status, body) = get_tcp(self.health_addr, "/metrics", timeout).await.ok()?;
-        if status != 200 {
-            return None;
-        }
-        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body))?;
-        watch.observe(Instant::now(), progress)
-    }
-
     /// One engine life, from start to exit, hang, escape or cancellation: the first binding
     /// check, then `wait_ready`, then `run_healthy`.
     async fn life(&mut self, ready_sent: &mut bool) -> LifeEnd {
@@ -390,6 +381,7 @@ impl Supervisor {
             let mut s = self.status.lock().unwrap();
             s.engine_started_at = Some(SystemTime::now());
             s.health = None;
+            s.liveness = None;
         }
         if !*ready_sent {
             self.notifier.notify(Notice::ExtendTimeout(
@@ -503,6 +495,7 @@ impl Supervisor {
         let p = self.policy.clone();
         let mut failures = 0u32;
         let mut progress = ProgressWatch::new(p.stall_timeout);
+        let mut canary = CanaryWatch::new(p.canary_interval);
         loop {
             let event = self.next_event(ticks, true).await;
             match self.handle(event).await {
@@ -531,11 +524,9 @@ impl Supervisor {
                 if self.status.lock().unwrap().state == State::Degraded {
                     self.set_state(State::Ready, "engine healthy again");
                 }
-                // /health answers; are tokens still being produced?
-                if progress.enabled() {
-                    if let Some(why) = self.stalled(&mut progress, p.health_timeout).await {
-                        return LifeEnd::Restart(why);
-                    }
+                // /health answers; are tokens still being produced, do completions work?
+                if let Some(why) = self.check_liveness(&mut progress, &mut canary).await {
+                    return LifeEnd::Restart(why);
                 }
             } else {
                 failures += 1;
