@@ -159,7 +159,11 @@ mod tests {
         assert!(matches!(probe(addr, Some("x"), t).await, Probe::Unhealthy(_)));
         server.abort();
         let _ = server.await;
-        // Nothing listens there any more.
-        assert_eq!(probe(addr, None, t).await, Probe::NotListening);
+        // A port bound but not listening refuses connections; holding it keeps a parallel test
+        // from taking it in between (reusing the server's freed port did, once, under load).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = socket.local_addr().unwrap();
+        assert_eq!(probe(closed, None, t).await, Probe::NotListening);
     }
 }
