@@ -92,6 +92,14 @@ impl Agent {
         agent::marked(self.dir.path())
     }
 
+    /// SIGINT, exit 0 within 20 s, and no engine process left.
+    fn stop_clean(&mut self) {
+        self.signal("-INT");
+        let (status, log) = self.finish(Duration::from_secs(20));
+        assert!(status.success(), "{log}");
+        assert_eq!(self.leftovers(), Vec::<i32>::new());
+    }
+
     fn notices(&self) -> Vec<String> {
         self.notices.lock().unwrap().clone()
     }
@@ -385,10 +393,7 @@ fn real_simulator_with_orphan_workers_hang_restart_and_clean_stop() {
     for pid in pids(&first).iter().chain(&all) {
         assert!(!alive(*pid), "process {pid} of the hung engine survived the restart");
     }
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// An engine stuck behind a live API server: `/health` keeps answering, a request stays
@@ -427,10 +432,7 @@ fn stuck_engine_with_live_health_is_restarted_by_the_progress_watchdog() {
     let why = st["last_exit"].as_str().unwrap();
     assert!(why.contains("engine stalled: 1 running, 0 waiting, no token counted for "), "{st}");
     assert!(client.join().unwrap() > 0, "the request got tokens before the freeze");
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// The engine's port, from the test's config.
@@ -484,10 +486,7 @@ fn requests_waiting_with_none_running_restart_the_engine_with_the_signature() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     drop(queued);
     agent.wait_state("ready", Duration::from_secs(30));
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// A slow engine that still counts tokens (one every 400 ms, with 4 requests waiting behind the
@@ -520,10 +519,7 @@ fn a_slow_but_progressing_engine_is_not_restarted() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains(", 1 running, 4 waiting; no canary"), "{text}");
     drop(conns);
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// vLLM #1492: `/health` and `/v1/models` answer 200 while every completion answers 500. Idle,
@@ -550,10 +546,7 @@ fn completions_failing_behind_a_live_health_are_restarted_by_the_canary() {
         ),
         "{st}"
     );
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// The canary on a working idle engine: it answers, nothing is restarted, and the engine
@@ -577,10 +570,7 @@ fn the_canary_leaves_a_working_idle_engine_alone() {
     let generated =
         nodeagent::supervise::progress::vllm_sum(&text, &["vllm:generation_tokens_total"]);
     assert!(generated >= Some(2.0), "canaries were sent: {generated:?}");
-    agent.signal("-INT");
-    let (status, log) = agent.finish(Duration::from_secs(20));
-    assert!(status.success(), "{log}");
-    assert_eq!(agent.leftovers(), Vec::<i32>::new());
+    agent.stop_clean();
 }
 
 /// `nodeagent status --help` is pinned: update `testdata/serve/status-help.txt` on purpose.
