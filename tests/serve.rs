@@ -405,23 +405,11 @@ fn stuck_engine_with_live_health_is_restarted_by_the_progress_watchdog() {
     let mut agent =
         Agent::start_argv(tempfile::tempdir().unwrap(), argv, "stall_timeout = \"1s\"\n");
     agent.wait_state("ready", Duration::from_secs(30));
-    let config = std::fs::read_to_string(agent.dir.path().join("nodeagent.toml")).unwrap();
-    let port: u16 = config
-        .lines()
-        .find_map(|l| l.strip_prefix("port = "))
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap();
+    let port = engine_port(&agent);
     // One long streamed request, left running: it gets tokens until the engine freezes.
     let client = std::thread::spawn(move || {
         use std::io::Read;
-        let body = r#"{"model":"qwen2.5","messages":[{"role":"user","content":"hi"}],"max_tokens":20000,"ignore_eos":true,"stream":true}"#;
-        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            tcp,
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        let mut tcp = send_chat(port, 20000);
         let mut sink = Vec::new();
         let _ = tcp.read_to_end(&mut sink); // ends when the stuck engine is killed
         sink.len()
