@@ -123,7 +123,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// The engine command, one element per argument (no shell). Placeholders: `{port}`,
-    /// `{host}`, `{served_model_name}`, `{model_path}`, `{self}` (this nodeagent binary).
+    /// `{host}`, `{served_model_name}`, `{model_path}`, `{self}` (this nodeagent binary), and
+    /// the instance's `{tp}` (GPU count), `{gpus}` (GPU indexes) and `{instance}`.
     pub argv: Vec<String>,
     /// The model directory as the engine sees it (inside the container in container mode).
     pub model_path: Option<PathBuf>,
