@@ -16,6 +16,9 @@ if [ "$mode" = test ]; then
   # The serve tests' stand-in engine is a Python script; the real-engine check builds
   # llama.cpp's server into a virtualenv (pip fetches cmake itself) and talks to it with curl.
   packages+=(python3 python3-venv curl)
+  # tests/fleet.rs: Slurm's slurmd reads the generated gres.conf (slurmd -G); it is never
+  # started as a service.
+  packages+=(slurmd)
 fi
 
 missing=()
@@ -44,5 +47,17 @@ if [ "$mode" = test ]; then
       sleep 1
     done
     docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/nodeagent-test-dockerd.log)" >&2; exit 1; }
+  fi
+fi
+
+if [ "$mode" = test ]; then
+  # tests/fleet.rs validates deploy/kubernetes/ against the Kubernetes API schemas, offline,
+  # with kubernetes-validate from PyPI (it bundles the schemas), in a cached virtualenv.
+  K8S_VENV=${NODEAGENT_K8S_VENV:-/var/cache/nodeagent-test/k8s-venv}
+  if [ ! -x "$K8S_VENV/bin/kubernetes-validate" ]; then
+    echo "setup: installing kubernetes-validate into $K8S_VENV" >&2
+    mkdir -p "$(dirname "$K8S_VENV")"
+    python3 -m venv "$K8S_VENV"
+    "$K8S_VENV/bin/pip" install -q 'kubernetes-validate==1.37.0'
   fi
 fi

@@ -144,6 +144,27 @@ pub struct PlanArgs {
     /// part, sized by its GPU count).
     #[arg(long)]
     pub share_cores: bool,
+    /// Output format: `text`, `json` (as `--json`), `slurm-gres` (Slurm `gres.conf` lines with
+    /// Slurm's core indexes), `nfd` (a Node Feature Discovery local feature file).
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub format: Option<PlanFormat>,
+    /// With `--format nfd`: a `verify --compare none,auto` run's `compare.json`; the gain it
+    /// measured for the plan's binding becomes labels.
+    #[arg(long, value_name = "FILE", requires = "format")]
+    pub compare_result: Option<PathBuf>,
+    /// With `--format slurm-gres`: the device file of GPU INDEX (`3=/dev/nvidia3`), for GPUs
+    /// whose node the probe cannot find (a snapshot taken on another machine); repeatable.
+    #[arg(long = "gres-file", value_name = "INDEX=PATH", requires = "format")]
+    pub gres_files: Vec<String>,
+}
+
+/// What `nodeagent plan` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    SlurmGres,
+    Nfd,
 }
 
 // ---------------------------------------------------------------------------------------------

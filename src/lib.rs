@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exit;
+pub mod export;
 pub mod host;
 pub mod launch;
 pub mod loadgen;

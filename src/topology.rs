@@ -641,6 +641,7 @@ mod tests {
             sysfs: Some(MachineFacts {
                 nodes: nodes(),
                 pci_devices: vec![pci("0000:01:00.0", None, "0-7")],
+                ..Default::default()
             }),
             ..HostFacts::default()
         };
@@ -669,10 +670,12 @@ mod tests {
             sysfs: Some(MachineFacts {
                 nodes: nodes(),
                 pci_devices: vec![pci("0000:01:00.0", Some(1), "4-7")],
+                ..Default::default()
             }),
             hwloc: Some(MachineFacts {
                 nodes: nodes(),
                 pci_devices: vec![pci("0000:01:00.0", Some(0), "0-3")],
+                ..Default::default()
             }),
             ..HostFacts::default()
         };

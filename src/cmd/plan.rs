@@ -1,24 +1,117 @@
 //! `nodeagent plan`: load host facts and the model, plan each serving instance's binding
 //! (`cmd::source`, where planning errors are told in the flags' words) and print it (text
-//! mirroring the seed's by-hand steps, or the JSON contract).
+//! mirroring the seed's by-hand steps, the JSON contract, or for the engines users scale out
+//! with: Slurm's `gres.conf` and a Node Feature Discovery feature file, see `crate::export`).
+//! On the live host it finds each GPU's device node (`/proc/driver/nvidia`, sysfs `drm/`); a
+//! snapshot has only what hwloc recorded.
 
 use std::io::Write;
+use std::path::Path;
 
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, PlanFormat};
 use crate::exit::{CmdError, ResultExt};
+use crate::export::{self, DeviceNodes};
+use crate::host::facts::Vendor;
+use crate::host::HostFacts;
 use crate::plan::Plan;
+use crate::topology::Topology;
 
 pub fn run(args: &PlanArgs) -> Result<(), CmdError> {
-    let (_, topo) = super::source::load(&args.source)?;
+    let (facts, topo) = super::source::load(&args.source)?;
     let plan = super::source::plan_for(args, &topo).bad_input()?;
+    let format = args.format.unwrap_or(if args.json { PlanFormat::Json } else { PlanFormat::Text });
+    let source_desc = match &args.source.from {
+        Some(dir) => format!("snapshot {}", dir.display()),
+        None => "this host".to_string(),
+    };
+    let text = match format {
+        PlanFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&plan).failed()?;
+            t.push('\n');
+            t
+        }
+        PlanFormat::Text => render(&plan),
+        PlanFormat::SlurmGres => {
+            let cores = facts.hwloc.as_ref().map(|h| h.cores.as_slice()).unwrap_or_default();
+            let mut devices = device_nodes(&facts, &topo, args.source.from.is_none());
+            for given in &args.gres_files {
+                let (index, path) = given
+                    .split_once('=')
+                    .and_then(|(i, p)| Some((i.trim().parse::<u32>().ok()?, p.trim())))
+                    .filter(|(_, p)| p.starts_with('/'))
+                    .ok_or_else(|| {
+                        CmdError::bad_input(anyhow::anyhow!(
+                            "--gres-file {given:?}: expected INDEX=/absolute/path, e.g. 3=/dev/nvidia3"
+                        ))
+                    })?;
+                if topo.gpu(index).is_none() {
+                    return Err(CmdError::bad_input(anyhow::anyhow!(
+                        "--gres-file {given:?}: the host has no GPU {index} (GPUs: {})",
+                        topo.gpus.iter().map(|g| g.index.to_string()).collect::<Vec<_>>().join(",")
+                    )));
+                }
+                devices.insert(index, path.to_string());
+            }
+            export::slurm::gres_conf(&topo, cores, &devices, &source_desc).bad_input()?
+        }
+        PlanFormat::Nfd => {
+            let gain = match &args.compare_result {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        CmdError::bad_input(anyhow::anyhow!("{}: cannot read: {e}", file.display()))
+                    })?;
+                    Some(
+                        export::nfd::gain_from_compare(&text, &file.display().to_string())
+                            .bad_input()?,
+                    )
+                }
+                None => None,
+            };
+            export::nfd::feature_file(&topo, &plan, gain.as_ref(), &source_desc).bad_input()?
+        }
+    };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &plan).failed()?;
-        writeln!(out).failed()?;
-    } else {
-        write!(out, "{}", render(&plan)).failed()?;
-    }
+    write!(out, "{text}").failed()?;
     Ok(())
+}
+
+/// Each GPU's device node: what hwloc recorded (DRM `renderD*`/`card*`), and on the live host
+/// the NVIDIA driver's minor number or the sysfs `drm/` directory of the GPU's PCI device.
+fn device_nodes(facts: &HostFacts, topo: &Topology, live: bool) -> DeviceNodes {
+    let pci = facts.hwloc.as_ref().map(|h| h.pci_devices.as_slice()).unwrap_or_default();
+    let mut nodes = export::slurm::drm_nodes_from_hwloc(topo, pci);
+    if !live {
+        return nodes;
+    }
+    for gpu in &topo.gpus {
+        let Some(bus) = &gpu.bus_id else { continue };
+        let found = match gpu.vendor {
+            Vendor::Nvidia => {
+                std::fs::read_to_string(format!("/proc/driver/nvidia/gpus/{bus}/information"))
+                    .ok()
+                    .and_then(|t| export::slurm::nvidia_node_from_information(&t))
+            }
+            _ => drm_node_from_sysfs(&Path::new("/sys/bus/pci/devices").join(bus).join("drm")),
+        };
+        if let Some(f) = found.filter(|f| Path::new(f).exists()) {
+            nodes.insert(gpu.index, f);
+        }
+    }
+    nodes
+}
+
+/// `/dev/dri/renderDN` (else `cardN`) from a PCI device's sysfs `drm/` directory.
+fn drm_node_from_sysfs(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let pick = names
+        .iter()
+        .find(|n| n.starts_with("renderD"))
+        .or_else(|| names.iter().find(|n| n.starts_with("card")))?;
+    Some(format!("/dev/dri/{pick}"))
 }
 
 /// The text form: one block per instance, as the seed worked it out by hand.

@@ -129,11 +129,24 @@ pub struct PciDeviceFacts {
     pub os_devices: Vec<String>,
 }
 
+/// One physical core as hwloc reports it: its logical index (hwloc's `Core L#`, the numbering
+/// Slurm's `gres.conf` `Cores=` takes) and its hardware threads (OS CPU numbers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoreFacts {
+    pub logical_index: u32,
+    /// The logical index of the package (socket) holding it, when hwloc knows one.
+    pub package: Option<u32>,
+    pub cpus: CpuSet,
+}
+
 /// Nodes and PCI devices from one whole-machine source (sysfs, hwloc live or XML).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineFacts {
     pub nodes: Vec<NodeFacts>,
     pub pci_devices: Vec<PciDeviceFacts>,
+    /// Physical cores in hwloc's logical order (hwloc only; empty for sysfs).
+    #[serde(default)]
+    pub cores: Vec<CoreFacts>,
 }
 
 /// Normalises a PCI bus id to sysfs form: `00000000:8D:00.0` -> `0000:8d:00.0`,

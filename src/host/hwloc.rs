@@ -41,7 +41,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use super::cpuset::CpuSet;
-use super::facts::{MachineFacts, NodeFacts, PciDeviceFacts};
+use super::facts::{CoreFacts, MachineFacts, NodeFacts, PciDeviceFacts};
 
 /// Why hwloc facts could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -516,7 +516,21 @@ fn facts(topology: &Topology) -> Result<MachineFacts, HwlocError> {
             os_devices,
         });
     }
-    Ok(MachineFacts { nodes, pci_devices })
+    let mut cores = Vec::new();
+    for core in topology.objects_with_type(ObjectType::Core) {
+        let Ok(logical_index) = u32::try_from(core.logical_index()) else { continue };
+        let cpus = match core.cpuset() {
+            Some(s) => to_cpuset(&s, &format!("core L#{logical_index}"))?,
+            None => continue,
+        };
+        let package = core
+            .ancestors()
+            .find(|a| a.object_type() == ObjectType::Package)
+            .and_then(|p| u32::try_from(p.logical_index()).ok());
+        cores.push(CoreFacts { logical_index, package, cpus });
+    }
+    cores.sort_by_key(|c| c.logical_index);
+    Ok(MachineFacts { nodes, pci_devices, cores })
 }
 
 fn os_u32(obj: &TopologyObject) -> Option<u32> {
@@ -623,6 +637,14 @@ mod tests {
         let facts = loader(Some(&fake), None).load(FIXTURE).unwrap();
         assert_eq!(facts, parse_xml_in_process(FIXTURE).unwrap());
         assert_eq!(facts.nodes.len(), 2);
+        // The cores, in hwloc's logical order, cross the child boundary too: 2 packages of 8
+        // cores, each core two threads n and n+16 (logical index != CPU number).
+        assert_eq!(facts.cores.len(), 16);
+        assert_eq!(facts.cores[0].cpus.to_list(), "0,16");
+        assert_eq!(facts.cores[9].cpus.to_list(), "9,25");
+        assert_eq!(facts.cores[9].logical_index, 9);
+        assert_eq!(facts.cores[7].package, Some(0));
+        assert_eq!(facts.cores[8].package, Some(1));
     }
 
     #[test]

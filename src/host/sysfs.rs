@@ -148,7 +148,10 @@ pub fn read(root: &Path, extra_pci: &[String]) -> Result<SysfsFacts, SysfsError>
             os_devices: Vec::new(),
         });
     }
-    Ok(SysfsFacts { machine: MachineFacts { nodes, pci_devices }, files: r.files })
+    Ok(SysfsFacts {
+        machine: MachineFacts { nodes, pci_devices, cores: Vec::new() },
+        files: r.files,
+    })
 }
 
 fn read_hex(r: &mut Reader<'_>, rel: &Path) -> Result<Option<u32>, SysfsError> {

@@ -46,6 +46,7 @@ fn one_pci_gpu(
             local_cpus,
             ..Default::default()
         }],
+        cores: vec![],
     }
 }
 
@@ -218,6 +219,7 @@ fn sources_that_disagree_are_named_in_a_warning() {
     f.sysfs = Some(crate::host::facts::MachineFacts {
         nodes: vec![node(0, "0-7", 64000, 1, &[10, 21]), node(1, "8-11", 64000, 1, &[21, 10])],
         pci_devices: vec![],
+        ..Default::default()
     });
     let topo = topology::build(&f);
     assert!(
