@@ -26,6 +26,7 @@ use crate::plan::{self, PlanRequest, Split};
 use crate::supervise::cgroup::cgroup_name;
 use crate::supervise::guard;
 use crate::supervise::notify::{Notifier, SdNotifier};
+use crate::supervise::occupancy::check::{self as occupancy, OccupancyCheck};
 use crate::supervise::pidfile::Identity;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::{runtime_for, RuntimeOptions};
@@ -259,9 +260,20 @@ async fn serve(
         stdout_to_stderr: false,
         adopt_orphans: true,
     };
+    // The GPU-occupancy preflight, run after the runtime's own leftovers are removed.
+    let occupancy = OccupancyCheck::detect(
+        &spec.placement,
+        &args.source.mx_smi,
+        &args.source.nvidia_smi,
+        args.source.tool_timeout,
+        state_dir,
+        Identity::new(state_dir, &spec.engine_argv),
+    )
+    .map(|check| OccupancyCheck { reclaim: args.reclaim_orphans, ..check });
     // Printed inline: the error's message already names its source.
     let runtime =
         runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
+    let runtime = occupancy::guard(runtime, occupancy);
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
     let status_for_debug = status.clone();
