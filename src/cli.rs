@@ -327,6 +327,11 @@ pub struct ServeArgs {
     /// 1) instead of refusing to start. Other processes on the GPUs are never killed.
     #[arg(long)]
     pub reclaim_orphans: bool,
+    /// Testing aid, hidden: the host's root for the GPU device nodes (`DIR/dev/...`) and the
+    /// NVIDIA driver's files (`DIR/proc/driver/nvidia`) that container mode passes (stand-in
+    /// nodes in tests/container.rs). The sysfs root is `--sysfs-root`.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub host_root: PathBuf,
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,
