@@ -342,6 +342,17 @@ pub struct ServeArgs {
     /// whoever can write such a file can run anything as root.
     #[arg(long)]
     pub allow_insecure_files: bool,
+    /// Before the first start, stop (SIGTERM, then SIGKILL after 10 s) engine-shaped processes
+    /// of a manual run that hold the instance's GPUs after their parent died (`VLLM::EngineCore`,
+    /// `VLLM::Worker_TP*`, `ray::RayWorkerWrapper`, `python ... vllm serve`, re-parented to PID
+    /// 1) instead of refusing to start. Other processes on the GPUs are never killed.
+    #[arg(long)]
+    pub reclaim_orphans: bool,
+    /// Testing aid, hidden: the host's root for the GPU device nodes (`DIR/dev/...`) and the
+    /// NVIDIA driver's files (`DIR/proc/driver/nvidia`) that container mode passes (stand-in
+    /// nodes in tests/container.rs). The sysfs root is `--sysfs-root`.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub host_root: PathBuf,
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,

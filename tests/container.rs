@@ -1174,3 +1174,183 @@ fn matrix_dockerd_restart_with_live_restore_adopts_the_running_container() {
     agent.wait_ready(1);
     agent.stop_and_check_nothing_left();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Only the instance's GPU device nodes: `nodeagent serve` in container mode for GPUs 1 and 2 of
+// the seed host (the fake mx-smi gives their bus ids, 0000:08:00.0 and 0000:0e:00.0), a sysfs
+// tree whose `drm/` dirs give each GPU's nodes (numbered against bus order, as on real hosts),
+// and stand-in character devices made with mknod under a temp host root.
+
+/// `mknod PATH c 1 3` (the major/minor of /dev/null): a harmless real character device.
+fn mknod_null(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = Command::new("mknod").arg(path).args(["c", "1", "3"]).status().unwrap();
+    assert!(ok.success(), "mknod {}", path.display());
+}
+
+/// The seed host's mx-smi table with its process rows left out: their recorded pids could be
+/// live processes of this machine, which the occupancy preflight would rightly refuse.
+fn seed_table_without_processes(to: &Path) {
+    let text =
+        std::fs::read_to_string(agent::crate_path("testdata/mx-smi/seed-mx-smi.idle.txt")).unwrap();
+    let is_process_row = |l: &str| {
+        let f: Vec<&str> = l.trim_matches(|c| c == '|' || c == ' ').split_whitespace().collect();
+        f.len() == 4 && f[0].parse::<u32>().is_ok() && f[1].parse::<u32>().is_ok()
+    };
+    let kept: Vec<&str> = text.lines().filter(|l| !is_process_row(l)).collect();
+    assert_eq!(kept.len() + 4, text.lines().count(), "the seed table lists 4 processes");
+    std::fs::write(to, kept.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn the_container_gets_only_the_instances_gpu_nodes_and_its_cpuset() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The fake mx-smi answers with the seed host's table (GPUs 0-3 on 05, 08, 0e, 0f:00.0).
+    let tools = dir.path().join("mx-smi");
+    std::fs::create_dir(&tools).unwrap();
+    seed_table_without_processes(&tools.join("1.txt"));
+    // sysfs: every GPU has nodes; the instance's are card3/renderD130 (GPU 1) and
+    // card1/renderD128 (GPU 2).
+    let sys = dir.path().join("sys");
+    for (bus, card, render) in [
+        ("0000:05:00.0", "card2", "renderD129"),
+        ("0000:08:00.0", "card3", "renderD130"),
+        ("0000:0e:00.0", "card1", "renderD128"),
+        ("0000:0f:00.0", "card4", "renderD131"),
+    ] {
+        let drm = sys.join("bus/pci/devices").join(bus).join("drm");
+        std::fs::create_dir_all(&drm).unwrap();
+        for n in [card, render, "controlD64"] {
+            std::fs::create_dir(drm.join(n)).unwrap();
+        }
+    }
+    let host = dir.path().join("host");
+    for n in
+        ["card1", "card2", "card3", "card4", "renderD128", "renderD129", "renderD130", "renderD131"]
+    {
+        mknod_null(&host.join("dev/dri").join(n));
+    }
+    mknod_null(&host.join("dev/mxcd"));
+
+    let instance = (std::process::id() % 10 * 100 + 90).to_string();
+    let port = agent::free_port();
+    // The configured devices are the seed's (`/dev/dri` whole, `/dev/mxcd`): replaced.
+    let extra = "\n[container.env]\nMACA_VISIBLE_DEVICES = \"1,2\"\n";
+    let config = serve_config(dir.path(), &instance, port, extra)
+        .replace("[binding]", "gpus = [1, 2]\n\n[binding]")
+        .replace(
+            "network = \"host\"",
+            "network = \"host\"\ndevices = [\"/dev/dri\", \"/dev/mxcd\"]",
+        );
+    std::fs::write(dir.path().join("nodeagent.toml"), config).unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("nodeagent.toml"))
+        .args(["--nvidia-smi", "/nonexistent/nvidia-smi", "--mx-smi"])
+        .arg(agent::crate_path("testdata/fake-tools/mx-smi"))
+        .arg("--sysfs-root")
+        .arg(&sys)
+        .arg("--host-root")
+        .arg(&host)
+        .env("FAKE_MXSMI_DIR", &tools)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut agent = Agent {
+        child: Some(child),
+        dir,
+        state_dir: PathBuf::new(),
+        instance: instance.clone(),
+        port,
+    };
+    agent.state_dir = agent.dir.path().join("state");
+    let status = agent.wait_status("ready", Duration::from_secs(90), |s| s["state"] == "ready");
+    let containers = agent.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let info = inspect(&containers[0].0);
+    let hc = &info["HostConfig"];
+    let devices: Vec<(String, String)> = hc["Devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap().to_string();
+            (s("PathOnHost"), s("PathInContainer"))
+        })
+        .collect();
+    let h = |p: &str| host.join(p.trim_start_matches('/')).display().to_string();
+    let want: Vec<(String, String)> = [
+        "/dev/dri/card3",
+        "/dev/dri/renderD130",
+        "/dev/dri/card1",
+        "/dev/dri/renderD128",
+        "/dev/mxcd",
+    ]
+    .iter()
+    .map(|p| (h(p), p.to_string()))
+    .collect();
+    assert_eq!(devices, want, "{}", agent.log());
+    assert_eq!(hc["CpusetCpus"], "1");
+    let env: Vec<&str> =
+        info["Config"]["Env"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(env.contains(&"MACA_VISIBLE_DEVICES=0,1"), "{env:?}");
+    // Inside, from the host: /dev/dri holds exactly the instance's nodes, and they are the
+    // stand-in character devices (major 1, minor 3).
+    let pid = simulator_main(&pids_of(&status));
+    let root = PathBuf::from(format!("/proc/{pid}/root/dev"));
+    let mut inside: Vec<String> = std::fs::read_dir(root.join("dri"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    inside.sort();
+    assert_eq!(inside, ["card1", "card3", "renderD128", "renderD130"]);
+    for n in ["dri/card3", "mxcd"] {
+        let m = std::fs::metadata(root.join(n)).unwrap();
+        assert!(m.file_type().is_char_device(), "{n}");
+        assert_eq!((m.rdev() >> 8, m.rdev() & 0xff), (1, 3), "{n}");
+    }
+    assert_eq!(status_field(pid, "Cpus_allowed_list").as_deref(), Some("1"));
+    agent.signal("-INT");
+    let (exit, log) = agent.finish(Duration::from_secs(30));
+    assert!(exit.success(), "{log}");
+    assert_eq!(agent.containers(), Vec::<(String, String)>::new());
+    drop(host);
+}
+
+#[test]
+fn a_gpu_without_device_nodes_is_a_preflight_error() {
+    let Some(_daemon) = daemon_shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("mx-smi");
+    std::fs::create_dir(&tools).unwrap();
+    seed_table_without_processes(&tools.join("1.txt"));
+    let instance = (std::process::id() % 10 * 100 + 91).to_string();
+    let config = serve_config(dir.path(), &instance, agent::free_port(), "")
+        .replace("[binding]", "gpus = [3]\n\n[binding]");
+    std::fs::write(dir.path().join("nodeagent.toml"), config).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("nodeagent.toml"))
+        .args(["--nvidia-smi", "/nonexistent/nvidia-smi", "--mx-smi"])
+        .arg(agent::crate_path("testdata/fake-tools/mx-smi"))
+        .arg("--sysfs-root")
+        .arg(dir.path().join("empty-sys"))
+        .env("FAKE_MXSMI_DIR", &tools)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "error: container devices: gpu 3 (0000:0f:00.0): no DRM card and render node in {}/bus/pci/devices/0000:0f:00.0/drm (is the driver loaded?)",
+            dir.path().join("empty-sys").display()
+        )
+    );
+    let filter = format!("label=io.nodeagent.instance={instance}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]).1.trim(), "");
+}

@@ -19,13 +19,16 @@ use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::host::facts::Vendor;
+use crate::host::runner::SystemRunner;
 use crate::launch::spec::{GpuStack, LaunchSpec, Placement};
 use crate::monitor::checks::CheckConfig;
 use crate::monitor::{AgentConfig, ToolSampler};
 use crate::plan::{self, PlanRequest, Split};
 use crate::supervise::cgroup::cgroup_name;
+use crate::supervise::docker::devices;
 use crate::supervise::guard;
 use crate::supervise::notify::{Notifier, SdNotifier};
+use crate::supervise::occupancy::check::{self as occupancy, GpuTool, OccupancyCheck};
 use crate::supervise::pidfile::Identity;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::{runtime_for, RuntimeOptions};
@@ -183,6 +186,22 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         return print_config(&c, &sources, &spec);
     }
     check_files(&files, &spec, args.allow_insecure_files)?;
+    let mut c = c;
+    if spec.mode == LaunchMode::Container {
+        // Only the instance's GPU device nodes go into the container (nothing when its GPUs
+        // are unknown: the configured devices, as given).
+        let src = &args.source;
+        let tool = GpuTool::detect(spec.placement.stack, &src.mx_smi, &src.nvidia_smi);
+        c.container.gpu_devices = devices::instance_devices(
+            &spec.placement,
+            tool.as_ref(),
+            &SystemRunner,
+            src.tool_timeout,
+            &src.sysfs_root,
+            &args.host_root,
+        )
+        .bad_input()?;
+    }
     let state_dir = StateDir::open(&c.state_dir()).bad_input()?;
     // One thread is plenty for one engine, and keeps the agent's footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -259,9 +278,20 @@ async fn serve(
         stdout_to_stderr: false,
         adopt_orphans: true,
     };
+    // The GPU-occupancy preflight, run after the runtime's own leftovers are removed.
+    let occupancy = OccupancyCheck::detect(
+        &spec.placement,
+        &args.source.mx_smi,
+        &args.source.nvidia_smi,
+        args.source.tool_timeout,
+        state_dir,
+        Identity::new(state_dir, &spec.engine_argv),
+    )
+    .map(|check| OccupancyCheck { reclaim: args.reclaim_orphans, ..check });
     // Printed inline: the error's message already names its source.
     let runtime =
         runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
+    let runtime = occupancy::guard(runtime, occupancy);
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
     let status_for_debug = status.clone();

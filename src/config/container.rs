@@ -47,6 +47,22 @@ pub struct ContainerSettings {
     /// [`DAEMON_TIMEOUT_MIN`]..=[`DAEMON_TIMEOUT_MAX`]; default [`DAEMON_TIMEOUT_DEFAULT`].
     #[serde(with = "daemon_timeout", skip_serializing_if = "Option::is_none")]
     pub daemon_timeout: Option<Duration>,
+    /// The instance's own GPU device nodes, resolved by `serve` from sysfs (never a TOML key):
+    /// when set, they replace every GPU node of `devices` (`crate::launch::container`).
+    #[serde(skip)]
+    pub gpu_devices: Option<GpuDevices>,
+}
+
+/// One instance's GPU device nodes (paths as in `/dev`, e.g. `/dev/dri/card1`), found from
+/// each GPU's PCI bus id (`crate::host::drm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuDevices {
+    /// Per GPU of the instance, in the plan's order: its nodes.
+    pub gpus: Vec<Vec<String>>,
+    /// The vendor's shared control nodes present on the host (`/dev/mxcd`, `/dev/nvidiactl`).
+    pub control: Vec<String>,
+    /// The host's root the paths are under: `/` live; a temp dir of stand-in nodes in tests.
+    pub host_root: std::path::PathBuf,
 }
 
 /// `container.daemon_timeout` when the config leaves it out.

@@ -16,6 +16,7 @@
 //! Building the model from these facts is `crate::topology`'s job.
 
 pub mod cpuset;
+pub mod drm;
 pub mod facts;
 mod gather;
 pub mod gputopo;

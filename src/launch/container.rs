@@ -15,7 +15,9 @@ use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, ResourcesU
 use serde::Serialize;
 
 use crate::binding::{Binding, MemPolicy};
-use crate::config::container::{parse_mem_size, ContainerError, ContainerSettings, Device, Volume};
+use crate::config::container::{
+    parse_mem_size, ContainerError, ContainerSettings, Device, GpuDevices, Volume,
+};
 
 /// Label on every container this agent creates; leftovers are found by it.
 pub const LABEL_MANAGED: &str = "io.nodeagent.managed";
@@ -58,6 +60,51 @@ fn container_name(instance: &str) -> String {
     }
 }
 
+/// Whether a device entry's path in the container is a per-GPU node: anything under
+/// `/dev/dri` (or the directory itself), `/dev/nvidiaN`.
+fn is_gpu_node(container_path: &str) -> bool {
+    let nvidia_n = container_path
+        .strip_prefix("/dev/nvidia")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    container_path == "/dev/dri" || container_path.starts_with("/dev/dri/") || nvidia_n
+}
+
+/// The `devices` entries with every per-GPU node (and every control node the instance brings)
+/// replaced by the instance's own: `HOST_ROOT/dev/dri/card1:/dev/dri/card1`, per GPU, then the
+/// control nodes. Entries that are no GPU node (and unparsable ones, refused later by
+/// validation) are kept as given.
+pub fn instance_devices(devices: &[String], gpus: &GpuDevices) -> Vec<String> {
+    let replaced = |entry: &String| {
+        Device::parse(entry)
+            .is_ok_and(|d| is_gpu_node(&d.container) || gpus.control.contains(&d.container))
+    };
+    let root = gpus.host_root.display().to_string();
+    let root = root.trim_end_matches('/');
+    let mut out: Vec<String> = devices.iter().filter(|e| !replaced(e)).cloned().collect();
+    for path in gpus.gpus.iter().flatten().chain(&gpus.control) {
+        let entry = if root.is_empty() { path.clone() } else { format!("{root}{path}:{path}") };
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+/// The visibility variables the launch set, renumbered for the container: only the
+/// instance's `count` GPUs exist there, so they are `0..count` whatever their host indexes
+/// (`2,3` on the host is `0,1` inside; the set is every GPU the container has).
+pub fn container_numbering(env: &mut BTreeMap<String, String>, count: usize) {
+    let local = (0..count).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    for name in VISIBILITY_VARS {
+        if let Some(v) = env.get_mut(*name) {
+            v.clone_from(&local);
+        }
+    }
+}
+
+/// The GPU visibility variables a launch may set (`crate::launch::spec`).
+const VISIBILITY_VARS: &[&str] = &["CUDA_VISIBLE_DEVICES", "MACA_VISIBLE_DEVICES"];
+
 impl ContainerSpec {
     pub fn new(
         settings: &ContainerSettings,
@@ -75,6 +122,11 @@ impl ContainerSpec {
         };
         let mut merged = settings.env.clone();
         merged.extend(env);
+        let mut settings = settings.clone();
+        if let Some(gpus) = &settings.gpu_devices {
+            settings.devices = instance_devices(&settings.devices, gpus);
+            container_numbering(&mut merged, gpus.gpus.len());
+        }
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
         labels.insert(LABEL_INSTANCE.to_string(), instance.to_string());
@@ -84,7 +136,7 @@ impl ContainerSpec {
         ContainerSpec {
             name: container_name(instance),
             instance: instance.to_string(),
-            settings: settings.clone(),
+            settings,
             cpuset_cpus,
             cpuset_mems,
             argv,
@@ -178,6 +230,59 @@ mod tests {
         ["vllm", "serve", "/data/Qwen2.5-72B-Instruct", "--served-model-name", "qwen2.5"]
             .map(String::from)
             .to_vec()
+    }
+
+    #[test]
+    fn only_the_instances_gpu_nodes_and_container_numbering() {
+        // The seed's devices (`/dev/dri` whole, `/dev/mxcd`), instance 1 of a TP-2 split: GPUs
+        // 2 and 3 of the host, whose nodes sysfs gave.
+        let mut settings = seed_settings();
+        settings.devices.push("/dev/null:/dev/extra".into());
+        settings.gpu_devices = Some(GpuDevices {
+            gpus: vec![
+                vec!["/dev/dri/card1".into(), "/dev/dri/renderD128".into()],
+                vec!["/dev/dri/card4".into(), "/dev/dri/renderD131".into()],
+            ],
+            control: vec!["/dev/mxcd".into()],
+            host_root: "/".into(),
+        });
+        let env = BTreeMap::from([
+            ("CUDA_VISIBLE_DEVICES".to_string(), "2,3".to_string()),
+            ("MACA_VISIBLE_DEVICES".to_string(), "2,3".to_string()),
+            ("OTHER".to_string(), "2,3".to_string()),
+        ]);
+        let spec = ContainerSpec::new(&settings, &seed_binding(), seed_argv(), env, "1");
+        assert_eq!(
+            spec.settings.devices,
+            [
+                "/dev/null:/dev/extra",
+                "/dev/dri/card1",
+                "/dev/dri/renderD128",
+                "/dev/dri/card4",
+                "/dev/dri/renderD131",
+                "/dev/mxcd"
+            ]
+        );
+        assert_eq!(spec.env["CUDA_VISIBLE_DEVICES"], "0,1");
+        assert_eq!(spec.env["MACA_VISIBLE_DEVICES"], "0,1");
+        assert_eq!(spec.env["OTHER"], "2,3");
+        // Under a test root (stand-in nodes): host path under the root, container path as in /dev.
+        let nvidia = GpuDevices {
+            gpus: vec![vec!["/dev/nvidia3".into()]],
+            control: vec!["/dev/nvidiactl".into(), "/dev/nvidia-uvm".into()],
+            host_root: "/tmp/t/".into(),
+        };
+        let given = ["/dev/nvidia0", "/dev/nvidia1:/dev/nvidia1:rw", "/dev/nvidiactl", "/dev/fuse"]
+            .map(String::from);
+        assert_eq!(
+            instance_devices(&given, &nvidia),
+            [
+                "/dev/fuse",
+                "/tmp/t/dev/nvidia3:/dev/nvidia3",
+                "/tmp/t/dev/nvidiactl:/dev/nvidiactl",
+                "/tmp/t/dev/nvidia-uvm:/dev/nvidia-uvm"
+            ]
+        );
     }
 
     #[test]

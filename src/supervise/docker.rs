@@ -45,6 +45,7 @@ use crate::launch::container::{ContainerSpec, LABEL_INSTANCE, LABEL_MANAGED};
 use crate::supervise::engine::{DockerError, EngineExit, EngineRuntime, RuntimeError};
 
 mod daemon;
+pub mod devices;
 mod procs;
 
 use procs::{cgroup_dirs, parse_top, read_procs, CGROUP_ROOT};

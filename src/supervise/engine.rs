@@ -21,6 +21,7 @@ use crate::config::container::ContainerError;
 use crate::host::cpuset::CpuSet;
 use crate::supervise::cgroup::{CgroupError, Usage};
 use crate::supervise::native::NativeError;
+use crate::supervise::occupancy::OccupancyError;
 use crate::supervise::statedir::StateDirError;
 
 /// `from + d`, saturating at a far future instead of panicking on overflow: deadlines in the
@@ -147,6 +148,12 @@ pub enum RuntimeError {
          nodeagent: remove or rename it"
     )]
     NameTaken { name: String, id: String },
+    /// The instance's GPUs are held by another process (`super::occupancy`).
+    #[error("preflight: {source}")]
+    Occupancy {
+        #[from]
+        source: OccupancyError,
+    },
     #[error("preflight: docker: {source}")]
     ContainerSettings {
         #[from]
@@ -223,6 +230,7 @@ impl RuntimeError {
                 | E::VolumeMissing { .. }
                 | E::NameTaken { .. }
                 | E::ContainerSettings { .. }
+                | E::Occupancy { .. }
         )
     }
 }

@@ -11,7 +11,8 @@
 //! `nodeagent status` reads over the state dir's Unix socket.
 //! `statedir` opens and checks the state dir and makes every file in it without following a
 //! symlink; `pidfile` says which processes a pid file may name as leftovers (a hint, never an
-//! order); `guard` stops the engine tree synchronously when `serve` panics.
+//! order); `occupancy` is the GPU-occupancy preflight (who holds the instance's GPUs:
+//! orphans of a manual run, foreign processes); `guard` stops the engine tree synchronously when `serve` panics.
 //!
 //! Imports run one way: `crate::launch` (pure specs) and `crate::config` below, `crate::monitor`
 //! above (it reads the status record; nothing here names the monitor).
@@ -23,6 +24,7 @@ pub mod guard;
 pub mod health;
 pub mod native;
 pub mod notify;
+pub mod occupancy;
 pub mod pidfile;
 pub mod process;
 pub mod procs;
