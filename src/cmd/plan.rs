@@ -2,7 +2,7 @@
 //! (`cmd::source`, where planning errors are told in the flags' words) and print it (text
 //! mirroring the seed's by-hand steps, the JSON contract, or for the engines users scale out
 //! with: Slurm's `gres.conf` and a Node Feature Discovery feature file, see `crate::export`).
-//! On the live host it finds each GPU's device node (`/proc/driver/nvidia`, sysfs `drm/`); a
+//! On the live host it finds each GPU's device node (`host::drm`: the NVIDIA driver, sysfs); a
 //! snapshot has only what hwloc recorded.
 
 use std::io::Write;
@@ -11,7 +11,6 @@ use std::path::Path;
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::exit::{CmdError, ResultExt};
 use crate::export::{self, DeviceNodes};
-use crate::host::facts::Vendor;
 use crate::host::HostFacts;
 use crate::plan::Plan;
 use crate::topology::Topology;
@@ -76,7 +75,8 @@ pub fn run(args: &PlanArgs) -> Result<(), CmdError> {
 }
 
 /// Each GPU's device node: what hwloc recorded (DRM `renderD*`/`card*`), and on the live host
-/// the NVIDIA driver's minor number or the sysfs `drm/` directory of the GPU's PCI device.
+/// the NVIDIA driver's minor number or the sysfs `drm/` directory of the GPU's PCI device
+/// (`host::drm`, as container mode finds them).
 fn device_nodes(facts: &HostFacts, topo: &Topology, live: bool) -> DeviceNodes {
     let pci = facts.hwloc.as_ref().map(|h| h.pci_devices.as_slice()).unwrap_or_default();
     let mut nodes = export::slurm::drm_nodes_from_hwloc(topo, pci);
@@ -85,33 +85,18 @@ fn device_nodes(facts: &HostFacts, topo: &Topology, live: bool) -> DeviceNodes {
     }
     for gpu in &topo.gpus {
         let Some(bus) = &gpu.bus_id else { continue };
-        let found = match gpu.vendor {
-            Vendor::Nvidia => {
-                std::fs::read_to_string(format!("/proc/driver/nvidia/gpus/{bus}/information"))
-                    .ok()
-                    .and_then(|t| export::slurm::nvidia_node_from_information(&t))
-            }
-            _ => drm_node_from_sysfs(&Path::new("/sys/bus/pci/devices").join(bus).join("drm")),
-        };
-        if let Some(f) = found.filter(|f| Path::new(f).exists()) {
-            nodes.insert(gpu.index, f);
+        let found = crate::host::drm::gpu_nodes(
+            Path::new("/sys"),
+            Path::new("/proc"),
+            gpu.vendor,
+            gpu.index,
+            bus,
+        );
+        if let Some(node) = found.ok().and_then(|n| export::slurm::pick_node(&n)) {
+            nodes.insert(gpu.index, node);
         }
     }
     nodes
-}
-
-/// `/dev/dri/renderDN` (else `cardN`) from a PCI device's sysfs `drm/` directory.
-fn drm_node_from_sysfs(dir: &Path) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    let pick = names
-        .iter()
-        .find(|n| n.starts_with("renderD"))
-        .or_else(|| names.iter().find(|n| n.starts_with("card")))?;
-    Some(format!("/dev/dri/{pick}"))
 }
 
 /// The text form: one block per instance, as the seed worked it out by hand.

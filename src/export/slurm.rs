@@ -176,8 +176,18 @@ fn device_hint(gpu: &Gpu) -> String {
     }
 }
 
-/// The device nodes hwloc names for each GPU (`renderD128` preferred, else `card0`), from
-/// the PCI devices' OS devices: what a snapshot can tell without the machine.
+/// The device node Slurm should confine a GPU by, from the GPU's node list (as
+/// `host::drm::gpu_nodes` gives it, or hwloc's OS device names under `/dev/dri/`):
+/// `/dev/nvidiaN`, else `/dev/dri/renderDN`, else `/dev/dri/cardN`.
+pub fn pick_node(nodes: &[String]) -> Option<String> {
+    ["/dev/nvidia", "/dev/dri/renderD", "/dev/dri/card"]
+        .iter()
+        .find_map(|p| nodes.iter().find(|n| n.starts_with(p)))
+        .cloned()
+}
+
+/// The device nodes hwloc names for each GPU (its PCI device's DRM OS devices), what a snapshot
+/// can tell without the machine.
 pub fn drm_nodes_from_hwloc(
     topo: &Topology,
     pci: &[crate::host::facts::PciDeviceFacts],
@@ -186,32 +196,16 @@ pub fn drm_nodes_from_hwloc(
     for gpu in &topo.gpus {
         let Some(bus) = &gpu.bus_id else { continue };
         let Some(dev) = pci.iter().find(|d| &d.bus_id == bus) else { continue };
-        let pick = dev
-            .os_devices
-            .iter()
-            .find(|n| n.starts_with("renderD"))
-            .or_else(|| dev.os_devices.iter().find(|n| is_card(n)));
-        if let Some(name) = pick {
-            out.insert(gpu.index, format!("/dev/dri/{name}"));
+        let nodes: Vec<String> =
+            crate::host::drm::drm_names(dev.os_devices.iter().map(String::as_str))
+                .into_iter()
+                .map(|n| format!("/dev/dri/{n}"))
+                .collect();
+        if let Some(node) = pick_node(&nodes) {
+            out.insert(gpu.index, node);
         }
     }
     out
-}
-
-fn is_card(name: &str) -> bool {
-    name.strip_prefix("card")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The NVIDIA device node of a GPU from the driver's `information` file under
-/// `/proc/driver/nvidia/gpus/<bus>/`: its `Device Minor:` line -> `/dev/nvidia<minor>`.
-pub fn nvidia_node_from_information(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == "Device Minor").then(|| v.trim().parse::<u32>().ok()).flatten()
-        })
-        .map(|m| format!("/dev/nvidia{m}"))
 }
 
 #[cfg(test)]
@@ -219,11 +213,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_minor_is_read_from_the_information_file() {
-        let text = "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 167\nGPU UUID: \t GPU-x\nVideo BIOS: \t 96.00.99.00.01\nBus Type: \t PCIe\nDMA Size: \t 52 bits\nDMA Mask: \t 0xfffffffffffff\nBus Location: \t 0000:3b:00.0\nDevice Minor: \t 3\nGPU Excluded:\t No\n";
-        assert_eq!(nvidia_node_from_information(text).as_deref(), Some("/dev/nvidia3"));
-        assert_eq!(nvidia_node_from_information("Model: x\n"), None);
-        assert_eq!(nvidia_node_from_information("Device Minor: x\n"), None);
+    fn the_node_slurm_confines_by() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pick_node(&v(&["/dev/dri/card1", "/dev/dri/renderD129", "/dev/nvidia1"])).as_deref(),
+            Some("/dev/nvidia1")
+        );
+        assert_eq!(
+            pick_node(&v(&["/dev/dri/card1", "/dev/dri/renderD129"])).as_deref(),
+            Some("/dev/dri/renderD129")
+        );
+        assert_eq!(pick_node(&v(&["/dev/dri/card0"])).as_deref(), Some("/dev/dri/card0"));
+        assert_eq!(pick_node(&[]), None);
     }
 
     #[test]
