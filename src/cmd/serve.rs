@@ -346,7 +346,7 @@ async fn serve(
     let cancel = CancellationToken::new();
     let server =
         status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = start_monitor(args, &spec, status.clone(), &cancel).await?;
+    let gpu_hung = start_monitor(args, &spec, &c.state_dir(), status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
     let model = spec.served_model_name.clone();
@@ -437,6 +437,7 @@ async fn watch_signals(cancel: CancellationToken) {
 async fn start_monitor(
     serve: &crate::cli::ServeArgs,
     spec: &crate::launch::spec::LaunchSpec,
+    state_base: &std::path::Path,
     status: crate::supervise::status::Shared,
     cancel: &CancellationToken,
 ) -> Result<Option<tokio::sync::watch::Receiver<bool>>, CmdError> {
@@ -454,6 +455,8 @@ async fn start_monitor(
             memory_high_pct: args.gpu_memory_threshold,
             ..CheckConfig::default()
         },
+        // Every instance's GPU processes are named, this one's and its neighbours'.
+        instances_dir: Some(state_base.to_path_buf()),
         ..AgentConfig::default()
     };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));

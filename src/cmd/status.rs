@@ -49,7 +49,8 @@ fn render_found(found: Vec<Found>, args: &StatusArgs) -> Result<String, CmdError
         return Err(CmdError::failed(match first_err {
             Some(e) => anyhow!(e),
             None => anyhow!(
-                "no nodeagent serve answers under {} (no status.sock there or in its instance                  subdirectories); is it running with this --state-dir?",
+                "no nodeagent serve answers under {} (no status.sock there or in an instance \
+                 subdirectory); is it running with this --state-dir?",
                 args.state_dir.display()
             ),
         }));

@@ -124,7 +124,11 @@ pub fn violations(c: &Config) -> Vec<Violation> {
     }
     if let Some(ports) = &c.launch.ports {
         if ports.contains(&0) {
-            bad("launch.ports", format!("{ports:?}"), "every port must be between 1 and 65535".into());
+            bad(
+                "launch.ports",
+                format!("{ports:?}"),
+                "every port must be between 1 and 65535".into(),
+            );
         }
     }
     out
