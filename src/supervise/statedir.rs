@@ -47,7 +47,7 @@ pub fn instance_dir(base: &Path, n: usize) -> PathBuf {
 /// (`01`, `+1`, `0` are not instance directories).
 fn instance_of(name: &str) -> Option<usize> {
     let n: usize = name.parse().ok()?;
-    (n >= 1 && n <= MAX_INSTANCE && n.to_string() == name).then_some(n)
+    ((1..=MAX_INSTANCE).contains(&n) && n.to_string() == name).then_some(n)
 }
 
 /// The instance state dirs under `base`, by instance number: `(0, base)` when `base` is a
