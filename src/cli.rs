@@ -337,6 +337,15 @@ pub struct ServeArgs {
     /// Engine port (overrides `engine.port`).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Which instance of the plan this agent serves (overrides `launch.instance`): its state
+    /// dir is `STATE_DIR/N` for N >= 1 and its port `engine.port + N` unless `launch.ports`
+    /// lists it (docs/multi-instance.md).
+    #[arg(long, value_name = "N")]
+    pub instance: Option<usize>,
+    /// With `--print-config`: print `{"config": ..., "launch": ...}` as JSON (the contract is in
+    /// docs/serve.md).
+    #[arg(long, requires = "print_config")]
+    pub json: bool,
     /// When running as root, accept a config, profile or engine program that another user can
     /// write (group/world writable, or owned by another user), with a warning. For labs only:
     /// whoever can write such a file can run anything as root.
@@ -370,9 +379,16 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// State directory of the running agent (where its `status.sock` is).
+    /// State directory of the agents (instance 0's `status.sock`; instance N's in `DIR/N`).
     #[arg(long, value_name = "DIR", default_value = "/run/nodeagent")]
     pub state_dir: PathBuf,
+    /// Only instance N (default: every instance that answers).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub instance: Option<usize>,
+    /// With `--json`: a JSON array of every instance's record (without it, `--json` needs one
+    /// instance: the only one running, or `--instance N`).
+    #[arg(long)]
+    pub all: bool,
     /// Print the agent's status record as JSON.
     #[arg(long)]
     pub json: bool,

@@ -571,3 +571,272 @@ fn status_help_is_pinned() {
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
+
+// ------------------------------------------------------------------------------------------
+// Several instances on one host (issue 13, item 4 and 6)
+
+/// `serve --print-config --json` for `config` (TOML text) and `args`: the parsed document, or
+/// the exit code and stderr.
+fn print_json(config: &str, args: &[&str]) -> Result<Value, (Option<i32>, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config", "--json", "--config"])
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err((out.status.code(), String::from_utf8_lossy(&out.stderr).to_string()));
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+const SPLIT: &str = "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[launch]\n\
+                     mode = \"numactl\"\ntp = TP\n[binding]\nauto = true\n";
+
+/// The engine argv of the 72B profile at `tp` on `port`.
+fn vllm(tp: &str, port: &str) -> Vec<&'static str> {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    vec![
+        "vllm",
+        "serve",
+        "/data/Qwen2.5-72B-Instruct",
+        "--served-model-name",
+        "qwen2.5",
+        "--tensor-parallel-size",
+        leak(tp),
+        "--distributed-executor-backend",
+        "ray",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        leak(port),
+    ]
+}
+
+/// The `launch` contract of `--print-config --json`, literally, on the seed host split with
+/// TP 2 and on the 8-GPU snapshot split with TP 4, for instances 0 and 1: GPUs and both MetaX
+/// visibility variables, disjoint CPUs of the shared node, ports 8000/8001, state dirs
+/// `/run/nodeagent` and `/run/nodeagent/1`.
+#[test]
+fn print_config_json_is_the_launch_contract_for_instances_0_and_1() {
+    let cases = [
+        ("seed-4xmxc500", "2", 0, "0-7", "0,1", "8000", "/run/nodeagent"),
+        ("seed-4xmxc500", "2", 1, "8-15", "2,3", "8001", "/run/nodeagent/1"),
+        ("ms-swift-8xc500", "4", 0, "0-15,64-79", "0,1,2,3", "8000", "/run/nodeagent"),
+        ("ms-swift-8xc500", "4", 1, "16-31,80-95", "4,5,6,7", "8001", "/run/nodeagent/1"),
+    ];
+    for (host, tp, instance, cpus, gpus, port, state_dir) in cases {
+        let from = format!("testdata/hosts/{host}");
+        let n = instance.to_string();
+        let doc = print_json(&SPLIT.replace("TP", tp), &["--from", &from, "--instance", &n])
+            .unwrap_or_else(|e| panic!("{host} instance {n}: {e:?}"));
+        let mut argv =
+            vec!["numactl", Box::leak(format!("--physcpubind={cpus}").into()), "--membind=0", "--"];
+        argv.extend(vllm(tp, port));
+        let gpu_list: Vec<u32> = gpus.split(',').map(|g| g.parse().unwrap()).collect();
+        let want = serde_json::json!({
+            "mode": "numactl",
+            "instance": instance,
+            "argv": argv,
+            "env": {"CUDA_VISIBLE_DEVICES": gpus, "MACA_VISIBLE_DEVICES": gpus},
+            "unset_env": ["RAY_ADDRESS", "VLLM_PORT"],
+            "gpus": gpu_list,
+            "cpus": cpus,
+            "mems": [0],
+            "mem_policy": "bind",
+            "devices": [],
+            "port": port.parse::<u16>().unwrap(),
+            "state_dir": state_dir,
+        });
+        assert_eq!(doc["launch"], want, "{host} instance {instance}");
+        // The config is the effective one: the instance and its port.
+        assert_eq!(doc["config"]["launch"]["instance"], instance, "{host}");
+        assert_eq!(doc["config"]["engine"]["port"], port.parse::<u16>().unwrap(), "{host}");
+        assert_eq!(doc["config"]["engine"]["argv"][6], "{tp}", "{host}");
+    }
+}
+
+/// Container mode: the devices are the container's device nodes as `launch/container.rs`
+/// passes them, with the instance's cpuset and visibility variables.
+#[test]
+fn print_config_json_names_the_container_devices() {
+    let config = SPLIT.replace("TP", "4").replace("numactl", "container");
+    let doc = print_json(&config, &["--from", "testdata/hosts/ms-swift-8xc500", "--instance", "1"])
+        .unwrap();
+    let l = &doc["launch"];
+    assert_eq!(l["mode"], "container");
+    assert_eq!(l["devices"], serde_json::json!(["/dev/dri", "/dev/mxcd"]));
+    assert_eq!(l["argv"], serde_json::json!(vllm("4", "8001")));
+    assert_eq!(l["cpus"], "16-31,80-95");
+    assert_eq!(l["env"]["MACA_VISIBLE_DEVICES"], "4,5,6,7");
+    // Outside a terminal-friendly mode, --json needs --print-config.
+    let out = Command::new(BIN).args(["serve", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The port and state-dir rules: `engine.port + N`, `launch.ports[N]` first, `--port` first of
+/// all; a config that names its own instance keeps its port; past 65535 is one-line bad input.
+#[test]
+fn instance_ports_and_state_dirs_follow_the_rules() {
+    let base =
+        "host = \"local\"\nmodel = \"sim\"\nstate_dir = \"/srv/na\"\n[engine]\nport = 9000\n\
+                argv = [\"x\", \"{port}\", \"{instance}\"]\n[binding]\nauto = false\n";
+    let launch = |doc: &Value| {
+        let l = &doc["launch"];
+        (
+            l["port"].as_u64().unwrap(),
+            l["state_dir"].as_str().unwrap().to_string(),
+            l["argv"].clone(),
+        )
+    };
+    let doc = print_json(base, &[]).unwrap();
+    assert_eq!(launch(&doc), (9000, "/srv/na".into(), serde_json::json!(["x", "9000", "0"])));
+    let doc = print_json(base, &["--instance", "3"]).unwrap();
+    assert_eq!(launch(&doc), (9003, "/srv/na/3".into(), serde_json::json!(["x", "9003", "3"])));
+    let doc = print_json(base, &["--instance", "3", "--state-dir", "/tmp/s"]).unwrap();
+    assert_eq!(launch(&doc).1, "/tmp/s/3");
+    let doc = print_json(base, &["--instance", "3", "--port", "7777"]).unwrap();
+    assert_eq!(launch(&doc).0, 7777);
+    let listed = format!("{base}[launch]\nports = [8100, 8200]\n");
+    assert_eq!(launch(&print_json(&listed, &["--instance", "1"]).unwrap()).0, 8200);
+    assert_eq!(launch(&print_json(&listed, &["--instance", "2"]).unwrap()).0, 9002);
+    // A config written for instance 7 with its own port keeps it; --instance 8 is one above.
+    let own = format!("{base}[launch]\ninstance = 7\n");
+    assert_eq!(launch(&print_json(&own, &[]).unwrap()).0, 9000);
+    assert_eq!(launch(&print_json(&own, &["--instance", "8"]).unwrap()).0, 9001);
+    let (code, err) = print_json(&base.replace("9000", "65535"), &["--instance", "1"]).unwrap_err();
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("instance 1: engine.port 65535 + 1 - launch.instance 0 = 65536 is not a port"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, err) = print_json(base, &["--instance", "1025"]).unwrap_err();
+    assert_eq!(code, Some(2));
+    assert!(err.contains("launch.instance"), "{err}");
+    let (code, err) = print_json(&format!("{base}[launch]\nports = [0]\n"), &[]).unwrap_err();
+    assert_eq!(code, Some(2));
+    assert!(err.contains("launch.ports"), "{err}");
+}
+
+/// One `nodeagent serve --instance N` of a shared config, the simulator as its engine.
+struct Instance {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn start(config: &Path, n: usize, mark: &Path) -> Instance {
+        let log = config.with_file_name(format!("agent-{n}.log"));
+        let child = Command::new(BIN)
+            .args(["serve", "--instance", &n.to_string(), "--config"])
+            .arg(config)
+            .env("NODEAGENT_TEST_MARK", mark)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Instance { child: Some(child), log }
+    }
+
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        agent::signal(child.id(), "-INT");
+        let st = wait_for("agent exit", Duration::from_secs(20), || child.try_wait().unwrap());
+        assert!(st.success(), "{}", std::fs::read_to_string(&self.log).unwrap());
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        agent::stop_child(self.child.take(), Duration::from_secs(20));
+    }
+}
+
+fn status_cmd(base: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(["status", "--state-dir"]).arg(base).args(args).output().unwrap()
+}
+
+/// Two real agents from one config (`--instance 0` and `--instance 1`, the simulator as the
+/// engine on loopback): state dirs `BASE` and `BASE/1`, ports `P` and `P + 1`, `{instance}` in
+/// the engine's argv; `nodeagent status` lists both (text table, `--json --all`, `--instance`),
+/// `--json` alone refuses to pick; stopping instance 0 leaves instance 1 serving, and then
+/// `status --json` is instance 1's record.
+#[test]
+fn two_instances_serve_side_by_side_and_status_lists_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("run");
+    let port = wait_for("two consecutive free ports", Duration::from_secs(5), || {
+        let p = agent::free_port();
+        (p < 65535 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()).then_some(p)
+    });
+    let argv = simulator_argv(&["--workers", "1", "--seed", "4{instance}"]);
+    let config = dir.path().join("nodeagent.toml");
+    let text = format!(
+        "host = \"local\"\nmodel = \"sim\"\nstate_dir = {base:?}\n[engine]\nport = {port}\n\
+         argv = {argv:?}\n{BIND_CPU1}[supervise]\nhealth_interval = \"200ms\"\n\
+         binding_check_interval = \"200ms\"\nstop_grace = \"3s\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut zero = Instance::start(&config, 0, dir.path());
+    let mut one = Instance::start(&config, 1, dir.path());
+    let one_dir = base.join("1");
+    for (n, state_dir) in [(0, &base), (1, &one_dir)] {
+        let st = wait_for(&format!("instance {n} ready"), Duration::from_secs(30), || {
+            agent::status(&base, &["--instance", &n.to_string()]).filter(|s| s["state"] == "ready")
+        });
+        assert_eq!(st["instance"], n);
+        assert_eq!(st["port"], port + n as u16);
+        assert_eq!(st["state_dir"], state_dir.display().to_string());
+        let main = st["main_pid"].as_i64().unwrap();
+        let cmd = agent::cmdline(main as i32);
+        assert!(cmd.contains(&format!("--port {}", port + n as u16)), "{cmd}");
+        assert!(cmd.contains(&format!("--seed 4{n}")), "{cmd}");
+        let mode = std::fs::metadata(state_dir).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0, "{state_dir:?}");
+    }
+    // Every instance, as a table and blocks, and as a JSON array.
+    let out = status_cmd(&base, &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table: Vec<&str> = text.lines().take(3).collect();
+    assert!(table[0].starts_with("INSTANCE STATE      PORT   GPUS"), "{text}");
+    assert!(table[1].starts_with(&format!("0        ready      {port} ")), "{text}");
+    assert!(table[2].starts_with(&format!("1        ready      {} ", port + 1)), "{text}");
+    assert!(text.contains(&format!("== instance 1 ({})", one_dir.display())), "{text}");
+    let out = status_cmd(&base, &["--json", "--all"]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<(u64, u64)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["instance"].as_u64().unwrap(), s["port"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed, [(0, u64::from(port)), (1, u64::from(port) + 1)]);
+    let out = status_cmd(&base, &["--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 instances answer (0, 1): pick one with --instance N"), "{err}");
+    let one_only: Value =
+        serde_json::from_slice(&status_cmd(&base, &["--json", "--instance", "1"]).stdout).unwrap();
+    assert_eq!(one_only["port"], port + 1);
+
+    // Stop instance 0: instance 1 goes on serving and is the one `status` finds.
+    zero.stop();
+    assert!(!base.join("status.sock").exists());
+    let st = agent::status(&base, &[]).expect("instance 1 still answers");
+    assert_eq!((st["instance"].as_u64(), st["state"].as_str()), (Some(1), Some("ready")));
+    let health = std::net::TcpStream::connect(("127.0.0.1", port + 1));
+    assert!(health.is_ok(), "instance 1's engine stopped with instance 0");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    one.stop();
+    assert_eq!(agent::marked(dir.path()), Vec::<i32>::new());
+    let out = status_cmd(&base, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: no nodeagent serve answers under "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

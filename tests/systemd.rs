@@ -553,3 +553,127 @@ stop_grace = "5s"
     assert!(left.is_empty(), "engine container left after stop: {left:?}");
     assert!(!health());
 }
+
+// ------------------------------------------------------------------------------------------
+// The template unit, one instance per unit (issue 13)
+
+const TEMPLATE: &str = "systemd/nodeagent@.service";
+
+/// The settings of a unit, in order, without comments and blank lines.
+fn settings(unit: &str) -> Vec<String> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The template is nodeagent.service option for option (hardening and all), except the
+/// instance in `Description=` and `ExecStart=` (`--instance %i`) and the shared runtime
+/// directory kept across one instance's stop; each difference is marked `# template:`.
+#[test]
+fn template_unit_is_the_service_plus_the_instance() {
+    let template = std::fs::read_to_string(repo().join(TEMPLATE)).unwrap();
+    let want: Vec<String> = settings(&unit_text())
+        .into_iter()
+        .flat_map(|l| {
+            if l.starts_with("Description=") {
+                vec![l.replace("nodeagent:", "nodeagent instance %i:")]
+            } else if l.starts_with("ExecStart=") {
+                vec![l.replace(" serve ", " serve --instance %i ")]
+            } else if l == "RuntimeDirectory=nodeagent" {
+                vec![l, "RuntimeDirectoryPreserve=yes".to_string()]
+            } else {
+                vec![l]
+            }
+        })
+        .collect();
+    assert_eq!(settings(&template), want);
+    assert_eq!(template.matches("# template:").count(), 3);
+}
+
+#[test]
+fn template_unit_passes_verify_and_keeps_the_exposure_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(repo().join(TEMPLATE)).unwrap().replace(
+        "ExecStart=/usr/local/bin/nodeagent ",
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nodeagent")),
+    );
+    std::fs::write(dir.path().join("nodeagent@.service"), template).unwrap();
+    let unit = dir.path().join("nodeagent@1.service");
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{all}");
+    assert!(!all.contains("nodeagent"), "systemd-analyze verify complained:\n{all}");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let service = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(repo().join(UNIT))
+        .output()
+        .unwrap();
+    assert_eq!(parse_exposure(&text(&out)), parse_exposure(&text(&service)), "{}", text(&out));
+}
+
+/// Two template units from one config under a real systemd: `systemctl start nodeagent@0
+/// nodeagent@1` returns with both ready, each engine on its port (`engine.port + N`) in a
+/// cgroup below its own unit, `nodeagent status` lists both; stopping `nodeagent@0` leaves
+/// `nodeagent@1` serving (its state dir under the shared `/run/nodeagent` survives).
+#[test]
+fn two_template_units_under_real_systemd_run_side_by_side() {
+    let Some(b) = SystemdBox::start("instances") else { return };
+    b.install_nodeagent();
+    b.copy_in(&repo().join(TEMPLATE), "/etc/systemd/system/nodeagent@.service");
+    let port = 18200;
+    b.write("/etc/nodeagent/nodeagent.toml", &simulator_config(port));
+    b.exec_ok(&["systemctl", "daemon-reload"]);
+    let journal = |u: &str| b.exec(&["journalctl", "-u", u, "--no-pager", "-n", "40"]).0;
+    let show = |u: &str, p: &str| {
+        b.exec_ok(&["systemctl", "show", u, "-p", p, "--value"]).trim().to_string()
+    };
+    let (out, ok) = b.exec(&["systemctl", "start", "nodeagent@0", "nodeagent@1"]);
+    assert!(
+        ok,
+        "systemctl start failed: {out}\n{}\n{}",
+        journal("nodeagent@0"),
+        journal("nodeagent@1")
+    );
+    for n in [0u16, 1] {
+        let unit = format!("nodeagent@{n}");
+        assert_eq!(show(&unit, "ActiveState"), "active", "{}", journal(&unit));
+        assert!(b.health(port + n), "instance {n} not healthy:\n{}", journal(&unit));
+        let json = b.exec_ok(&["nodeagent", "status", "--instance", &n.to_string(), "--json"]);
+        let st: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(st["instance"], n);
+        assert_eq!(st["port"], port + n);
+        assert_eq!(st["state"], "ready");
+        let containment = st["containment"].as_str().unwrap_or_default();
+        assert!(
+            containment.contains(&format!("/nodeagent@{n}.service/nodeagent-{n}-")),
+            "instance {n}'s engine is not below its unit: {containment}"
+        );
+    }
+    let (listing, ok) = b.exec(&["nodeagent", "status"]);
+    assert!(ok, "{listing}");
+    eprintln!("$ nodeagent status\n{listing}");
+    let rows: Vec<&str> = listing.lines().skip(1).take(2).collect();
+    assert!(rows[0].starts_with(&format!("0        ready      {port} ")), "{listing}");
+    assert!(rows[1].starts_with(&format!("1        ready      {} ", port + 1)), "{listing}");
+    assert!(listing.contains("== instance 1 (/run/nodeagent/1)"), "{listing}");
+
+    b.exec_ok(&["systemctl", "stop", "nodeagent@0"]);
+    assert_eq!(show("nodeagent@0", "Result"), "success", "{}", journal("nodeagent@0"));
+    assert!(!b.health(port));
+    assert_eq!(show("nodeagent@1", "ActiveState"), "active");
+    assert!(b.health(port + 1), "instance 1 stopped with instance 0:\n{}", journal("nodeagent@1"));
+    let json = b.exec_ok(&["nodeagent", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((st["instance"].as_u64(), st["state"].as_str()), (Some(1), Some("ready")), "{json}");
+    b.exec_ok(&["systemctl", "stop", "nodeagent@1"]);
+    assert_eq!(show("nodeagent@1", "Result"), "success", "{}", journal("nodeagent@1"));
+    let top = docker_ok(&["top", &b.name, "-eo", "pid,args"]);
+    assert!(!top.contains("nodeagent serve"), "processes left after stop:\n{top}");
+}

@@ -4,6 +4,13 @@
 //! config, profile or engine program another user can write (`config::trust`, unless
 //! `--allow-insecure-files`), and an unsafe state dir (`supervise::statedir`). A panic after the
 //! start is caught here and the engine tree stopped (`supervise::guard`) before the exit (1).
+//!
+//! Several instances on one host (`--instance N`, `launch.instance`): instance N's state dir is
+//! `state_dir/N` (the base itself for 0, `supervise::statedir::instance_dir`) and its port the
+//! first of `--port`, `launch.ports[N]`, `engine.port + N` ([`instance_port`]; N counted from
+//! the config's own `launch.instance`, so a config written for one instance keeps its port).
+//! `--print-config --json` prints the effective config and the launch as one JSON document
+//! ([`launch_json`]; the contract is in docs/serve.md).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,7 +39,7 @@ use crate::supervise::occupancy::check::{self as occupancy, GpuTool, OccupancyCh
 use crate::supervise::pidfile::Identity;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::{runtime_for, RuntimeOptions};
-use crate::supervise::statedir::StateDir;
+use crate::supervise::statedir::{instance_dir, StateDir};
 use crate::supervise::status::{self, AgentStatus};
 use crate::supervise::supervisor::{Outcome, SuperviseError, Supervisor};
 
@@ -50,8 +57,9 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
     if let Some(dir) = &args.state_dir {
         c.state_dir = Some(dir.clone());
     }
-    if let Some(port) = args.port {
-        c.engine.port = Some(port);
+    let own = c.launch.instance.unwrap_or(0);
+    if let Some(n) = args.instance {
+        c.launch.instance = Some(n);
     }
     if let Some(mode) = args.mode {
         c.launch.mode = Some(match mode {
@@ -61,6 +69,7 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
         });
     }
     c.validate().bad_input()?;
+    c.engine.port = Some(instance_port(&c, own, args.port).bad_input()?);
     let every = args.monitor.gpu_interval;
     let bounds = Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
     if args.monitor.metrics_port.is_some() && !bounds.contains(&every) {
@@ -70,6 +79,33 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
         )));
     }
     Ok((c, loaded.sources, loaded.files))
+}
+
+/// The engine port of the config's instance (`launch.instance`, after `--instance`): `cli`
+/// (`--port`) when given, else `launch.ports[N]` when the list has that entry, else
+/// `engine.port` + N − `own` (`own`: the instance the config file itself names, 0 when unset;
+/// a shared config's instances get consecutive ports, a per-instance config keeps its own).
+pub fn instance_port(c: &Config, own: usize, cli: Option<u16>) -> anyhow::Result<u16> {
+    let n = c.launch.instance.unwrap_or(0);
+    if let Some(port) = cli {
+        return Ok(port);
+    }
+    if let Some(port) = c.launch.ports.as_ref().and_then(|p| p.get(n)) {
+        return Ok(*port);
+    }
+    let port = i64::from(c.port()) + n as i64 - own as i64;
+    u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| {
+        anyhow!(
+            "instance {n}: engine.port {} + {n} - launch.instance {own} = {port} is not a port: \
+             set launch.ports or --port",
+            c.port()
+        )
+    })
+}
+
+/// The state dir of the config's instance (`state_dir` for 0, `state_dir/N` otherwise).
+pub fn state_dir_of(c: &Config) -> PathBuf {
+    instance_dir(&c.state_dir(), c.launch.instance.unwrap_or(0))
 }
 
 /// As root: refuses (or with `--allow-insecure-files` warns about) the config, path profiles
@@ -148,6 +184,56 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<(Binding, Placement), CmdErro
     Ok((instance.binding, placement))
 }
 
+/// The `launch` object of `--print-config --json` (docs/serve.md, "The launch as JSON"):
+/// mode, argv, env (object), gpus (indexes or null), cpus (cpulist or null), mems (node list or
+/// null), mem_policy, devices (host paths of the container's device nodes; empty outside
+/// container mode), port, state_dir, plus instance and unset_env.
+pub fn launch_json(c: &Config, spec: &LaunchSpec) -> Result<serde_json::Value, anyhow::Error> {
+    use crate::binding::MemPolicy;
+    let b = &spec.binding;
+    let (mem_policy, mems) = match &b.memory {
+        MemPolicy::Default => ("default", None),
+        MemPolicy::Bind(n) => ("bind", Some(n.clone())),
+        MemPolicy::Preferred(n) => ("preferred", Some(vec![*n])),
+        MemPolicy::Interleave(n) => ("interleave", Some(n.clone())),
+    };
+    let devices: Vec<String> = if spec.mode == LaunchMode::Container {
+        let settings = &c.container;
+        let container = crate::launch::container::ContainerSpec::new(
+            settings,
+            b,
+            spec.engine_argv.clone(),
+            spec.env.clone(),
+            &spec.placement.instance.to_string(),
+        );
+        container.devices()?.into_iter().map(|d| d.host).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(serde_json::json!({
+        "mode": spec.mode,
+        "instance": spec.placement.instance,
+        "argv": spec.argv,
+        "env": spec.env,
+        "unset_env": spec.unset_env,
+        "gpus": spec.placement.gpus,
+        "cpus": b.cpus.as_ref().map(|c| c.to_list()),
+        "mems": mems,
+        "mem_policy": mem_policy,
+        "devices": devices,
+        "port": spec.port,
+        "state_dir": state_dir_of(c),
+    }))
+}
+
+fn print_config_json(c: &Config, spec: &LaunchSpec) -> Result<(), CmdError> {
+    let launch = launch_json(c, spec).bad_input()?;
+    let config = serde_json::to_value(c).context("rendering the config").failed()?;
+    let doc = serde_json::json!({ "config": config, "launch": launch });
+    let text = serde_json::to_string_pretty(&doc).context("rendering JSON").failed()? + "\n";
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout").failed()
+}
+
 fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(), CmdError> {
     let text = toml::to_string_pretty(c).context("rendering the config").failed()?;
     let mut out = format!("# effective config, merged from (later wins): {}\n", sources.join(", "));
@@ -157,6 +243,12 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
     if let Some(gpus) = &spec.placement.gpus {
         out += &format!("#   instance {}: gpus {:?}\n", spec.placement.instance, gpus);
     }
+    out += &format!(
+        "#   instance {}: port {}, state dir {}\n",
+        spec.placement.instance,
+        spec.port,
+        state_dir_of(c).display()
+    );
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !env.is_empty() {
         out += &format!("#   env: {}\n", env.join(" "));
@@ -182,27 +274,36 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
     let spec = LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
-    if args.print_config {
-        return print_config(&c, &sources, &spec);
-    }
-    check_files(&files, &spec, args.allow_insecure_files)?;
     let mut c = c;
     if spec.mode == LaunchMode::Container {
         // Only the instance's GPU device nodes go into the container (nothing when its GPUs
-        // are unknown: the configured devices, as given).
+        // are unknown: the configured devices, as given). `--print-config` shows them when
+        // this machine has them, else the configured list (a config planned elsewhere).
         let src = &args.source;
         let tool = GpuTool::detect(spec.placement.stack, &src.mx_smi, &src.nvidia_smi);
-        c.container.gpu_devices = devices::instance_devices(
+        match devices::instance_devices(
             &spec.placement,
             tool.as_ref(),
             &SystemRunner,
             src.tool_timeout,
             &src.sysfs_root,
             &args.host_root,
-        )
-        .bad_input()?;
+        ) {
+            Ok(found) => c.container.gpu_devices = found,
+            Err(_) if args.print_config => {}
+            Err(e) => return Err(CmdError::bad_input(e)),
+        }
     }
-    let state_dir = StateDir::open(&c.state_dir()).bad_input()?;
+    if args.print_config && args.json {
+        return print_config_json(&c, &spec);
+    }
+    if args.print_config {
+        return print_config(&c, &sources, &spec);
+    }
+    check_files(&files, &spec, args.allow_insecure_files)?;
+    let instance = c.launch.instance.unwrap_or(0);
+    let state_path = state_dir_of(&c);
+    let state_dir = StateDir::open_instance(&c.state_dir(), instance).bad_input()?;
     // One thread is plenty for one engine, and keeps the agent's footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,12 +313,12 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let id = Identity::new(&state_dir, &spec.engine_argv);
     // The engine's cgroup (process modes), named as the process runtime names it.
     let cgroup = (spec.mode != LaunchMode::Container)
-        .then(|| cgroup_name(&c.launch.instance.unwrap_or(0).to_string(), &c.state_dir()));
+        .then(|| cgroup_name(&instance.to_string(), &state_path));
     let grace = c.policy().stop_grace.min(PANIC_GRACE);
     // A panic anywhere in `serve` (the supervisor's own future, a spawned task, a thread) ends
     // here: stop the engine tree before the process dies, so the worst case is a clean
     // failure, never an orphaned engine.
-    let guard_dir = StateDir::open(&c.state_dir()).bad_input()?;
+    let guard_dir = StateDir::open(&state_path).bad_input()?;
     install_panic_guard(guard_dir, id, cgroup, grace);
     let result = rt.block_on(serve(c, spec, &args, &state_dir));
     drop(std::panic::take_hook());
@@ -259,10 +360,16 @@ async fn serve(
         spec.served_model_name.clone(),
         spec.binding.clone(),
     )));
+    {
+        let mut s = status.lock().unwrap();
+        s.instance = spec.placement.instance;
+        s.gpus = spec.placement.gpus.clone();
+        s.state_dir = Some(state_dir.path().display().to_string());
+    }
     let cancel = CancellationToken::new();
     let server =
         status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = start_monitor(args, &spec, status.clone(), &cancel).await?;
+    let gpu_hung = start_monitor(args, &spec, &c.state_dir(), status.clone(), &cancel).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
     let model = spec.served_model_name.clone();
@@ -272,7 +379,7 @@ async fn serve(
     let check_port = container.then_some(spec.port);
     let check_path = if container { spec.model_path_host.clone() } else { None };
     let options = RuntimeOptions {
-        state_dir: c.state_dir(),
+        state_dir: state_dir.path().to_path_buf(),
         instance: c.launch.instance.unwrap_or(0).to_string(),
         engine_log: None,
         stdout_to_stderr: false,
@@ -364,6 +471,7 @@ async fn watch_signals(cancel: CancellationToken) {
 async fn start_monitor(
     serve: &crate::cli::ServeArgs,
     spec: &crate::launch::spec::LaunchSpec,
+    state_base: &std::path::Path,
     status: crate::supervise::status::Shared,
     cancel: &CancellationToken,
 ) -> Result<Option<tokio::sync::watch::Receiver<bool>>, CmdError> {
@@ -381,6 +489,8 @@ async fn start_monitor(
             memory_high_pct: args.gpu_memory_threshold,
             ..CheckConfig::default()
         },
+        // Every instance's GPU processes are named, this one's and its neighbours'.
+        instances_dir: Some(state_base.to_path_buf()),
         ..AgentConfig::default()
     };
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));

@@ -1,13 +1,17 @@
-//! `nodeagent status`: ask the running `nodeagent serve` over its Unix socket in the state dir
-//! and print its status record (text, or `--json` as is). Exit 1 when no agent answers.
+//! `nodeagent status`: ask the running `nodeagent serve` agents over their Unix sockets and
+//! print their status records. Every instance under the base state dir is asked
+//! (`supervise::statedir::instance_dirs`: the base is instance 0, `BASE/N` instance N), or
+//! only `--instance N`. Text lists each one; `--json` prints one record as is (the only
+//! instance running, or `--instance N`), `--json --all` an array of every record. Exit 1 when
+//! no agent answers.
 
 use std::io::Write;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 
 use crate::cli::StatusArgs;
 use crate::exit::{CmdError, ResultExt};
-use crate::supervise::status::{query, AgentStatus};
+use crate::supervise::status::{query_all, AgentStatus, Found};
 
 pub fn run(args: StatusArgs) -> Result<(), CmdError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -15,14 +19,102 @@ pub fn run(args: StatusArgs) -> Result<(), CmdError> {
         .build()
         .context("starting the async runtime")
         .failed()?;
-    let status = rt.block_on(query(&args.state_dir, args.timeout)).failed()?;
-    let text = if args.json {
-        serde_json::to_string_pretty(&status).context("rendering JSON").failed()? + "\n"
-    } else {
-        render(&status)
-    };
+    let found = rt.block_on(query_all(&args.state_dir, args.instance, args.timeout));
+    let text = render_found(found, &args)?;
     // A closed pipe (`| head`) is an error to report, not a panic.
     std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout").failed()
+}
+
+/// The text to print for what answered, or the error (exit 1) when nothing did or `--json`
+/// without `--all` would have to pick among several instances.
+fn render_found(found: Vec<Found>, args: &StatusArgs) -> Result<String, CmdError> {
+    let mut answered: Vec<(usize, AgentStatus)> = Vec::new();
+    let mut silent = Vec::new();
+    let mut first_err = None;
+    for f in found {
+        match f.status {
+            Ok(mut s) => {
+                // An agent of an older build does not say which instance it is.
+                s.instance = f.instance;
+                s.state_dir.get_or_insert_with(|| f.state_dir.display().to_string());
+                answered.push((f.instance, s));
+            }
+            Err(e) => {
+                silent.push(format!("instance {} ({}): {e}", f.instance, f.state_dir.display()));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if answered.is_empty() {
+        return Err(CmdError::failed(match first_err {
+            Some(e) => anyhow!(e),
+            None => anyhow!(
+                "no nodeagent serve answers under {} (no status.sock there or in an instance \
+                 subdirectory); is it running with this --state-dir?",
+                args.state_dir.display()
+            ),
+        }));
+    }
+    for line in &silent {
+        tracing::warn!("{line}");
+    }
+    if args.json {
+        let records: Vec<&AgentStatus> = answered.iter().map(|(_, s)| s).collect();
+        let value = if args.all {
+            serde_json::to_value(&records)
+        } else if let [one] = records.as_slice() {
+            serde_json::to_value(one)
+        } else {
+            let list: Vec<String> = answered.iter().map(|(n, _)| n.to_string()).collect();
+            return Err(CmdError::bad_input(anyhow!(
+                "{} instances answer ({}): pick one with --instance N, or print all with --all",
+                list.len(),
+                list.join(", ")
+            )));
+        };
+        let value = value.context("rendering JSON").failed()?;
+        return Ok(serde_json::to_string_pretty(&value).context("rendering JSON").failed()? + "\n");
+    }
+    let several = answered.len() > 1 || !silent.is_empty();
+    let mut out = String::new();
+    if several {
+        out += &summary(&answered);
+    }
+    for (n, s) in &answered {
+        if several {
+            out += &format!("\n== instance {n} ({})\n", s.state_dir.as_deref().unwrap_or("-"));
+        }
+        out += &render(s);
+    }
+    for line in &silent {
+        out += &format!("\n== {line}\n");
+    }
+    Ok(out)
+}
+
+/// One line per instance: number, state, port, GPUs, engine pids.
+pub fn summary(answered: &[(usize, AgentStatus)]) -> String {
+    let mut out = format!(
+        "{:<9}{:<11}{:<7}{:<12}{:<8}{}\n",
+        "INSTANCE", "STATE", "PORT", "GPUS", "AGENT", "ENGINE PIDS"
+    );
+    for (n, s) in answered {
+        let gpus = s.gpus.as_ref().map_or("-".to_string(), |g| {
+            g.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        });
+        let pids: Vec<String> = s.pids.iter().map(i32::to_string).collect();
+        let pids = if pids.is_empty() { "-".to_string() } else { pids.join(" ") };
+        out += &format!(
+            "{:<9}{:<11}{:<7}{:<12}{:<8}{}\n",
+            n,
+            s.state.to_string(),
+            s.port,
+            gpus,
+            s.agent_pid,
+            pids
+        );
+    }
+    out
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -33,6 +125,11 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 pub fn render(s: &AgentStatus) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
+    line(&mut out, "instance", s.instance.to_string());
+    if let Some(gpus) = &s.gpus {
+        let list: Vec<String> = gpus.iter().map(u32::to_string).collect();
+        line(&mut out, "gpus", list.join(","));
+    }
     line(&mut out, "state", format!("{} since {} ({})", s.state, s.state_since, s.message));
     line(&mut out, "agent", format!("pid {}, up {} s", s.agent_pid, s.uptime_s));
     line(&mut out, "runtime", s.runtime.clone());

@@ -122,6 +122,15 @@ pub fn violations(c: &Config) -> Vec<Violation> {
             bad("launch.instance", i.to_string(), "must be at most 1024".into());
         }
     }
+    if let Some(ports) = &c.launch.ports {
+        if ports.contains(&0) {
+            bad(
+                "launch.ports",
+                format!("{ports:?}"),
+                "every port must be between 1 and 65535".into(),
+            );
+        }
+    }
     out
 }
 

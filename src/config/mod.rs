@@ -155,6 +155,9 @@ pub struct LaunchConfig {
     pub gpus: Option<Vec<u32>>,
     /// Tensor-parallel size per instance for the plan (default: one instance over all GPUs).
     pub tp: Option<u32>,
+    /// The engine port of each instance (entry N: instance N); an instance past the list
+    /// serves at `engine.port` + N (counted from this config's own `launch.instance`).
+    pub ports: Option<Vec<u16>>,
 }
 
 /// `[binding]`: `auto = true` takes the plan's binding; otherwise the explicit fields below.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::attribution::{attribute, process_tree, EnginePids};
+use super::attribution::{attribute, name_instances, process_tree, read_instances, EnginePids};
 use super::checks::{CheckConfig, CheckEvent, CheckInput, Checks};
 use super::metrics::in_flight_from_vllm;
 use super::sample::Sample;
@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub proc_root: PathBuf,
     /// Timeout of the engine metrics scrape.
     pub scrape_timeout: Duration,
+    /// The agents' base state dir: every instance's pid file under it names the GPU
+    /// processes of its engine (`attribution::read_instances`); `None`: not read.
+    pub instances_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +45,7 @@ impl Default for AgentConfig {
             sysfs_root: "/sys".into(),
             proc_root: "/proc".into(),
             scrape_timeout: Duration::from_secs(2),
+            instances_dir: Some("/run/nodeagent".into()),
         }
     }
 }
@@ -164,7 +168,10 @@ impl Monitor {
             ever: self.ever_pids.clone(),
             gpus: engine.gpus.as_ref().map(|g| g.iter().copied().collect()),
         };
-        let attribution = attribute(sample.processes(), &pids);
+        let mut attribution = attribute(sample.processes(), &pids);
+        if let Some(base) = &self.config.instances_dir {
+            name_instances(&mut attribution, &read_instances(base, &self.config.proc_root));
+        }
         let events = self.checks.update(CheckInput {
             sample: &sample,
             attribution: &attribution,

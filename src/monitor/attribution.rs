@@ -3,6 +3,13 @@
 //! orphans (pids that were the engine's and still hold GPU memory after it stopped or
 //! restarted). Pure functions over pid sets, plus `process_tree` which reads `/proc` under a
 //! root path (a seam for tests). It does not decide what to do about them (that is `checks`).
+//!
+//! Several instances on one host (`nodeagent serve --instance N`): [`read_instances`] reads
+//! each instance's pid file (`engine.pids` in its state dir, `supervise::statedir::
+//! instance_dirs`), keeps the pids that are still the process that was recorded (same start
+//! time) and expands them to their process trees; [`name_instances`] then names every GPU
+//! process with the instance whose engine it belongs to (`instance` in the monitor's JSON), so
+//! each GPU is seen with its instance whichever agent's monitor looks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,6 +17,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::host::facts::GpuProcess;
+use crate::supervise::pidfile::{self, PID_FILE};
+use crate::supervise::procs::ProcFs;
+use crate::supervise::statedir::instance_dirs;
 
 /// Whose a GPU process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,6 +68,51 @@ pub struct AttributedProcess {
     pub name: String,
     pub memory_mib: Option<u64>,
     pub owner: Owner,
+    /// The instance (`nodeagent serve --instance N`) whose engine this process belongs to,
+    /// when one of the host's instances claims it ([`name_instances`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<usize>,
+}
+
+/// One instance's engine on this host, as its state dir's pid file shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEngine {
+    pub instance: usize,
+    /// Its engine's processes now (the recorded pids still alive, and their descendants).
+    pub pids: BTreeSet<u32>,
+}
+
+/// Names each process with the instance whose engine holds its pid (the first listed, if two
+/// claimed the same pid, which a live host cannot have).
+pub fn name_instances(a: &mut Attribution, instances: &[InstanceEngine]) {
+    for p in &mut a.processes {
+        p.instance = instances.iter().find(|i| i.pids.contains(&p.pid)).map(|i| i.instance);
+    }
+}
+
+/// Every instance's engine under the state dir `base` (instance 0 is `base`, instance N
+/// `base/N`): the pid file's entries whose process still has the recorded start time, then
+/// their descendants. A missing or unreadable pid file (another user's agent, none started
+/// yet) gives no pids for that instance; a symlink is not followed.
+pub fn read_instances(base: &Path, proc_root: &Path) -> Vec<InstanceEngine> {
+    let proc = ProcFs::new(proc_root);
+    instance_dirs(base)
+        .into_iter()
+        .filter_map(|(instance, dir)| {
+            let file = dir.join(PID_FILE);
+            let meta = std::fs::symlink_metadata(&file).ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            let text = std::fs::read_to_string(&file).ok()?;
+            let roots: Vec<u32> = pidfile::parse(&text, &file.display().to_string())
+                .into_iter()
+                .filter(|(pid, start)| proc.stat(*pid).is_some_and(|s| s.start_time == *start))
+                .filter_map(|(pid, _)| u32::try_from(pid).ok())
+                .collect();
+            Some(InstanceEngine { instance, pids: process_tree(proc_root, &roots) })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +167,7 @@ pub fn attribute(processes: &[GpuProcess], engine: &EnginePids) -> Attribution {
             name: p.name.clone(),
             memory_mib: p.memory_mib,
             owner: owner(p),
+            instance: None,
         })
         .collect();
     Attribution { processes, engine_gpus }
@@ -192,6 +248,57 @@ mod tests {
         assert_eq!(attribute(&ps, &engine).processes[0].owner, Owner::Orphan);
         let unsupervised = EnginePids::default();
         assert_eq!(attribute(&ps, &unsupervised).processes[0].owner, Owner::Other);
+    }
+
+    #[test]
+    fn processes_are_named_with_their_instance() {
+        let ps = [proc(0, 10, 100), proc(1, 11, 100), proc(4, 20, 100), proc(5, 99, 1)];
+        let mut a = attribute(&ps, &EnginePids::default());
+        let instances = [
+            InstanceEngine { instance: 0, pids: [10, 11].into() },
+            InstanceEngine { instance: 1, pids: [20, 21].into() },
+        ];
+        name_instances(&mut a, &instances);
+        let named: Vec<Option<usize>> = a.processes.iter().map(|p| p.instance).collect();
+        assert_eq!(named, [Some(0), Some(0), Some(1), None]);
+        let json = serde_json::to_value(&a.processes[2]).unwrap();
+        assert_eq!(json["instance"], 1);
+        assert!(serde_json::to_value(&a.processes[3]).unwrap().get("instance").is_none());
+    }
+
+    /// Fake `/proc` and state dirs: instance 0's recorded pid is live with the same start
+    /// time (its child comes along), instance 1's pid was reused by another process (start
+    /// time differs), instance 2's pid file is a symlink (not read).
+    #[test]
+    fn read_instances_checks_start_times_and_follows_no_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proc_root = tmp.path().join("proc");
+        let stat = |pid: u32, ppid: u32, start: u64| {
+            let d = proc_root.join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let rest = "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+            std::fs::write(d.join("stat"), format!("{pid} (x y) S {ppid} 1 1 {rest} {start} 0\n"))
+                .unwrap();
+        };
+        stat(100, 1, 5000);
+        stat(101, 100, 5001);
+        stat(200, 1, 9999);
+        assert_eq!(ProcFs::new(&proc_root).stat(100).unwrap().start_time, 5000);
+        let base = tmp.path().join("run");
+        for (dir, text) in [(base.clone(), "100 5000\n"), (base.join("1"), "200 6000\n")] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(PID_FILE), text).unwrap();
+        }
+        std::fs::create_dir_all(base.join("2")).unwrap();
+        std::os::unix::fs::symlink(base.join(PID_FILE), base.join("2").join(PID_FILE)).unwrap();
+        let found = read_instances(&base, &proc_root);
+        assert_eq!(
+            found,
+            [
+                InstanceEngine { instance: 0, pids: [100, 101].into() },
+                InstanceEngine { instance: 1, pids: BTreeSet::new() },
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! gives every engine it starts from this state dir: a later run recognises its own leftovers
 //! by it (`super::pidfile`).
 //!
+//! Several instances on one host (`nodeagent serve --instance N`) each have a state dir of
+//! their own under one base (the configured `state_dir`, default `/run/nodeagent`): instance 0
+//! uses the base itself (the single-instance path of old), instance N >= 1 the subdirectory
+//! `BASE/N` ([`instance_dir`]). [`StateDir::open_instance`] applies the rules above to the base
+//! and to the instance's directory; [`instance_dirs`] lists them for `nodeagent status`.
+//!
 //! Not here: what the files mean (`super::pidfile`, `super::status`).
 
 use std::io::{Read, Write};
@@ -24,6 +30,46 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 
 /// The largest state file read back (the pid file of a very large engine is a few kB).
 const MAX_READ: u64 = 1 << 20;
+
+/// The highest instance number (`launch.instance`'s bound).
+pub const MAX_INSTANCE: usize = 1024;
+
+/// The state dir of instance `n` under `base`: `base` for 0, `base/n` otherwise.
+pub fn instance_dir(base: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        base.to_path_buf()
+    } else {
+        base.join(n.to_string())
+    }
+}
+
+/// The instance number a subdirectory name stands for: `1` to `1024`, written canonically
+/// (`01`, `+1`, `0` are not instance directories).
+fn instance_of(name: &str) -> Option<usize> {
+    let n: usize = name.parse().ok()?;
+    ((1..=MAX_INSTANCE).contains(&n) && n.to_string() == name).then_some(n)
+}
+
+/// The instance state dirs under `base`, by instance number: `(0, base)` when `base` is a
+/// directory, then every real subdirectory (not a symlink) whose name is an instance number.
+/// A missing or unreadable `base` gives an empty list.
+pub fn instance_dirs(base: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(meta) = std::fs::symlink_metadata(base) else { return Vec::new() };
+    if !meta.is_dir() {
+        return Vec::new();
+    }
+    let mut out = vec![(0, base.to_path_buf())];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let Some(n) = e.file_name().to_str().and_then(instance_of) else { continue };
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push((n, e.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
@@ -107,6 +153,17 @@ impl StateDir {
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let marker = marker_of(&canonical);
         Ok(Self { path: path.to_path_buf(), fd, marker })
+    }
+
+    /// Opens the state dir of instance `n` under `base` ([`instance_dir`]): for n >= 1 the
+    /// base is opened and checked first (created 0700 when missing), so neither directory can
+    /// be another user's or writable by others.
+    pub fn open_instance(base: &Path, n: usize) -> Result<Self, StateDirError> {
+        if n == 0 {
+            return Self::open(base);
+        }
+        Self::open(base)?;
+        Self::open(&instance_dir(base, n))
     }
 
     pub fn path(&self) -> &Path {
@@ -235,6 +292,37 @@ mod tests {
         let file = tmp.path().join("f");
         std::fs::write(&file, "").unwrap();
         assert!(matches!(StateDir::open(&file), Err(StateDirError::NotDir { .. })));
+    }
+
+    #[test]
+    fn instance_dirs_are_the_base_and_numbered_subdirectories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("run");
+        assert_eq!(instance_dirs(&base), []);
+        assert_eq!(instance_dir(&base, 0), base);
+        assert_eq!(instance_dir(&base, 3), base.join("3"));
+        let one = StateDir::open_instance(&base, 1).unwrap();
+        assert_eq!(one.path(), base.join("1"));
+        for p in [&base, &base.join("1")] {
+            assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+        StateDir::open_instance(&base, 12).unwrap();
+        for junk in ["01", "0", "1025", "x", "+2"] {
+            std::fs::create_dir(base.join(junk)).unwrap();
+        }
+        std::fs::write(base.join("7"), "a file").unwrap();
+        std::os::unix::fs::symlink(tmp.path(), base.join("9")).unwrap();
+        let found: Vec<usize> = instance_dirs(&base).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(found, [0, 1, 12]);
+        assert_eq!(instance_dirs(&base)[2], (12, base.join("12")));
+        // The base's rules hold for every instance: a base writable by others is refused.
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = StateDir::open_instance(&base, 1).unwrap_err().to_string();
+        assert!(err.contains("has mode 777"), "{err}");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(base.join("1"), std::fs::Permissions::from_mode(0o722)).unwrap();
+        let err = StateDir::open_instance(&base, 1).unwrap_err().to_string();
+        assert!(err.contains("/1 has mode 722"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,15 @@ pub struct Liveness {
 /// The whole status record (`nodeagent status --json` prints it as is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
+    /// The instance this agent serves (`serve --instance N`, `launch.instance`).
+    #[serde(default)]
+    pub instance: usize,
+    /// The instance's GPU indexes (the vendor tool's numbering) when known.
+    #[serde(default)]
+    pub gpus: Option<Vec<u32>>,
+    /// The instance's state dir (where this socket is).
+    #[serde(default)]
+    pub state_dir: Option<String>,
     pub agent_pid: u32,
     pub state: State,
     /// What happened last, one line.
@@ -145,6 +154,9 @@ impl AgentStatus {
     ) -> Self {
         let now = now_rfc3339();
         Self {
+            instance: 0,
+            gpus: None,
+            state_dir: None,
             agent_pid: std::process::id(),
             state: State::Starting,
             message: "starting".to_string(),
@@ -250,6 +262,32 @@ pub async fn serve(
         let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
         let _ = std::fs::remove_file(cleanup);
     }))
+}
+
+/// What answered on one instance's socket.
+#[derive(Debug)]
+pub struct Found {
+    pub instance: usize,
+    pub state_dir: PathBuf,
+    pub status: Result<AgentStatus, StatusError>,
+}
+
+/// Asks every instance under `base` that has a status socket (`super::statedir::instance_dirs`;
+/// only `instance` when given), all at once; those without a socket are not listed, those
+/// whose socket does not answer are, with the error.
+pub async fn query_all(base: &Path, instance: Option<usize>, timeout: Duration) -> Vec<Found> {
+    let dirs: Vec<(usize, PathBuf)> = match instance {
+        Some(n) => vec![(n, crate::supervise::statedir::instance_dir(base, n))],
+        None => crate::supervise::statedir::instance_dirs(base)
+            .into_iter()
+            .filter(|(_, d)| std::fs::symlink_metadata(d.join(SOCKET_NAME)).is_ok())
+            .collect(),
+    };
+    let asks = dirs.into_iter().map(|(instance, dir)| async move {
+        let status = query(&dir, timeout).await;
+        Found { instance, state_dir: dir, status }
+    });
+    futures_util::future::join_all(asks).await
 }
 
 /// Asks the agent whose state dir is `state_dir`.
