@@ -254,6 +254,10 @@ pub struct SimulateArgs {
     /// Workers outlive this process's death (leftovers, like Ray workers after a SIGKILL).
     #[arg(long)]
     pub orphan_workers: bool,
+    /// Each worker allocates and touches this many MiB and holds them (a stand-in for a GPU
+    /// worker's host memory, for the memory placement audit).
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub worker_memory_mb: u64,
     /// Write this process's PID to FILE (removed on a graceful stop).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
@@ -282,6 +286,9 @@ pub struct SimulateWorkerArgs {
     /// Keep running after the parent dies.
     #[arg(long)]
     pub orphan: bool,
+    /// Allocate and touch this many MiB first, and hold them.
+    #[arg(long, default_value_t = 0)]
+    pub memory_mb: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -673,3 +673,46 @@ fn two_node_vm_doctor_flags_numa_balancing_and_replays_the_host() {
     assert_eq!(replayed["offline_cpus"], off["offline_cpus"]);
     assert_eq!(replayed["transparent_hugepages"], on["transparent_hugepages"]);
 }
+
+/// `memory_by_node` of a `status --json` section, node id → bytes, and the off-node share.
+fn memory_by_node(vm: &VmRun, name: &str) -> (BTreeMap<u32, u64>, Option<f64>, bool) {
+    let v = json(vm, name);
+    let by_node = v["memory_by_node"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: no memory_by_node in {v}"))
+        .iter()
+        .map(|(k, b)| (k.parse().unwrap(), b.as_u64().unwrap()))
+        .collect();
+    (by_node, v["memory_off_node_share"].as_f64(), v["memory_off_node_alert"] == true)
+}
+
+#[test]
+fn two_node_vm_memory_audit_follows_the_binding() {
+    let test = "placement_two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "two-node", "placement.sh", &[]);
+    let mib = 1u64 << 20;
+    // Two workers hold 64 MiB each: their anonymous pages land on the bound node.
+    for (name, node, other) in [("node1-status", 1u32, 0u32), ("node0-status", 0, 1)] {
+        let (by_node, share, _) = memory_by_node(&vm, name);
+        let on = by_node.get(&node).copied().unwrap_or(0);
+        let off = by_node.get(&other).copied().unwrap_or(0);
+        assert!(on >= 128 * mib, "{name}: {on} bytes on node {node}: {by_node:?}");
+        assert!(off < on, "{name}: more on node {other} than on the bound node: {by_node:?}");
+        let share = share.unwrap_or_else(|| panic!("{name}: no off-node share"));
+        assert!((0.0..0.5).contains(&share), "{name}: off-node share {share}");
+        let exact = off as f64 / (on + off) as f64;
+        assert!((share - exact).abs() < 1e-9, "{name}: share {share} vs {exact}");
+        let text = vm.ok(&name.replace("-status", "-status-text"));
+        assert!(text.contains("memory/node"), "{text}");
+    }
+    // Unbound: the bytes are there, on whichever node, and there is no share to judge.
+    let (by_node, share, alert) = memory_by_node(&vm, "unbound-status");
+    assert!(by_node.values().sum::<u64>() >= 128 * mib, "{by_node:?}");
+    assert_eq!((share, alert), (None, false));
+    for stop in ["node1-stop", "node0-stop", "unbound-stop"] {
+        assert!(vm.ok(stop).contains("serve-exit=0"), "{stop}: {}", vm.ok(stop));
+    }
+}

@@ -24,6 +24,7 @@ pub mod health;
 pub mod native;
 pub mod notify;
 pub mod pidfile;
+pub mod placement;
 pub mod process;
 pub mod procs;
 pub mod progress;
