@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -258,4 +259,65 @@ fn live_host_gives_a_valid_report() {
     for name in NAMES {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
+}
+
+#[path = "support/agent.rs"]
+mod agent;
+
+/// A real `nodeagent serve` of the simulator, bound to CPU 0 (this machine has no GPU, so the
+/// plan has no binding to hold it against): doctor asks it over its socket and finds every
+/// engine process inside the binding, and the status record carries the placement audit.
+#[test]
+fn engine_check_asks_a_running_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("nodeagent.toml");
+    let argv: Vec<String> = [
+        "{self}",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--served-model-name",
+        "{served_model_name}",
+        "--workers",
+        "1",
+        "--worker-memory-mb",
+        "16",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    agent::write_config(
+        &config,
+        &state,
+        &argv,
+        "binding_check_interval = \"200ms\"\nstop_grace = \"3s\"\n\n[binding]\ncpus = \"0\"\nmem_policy = \"bind\"\nmem_nodes = [0]\n",
+    );
+    let err = std::fs::File::create(dir.path().join("serve.err")).unwrap();
+    let child = Command::new(agent::BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NODEAGENT_TEST_MARK", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let st = agent::wait_for("serve ready with a placement audit", Duration::from_secs(60), || {
+        let s = agent::status(&state, &[])?;
+        (s["state"] == "ready" && s["memory_by_node"]["0"].as_u64()? >= 16 << 20).then_some(s)
+    });
+    assert_eq!(st["memory_off_node_share"].as_f64(), Some(0.0), "{st}");
+    assert_eq!(st["memory_off_node_alert"], false);
+    let out = run(&["doctor", "--json", "--state-dir", state.to_str().unwrap()]);
+    let c = checks(&out);
+    agent::stop_child(Some(child), Duration::from_secs(10));
+    agent::kill_marked(dir.path());
+    let engine = c.iter().find(|x| x.0 == "engine_outside_plan").unwrap();
+    assert_eq!(
+        (engine.1.as_str(), engine.2.as_str()),
+        ("pass", "engine inside its binding (CPUs 0 memory 0)"),
+        "{}",
+        std::fs::read_to_string(dir.path().join("serve.err")).unwrap_or_default()
+    );
 }
