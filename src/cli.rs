@@ -46,6 +46,10 @@ pub enum Command {
     /// Launch vLLM (or any engine) under the plan's binding and supervise it: binding check,
     /// readiness, liveness, restarts, clean stop; systemd notify when run as a service.
     Serve(ServeArgs),
+    /// Check the host settings that bear on the binding (NUMA balancing, huge pages, CPU
+    /// governor, GPU interrupts, PCIe links, offline CPUs, memory headroom, a running engine):
+    /// pass, warn, fail or unknown, with evidence and fix. Exit 1 when any check fails.
+    Doctor(DoctorArgs),
     /// Ask the running `nodeagent serve` for its state, engine pids, binding check, restarts,
     /// health and uptime.
     Status(StatusArgs),
@@ -271,6 +275,10 @@ pub struct SimulateArgs {
     /// Workers outlive this process's death (leftovers, like Ray workers after a SIGKILL).
     #[arg(long)]
     pub orphan_workers: bool,
+    /// Each worker allocates and touches this many MiB and holds them (a stand-in for a GPU
+    /// worker's host memory, for the memory placement audit).
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub worker_memory_mb: u64,
     /// Write this process's PID to FILE (removed on a graceful stop).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
@@ -299,6 +307,9 @@ pub struct SimulateWorkerArgs {
     /// Keep running after the parent dies.
     #[arg(long)]
     pub orphan: bool,
+    /// Allocate and touch this many MiB first, and hold them.
+    #[arg(long, default_value_t = 0)]
+    pub memory_mb: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,6 +386,22 @@ pub struct ServeArgs {
     /// spawned task, not in the supervisor's own future (tests/hardening.rs).
     #[arg(long, hide = true)]
     pub debug_panic_in_task: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Where the host facts come from, which GPUs and split: the binding checked is the one
+    /// `nodeagent plan` gives for the same flags (`--from DIR` replays a `probe --save`
+    /// snapshot, settings included).
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Root of the procfs tree to read live (for tests and chroots).
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// State directory of a running `nodeagent serve`, whose engine is checked against the
+    /// plan (no agent answering: that check is `unknown`).
+    #[arg(long, value_name = "DIR", default_value = "/run/nodeagent")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

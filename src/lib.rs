@@ -13,6 +13,7 @@ pub mod binding;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod doctor;
 pub mod exit;
 pub mod export;
 pub mod host;

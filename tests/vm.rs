@@ -705,4 +705,124 @@ fn boot_for(test: &str, topology: &str, scenario: &str, timeout_s: u32) -> VmRun
     let text = std::fs::read_to_string(&results).unwrap();
     let sections = parse_results(&text).unwrap_or_else(|e| panic!("{}: {e}", results.display()));
     VmRun { sections, results }
+/// `doctor --json` statuses by check name.
+fn doctor_statuses(stdout: &str) -> BTreeMap<String, (String, String)> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("doctor --json is no JSON ({e}): {stdout}"));
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("name"), (s("status"), s("detail")))
+        })
+        .collect()
+}
+
+#[test]
+fn two_node_vm_doctor_flags_numa_balancing_and_replays_the_host() {
+    let test = "doctor_two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "two-node", "doctor.sh", &[]);
+    let default = vm.ok("balancing-default").trim().to_string();
+    assert!(["0", "1"].contains(&default.as_str()), "numa_balancing file: {default:?}");
+
+    let off = vm.ok("doctor-off");
+    let off = doctor_statuses(off);
+    assert_eq!(off.len(), 8, "{off:?}");
+    assert_eq!(off["numa_balancing"].0, "pass", "{off:?}");
+    // The plan binds node 1 (CPUs 2-3): both online in the VM.
+    assert_eq!(
+        off["offline_cpus"],
+        ("pass".into(), "bound CPUs 2-3 all online (online 0-3)".into())
+    );
+    assert!(off["memory_headroom"].1.starts_with("node 1 "), "{off:?}");
+
+    let on = vm.section("doctor-on");
+    assert_eq!(on.rc, 1, "a failed check exits 1: {}", on.stderr);
+    assert!(on.stderr.contains("error: 1 check(s) failed: numa_balancing"), "{}", on.stderr);
+    let on = doctor_statuses(&on.stdout);
+    assert_eq!(on["numa_balancing"].0, "fail");
+    assert!(on["numa_balancing"].1.starts_with("kernel.numa_balancing = 1: "), "{on:?}");
+
+    let plan = vm.section("plan-warns");
+    assert_eq!(plan.rc, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr.lines().any(|l| l.starts_with("warning: doctor: numa_balancing fail: ")),
+        "plan did not warn: {}",
+        plan.stderr
+    );
+
+    // The VM's settings replayed outside it: the same verdict on numa_balancing.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm").join(test).join("snap");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let b64 = dir.with_extension("b64");
+    std::fs::write(&b64, vm.ok("doctor-snapshot")).unwrap();
+    let untar = Command::new("sh")
+        .arg("-c")
+        .arg(format!("base64 -d < '{}' | tar -xz -C '{}'", b64.display(), dir.display()))
+        .status()
+        .unwrap();
+    assert!(untar.success(), "the snapshot did not come out of the VM intact");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("procfs/sys/kernel/numa_balancing")).unwrap(),
+        "1\n"
+    );
+    let replay = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["doctor", "--json", "--from"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(replay.status.code(), Some(1), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replayed = doctor_statuses(&String::from_utf8_lossy(&replay.stdout));
+    assert_eq!(replayed["numa_balancing"], on["numa_balancing"]);
+    assert_eq!(replayed["offline_cpus"], off["offline_cpus"]);
+    assert_eq!(replayed["transparent_hugepages"], on["transparent_hugepages"]);
+}
+
+/// `memory_by_node` of a `status --json` section, node id → bytes, and the off-node share.
+fn memory_by_node(vm: &VmRun, name: &str) -> (BTreeMap<u32, u64>, Option<f64>, bool) {
+    let v = json(vm, name);
+    let by_node = v["memory_by_node"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: no memory_by_node in {v}"))
+        .iter()
+        .map(|(k, b)| (k.parse().unwrap(), b.as_u64().unwrap()))
+        .collect();
+    (by_node, v["memory_off_node_share"].as_f64(), v["memory_off_node_alert"] == true)
+}
+
+#[test]
+fn two_node_vm_memory_audit_follows_the_binding() {
+    let test = "placement_two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot(test, "two-node", "placement.sh", &[]);
+    let mib = 1u64 << 20;
+    // Two workers hold 64 MiB each: their anonymous pages land on the bound node.
+    for (name, node, other) in [("node1-status", 1u32, 0u32), ("node0-status", 0, 1)] {
+        let (by_node, share, _) = memory_by_node(&vm, name);
+        let on = by_node.get(&node).copied().unwrap_or(0);
+        let off = by_node.get(&other).copied().unwrap_or(0);
+        assert!(on >= 128 * mib, "{name}: {on} bytes on node {node}: {by_node:?}");
+        assert!(off < on, "{name}: more on node {other} than on the bound node: {by_node:?}");
+        let share = share.unwrap_or_else(|| panic!("{name}: no off-node share"));
+        assert!((0.0..0.5).contains(&share), "{name}: off-node share {share}");
+        let exact = off as f64 / (on + off) as f64;
+        assert!((share - exact).abs() < 1e-9, "{name}: share {share} vs {exact}");
+        let text = vm.ok(&name.replace("-status", "-status-text"));
+        assert!(text.contains("memory/node"), "{text}");
+    }
+    // Unbound: the bytes are there, on whichever node, and there is no share to judge.
+    let (by_node, share, alert) = memory_by_node(&vm, "unbound-status");
+    assert!(by_node.values().sum::<u64>() >= 128 * mib, "{by_node:?}");
+    assert_eq!((share, alert), (None, false));
+    for stop in ["node1-stop", "node0-stop", "unbound-stop"] {
+        assert!(vm.ok(stop).contains("serve-exit=0"), "{stop}: {}", vm.ok(stop));
+    }
 }

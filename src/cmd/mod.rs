@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod completions;
 pub mod demo;
+pub mod doctor;
 pub mod hwloc_xml;
 pub mod man;
 pub mod monitor;
@@ -28,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::SimulateWorker(args) => simulate::run_worker(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Verify(args) if args.command.is_none() && args.run.compare.compare.is_some() => {
             compare::run(args.run)
         }

@@ -71,6 +71,7 @@ pub fn run(args: &PlanArgs) -> Result<(), CmdError> {
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{text}").failed()?;
+    binding_warnings(args, &topo, &plan);
     Ok(())
 }
 
@@ -97,6 +98,26 @@ fn device_nodes(facts: &HostFacts, topo: &Topology, live: bool) -> DeviceNodes {
         }
     }
     nodes
+}
+
+/// The host settings that concern this binding (`nodeagent doctor`'s warn and fail checks),
+/// on stderr, one line each; a setting that cannot be read is itself one such line.
+fn binding_warnings(args: &PlanArgs, topo: &crate::topology::Topology, plan: &Plan) {
+    use crate::doctor;
+    let src = &args.source;
+    let (sys, proc) =
+        doctor::read::roots(src.from.as_deref(), &src.sysfs_root, std::path::Path::new("/proc"));
+    let mut scope = doctor::scope(topo, Some(plan), args.host_memory_gb);
+    scope.engine_note = "plan asks no agent".into();
+    let buses: Vec<String> = scope.gpus.iter().filter_map(|g| g.bus_id.clone()).collect();
+    match doctor::read(&sys, &proc, &buses) {
+        Ok(settings) => {
+            for line in doctor::binding_warnings(&doctor::run(&settings, &scope)) {
+                eprintln!("warning: {line}");
+            }
+        }
+        Err(e) => eprintln!("warning: doctor: host settings not read: {e}"),
+    }
 }
 
 /// The text form: one block per instance, as the seed worked it out by hand.

@@ -30,7 +30,9 @@ pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
     let start = std::time::Instant::now();
     let (facts, topo) = super::source::load(&args.source)?;
     if let Some(dir) = &args.save {
-        facts.raw.save(dir).bad_input()?;
+        let mut raw = facts.raw.clone();
+        add_doctor_settings(&mut raw, &args.source, &topo)?;
+        raw.save(dir).bad_input()?;
         tracing::info!(dir = %dir.display(), "snapshot saved");
     }
     let mut out = std::io::stdout().lock();
@@ -55,6 +57,29 @@ pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
     if args.timings {
         print_timings(&facts, start.elapsed());
     }
+    Ok(())
+}
+
+/// The files `nodeagent doctor` reads (host settings below the sysfs and procfs roots, for the
+/// host's GPUs), so `doctor --from DIR` replays this host.
+fn add_doctor_settings(
+    raw: &mut crate::host::snapshot::RawOutputs,
+    source: &crate::cli::SourceArgs,
+    topo: &Topology,
+) -> Result<(), CmdError> {
+    let (sys, proc) = crate::doctor::read::roots(
+        source.from.as_deref(),
+        &source.sysfs_root,
+        std::path::Path::new("/proc"),
+    );
+    let buses: Vec<String> = topo.gpus.iter().filter_map(|g| g.bus_id.clone()).collect();
+    let settings = crate::doctor::read(&sys, &proc, &buses).bad_input()?;
+    for file in settings.sys_files {
+        if !raw.sysfs.iter().any(|f| f.rel == file.rel) {
+            raw.sysfs.push(file);
+        }
+    }
+    raw.procfs = settings.proc_files;
     Ok(())
 }
 

@@ -91,7 +91,13 @@ pub fn run(args: SimulateArgs) -> Result<(), CmdError> {
         let exe = std::env::current_exe()
             .context("cannot find the nodeagent executable to start workers")
             .failed()?;
-        sim::workers::spawn(&exe, args.workers, args.orphan_workers).failed()?
+        sim::workers::spawn_with_memory(
+            &exe,
+            args.workers,
+            args.orphan_workers,
+            args.worker_memory_mb,
+        )
+        .failed()?
     } else {
         sim::workers::Workers::default()
     };
@@ -194,6 +200,8 @@ fn remove_quietly(path: &Path) {
 }
 
 pub fn run_worker(args: SimulateWorkerArgs) -> Result<(), CmdError> {
+    // Held until the worker ends.
+    let _memory = sim::workers::touch_memory(args.memory_mb);
     sim::workers::run_worker(args.rank, args.parent_pid, args.orphan).failed()
 }
 

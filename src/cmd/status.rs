@@ -154,6 +154,17 @@ pub fn render(s: &AgentStatus) -> String {
         let cpu = s.engine_cpu_seconds.map_or("-".into(), |c| format!("{c:.1} s"));
         line(&mut out, "engine use", format!("memory {mem}, cpu {cpu}"));
     }
+    if let Some(by_node) = &s.memory_by_node {
+        let nodes: Vec<String> = by_node
+            .iter()
+            .map(|(n, b)| format!("node {n} {:.1} MiB", *b as f64 / 1048576.0))
+            .collect();
+        let share = s.memory_off_node_share.map_or(String::new(), |x| {
+            let alert = if s.memory_off_node_alert { " ALERT" } else { "" };
+            format!(", {:.1} % off the bound nodes{alert}", x * 100.0)
+        });
+        line(&mut out, "memory/node", format!("{}{share}", nodes.join(", ")));
+    }
     let binding =
         if s.binding.is_none() { "none".to_string() } else { s.binding.numactl_args().join(" ") };
     line(&mut out, "binding", binding);

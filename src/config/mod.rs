@@ -175,6 +175,9 @@ pub struct BindingConfig {
     pub mem_nodes: Option<Vec<u32>>,
     /// What happens when a process escapes the binding.
     pub on_escape: Option<EscapePolicy>,
+    /// Share (0 to 1) of the engine's resident memory allowed off its bound memory nodes
+    /// before the placement alert (status, log, `/metrics`) goes up.
+    pub memory_off_node_alert: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +272,7 @@ pub struct SupervisePolicy {
     pub restart_window: Duration,
     pub stable_after: Duration,
     pub on_escape: EscapePolicy,
+    pub memory_off_node_alert: f64,
 }
 
 impl Config {
@@ -295,6 +299,7 @@ impl Config {
             restart_window: s.restart_window.unwrap_or(secs(600)),
             stable_after: s.stable_after.unwrap_or(secs(300)),
             on_escape: self.binding.on_escape.unwrap_or_default(),
+            memory_off_node_alert: self.binding.memory_off_node_alert.unwrap_or(0.10),
         }
     }
 
@@ -390,6 +395,12 @@ impl Config {
                 "supervise.backoff_max ({}) is shorter than supervise.backoff_initial ({})",
                 humantime::format_duration(p.backoff_max),
                 humantime::format_duration(p.backoff_initial)
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.memory_off_node_alert) {
+            return bad(format!(
+                "binding.memory_off_node_alert = {}: must be a share from 0 to 1 (0.1 = 10 %)",
+                p.memory_off_node_alert
             ));
         }
         if self.engine.argv.is_empty() {

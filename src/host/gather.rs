@@ -204,7 +204,10 @@ fn from_snapshot(dir: &Path, gpu_pci: &[String]) -> Result<HostFacts, HostError>
     let sys_root = dir.join(snapshot::SYSFS_DIR);
     if sys_root.is_dir() {
         let (r, t) = timed(|| sysfs::read(&sys_root, gpu_pci));
-        facts.sysfs = Some(r?.machine);
+        let sys = r?;
+        // Kept so `probe --from A --save B` writes B's sysfs/ too.
+        facts.raw.sysfs = sys.files;
+        facts.sysfs = Some(sys.machine);
         facts.timings.push(Timing { source: "sysfs".into(), tool: t, parse: Duration::ZERO });
     }
     let name = |file: &str| dir.join(file).display().to_string();

@@ -22,6 +22,7 @@ mod gather;
 pub mod gputopo;
 pub mod hwloc;
 pub mod mxsmi;
+pub mod numa_maps;
 pub mod numactl;
 pub mod nvsmi;
 pub mod rocmsmi;

@@ -7,7 +7,10 @@
 //! mx-smi.txt  mx-smi-topo-m.txt  numactl-hardware.txt  nvidia-smi.txt  nvidia-smi-topo-m.txt
 //! nvidia-smi-query.csv  rocm-smi-showtopo.txt  hwloc.xml  sysfs/<paths below /sys>
 //! gpu-pci.txt   (the `--gpu-pci` addresses of the probe, one per line, so a replay needs no flag)
+//! procfs/<paths below /proc>   (the settings `doctor` judges: numa_balancing, GPU irq affinity)
 //! ```
+//! `sysfs/` also holds the sysfs settings `doctor` reads (THP, governors, PCIe links,
+//! `msi_irqs/`); `doctor --from DIR` reads both trees as its roots.
 //! This module only moves text between memory and disk; parsing is `crate::host`'s job.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ pub const ROCM_SMI_TOPO: &str = "rocm-smi-showtopo.txt";
 pub const HWLOC_XML: &str = "hwloc.xml";
 pub const GPU_PCI: &str = "gpu-pci.txt";
 pub const SYSFS_DIR: &str = "sysfs";
+pub const PROCFS_DIR: &str = "procfs";
 
 /// Every raw output of one probe, keyed by its snapshot file name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub struct RawOutputs {
     pub gpu_pci: Option<String>,
     /// sysfs files read, relative to the sysfs root.
     pub sysfs: Vec<ReadFile>,
+    /// procfs files read (by `doctor`'s reader), relative to the procfs root.
+    pub procfs: Vec<ReadFile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,7 @@ impl RawOutputs {
             HWLOC_XML,
             GPU_PCI,
             SYSFS_DIR,
+            PROCFS_DIR,
         ];
         if let Some(file) = known.iter().find(|f| dir.join(f).exists()) {
             return Err(SnapshotError::NotEmpty { dir: dir.to_path_buf(), file: file.to_string() });
@@ -106,12 +113,13 @@ impl RawOutputs {
         for (name, text) in self.files() {
             write(dir.join(name), text)?;
         }
-        for file in &self.sysfs {
+        let trees = self.sysfs.iter().map(|f| (SYSFS_DIR, f));
+        for (tree, file) in trees.chain(self.procfs.iter().map(|f| (PROCFS_DIR, f))) {
             // Only relative paths below the root: a crafted `..` must not escape `dir`.
             if file.rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
                 continue;
             }
-            let path = dir.join(SYSFS_DIR).join(&file.rel);
+            let path = dir.join(tree).join(&file.rel);
             if let Some(parent) = path.parent() {
                 mkdir(parent)?;
             }
@@ -147,6 +155,7 @@ pub fn load(dir: &Path) -> Result<RawOutputs, SnapshotError> {
         hwloc_xml: read(HWLOC_XML)?,
         gpu_pci: read(GPU_PCI)?,
         sysfs: Vec::new(),
+        procfs: Vec::new(),
     };
     if raw.files().is_empty() && !dir.join(SYSFS_DIR).is_dir() {
         return Err(SnapshotError::EmptyDir { dir: dir.to_path_buf() });
@@ -168,6 +177,7 @@ mod tests {
                 ReadFile { rel: "devices/system/node/node0/cpulist".into(), text: "0-1\n".into() },
                 ReadFile { rel: "../escape".into(), text: "x".into() },
             ],
+            procfs: vec![ReadFile { rel: "sys/kernel/numa_balancing".into(), text: "1\n".into() }],
             ..RawOutputs::default()
         };
         raw.save(dir.path()).unwrap();
@@ -178,6 +188,8 @@ mod tests {
         let cpulist = dir.path().join("sysfs/devices/system/node/node0/cpulist");
         assert_eq!(std::fs::read_to_string(cpulist).unwrap(), "0-1\n");
         assert!(!dir.path().join("escape").exists());
+        let balancing = dir.path().join("procfs/sys/kernel/numa_balancing");
+        assert_eq!(std::fs::read_to_string(balancing).unwrap(), "1\n");
         // A second save into the same directory would mix two probes.
         let err = raw.save(dir.path()).unwrap_err();
         assert!(matches!(err, SnapshotError::NotEmpty { .. }), "{err}");

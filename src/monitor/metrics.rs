@@ -182,6 +182,35 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 g,
             );
         }
+        if let Some(by_node) = &e.memory_by_node {
+            let fam = family();
+            for (node, bytes) in by_node {
+                fam.get_or_create(&l(&[("node", node.to_string())])).set(*bytes as f64);
+            }
+            reg.register_with_unit(
+                "engine_node_memory",
+                "Resident memory of the engine's processes on each NUMA node (numa_maps)",
+                Unit::Bytes,
+                fam,
+            );
+        }
+        if let Some(share) = e.memory_off_node_share {
+            let g = GaugeF::default();
+            g.set(share);
+            reg.register_with_unit(
+                "engine_memory_off_node",
+                "Share of the engine's resident memory off its bound memory nodes (0-1)",
+                Unit::Other("ratio".into()),
+                g,
+            );
+            let a = GaugeF::default();
+            a.set(if e.memory_off_node_alert { 1.0 } else { 0.0 });
+            reg.register(
+                "engine_memory_off_node_alert",
+                "Whether that share is above binding.memory_off_node_alert",
+                a,
+            );
+        }
         let gauges = [
             (
                 "engine_last_token_age",
@@ -375,6 +404,15 @@ mod tests {
         assert!(t.contains("\nnodeagent_engine_memory_bytes 1073741824.0\n"), "{t}");
         assert!(t.contains("# TYPE nodeagent_engine_cpu_seconds_total counter\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_cpu_seconds_total 12.5\n"), "{t}");
+        assert!(!t.contains("engine_node_memory"), "{t}");
+        st.engine.memory_by_node = Some([(0, 4096), (1, 1 << 20)].into());
+        st.engine.memory_off_node_share = Some(0.25);
+        st.engine.memory_off_node_alert = true;
+        let t = render(&st, None);
+        assert!(t.contains("\nnodeagent_engine_node_memory_bytes{node=\"0\"} 4096.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_node_memory_bytes{node=\"1\"} 1048576.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_memory_off_node_ratio 0.25\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_memory_off_node_alert 1.0\n"), "{t}");
         assert!(!t.contains("nodeagent_engine_last_token") && !t.contains("canary"), "{t}");
         st.engine.last_token_age_s = Some(7);
         st.engine.requests_running = Some(0.0);

@@ -36,6 +36,15 @@ pub struct EngineReport {
     /// CPU time the engine's cgroup used, seconds (`None`: no cgroup, or unknown).
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
+    /// Resident bytes of the engine's processes per NUMA node (`numa_maps`), by node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_by_node: Option<std::collections::BTreeMap<u32, u64>>,
+    /// Share (0 to 1) of those bytes off the binding's memory nodes, and whether it is above
+    /// the alert limit (`binding.memory_off_node_alert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_off_node_share: Option<f64>,
+    #[serde(default)]
+    pub memory_off_node_alert: bool,
     /// Liveness signals from the supervisor (docs/serve.md, "Supervision"): seconds since
     /// the engine's token counters last moved.
     #[serde(default)]

@@ -8,7 +8,8 @@
 //! (then it lives on, a leftover like Ray workers after a SIGKILL of vLLM). The simulator
 //! stops them on a graceful shutdown: SIGTERM, then SIGKILL after a grace period.
 //!
-//! What it does not do: any work. A worker only sleeps.
+//! What it does not do: any work. A worker only sleeps, holding the memory `--memory-mb`
+//! made it touch.
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
@@ -36,6 +37,16 @@ pub struct Workers {
 /// Starts `n` workers, ranks 1..=n (rank 0 is the simulator itself, like vLLM's engine
 /// process holding GPU 0), each in a new session.
 pub fn spawn(exe: &Path, n: u32, orphan: bool) -> Result<Workers, WorkerError> {
+    spawn_with_memory(exe, n, orphan, 0)
+}
+
+/// [`spawn`], each worker first allocating and touching `memory_mb` MiB (`--memory-mb`).
+pub fn spawn_with_memory(
+    exe: &Path,
+    n: u32,
+    orphan: bool,
+    memory_mb: u64,
+) -> Result<Workers, WorkerError> {
     let parent = std::process::id();
     let mut workers = Workers::default();
     for rank in 1..=n {
@@ -50,6 +61,9 @@ pub fn spawn(exe: &Path, n: u32, orphan: bool) -> Result<Workers, WorkerError> {
             .stderr(Stdio::inherit());
         if orphan {
             cmd.arg("--orphan");
+        }
+        if memory_mb > 0 {
+            cmd.arg("--memory-mb").arg(memory_mb.to_string());
         }
         // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent; it is the
         // only thing done between fork and exec.
@@ -101,6 +115,17 @@ impl Workers {
         }
         self.children.clear();
     }
+}
+
+/// `mib` MiB allocated and written, one byte per 4 KiB page, so every page is resident (on the
+/// node the worker's memory policy gives). Hold the result for as long as the memory should stay.
+pub fn touch_memory(mib: u64) -> Vec<u8> {
+    let len = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX / 2);
+    let mut v = vec![0u8; len];
+    for i in (0..len).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(v)
 }
 
 /// The body of `nodeagent simulate-worker`: name the process, then sleep until the parent is

@@ -26,6 +26,7 @@ pub mod native;
 pub mod notify;
 pub mod occupancy;
 pub mod pidfile;
+pub mod placement;
 pub mod process;
 pub mod procs;
 pub mod progress;

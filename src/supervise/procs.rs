@@ -64,6 +64,11 @@ impl ProcFs {
         Self { root: root.into() }
     }
 
+    /// The root of this tree (`/proc`).
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     fn path(&self, pid: i32, file: &str) -> PathBuf {
         self.root.join(pid.to_string()).join(file)
     }

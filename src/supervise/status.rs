@@ -123,6 +123,16 @@ pub struct AgentStatus {
     pub engine_cpu_seconds: Option<f64>,
     pub binding: Binding,
     pub binding_check: Option<BindingCheck>,
+    /// Resident bytes of every engine process per NUMA node (`numa_maps`), keyed by node id;
+    /// `None` before the first audit and for containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_by_node: Option<std::collections::BTreeMap<u32, u64>>,
+    /// Share (0 to 1) of those bytes off the binding's memory nodes; `None` when unbound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_off_node_share: Option<f64>,
+    /// The placement alert: the off-node share is above `binding.memory_off_node_alert`.
+    #[serde(default)]
+    pub memory_off_node_alert: bool,
     pub health: Option<Health>,
     /// The liveness signals of the current engine life (`None` before its first check).
     #[serde(default)]
@@ -175,6 +185,9 @@ impl AgentStatus {
             engine_cpu_seconds: None,
             binding,
             binding_check: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
+            memory_off_node_alert: false,
             health: None,
             liveness: None,
             restarts: 0,

@@ -303,6 +303,9 @@ impl Supervisor {
         s.main_pid = None;
         s.engine_memory_bytes = None;
         s.engine_cpu_seconds = None;
+        s.memory_by_node = None;
+        s.memory_off_node_share = None;
+        s.memory_off_node_alert = false;
         s.engine_started_at = None;
         stopped
     }
@@ -331,6 +334,7 @@ impl Supervisor {
             .filter_map(|p| self.proc.check(*p, &self.binding))
             .filter(crate::supervise::procs::is_engine_process)
             .collect();
+        let placement = self.audit_placement(&processes);
         let escaped: Vec<String> = processes
             .iter()
             .filter_map(|c| c.escape.as_ref().map(|e| format!("pid {} ({}): {e}", c.pid, c.comm)))
@@ -341,6 +345,11 @@ impl Supervisor {
             s.containment = containment;
             s.engine_memory_bytes = usage.memory_bytes;
             s.engine_cpu_seconds = usage.cpu_seconds;
+            if let Some((by_node, share, alert)) = placement {
+                s.memory_by_node = Some(by_node);
+                s.memory_off_node_share = share;
+                s.memory_off_node_alert = alert;
+            }
             s.binding_check =
                 Some(BindingCheck { at: now_rfc3339(), ok: escaped.is_empty(), processes });
         }
@@ -352,6 +361,39 @@ impl Supervisor {
             }
             Err(escaped.join("; "))
         }
+    }
+
+    /// The memory placement audit of the engine's processes (`supervise::placement`): bytes per
+    /// node, the share off the binding's memory nodes, and whether that is above
+    /// `binding.memory_off_node_alert` (logged when it goes up). `None` when no process's
+    /// `numa_maps` is readable here (a container's processes in another pid namespace still are).
+    fn audit_placement(
+        &self,
+        processes: &[crate::supervise::procs::ProcCheck],
+    ) -> Option<(std::collections::BTreeMap<u32, u64>, Option<f64>, bool)> {
+        let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+        let audit = crate::supervise::placement::audit(self.proc.root(), &pids);
+        for u in &audit.unread {
+            tracing::debug!("placement audit: {u}");
+        }
+        if audit.by_node.is_empty() {
+            return None;
+        }
+        let share =
+            crate::host::numa_maps::off_node_share(&audit.by_node, &self.binding.memory_nodes());
+        let alert = share.is_some_and(|s| s > self.policy.memory_off_node_alert);
+        let was = self.status.lock().unwrap().memory_off_node_alert;
+        if alert && !was {
+            tracing::warn!(
+                share = share.unwrap_or_default(),
+                limit = self.policy.memory_off_node_alert,
+                by_node = ?audit.by_node,
+                "engine memory off its bound nodes: {:.1} % (alert above {:.1} %)",
+                share.unwrap_or_default() * 100.0,
+                self.policy.memory_off_node_alert * 100.0
+            );
+        }
+        Some((audit.by_node, share, alert))
     }
 
     /// Whether an escape from the binding ends the life (`on_escape = "fail"` and a binding).
