@@ -705,6 +705,8 @@ fn boot_for(test: &str, topology: &str, scenario: &str, timeout_s: u32) -> VmRun
     let text = std::fs::read_to_string(&results).unwrap();
     let sections = parse_results(&text).unwrap_or_else(|e| panic!("{}: {e}", results.display()));
     VmRun { sections, results }
+}
+
 /// `doctor --json` statuses by check name.
 fn doctor_statuses(stdout: &str) -> BTreeMap<String, (String, String)> {
     let v: serde_json::Value = serde_json::from_str(stdout)
