@@ -178,7 +178,18 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
-    let spec = LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
+    let mut spec =
+        LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
+    // The engine's own drain option (`probe.shutdown_timeout_arg`, vLLM's
+    // `--shutdown-timeout`) gets `drain_timeout` in seconds (docs/serve.md, "Drain").
+    let policy = c.policy();
+    if let Some(arg) = policy.probe.shutdown_timeout_arg.filter(|_| !policy.drain_timeout.is_zero())
+    {
+        let secs = policy.drain_timeout.as_secs().max(1).to_string();
+        for argv in [&mut spec.argv, &mut spec.engine_argv] {
+            argv.extend([arg.clone(), secs.clone()]);
+        }
+    }
     if args.print_config {
         return print_config(&c, &sources, &spec);
     }
@@ -241,9 +252,12 @@ async fn serve(
         spec.binding.clone(),
     )));
     let cancel = CancellationToken::new();
+    // The status socket and the monitor outlive the signal: they report the drain and the
+    // stop, and end once the supervisor has stopped the engine.
+    let endpoints = CancellationToken::new();
     let server =
-        status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = start_monitor(args, &spec, status.clone(), &cancel).await?;
+        status::serve(state_dir, status.clone(), endpoints.child_token()).await.bad_input()?;
+    let gpu_hung = start_monitor(args, &spec, status.clone(), &endpoints).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
     let model = spec.served_model_name.clone();
@@ -302,6 +316,7 @@ async fn serve(
         supervisor.run().await
     };
     cancel.cancel();
+    endpoints.cancel();
     signals.abort();
     let _ = server.await;
     match outcome {

@@ -61,6 +61,7 @@ fn duration_keys(c: &Config) -> Vec<(&'static str, Option<Duration>, Min)> {
         ("supervise.backoff_max", s.backoff_max, Min::AtLeast(MS(10))),
         ("supervise.restart_window", s.restart_window, Min::AtLeast(S(1))),
         ("supervise.stable_after", s.stable_after, Min::AtLeast(S(1))),
+        ("supervise.drain_timeout", s.drain_timeout, Min::ZeroMeans("no drain", MS(100))),
         (
             "container.stop_timeout_s",
             c.container.stop_timeout_s.map(Duration::from_secs),

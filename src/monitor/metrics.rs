@@ -213,6 +213,12 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 e.canary_failures.map(f64::from),
                 None,
             ),
+            (
+                "engine_drain_in_flight",
+                "While draining before a stop: requests running plus waiting at the engine",
+                e.drain_in_flight,
+                None,
+            ),
         ];
         for (name, help, value, unit) in gauges {
             if let Some(v) = value {

@@ -1,6 +1,7 @@
 //! The agent's HTTP endpoint on loopback: `/metrics` (Prometheus text of the GPU gauges, engine
 //! state and alerts, then the engine's own metrics re-labelled), `/metrics/engine` (only those),
-//! and `/status` (the `MonitorStatus` JSON `nodeagent status` reads). It only reads `Shared`;
+//! `/status` (the `MonitorStatus` JSON `nodeagent status` reads) and `/ready` (200 while the
+//! engine serves, 503 while it drains, starts or restarts). It only reads `Shared`;
 //! the sampling loop writes it.
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/engine", get(engine_metrics))
         .route("/status", get(status))
+        .route("/ready", get(ready))
         .with_state(shared)
 }
 
@@ -45,6 +47,18 @@ async fn engine_metrics(State(shared): State<Arc<Shared>>) -> Response {
             "engine metrics not scraped (no engine metrics URL, or the last scrape failed)\n",
         )
             .into_response(),
+    }
+}
+
+/// The agent's readiness for a router or a Kubernetes probe: 200 while the supervised engine
+/// is `ready` or `degraded`, 503 with the state otherwise (`draining` before a stop, starting,
+/// restarting, ...).
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.snapshot().engine.state;
+    if matches!(state.as_str(), "ready" | "degraded") {
+        (StatusCode::OK, format!("{state}\n")).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n")).into_response()
     }
 }
 

@@ -50,6 +50,11 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         requests_waiting: live.and_then(|l| l.waiting),
         canary_ok: live.and_then(|l| l.canary.as_ref()).map(|c| c == "ok"),
         canary_failures: live.filter(|l| l.canary.is_some()).map(|l| l.canary_failures),
+        drain_in_flight: status
+            .drain
+            .as_ref()
+            .filter(|_| status.state == State::Draining)
+            .and_then(|d| d.in_flight),
         metrics_url: Some(format!("http://127.0.0.1:{}/metrics", status.port)),
     }
 }
