@@ -598,7 +598,8 @@ fn read_stream(mut tcp: std::net::TcpStream, limit: Duration) -> String {
 /// Issue 14 item 4: an engine with `/v1/models` but no `/health` (llama-cpp-python's server;
 /// here the simulator with `--no-health`) was never ready: `/health` answered 404 until
 /// `ready_timeout`, then a restart, forever. Now the 404 falls back to `/v1/models` with one
-/// note in the log and in `status`; a kill -9 is restarted and the fallback holds again.
+/// note in the log and in `status` (and `/live`, which the sim profile names, to the models
+/// list too); a kill -9 is restarted and the fallback holds again, the notes not repeated.
 #[test]
 fn an_engine_without_health_is_ready_through_its_models_list() {
     let argv = simulator_argv(&["--no-health"]);
@@ -607,7 +608,15 @@ fn an_engine_without_health_is_ready_through_its_models_list() {
     let st = agent.wait_state("ready", Duration::from_secs(15));
     let note = "GET /health answered 404: this engine has no /health; readiness and liveness \
                 use /v1/models instead ([probe] in docs/serve.md)";
-    assert_eq!(st["probe_notes"], serde_json::json!([note]), "{st}");
+    assert_eq!(st["probe_notes"][0], note, "{st}");
+    assert_eq!(st["health"]["last"], "healthy", "{st}");
+    // The sim profile names `/live` too: the first liveness check falls back once more.
+    let live = "GET /live answered 404: this engine has no /live; liveness uses /v1/models \
+                instead ([probe] in docs/serve.md)";
+    let st = wait_for("the /live note", Duration::from_secs(10), || {
+        agent.status().filter(|s| s["probe_notes"].as_array().is_some_and(|n| n.len() == 2))
+    });
+    assert_eq!(st["probe_notes"], serde_json::json!([note, live]), "{st}");
     assert_eq!(st["health"]["last"], "healthy", "{st}");
     let engine = st["main_pid"].as_i64().unwrap();
     agent::signal(engine as u32, "-KILL");
@@ -615,10 +624,13 @@ fn an_engine_without_health_is_ready_through_its_models_list() {
         agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
     });
     assert!(st["last_exit"].as_str().unwrap().contains("signal 9"), "{st}");
-    assert_eq!(st["probe_notes"].as_array().unwrap().len(), 1, "said once: {st}");
+    std::thread::sleep(Duration::from_millis(600)); // liveness checks of the new life
+    let st = agent.status().unwrap();
+    assert_eq!(st["probe_notes"], serde_json::json!([note, live]), "each said once: {st}");
     agent.stop_clean();
     let log = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
     assert_eq!(log.matches("this engine has no /health").count(), 1, "{log}");
+    assert_eq!(log.matches("this engine has no /live").count(), 1, "{log}");
 }
 
 /// Issue 14 item 1: a long prefill with chunked prefill counts its prompt tokens chunk by
