@@ -706,3 +706,31 @@ fn a_stop_drains_in_flight_requests_within_drain_timeout() {
         }
     }
 }
+
+/// An engine that drains itself (`probe.shutdown_timeout_arg`, vLLM's `--shutdown-timeout`)
+/// is started with `drain_timeout` in seconds at the end of its argv, in numactl mode after
+/// the binding's options too; without `drain_timeout` nothing is added.
+#[test]
+fn print_config_passes_drain_timeout_to_the_engines_own_drain_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let base = "host = \"nvidia\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"numactl\"\n\
+                [binding]\nauto = false\ncpu_nodes = [0]\nmem_nodes = [0]\n\
+                [probe]\nshutdown_timeout_arg = \"--shutdown-timeout\"\n";
+    for (extra, want) in [("[supervise]\ndrain_timeout = \"45s\"\n", true), ("", false)] {
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let argv = text.lines().find(|l| l.starts_with("#   argv: ")).unwrap();
+        assert_eq!(argv.ends_with(r#","--shutdown-timeout","45"]"#), want, "{argv}");
+        assert!(
+            argv.starts_with(r#"#   argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm""#),
+            "{argv}"
+        );
+    }
+}

@@ -188,6 +188,9 @@ mod tests {
             "{v:?}"
         );
         assert!(v[0].why.contains("must be 0 (the canary off) or at least 100ms"), "{v:?}");
+        assert!(check("[supervise]\ndrain_timeout = \"0s\"\n").is_empty());
+        let v = check("[supervise]\ndrain_timeout = \"5ms\"\n");
+        assert!(v[0].why.contains("must be 0 (no drain) or at least 100ms"), "{v:?}");
     }
 
     #[test]
@@ -219,6 +222,7 @@ mod tests {
         full.supervise.backoff_max = Some(p.backoff_max);
         full.supervise.restart_window = Some(p.restart_window);
         full.supervise.stable_after = Some(p.stable_after);
+        full.supervise.drain_timeout = Some(p.drain_timeout);
         full.supervise.health_failures = Some(p.health_failures);
         full.supervise.restart_budget = Some(p.restart_budget);
         assert_eq!(violations(&full), []);

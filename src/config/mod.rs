@@ -773,6 +773,29 @@ mod tests {
     }
 
     #[test]
+    fn probe_paths_default_to_vllm_and_bad_ones_are_refused() {
+        let p = load_text("model = \"sim\"\n").unwrap().config.policy().probe;
+        assert_eq!(
+            (p.health.as_deref(), p.live.as_deref(), p.models.as_deref(), p.metrics.as_deref()),
+            (Some("/health"), Some("/live"), Some("/v1/models"), Some("/metrics"))
+        );
+        assert_eq!((p.metrics_series, p.expect_status), (MetricsSeries::Vllm, 200));
+        let l = load_text("model = \"llama-cpp-python\"\n").unwrap().config.policy().probe;
+        assert_eq!((l.health, l.metrics, l.models.as_deref()), (None, None, Some("/v1/models")));
+        let s = load_text("model = \"sglang\"\n").unwrap().config.policy().probe;
+        assert_eq!(s.live.as_deref(), Some("/health_generate"));
+        assert_eq!(s.metrics_series, MetricsSeries::Sglang);
+        let msg = load_text("model = \"sim\"\n[probe]\nhealth = \"health\"\n").unwrap_err();
+        assert!(msg.to_string().contains("probe.health = \"health\": must be a path"), "{msg}");
+        let msg = load_text("model = \"sim\"\n[probe]\nexpect_status = 42\n").unwrap_err();
+        assert!(msg.to_string().contains("probe.expect_status = 42"), "{msg}");
+        let off = "model = \"sim\"\n[probe]\nhealth = \"\"\nmodels = \"\"\n";
+        assert!(load_text(off).unwrap_err().to_string().contains("nothing tells readiness"));
+        let msg = load_text("model = \"sim\"\n[probe]\nmetrics_series = \"tgi\"\n").unwrap_err();
+        assert!(msg.to_string().starts_with("test.toml:3:"), "{msg}");
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
