@@ -95,3 +95,29 @@ pub async fn bind(
     };
     Ok((bound, fut))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/ready` follows the supervised engine's state: 200 while it serves, 503 while it
+    /// drains before a stop (a router stops sending), starts or restarts.
+    #[tokio::test]
+    async fn ready_answers_200_only_while_the_engine_serves() {
+        let shared = Arc::new(Shared::default());
+        let cancel = CancellationToken::new();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (bound, serve) = bind(addr, shared.clone(), cancel.clone()).await.unwrap();
+        let server = tokio::spawn(serve);
+        let t = std::time::Duration::from_secs(2);
+        for (state, want) in
+            [("ready", 200), ("degraded", 200), ("draining", 503), ("starting", 503)]
+        {
+            shared.status.write().unwrap().engine.state = state.to_string();
+            let (code, body) = crate::supervise::health::get_tcp(bound, "/ready", t).await.unwrap();
+            assert_eq!((code, String::from_utf8_lossy(&body).trim()), (want, state));
+        }
+        cancel.cancel();
+        let _ = server.await;
+    }
+}

@@ -165,5 +165,16 @@ mod tests {
         assert_eq!(r.last_token_age_s, Some(130));
         assert_eq!((r.requests_running, r.requests_waiting), (Some(0.0), Some(3.0)));
         assert_eq!((r.canary_ok, r.canary_failures), (Some(false), Some(2)));
+        // The drain's in-flight count is reported while draining only.
+        st.drain = Some(crate::supervise::status::Drain {
+            since: "2026-01-01T00:00:00Z".into(),
+            timeout_s: 30.0,
+            in_flight: Some(2.0),
+            result: None,
+        });
+        assert_eq!(engine_report(&st, None).drain_in_flight, None, "state starting");
+        st.state = State::Draining;
+        let r = engine_report(&st, None);
+        assert_eq!((r.state.as_str(), r.drain_in_flight), ("draining", Some(2.0)));
     }
 }
