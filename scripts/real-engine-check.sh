@@ -13,8 +13,14 @@
 # `make test` runs it after the Rust tests (with the debug binary). The server's virtualenv is
 # kept in /var/cache/nodeagent-test/llama-venv (NODEAGENT_LLAMA_VENV), so only the first run on
 # a machine pays for the build; llava/mtmd (multimodal) is not built (LLAVA_BUILD=OFF).
+# Then `nodeagent serve` supervises the same real server (the built-in `llama-cpp-python`
+# profile: no /health, readiness and liveness through /v1/models) bound to CPU 1: ready, every
+# process inside the binding, a `nodeagent verify` sweep through it, kill -9 restarted, SIGSTOP
+# (no answer) restarted, its completions made to fail restarted by the canary, SIGTERM leaves
+# nothing; each restart's reason asserted.
 # Skip with NODEAGENT_SKIP_REAL_ENGINE=1. Usage: scripts/real-engine-check.sh
-# Env: NODEAGENT_BIN (default target/release/nodeagent, built if missing).
+# Env: NODEAGENT_BIN (default target/release/nodeagent, built if missing);
+# NODEAGENT_REAL_ENGINE_PART=serve runs only the serve part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${NODEAGENT_SKIP_REAL_ENGINE:-}" ]; then echo "real-engine check skipped"; exit 0; fi
@@ -23,7 +29,12 @@ VENV=${NODEAGENT_LLAMA_VENV:-/var/cache/nodeagent-test/llama-venv}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 WORK=$(mktemp -d /tmp/real-engine.XXXXXX)
 SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill -- -"$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+AGENT_PID=
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill -- -"$SERVER_PID" 2>/dev/null
+    [ -n "$AGENT_PID" ] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 [ -x "$BIN" ] || cargo build --release --locked --quiet
@@ -46,6 +57,7 @@ start_server() {
     for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null && break; sleep 0.2; done
     curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "llama.cpp server did not start:"; tail "$WORK/server.log"; exit 1; }
 }
+if [ "${NODEAGENT_REAL_ENGINE_PART:-all}" != serve ]; then
 # No interruption: by default a new request cuts the running stream short (checked last).
 start_server --interrupt_requests False
 
@@ -144,5 +156,8 @@ assert level["requests"] == level["succeeded"] + level["failed"] == 6, level
 print("  " + "\n  ".join(sorted({r["error_detail"] for r in cut})))
 assert cut, "the server cuts streams short at concurrency 2: some must be stream_cut"
 assert all(r["finish_reason"] for r in recs if r["error"] is None)
-print("real-engine check passed")
 PY
+kill -- -"$SERVER_PID" 2>/dev/null; SERVER_PID=
+fi
+. scripts/real-engine-serve.sh
+echo "real-engine check passed"

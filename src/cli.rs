@@ -268,6 +268,14 @@ pub struct SimulateArgs {
     /// /v1/models and /metrics still answer (vLLM #1492).
     #[arg(long, value_name = "MS")]
     pub fail_completions_after_ms: Option<u64>,
+    /// Answer 404 on /health and /live, like llama-cpp-python's server (it has /v1/models
+    /// only).
+    #[arg(long)]
+    pub no_health: bool,
+    /// Count the prompt's tokens in vllm:prompt_tokens_total chunk by chunk over the prefill
+    /// time, N tokens a chunk (vLLM's chunked prefill); 0 counts them all at admission.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub prefill_chunk_tokens: u32,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]

@@ -840,3 +840,166 @@ fn two_instances_serve_side_by_side_and_status_lists_both() {
     assert!(err.starts_with("error: no nodeagent serve answers under "), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// Reads a streamed answer until `[DONE]`, the end of the connection (keep-alive holds it open
+/// after a complete answer) or `limit`.
+fn read_stream(mut tcp: std::net::TcpStream, limit: Duration) -> String {
+    use std::io::Read;
+    let start = Instant::now();
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit && !String::from_utf8_lossy(&got).contains("data: [DONE]") {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Issue 14 item 4: an engine with `/v1/models` but no `/health` (llama-cpp-python's server;
+/// here the simulator with `--no-health`) was never ready: `/health` answered 404 until
+/// `ready_timeout`, then a restart, forever. Now the 404 falls back to `/v1/models` with one
+/// note in the log and in `status` (and `/live`, which the sim profile names, to the models
+/// list too); a kill -9 is restarted and the fallback holds again, the notes not repeated.
+#[test]
+fn an_engine_without_health_is_ready_through_its_models_list() {
+    let argv = simulator_argv(&["--no-health"]);
+    let mut agent =
+        Agent::start_argv(tempfile::tempdir().unwrap(), argv, "ready_timeout = \"20s\"\n");
+    let st = agent.wait_state("ready", Duration::from_secs(15));
+    let note = "GET /health answered 404: this engine has no /health; readiness and liveness \
+                use /v1/models instead ([probe] in docs/serve.md)";
+    assert_eq!(st["probe_notes"][0], note, "{st}");
+    assert_eq!(st["health"]["last"], "healthy", "{st}");
+    // The sim profile names `/live` too: the first liveness check falls back once more.
+    let live = "GET /live answered 404: this engine has no /live; liveness uses /v1/models \
+                instead ([probe] in docs/serve.md)";
+    let st = wait_for("the /live note", Duration::from_secs(10), || {
+        agent.status().filter(|s| s["probe_notes"].as_array().is_some_and(|n| n.len() == 2))
+    });
+    assert_eq!(st["probe_notes"], serde_json::json!([note, live]), "{st}");
+    assert_eq!(st["health"]["last"], "healthy", "{st}");
+    let engine = st["main_pid"].as_i64().unwrap();
+    agent::signal(engine as u32, "-KILL");
+    let st = wait_for("a restart after kill -9", Duration::from_secs(20), || {
+        agent.status().filter(|s| s["restarts"].as_u64() >= Some(1) && s["state"] == "ready")
+    });
+    assert!(st["last_exit"].as_str().unwrap().contains("signal 9"), "{st}");
+    std::thread::sleep(Duration::from_millis(600)); // liveness checks of the new life
+    let st = agent.status().unwrap();
+    assert_eq!(st["probe_notes"], serde_json::json!([note, live]), "each said once: {st}");
+    agent.stop_clean();
+    let log = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
+    assert_eq!(log.matches("this engine has no /health").count(), 1, "{log}");
+    assert_eq!(log.matches("this engine has no /live").count(), 1, "{log}");
+}
+
+/// Issue 14 item 1: a long prefill with chunked prefill counts its prompt tokens chunk by
+/// chunk (`--prefill-chunk-tokens`), so a prefill of 4 s under a stall_timeout of 1 s is
+/// progress, not a stall: the request completes and nothing is restarted. The same prefill
+/// counted all at once (no chunking) is flat for 4 s and is restarted: the rule is what
+/// tells them apart.
+#[test]
+fn a_long_chunked_prefill_is_progress_and_an_unchunked_one_is_a_stall() {
+    for chunked in [true, false] {
+        let chunk = if chunked { "1" } else { "0" };
+        let argv = simulator_argv(&[
+            "--prefill-base-ms",
+            "4000",
+            "--prefill-chunk-tokens",
+            chunk,
+            "--decode-base-ms",
+            "20",
+        ]);
+        let mut agent =
+            Agent::start_argv(tempfile::tempdir().unwrap(), argv, "stall_timeout = \"1s\"\n");
+        agent.wait_state("ready", Duration::from_secs(30));
+        let answer = read_stream(send_chat(engine_port(&agent), 5), Duration::from_secs(20));
+        let st = agent.status().unwrap();
+        if chunked {
+            assert!(answer.contains("data: [DONE]"), "{answer}");
+            assert_eq!(st["restarts"].as_u64(), Some(0), "{st}");
+        } else {
+            let st = wait_for("the unchunked prefill restarted", Duration::from_secs(20), || {
+                agent.status().filter(|s| s["restarts"].as_u64() >= Some(1))
+            });
+            let why = st["last_exit"].as_str().unwrap();
+            assert!(why.starts_with("engine stalled: 1 running, 0 waiting"), "{st}");
+            assert!(!answer.contains("data: [DONE]"), "{answer}");
+        }
+        agent.stop_clean();
+    }
+}
+
+/// Issue 14 item 2: a stop drains first. At SIGTERM the status socket says `draining` (so a
+/// router stops sending); a streamed request in flight that fits in `drain_timeout` completes
+/// (the client sees `[DONE]`) before the engine gets SIGTERM; one that does not fit is cut
+/// when `drain_timeout` has passed. Either way the agent exits 0 and leaves nothing.
+#[test]
+fn a_stop_drains_in_flight_requests_within_drain_timeout() {
+    use std::io::Read;
+    // (drain_timeout, tokens at 50 ms each, whether the stream completes)
+    for (drain, tokens, completes) in [("8s", 40, true), ("1s", 400, false)] {
+        let argv = simulator_argv(&["--decode-base-ms", "50"]);
+        let extra = format!("drain_timeout = \"{drain}\"\n");
+        let mut agent = Agent::start_argv(tempfile::tempdir().unwrap(), argv, &extra);
+        agent.wait_state("ready", Duration::from_secs(30));
+        let mut tcp = send_chat(engine_port(&agent), tokens);
+        let mut first = [0u8; 64];
+        let n = tcp.read(&mut first).unwrap();
+        assert!(n > 0, "the stream started");
+        let client = std::thread::spawn(move || read_stream(tcp, Duration::from_secs(40)));
+        let stopped_at = Instant::now();
+        agent.signal("-TERM");
+        let st = agent.wait_state("draining", Duration::from_secs(5));
+        assert!(st["drain"]["timeout_s"].as_f64().is_some(), "{st}");
+        let answer = client.join().unwrap();
+        let (status, log) = agent.finish(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+        assert_eq!(agent.leftovers(), Vec::<i32>::new());
+        if completes {
+            assert!(answer.contains("data: [DONE]"), "{answer}");
+            assert!(log.contains("drained: no request in flight after "), "{log}");
+        } else {
+            assert!(!answer.contains("data: [DONE]"), "{answer}");
+            assert!(log.contains("drain_timeout 1s passed with 1 request(s) in flight"), "{log}");
+            assert!(stopped_at.elapsed() < Duration::from_secs(15), "{:?}", stopped_at.elapsed());
+        }
+    }
+}
+
+/// An engine that drains itself (`probe.shutdown_timeout_arg`, vLLM's `--shutdown-timeout`)
+/// is started with `drain_timeout` in seconds at the end of its argv, in numactl mode after
+/// the binding's options too; without `drain_timeout` nothing is added.
+#[test]
+fn print_config_passes_drain_timeout_to_the_engines_own_drain_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let base = "host = \"nvidia\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"numactl\"\n\
+                [binding]\nauto = false\ncpu_nodes = [0]\nmem_nodes = [0]\n\
+                [probe]\nshutdown_timeout_arg = \"--shutdown-timeout\"\n";
+    for (extra, want) in [("[supervise]\ndrain_timeout = \"45s\"\n", true), ("", false)] {
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let argv = text.lines().find(|l| l.starts_with("#   argv: ")).unwrap();
+        assert_eq!(argv.ends_with(r#","--shutdown-timeout","45"]"#), want, "{argv}");
+        assert!(
+            argv.starts_with(r#"#   argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm""#),
+            "{argv}"
+        );
+    }
+}

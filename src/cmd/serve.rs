@@ -273,7 +273,18 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
-    let spec = LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
+    let mut spec =
+        LaunchSpec::build_placed(&c, binding.clone(), &placement, &self_exe).bad_input()?;
+    // The engine's own drain option (`probe.shutdown_timeout_arg`, vLLM's
+    // `--shutdown-timeout`) gets `drain_timeout` in seconds (docs/serve.md, "Drain").
+    let policy = c.policy();
+    if let Some(arg) = policy.probe.shutdown_timeout_arg.filter(|_| !policy.drain_timeout.is_zero())
+    {
+        let secs = policy.drain_timeout.as_secs().max(1).to_string();
+        for argv in [&mut spec.argv, &mut spec.engine_argv] {
+            argv.extend([arg.clone(), secs.clone()]);
+        }
+    }
     let mut c = c;
     if spec.mode == LaunchMode::Container {
         // Only the instance's GPU device nodes go into the container (nothing when its GPUs
@@ -367,9 +378,12 @@ async fn serve(
         s.state_dir = Some(state_dir.path().display().to_string());
     }
     let cancel = CancellationToken::new();
+    // The status socket and the monitor outlive the signal: they report the drain and the
+    // stop, and end once the supervisor has stopped the engine.
+    let endpoints = CancellationToken::new();
     let server =
-        status::serve(state_dir, status.clone(), cancel.child_token()).await.bad_input()?;
-    let gpu_hung = start_monitor(args, &spec, &c.state_dir(), status.clone(), &cancel).await?;
+        status::serve(state_dir, status.clone(), endpoints.child_token()).await.bad_input()?;
+    let gpu_hung = start_monitor(args, &spec, &c.state_dir(), status.clone(), &endpoints).await?;
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let health = c.engine_addr();
     let model = spec.served_model_name.clone();
@@ -439,6 +453,7 @@ async fn serve(
         supervisor.run().await
     };
     cancel.cancel();
+    endpoints.cancel();
     signals.abort();
     let _ = server.await;
     match outcome {

@@ -59,6 +59,8 @@ pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
         freeze_after: args.freeze_after_ms.map(Duration::from_millis),
         stop_admitting_after: args.stop_admitting_after_ms.map(Duration::from_millis),
         fail_completions_after: args.fail_completions_after_ms.map(Duration::from_millis),
+        no_health: args.no_health,
+        prefill_chunk_tokens: args.prefill_chunk_tokens,
         exit_after: args.exit_after_ms.map(Duration::from_millis),
         exit_after_requests: args.exit_after_requests,
         max_records: args.max_records,

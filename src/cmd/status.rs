@@ -217,6 +217,18 @@ pub fn render(s: &AgentStatus) -> String {
             ),
         );
     }
+    for note in &s.probe_notes {
+        line(&mut out, "probe", note.clone());
+    }
+    if let Some(d) = &s.drain {
+        let in_flight = d.in_flight.map_or("-".to_string(), |n| n.to_string());
+        let result = d.result.as_deref().unwrap_or("going on");
+        line(
+            &mut out,
+            "drain",
+            format!("since {} (up to {} s), {in_flight} in flight; {result}", d.since, d.timeout_s),
+        );
+    }
     line(&mut out, "restarts", s.restarts.to_string());
     line(&mut out, "last exit", opt(&s.last_exit));
     out

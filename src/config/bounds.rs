@@ -61,6 +61,7 @@ fn duration_keys(c: &Config) -> Vec<(&'static str, Option<Duration>, Min)> {
         ("supervise.backoff_max", s.backoff_max, Min::AtLeast(MS(10))),
         ("supervise.restart_window", s.restart_window, Min::AtLeast(S(1))),
         ("supervise.stable_after", s.stable_after, Min::AtLeast(S(1))),
+        ("supervise.drain_timeout", s.drain_timeout, Min::ZeroMeans("no drain", MS(100))),
         (
             "container.stop_timeout_s",
             c.container.stop_timeout_s.map(Duration::from_secs),
@@ -196,6 +197,9 @@ mod tests {
             "{v:?}"
         );
         assert!(v[0].why.contains("must be 0 (the canary off) or at least 100ms"), "{v:?}");
+        assert!(check("[supervise]\ndrain_timeout = \"0s\"\n").is_empty());
+        let v = check("[supervise]\ndrain_timeout = \"5ms\"\n");
+        assert!(v[0].why.contains("must be 0 (no drain) or at least 100ms"), "{v:?}");
     }
 
     #[test]
@@ -227,6 +231,7 @@ mod tests {
         full.supervise.backoff_max = Some(p.backoff_max);
         full.supervise.restart_window = Some(p.restart_window);
         full.supervise.stable_after = Some(p.stable_after);
+        full.supervise.drain_timeout = Some(p.drain_timeout);
         full.supervise.health_failures = Some(p.health_failures);
         full.supervise.restart_budget = Some(p.restart_budget);
         assert_eq!(violations(&full), []);

@@ -47,6 +47,9 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("../../profiles/models/deepseek-r1-distill-qwen-32b.toml"),
     ),
     ("models", "sim", include_str!("../../profiles/models/sim.toml")),
+    ("models", "llama-cpp-python", include_str!("../../profiles/models/llama-cpp-python.toml")),
+    ("models", "llama-server", include_str!("../../profiles/models/llama-server.toml")),
+    ("models", "sglang", include_str!("../../profiles/models/sglang.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,7 @@ pub struct Config {
     pub binding: BindingConfig,
     pub container: ContainerSettings,
     pub supervise: SuperviseConfig,
+    pub probe: ProbeConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -234,6 +238,121 @@ pub struct SuperviseConfig {
     /// Uptime after which the backoff resets to `backoff_initial`.
     #[serde(with = "opt_duration")]
     pub stable_after: Option<Duration>,
+    /// On a stop or a restart of a live engine: report `draining`, then let in-flight
+    /// requests finish (the engine's running and waiting gauges reach 0) for up to this long
+    /// before SIGTERM. `0s` (the default) stops at once.
+    #[serde(with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `[probe]`: which of the engine's HTTP paths tell readiness and liveness, per engine
+/// (docs/serve.md, "Probes"). Unset keys take vLLM's paths; `""` turns a path off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Answers `expect_status` while the engine is up (default `/health`); a 404 falls back to
+    /// `models`, with a note.
+    pub health: Option<String>,
+    /// Asked instead of `health` once the engine is ready (vLLM builds with `/live`); a 404
+    /// falls back to `health`, with a note. Default: none.
+    pub live: Option<String>,
+    /// Lists the served model name once loaded (default `/v1/models`).
+    pub models: Option<String>,
+    /// Prometheus text the progress watchdog reads (default `/metrics`).
+    pub metrics: Option<String>,
+    /// Whose series `metrics` carries: `vllm` (default), `sglang` or `llamacpp`.
+    pub metrics_series: Option<MetricsSeries>,
+    /// The status `health` and `live` answer when well (default 200).
+    pub expect_status: Option<u16>,
+    /// The engine's own drain option, given the drain time in seconds when the engine is
+    /// started (vLLM's `--shutdown-timeout`): on SIGTERM the engine then finishes in-flight
+    /// requests itself. Default: none.
+    pub shutdown_timeout_arg: Option<String>,
+}
+
+/// The names of the progress series in an engine's `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsSeries {
+    /// `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:prompt_tokens_total`,
+    /// `vllm:generation_tokens_total`.
+    #[default]
+    Vllm,
+    /// `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:prompt_tokens_total`,
+    /// `sglang:generation_tokens_total`.
+    Sglang,
+    /// llama.cpp's `llama-server --metrics`: `llamacpp:requests_processing`,
+    /// `llamacpp:requests_deferred`, `llamacpp:prompt_tokens_total`,
+    /// `llamacpp:tokens_predicted_total`.
+    Llamacpp,
+}
+
+/// The probe paths with defaults filled in; `None`: not asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbePaths {
+    pub health: Option<String>,
+    pub live: Option<String>,
+    pub models: Option<String>,
+    pub metrics: Option<String>,
+    pub metrics_series: MetricsSeries,
+    pub expect_status: u16,
+    pub shutdown_timeout_arg: Option<String>,
+}
+
+impl ProbeConfig {
+    /// The paths with vLLM's defaults for what is unset; `""` is off.
+    pub fn paths(&self) -> ProbePaths {
+        let path = |v: &Option<String>, default: Option<&str>| match v.as_deref() {
+            Some("") => None,
+            Some(p) => Some(p.to_string()),
+            None => default.map(str::to_string),
+        };
+        ProbePaths {
+            health: path(&self.health, Some("/health")),
+            live: path(&self.live, None),
+            models: path(&self.models, Some("/v1/models")),
+            metrics: path(&self.metrics, Some("/metrics")),
+            metrics_series: self.metrics_series.unwrap_or_default(),
+            expect_status: self.expect_status.unwrap_or(200),
+            shutdown_timeout_arg: path(&self.shutdown_timeout_arg, None),
+        }
+    }
+
+    /// Every path set must start with `/`; the status must be a real HTTP status.
+    fn check(&self) -> Result<(), ConfigError> {
+        let paths = [
+            ("probe.health", &self.health),
+            ("probe.live", &self.live),
+            ("probe.models", &self.models),
+            ("probe.metrics", &self.metrics),
+        ];
+        for (key, value) in paths {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                if !v.starts_with('/') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(ConfigError::Semantic {
+                        message: format!(
+                            "{key} = \"{}\": must be a path starting with `/` (or \"\" for none)",
+                            v.escape_debug()
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(code) = self.expect_status.filter(|c| !(100..=599).contains(c)) {
+            return Err(ConfigError::Semantic {
+                message: format!(
+                    "probe.expect_status = {code}: must be an HTTP status, 100 to 599"
+                ),
+            });
+        }
+        if self.health.as_deref() == Some("") && self.models.as_deref() == Some("") {
+            return Err(ConfigError::Semantic {
+                message: "probe.health and probe.models are both off: nothing tells readiness"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 mod opt_duration {
@@ -273,6 +392,10 @@ pub struct SupervisePolicy {
     pub stable_after: Duration,
     pub on_escape: EscapePolicy,
     pub memory_off_node_alert: f64,
+    /// The engine's probe paths (`[probe]`).
+    pub probe: ProbePaths,
+    /// How long in-flight requests may finish before a stop or restart stops the engine.
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -300,6 +423,9 @@ impl Config {
             stable_after: s.stable_after.unwrap_or(secs(300)),
             on_escape: self.binding.on_escape.unwrap_or_default(),
             memory_off_node_alert: self.binding.memory_off_node_alert.unwrap_or(0.10),
+            probe: self.probe.paths(),
+            // Off unless set: a stop has always been SIGTERM at once.
+            drain_timeout: s.drain_timeout.unwrap_or(Duration::ZERO),
         }
     }
 
@@ -427,6 +553,7 @@ impl Config {
             }
         }
         self.explicit_binding()?;
+        self.probe.check()?;
         Ok(())
     }
 }
@@ -657,6 +784,29 @@ mod tests {
         let b = l.config.explicit_binding().unwrap();
         assert_eq!(b.cpus.unwrap().to_list(), "1");
         assert_eq!(b.memory, MemPolicy::Bind(vec![0]));
+    }
+
+    #[test]
+    fn probe_paths_default_to_vllm_and_bad_ones_are_refused() {
+        let p = load_text("model = \"sim\"\n").unwrap().config.policy().probe;
+        assert_eq!(
+            (p.health.as_deref(), p.live.as_deref(), p.models.as_deref(), p.metrics.as_deref()),
+            (Some("/health"), Some("/live"), Some("/v1/models"), Some("/metrics"))
+        );
+        assert_eq!((p.metrics_series, p.expect_status), (MetricsSeries::Vllm, 200));
+        let l = load_text("model = \"llama-cpp-python\"\n").unwrap().config.policy().probe;
+        assert_eq!((l.health, l.metrics, l.models.as_deref()), (None, None, Some("/v1/models")));
+        let s = load_text("model = \"sglang\"\n").unwrap().config.policy().probe;
+        assert_eq!(s.live.as_deref(), Some("/health_generate"));
+        assert_eq!(s.metrics_series, MetricsSeries::Sglang);
+        let msg = load_text("model = \"sim\"\n[probe]\nhealth = \"health\"\n").unwrap_err();
+        assert!(msg.to_string().contains("probe.health = \"health\": must be a path"), "{msg}");
+        let msg = load_text("model = \"sim\"\n[probe]\nexpect_status = 42\n").unwrap_err();
+        assert!(msg.to_string().contains("probe.expect_status = 42"), "{msg}");
+        let off = "model = \"sim\"\n[probe]\nhealth = \"\"\nmodels = \"\"\n";
+        assert!(load_text(off).unwrap_err().to_string().contains("nothing tells readiness"));
+        let msg = load_text("model = \"sim\"\n[probe]\nmetrics_series = \"tgi\"\n").unwrap_err();
+        assert!(msg.to_string().starts_with("test.toml:3:"), "{msg}");
     }
 
     #[test]

@@ -242,6 +242,12 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 e.canary_failures.map(f64::from),
                 None,
             ),
+            (
+                "engine_drain_in_flight",
+                "While draining before a stop: requests running plus waiting at the engine",
+                e.drain_in_flight,
+                None,
+            ),
         ];
         for (name, help, value, unit) in gauges {
             if let Some(v) = value {
@@ -425,6 +431,12 @@ mod tests {
         assert!(t.contains("\nnodeagent_engine_requests_waiting 3.0\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_canary_ok 0.0\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_canary_failures 2.0\n"), "{t}");
+        assert!(!t.contains("nodeagent_engine_drain_in_flight"), "{t}");
+        st.engine.state = "draining".into();
+        st.engine.drain_in_flight = Some(1.0);
+        let t = render(&st, None);
+        assert!(t.contains("\nnodeagent_engine_drain_in_flight 1.0\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_state{state=\"draining\"} 1.0\n"), "{t}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The agent's HTTP endpoint on loopback: `/metrics` (Prometheus text of the GPU gauges, engine
 //! state and alerts, then the engine's own metrics re-labelled), `/metrics/engine` (only those),
-//! and `/status` (the `MonitorStatus` JSON `nodeagent status` reads). It only reads `Shared`;
+//! `/status` (the `MonitorStatus` JSON `nodeagent status` reads) and `/ready` (200 while the
+//! engine serves, 503 while it drains, starts or restarts). It only reads `Shared`;
 //! the sampling loop writes it.
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/engine", get(engine_metrics))
         .route("/status", get(status))
+        .route("/ready", get(ready))
         .with_state(shared)
 }
 
@@ -45,6 +47,18 @@ async fn engine_metrics(State(shared): State<Arc<Shared>>) -> Response {
             "engine metrics not scraped (no engine metrics URL, or the last scrape failed)\n",
         )
             .into_response(),
+    }
+}
+
+/// The agent's readiness for a router or a Kubernetes probe: 200 while the supervised engine
+/// is `ready` or `degraded`, 503 with the state otherwise (`draining` before a stop, starting,
+/// restarting, ...).
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.snapshot().engine.state;
+    if matches!(state.as_str(), "ready" | "degraded") {
+        (StatusCode::OK, format!("{state}\n")).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n")).into_response()
     }
 }
 
@@ -80,4 +94,30 @@ pub async fn bind(
             .await
     };
     Ok((bound, fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/ready` follows the supervised engine's state: 200 while it serves, 503 while it
+    /// drains before a stop (a router stops sending), starts or restarts.
+    #[tokio::test]
+    async fn ready_answers_200_only_while_the_engine_serves() {
+        let shared = Arc::new(Shared::default());
+        let cancel = CancellationToken::new();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (bound, serve) = bind(addr, shared.clone(), cancel.clone()).await.unwrap();
+        let server = tokio::spawn(serve);
+        let t = std::time::Duration::from_secs(2);
+        for (state, want) in
+            [("ready", 200), ("degraded", 200), ("draining", 503), ("starting", 503)]
+        {
+            shared.status.write().unwrap().engine.state = state.to_string();
+            let (code, body) = crate::supervise::health::get_tcp(bound, "/ready", t).await.unwrap();
+            assert_eq!((code, String::from_utf8_lossy(&body).trim()), (want, state));
+        }
+        cancel.cancel();
+        let _ = server.await;
+    }
 }

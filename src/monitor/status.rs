@@ -60,14 +60,18 @@ pub struct EngineReport {
     pub canary_ok: Option<bool>,
     #[serde(default)]
     pub canary_failures: Option<u32>,
+    /// While the supervisor drains the engine before a stop: requests running plus waiting
+    /// at its last look (`None`: no drain, or not known).
+    #[serde(default)]
+    pub drain_in_flight: Option<f64>,
     /// The engine's own Prometheus endpoint (`http://127.0.0.1:8000/metrics`), scraped each
     /// tick for requests in flight and re-exported under `/metrics/engine`.
     pub metrics_url: Option<String>,
 }
 
 /// The engine supervisor's states, in the order `nodeagent_engine_state` lists them.
-pub const ENGINE_STATES: [&str; 6] =
-    ["starting", "ready", "degraded", "restarting", "stopping", "stopped"];
+pub const ENGINE_STATES: [&str; 7] =
+    ["starting", "ready", "degraded", "restarting", "draining", "stopping", "stopped"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuView {

@@ -53,6 +53,11 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         requests_waiting: live.and_then(|l| l.waiting),
         canary_ok: live.and_then(|l| l.canary.as_ref()).map(|c| c == "ok"),
         canary_failures: live.filter(|l| l.canary.is_some()).map(|l| l.canary_failures),
+        drain_in_flight: status
+            .drain
+            .as_ref()
+            .filter(|_| status.state == State::Draining)
+            .and_then(|d| d.in_flight),
         metrics_url: Some(format!("http://127.0.0.1:{}/metrics", status.port)),
     }
 }
@@ -163,5 +168,16 @@ mod tests {
         assert_eq!(r.last_token_age_s, Some(130));
         assert_eq!((r.requests_running, r.requests_waiting), (Some(0.0), Some(3.0)));
         assert_eq!((r.canary_ok, r.canary_failures), (Some(false), Some(2)));
+        // The drain's in-flight count is reported while draining only.
+        st.drain = Some(crate::supervise::status::Drain {
+            since: "2026-01-01T00:00:00Z".into(),
+            timeout_s: 30.0,
+            in_flight: Some(2.0),
+            result: None,
+        });
+        assert_eq!(engine_report(&st, None).drain_in_flight, None, "state starting");
+        st.state = State::Draining;
+        let r = engine_report(&st, None);
+        assert_eq!((r.state.as_str(), r.drain_in_flight), ("draining", Some(2.0)));
     }
 }

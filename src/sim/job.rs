@@ -161,10 +161,19 @@ impl Job {
                     self.kv_reserved =
                         u64::from(self.truth.prompt_tokens) + u64::from(self.outcome.output_tokens);
                     self.s.metrics.kv_tokens.fetch_add(self.kv_reserved, Ordering::Relaxed);
-                    self.s.metrics.prompt_tokens.inc_by(u64::from(self.truth.prompt_tokens));
-                    if self.paced {
-                        self.deadline = tokio::time::Instant::now()
-                            + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                    let chunk = self.s.cfg.prefill_chunk_tokens;
+                    if self.paced && chunk > 0 {
+                        // Chunked prefill: the prompt counted chunk by chunk as it is done.
+                        if !self.chunked_prefill(chunk).await {
+                            return self.abort();
+                        }
+                        self.deadline = tokio::time::Instant::now();
+                    } else {
+                        self.s.metrics.prompt_tokens.inc_by(u64::from(self.truth.prompt_tokens));
+                        if self.paced {
+                            self.deadline = tokio::time::Instant::now()
+                                + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                        }
                     }
                     self.phase = Phase::Tokens(0);
                 }
@@ -240,6 +249,28 @@ impl Job {
                 Phase::End => return None,
             }
         }
+    }
+
+    /// The prefill in chunks of `chunk` prompt tokens, each counted when done, spread evenly
+    /// over the prefill time; false when shut down (or frozen) meanwhile.
+    async fn chunked_prefill(&mut self, chunk: u32) -> bool {
+        let total = self.truth.prompt_tokens.max(1);
+        let whole = self.s.cfg.latency.prefill(total);
+        let start = tokio::time::Instant::now();
+        let mut done = 0u32;
+        while done < total {
+            let n = chunk.min(total - done);
+            done += n;
+            if !self.wait_until(start + whole.mul_f64(f64::from(done) / f64::from(total))).await {
+                return false;
+            }
+            if self.s.hung.load(Ordering::Relaxed) || self.s.frozen.load(Ordering::Relaxed) {
+                self.s.shutdown.cancelled().await;
+                return false;
+            }
+            self.s.metrics.prompt_tokens.inc_by(u64::from(n));
+        }
+        true
     }
 
     fn abort(&mut self) -> Option<Ev> {

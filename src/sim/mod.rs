@@ -78,6 +78,11 @@ pub struct SimConfig {
     /// After this long, every completion answers HTTP 500 while `/health`, `/v1/models` and
     /// `/metrics` answer (vLLM #1492).
     pub fail_completions_after: Option<Duration>,
+    /// `/health` and `/live` answer 404: an engine with `/v1/models` only (llama-cpp-python).
+    pub no_health: bool,
+    /// Count prompt tokens chunk by chunk over the prefill, this many a chunk (vLLM's chunked
+    /// prefill); 0: all at admission.
+    pub prefill_chunk_tokens: u32,
     /// After this long, ask the owner to stop (`SimHandle::stop_requested`): crash simulation.
     pub exit_after: Option<Duration>,
     /// After this many requests have finished, ask the owner to stop.
@@ -105,6 +110,8 @@ impl Default for SimConfig {
             freeze_after: None,
             stop_admitting_after: None,
             fail_completions_after: None,
+            no_health: false,
+            prefill_chunk_tokens: 0,
             exit_after: None,
             exit_after_requests: None,
             // ~250 bytes each: 25 MB at most.

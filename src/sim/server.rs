@@ -74,6 +74,8 @@ pub(crate) fn spawn(
     let token = shared.shutdown.clone();
     let app = Router::new()
         .route("/health", get(health))
+        // vLLM builds with a liveness endpoint apart from /health.
+        .route("/live", get(health))
         .route("/ping", get(health).post(health))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
@@ -162,7 +164,11 @@ async fn hang_gate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
     next.run(req).await
 }
 
-async fn health() -> StatusCode {
+async fn health(State(s): State<Arc<Shared>>) -> StatusCode {
+    if s.cfg.no_health {
+        // llama-cpp-python's server: no /health at all.
+        return StatusCode::NOT_FOUND;
+    }
     StatusCode::OK
 }
 

@@ -2,6 +2,12 @@
 //! or the agent's Unix status socket for `nodeagent status`), and the readiness rule of
 //! VLLM-NOTES.md: `/health` answers 200 and `/v1/models` lists the served model name.
 //! Connection refused means "still loading", not an error of the engine.
+//!
+//! The paths are the engine's (`[probe]`, `config::ProbePaths`): `Prober` asks them and falls
+//! back where an engine lacks one: a 404 on `live` (vLLM's `/live`) falls back to `health`, a
+//! 404 on `health` (llama-cpp-python has none) to `models`, each with a note said once.
+//!
+//! Not here: what a failed probe leads to (`super::supervisor`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -134,6 +140,117 @@ pub async fn probe(addr: SocketAddr, model: Option<&str>, timeout: Duration) -> 
     }
 }
 
+/// Asks an engine's probe paths, remembering which of them the engine lacks (a 404), so the
+/// fallback is decided once per engine life.
+#[derive(Debug)]
+pub struct Prober {
+    paths: crate::config::ProbePaths,
+    /// `live` answered 404: liveness asks `health` instead.
+    live_missing: bool,
+    /// `health` answered 404: readiness and liveness ask `models` instead.
+    health_missing: bool,
+    /// Fallback notes not yet taken by the caller.
+    notes: Vec<String>,
+}
+
+impl Prober {
+    pub fn new(paths: crate::config::ProbePaths) -> Self {
+        Self { paths, live_missing: false, health_missing: false, notes: Vec::new() }
+    }
+
+    /// The fallback notes since the last call (each said once per life).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Readiness: `health` answers `expect_status` (or, where the engine has no `health`,
+    /// `models` answers 200), and with `model` set `models` lists it.
+    pub async fn ready(&mut self, addr: SocketAddr, model: Option<&str>, t: Duration) -> Probe {
+        self.ask(addr, model, t, false).await
+    }
+
+    /// Liveness: like readiness, with `live` asked first where the profile names one.
+    pub async fn live(&mut self, addr: SocketAddr, model: Option<&str>, t: Duration) -> Probe {
+        self.ask(addr, model, t, true).await
+    }
+
+    async fn ask(
+        &mut self,
+        addr: SocketAddr,
+        model: Option<&str>,
+        timeout: Duration,
+        live: bool,
+    ) -> Probe {
+        let expect = self.paths.expect_status;
+        let mut asked_models = false;
+        // The first path the engine has: `live` (liveness only), `health`, else `models`.
+        let live_path = self.paths.live.clone().filter(|_| live && !self.live_missing);
+        let health_path = self.paths.health.clone().filter(|_| !self.health_missing);
+        for (is_live, path) in [(true, live_path), (false, health_path)] {
+            let Some(path) = path else { continue };
+            match get_tcp(addr, &path, timeout).await {
+                Err(HttpError::Connect { .. }) => return Probe::NotListening,
+                Err(e) => return Probe::Unhealthy(e.to_string()),
+                Ok((code, _)) if code == expect => break,
+                Ok((404, _)) => {
+                    let next = if is_live {
+                        self.live_missing = true;
+                        self.paths.health.clone().filter(|_| !self.health_missing)
+                    } else {
+                        self.health_missing = true;
+                        None
+                    };
+                    let instead = next.or(self.paths.models.clone()).unwrap_or_default();
+                    self.notes.push(format!(
+                        "GET {path} answered 404: this engine has no {path}; {} {instead} \
+                         instead ([probe] in docs/serve.md)",
+                        if is_live { "liveness uses" } else { "readiness and liveness use" }
+                    ));
+                    if !is_live {
+                        match self.models_probe(addr, model, timeout).await {
+                            Some(p) => return p,
+                            None => return Probe::Unhealthy(format!("{path} answered 404")),
+                        }
+                    }
+                }
+                Ok((code, _)) => return Probe::Unhealthy(format!("{path} answered {code}")),
+            }
+        }
+        let no_health = self.health_missing || self.paths.health.is_none();
+        if no_health && !asked_models {
+            asked_models = true;
+            if let Some(p) = self.models_probe(addr, model, timeout).await {
+                return p;
+            }
+        }
+        if asked_models || model.is_none() {
+            return Probe::Healthy;
+        }
+        self.models_probe(addr, model, timeout).await.unwrap_or(Probe::Healthy)
+    }
+
+    /// GET `models`: 200 (and `model` listed, when given); `None` when there is no such path.
+    async fn models_probe(
+        &self,
+        addr: SocketAddr,
+        model: Option<&str>,
+        timeout: Duration,
+    ) -> Option<Probe> {
+        let path = self.paths.models.as_deref()?;
+        Some(match get_tcp(addr, path, timeout).await {
+            Err(HttpError::Connect { .. }) => Probe::NotListening,
+            Err(e) => Probe::Unhealthy(e.to_string()),
+            Ok((200, body)) => match model {
+                Some(m) if !models_lists(&body, m) => {
+                    Probe::Unhealthy(format!("{path} does not list `{m}`"))
+                }
+                _ => Probe::Healthy,
+            },
+            Ok((code, _)) => Probe::Unhealthy(format!("{path} answered {code}")),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +282,83 @@ mod tests {
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let closed = socket.local_addr().unwrap();
         assert_eq!(probe(closed, None, t).await, Probe::NotListening);
+    }
+
+    fn paths(toml: &str) -> crate::config::ProbePaths {
+        toml::from_str::<crate::config::ProbeConfig>(toml).unwrap().paths()
+    }
+
+    /// llama-cpp-python: `/v1/models`, no `/health`. Readiness falls back to `/v1/models` with
+    /// one note; the model must still be listed.
+    #[tokio::test]
+    async fn a_404_on_health_falls_back_to_the_models_list_with_one_note() {
+        use axum::routing::get;
+        let app =
+            axum::Router::new().route("/v1/models", get(|| async { r#"{"data":[{"id":"m"}]}"# }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let t = Duration::from_secs(2);
+        // What the old rule said: never ready.
+        assert_eq!(
+            probe(addr, Some("m"), t).await,
+            Probe::Unhealthy("/health answered 404".into())
+        );
+        let mut p = Prober::new(paths(""));
+        assert_eq!(p.ready(addr, Some("m"), t).await, Probe::Healthy);
+        assert_eq!(
+            p.take_notes(),
+            ["GET /health answered 404: this engine has no /health; readiness and liveness use \
+              /v1/models instead ([probe] in docs/serve.md)"]
+        );
+        assert_eq!(p.live(addr, Some("m"), t).await, Probe::Healthy);
+        assert_eq!(
+            p.ready(addr, Some("x"), t).await,
+            Probe::Unhealthy("/v1/models does not list `x`".into())
+        );
+        assert!(p.take_notes().is_empty(), "the note is said once");
+        server.abort();
+    }
+
+    /// A profile with `live = "/live"`: liveness asks `/live`; an engine without it falls back
+    /// to `/health` (one note); a failing `/live` is unhealthy; `expect_status` is honoured.
+    #[tokio::test]
+    async fn live_is_asked_for_liveness_and_a_404_falls_back_to_health() {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        let with_live = axum::Router::new()
+            .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/live", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/v1/models", get(|| async { r#"{"data":[{"id":"m"}]}"# }));
+        let without = axum::Router::new()
+            .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/v1/models", get(|| async { r#"{"data":[{"id":"m"}]}"# }));
+        let mut addrs = Vec::new();
+        for app in [with_live, without] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        let t = Duration::from_secs(2);
+        let live = paths("live = \"/live\"\nexpect_status = 204\n");
+        let mut p = Prober::new(live.clone());
+        assert_eq!(p.ready(addrs[0], Some("m"), t).await, Probe::Healthy, "/live not asked");
+        assert_eq!(
+            p.live(addrs[0], Some("m"), t).await,
+            Probe::Unhealthy("/live answered 503".into())
+        );
+        let mut p = Prober::new(live);
+        assert_eq!(p.live(addrs[1], Some("m"), t).await, Probe::Healthy);
+        assert_eq!(
+            p.take_notes(),
+            ["GET /live answered 404: this engine has no /live; liveness uses /health instead \
+              ([probe] in docs/serve.md)"]
+        );
+        // The default expects 200: 204 is not it.
+        let mut p = Prober::new(paths(""));
+        assert_eq!(
+            p.ready(addrs[1], None, t).await,
+            Probe::Unhealthy("/health answered 204".into())
+        );
     }
 }

@@ -17,6 +17,8 @@
 //! vllm:prompt_tokens_total{engine="0",model_name="qwen2.5"} 18422.0
 //! vllm:generation_tokens_total{engine="0",model_name="qwen2.5"} 90210.0
 //! ```
+//! SGLang and llama.cpp's `llama-server --metrics` name the same figures their own way
+//! (`config::MetricsSeries`, chosen by the profile's `probe.metrics_series`).
 //! Engines without these series (or without `/metrics`) are not watched; one without the
 //! waiting gauge is read as nothing waiting. `vllm_sum` reads
 //! them (the monitor uses it too, for requests in flight). The clock is tokio's, so the
@@ -25,6 +27,29 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::config::MetricsSeries;
+
+/// The series of one dialect: running gauge, waiting gauge, the token counters.
+pub fn series_names(s: MetricsSeries) -> (&'static str, &'static str, [&'static str; 2]) {
+    match s {
+        MetricsSeries::Vllm => (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            ["vllm:prompt_tokens_total", "vllm:generation_tokens_total"],
+        ),
+        MetricsSeries::Sglang => (
+            "sglang:num_running_reqs",
+            "sglang:num_queue_reqs",
+            ["sglang:prompt_tokens_total", "sglang:generation_tokens_total"],
+        ),
+        MetricsSeries::Llamacpp => (
+            "llamacpp:requests_processing",
+            "llamacpp:requests_deferred",
+            ["llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total"],
+        ),
+    }
+}
 
 /// What one scrape says about progress.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,9 +65,15 @@ pub struct Progress {
 impl Progress {
     /// Reads a `/metrics` text; `None` when it lacks the running gauge or both token counters.
     pub fn from_vllm_metrics(text: &str) -> Option<Self> {
-        let running = vllm_sum(text, &["vllm:num_requests_running"])?;
-        let waiting = vllm_sum(text, &["vllm:num_requests_waiting"]).unwrap_or(0.0);
-        let tokens = vllm_sum(text, &["vllm:prompt_tokens_total", "vllm:generation_tokens_total"])?;
+        Self::from_metrics(text, MetricsSeries::Vllm)
+    }
+
+    /// Reads a `/metrics` text with the series of `series`.
+    pub fn from_metrics(text: &str, series: MetricsSeries) -> Option<Self> {
+        let (running, waiting, tokens) = series_names(series);
+        let running = vllm_sum(text, &[running])?;
+        let waiting = vllm_sum(text, &[waiting]).unwrap_or(0.0);
+        let tokens = vllm_sum(text, &tokens)?;
         Some(Self { running, waiting, tokens })
     }
 
@@ -87,6 +118,8 @@ pub struct ProgressWatch {
     last_token_at: Option<Instant>,
     /// The counters moved at the last scrape.
     last_moved: bool,
+    /// Whose token counters the stall reason names.
+    series: MetricsSeries,
 }
 
 impl ProgressWatch {
@@ -100,7 +133,14 @@ impl ProgressWatch {
             last: None,
             last_token_at: None,
             last_moved: false,
+            series: MetricsSeries::Vllm,
         }
+    }
+
+    /// The same, for an engine whose `/metrics` has the series of `series`.
+    pub fn with_series(mut self, series: MetricsSeries) -> Self {
+        self.series = series;
+        self
     }
 
     /// The last scrape read, if any.
@@ -141,10 +181,11 @@ impl ProgressWatch {
         }
         let since = *self.stuck_since.get_or_insert(now);
         let stuck = now.duration_since(since);
+        let [prompt, generated] = series_names(self.series).2;
         (stuck >= self.stall).then(|| {
             format!(
                 "engine stalled: {} running, {} waiting, no token counted for {} \
-                 (vllm:prompt_tokens_total + vllm:generation_tokens_total stay at {}), while /health answers",
+                 ({prompt} + {generated} stay at {}), while /health answers",
                 p.running,
                 p.waiting,
                 humantime::format_duration(Duration::from_secs(stuck.as_secs())),
@@ -291,6 +332,36 @@ mod tests {
         assert_eq!(w.observe(at(9), scrape(1, 0, 500, 500)), None);
         assert_eq!(w.observe(at(10), scrape(1, 0, 0, 3)), None, "counters went back: moved");
         assert_eq!(w.since_last_token(at(12)), Some(Duration::from_secs(2)));
+    }
+
+    /// llama-server --metrics and SGLang name the same figures their own way.
+    #[test]
+    fn reads_the_series_of_llama_server_and_sglang() {
+        let llama = "# TYPE llamacpp:prompt_tokens_total counter\n\
+                     llamacpp:prompt_tokens_total 120\n\
+                     llamacpp:tokens_predicted_total 37\n\
+                     llamacpp:requests_processing 1\n\
+                     llamacpp:requests_deferred 2\n";
+        let want = Some(Progress { running: 1.0, waiting: 2.0, tokens: 157.0 });
+        assert_eq!(Progress::from_metrics(llama, MetricsSeries::Llamacpp), want);
+        assert_eq!(Progress::from_vllm_metrics(llama), None);
+        let sglang = "sglang:num_running_reqs{model_name=\"m\"} 1.0\n\
+                      sglang:num_queue_reqs{model_name=\"m\"} 2.0\n\
+                      sglang:prompt_tokens_total{model_name=\"m\"} 100.0\n\
+                      sglang:generation_tokens_total{model_name=\"m\"} 57.0\n";
+        assert_eq!(Progress::from_metrics(sglang, MetricsSeries::Sglang), want);
+        let t0 = Instant::now();
+        let mut w = ProgressWatch::new(Duration::from_secs(1)).with_series(MetricsSeries::Llamacpp);
+        let p = Progress::from_metrics(llama, MetricsSeries::Llamacpp).unwrap();
+        assert_eq!(w.observe(t0, p), None, "first scrape: no baseline");
+        assert_eq!(w.observe(t0 + Duration::from_secs(1), p), None, "flat from here");
+        let why = w.observe(t0 + Duration::from_secs(2), p).unwrap();
+        assert!(
+            why.contains(
+                "(llamacpp:prompt_tokens_total + llamacpp:tokens_predicted_total stay at 157)"
+            ),
+            "{why}"
+        );
     }
 
     #[test]

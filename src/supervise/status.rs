@@ -18,7 +18,7 @@ use crate::supervise::statedir::StateDir;
 pub const SOCKET_NAME: &str = "status.sock";
 
 /// Supervisor states (STYLE.md): Starting -> Ready <-> Degraded -> Restarting -> Starting ...;
-/// Stopping -> Stopped on a signal; Failed when the restart budget is spent or the binding was
+/// (Draining ->) Stopping -> Stopped on a signal; Failed when the restart budget is spent or the binding was
 /// escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,6 +27,8 @@ pub enum State {
     Ready,
     Degraded,
     Restarting,
+    /// Before a stop: in-flight requests may finish (`drain_timeout`); send no new ones.
+    Draining,
     Stopping,
     Stopped,
     Failed,
@@ -78,6 +80,20 @@ pub struct Liveness {
     /// When the counters last moved; `last_token_s_ago` is computed from it.
     #[serde(skip)]
     pub last_token_at: Option<SystemTime>,
+}
+
+/// A drain before a stop (docs/serve.md, "Drain").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    /// RFC 3339 time the drain began.
+    pub since: String,
+    /// `drain_timeout`, seconds.
+    pub timeout_s: f64,
+    /// Requests running plus waiting at the engine at the last look (`None`: not known).
+    pub in_flight: Option<f64>,
+    /// How it ended (`drained: ...`, `drain_timeout 5s passed with 1 request(s) in flight`);
+    /// `None` while it goes on.
+    pub result: Option<String>,
 }
 
 /// The whole status record (`nodeagent status --json` prints it as is).
@@ -137,6 +153,13 @@ pub struct AgentStatus {
     /// The liveness signals of the current engine life (`None` before its first check).
     #[serde(default)]
     pub liveness: Option<Liveness>,
+    /// Paths this engine lacks and what the probes use instead (a 404 on `/health` or
+    /// `/live`), said once per agent run.
+    #[serde(default)]
+    pub probe_notes: Vec<String>,
+    /// The drain before a stop, once one began.
+    #[serde(default)]
+    pub drain: Option<Drain>,
     pub restarts: u32,
     /// How the engine ended last (`exit code 1`, `signal 9`, `hung: ...`).
     pub last_exit: Option<String>,
@@ -190,6 +213,8 @@ impl AgentStatus {
             memory_off_node_alert: false,
             health: None,
             liveness: None,
+            probe_notes: Vec::new(),
+            drain: None,
             restarts: 0,
             last_exit: None,
             monitor: None,

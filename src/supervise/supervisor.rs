@@ -24,7 +24,7 @@ use crate::binding::Binding;
 use crate::config::{EscapePolicy, SupervisePolicy};
 use crate::supervise::canary::CanaryWatch;
 use crate::supervise::engine::{deadline_after, EngineExit, EngineRuntime, RuntimeError};
-use crate::supervise::health::{probe, Probe};
+use crate::supervise::health::{Probe, Prober};
 use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::ProgressWatch;
@@ -32,6 +32,7 @@ use crate::supervise::restart::{Decision, RestartBudget};
 use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
 
 mod daemon_wait;
+mod drain;
 mod liveness;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
@@ -294,7 +295,12 @@ impl Supervisor {
     }
 
     async fn stop_engine(&mut self) -> Result<(), RuntimeError> {
-        let stopped = self.runtime.stop(self.policy.stop_grace).await;
+        self.stop_engine_within(self.policy.stop_grace).await
+    }
+
+    /// Stops the engine: SIGTERM, `grace`, SIGKILL.
+    async fn stop_engine_within(&mut self, grace: Duration) -> Result<(), RuntimeError> {
+        let stopped = self.runtime.stop(grace).await;
         if let Err(e) = &stopped {
             tracing::error!(error = %e, "stopping the engine");
         }
@@ -312,8 +318,12 @@ impl Supervisor {
 
     async fn shutdown(&mut self) -> Outcome {
         self.notifier.notify(Notice::Stopping);
+        // An engine that serves is drained first (off with drain_timeout = 0); one that is
+        // starting or restarting has nothing in flight.
+        let serving = matches!(self.status.lock().unwrap().state, State::Ready | State::Degraded);
+        let grace = if serving { self.drain("stop").await } else { self.policy.stop_grace };
         self.set_state(State::Stopping, "stopping the engine");
-        let _ = self.stop_engine().await;
+        let _ = self.stop_engine_within(grace).await;
         self.set_state(State::Stopped, "stopped");
         Outcome::Stopped
     }
@@ -437,11 +447,12 @@ impl Supervisor {
             Ok(pids) => self.status.lock().unwrap().main_pid = pids.first().copied(),
             Err(_) => {}
         }
-        let ready_pids = match self.wait_ready(started, &mut ticks, ready_sent).await {
+        let mut prober = Prober::new(self.policy.probe.clone());
+        let ready_pids = match self.wait_ready(started, &mut ticks, ready_sent, &mut prober).await {
             Ok(pids) => pids,
             Err(end) => return end,
         };
-        self.run_healthy(&ready_pids, &mut ticks).await
+        self.run_healthy(&ready_pids, &mut ticks, &mut prober).await
     }
 
     /// The next thing that happens in a life. `ready` arms the monitor's hung verdict (an
@@ -493,6 +504,7 @@ impl Supervisor {
         started: Instant,
         ticks: &mut Ticks,
         ready_sent: &mut bool,
+        prober: &mut Prober,
     ) -> Result<BTreeSet<i32>, LifeEnd> {
         let p = self.policy.clone();
         loop {
@@ -508,7 +520,9 @@ impl Supervisor {
                     humantime::format_duration(p.ready_timeout)
                 )));
             }
-            let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            let probe =
+                prober.ready(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            self.record_probe_notes(prober);
             self.record_health(&probe, 0);
             if probe != Probe::Healthy {
                 continue;
@@ -533,10 +547,15 @@ impl Supervisor {
 
     /// Watches a ready engine until the life ends: health checks with a failure count, the
     /// processes seen at readiness, the progress watchdog, the monitor's hung verdict.
-    async fn run_healthy(&mut self, ready_pids: &BTreeSet<i32>, ticks: &mut Ticks) -> LifeEnd {
+    async fn run_healthy(
+        &mut self,
+        ready_pids: &BTreeSet<i32>,
+        ticks: &mut Ticks,
+        prober: &mut Prober,
+    ) -> LifeEnd {
         let p = self.policy.clone();
         let mut failures = 0u32;
-        let mut progress = ProgressWatch::new(p.stall_timeout);
+        let mut progress = ProgressWatch::new(p.stall_timeout).with_series(p.probe.metrics_series);
         let mut canary = CanaryWatch::new(p.canary_interval);
         loop {
             let event = self.next_event(ticks, true).await;
@@ -545,7 +564,9 @@ impl Supervisor {
                 Step::End(end) => return end,
                 Step::Health => {}
             }
-            let probe = probe(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            let probe =
+                prober.live(self.health_addr, self.model.as_deref(), p.health_timeout).await;
+            self.record_probe_notes(prober);
             // Liveness also needs every process that was there at readiness: a dead worker
             // under a live API server is a dead engine (VLLM-NOTES.md).
             let now: BTreeSet<i32> =

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::supervise::canary::{self, CanaryWatch};
-use crate::supervise::health::get_tcp;
+use crate::supervise::health::{get_tcp, Prober};
 use crate::supervise::progress::{Progress, ProgressWatch};
 use crate::supervise::status::Liveness;
 use crate::supervise::supervisor::Supervisor;
@@ -47,6 +47,18 @@ impl Supervisor {
         None
     }
 
+    /// The prober's fallback notes (an engine without `/health` or `/live`) into the log and
+    /// the status record, each once per agent run.
+    pub(super) fn record_probe_notes(&self, prober: &mut Prober) {
+        for note in prober.take_notes() {
+            let mut s = self.status.lock().unwrap();
+            if !s.probe_notes.contains(&note) {
+                tracing::warn!("{note}");
+                s.probe_notes.push(note);
+            }
+        }
+    }
+
     /// The liveness signals into the status record (`nodeagent status`, the monitor's
     /// `/metrics`).
     fn record_liveness(&self, progress: &ProgressWatch, canary: &CanaryWatch) {
@@ -74,12 +86,13 @@ impl Supervisor {
         watch: &mut ProgressWatch,
         timeout: Duration,
     ) -> Result<Option<String>, ()> {
-        let (status, body) =
-            get_tcp(self.health_addr, "/metrics", timeout).await.map_err(|_| ())?;
+        let path = self.policy.probe.metrics.as_deref().ok_or(())?;
+        let (status, body) = get_tcp(self.health_addr, path, timeout).await.map_err(|_| ())?;
         if status != 200 {
             return Err(());
         }
-        let progress = Progress::from_vllm_metrics(&String::from_utf8_lossy(&body)).ok_or(())?;
+        let series = self.policy.probe.metrics_series;
+        let progress = Progress::from_metrics(&String::from_utf8_lossy(&body), series).ok_or(())?;
         Ok(watch.observe(Instant::now(), progress))
     }
 }
