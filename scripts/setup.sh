@@ -46,3 +46,8 @@ if [ "$mode" = test ]; then
     docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start (see /var/log/nodeagent-test-dockerd.log)" >&2; exit 1; }
   fi
 fi
+
+if [ "$mode" = test ]; then
+  # The real Ray for tests/ray.rs, cached in /var/cache/nodeagent-test/ray-venv (only when missing).
+  "$(dirname "$0")/ray-venv.sh"
+fi
