@@ -246,9 +246,20 @@ impl Agent {
 
     /// Waits for `ready` with `restarts` restarts.
     fn wait_ready(&self, restarts: u64) -> Value {
-        wait_for(&format!("ready after {restarts} restart(s)"), READY, || {
-            self.status().filter(|s| s["state"] == "ready" && s["restarts"] == restarts)
-        })
+        let start = std::time::Instant::now();
+        loop {
+            let st = self.status();
+            if let Some(st) = st.filter(|s| s["state"] == "ready" && s["restarts"] == restarts) {
+                return st;
+            }
+            assert!(
+                start.elapsed() < READY,
+                "not ready after {restarts} restart(s) within {READY:?}: {:?}\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn signal(&self, sig: &str) {

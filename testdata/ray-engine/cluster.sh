@@ -10,13 +10,17 @@ shift 4
 [ "${1:-}" = -- ] && shift
 bin=$(dirname "$py")
 export RAY_USAGE_STATS_ENABLED=0
-# Ray 2.60 turns token authentication on for `ray.init()` clusters and the driver then asks
-# `ray start`'s GCS for a token it never set: a driver that cannot join. Off for both sides here.
+# With Ray 2.60's token authentication on, the GCS of this `ray start` refused the driver
+# (InvalidAuthToken) and the engine never came up: off for both sides here.
 export RAY_AUTH_MODE=disabled
+mkdir -p "$temp"
+# Its output to a file too: "Ray runtime started." there says the raylet takes drivers (the GCS
+# port alone opens earlier, and a driver that comes too soon fails to register with the raylet).
 "$bin/ray" start --head --block --port "$gcs" --num-cpus 1 --object-store-memory $((80 * 1024 * 1024)) \
-    --temp-dir "$temp" --include-dashboard true --dashboard-port "$dash" --disable-usage-stats &
-for _ in $(seq 1 120); do
-    "$py" -c 'import sys, socket; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$gcs" 2>/dev/null && break
+    --temp-dir "$temp" --include-dashboard true --dashboard-port "$dash" --disable-usage-stats \
+    2>&1 | tee "$temp/ray-start.$$.log" >&2 &
+for _ in $(seq 1 480); do
+    grep -q "Ray runtime started" "$temp/ray-start.$$.log" 2>/dev/null && break
     sleep 0.5
 done
 exec "$py" "$(dirname "$0")/engine.py" --address "127.0.0.1:$gcs" "$@"
