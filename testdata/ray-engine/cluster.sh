@@ -18,9 +18,12 @@ mkdir -p "$temp"
 # port alone opens earlier, and a driver that comes too soon fails to register with the raylet).
 "$bin/ray" start --head --block --port "$gcs" --num-cpus 1 --object-store-memory $((80 * 1024 * 1024)) \
     --temp-dir "$temp" --include-dashboard true --dashboard-port "$dash" --disable-usage-stats \
-    2>&1 | tee "$temp/ray-start.$$.log" >&2 &
+    > >(tee "$temp/ray-start.$$.log" >&2) 2>&1 &
+ray_pid=$!
 for _ in $(seq 1 480); do
     grep -q "Ray runtime started" "$temp/ray-start.$$.log" 2>/dev/null && break
+    # A `ray start` that failed (a port taken, ...) is a failed engine start, not a wait.
+    kill -0 "$ray_pid" 2>/dev/null || { echo "cluster.sh: ray start exited" >&2; exit 1; }
     sleep 0.5
 done
 exec "$py" "$(dirname "$0")/engine.py" --address "127.0.0.1:$gcs" "$@"
