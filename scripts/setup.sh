@@ -60,4 +60,6 @@ if [ "$mode" = test ]; then
     python3 -m venv "$K8S_VENV"
     "$K8S_VENV/bin/pip" install -q 'kubernetes-validate==1.37.0'
   fi
+  # The real Ray for tests/ray.rs, cached in /var/cache/nodeagent-test/ray-venv (only when missing).
+  "$(dirname "$0")/ray-venv.sh"
 fi
