@@ -321,6 +321,11 @@ pub struct ServeArgs {
     /// whoever can write such a file can run anything as root.
     #[arg(long)]
     pub allow_insecure_files: bool,
+    /// Start an instance of several GPUs even when the links between them (NVLink) are
+    /// reported down or not enabled: the refusal becomes a warning. For hosts that run
+    /// without the links (docs/gpu-sources.md, "Interconnect preflight").
+    #[arg(long)]
+    pub skip_link_check: bool,
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,

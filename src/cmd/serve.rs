@@ -183,6 +183,11 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         return print_config(&c, &sources, &spec);
     }
     check_files(&files, &spec, args.allow_insecure_files)?;
+    if spec.placement.stack != GpuStack::Maca {
+        if let Some(gpus) = &spec.placement.gpus {
+            crate::supervise::interconnect::preflight_nvidia(gpus, args.skip_link_check).failed()?;
+        }
+    }
     let state_dir = StateDir::open(&c.state_dir()).bad_input()?;
     // One thread is plenty for one engine, and keeps the agent's footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()

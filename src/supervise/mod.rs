@@ -21,6 +21,7 @@ pub mod docker;
 pub mod engine;
 pub mod guard;
 pub mod health;
+pub mod interconnect;
 pub mod native;
 pub mod notify;
 pub mod pidfile;
