@@ -34,7 +34,8 @@ fn built(variant: &'static str) -> PathBuf {
         if !variant.is_empty() {
             cc.arg(format!("-D{variant}"));
         }
-        let status = cc.arg(repo("tests/fake-nvml/fake_nvml.c")).status().expect("cc must be installed");
+        let status =
+            cc.arg(repo("tests/fake-nvml/fake_nvml.c")).status().expect("cc must be installed");
         assert!(status.success(), "building the fake NVML failed");
         out
     })
@@ -93,9 +94,15 @@ fn every_field_is_read_through_the_ffi() {
     assert!(!p.name.is_empty());
 
     let h0 = &r.health[0];
-    assert_eq!((h0.sm_clock_mhz, h0.mem_clock_mhz, h0.sm_clock_max_mhz), (Some(1980), Some(2619), Some(1980)));
+    assert_eq!(
+        (h0.sm_clock_mhz, h0.mem_clock_mhz, h0.sm_clock_max_mhz),
+        (Some(1980), Some(2619), Some(1980))
+    );
     assert_eq!((h0.throttle_reasons, h0.performance_state), (Some(0), Some(0)));
-    assert_eq!((h0.ecc_enabled, h0.ecc_corrected, h0.ecc_uncorrected), (Some(true), Some(0), Some(0)));
+    assert_eq!(
+        (h0.ecc_enabled, h0.ecc_corrected, h0.ecc_uncorrected),
+        (Some(true), Some(0), Some(0))
+    );
     let links0 = h0.links.as_ref().unwrap();
     assert_eq!(links0.len(), 2);
     assert!(links0.iter().all(|l| l.up && l.remote_bus_id.as_deref() == Some("0000:2a:00.0")));
@@ -104,7 +111,10 @@ fn every_field_is_read_through_the_ffi() {
     assert_eq!(h1.throttle_reasons, Some(0x44));
     assert_eq!(h1.performance_state, Some(2));
     assert_eq!((h1.ecc_corrected, h1.ecc_uncorrected), (Some(7), Some(1)));
-    assert_eq!((h1.pcie.gen, h1.pcie.gen_max, h1.pcie.width, h1.pcie.width_max), (Some(4), Some(5), Some(8), Some(16)));
+    assert_eq!(
+        (h1.pcie.gen, h1.pcie.gen_max, h1.pcie.width, h1.pcie.width_max),
+        (Some(4), Some(5), Some(8), Some(16))
+    );
     let links1 = h1.links.as_ref().unwrap();
     assert_eq!((links1[0].up, links1[1].up), (true, false));
     assert_eq!(links1[1].remote_bus_id, None, "an inactive link names no far end");
@@ -156,8 +166,14 @@ fn a_failing_call_degrades_its_field_alone() {
 #[test]
 fn missing_library_init_failure_and_missing_symbols() {
     let err = NvmlLib::open(std::ffi::OsStr::new("/nonexistent/libnvidia-ml.so.1")).unwrap_err();
-    assert!(matches!(&err, NvmlError::Load { lib, .. } if lib == "/nonexistent/libnvidia-ml.so.1"), "{err}");
-    assert!(err.to_string().starts_with("NVML not loaded from /nonexistent/libnvidia-ml.so.1: "), "{err}");
+    assert!(
+        matches!(&err, NvmlError::Load { lib, .. } if lib == "/nonexistent/libnvidia-ml.so.1"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("NVML not loaded from /nonexistent/libnvidia-ml.so.1: "),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let lib = fake(dir.path(), "init_fail 9\n");
@@ -196,7 +212,15 @@ fn monitor_reads_nvml_and_falls_back_to_nvidia_smi_saying_so_once() {
     let dir = tempfile::tempdir().unwrap();
     let lib = fake(dir.path(), "gpus 2\ngpu1.power_mw 73150\nfail.nvmlDeviceGetPowerUsage 0\nfail.gpu0.nvmlDeviceGetPowerUsage 3\n");
     let out = bin()
-        .args(["monitor", "--once", "--json", "--tool", "nvidia", "--nvidia-smi", "/nonexistent/nvidia-smi"])
+        .args([
+            "monitor",
+            "--once",
+            "--json",
+            "--tool",
+            "nvidia",
+            "--nvidia-smi",
+            "/nonexistent/nvidia-smi",
+        ])
         .env("NODEAGENT_NVML_LIB", &lib)
         .output()
         .unwrap();
@@ -223,7 +247,11 @@ fn monitor_reads_nvml_and_falls_back_to_nvidia_smi_saying_so_once() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["source"], "nvidia-smi");
     let sampler = v["sampler"].as_str().unwrap();
-    assert!(sampler.starts_with("nvidia-smi (") && sampler.contains("; NVML not loaded from /nonexistent/libnvidia-ml.so.1"), "{sampler}");
+    assert!(
+        sampler.starts_with("nvidia-smi (")
+            && sampler.contains("; NVML not loaded from /nonexistent/libnvidia-ml.so.1"),
+        "{sampler}"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("NVML not used").count(), 1, "{err}");
     assert_eq!(v["gpus"][1]["memory_used_mib"], 4691);
@@ -249,7 +277,12 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 fn alerts(v: &Value) -> Vec<String> {
-    v["alerts"].as_array().unwrap().iter().map(|a| a["check"].as_str().unwrap().to_string()).collect()
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["check"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -258,7 +291,17 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     let good = "gpus 2\nnvlinks 2\n";
     let lib = fake(dir.path(), good);
     let mut child = bin()
-        .args(["monitor", "--tool", "nvidia", "--interval", "200ms", "--nvidia-smi", "/nonexistent/nvidia-smi", "--listen", "127.0.0.1:0"])
+        .args([
+            "monitor",
+            "--tool",
+            "nvidia",
+            "--interval",
+            "200ms",
+            "--nvidia-smi",
+            "/nonexistent/nvidia-smi",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("NODEAGENT_NVML_LIB", &lib)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -316,7 +359,11 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     assert!(v["alerts"].as_array().unwrap().iter().all(|a| a["gpu"] == 1));
     let metrics = http_get(&addr, "/metrics");
     assert!(metrics.contains("nodeagent_alerts_active{check=\"pcie-degraded\"} 1"), "{metrics}");
-    assert!(metrics.contains("nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"0\"} 0"), "{metrics}");
+    assert!(
+        metrics
+            .contains("nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"0\"} 0"),
+        "{metrics}"
+    );
     // Cleared once the faults are gone for two ticks.
     set_conf(dir.path(), good);
     wait("the alerts to clear", &|v| alerts(v).is_empty());
@@ -334,6 +381,7 @@ fn promtool(text: &str) -> (i32, String) {
         .expect("promtool (Debian package prometheus) must be installed: scripts/setup.sh test");
     p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
-    let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let msg =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), msg)
 }

@@ -185,7 +185,8 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     check_files(&files, &spec, args.allow_insecure_files)?;
     if spec.placement.stack != GpuStack::Maca {
         if let Some(gpus) = &spec.placement.gpus {
-            crate::supervise::interconnect::preflight_nvidia(gpus, args.skip_link_check).failed()?;
+            crate::supervise::interconnect::preflight_nvidia(gpus, args.skip_link_check)
+                .failed()?;
         }
     }
     let state_dir = StateDir::open(&c.state_dir()).bad_input()?;

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn pcie_degradation() {
-        let full = PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
+        let full =
+            PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
         assert!(!full.width_degraded() && !full.gen_below_max());
         let narrow = PcieLink { width: Some(8), ..full };
         assert!(narrow.width_degraded());

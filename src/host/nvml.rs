@@ -95,7 +95,12 @@ fn why(e: &WrapperError) -> String {
 }
 
 /// A field's value, or `None` with a note saying why.
-fn field<T>(notes: &mut Vec<String>, gpu: u32, what: &str, r: Result<T, WrapperError>) -> Option<T> {
+fn field<T>(
+    notes: &mut Vec<String>,
+    gpu: u32,
+    what: &str,
+    r: Result<T, WrapperError>,
+) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(e) => {
@@ -185,8 +190,13 @@ impl NvmlLib {
                 index,
                 name: field(notes, index, "name", dev.name()),
                 bus_id: bus_id.clone(),
-                temperature_c: field(notes, index, "temperature", dev.temperature(TemperatureSensor::Gpu))
-                    .map(f64::from),
+                temperature_c: field(
+                    notes,
+                    index,
+                    "temperature",
+                    dev.temperature(TemperatureSensor::Gpu),
+                )
+                .map(f64::from),
                 power_w: field(notes, index, "power", dev.power_usage()).map(|mw| mw as f64 / 1e3),
                 memory_used_mib: mem.as_ref().map(|m| m.used / (1024 * 1024)),
                 memory_total_mib: mem.as_ref().map(|m| m.total / (1024 * 1024)),
@@ -195,14 +205,23 @@ impl NvmlLib {
             });
             if let Some(procs) = field(notes, index, "processes", dev.running_compute_processes()) {
                 for p in procs {
-                    let name = std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("comm"))
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_default();
+                    let name =
+                        std::fs::read_to_string(proc_root.join(p.pid.to_string()).join("comm"))
+                            .map(|s| s.trim().to_string())
+                            .unwrap_or_default();
                     let memory_mib = match p.used_gpu_memory {
-                        nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b / (1024 * 1024)),
+                        nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => {
+                            Some(b / (1024 * 1024))
+                        }
                         nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
                     };
-                    out.processes.push(GpuProcess { gpu: index, pid: p.pid, name, memory_mib, line: 0 });
+                    out.processes.push(GpuProcess {
+                        gpu: index,
+                        pid: p.pid,
+                        name,
+                        memory_mib,
+                        line: 0,
+                    });
                 }
             }
             let ecc_enabled =
@@ -214,18 +233,34 @@ impl NvmlLib {
                     Ok(None)
                 }
             };
-            let ecc_corrected = field(notes, index, "ecc corrected", ecc(MemoryError::Corrected)).flatten();
+            let ecc_corrected =
+                field(notes, index, "ecc corrected", ecc(MemoryError::Corrected)).flatten();
             let ecc_uncorrected =
                 field(notes, index, "ecc uncorrected", ecc(MemoryError::Uncorrected)).flatten();
             out.health.push(GpuHealth {
                 index,
                 sm_clock_mhz: field(notes, index, "sm clock", dev.clock_info(Clock::SM)),
                 mem_clock_mhz: field(notes, index, "memory clock", dev.clock_info(Clock::Memory)),
-                sm_clock_max_mhz: field(notes, index, "sm clock max", dev.max_clock_info(Clock::SM)),
-                throttle_reasons: field(notes, index, "throttle reasons", dev.current_throttle_reasons())
-                    .map(|r| r.bits()),
-                performance_state: field(notes, index, "performance state", dev.performance_state())
-                    .and_then(pstate_number),
+                sm_clock_max_mhz: field(
+                    notes,
+                    index,
+                    "sm clock max",
+                    dev.max_clock_info(Clock::SM),
+                ),
+                throttle_reasons: field(
+                    notes,
+                    index,
+                    "throttle reasons",
+                    dev.current_throttle_reasons(),
+                )
+                .map(|r| r.bits()),
+                performance_state: field(
+                    notes,
+                    index,
+                    "performance state",
+                    dev.performance_state(),
+                )
+                .and_then(pstate_number),
                 ecc_enabled,
                 ecc_corrected,
                 ecc_uncorrected,
@@ -262,21 +297,26 @@ impl NvmlLib {
         let n = self.count()?;
         let mut notes = Vec::new();
         let mut out = Vec::new();
-        let words = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1024) / 64;
+        let words =
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1024) / 64;
         for index in 0..n {
-            let Some(dev) = field(&mut notes, index, "handle", self.nvml.device_by_index(index)) else {
+            let Some(dev) = field(&mut notes, index, "handle", self.nvml.device_by_index(index))
+            else {
                 continue;
             };
-            let cpu_affinity = field(&mut notes, index, "cpu affinity", dev.cpu_affinity(words)).map(|masks| {
-                let bits = std::mem::size_of::<std::ffi::c_ulong>() * 8;
-                masks
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(w, &m)| {
-                        (0..bits).filter(move |b| (m as u64 >> b) & 1 == 1).map(move |b| (w * bits + b) as u32)
-                    })
-                    .collect::<CpuSet>()
-            });
+            let cpu_affinity = field(&mut notes, index, "cpu affinity", dev.cpu_affinity(words))
+                .map(|masks| {
+                    let bits = std::mem::size_of::<std::ffi::c_ulong>() * 8;
+                    masks
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(w, &m)| {
+                            (0..bits)
+                                .filter(move |b| (m as u64 >> b) & 1 == 1)
+                                .map(move |b| (w * bits + b) as u32)
+                        })
+                        .collect::<CpuSet>()
+                });
             out.push(NvmlGpuFacts {
                 index,
                 name: field(&mut notes, index, "name", dev.name()),
@@ -292,7 +332,11 @@ impl NvmlLib {
 }
 
 /// The GPU's NVLinks: `None` when the first link is not supported (a GPU without NVLink).
-fn links(dev: &nvml_wrapper::Device<'_>, index: u32, notes: &mut Vec<String>) -> Option<Vec<LinkState>> {
+fn links(
+    dev: &nvml_wrapper::Device<'_>,
+    index: u32,
+    notes: &mut Vec<String>,
+) -> Option<Vec<LinkState>> {
     let mut out = Vec::new();
     for link in 0..MAX_LINKS {
         let w = dev.link_wrapper_for(link);

@@ -327,21 +327,26 @@ impl Checks {
         use crate::host::health::{throttle_reason_names, SLOWDOWN_REASONS};
         for h in &sample.health {
             let gpu = Some(h.index);
-            let util = sample.gpus().iter().find(|g| g.index == h.index).and_then(|g| g.utilization_pct);
+            let util =
+                sample.gpus().iter().find(|g| g.index == h.index).and_then(|g| g.utilization_pct);
 
             let key = (CheckKind::EccUncorrected, gpu);
             evaluated.insert(key);
             if let Some(n) = h.ecc_uncorrected.filter(|&n| n > 0) {
                 holding.insert(
                     key,
-                    format!("GPU {}: {n} uncorrectable ECC errors since the driver loaded", h.index),
+                    format!(
+                        "GPU {}: {n} uncorrectable ECC errors since the driver loaded",
+                        h.index
+                    ),
                 );
             }
 
             let key = (CheckKind::ClocksThrottled, gpu);
             evaluated.insert(key);
             if let Some(bits) = h.throttle_reasons.filter(|b| b & SLOWDOWN_REASONS != 0) {
-                let clock = h.sm_clock_mhz.map(|c| format!(" (SM clock {c} MHz)")).unwrap_or_default();
+                let clock =
+                    h.sm_clock_mhz.map(|c| format!(" (SM clock {c} MHz)")).unwrap_or_default();
                 holding.insert(
                     key,
                     format!(
@@ -555,7 +560,8 @@ mod tests {
         use crate::host::health::{GpuHealth, LinkState, PcieLink};
         let mut c = Checks::new(CheckConfig::default());
         let e = EnginePids::default();
-        let full = PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
+        let full =
+            PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
         let link = |link, up| LinkState { link, up, remote_bus_id: None };
         let good = GpuHealth {
             index: 0,
@@ -598,7 +604,10 @@ mod tests {
             ]
         );
         let msg = |k| c.active().into_iter().find(|a| a.check == k).unwrap().message;
-        assert_eq!(msg(CheckKind::ClocksThrottled), "GPU 0 clocks held down by hw_thermal_slowdown (SM clock 900 MHz)");
+        assert_eq!(
+            msg(CheckKind::ClocksThrottled),
+            "GPU 0 clocks held down by hw_thermal_slowdown (SM clock 900 MHz)"
+        );
         assert_eq!(msg(CheckKind::PcieDegraded), "GPU 0 PCIe link at gen 5 x8 (maximum gen 5 x16)");
         assert_eq!(msg(CheckKind::LinkDown), "GPU 0 links 1 inactive (1 of 2)");
         assert!(msg(CheckKind::EccUncorrected).contains("2 uncorrectable"));
@@ -615,6 +624,9 @@ mod tests {
         let s_slow = with_health(sample(0, vec![gpu(0, 10, 80.0)], vec![]), slow);
         feed(&mut c, &s_slow, &e, 0);
         feed(&mut c, &s_slow, &e, 0);
-        assert_eq!(c.active().iter().map(|a| a.check).collect::<Vec<_>>(), [CheckKind::PcieDegraded]);
+        assert_eq!(
+            c.active().iter().map(|a| a.check).collect::<Vec<_>>(),
+            [CheckKind::PcieDegraded]
+        );
     }
 }

@@ -298,7 +298,11 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
                 .set(f64::from(p));
         }
     }
-    reg.register("gpu_link_up", "Whether each GPU-to-GPU link (NVLink, MetaXLink) is active", links);
+    reg.register(
+        "gpu_link_up",
+        "Whether each GPU-to-GPU link (NVLink, MetaXLink) is active",
+        links,
+    );
 }
 
 fn bus_of(status: &MonitorStatus, index: u32) -> String {
@@ -323,19 +327,27 @@ fn dcgm_registry(status: &MonitorStatus) -> Registry {
         ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock (in MHz)", |h| {
             h.sm_clock_max_mhz.map(f64::from)
         }),
-        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "Current clock throttle reasons (NVML bitmask)", |h| {
-            h.throttle_reasons.map(|b| b as f64)
-        }),
+        (
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+            "Current clock throttle reasons (NVML bitmask)",
+            |h| h.throttle_reasons.map(|b| b as f64),
+        ),
         ("DCGM_FI_DEV_PSTATE", "Performance state (P-State) 0-15, 0 highest", |h| {
             h.performance_state.map(f64::from)
         }),
-        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Corrected (single-bit) ECC errors since the driver loaded", |h| {
-            h.ecc_corrected.map(|n| n as f64)
+        (
+            "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+            "Corrected (single-bit) ECC errors since the driver loaded",
+            |h| h.ecc_corrected.map(|n| n as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+            "Uncorrected (double-bit) ECC errors since the driver loaded",
+            |h| h.ecc_uncorrected.map(|n| n as f64),
+        ),
+        ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation", |h| {
+            h.pcie.gen.map(f64::from)
         }),
-        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Uncorrected (double-bit) ECC errors since the driver loaded", |h| {
-            h.ecc_uncorrected.map(|n| n as f64)
-        }),
-        ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation", |h| h.pcie.gen.map(f64::from)),
         ("DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width", |h| h.pcie.width.map(f64::from)),
         ("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "PCIe maximum link generation", |h| {
             h.pcie.gen_max.map(f64::from)

@@ -191,10 +191,9 @@ impl ToolSampler {
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(format!("{what}: {e}")),
-            Err(_) => Err(format!(
-                "{what} timed out after {}",
-                humantime::format_duration(self.timeout)
-            )),
+            Err(_) => {
+                Err(format!("{what} timed out after {}", humantime::format_duration(self.timeout)))
+            }
         }
     }
 
@@ -222,9 +221,10 @@ impl ToolSampler {
                 (Ok(r), _) => return (SampleSource::Nvml, Ok(r)),
                 (Err(why), Some(tool)) => {
                     tracing::warn!(reason = %why, "NVML failed this tick; reading nvidia-smi");
-                    let r = self.run_tool_arm(tool).await.map(|s| {
-                        (s, Vec::new(), vec![format!("NVML failed this tick: {why}")])
-                    });
+                    let r = self
+                        .run_tool_arm(tool)
+                        .await
+                        .map(|s| (s, Vec::new(), vec![format!("NVML failed this tick: {why}")]));
                     return (tool_source(tool), r);
                 }
                 (Err(why), None) => return (SampleSource::Nvml, Err(why)),

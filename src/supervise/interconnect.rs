@@ -54,9 +54,10 @@ fn joined(a: &GpuLinks, b: &GpuLinks, gpu_buses: &[&str]) -> bool {
         })
     };
     let switched = |x: &GpuLinks| {
-        x.links.iter().flatten().any(|l| {
-            l.up && l.remote_bus_id.as_deref().is_some_and(|r| !gpu_buses.contains(&r))
-        })
+        x.links
+            .iter()
+            .flatten()
+            .any(|l| l.up && l.remote_bus_id.as_deref().is_some_and(|r| !gpu_buses.contains(&r)))
     };
     to(a, b) || to(b, a) || (switched(a) && switched(b))
 }
@@ -118,7 +119,11 @@ pub fn check(
         let d = inactive(g);
         if !d.is_empty() {
             let l: Vec<String> = d.iter().map(u32::to_string).collect();
-            notes.push(format!("{}: {kind} {} inactive (fewer links, less bandwidth)", name(g), l.join(", ")));
+            notes.push(format!(
+                "{}: {kind} {} inactive (fewer links, less bandwidth)",
+                name(g),
+                l.join(", ")
+            ));
         }
     }
     Ok(notes)
@@ -142,10 +147,8 @@ pub fn preflight_nvidia(instance: &[u32], skip: bool) -> Result<(), Interconnect
             return Ok(());
         }
     };
-    let host: Vec<GpuLinks> = host
-        .into_iter()
-        .map(|(index, bus_id, links)| GpuLinks { index, bus_id, links })
-        .collect();
+    let host: Vec<GpuLinks> =
+        host.into_iter().map(|(index, bus_id, links)| GpuLinks { index, bus_id, links }).collect();
     match check(instance, &host, "NVLink") {
         Ok(notes) => {
             for n in notes {
@@ -167,11 +170,7 @@ mod tests {
     use super::*;
 
     fn link(link: u32, up: bool, remote: &str) -> LinkState {
-        LinkState {
-            link,
-            up,
-            remote_bus_id: (!remote.is_empty()).then(|| remote.to_string()),
-        }
+        LinkState { link, up, remote_bus_id: (!remote.is_empty()).then(|| remote.to_string()) }
     }
 
     fn gpu(index: u32, links: Option<Vec<LinkState>>) -> GpuLinks {
@@ -203,7 +202,10 @@ mod tests {
             gpu(1, Some(vec![link(0, true, "0000:10:00.0"), link(1, true, "0000:10:00.0")])),
         ];
         let notes = check(&[0, 1], &half, "NVLink").unwrap();
-        assert_eq!(notes, ["GPU 0 (0000:10:00.0): NVLink 1 inactive (fewer links, less bandwidth)"]);
+        assert_eq!(
+            notes,
+            ["GPU 0 (0000:10:00.0): NVLink 1 inactive (fewer links, less bandwidth)"]
+        );
     }
 
     #[test]
@@ -220,7 +222,10 @@ mod tests {
             if pair == "GPU 0 (0000:10:00.0) and GPU 2 (0000:12:00.0)" && detail == "GPU 2 NVLink 0 inactive"));
         // PCIe-only boards: nothing to check, said so.
         let pcie = [gpu(0, None), gpu(1, None)];
-        assert_eq!(check(&[0, 1], &pcie, "NVLink").unwrap(), ["GPUs 0, 1: no NVLink reported; not checked"]);
+        assert_eq!(
+            check(&[0, 1], &pcie, "NVLink").unwrap(),
+            ["GPUs 0, 1: no NVLink reported; not checked"]
+        );
         // A GPU the library does not list is named, not refused.
         let notes = check(&[0, 5], &pcie, "NVLink").unwrap();
         assert_eq!(notes[0], "GPU 5: not reported by the library; its links are not checked");
