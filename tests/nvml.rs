@@ -385,3 +385,71 @@ fn promtool(text: &str) -> (i32, String) {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), msg)
 }
+
+/// `serve` of a 2-GPU instance on the fake NVML: links down refuse the start in one line
+/// (nothing started, exit 1); `--skip-link-check` starts anyway with a warning; links up start.
+#[test]
+fn serve_preflight_refuses_an_instance_whose_links_are_down() {
+    let dir = tempfile::tempdir().unwrap();
+    const DOWN: &str =
+        "gpus 2\nnvlinks 2\ngpu0.link0.down 1\ngpu0.link1.down 1\ngpu1.link0.down 1\ngpu1.link1.down 1\n";
+    let lib = fake(dir.path(), DOWN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let marker = dir.path().join("engine-started");
+    let config = dir.path().join("nodeagent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"local\"\nmodel = \"sim\"\nstate_dir = {:?}\n[launch]\nmode = \"bare\"\ngpus = [0, 1]\n\
+             [engine]\nport = {port}\nargv = [\"sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
+            dir.path().join("state").display().to_string(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let serve = |extra: &[&str]| {
+        bin()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("NODEAGENT_NVML_LIB", &lib)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = serve(&[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("interconnect preflight")).unwrap_or_default();
+    assert!(
+        line.contains("GPU 0 (0000:18:00.0) and GPU 1 (0000:19:00.0): no active NVLink between them (GPU 0 NVLink 0, 1 inactive; GPU 1 NVLink 0, 1 inactive)"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the engine must not start");
+
+    for (conf, extra, want) in [
+        (DOWN, &["--skip-link-check"][..], "--skip-link-check: starting anyway"),
+        ("gpus 2\nnvlinks 2\n", &[][..], "interconnect preflight passed"),
+    ] {
+        set_conf(dir.path(), conf);
+        let mut child = serve(extra);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the engine did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Past the engine's registration (pid, cgroup), then stop the agent.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = nix_signal(child.id(), libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        std::fs::remove_file(&marker).unwrap();
+    }
+}
+
+fn nix_signal(pid: u32, sig: i32) -> i32 {
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    unsafe { libc::kill(pid as i32, sig) }
+}
