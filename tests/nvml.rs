@@ -433,7 +433,7 @@ fn serve_preflight_refuses_an_instance_whose_links_are_down() {
         ("gpus 2\nnvlinks 2\n", &[][..], "interconnect preflight passed"),
     ] {
         set_conf(dir.path(), conf);
-        let mut child = serve(extra);
+        let child = serve(extra);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !marker.exists() {
             assert!(Instant::now() < deadline, "the engine did not start");

@@ -34,7 +34,7 @@ tee -a "$S" <"$w/compare.txt" | tail -3
 say "== (b) CPU cost of monitor --interval 1s --count 60, NVML and nvidia-smi side by side"
 python3 "$here/cpu-cost.py" \
   nvml "$B monitor --tool nvidia --interval 1s --count 60 --json >$w/mon-nvml.json 2>$w/mon-nvml.err" \
-  nvidia-smi "NODEAGENT_NVML_LIB=off $B monitor --tool nvidia --interval 1s --count 60 --json >$w/mon-smi.json 2>$w/mon-smi.err" \
+  nvidia-smi "env NODEAGENT_NVML_LIB=off $B monitor --tool nvidia --interval 1s --count 60 --json >$w/mon-smi.json 2>$w/mon-smi.err" \
   >"$w/cpu-cost.jsonl" 2>&1
 tee -a "$S" <"$w/cpu-cost.jsonl"
 python3 - "$w" <<'PY' | tee -a "$S"
@@ -50,8 +50,10 @@ for n in ("nvml", "smi"):
         o, i = dec.raw_decode(text, i); objs.append(o)
     durs = sorted(o.get("sample_duration_ms") or 0 for o in objs)
     last = objs[-1] if objs else {}
+    if not durs:
+        print(f"{n}: no ticks"); continue
     print(f"{n}: {len(objs)} ticks, source {last.get('source')}, missing {last.get('samples_missing_total')}, "
-          f"sample ms median {durs[len(durs)//2] if durs else None:.3f} max {durs[-1] if durs else None:.3f}")
+          f"sample ms median {durs[len(durs)//2]:.3f} max {durs[-1]:.3f}")
 PY
 
 say "== (c) probe with NVML provenance"
@@ -83,7 +85,7 @@ for _ in $(seq 120); do
   "$B" status --json --state-dir "$w/state" >"$w/status.json" 2>/dev/null
   grep -q '"state": *"ready"' "$w/status.json" && break; sleep 0.5
 done
-curl -s "http://127.0.0.1:$port/seen" >"$w/engine-seen.json"
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$port/seen" >"$w/engine-seen.json" 2>&1
 nvidia-smi --query-compute-apps=gpu_bus_id,pid,process_name,used_memory --format=csv >"$w/serve-apps.csv" 2>&1
 kill -INT $agent; wait $agent; echo "serve exit $?" >>"$w/serve.log"
 grep -E "env:|gpus" "$w/serve-print-config.txt" | tee -a "$S"

@@ -312,7 +312,7 @@ impl NvmlLib {
                         .enumerate()
                         .flat_map(|(w, &m)| {
                             (0..bits)
-                                .filter(move |b| (m as u64 >> b) & 1 == 1)
+                                .filter(move |b| (m >> b) & 1 == 1)
                                 .map(move |b| (w * bits + b) as u32)
                         })
                         .collect::<CpuSet>()
