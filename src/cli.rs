@@ -381,6 +381,11 @@ pub struct ServeArgs {
     /// nodes in tests/container.rs). The sysfs root is `--sysfs-root`.
     #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
     pub host_root: PathBuf,
+    /// Start an instance of several GPUs even when the links between them (NVLink) are
+    /// reported down or not enabled: the refusal becomes a warning. For hosts that run
+    /// without the links (docs/gpu-sources.md, "Interconnect preflight").
+    #[arg(long)]
+    pub skip_link_check: bool,
     /// Where the plan's host facts come from when `binding.auto = true`.
     #[command(flatten)]
     pub source: SourceArgs,

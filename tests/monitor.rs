@@ -17,7 +17,9 @@ fn repo(p: &str) -> PathBuf {
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodeagent"));
-    c.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    // The fake tools play recorded outputs: a real NVML on the test host must not win over
+    // them (tests/nvml.rs drives NVML through its fake library).
+    c.env("NO_COLOR", "1").env_remove("RUST_LOG").env("NODEAGENT_NVML_LIB", "off");
     c
 }
 

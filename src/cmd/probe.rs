@@ -24,6 +24,53 @@ struct ProbeJson<'a> {
     warnings: &'a [String],
     sources: &'a [String],
     model: &'a Topology,
+    /// NVML as one more source (live NVIDIA hosts): its facts and the cross-check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nvml: Option<NvmlProvenance>,
+}
+
+/// What NVML says of the GPUs' placement, next to the other sources.
+#[derive(Debug, Serialize)]
+struct NvmlProvenance {
+    /// `libnvidia-ml.so.1 (driver 580.159.04)`, or why NVML was not read.
+    source: String,
+    gpus: Vec<crate::host::nvml::NvmlGpuFacts>,
+    /// Fields NVML could not read.
+    notes: Vec<String>,
+    cross_check: Vec<String>,
+}
+
+/// NVML's placement facts cross-checked against the model (live NVIDIA hosts only).
+fn nvml_provenance(topo: &Topology) -> NvmlProvenance {
+    use crate::host::nvml::{cross_check, NvmlLib, PlacedGpu};
+    let lib = match NvmlLib::open_from_env() {
+        Ok(lib) => lib,
+        Err(e) => {
+            return NvmlProvenance {
+                source: e.to_string(),
+                gpus: vec![],
+                notes: vec![],
+                cross_check: vec![],
+            }
+        }
+    };
+    let source = format!("{} (driver {})", lib.lib(), lib.driver_version().unwrap_or("unknown"));
+    let (gpus, notes) = match lib.facts() {
+        Ok(r) => r,
+        Err(e) => (vec![], vec![e.to_string()]),
+    };
+    let placed: Vec<PlacedGpu> = topo
+        .gpus
+        .iter()
+        .map(|g| PlacedGpu {
+            index: g.index,
+            bus_id: g.bus_id.clone(),
+            numa_node: g.numa_node.as_ref().map(|f| (f.value, f.source.to_string())),
+            cpu_affinity: g.cpu_affinity.as_ref().map(|f| (f.value.clone(), f.source.to_string())),
+        })
+        .collect();
+    let cross_check = cross_check(&gpus, &placed);
+    NvmlProvenance { source, gpus, notes, cross_check }
 }
 
 pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
@@ -35,6 +82,8 @@ pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
         raw.save(dir).bad_input()?;
         tracing::info!(dir = %dir.display(), "snapshot saved");
     }
+    let nvml = (args.source.from.is_none() && topo.vendor == crate::host::facts::Vendor::Nvidia)
+        .then(|| nvml_provenance(&topo));
     let mut out = std::io::stdout().lock();
     if args.json {
         let json = ProbeJson {
@@ -45,11 +94,18 @@ pub fn run(args: &ProbeArgs) -> Result<(), CmdError> {
             warnings: &topo.warnings,
             sources: &topo.sources,
             model: &topo,
+            nvml,
         };
         serde_json::to_writer_pretty(&mut out, &json).failed()?;
         writeln!(out).failed()?;
     } else {
         write!(out, "{}", render(&topo, &facts.vendor_evidence)).failed()?;
+        if let Some(n) = &nvml {
+            writeln!(out, "\nNVML: {}", n.source).failed()?;
+            for line in n.cross_check.iter().chain(&n.notes) {
+                writeln!(out, "  {line}").failed()?;
+            }
+        }
     }
     if let Some(dir) = &args.save {
         eprintln!("snapshot written to {}", dir.display());

@@ -312,6 +312,12 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         return print_config(&c, &sources, &spec);
     }
     check_files(&files, &spec, args.allow_insecure_files)?;
+    if spec.placement.stack != GpuStack::Maca {
+        if let Some(gpus) = &spec.placement.gpus {
+            crate::supervise::interconnect::preflight_nvidia(gpus, args.skip_link_check)
+                .failed()?;
+        }
+    }
     let instance = c.launch.instance.unwrap_or(0);
     let state_path = state_dir_of(&c);
     let state_dir = StateDir::open_instance(&c.state_dir(), instance).bad_input()?;

@@ -194,6 +194,7 @@ impl Monitor {
         self.status.last_tick_unix_ms = Some(sample.at_unix_ms);
         self.status.sample_duration_ms = Some(sample.duration_ms);
         self.status.missing = sample.missing.clone();
+        self.status.source = Some(sample.source);
         if let Some(s) = &sample.status {
             let gpus: Vec<_> = s.gpus.clone();
             self.status.gpus = gpus
@@ -205,6 +206,8 @@ impl Monitor {
                 .collect();
             self.status.processes = attribution.processes;
             self.status.engine_gpus = attribution.engine_gpus.into_iter().collect();
+            self.status.health = sample.health.clone();
+            self.status.degraded = sample.degraded.clone();
             self.status.last_good_unix_ms = Some(sample.at_unix_ms);
         } else {
             // Keep the last good GPU view (stale, with `missing` saying so): losing it would

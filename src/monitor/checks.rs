@@ -28,16 +28,28 @@ pub enum CheckKind {
     ForeignProcess,
     /// The GPU tool failed or hung on consecutive ticks.
     SampleMissing,
+    /// Uncorrectable ECC errors since the driver loaded (volatile count above zero).
+    EccUncorrected,
+    /// Clocks held down by a hardware slowdown, thermal limit or power brake.
+    ClocksThrottled,
+    /// The PCIe link runs with fewer lanes than its maximum, or below its generation while busy.
+    PcieDegraded,
+    /// A GPU-to-GPU link (NVLink, MetaXLink) is inactive.
+    LinkDown,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 6] = [
+    pub const ALL: [CheckKind; 10] = [
         CheckKind::MemoryHigh,
         CheckKind::EngineHung,
         CheckKind::GpuGone,
         CheckKind::OrphanMemory,
         CheckKind::ForeignProcess,
         CheckKind::SampleMissing,
+        CheckKind::EccUncorrected,
+        CheckKind::ClocksThrottled,
+        CheckKind::PcieDegraded,
+        CheckKind::LinkDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +60,10 @@ impl CheckKind {
             CheckKind::OrphanMemory => "orphan-memory",
             CheckKind::ForeignProcess => "foreign-process",
             CheckKind::SampleMissing => "sample-missing",
+            CheckKind::EccUncorrected => "ecc-uncorrected",
+            CheckKind::ClocksThrottled => "clocks-throttled",
+            CheckKind::PcieDegraded => "pcie-degraded",
+            CheckKind::LinkDown => "link-down",
         }
     }
 }
@@ -64,6 +80,9 @@ pub struct CheckConfig {
     pub raise_after: u32,
     /// Consecutive clean samples for any check to clear.
     pub clear_after: u32,
+    /// Utilization (percent) at or above which a PCIe generation below its maximum counts as
+    /// degraded (idle GPUs lower their link generation to save power).
+    pub pcie_busy_pct: f64,
 }
 
 impl Default for CheckConfig {
@@ -76,6 +95,7 @@ impl Default for CheckConfig {
             missing_after: 3,
             raise_after: 2,
             clear_after: 2,
+            pcie_busy_pct: 50.0,
         }
     }
 }
@@ -181,6 +201,8 @@ impl Checks {
                         .insert(key, format!("GPU {index} ({bus}) is gone from the tool's list"));
                 }
             }
+
+            self.health_conditions(input.sample, &mut evaluated, &mut holding);
 
             // Engine hung: requests in flight, every engine GPU at exactly 0 %.
             let key = (CheckKind::EngineHung, None);
@@ -293,6 +315,87 @@ impl Checks {
         }
         events
     }
+
+    /// The health checks of one sample: only GPUs with health readings are evaluated (a tool
+    /// source without them leaves these checks as they were).
+    fn health_conditions(
+        &self,
+        sample: &Sample,
+        evaluated: &mut BTreeSet<Key>,
+        holding: &mut BTreeMap<Key, String>,
+    ) {
+        use crate::host::health::{throttle_reason_names, SLOWDOWN_REASONS};
+        for h in &sample.health {
+            let gpu = Some(h.index);
+            let util =
+                sample.gpus().iter().find(|g| g.index == h.index).and_then(|g| g.utilization_pct);
+
+            let key = (CheckKind::EccUncorrected, gpu);
+            evaluated.insert(key);
+            if let Some(n) = h.ecc_uncorrected.filter(|&n| n > 0) {
+                holding.insert(
+                    key,
+                    format!(
+                        "GPU {}: {n} uncorrectable ECC errors since the driver loaded",
+                        h.index
+                    ),
+                );
+            }
+
+            let key = (CheckKind::ClocksThrottled, gpu);
+            evaluated.insert(key);
+            if let Some(bits) = h.throttle_reasons.filter(|b| b & SLOWDOWN_REASONS != 0) {
+                let clock =
+                    h.sm_clock_mhz.map(|c| format!(" (SM clock {c} MHz)")).unwrap_or_default();
+                holding.insert(
+                    key,
+                    format!(
+                        "GPU {} clocks held down by {}{clock}",
+                        h.index,
+                        throttle_reason_names(bits & SLOWDOWN_REASONS).join(", ")
+                    ),
+                );
+            }
+
+            let key = (CheckKind::PcieDegraded, gpu);
+            evaluated.insert(key);
+            let p = &h.pcie;
+            let busy = util.is_some_and(|u| u >= self.config.pcie_busy_pct);
+            if p.width_degraded() || (busy && p.gen_below_max()) {
+                let show = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+                holding.insert(
+                    key,
+                    format!(
+                        "GPU {} PCIe link at gen {} x{} (maximum gen {} x{})",
+                        h.index,
+                        show(p.gen),
+                        show(p.width),
+                        show(p.gen_max),
+                        show(p.width_max)
+                    ),
+                );
+            }
+
+            if let Some(links) = &h.links {
+                let key = (CheckKind::LinkDown, gpu);
+                evaluated.insert(key);
+                let down: Vec<String> =
+                    links.iter().filter(|l| !l.up).map(|l| l.link.to_string()).collect();
+                if !down.is_empty() {
+                    holding.insert(
+                        key,
+                        format!(
+                            "GPU {} links {} inactive ({} of {})",
+                            h.index,
+                            down.join(", "),
+                            down.len(),
+                            links.len()
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +423,8 @@ mod tests {
             duration_ms: 1.0,
             status: Some(SmiStatus { gpus, processes: procs, ..Default::default() }),
             missing: None,
+            health: vec![],
+            degraded: vec![],
         }
     }
 
@@ -330,6 +435,8 @@ mod tests {
             duration_ms: 1.0,
             status: None,
             missing: Some("mx-smi timed out after 5s".into()),
+            health: vec![],
+            degraded: vec![],
         }
     }
 
@@ -441,5 +548,85 @@ mod tests {
         feed(&mut c, &clean, &engine(false), 0);
         feed(&mut c, &clean, &engine(false), 0);
         assert!(c.active().is_empty(), "{:?}", c.active());
+    }
+
+    fn with_health(mut s: Sample, h: crate::host::health::GpuHealth) -> Sample {
+        s.health = vec![h];
+        s
+    }
+
+    #[test]
+    fn health_checks_raise_with_hysteresis_and_clear() {
+        use crate::host::health::{GpuHealth, LinkState, PcieLink};
+        let mut c = Checks::new(CheckConfig::default());
+        let e = EnginePids::default();
+        let full =
+            PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
+        let link = |link, up| LinkState { link, up, remote_bus_id: None };
+        let good = GpuHealth {
+            index: 0,
+            throttle_reasons: Some(0x1), // idle is no slowdown
+            ecc_uncorrected: Some(0),
+            pcie: PcieLink { gen: Some(1), ..full }, // idle, lower gen: not degraded
+            links: Some(vec![link(0, true), link(1, true)]),
+            ..Default::default()
+        };
+        let bad = GpuHealth {
+            index: 0,
+            sm_clock_mhz: Some(900),
+            throttle_reasons: Some(0x40 | 0x4),
+            ecc_uncorrected: Some(2),
+            pcie: PcieLink { width: Some(8), ..full },
+            links: Some(vec![link(0, true), link(1, false)]),
+            ..Default::default()
+        };
+        let s_good = with_health(sample(0, vec![gpu(0, 10, 0.0)], vec![]), good.clone());
+        let s_bad = with_health(sample(0, vec![gpu(0, 10, 90.0)], vec![]), bad);
+        for _ in 0..3 {
+            assert!(feed(&mut c, &s_good, &e, 0).is_empty());
+        }
+        assert!(feed(&mut c, &s_bad, &e, 0).is_empty(), "one bad tick raises nothing");
+        let ev = feed(&mut c, &s_bad, &e, 0);
+        let raised: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                CheckEvent::Raised(a) => Some(a.check),
+                CheckEvent::Cleared(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            raised,
+            [
+                CheckKind::EccUncorrected,
+                CheckKind::ClocksThrottled,
+                CheckKind::PcieDegraded,
+                CheckKind::LinkDown
+            ]
+        );
+        let msg = |k| c.active().into_iter().find(|a| a.check == k).unwrap().message;
+        assert_eq!(
+            msg(CheckKind::ClocksThrottled),
+            "GPU 0 clocks held down by hw_thermal_slowdown (SM clock 900 MHz)"
+        );
+        assert_eq!(msg(CheckKind::PcieDegraded), "GPU 0 PCIe link at gen 5 x8 (maximum gen 5 x16)");
+        assert_eq!(msg(CheckKind::LinkDown), "GPU 0 links 1 inactive (1 of 2)");
+        assert!(msg(CheckKind::EccUncorrected).contains("2 uncorrectable"));
+        // A tool sample without health readings is no evidence: nothing clears.
+        assert!(feed(&mut c, &sample(0, vec![gpu(0, 10, 0.0)], vec![]), &e, 0).is_empty());
+        assert!(feed(&mut c, &sample(0, vec![gpu(0, 10, 0.0)], vec![]), &e, 0).is_empty());
+        assert_eq!(c.active().len(), 4);
+        // Two good ticks clear all four.
+        assert!(feed(&mut c, &s_good, &e, 0).is_empty());
+        assert_eq!(feed(&mut c, &s_good, &e, 0).len(), 4);
+        assert!(c.active().is_empty());
+        // A busy GPU below its PCIe generation is degraded.
+        let slow = GpuHealth { pcie: PcieLink { gen: Some(3), ..full }, ..good };
+        let s_slow = with_health(sample(0, vec![gpu(0, 10, 80.0)], vec![]), slow);
+        feed(&mut c, &s_slow, &e, 0);
+        feed(&mut c, &s_slow, &e, 0);
+        assert_eq!(
+            c.active().iter().map(|a| a.check).collect::<Vec<_>>(),
+            [CheckKind::PcieDegraded]
+        );
     }
 }

@@ -176,6 +176,8 @@ mod tests {
             duration_ms: 0.0,
             status: Some(SmiStatus { gpus, ..Default::default() }),
             missing: None,
+            health: vec![],
+            degraded: vec![],
         }
     }
 

@@ -280,10 +280,134 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
         }
     }
 
+    source_and_health(&mut reg, status);
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
+    // The health series under DCGM exporter's names (no `nodeagent_` prefix), so dashboards
+    // and alert rules written for dcgm-exporter read them as they are.
+    let mut dcgm = String::new();
+    let _ = encode(&mut dcgm, &dcgm_registry(status));
+    if dcgm.lines().any(|l| !l.starts_with('#')) {
+        out = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        out.push_str(&dcgm);
+    }
     out
+}
+
+/// `nodeagent_gpu_sample_source{source}` (1 for the last tick's source), the number of fields
+/// the last sample could not read, and the GPU link states (no DCGM name exists for them).
+fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
+    if let Some(source) = status.source {
+        let f = family();
+        f.get_or_create(&l(&[("source", source.as_str().to_string())])).set(1.0);
+        reg.register(
+            "gpu_sample_source",
+            "The source of the last GPU sample (nvml, nvidia-smi, mxsml, mx-smi dmon, mx-smi, snapshot)",
+            f,
+        );
+        let g = GaugeF::default();
+        g.set(status.degraded.len() as f64);
+        reg.register(
+            "gpu_fields_degraded",
+            "Fields the last GPU sample could not read (not supported or failed), each absent alone",
+            g,
+        );
+    }
+    let links = family();
+    let pstate = family();
+    for h in &status.health {
+        let bus = bus_of(status, h.index);
+        for link in h.links.iter().flatten() {
+            let labels = l(&[
+                ("gpu", h.index.to_string()),
+                ("pci_bus_id", bus.clone()),
+                ("link", link.link.to_string()),
+            ]);
+            links.get_or_create(&labels).set(if link.up { 1.0 } else { 0.0 });
+        }
+        if let Some(p) = h.performance_state {
+            pstate
+                .get_or_create(&l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus)]))
+                .set(f64::from(p));
+        }
+    }
+    reg.register(
+        "gpu_link_up",
+        "Whether each GPU-to-GPU link (NVLink, MetaXLink) is active",
+        links,
+    );
+}
+
+fn bus_of(status: &MonitorStatus, index: u32) -> String {
+    status
+        .gpus
+        .iter()
+        .find(|g| g.status.index == index)
+        .and_then(|g| g.status.bus_id.clone())
+        .unwrap_or_default()
+}
+
+/// The health readings as DCGM exporter names them (`DCGM_FI_DEV_*`, labels `gpu`,
+/// `pci_bus_id`, `model_name`); a reading the source did not give is not exported.
+fn dcgm_registry(status: &MonitorStatus) -> Registry {
+    use crate::host::health::GpuHealth;
+    type Pick = fn(&GpuHealth) -> Option<f64>;
+    let fields: [(&str, &str, Pick); 11] = [
+        ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz)", |h| h.sm_clock_mhz.map(f64::from)),
+        ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz)", |h| {
+            h.mem_clock_mhz.map(f64::from)
+        }),
+        ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock (in MHz)", |h| {
+            h.sm_clock_max_mhz.map(f64::from)
+        }),
+        (
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+            "Current clock throttle reasons (NVML bitmask)",
+            |h| h.throttle_reasons.map(|b| b as f64),
+        ),
+        ("DCGM_FI_DEV_PSTATE", "Performance state (P-State) 0-15, 0 highest", |h| {
+            h.performance_state.map(f64::from)
+        }),
+        (
+            "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+            "Corrected (single-bit) ECC errors since the driver loaded",
+            |h| h.ecc_corrected.map(|n| n as f64),
+        ),
+        (
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+            "Uncorrected (double-bit) ECC errors since the driver loaded",
+            |h| h.ecc_uncorrected.map(|n| n as f64),
+        ),
+        ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation", |h| {
+            h.pcie.gen.map(f64::from)
+        }),
+        ("DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width", |h| h.pcie.width.map(f64::from)),
+        ("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "PCIe maximum link generation", |h| {
+            h.pcie.gen_max.map(f64::from)
+        }),
+        ("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "PCIe maximum link width", |h| {
+            h.pcie.width_max.map(f64::from)
+        }),
+    ];
+    let mut reg = Registry::default();
+    for (name, help, pick) in fields {
+        let f = family();
+        for h in &status.health {
+            if let Some(v) = pick(h) {
+                let g = status.gpus.iter().find(|g| g.status.index == h.index);
+                let labels = l(&[
+                    ("gpu", h.index.to_string()),
+                    ("pci_bus_id", bus_of(status, h.index)),
+                    ("model_name", g.and_then(|g| g.status.name.clone()).unwrap_or_default()),
+                ]);
+                f.get_or_create(&labels).set(v);
+            }
+        }
+        reg.register(name, help, f);
+    }
+    reg
 }
 
 /// Converts the OpenMetrics text `prometheus-client` writes into the Prometheus text format

@@ -5,15 +5,44 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::facts::{GpuProcess, GpuStatus, SmiStatus};
+use crate::host::health::GpuHealth;
 
-/// Which tool a sample came from.
+/// Which source a sample came from: each vendor arm of the sampler says which one it used
+/// (docs/gpu-sources.md lists what each gives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum SampleSource {
-    MxSmi,
+    /// NVIDIA's management library (`libnvidia-ml.so.1`).
+    #[serde(rename = "nvml")]
+    Nvml,
+    /// `nvidia-smi --query-gpu` / `--query-compute-apps` CSV.
+    #[serde(rename = "nvidia-smi")]
     NvidiaSmi,
+    /// MetaX's management library (`libmxsml.so`).
+    #[serde(rename = "mxsml")]
+    Mxsml,
+    /// `mx-smi dmon ... --format csv`.
+    #[serde(rename = "mx-smi dmon")]
+    MxSmiDmon,
+    /// The `mx-smi` status table (or its `-j` JSON).
+    #[serde(rename = "mx-smi")]
+    MxSmi,
     /// Read from files in a snapshot directory (`--from DIR`).
+    #[serde(rename = "snapshot")]
     Snapshot,
+}
+
+impl SampleSource {
+    /// The name in `/status`, `/metrics` (`source` label) and the terminal view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleSource::Nvml => "nvml",
+            SampleSource::NvidiaSmi => "nvidia-smi",
+            SampleSource::Mxsml => "mxsml",
+            SampleSource::MxSmiDmon => "mx-smi dmon",
+            SampleSource::MxSmi => "mx-smi",
+            SampleSource::Snapshot => "snapshot",
+        }
+    }
 }
 
 /// One tick of the sampler. `status` is `None` when the tool hung, failed or printed something
@@ -29,6 +58,14 @@ pub struct Sample {
     pub status: Option<SmiStatus>,
     /// Why there is no status: `"mx-smi timed out after 5s"`, `"nvidia-smi exited with 9: ..."`.
     pub missing: Option<String>,
+    /// Health readings per GPU (clocks, ECC, PCIe and GPU links), where the source gives them
+    /// (the vendor libraries); empty for the tools' tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<GpuHealth>,
+    /// Fields the source could not read this tick, one note each (`gpu 0 power: not
+    /// supported`): the field is absent and the rest of the sample stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 impl Sample {

@@ -1,7 +1,14 @@
-//! Where samples come from: the `Sampler` seam, the real tool-running sampler (`ToolSampler`:
-//! `nvidia-smi` CSV queries or the `mx-smi` table, each run with a timeout), and replay from a
-//! snapshot directory (`DirSampler`). A sampler never fails: a tool that hangs, is missing or
-//! prints garbage yields a *missing* sample with the reason, so the agent never stalls on it.
+//! Where samples come from: the `Sampler` seam, the live sampler (`ToolSampler`) and replay
+//! from a snapshot directory (`DirSampler`). A sampler never fails: a source that hangs, is
+//! missing or answers garbage yields a *missing* sample with the reason, so the agent never
+//! stalls on it.
+//!
+//! The live sampler has one arm per vendor, each an ordered list of sources, and every sample
+//! says which source gave it (`Sample::source`, shown by `/status`, `/metrics` and the view):
+//! - NVIDIA: NVML (`host::nvml`, loaded at run time, called off the async threads with the
+//!   tool timeout) first; `nvidia-smi`'s CSV queries when NVML cannot be loaded (said once, at
+//!   start) or fails a whole tick;
+//! - MetaX: the `mx-smi` status table.
 //!
 //! This module does not interpret samples (that is `checks`) and does not schedule them
 //! (that is `agent`).
@@ -9,20 +16,26 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use super::parse::{self, NVIDIA_QUERY_APPS_ARGS, NVIDIA_QUERY_GPU_ARGS};
 use super::sample::{now_unix_ms, Sample, SampleSource};
+use crate::host::facts::SmiStatus;
+use crate::host::health::GpuHealth;
+use crate::host::nvml::NvmlLib;
 
 /// Produces one sample per call. Implementations must bound their own run time.
 pub trait Sampler: Send + Sync + std::fmt::Debug {
     fn sample(&self) -> BoxFuture<'_, Sample>;
-    /// For logs and `/status`: `nvidia-smi (/usr/bin/nvidia-smi)`.
+    /// For logs and `/status`: `nvml (libnvidia-ml.so.1), else nvidia-smi (/usr/bin/nvidia-smi)`.
     fn describe(&self) -> String;
-    /// Each GPU's NUMA node as the vendor's `topo -m` states it (`NUMA Affinity`), keyed by
-    /// the tool's GPU index; empty when unknown. Asked once: the topology does not change.
+    /// Each GPU's NUMA node as the vendor states it (NVML, or `topo -m`'s `NUMA Affinity`),
+    /// keyed by the vendor's GPU index; empty when unknown. Asked once: the topology does not
+    /// change.
     fn numa_by_index(&self) -> BoxFuture<'_, BTreeMap<u32, u32>> {
         Box::pin(async { BTreeMap::new() })
     }
@@ -43,19 +56,31 @@ pub enum Tool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
-    #[error("no GPU tool found: neither {mx_smi} nor {nvidia_smi} is on PATH (use --mx-smi/--nvidia-smi PATH, or --from DIR)")]
-    NoTool { mx_smi: String, nvidia_smi: String },
+    #[error("no GPU tool found: neither {mx_smi} nor {nvidia_smi} is on PATH and {nvml} (use --mx-smi/--nvidia-smi PATH, or --from DIR)")]
+    NoTool { mx_smi: String, nvidia_smi: String, nvml: String },
     #[error("{path}: not found or not executable")]
     ToolMissing { path: String },
+    #[error("{path}: not found or not executable, and {nvml}")]
+    NoNvidiaSource { path: String, nvml: String },
     #[error("snapshot {dir}: has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt")]
     EmptySnapshot { dir: String },
 }
 
-/// Runs the vendor tool with a timeout on every call.
+/// The live sampler: a vendor library when it loads, else the vendor tool, each bounded by
+/// `timeout` on every call.
 #[derive(Debug, Clone)]
 pub struct ToolSampler {
-    pub tool: Tool,
+    /// The vendor tool: the only source, or the fallback of a library (`None` for NVIDIA when
+    /// only NVML is there).
+    pub tool: Option<Tool>,
+    /// NVIDIA's library, the first choice when it loaded.
+    pub nvml: Option<Arc<NvmlLib>>,
+    /// Why the library is not used (`NVML not loaded from ...`), shown by `describe`.
+    pub library_note: Option<String>,
     pub timeout: Duration,
+    /// Set while a library call runs on a blocking thread: a call that outlives its timeout is
+    /// not stacked on by the next tick.
+    busy: Arc<AtomicBool>,
 }
 
 /// Finds `name` as given (contains a `/`) or on `PATH`.
@@ -73,8 +98,17 @@ pub fn find_tool(name: &Path) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| executable(p))
 }
 
+/// What one tick of a source read: the status, health and degraded-field notes.
+type Reading = (SmiStatus, Vec<GpuHealth>, Vec<String>);
+
 impl ToolSampler {
-    /// Picks the tool: `vendor` forces one; otherwise `mx-smi` if found, else `nvidia-smi`.
+    /// A sampler over one vendor tool only.
+    pub fn for_tool(tool: Tool, timeout: Duration) -> Self {
+        Self { tool: Some(tool), nvml: None, library_note: None, timeout, busy: Arc::default() }
+    }
+
+    /// Picks the sources: `vendor` forces one; otherwise `mx-smi` if found, else NVIDIA (NVML
+    /// if it loads, `nvidia-smi` if found). NVML's library comes from `NODEAGENT_NVML_LIB`.
     pub fn detect(
         vendor: Option<crate::host::facts::Vendor>,
         mx_smi: &Path,
@@ -83,27 +117,47 @@ impl ToolSampler {
     ) -> Result<Self, SamplerError> {
         use crate::host::facts::Vendor;
         let missing = |p: &Path| SamplerError::ToolMissing { path: p.display().to_string() };
-        let tool = match vendor {
-            Some(Vendor::Metax) => Tool::MxSmi(find_tool(mx_smi).ok_or_else(|| missing(mx_smi))?),
-            Some(Vendor::Nvidia) => {
-                Tool::NvidiaSmi(find_tool(nvidia_smi).ok_or_else(|| missing(nvidia_smi))?)
-            }
-            _ => match (find_tool(mx_smi), find_tool(nvidia_smi)) {
-                (Some(p), _) => Tool::MxSmi(p),
-                (None, Some(p)) => Tool::NvidiaSmi(p),
-                (None, None) => {
-                    return Err(SamplerError::NoTool {
-                        mx_smi: mx_smi.display().to_string(),
-                        nvidia_smi: nvidia_smi.display().to_string(),
-                    })
+        let nvidia = || -> Result<Self, String> {
+            let smi = find_tool(nvidia_smi);
+            match NvmlLib::open_from_env() {
+                Ok(lib) => Ok(Self {
+                    tool: smi.map(Tool::NvidiaSmi),
+                    nvml: Some(Arc::new(lib)),
+                    library_note: None,
+                    timeout,
+                    busy: Arc::default(),
+                }),
+                Err(e) => {
+                    let Some(smi) = smi else { return Err(e.to_string()) };
+                    tracing::warn!(reason = %e, "NVML not used; reading the GPUs with {}", smi.display());
+                    let mut s = Self::for_tool(Tool::NvidiaSmi(smi), timeout);
+                    s.library_note = Some(e.to_string());
+                    Ok(s)
                 }
-            },
+            }
         };
-        Ok(Self { tool, timeout })
+        match vendor {
+            Some(Vendor::Metax) => Ok(Self::for_tool(
+                Tool::MxSmi(find_tool(mx_smi).ok_or_else(|| missing(mx_smi))?),
+                timeout,
+            )),
+            Some(Vendor::Nvidia) => nvidia().map_err(|nvml| SamplerError::NoNvidiaSource {
+                path: nvidia_smi.display().to_string(),
+                nvml,
+            }),
+            _ => match find_tool(mx_smi) {
+                Some(p) => Ok(Self::for_tool(Tool::MxSmi(p), timeout)),
+                None => nvidia().map_err(|nvml| SamplerError::NoTool {
+                    mx_smi: mx_smi.display().to_string(),
+                    nvidia_smi: nvidia_smi.display().to_string(),
+                    nvml,
+                }),
+            },
+        }
     }
 
-    async fn run_all(&self) -> Result<crate::host::facts::SmiStatus, String> {
-        match &self.tool {
+    async fn run_tool_arm(&self, tool: &Tool) -> Result<SmiStatus, String> {
+        match tool {
             Tool::MxSmi(path) => {
                 let out = run_tool(path, &[], self.timeout).await?;
                 parse::parse_mxsmi(&out).map_err(|e| e.to_string())
@@ -118,6 +172,71 @@ impl ToolSampler {
             }
         }
     }
+
+    /// Runs `f` on a blocking thread, bounded by the timeout; one call at a time.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(format!("{what}: the previous call has not returned yet"));
+        }
+        let busy = self.busy.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let r = f();
+            busy.store(false, Ordering::Release);
+            r
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(format!("{what}: {e}")),
+            Err(_) => {
+                Err(format!("{what} timed out after {}", humantime::format_duration(self.timeout)))
+            }
+        }
+    }
+
+    async fn read_nvml(&self, lib: &Arc<NvmlLib>) -> Result<Reading, String> {
+        let lib = lib.clone();
+        let r = self.blocking("NVML", move || lib.read(Path::new("/proc"))).await?;
+        let r = r.map_err(|e| e.to_string())?;
+        let status = SmiStatus {
+            tool_version: Some("NVML".into()),
+            driver_version: r.driver_version,
+            gpus: r.gpus,
+            processes: r.processes,
+        };
+        Ok((status, r.health, r.degraded))
+    }
+
+    /// One tick through the arm's sources in order: the source used, and what it read.
+    async fn read(&self) -> (SampleSource, Result<Reading, String>) {
+        let tool_source = |t: &Tool| match t {
+            Tool::MxSmi(_) => SampleSource::MxSmi,
+            Tool::NvidiaSmi(_) => SampleSource::NvidiaSmi,
+        };
+        if let Some(lib) = &self.nvml {
+            match (self.read_nvml(lib).await, &self.tool) {
+                (Ok(r), _) => return (SampleSource::Nvml, Ok(r)),
+                (Err(why), Some(tool)) => {
+                    tracing::warn!(reason = %why, "NVML failed this tick; reading nvidia-smi");
+                    let r = self
+                        .run_tool_arm(tool)
+                        .await
+                        .map(|s| (s, Vec::new(), vec![format!("NVML failed this tick: {why}")]));
+                    return (tool_source(tool), r);
+                }
+                (Err(why), None) => return (SampleSource::Nvml, Err(why)),
+            }
+        }
+        match &self.tool {
+            Some(tool) => {
+                (tool_source(tool), self.run_tool_arm(tool).await.map(|s| (s, vec![], vec![])))
+            }
+            None => (SampleSource::NvidiaSmi, Err("no GPU source".into())),
+        }
+    }
 }
 
 impl Sampler for ToolSampler {
@@ -125,35 +244,62 @@ impl Sampler for ToolSampler {
         Box::pin(async move {
             let at_unix_ms = now_unix_ms();
             let started = Instant::now();
-            let result = self.run_all().await;
-            let source = match self.tool {
-                Tool::MxSmi(_) => SampleSource::MxSmi,
-                Tool::NvidiaSmi(_) => SampleSource::NvidiaSmi,
-            };
+            let (source, result) = self.read().await;
             let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+            let mut sample = Sample {
+                at_unix_ms,
+                source,
+                duration_ms,
+                status: None,
+                missing: None,
+                health: vec![],
+                degraded: vec![],
+            };
             match result {
-                Ok(status) => {
-                    Sample { at_unix_ms, source, duration_ms, status: Some(status), missing: None }
+                Ok((status, health, degraded)) => {
+                    sample.status = Some(status);
+                    sample.health = health;
+                    sample.degraded = degraded;
                 }
                 Err(why) => {
-                    tracing::warn!(tool = %self.describe(), reason = %why, "GPU sample missing");
-                    Sample { at_unix_ms, source, duration_ms, status: None, missing: Some(why) }
+                    tracing::warn!(source = source.as_str(), reason = %why, "GPU sample missing");
+                    sample.missing = Some(why);
                 }
             }
+            sample
         })
     }
 
     fn describe(&self) -> String {
-        match &self.tool {
+        let tool = self.tool.as_ref().map(|t| match t {
             Tool::MxSmi(p) => format!("mx-smi ({})", p.display()),
             Tool::NvidiaSmi(p) => format!("nvidia-smi ({})", p.display()),
+        });
+        match (&self.nvml, tool) {
+            (Some(lib), Some(tool)) => format!("nvml ({}), else {tool}", lib.lib()),
+            (Some(lib), None) => format!("nvml ({})", lib.lib()),
+            (None, Some(tool)) => match &self.library_note {
+                Some(note) => format!("{tool}; {note}"),
+                None => tool,
+            },
+            (None, None) => "none".into(),
         }
     }
 
     fn numa_by_index(&self) -> BoxFuture<'_, BTreeMap<u32, u32>> {
         Box::pin(async move {
-            let path = match &self.tool {
-                Tool::MxSmi(p) | Tool::NvidiaSmi(p) => p,
+            if let Some(lib) = &self.nvml {
+                let lib = lib.clone();
+                if let Ok(Ok((facts, _))) = self.blocking("NVML", move || lib.facts()).await {
+                    let map: BTreeMap<u32, u32> =
+                        facts.iter().filter_map(|f| Some((f.index, f.numa_node?))).collect();
+                    if !map.is_empty() {
+                        return map;
+                    }
+                }
+            }
+            let Some(Tool::MxSmi(path) | Tool::NvidiaSmi(path)) = &self.tool else {
+                return BTreeMap::new();
             };
             match run_tool(path, &["topo", "-m"], self.timeout)
                 .await
@@ -266,6 +412,8 @@ impl Sampler for DirSampler {
                     duration_ms,
                     status: Some(s),
                     missing: None,
+                    health: vec![],
+                    degraded: vec![],
                 },
                 Err(e) => Sample {
                     at_unix_ms,
@@ -273,6 +421,8 @@ impl Sampler for DirSampler {
                     duration_ms,
                     status: None,
                     missing: Some(e),
+                    health: vec![],
+                    degraded: vec![],
                 },
             }
         })

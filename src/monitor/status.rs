@@ -8,6 +8,8 @@ use crate::host::facts::GpuStatus;
 
 use super::attribution::AttributedProcess;
 use super::checks::Alert;
+use super::sample::SampleSource;
+use crate::host::health::GpuHealth;
 
 /// What the supervisor tells the monitor about the engine (through a `watch` channel), and
 /// what `nodeagent monitor --engine-pid` fills in by itself.
@@ -85,6 +87,10 @@ pub struct GpuView {
 pub struct MonitorStatus {
     /// The sampler, e.g. `nvidia-smi (/usr/bin/nvidia-smi)`.
     pub sampler: String,
+    /// The source of the last tick (`nvml`, `nvidia-smi`, `mxsml`, `mx-smi dmon`, `mx-smi`,
+    /// `snapshot`): a library sampler may fall back to its tool for a tick.
+    #[serde(default)]
+    pub source: Option<SampleSource>,
     pub interval_ms: u64,
     /// Time of the last tick, and of the last tick that produced a sample.
     pub last_tick_unix_ms: Option<u64>,
@@ -98,6 +104,12 @@ pub struct MonitorStatus {
     pub gpus: Vec<GpuView>,
     pub processes: Vec<AttributedProcess>,
     pub engine_gpus: Vec<u32>,
+    /// Health readings of the last good sample (clocks, ECC, PCIe, links), library sources only.
+    #[serde(default)]
+    pub health: Vec<GpuHealth>,
+    /// Fields the last good sample could not read (`gpu 0 power: not supported`).
+    #[serde(default)]
+    pub degraded: Vec<String>,
     pub alerts: Vec<Alert>,
     /// Debounced hung-engine verdict (the supervisor may restart on it).
     pub engine_hung: bool,

@@ -12,10 +12,16 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 pub fn render(status: &MonitorStatus) -> String {
     let mut out = String::new();
     out.push_str(&format!("sampler: {}", status.sampler));
+    if let Some(source) = status.source {
+        out.push_str(&format!("; source: {}", source.as_str()));
+    }
     if let Some(ms) = status.sample_duration_ms {
-        out.push_str(&format!(" ({ms:.0} ms)"));
+        out.push_str(&format!(" ({ms:.1} ms)"));
     }
     out.push('\n');
+    if !status.degraded.is_empty() {
+        out.push_str(&format!("not read: {}\n", status.degraded.join("; ")));
+    }
     if let Some(why) = &status.missing {
         out.push_str(&format!("LAST SAMPLE MISSING: {why} (showing the last good one)\n"));
     }

@@ -22,6 +22,7 @@ pub mod docker;
 pub mod engine;
 pub mod guard;
 pub mod health;
+pub mod interconnect;
 pub mod native;
 pub mod notify;
 pub mod occupancy;

@@ -1,0 +1,123 @@
+//! Plain records of a GPU's health as a vendor library reports it: clocks and the reasons they
+//! are held down, performance state, ECC error counts, the PCIe link against its maximum, the
+//! GPU-to-GPU links (NVLink, MetaXLink) and the last XID-like event. Filled by the library
+//! readers (`host::nvml`, and the MetaX one), read by the monitor's checks and `/metrics` and by
+//! the interconnect preflight. Nothing here reads a device; it imports nothing from the crate.
+//!
+//! Every field is optional on its own: a library that answers "not supported" for one reading
+//! leaves that field `None` and the others stand.
+
+use serde::{Deserialize, Serialize};
+
+/// One GPU's health readings. `index` is the vendor's GPU index (the one in `GpuStatus`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuHealth {
+    pub index: u32,
+    /// SM (graphics) clock and memory clock now, MHz.
+    pub sm_clock_mhz: Option<u32>,
+    pub mem_clock_mhz: Option<u32>,
+    /// The SM clock's maximum, MHz.
+    pub sm_clock_max_mhz: Option<u32>,
+    /// NVML's clock event (throttle) reason bits, as the library returns them.
+    pub throttle_reasons: Option<u64>,
+    /// Performance state: 0 (P0, maximum) to 15 (minimum).
+    pub performance_state: Option<u32>,
+    /// Whether ECC is enabled now.
+    pub ecc_enabled: Option<bool>,
+    /// ECC errors since the driver loaded (volatile counters).
+    pub ecc_corrected: Option<u64>,
+    pub ecc_uncorrected: Option<u64>,
+    pub pcie: PcieLink,
+    /// GPU-to-GPU links; `None` when the GPU has none or the library cannot say.
+    pub links: Option<Vec<LinkState>>,
+    /// The last XID-like event the library reported for this GPU, if any since the start.
+    pub last_xid: Option<u64>,
+}
+
+/// The PCIe link now and at most: generation and lanes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcieLink {
+    pub gen: Option<u32>,
+    pub gen_max: Option<u32>,
+    pub width: Option<u32>,
+    pub width_max: Option<u32>,
+}
+
+impl PcieLink {
+    /// Fewer lanes than the link's maximum: a degraded link (a seating or riser fault). The
+    /// generation alone is not judged here, as GPUs lower it when idle to save power.
+    pub fn width_degraded(&self) -> bool {
+        matches!((self.width, self.width_max), (Some(w), Some(m)) if w > 0 && w < m)
+    }
+
+    /// A generation below the maximum (meaningful only while the GPU is busy).
+    pub fn gen_below_max(&self) -> bool {
+        matches!((self.gen, self.gen_max), (Some(g), Some(m)) if g > 0 && g < m)
+    }
+}
+
+/// One GPU-to-GPU link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// The link's number on its GPU.
+    pub link: u32,
+    /// Active (up and enabled).
+    pub up: bool,
+    /// The PCI bus id at the other end (a GPU, or a switch), sysfs form, when known.
+    pub remote_bus_id: Option<String>,
+}
+
+/// NVML's clock event reason bits (nvml.h `nvmlClocksEventReason*`), with their names.
+pub const THROTTLE_REASONS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+/// Reasons that mean the hardware or the thermal limits are slowing the GPU down, as opposed
+/// to idling or a power cap the operator set.
+pub const SLOWDOWN_REASONS: u64 = 0x8 | 0x20 | 0x40 | 0x80;
+
+/// The names of the reason bits set in `bits` (unknown bits as `0x...`).
+pub fn throttle_reason_names(bits: u64) -> Vec<String> {
+    let mut names: Vec<String> = THROTTLE_REASONS
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let known: u64 = THROTTLE_REASONS.iter().map(|(b, _)| b).sum();
+    if bits & !known != 0 {
+        names.push(format!("{:#x}", bits & !known));
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_and_unknown_bits() {
+        assert_eq!(throttle_reason_names(0), Vec::<String>::new());
+        assert_eq!(throttle_reason_names(0x41), ["gpu_idle", "hw_thermal_slowdown"]);
+        assert_eq!(throttle_reason_names(0x1004), ["sw_power_cap", "0x1000"]);
+    }
+
+    #[test]
+    fn pcie_degradation() {
+        let full =
+            PcieLink { gen: Some(5), gen_max: Some(5), width: Some(16), width_max: Some(16) };
+        assert!(!full.width_degraded() && !full.gen_below_max());
+        let narrow = PcieLink { width: Some(8), ..full };
+        assert!(narrow.width_degraded());
+        let idle = PcieLink { gen: Some(1), ..full };
+        assert!(idle.gen_below_max() && !idle.width_degraded());
+        assert!(!PcieLink::default().width_degraded());
+    }
+}

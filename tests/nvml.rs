@@ -1,0 +1,455 @@
+//! NVML for real through FFI, without a GPU: `tests/fake-nvml/fake_nvml.c` is compiled here with
+//! `cc -shared -fPIC` into a `libnvidia-ml.so.1` that implements the NVML functions nodeagent
+//! calls with NVML's signatures, its readings driven by a `fake_nvml.conf` beside the copy each
+//! test loads. The library reader (`host::nvml`) is driven in-process; the monitor, its
+//! `/metrics` and alerts, the fallback to `nvidia-smi` and the serve preflight through the
+//! built binary with `NODEAGENT_NVML_LIB` pointing at the fake.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nodeagent::host::nvml::{NvmlError, NvmlLib};
+use serde_json::Value;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Compiles the fake library once per test binary (`variant` adds `-D` flags); the path of
+/// the built `.so`.
+fn built(variant: &'static str) -> PathBuf {
+    static FULL: OnceLock<PathBuf> = OnceLock::new();
+    static OLD: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if variant.is_empty() { &FULL } else { &OLD };
+    cell.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-nvml{variant}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("libnvidia-ml.so.1");
+        let mut cc = Command::new("cc");
+        cc.args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"]).arg(&out);
+        if !variant.is_empty() {
+            cc.arg(format!("-D{variant}"));
+        }
+        let status =
+            cc.arg(repo("tests/fake-nvml/fake_nvml.c")).status().expect("cc must be installed");
+        assert!(status.success(), "building the fake NVML failed");
+        out
+    })
+    .clone()
+}
+
+/// A private copy of the fake library with its config; returns the library's path.
+fn fake(dir: &Path, conf: &str) -> PathBuf {
+    fake_variant(dir, conf, "")
+}
+
+fn fake_variant(dir: &Path, conf: &str, variant: &'static str) -> PathBuf {
+    let lib = dir.join("libnvidia-ml.so.1");
+    std::fs::copy(built(variant), &lib).unwrap();
+    std::fs::write(dir.join("fake_nvml.conf"), conf).unwrap();
+    lib
+}
+
+fn set_conf(dir: &Path, conf: &str) {
+    // Written whole and renamed, so the library never reads half a file.
+    std::fs::write(dir.join("fake_nvml.conf.new"), conf).unwrap();
+    std::fs::rename(dir.join("fake_nvml.conf.new"), dir.join("fake_nvml.conf")).unwrap();
+}
+
+#[test]
+fn every_field_is_read_through_the_ffi() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    let lib = fake(
+        dir.path(),
+        &format!(
+            "gpus 2\nnvlinks 2\ngpu0.mem_used_mib 21653\ngpu0.util 97\ngpu0.temp 62\n\
+             gpu0.power_mw 685350\ngpu0.proc.pid {me}\ngpu0.proc.mib 4682\ngpu1.bus 0x2a\n\
+             gpu1.sm_clock 1410\ngpu1.throttle 0x44\ngpu1.pstate 2\ngpu1.ecc_corrected 7\n\
+             gpu1.ecc_uncorrected 1\ngpu1.pcie_gen 4\ngpu1.pcie_width 8\ngpu1.link1.down 1\n\
+             gpu1.numa 1\ngpu1.cpumask 0xf00\n"
+        ),
+    );
+    let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
+    assert_eq!(nvml.driver_version(), Some("580.159.04-fake"));
+    let r = nvml.read(Path::new("/proc")).unwrap();
+    assert_eq!(r.degraded, Vec::<String>::new());
+    assert_eq!(r.gpus.len(), 2);
+    let g0 = &r.gpus[0];
+    assert_eq!(g0.name.as_deref(), Some("Fake H100 80GB HBM3"));
+    assert_eq!(g0.bus_id.as_deref(), Some("0000:18:00.0"));
+    assert_eq!((g0.memory_used_mib, g0.memory_total_mib), (Some(21653), Some(81559)));
+    assert_eq!(g0.utilization_pct, Some(97.0));
+    assert_eq!(g0.temperature_c, Some(62.0));
+    assert_eq!(g0.power_w, Some(685.35));
+    assert_eq!(r.gpus[1].bus_id.as_deref(), Some("0000:2a:00.0"));
+    // The process, named from /proc like nvidia-smi does.
+    assert_eq!(r.processes.len(), 1);
+    let p = &r.processes[0];
+    assert_eq!((p.gpu, p.pid, p.memory_mib), (0, me, Some(4682)));
+    assert!(!p.name.is_empty());
+
+    let h0 = &r.health[0];
+    assert_eq!(
+        (h0.sm_clock_mhz, h0.mem_clock_mhz, h0.sm_clock_max_mhz),
+        (Some(1980), Some(2619), Some(1980))
+    );
+    assert_eq!((h0.throttle_reasons, h0.performance_state), (Some(0), Some(0)));
+    assert_eq!(
+        (h0.ecc_enabled, h0.ecc_corrected, h0.ecc_uncorrected),
+        (Some(true), Some(0), Some(0))
+    );
+    let links0 = h0.links.as_ref().unwrap();
+    assert_eq!(links0.len(), 2);
+    assert!(links0.iter().all(|l| l.up && l.remote_bus_id.as_deref() == Some("0000:2a:00.0")));
+    let h1 = &r.health[1];
+    assert_eq!(h1.sm_clock_mhz, Some(1410));
+    assert_eq!(h1.throttle_reasons, Some(0x44));
+    assert_eq!(h1.performance_state, Some(2));
+    assert_eq!((h1.ecc_corrected, h1.ecc_uncorrected), (Some(7), Some(1)));
+    assert_eq!(
+        (h1.pcie.gen, h1.pcie.gen_max, h1.pcie.width, h1.pcie.width_max),
+        (Some(4), Some(5), Some(8), Some(16))
+    );
+    let links1 = h1.links.as_ref().unwrap();
+    assert_eq!((links1[0].up, links1[1].up), (true, false));
+    assert_eq!(links1[1].remote_bus_id, None, "an inactive link names no far end");
+
+    let (facts, notes) = nvml.facts().unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(facts[0].uuid.as_deref(), Some("GPU-fake-0000"));
+    assert_eq!((facts[0].numa_node, facts[1].numa_node), (Some(0), Some(1)));
+    assert_eq!(facts[0].cpu_affinity.as_ref().unwrap().to_list(), "0-7");
+    assert_eq!(facts[1].cpu_affinity.as_ref().unwrap().to_list(), "8-11");
+    assert_eq!(facts[1].bus_id.as_deref(), Some("0000:2a:00.0"));
+}
+
+#[test]
+fn a_failing_call_degrades_its_field_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(
+        dir.path(),
+        "gpus 2\nfail.nvmlDeviceGetPowerUsage 3\nfail.gpu1.nvmlDeviceGetTemperature 3\n\
+         fail.gpu0.nvmlDeviceGetTotalEccErrors 999\nfail.gpu1.nvmlDeviceGetComputeRunningProcesses_v3 3\n\
+         fail.gpu0.nvmlDeviceGetCurrPcieLinkWidth 3\n",
+    );
+    let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
+    let r = nvml.read(Path::new("/proc")).unwrap();
+    assert_eq!((r.gpus[0].power_w, r.gpus[1].power_w), (None, None));
+    assert_eq!((r.gpus[0].temperature_c, r.gpus[1].temperature_c), (Some(50.0), None));
+    // Everything else stands.
+    assert_eq!(r.gpus[1].memory_used_mib, Some(1001));
+    assert_eq!(r.gpus[1].utilization_pct, Some(41.0));
+    assert_eq!(r.health[0].ecc_uncorrected, None);
+    assert_eq!(r.health[1].ecc_uncorrected, Some(0));
+    assert_eq!((r.health[0].pcie.width, r.health[0].pcie.gen), (None, Some(5)));
+    assert_eq!(
+        r.degraded,
+        [
+            "gpu 0 power: not supported",
+            "gpu 0 ecc corrected: an internal driver error occurred",
+            "gpu 0 ecc uncorrected: an internal driver error occurred",
+            "gpu 0 pcie width: not supported",
+            "gpu 1 temperature: not supported",
+            "gpu 1 power: not supported",
+            "gpu 1 processes: not supported",
+        ]
+    );
+    // No NVLink on these boards: `None`, no note.
+    assert_eq!(r.health[0].links, None);
+}
+
+#[test]
+fn missing_library_init_failure_and_missing_symbols() {
+    let err = NvmlLib::open(std::ffi::OsStr::new("/nonexistent/libnvidia-ml.so.1")).unwrap_err();
+    assert!(
+        matches!(&err, NvmlError::Load { lib, .. } if lib == "/nonexistent/libnvidia-ml.so.1"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("NVML not loaded from /nonexistent/libnvidia-ml.so.1: "),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(dir.path(), "init_fail 9\n");
+    let err = NvmlLib::open(lib.as_os_str()).unwrap_err();
+    assert!(err.to_string().contains("driver"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(dir.path(), "fail.nvmlDeviceGetCount_v2 999\n");
+    let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
+    let err = nvml.read(Path::new("/proc")).unwrap_err();
+    assert!(matches!(err, NvmlError::Count { .. }), "{err}");
+
+    // An older library without some symbols: those fields degrade, the rest is read.
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_variant(dir.path(), "gpus 1\nnvlinks 4\n", "FAKE_NVML_OLD");
+    let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
+    let r = nvml.read(Path::new("/proc")).unwrap();
+    assert_eq!(r.gpus[0].power_w, None);
+    assert_eq!(r.gpus[0].memory_used_mib, Some(1000));
+    assert_eq!(r.health[0].links, None);
+    assert!(
+        r.degraded.iter().any(|d| d.starts_with("gpu 0 power: symbol missing in this library")),
+        "{:?}",
+        r.degraded
+    );
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nodeagent"));
+    c.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn monitor_reads_nvml_and_falls_back_to_nvidia_smi_saying_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(dir.path(), "gpus 2\ngpu1.power_mw 73150\nfail.nvmlDeviceGetPowerUsage 0\nfail.gpu0.nvmlDeviceGetPowerUsage 3\n");
+    let out = bin()
+        .args([
+            "monitor",
+            "--once",
+            "--json",
+            "--tool",
+            "nvidia",
+            "--nvidia-smi",
+            "/nonexistent/nvidia-smi",
+        ])
+        .env("NODEAGENT_NVML_LIB", &lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "nvml");
+    assert_eq!(v["sampler"], format!("nvml ({})", lib.display()));
+    assert_eq!(v["gpus"][1]["power_w"], 73.15);
+    assert!(v["gpus"][0]["power_w"].is_null());
+    assert_eq!(v["degraded"], serde_json::json!(["gpu 0 power: not supported"]));
+    assert_eq!(v["health"][0]["sm_clock_mhz"], 1980);
+    assert_eq!(v["gpus"][1]["numa_node"], 1, "NUMA node from NVML");
+
+    // No NVML: nvidia-smi, said once on stderr and in the sampler's description.
+    let fake_smi = repo("testdata/fake-tools/nvidia-smi");
+    let out = bin()
+        .args(["monitor", "--once", "--json", "--tool", "nvidia", "--nvidia-smi"])
+        .arg(&fake_smi)
+        .env("NODEAGENT_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .env("FAKE_NVSMI_DIR", repo("testdata/monitor/h100-load"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "nvidia-smi");
+    let sampler = v["sampler"].as_str().unwrap();
+    assert!(
+        sampler.starts_with("nvidia-smi (")
+            && sampler.contains("; NVML not loaded from /nonexistent/libnvidia-ml.so.1"),
+        "{sampler}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("NVML not used").count(), 1, "{err}");
+    assert_eq!(v["gpus"][1]["memory_used_mib"], 4691);
+
+    // Neither: one line naming both.
+    let out = bin()
+        .args(["monitor", "--once", "--tool", "nvidia", "--nvidia-smi", "/nonexistent/nvidia-smi"])
+        .env("NODEAGENT_NVML_LIB", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/nvidia-smi: not found or not executable, and NVML is off (NODEAGENT_NVML_LIB=off)"), "{err}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn alerts(v: &Value) -> Vec<String> {
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["check"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "gpus 2\nnvlinks 2\n";
+    let lib = fake(dir.path(), good);
+    let mut child = bin()
+        .args([
+            "monitor",
+            "--tool",
+            "nvidia",
+            "--interval",
+            "200ms",
+            "--nvidia-smi",
+            "/nonexistent/nvidia-smi",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("NODEAGENT_NVML_LIB", &lib)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: Value = serde_json::from_str(&http_get(&addr, "/status")).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let v = wait("a sample", &|v| v["samples_total"].as_u64() >= Some(3));
+    assert_eq!(v["source"], "nvml");
+    assert!(alerts(&v).is_empty(), "{v:#}");
+
+    let metrics = http_get(&addr, "/metrics");
+    for want in [
+        "nodeagent_gpu_sample_source{source=\"nvml\"} 1",
+        "nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"1\"} 1",
+        "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 1980",
+        "DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",model_name=\"Fake H100 80GB HBM3\"} 16",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 0",
+        "nodeagent_alerts_active{check=\"link-down\"} 0",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+    let (code, msg) = promtool(&metrics);
+    assert_eq!(code, 0, "promtool check metrics: {msg}\n{metrics}");
+
+    // Faults on GPU 1: raised only after two ticks hold them, all four, each named.
+    set_conf(
+        dir.path(),
+        "gpus 2\nnvlinks 2\ngpu1.link0.down 1\ngpu1.ecc_uncorrected 3\ngpu1.throttle 0x20\ngpu1.pcie_width 4\n",
+    );
+    let v = wait("the health alerts", &|v| alerts(v).len() == 4);
+    assert_eq!(alerts(&v), ["ecc-uncorrected", "clocks-throttled", "pcie-degraded", "link-down"]);
+    assert!(v["alerts"].as_array().unwrap().iter().all(|a| a["gpu"] == 1));
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metrics.contains("nodeagent_alerts_active{check=\"pcie-degraded\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"0\"} 0"),
+        "{metrics}"
+    );
+    // Cleared once the faults are gone for two ticks.
+    set_conf(dir.path(), good);
+    wait("the alerts to clear", &|v| alerts(v).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn promtool(text: &str) -> (i32, String) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: scripts/setup.sh test");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let msg =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), msg)
+}
+
+/// `serve` of a 2-GPU instance on the fake NVML: links down refuse the start in one line
+/// (nothing started, exit 1); `--skip-link-check` starts anyway with a warning; links up start.
+#[test]
+fn serve_preflight_refuses_an_instance_whose_links_are_down() {
+    let dir = tempfile::tempdir().unwrap();
+    const DOWN: &str =
+        "gpus 2\nnvlinks 2\ngpu0.link0.down 1\ngpu0.link1.down 1\ngpu1.link0.down 1\ngpu1.link1.down 1\n";
+    let lib = fake(dir.path(), DOWN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let marker = dir.path().join("engine-started");
+    let config = dir.path().join("nodeagent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"local\"\nmodel = \"sim\"\nstate_dir = {:?}\n[launch]\nmode = \"bare\"\ngpus = [0, 1]\n\
+             [engine]\nport = {port}\nargv = [\"sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
+            dir.path().join("state").display().to_string(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let serve = |extra: &[&str]| {
+        bin()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("NODEAGENT_NVML_LIB", &lib)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = serve(&[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("interconnect preflight")).unwrap_or_default();
+    assert!(
+        line.contains("GPU 0 (0000:18:00.0) and GPU 1 (0000:19:00.0): no active NVLink between them (GPU 0 NVLink 0, 1 inactive; GPU 1 NVLink 0, 1 inactive)"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the engine must not start");
+
+    for (conf, extra, want) in [
+        (DOWN, &["--skip-link-check"][..], "--skip-link-check: starting anyway"),
+        ("gpus 2\nnvlinks 2\n", &[][..], "interconnect preflight passed"),
+    ] {
+        set_conf(dir.path(), conf);
+        let child = serve(extra);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the engine did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Past the engine's registration (pid, cgroup), then stop the agent.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = nix_signal(child.id(), libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        std::fs::remove_file(&marker).unwrap();
+    }
+}
+
+fn nix_signal(pid: u32, sig: i32) -> i32 {
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    unsafe { libc::kill(pid as i32, sig) }
+}
