@@ -21,6 +21,7 @@ mod gather;
 pub mod gputopo;
 pub mod hwloc;
 pub mod mxsmi;
+pub mod mxsml;
 pub mod numactl;
 pub mod nvsmi;
 pub mod rocmsmi;
