@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use nodeagent::host::cpuset::CpuSet;
 use nodeagent::host::facts::{GpuTopo, SmiStatus};
 use nodeagent::host::text::expand_tabs;
-use nodeagent::host::{gputopo, hwloc, mxsmi, nvsmi, rocmsmi};
+use nodeagent::host::{gputopo, hwloc, mxdmon, mxsmi, nvsmi, rocmsmi};
 use proptest::prelude::*;
 
 fn fixture(rel: &str) -> String {
@@ -1109,5 +1109,51 @@ fn mxsmi_json_is_recognised_by_parse() {
     // Garbage after the banner is refused with the line of the fault.
     let e = mxsmi::parse("MetaX System Management Interface Log\n{\n  \"attached_gpus\": ,\n}\n")
         .unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+}
+
+// ---------------------------------------------------------------- mx-smi dmon CSV
+
+#[test]
+fn mxdmon_csv_from_mxtop_columns() {
+    let (s, warnings) =
+        mxdmon::parse_with_warnings(&mx_testdata("dmon.written-from-mxtop.csv")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(bus_ids(&s), ["0000:0e:00.0", "0000:0f:00.0"]);
+    let g1 = &s.gpus[1];
+    assert_eq!((g1.index, g1.temperature_c, g1.power_w), (1, Some(61.25), Some(350.5)));
+    assert_eq!(g1.utilization_pct, Some(97.0));
+    assert_eq!((g1.memory_used_mib, g1.memory_total_mib), (Some(60280), Some(65536)));
+    assert!(s.processes.is_empty());
+}
+
+#[test]
+fn mxdmon_units_row_and_absent_cells() {
+    let (s, warnings) =
+        mxdmon::parse_with_warnings(&mx_testdata("dmon.units-na.written-from-mxtop.csv")).unwrap();
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!((s.gpus[0].temperature_c, s.gpus[0].power_w), (Some(35.0), None));
+    assert_eq!(s.gpus[0].utilization_pct, Some(3.0));
+    // `vram` percent of `total` (GB) when there is no `used` column.
+    assert_eq!(s.gpus[0].memory_used_mib, Some(32768));
+    assert_eq!((s.gpus[1].temperature_c, s.gpus[1].power_w), (None, Some(120.0)));
+    assert!(
+        warnings.iter().any(|w| w.contains("no temperature reading for 1 GPU")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("no power reading for 1 GPU")), "{warnings:?}");
+}
+
+#[test]
+fn mxdmon_refuses_nonsense_with_line() {
+    let text = mx_testdata("dmon.written-from-mxtop.csv").replace("61.25", "hot");
+    let e = mxdmon::parse(&text).unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.to_string().contains("a temperature"), "{e}");
+    let e = mxdmon::parse("name,temp\nx,1\n").unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+    assert!(mxdmon::parse("dev,temp\n").is_err());
+    assert!(mxdmon::parse("").is_err());
+    let e = mxdmon::parse("dev,temp\n0,30\nfoo,31\n").unwrap_err();
     assert_eq!(e.line, 3, "{e}");
 }

@@ -20,6 +20,7 @@ pub mod facts;
 mod gather;
 pub mod gputopo;
 pub mod hwloc;
+pub mod mxdmon;
 pub mod mxsmi;
 pub mod mxsml;
 pub mod numactl;
