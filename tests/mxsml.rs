@@ -266,3 +266,126 @@ fn a_library_of_another_version_loses_only_what_it_lacks() {
     assert!(r.problems(&[0, 1]).is_empty());
     assert!(r.warnings.iter().any(|w| w.contains("lacks mxSmlGetMetaXLinkState")));
 }
+
+// ------------------------------------------------- the sampler's MetaX arm (monitor::metax)
+
+use std::time::Duration;
+
+use nodeagent::monitor::metax::MetaxSource;
+use nodeagent::monitor::sample::SampleSource;
+
+fn fake_mx_smi() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-tools/mx-smi")
+}
+
+fn mx_testdata(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/mx-smi").join(name),
+    )
+    .unwrap()
+}
+
+/// A step dir for the fake `mx-smi`: the 2.2.9 table (8 GPUs, 0000:0e.. 0000:38) and,
+/// when `dmon`, a dmon CSV for its first two GPUs.
+fn tool_dir(dmon: bool) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("1.txt"), mx_testdata("ms-swift-8xc500-2.2.9-board-layout.txt"))
+        .unwrap();
+    if dmon {
+        std::fs::write(d.path().join("dmon.csv"), mx_testdata("dmon.written-from-mxtop.csv"))
+            .unwrap();
+    }
+    d
+}
+
+/// A wrapper script in `dir` running the fake `mx-smi` on `dir` (tests run in parallel, so the
+/// step dir cannot come from this process's environment).
+fn mx_smi_in(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let w = dir.join("mx-smi");
+    let script = format!(
+        "#!/bin/sh\nFAKE_MXSMI_DIR='{}' exec '{}' \"$@\"\n",
+        dir.display(),
+        fake_mx_smi().display()
+    );
+    std::fs::write(&w, script).unwrap();
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w
+}
+
+fn calls(dir: &Path, file: &str) -> u32 {
+    std::fs::read_to_string(dir.join(file)).map_or(0, |s| s.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn sampler_reads_the_library_alone_when_it_has_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = Mxsml::open_first(&[fake(tmp.path(), TWO_GPUS, false)]).unwrap();
+    let tools = tool_dir(true);
+    let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tools.path()));
+    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let s = r.unwrap();
+    assert_eq!(source, SampleSource::Mxsml);
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!(s.gpus[1].temperature_c, Some(61.25));
+    assert_eq!(s.processes.len(), 2);
+    assert_eq!(
+        calls(tools.path(), ".count") + calls(tools.path(), ".dmon-count"),
+        0,
+        "no tool run"
+    );
+    assert!(src.describe().starts_with("libmxsml ("), "{}", src.describe());
+}
+
+#[tokio::test]
+async fn sampler_fills_what_the_library_lacks_from_dmon_then_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf =
+        format!("{TWO_GPUS}fail.mxSmlGetTemperatureInfo.1 23\nfail.mxSmlGetSingleGpuProcess 3\n");
+    let lib = Mxsml::open_first(&[fake(tmp.path(), &conf, false)]).unwrap();
+    let tools = tool_dir(true);
+    let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tools.path()));
+    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let s = r.unwrap();
+    assert_eq!(source, SampleSource::Mxsml, "the library gave the GPU list");
+    // GPU 1's temperature from dmon (61.25 there), matched by bus id 0000:0f:00.0.
+    assert_eq!(s.gpus[1].temperature_c, Some(61.25));
+    assert_eq!(s.gpus[0].power_w, Some(57.0), "the library's own readings stay");
+    // Processes from the table (the 2.2.9 capture lists none).
+    assert!(s.processes.is_empty());
+    assert_eq!(calls(tools.path(), ".dmon-count"), 1);
+    assert_eq!(calls(tools.path(), ".count"), 1);
+}
+
+#[tokio::test]
+async fn sampler_without_library_uses_dmon_and_the_table_and_drops_a_missing_dmon() {
+    let tools = tool_dir(false);
+    let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
+    let (r, source) = src.read(Duration::from_secs(5)).await;
+    // No dmon in this mx-smi: the table alone, and dmon is not asked again.
+    assert_eq!(source, SampleSource::MxSmi);
+    assert_eq!(r.unwrap().gpus.len(), 8);
+    let _ = src.read(Duration::from_secs(5)).await;
+    assert_eq!(calls(tools.path(), ".dmon-count"), 1);
+    assert_eq!(calls(tools.path(), ".count"), 2);
+
+    let tools = tool_dir(true);
+    let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
+    let (r, source) = src.read(Duration::from_secs(5)).await;
+    assert_eq!(source, SampleSource::MxSmiDmon);
+    let s = r.unwrap();
+    // dmon knows two GPUs; the table's other six are not invented into the list.
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!(s.gpus[1].memory_used_mib, Some(60280));
+    assert_eq!(s.gpus[0].name.as_deref(), Some("MetaX C500"), "the name from the table");
+}
+
+#[tokio::test]
+async fn sampler_with_nothing_working_says_why() {
+    let tools = tempfile::tempdir().unwrap();
+    std::fs::write(tools.path().join("1.fail"), "").unwrap();
+    let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
+    let (r, _) = src.read(Duration::from_secs(5)).await;
+    let e = r.unwrap_err();
+    assert!(e.contains("unrecognized option 'dmon'") && e.contains("device busy"), "{e}");
+}

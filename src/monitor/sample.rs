@@ -12,6 +12,10 @@ use crate::host::facts::{GpuProcess, GpuStatus, SmiStatus};
 pub enum SampleSource {
     MxSmi,
     NvidiaSmi,
+    /// MetaX's management library `libmxsml` (gaps filled from `mx-smi`, see `monitor::metax`).
+    Mxsml,
+    /// `mx-smi dmon --format csv` (no library; gaps and processes from the `mx-smi` table).
+    MxSmiDmon,
     /// Read from files in a snapshot directory (`--from DIR`).
     Snapshot,
 }

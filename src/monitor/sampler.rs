@@ -56,6 +56,8 @@ pub enum SamplerError {
 pub struct ToolSampler {
     pub tool: Tool,
     pub timeout: Duration,
+    /// MetaX: libmxsml, then `mx-smi dmon`, then the table (`super::metax`).
+    pub metax: Option<std::sync::Arc<super::metax::MetaxSource>>,
 }
 
 /// Finds `name` as given (contains a `/`) or on `PATH`.
@@ -99,7 +101,11 @@ impl ToolSampler {
                 }
             },
         };
-        Ok(Self { tool, timeout })
+        let metax = match &tool {
+            Tool::MxSmi(p) => Some(std::sync::Arc::new(super::metax::MetaxSource::new(p))),
+            Tool::NvidiaSmi(_) => None,
+        };
+        Ok(Self { tool, timeout, metax })
     }
 
     async fn run_all(&self) -> Result<crate::host::facts::SmiStatus, String> {
@@ -125,10 +131,10 @@ impl Sampler for ToolSampler {
         Box::pin(async move {
             let at_unix_ms = now_unix_ms();
             let started = Instant::now();
-            let result = self.run_all().await;
-            let source = match self.tool {
-                Tool::MxSmi(_) => SampleSource::MxSmi,
-                Tool::NvidiaSmi(_) => SampleSource::NvidiaSmi,
+            let (result, source) = match (&self.tool, &self.metax) {
+                (Tool::MxSmi(_), Some(metax)) => metax.read(self.timeout).await,
+                (Tool::MxSmi(_), None) => (self.run_all().await, SampleSource::MxSmi),
+                (Tool::NvidiaSmi(_), _) => (self.run_all().await, SampleSource::NvidiaSmi),
             };
             let duration_ms = started.elapsed().as_secs_f64() * 1e3;
             match result {
@@ -145,6 +151,9 @@ impl Sampler for ToolSampler {
 
     fn describe(&self) -> String {
         match &self.tool {
+            Tool::MxSmi(_) if self.metax.is_some() => {
+                self.metax.as_ref().map(|m| m.describe()).unwrap_or_default()
+            }
             Tool::MxSmi(p) => format!("mx-smi ({})", p.display()),
             Tool::NvidiaSmi(p) => format!("nvidia-smi ({})", p.display()),
         }
