@@ -1157,3 +1157,22 @@ fn mxdmon_refuses_nonsense_with_line() {
     let e = mxdmon::parse("dev,temp\n0,30\nfoo,31\n").unwrap_err();
     assert_eq!(e.line, 3, "{e}");
 }
+
+/// A GPU missing from a complete output (the process table follows) is a GPU the tool lost:
+/// read, with a warning; the same cut with nothing after it is a truncated output.
+#[test]
+fn mxsmi_fewer_gpus_than_attached() {
+    let text = fixture(MX_SEED_IDLE);
+    let lines: Vec<&str> = text.lines().collect();
+    let gpu3 = lines.iter().position(|l| l.starts_with("| 3 ")).unwrap();
+    let lost = [&lines[..gpu3], &lines[gpu3 + 3..]].concat().join("\n");
+    let (s, warnings) = mxsmi::parse_with_warnings(&lost).unwrap();
+    assert_eq!(s.gpus.len(), 3);
+    assert!(
+        warnings.iter().any(|w| w.contains("\"Attached GPUs\" says 4, the table lists 3")),
+        "{warnings:?}"
+    );
+    let cut = lines[..gpu3].join("\n");
+    let e = mxsmi::parse(&cut).unwrap_err();
+    assert!(e.expected.contains("output truncated"), "{e}");
+}

@@ -137,19 +137,30 @@ fn read_status_table(
         status.gpus.push(gpu_from_record(tool, &lines, rec, warnings.as_deref_mut())?);
     }
     let attached = lines.iter().find_map(|l| ATTACHED.captures(&l.text)?[1].parse::<usize>().ok());
-    if let Some(n) = attached.filter(|&n| tolerant && records.len() < n) {
-        return Err(ParseError::at_end(
-            tool,
-            &lines,
-            format!(
-                "{n} GPU records as \"Attached GPUs\" says, got {} (output truncated?)",
-                records.len()
-            ),
-        ));
-    }
     let rows = match (parse_box_processes(tool, &lines, next)?, warnings.as_deref_mut()) {
-        (Some(rows), _) => rows,
+        (Some(rows), w) => {
+            // Complete output (the process table follows): fewer GPUs than the banner's count
+            // is a GPU the tool lost, not a truncation.
+            if let (Some(n), Some(w)) = (attached.filter(|&n| records.len() < n), w) {
+                w.push(format!(
+                    "{tool}: \"Attached GPUs\" says {n}, the table lists {}",
+                    records.len()
+                ));
+            }
+            rows
+        }
         (None, Some(w)) => {
+            // Nothing after the GPU table: fewer GPUs than the banner's count is a cut output.
+            if let Some(n) = attached.filter(|&n| records.len() < n) {
+                return Err(ParseError::at_end(
+                    tool,
+                    &lines,
+                    format!(
+                        "{n} GPU records as \"Attached GPUs\" says, got {} (output truncated?)",
+                        records.len()
+                    ),
+                ));
+            }
             let rest = lines.get(next..).unwrap_or_default();
             if let Some(l) = rest.iter().find(|l| !l.text.trim().is_empty()) {
                 return Err(ParseError::new(
