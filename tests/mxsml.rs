@@ -74,7 +74,7 @@ numa.1 33
 fn every_field_is_read_through_the_library() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = fake(tmp.path(), TWO_GPUS, false);
-    let m = Mxsml::open_first(&[lib.clone()]).unwrap();
+    let m = Mxsml::open_first(std::slice::from_ref(&lib)).unwrap();
     assert_eq!(m.path(), lib);
     assert!(m.missing_symbols().is_empty(), "{:?}", m.missing_symbols());
     assert_eq!(m.device_count().unwrap(), 2);
@@ -273,6 +273,7 @@ use std::time::Duration;
 
 use nodeagent::monitor::metax::MetaxSource;
 use nodeagent::monitor::sample::SampleSource;
+use nodeagent::monitor::sampler::run_tool_owned;
 
 fn fake_mx_smi() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-tools/mx-smi")
@@ -323,7 +324,7 @@ async fn sampler_reads_the_library_alone_when_it_has_everything() {
     let lib = Mxsml::open_first(&[fake(tmp.path(), TWO_GPUS, false)]).unwrap();
     let tools = tool_dir(true);
     let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tools.path()));
-    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let (r, source) = src.read(Duration::from_secs(5), run_tool_owned).await;
     let s = r.unwrap();
     assert_eq!(source, SampleSource::Mxsml);
     assert_eq!(s.gpus.len(), 2);
@@ -345,7 +346,7 @@ async fn sampler_fills_what_the_library_lacks_from_dmon_then_the_table() {
     let lib = Mxsml::open_first(&[fake(tmp.path(), &conf, false)]).unwrap();
     let tools = tool_dir(true);
     let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tools.path()));
-    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let (r, source) = src.read(Duration::from_secs(5), run_tool_owned).await;
     let s = r.unwrap();
     assert_eq!(source, SampleSource::Mxsml, "the library gave the GPU list");
     // GPU 1's temperature from dmon (61.25 there), matched by bus id 0000:0f:00.0.
@@ -361,17 +362,17 @@ async fn sampler_fills_what_the_library_lacks_from_dmon_then_the_table() {
 async fn sampler_without_library_uses_dmon_and_the_table_and_drops_a_missing_dmon() {
     let tools = tool_dir(false);
     let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
-    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let (r, source) = src.read(Duration::from_secs(5), run_tool_owned).await;
     // No dmon in this mx-smi: the table alone, and dmon is not asked again.
     assert_eq!(source, SampleSource::MxSmi);
     assert_eq!(r.unwrap().gpus.len(), 8);
-    let _ = src.read(Duration::from_secs(5)).await;
+    let _ = src.read(Duration::from_secs(5), run_tool_owned).await;
     assert_eq!(calls(tools.path(), ".dmon-count"), 1);
     assert_eq!(calls(tools.path(), ".count"), 2);
 
     let tools = tool_dir(true);
     let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
-    let (r, source) = src.read(Duration::from_secs(5)).await;
+    let (r, source) = src.read(Duration::from_secs(5), run_tool_owned).await;
     assert_eq!(source, SampleSource::MxSmiDmon);
     let s = r.unwrap();
     // dmon knows two GPUs; the table's other six are not invented into the list.
@@ -385,7 +386,7 @@ async fn sampler_with_nothing_working_says_why() {
     let tools = tempfile::tempdir().unwrap();
     std::fs::write(tools.path().join("1.fail"), "").unwrap();
     let src = MetaxSource::with_library(None, &mx_smi_in(tools.path()));
-    let (r, _) = src.read(Duration::from_secs(5)).await;
+    let (r, _) = src.read(Duration::from_secs(5), run_tool_owned).await;
     let e = r.unwrap_err();
     assert!(e.contains("unrecognized option 'dmon'") && e.contains("device busy"), "{e}");
 }

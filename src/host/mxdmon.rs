@@ -80,7 +80,7 @@ fn to_mib(v: f64, unit: &str) -> Option<u64> {
         "b" => v / 1048576.0,
         _ => return None,
     };
-    (mib >= 0.0 && mib < 1e12).then(|| mib.round() as u64)
+    (0.0..1e12).contains(&mib).then(|| mib.round() as u64)
 }
 
 /// Parses the CSV; warnings name the readings that were absent.

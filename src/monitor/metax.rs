@@ -23,7 +23,6 @@ use crate::host::mxsml::Mxsml;
 use crate::host::{mxdmon, mxsmi};
 
 use super::sample::SampleSource;
-use super::sampler::run_tool;
 
 /// MetaX sources for one sampler: the library if it loaded, and `mx-smi`.
 pub struct MetaxSource {
@@ -77,7 +76,18 @@ impl MetaxSource {
     }
 
     /// One tick: the status and the source that gave the GPU list, or why there is none.
-    pub async fn read(&self, timeout: Duration) -> (Result<SmiStatus, String>, SampleSource) {
+    /// `run_tool(program, args, timeout)` runs `mx-smi` (the sampler passes its own runner, which
+    /// kills a hung tool's process group).
+    pub async fn read<F, Fut>(
+        &self,
+        timeout: Duration,
+        run_tool: F,
+    ) -> (Result<SmiStatus, String>, SampleSource)
+    where
+        F: Fn(PathBuf, Vec<String>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<String, String>>,
+    {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut got: Option<(SmiStatus, SampleSource)> = None;
         let mut processes_known = false;
         let mut errors = Vec::new();
@@ -107,12 +117,17 @@ impl MetaxSource {
                 if !use_dmon {
                     return None;
                 }
-                Some(run_tool(&self.mx_smi, &mxdmon::DMON_ARGS, timeout).await.and_then(|t| {
-                    mxdmon::parse(&t).map_err(|e| format!("{} dmon: {e}", self.mx_smi.display()))
-                }))
+                Some(
+                    run_tool(self.mx_smi.clone(), args(&mxdmon::DMON_ARGS), timeout)
+                        .await
+                        .and_then(|t| {
+                            mxdmon::parse(&t)
+                                .map_err(|e| format!("{} dmon: {e}", self.mx_smi.display()))
+                        }),
+                )
             };
             let table = async {
-                run_tool(&self.mx_smi, &[], timeout).await.and_then(|t| {
+                run_tool(self.mx_smi.clone(), Vec::new(), timeout).await.and_then(|t| {
                     mxsmi::parse_with_warnings(&t)
                         .map_err(|e| format!("{}: {e}", self.mx_smi.display()))
                 })

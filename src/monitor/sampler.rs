@@ -132,7 +132,7 @@ impl Sampler for ToolSampler {
             let at_unix_ms = now_unix_ms();
             let started = Instant::now();
             let (result, source) = match (&self.tool, &self.metax) {
-                (Tool::MxSmi(_), Some(metax)) => metax.read(self.timeout).await,
+                (Tool::MxSmi(_), Some(metax)) => metax.read(self.timeout, run_tool_owned).await,
                 (Tool::MxSmi(_), None) => (self.run_all().await, SampleSource::MxSmi),
                 (Tool::NvidiaSmi(_), _) => (self.run_all().await, SampleSource::NvidiaSmi),
             };
@@ -176,6 +176,16 @@ impl Sampler for ToolSampler {
             }
         })
     }
+}
+
+/// [`run_tool`] with owned arguments (what `super::metax` takes).
+pub async fn run_tool_owned(
+    path: PathBuf,
+    args: Vec<String>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool(&path, &args, timeout).await
 }
 
 /// Runs `path args` in its own process group and returns stdout. On timeout the whole group is

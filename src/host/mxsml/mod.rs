@@ -59,6 +59,16 @@ pub fn candidates(env: Option<OsString>) -> Vec<PathBuf> {
     }
 }
 
+/// What `probe` takes from the library for one GPU (the source of facts with provenance).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuFacts {
+    pub index: u32,
+    pub bus_id: Option<String>,
+    pub name: Option<String>,
+    /// `mxSmlGetNodeAffinity`; empty when the call failed.
+    pub numa_nodes: Vec<u32>,
+}
+
 /// One GPU as `mxSmlGetDeviceInfo` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -705,6 +715,29 @@ impl Mxsml {
             status.gpus.push(g);
         }
         Ok((status, warnings))
+    }
+
+    /// Facts for `probe`: each GPU's bus id, name and NUMA nodes, plus a warning per failed call.
+    pub fn probe(&self) -> R<(Vec<GpuFacts>, Vec<String>)> {
+        let count = self.device_count()?;
+        let mut warnings = Vec::new();
+        let mut out = Vec::new();
+        for index in 0..count {
+            let mut g = GpuFacts { index, ..GpuFacts::default() };
+            match self.device_info(index) {
+                Ok(d) => {
+                    g.bus_id = d.bus_id;
+                    g.name = (!d.name.is_empty()).then_some(d.name);
+                }
+                Err(e) => warnings.push(format!("libmxsml: {e}")),
+            }
+            match self.numa_nodes(index) {
+                Ok(n) => g.numa_nodes = n,
+                Err(e) => warnings.push(format!("libmxsml: {e}")),
+            }
+            out.push(g);
+        }
+        Ok((out, warnings))
     }
 
     /// Health readings of one GPU, each degrading on its own.
