@@ -390,3 +390,47 @@ async fn sampler_with_nothing_working_says_why() {
     let e = r.unwrap_err();
     assert!(e.contains("unrecognized option 'dmon'") && e.contains("device busy"), "{e}");
 }
+
+// ------------------------------------------------------------- probe: -j and the library
+
+/// Live `probe` on MetaX: `mx-smi -j` is read first (and saved as mx-smi.txt, which replays),
+/// and libmxsml is listed as a source.
+#[test]
+fn probe_reads_mx_smi_json_and_lists_the_library() {
+    let tools = tempfile::tempdir().unwrap();
+    std::fs::write(tools.path().join("json.txt"), mx_testdata("mx-smi-j.2.2.12.json.txt")).unwrap();
+    std::fs::write(
+        tools.path().join("1.txt"),
+        mx_testdata("ms-swift-8xc500-2.2.9-board-layout.txt"),
+    )
+    .unwrap();
+    let topo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/fixtures/mx-smi-topo/ms-swift-8xc500-node-affinity.txt");
+    std::fs::copy(topo, tools.path().join("topo.txt")).unwrap();
+    let libdir = tempfile::tempdir().unwrap();
+    let lib = fake(libdir.path(), TWO_GPUS, false);
+    let sys = tempfile::tempdir().unwrap();
+    let save = tools.path().join("snap");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--no-hwloc", "--mx-smi"])
+        .arg(mx_smi_in(tools.path()))
+        .arg("--sysfs-root")
+        .arg(sys.path())
+        .arg("--save")
+        .arg(&save)
+        .env("NODEAGENT_MXSML_LIB", &lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("libmxsml ({})", lib.display())), "{stdout}");
+    let saved = std::fs::read_to_string(save.join("mx-smi.txt")).unwrap();
+    assert!(saved.contains("\"attached_gpus\": 2"), "{saved}");
+    assert_eq!(calls(tools.path(), ".count"), 0, "the table was not needed");
+    // The unavailable device is named.
+    assert!(
+        stdout.contains("device is being reset") || stderr.contains("device is being reset"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -156,6 +156,11 @@ fn parse_outputs(facts: &mut HostFacts, name: &dyn Fn(&str) -> String) -> Result
             }
         }
     }
+    // What the tolerant mx-smi reading found missing (no process table, unavailable GPUs).
+    if let Some(Ok((_, warnings))) = raw.mx_smi.as_deref().map(mxsmi::parse_with_warnings) {
+        let file = name(snapshot::MX_SMI);
+        facts.warnings.extend(warnings.into_iter().map(|w| format!("{file}: {w}")));
+    }
     let topo_sources: [(&str, &Option<String>, TopoParser); 3] = [
         (snapshot::MX_SMI_TOPO, &raw.mx_smi_topo, gputopo::parse),
         (snapshot::NVIDIA_SMI_TOPO, &raw.nvidia_smi_topo, gputopo::parse),

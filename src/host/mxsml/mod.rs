@@ -831,6 +831,15 @@ impl Mxsml {
     }
 }
 
+/// The interconnect preflight's MetaX source: opens the library where it is installed and
+/// returns what is wrong with the MetaXLinks between `gpus` (see [`LinkReport::problems`]) and
+/// the warnings of calls that failed. `Err` when the library is not there or cannot be used:
+/// the caller then has no MetaXLink knowledge (and says so), rather than a pass.
+pub fn metaxlink_problems(gpus: &[u32]) -> Result<(Vec<String>, Vec<String>), MxsmlError> {
+    let report = Mxsml::open_default()?.links()?;
+    Ok((report.problems(gpus), report.warnings))
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
