@@ -195,6 +195,9 @@ pub fn build(facts: &HostFacts) -> Topology {
     if facts.hwloc.is_some() && facts.raw.hwloc_xml.is_none() {
         sources.push("hwloc (live)".into());
     }
+    if let Some((lib, _)) = &facts.mxsml {
+        sources.push(format!("libmxsml ({lib})"));
+    }
 
     let mut node_sources: Vec<NodeSource<'_>> = Vec::new();
     let size_lines: BTreeMap<u32, usize> = facts

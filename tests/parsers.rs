@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use nodeagent::host::cpuset::CpuSet;
 use nodeagent::host::facts::{GpuTopo, SmiStatus};
 use nodeagent::host::text::expand_tabs;
-use nodeagent::host::{gputopo, hwloc, mxsmi, nvsmi, rocmsmi};
+use nodeagent::host::{gputopo, hwloc, mxdmon, mxsmi, nvsmi, rocmsmi};
 use proptest::prelude::*;
 
 fn fixture(rel: &str) -> String {
@@ -791,8 +791,18 @@ fn truncated_outputs_are_errors_never_panics() {
         let text = fixture(rel);
         let lines: Vec<&str> = text.lines().collect();
         let last_rule = lines.iter().rposition(|l| l.starts_with('+')).unwrap();
+        // mx-smi may end after the complete GPU table (2.2.9 with no process table, issue 16):
+        // that cut, plus blank lines, parses; every other cut is an error.
+        let proc_at = lines.iter().position(|l| l.contains("Process")).unwrap();
+        let gpu_end = (0..proc_at - 1).rev().find(|&i| lines[i].starts_with('+')).unwrap();
         for k in 0..last_rule {
             let cut = lines[..k].join("\n");
+            let whole_gpu_table =
+                k > gpu_end && lines[gpu_end + 1..k].iter().all(|l| l.trim().is_empty());
+            if whole_gpu_table && !rel.contains("nvidia") {
+                assert!(status_of(rel, &cut).is_ok(), "{rel} cut at {k} lines (whole GPU table)");
+                continue;
+            }
             assert!(status_of(rel, &cut).is_err(), "{rel} cut at {k} lines parsed");
         }
         // A line cut in the middle is an error too.
@@ -993,4 +1003,176 @@ proptest! {
         }
         all_parsers(&lines.join("\n"));
     }
+}
+
+// ------------------------------------------- mx-smi tolerance (issue 16: optional sections)
+
+fn mx_testdata(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/mx-smi").join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// mx-smi 2.2.9 that ends after the GPU table was refused with "expected the process table
+/// after the GPU table": the GPUs are read, the missing table is a warning.
+#[test]
+fn mxsmi_2_2_9_without_process_table_parses_and_warns() {
+    let (s, warnings) =
+        mxsmi::parse_with_warnings(&mx_testdata("ms-swift-8xc500-2.2.9-no-process-table.txt"))
+            .unwrap();
+    assert_eq!(s.gpus.len(), 8);
+    assert_eq!(s.gpus[7].bus_id.as_deref(), Some("0000:38:00.0"));
+    assert_eq!(s.gpus[7].power_w, Some(56.0));
+    assert!(s.processes.is_empty());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("no process table"), "{warnings:?}");
+    // The plain entry point accepts it too.
+    assert_eq!(
+        mxsmi::parse(&mx_testdata("ms-swift-8xc500-2.2.9-no-process-table.txt"))
+            .unwrap()
+            .gpus
+            .len(),
+        8
+    );
+}
+
+/// A header variant: the version banner rows glued to the column header, without the
+/// `|----+----|` rule between them.
+#[test]
+fn mxsmi_banner_glued_to_header_rows() {
+    let text = fixture(MX_229).replace(
+        "| MACA Version: 3.3.0.15             BIOS Version: 1.30.0.0                       |\n|------------------+-----------------+---------------------+----------------------|\n",
+        "| MACA Version: 3.3.0.15             BIOS Version: 1.30.0.0                       |\n",
+    );
+    assert!(!text.contains("|------------------+"), "the fixture changed");
+    let (s, _) = mxsmi::parse_with_warnings(&text).unwrap();
+    assert_eq!(s.gpus.len(), 8);
+    assert_eq!(s.gpus[0].temperature_c, Some(35.0));
+    assert_eq!(s.driver_version.as_deref(), Some("3.4.4"));
+}
+
+/// `Available`/`Disabled` where a number is expected (sGPU mode, a GPU being reset) is a value
+/// the tool could not give: absent with a warning, and the other GPUs stay intact.
+#[test]
+fn mxsmi_available_disabled_cells_are_absent_not_garbage() {
+    let text = fixture(MX_229)
+        .replacen("| 0%          Disabled |", "| Disabled    Disabled |", 1)
+        .replacen("| 35C          P0 |", "| Disabled     P0 |", 1);
+    let (s, warnings) = mxsmi::parse_with_warnings(&text).unwrap();
+    assert_eq!(s.gpus.len(), 8);
+    assert_eq!(s.gpus[0].utilization_pct, None);
+    assert_eq!(s.gpus[0].temperature_c, None);
+    assert_eq!(s.gpus[1].utilization_pct, Some(0.0));
+    assert!(warnings.iter().any(|w| w.contains("GPU 0") && w.contains("Disabled")), "{warnings:?}");
+}
+
+/// A layout without the power and temperature cells: what is there is read, the rest is
+/// named in one warning per missing field.
+#[test]
+fn mxsmi_missing_power_and_temperature_warn() {
+    let text = fixture(MX_224)
+        .replace("| Temp        Pwr:Usage/Cap          |", "|                                    |")
+        .replace(
+            "| 29C         53W / 450W             |",
+            "|                                    |",
+        );
+    let (s, warnings) = mxsmi::parse_with_warnings(&text).unwrap();
+    assert_eq!(s.gpus.len(), 8);
+    assert!(s.gpus.iter().all(|g| g.temperature_c.is_none() && g.power_w.is_none()));
+    assert_eq!(s.gpus[0].memory_used_mib, Some(858));
+    assert!(warnings.iter().any(|w| w.contains("temperature")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("power")), "{warnings:?}");
+}
+
+/// Nonsense is still refused, with the line.
+#[test]
+fn mxsmi_nonsense_cell_is_refused_with_line() {
+    let text = fixture(MX_229).replacen("| 35C          P0 |", "| hot          P0 |", 1);
+    let e = mxsmi::parse(&text).unwrap_err();
+    assert_eq!(e.line, 13, "{e}");
+    assert!(e.to_string().contains("temperature"), "{e}");
+}
+
+/// `mx-smi -j` is recognised wherever an mx-smi output is expected.
+#[test]
+fn mxsmi_json_is_recognised_by_parse() {
+    let text = mx_testdata("mx-smi-j.2.2.12.json.txt");
+    let s = mxsmi::parse(&text).unwrap();
+    // All three devices keyed by bus id are there; `attached_gpus` (2) counts usable ones only.
+    assert_eq!(s.gpus.len(), 3);
+    assert_eq!(s.gpus[0].bus_id.as_deref(), Some("0000:0e:00.0"));
+    assert_eq!(s.driver_version.as_deref(), Some("2.15.9"));
+    let (_, warnings) = mxsmi::parse_with_warnings(&text).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("0000:10:00.0") && w.contains("device is being reset")),
+        "{warnings:?}"
+    );
+    // Garbage after the banner is refused with the line of the fault.
+    let e = mxsmi::parse("MetaX System Management Interface Log\n{\n  \"attached_gpus\": ,\n}\n")
+        .unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+}
+
+// ---------------------------------------------------------------- mx-smi dmon CSV
+
+#[test]
+fn mxdmon_csv_from_mxtop_columns() {
+    let (s, warnings) =
+        mxdmon::parse_with_warnings(&mx_testdata("dmon.written-from-mxtop.csv")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(bus_ids(&s), ["0000:0e:00.0", "0000:0f:00.0"]);
+    let g1 = &s.gpus[1];
+    assert_eq!((g1.index, g1.temperature_c, g1.power_w), (1, Some(61.25), Some(350.5)));
+    assert_eq!(g1.utilization_pct, Some(97.0));
+    assert_eq!((g1.memory_used_mib, g1.memory_total_mib), (Some(60280), Some(65536)));
+    assert!(s.processes.is_empty());
+}
+
+#[test]
+fn mxdmon_units_row_and_absent_cells() {
+    let (s, warnings) =
+        mxdmon::parse_with_warnings(&mx_testdata("dmon.units-na.written-from-mxtop.csv")).unwrap();
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!((s.gpus[0].temperature_c, s.gpus[0].power_w), (Some(35.0), None));
+    assert_eq!(s.gpus[0].utilization_pct, Some(3.0));
+    // `vram` percent of `total` (GB) when there is no `used` column.
+    assert_eq!(s.gpus[0].memory_used_mib, Some(32768));
+    assert_eq!((s.gpus[1].temperature_c, s.gpus[1].power_w), (None, Some(120.0)));
+    assert!(
+        warnings.iter().any(|w| w.contains("no temperature reading for 1 GPU")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("no power reading for 1 GPU")), "{warnings:?}");
+}
+
+#[test]
+fn mxdmon_refuses_nonsense_with_line() {
+    let text = mx_testdata("dmon.written-from-mxtop.csv").replace("61.25", "hot");
+    let e = mxdmon::parse(&text).unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.to_string().contains("a temperature"), "{e}");
+    let e = mxdmon::parse("name,temp\nx,1\n").unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+    assert!(mxdmon::parse("dev,temp\n").is_err());
+    assert!(mxdmon::parse("").is_err());
+    let e = mxdmon::parse("dev,temp\n0,30\nfoo,31\n").unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+}
+
+/// A GPU missing from a complete output (the process table follows) is a GPU the tool lost:
+/// read, with a warning; the same cut with nothing after it is a truncated output.
+#[test]
+fn mxsmi_fewer_gpus_than_attached() {
+    let text = fixture(MX_SEED_IDLE);
+    let lines: Vec<&str> = text.lines().collect();
+    let gpu3 = lines.iter().position(|l| l.starts_with("| 3 ")).unwrap();
+    let lost = [&lines[..gpu3], &lines[gpu3 + 3..]].concat().join("\n");
+    let (s, warnings) = mxsmi::parse_with_warnings(&lost).unwrap();
+    assert_eq!(s.gpus.len(), 3);
+    assert!(
+        warnings.iter().any(|w| w.contains("\"Attached GPUs\" says 4, the table lists 3")),
+        "{warnings:?}"
+    );
+    let cut = lines[..gpu3].join("\n");
+    let e = mxsmi::parse(&cut).unwrap_err();
+    assert!(e.expected.contains("output truncated"), "{e}");
 }

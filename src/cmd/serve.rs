@@ -312,8 +312,10 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         return print_config(&c, &sources, &spec);
     }
     check_files(&files, &spec, args.allow_insecure_files)?;
-    if spec.placement.stack != GpuStack::Maca {
-        if let Some(gpus) = &spec.placement.gpus {
+    if let Some(gpus) = &spec.placement.gpus {
+        if spec.placement.stack == GpuStack::Maca {
+            crate::supervise::interconnect::preflight_metax(gpus, args.skip_link_check).failed()?;
+        } else {
             crate::supervise::interconnect::preflight_nvidia(gpus, args.skip_link_check)
                 .failed()?;
         }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::facts::{self, GpuTopo, MachineFacts, SmiStatus, Vendor};
 use super::runner::{CommandRunner, RunError};
 use super::{
-    gputopo, hwloc, mxsmi, numactl, nvsmi, rocmsmi, snapshot, sysfs, text, HostError, HostFacts,
-    SourceOptions, Timing,
+    gputopo, hwloc, mxsmi, mxsml, numactl, nvsmi, rocmsmi, snapshot, sysfs, text, HostError,
+    HostFacts, SourceOptions, Timing,
 };
 
 impl HostError {
@@ -156,6 +156,11 @@ fn parse_outputs(facts: &mut HostFacts, name: &dyn Fn(&str) -> String) -> Result
             }
         }
     }
+    // What the tolerant mx-smi reading found missing (no process table, unavailable GPUs).
+    if let Some(Ok((_, warnings))) = raw.mx_smi.as_deref().map(mxsmi::parse_with_warnings) {
+        let file = name(snapshot::MX_SMI);
+        facts.warnings.extend(warnings.into_iter().map(|w| format!("{file}: {w}")));
+    }
     let topo_sources: [(&str, &Option<String>, TopoParser); 3] = [
         (snapshot::MX_SMI_TOPO, &raw.mx_smi_topo, gputopo::parse),
         (snapshot::NVIDIA_SMI_TOPO, &raw.nvidia_smi_topo, gputopo::parse),
@@ -283,10 +288,28 @@ fn live(
     };
 
     let calls: Vec<(&Path, Vec<&str>, &'static str)> = match facts.vendor {
-        Vendor::Metax => vec![
-            (&opts.mx_smi, vec![], snapshot::MX_SMI),
-            (&opts.mx_smi, vec!["topo", "-m"], snapshot::MX_SMI_TOPO),
-        ],
+        Vendor::Metax => {
+            // `mx-smi -j` is the structured reading; the status table when it fails or is
+            // not JSON (older mx-smi). Either is saved as mx-smi.txt: `mxsmi::parse` knows both.
+            let json = match runner.run(&opts.mx_smi, &["-j"], opts.timeout) {
+                Ok(out) if mxsmi::parse_json(&out.stdout).is_ok() => {
+                    facts.timings.push(Timing {
+                        source: snapshot::MX_SMI.into(),
+                        tool: out.elapsed,
+                        parse: Duration::ZERO,
+                    });
+                    facts.raw.mx_smi = Some(out.stdout);
+                    true
+                }
+                _ => false,
+            };
+            let mut calls =
+                vec![(opts.mx_smi.as_path(), vec!["topo", "-m"], snapshot::MX_SMI_TOPO)];
+            if !json {
+                calls.insert(0, (opts.mx_smi.as_path(), vec![], snapshot::MX_SMI));
+            }
+            calls
+        }
         Vendor::Nvidia => vec![
             (&opts.nvidia_smi, nvsmi::QUERY_GPU_ARGS.to_vec(), snapshot::NVIDIA_SMI_QUERY),
             (&opts.nvidia_smi, vec![], snapshot::NVIDIA_SMI),
@@ -339,7 +362,73 @@ fn live(
     let name = |file: &str| live_name(opts, file);
     parse_outputs(&mut facts, &name)?;
     facts.raw.hwloc_xml = xml;
+    if facts.vendor == Vendor::Metax {
+        probe_mxsml(&mut facts);
+    }
     Ok(facts)
+}
+
+/// libmxsml as one more source of MetaX facts (bus id, NUMA node), cross-checked against
+/// the tool's table and sysfs. A library that is not installed is no warning (most hosts);
+/// one that loads but fails is.
+fn probe_mxsml(facts: &mut HostFacts) {
+    let start = Instant::now();
+    let lib = match mxsml::Mxsml::open_default() {
+        Ok(lib) => lib,
+        Err(mxsml::MxsmlError::NotFound { .. }) => return,
+        Err(e) => {
+            facts.warnings.push(format!("{e}; MetaX facts from mx-smi and sysfs only"));
+            return;
+        }
+    };
+    match lib.probe() {
+        Ok((gpus, warnings)) => {
+            facts.warnings.extend(warnings);
+            let smi = facts.smi.as_ref().map(|(_, s)| s);
+            facts.warnings.extend(cross_check_mxsml(&gpus, smi, facts.sysfs.as_ref()));
+            let path = lib.path().display().to_string();
+            facts.timings.push(Timing {
+                source: format!("libmxsml ({path})"),
+                tool: start.elapsed(),
+                parse: Duration::ZERO,
+            });
+            facts.mxsml = Some((path, gpus));
+        }
+        Err(e) => facts.warnings.push(format!("{e}; MetaX facts from mx-smi and sysfs only")),
+    }
+}
+
+/// Pure: where libmxsml disagrees with the tool's table (bus id of a GPU index) or with sysfs
+/// (the NUMA node of a bus id), one line each.
+fn cross_check_mxsml(
+    lib: &[mxsml::GpuFacts],
+    smi: Option<&SmiStatus>,
+    sysfs: Option<&MachineFacts>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in lib {
+        let Some(bus) = &g.bus_id else { continue };
+        if let Some(other) = smi
+            .and_then(|s| s.gpus.iter().find(|t| t.index == g.index))
+            .and_then(|t| t.bus_id.as_ref())
+            .filter(|b| *b != bus)
+        {
+            out.push(format!("libmxsml puts GPU {} at {bus}, mx-smi at {other}", g.index));
+        }
+        let dev = sysfs.and_then(|m| m.pci_devices.iter().find(|d| &d.bus_id == bus));
+        match (dev.and_then(|d| d.numa_node), g.numa_nodes.as_slice()) {
+            (Some(n), nodes) if !nodes.is_empty() && !nodes.contains(&n) => out.push(format!(
+                "libmxsml gives GPU {} ({bus}) NUMA node {nodes:?}, sysfs numa_node {n}",
+                g.index
+            )),
+            (None, [n]) if dev.is_some() => out.push(format!(
+                "sysfs has no NUMA node for GPU {} ({bus}); libmxsml says node {n}",
+                g.index
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// How a live tool output is cited in errors: the command line that produced it.
@@ -355,4 +444,54 @@ fn live_name(opts: &SourceOptions, file: &str) -> String {
         other => return other.to_string(),
     };
     format!("{} {}", tool.display(), args).trim_end().to_string()
+}
+
+#[cfg(test)]
+mod mxsml_tests {
+    use super::*;
+    use crate::host::facts::{GpuStatus, PciDeviceFacts};
+
+    #[test]
+    fn cross_check_names_disagreements() {
+        let lib = vec![
+            mxsml::GpuFacts {
+                index: 0,
+                bus_id: Some("0000:0e:00.0".into()),
+                numa_nodes: vec![1],
+                ..Default::default()
+            },
+            mxsml::GpuFacts {
+                index: 1,
+                bus_id: Some("0000:0f:00.0".into()),
+                numa_nodes: vec![0],
+                ..Default::default()
+            },
+        ];
+        let smi = SmiStatus {
+            gpus: vec![
+                GpuStatus { index: 0, bus_id: Some("0000:0e:00.0".into()), ..Default::default() },
+                GpuStatus { index: 1, bus_id: Some("0000:10:00.0".into()), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let dev = |bus: &str, numa| PciDeviceFacts {
+            bus_id: bus.into(),
+            numa_node: numa,
+            ..Default::default()
+        };
+        let sys = MachineFacts {
+            nodes: vec![],
+            pci_devices: vec![dev("0000:0e:00.0", Some(0)), dev("0000:0f:00.0", None)],
+            ..Default::default()
+        };
+        assert_eq!(
+            cross_check_mxsml(&lib, Some(&smi), Some(&sys)),
+            [
+                "libmxsml gives GPU 0 (0000:0e:00.0) NUMA node [1], sysfs numa_node 0",
+                "libmxsml puts GPU 1 at 0000:0f:00.0, mx-smi at 0000:10:00.0",
+                "sysfs has no NUMA node for GPU 1 (0000:0f:00.0); libmxsml says node 0",
+            ]
+        );
+        assert!(cross_check_mxsml(&lib[..1], None, None).is_empty());
+    }
 }

@@ -22,7 +22,9 @@ mod gather;
 pub mod gputopo;
 pub mod health;
 pub mod hwloc;
+pub mod mxdmon;
 pub mod mxsmi;
+pub mod mxsml;
 pub mod numa_maps;
 pub mod numactl;
 pub mod nvml;
@@ -104,6 +106,8 @@ pub struct HostFacts {
     pub hwloc: Option<MachineFacts>,
     /// The vendor tool's status table and the snapshot file it came from.
     pub smi: Option<(String, SmiStatus)>,
+    /// MetaX GPUs as `libmxsml` reports them (live only) and the library file they came from.
+    pub mxsml: Option<(String, Vec<mxsml::GpuFacts>)>,
     /// The GPU link/affinity matrix and the snapshot file it came from.
     pub gpu_topo: Option<(String, GpuTopo)>,
     /// `--gpu-pci` devices, normalised.

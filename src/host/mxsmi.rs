@@ -21,11 +21,21 @@
 //! | 0     MetaX C500 | 0           Off | 0000:0e:00.0        | 0%          Disabled |
 //! | 57W / 350W       | 35C          P0 | 826/65536 MiB       | Available            |
 //! ```
-//! followed in every version by the process table (`GPU  PID  Process Name  GPU Memory
-//! Usage(MiB)`, or `no process found`).
+//! followed by the process table (`GPU  PID  Process Name  GPU Memory Usage(MiB)`, or
+//! `no process found`).
+//!
+//! Tolerance (issue 16): every optional part of an `mx-smi` output may be absent or varied.
+//! [`parse_with_warnings`] reads what is there and says what is missing: no process table
+//! (2.2.9 prints none in some modes), version banner rows glued to the column header without
+//! a rule, `Available`/`Disabled` (and the like) where a number was expected, no power or
+//! temperature cell. It refuses only what makes no sense, with the line: a cell that is
+//! neither a reading nor a known "no reading" word, fewer GPU records than the banner's
+//! `Attached GPUs` (a truncated output), a table cut in the middle.
 //!
 //! The same box-table reading serves `nvidia-smi` (see `crate::host::nvsmi`), whose layout
-//! differs only in names. `parse_json` reads `mx-smi -j`. This module does not run `mx-smi`.
+//! differs only in names; for it the strict reading of before is kept. `parse_json` reads
+//! `mx-smi -j`, and [`parse`] recognises JSON wherever an `mx-smi` output is expected. This
+//! module does not run `mx-smi`.
 
 use std::sync::LazyLock;
 
@@ -34,15 +44,47 @@ use regex::Regex;
 use super::facts::{normalize_bus_id, GpuProcess, GpuStatus, SmiStatus};
 pub use super::text::ParseError;
 use super::text::{
-    clean_lines, number_with_unit, parse_box_processes, parse_box_records, BoxRecord, Line,
+    clean_lines, is_box_row, number_with_unit, parse_box_processes, parse_box_records, BoxRecord,
+    Line,
 };
 
 const TOOL: &str = "mx-smi";
 
-/// Parses `mx-smi` (no arguments) output: GPU records and the process table.
+/// Parses an `mx-smi` output: the status table (no arguments), or `mx-smi -j` JSON, told
+/// apart by their first structural line. Warnings are dropped; see [`parse_with_warnings`].
 pub fn parse(text: &str) -> Result<SmiStatus, ParseError> {
-    parse_status_table(TOOL, text)
+    parse_with_warnings(text).map(|(s, _)| s)
 }
+
+/// [`parse`], plus one line for each thing that was expected but absent or unreadable
+/// ("no process table after the GPU table", "GPU 0 line 12: GPU-Util reads \"Disabled\"").
+pub fn parse_with_warnings(text: &str) -> Result<(SmiStatus, Vec<String>), ParseError> {
+    if looks_like_json(text) {
+        return parse_json_with_warnings(text);
+    }
+    let mut warnings = Vec::new();
+    let status = read_status_table(TOOL, text, Some(&mut warnings))?;
+    Ok((status, warnings))
+}
+
+/// True when the first line that starts a structure starts a JSON object rather than a box
+/// table (`mx-smi -j` may print a banner line first).
+fn looks_like_json(text: &str) -> bool {
+    text.lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(['{', '|', '+']))
+        .is_some_and(|l| l.starts_with('{'))
+}
+
+/// Words a tool prints in a reading's place when it has none: not garbage, just no value.
+fn is_status_word(v: &str) -> bool {
+    let t = v.trim().to_ascii_lowercase();
+    ["available", "unavailable", "disabled", "enabled", "not supported", "unknown", "none"]
+        .contains(&t.as_str())
+}
+
+static ATTACHED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^\s*Attached GPUs\s*:\s*(\d+)\s*$").unwrap());
 
 static TOOL_VERSION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(MX-SMI|NVIDIA-SMI)\s+([0-9][0-9A-Za-z.\-]*)|mx-smi\s+version:\s*([0-9][0-9A-Za-z.\-]*)")
@@ -53,9 +95,19 @@ static DRIVER_VERSION: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Reads a box-drawn SMI status table (`mx-smi`, `nvidia-smi`) whose header names fields
-/// `GPU`, `Name`, `Bus-id`, `Temp`, `Power` or `Pwr:Usage/Cap`, `Memory-Usage`, `GPU-Util`.
+/// `GPU`, `Name`, `Bus-id`, `Temp`, `Power` or `Pwr:Usage/Cap`, `Memory-Usage`, `GPU-Util`,
+/// strictly: the process table must follow and every reading must parse.
 pub(crate) fn parse_status_table(tool: &'static str, text: &str) -> Result<SmiStatus, ParseError> {
-    let lines = clean_lines(text);
+    read_status_table(tool, text, None)
+}
+
+/// The table reader; `warnings` present means tolerant (see the module docs).
+fn read_status_table(
+    tool: &'static str,
+    text: &str,
+    mut warnings: Option<&mut Vec<String>>,
+) -> Result<SmiStatus, ParseError> {
+    let mut lines = clean_lines(text);
     if lines.iter().all(|l| l.text.trim().is_empty()) {
         return Err(ParseError::at_end(tool, &lines, format!("{tool} status output")));
     }
@@ -76,17 +128,59 @@ pub(crate) fn parse_status_table(tool: &'static str, text: &str) -> Result<SmiSt
             }
         }
     }
+    let tolerant = warnings.is_some();
+    if tolerant {
+        unglue_banner(&mut lines);
+    }
     let (records, next) = parse_box_records(tool, &lines, "bus-id")?;
     for rec in &records {
-        status.gpus.push(gpu_from_record(tool, &lines, rec)?);
+        status.gpus.push(gpu_from_record(tool, &lines, rec, warnings.as_deref_mut())?);
     }
-    let rows = parse_box_processes(tool, &lines, next)?.ok_or_else(|| {
-        ParseError::at_end(
-            tool,
-            &lines,
-            "the process table after the GPU table (output truncated?)",
-        )
-    })?;
+    let attached = lines.iter().find_map(|l| ATTACHED.captures(&l.text)?[1].parse::<usize>().ok());
+    let rows = match (parse_box_processes(tool, &lines, next)?, warnings.as_deref_mut()) {
+        (Some(rows), w) => {
+            // Complete output (the process table follows): fewer GPUs than the banner's count
+            // is a GPU the tool lost, not a truncation.
+            if let (Some(n), Some(w)) = (attached.filter(|&n| records.len() < n), w) {
+                w.push(format!(
+                    "{tool}: \"Attached GPUs\" says {n}, the table lists {}",
+                    records.len()
+                ));
+            }
+            rows
+        }
+        (None, Some(w)) => {
+            // Nothing after the GPU table: fewer GPUs than the banner's count is a cut output.
+            if let Some(n) = attached.filter(|&n| records.len() < n) {
+                return Err(ParseError::at_end(
+                    tool,
+                    &lines,
+                    format!(
+                        "{n} GPU records as \"Attached GPUs\" says, got {} (output truncated?)",
+                        records.len()
+                    ),
+                ));
+            }
+            let rest = lines.get(next..).unwrap_or_default();
+            if let Some(l) = rest.iter().find(|l| !l.text.trim().is_empty()) {
+                return Err(ParseError::new(
+                    tool,
+                    l.no,
+                    &l.text,
+                    "the process table or the end of the output",
+                ));
+            }
+            w.push(format!("{tool}: no process table after the GPU table; processes unknown"));
+            Vec::new()
+        }
+        (None, None) => {
+            return Err(ParseError::at_end(
+                tool,
+                &lines,
+                "the process table after the GPU table (output truncated?)",
+            ))
+        }
+    };
     for row in rows {
         let found = || row.fields.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" ");
         let gpu =
@@ -113,7 +207,36 @@ pub(crate) fn parse_status_table(tool: &'static str, text: &str) -> Result<SmiSt
         };
         status.processes.push(GpuProcess { gpu, pid, name, memory_mib, line: row.line });
     }
+    if let Some(w) = warnings {
+        let missing = |what: &str, absent: &dyn Fn(&GpuStatus) -> bool| {
+            let ids: Vec<String> =
+                status.gpus.iter().filter(|g| absent(g)).map(|g| g.index.to_string()).collect();
+            (!ids.is_empty())
+                .then(|| format!("{tool}: no {what} reading for GPU {}", ids.join(", ")))
+        };
+        w.extend(missing("temperature", &|g| g.temperature_c.is_none()));
+        w.extend(missing("power", &|g| g.power_w.is_none()));
+        w.extend(missing("utilization", &|g| g.utilization_pct.is_none()));
+        w.extend(missing("memory", &|g| g.memory_used_mib.is_none()));
+    }
     Ok(status)
+}
+
+/// Banner rows (`| MX-SMI 2.2.9 ... |`) glued to the column header without a `|----|` rule
+/// would be read as header rows; the header starts at the row naming `Bus-id`, so the box rows
+/// right above it become a rule (line numbers kept).
+fn unglue_banner(lines: &mut [Line]) {
+    let Some(key_at) = lines
+        .iter()
+        .position(|l| is_box_row(&l.text) && l.text.to_ascii_lowercase().contains("bus-id"))
+    else {
+        return;
+    };
+    let mut i = key_at;
+    while i > 0 && is_box_row(&lines[i - 1].text) {
+        i -= 1;
+        lines[i].text = "+---+".to_string();
+    }
 }
 
 fn line_text(lines: &[Line], no: usize) -> &str {
@@ -124,6 +247,7 @@ fn gpu_from_record(
     tool: &'static str,
     lines: &[Line],
     rec: &BoxRecord,
+    mut warnings: Option<&mut Vec<String>>,
 ) -> Result<GpuStatus, ParseError> {
     let (index, line) = rec.get(&["gpu"]).ok_or_else(|| {
         ParseError::new(
@@ -143,20 +267,45 @@ fn gpu_from_record(
             ParseError::new(tool, l, v, "a PCI bus id like \"0000:05:00.0\" under \"Bus-id\"")
         })?);
     }
-    gpu.temperature_c = optional(tool, rec, &["temp"], "a temperature like \"51C\"", |v| {
-        number_with_unit(v, &["C"])
-    })?;
-    gpu.power_w = optional(
-        tool,
-        rec,
-        &["power", "pwr:usage/cap"],
-        "a power like \"71W\" or \"53W / 450W\"",
-        |v| number_with_unit(v.split('/').next().unwrap_or(v), &["W"]),
-    )?;
-    gpu.utilization_pct = optional(tool, rec, &["gpu-util"], "a utilization like \"36%\"", |v| {
-        number_with_unit(v, &["%"])
-    })?;
-    if let Some((v, l)) = rec.get(&["memory-usage"]) {
+    let mut word = |names: &[&str]| -> bool {
+        match (rec.get(names), warnings.as_deref_mut()) {
+            (Some((v, l)), Some(w)) if is_status_word(v.split('/').next().unwrap_or(v)) => {
+                w.push(format!(
+                    "{tool}: GPU {index} line {l}: {} reads {v:?}; no reading",
+                    names[0]
+                ));
+                true
+            }
+            _ => false,
+        }
+    };
+    let (no_temp, no_power, no_util, no_mem) = (
+        word(&["temp"]),
+        word(&["power", "pwr:usage/cap"]),
+        word(&["gpu-util"]),
+        word(&["memory-usage"]),
+    );
+    if !no_temp {
+        gpu.temperature_c = optional(tool, rec, &["temp"], "a temperature like \"51C\"", |v| {
+            number_with_unit(v, &["C"])
+        })?;
+    }
+    if !no_power {
+        gpu.power_w = optional(
+            tool,
+            rec,
+            &["power", "pwr:usage/cap"],
+            "a power like \"71W\" or \"53W / 450W\"",
+            |v| number_with_unit(v.split('/').next().unwrap_or(v), &["W"]),
+        )?;
+    }
+    if !no_util {
+        gpu.utilization_pct =
+            optional(tool, rec, &["gpu-util"], "a utilization like \"36%\"", |v| {
+                number_with_unit(v, &["%"])
+            })?;
+    }
+    if let Some((v, l)) = rec.get(&["memory-usage"]).filter(|_| !no_mem) {
         // `ERR! /  40960MiB`: the tool could not read the used amount.
         let unreadable = v.split('/').any(super::text::is_not_available);
         if !unreadable {
@@ -242,8 +391,19 @@ pub(crate) fn mib(text: &str) -> Option<u64> {
 /// Only what that shape states for certain is read: index (`device_id`) and bus id (the key),
 /// plus a name, temperature, power, memory and utilization where a field with an obvious name
 /// holds a number. Processes are not part of the known shape and come back empty.
+///
+/// Real 2.2.12 output (as the issue reports it) prints a banner line before the JSON, counts
+/// only usable GPUs in `attached_gpus` (so that count is not checked against the devices) and
+/// gives clocks as plain integers. A device with a non-empty `unavailable_reason` is kept (its
+/// bus id is real) and named in a warning.
 pub fn parse_json(text: &str) -> Result<SmiStatus, ParseError> {
+    parse_json_with_warnings(text).map(|(s, _)| s)
+}
+
+/// [`parse_json`] with its warnings (unavailable devices).
+pub fn parse_json_with_warnings(text: &str) -> Result<(SmiStatus, Vec<String>), ParseError> {
     const JTOOL: &str = "mx-smi -j";
+    let mut warnings = Vec::new();
     let start = text.find('{').ok_or_else(|| {
         let lines = clean_lines(text);
         ParseError::at_end(JTOOL, &lines, "a JSON object starting with \"{\"")
@@ -275,6 +435,12 @@ pub fn parse_json(text: &str) -> Result<SmiStatus, ParseError> {
             .ok_or_else(|| {
                 ParseError::new(JTOOL, line, key, "a numeric \"device_id\" for the device")
             })?;
+        if let Some(why) = dev.get("unavailable_reason").and_then(json_string) {
+            if !why.trim().is_empty() {
+                warnings
+                    .push(format!("{JTOOL}: GPU {index} ({bus_id}) unavailable: {}", why.trim()));
+            }
+        }
         let num = |names: &[&str]| {
             names.iter().find_map(|n| {
                 dev.get(*n).and_then(|v| {
@@ -307,7 +473,7 @@ pub fn parse_json(text: &str) -> Result<SmiStatus, ParseError> {
         ));
     }
     status.gpus.sort_by_key(|g| g.index);
-    Ok(status)
+    Ok((status, warnings))
 }
 
 fn json_string(v: &serde_json::Value) -> Option<String> {

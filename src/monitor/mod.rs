@@ -15,6 +15,7 @@ pub mod agent;
 pub mod attribution;
 pub mod checks;
 pub mod levels;
+pub mod metax;
 pub mod metrics;
 pub mod parse;
 pub mod sample;

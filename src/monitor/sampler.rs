@@ -8,7 +8,8 @@
 //! - NVIDIA: NVML (`host::nvml`, loaded at run time, called off the async threads with the
 //!   tool timeout) first; `nvidia-smi`'s CSV queries when NVML cannot be loaded (said once, at
 //!   start) or fails a whole tick;
-//! - MetaX: the `mx-smi` status table.
+//! - MetaX: `libmxsml` (loaded at run time), then `mx-smi dmon`, then the `mx-smi` status
+//!   table, field by field (`super::metax`).
 //!
 //! This module does not interpret samples (that is `checks`) and does not schedule them
 //! (that is `agent`).
@@ -81,6 +82,8 @@ pub struct ToolSampler {
     /// Set while a library call runs on a blocking thread: a call that outlives its timeout is
     /// not stacked on by the next tick.
     busy: Arc<AtomicBool>,
+    /// MetaX: libmxsml, then `mx-smi dmon`, then the table (`super::metax`).
+    pub metax: Option<Arc<super::metax::MetaxSource>>,
 }
 
 /// Finds `name` as given (contains a `/`) or on `PATH`.
@@ -104,7 +107,18 @@ type Reading = (SmiStatus, Vec<GpuHealth>, Vec<String>);
 impl ToolSampler {
     /// A sampler over one vendor tool only.
     pub fn for_tool(tool: Tool, timeout: Duration) -> Self {
-        Self { tool: Some(tool), nvml: None, library_note: None, timeout, busy: Arc::default() }
+        let metax = match &tool {
+            Tool::MxSmi(p) => Some(Arc::new(super::metax::MetaxSource::new(p))),
+            Tool::NvidiaSmi(_) => None,
+        };
+        Self {
+            tool: Some(tool),
+            nvml: None,
+            library_note: None,
+            timeout,
+            busy: Arc::default(),
+            metax,
+        }
     }
 
     /// Picks the sources: `vendor` forces one; otherwise `mx-smi` if found, else NVIDIA (NVML
@@ -126,6 +140,7 @@ impl ToolSampler {
                     library_note: None,
                     timeout,
                     busy: Arc::default(),
+                    metax: None,
                 }),
                 Err(e) => {
                     let Some(smi) = smi else { return Err(e.to_string()) };
@@ -216,6 +231,10 @@ impl ToolSampler {
             Tool::MxSmi(_) => SampleSource::MxSmi,
             Tool::NvidiaSmi(_) => SampleSource::NvidiaSmi,
         };
+        if let (Some(metax), Some(Tool::MxSmi(_))) = (&self.metax, &self.tool) {
+            let (r, source) = metax.read(self.timeout, run_tool_owned).await;
+            return (source, r.map(|s| (s, vec![], vec![])));
+        }
         if let Some(lib) = &self.nvml {
             match (self.read_nvml(lib).await, &self.tool) {
                 (Ok(r), _) => return (SampleSource::Nvml, Ok(r)),
@@ -271,6 +290,9 @@ impl Sampler for ToolSampler {
     }
 
     fn describe(&self) -> String {
+        if let Some(metax) = &self.metax {
+            return metax.describe();
+        }
         let tool = self.tool.as_ref().map(|t| match t {
             Tool::MxSmi(p) => format!("mx-smi ({})", p.display()),
             Tool::NvidiaSmi(p) => format!("nvidia-smi ({})", p.display()),
@@ -313,6 +335,16 @@ impl Sampler for ToolSampler {
             }
         })
     }
+}
+
+/// [`run_tool`] with owned arguments (what `super::metax` takes).
+pub async fn run_tool_owned(
+    path: PathBuf,
+    args: Vec<String>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool(&path, &args, timeout).await
 }
 
 /// Runs `path args` in its own process group and returns stdout. On timeout the whole group is

@@ -27,6 +27,8 @@ pub struct GpuLinks {
 pub enum InterconnectError {
     #[error("interconnect preflight: {pair}: no active {kind} between them ({detail}); the engine would hang in its first collective (pass --skip-link-check to start anyway)")]
     LinksDown { pair: String, kind: String, detail: String },
+    #[error("interconnect preflight: {problems}; the engine would hang in its first collective (vLLM-metax #142; enable the links with mx-smi, or pass --skip-link-check to start anyway)")]
+    MetaxLinks { problems: String },
 }
 
 fn name(g: &GpuLinks) -> String {
@@ -165,9 +167,58 @@ pub fn preflight_nvidia(instance: &[u32], skip: bool) -> Result<(), Interconnect
     }
 }
 
+/// The verdict on the MetaXLink problems the library reported for an instance (from
+/// `host::mxsml::metaxlink_problems`): none passes; some refuse, or with `skip` warn.
+pub fn metax_verdict(problems: &[String], skip: bool) -> Result<(), InterconnectError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let e = InterconnectError::MetaxLinks { problems: problems.join("; ") };
+    if skip {
+        tracing::warn!("{e} (--skip-link-check: starting anyway)");
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// The MetaX side of the preflight: the MetaXLinks between the instance's GPUs through
+/// libmxsml. One GPU, or no library: nothing to check (logged).
+pub fn preflight_metax(instance: &[u32], skip: bool) -> Result<(), InterconnectError> {
+    if instance.len() < 2 {
+        return Ok(());
+    }
+    match crate::host::mxsml::metaxlink_problems(instance) {
+        Ok((problems, warnings)) => {
+            for w in warnings {
+                tracing::warn!("interconnect preflight: {w}");
+            }
+            metax_verdict(&problems, skip)?;
+            tracing::info!(gpus = ?instance, "interconnect preflight passed (MetaXLink)");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "interconnect preflight not made (MetaXLink)");
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metaxlink_problems_refuse_in_one_line_unless_skipped() {
+        assert!(metax_verdict(&[], false).is_ok());
+        let p = vec![
+            "MetaXLink of GPU 1 is disabled by mx-smi (needed to reach GPU 0)".to_string(),
+            "MetaXLink between GPU 2 and GPU 3 is down".to_string(),
+        ];
+        let e = metax_verdict(&p, false).unwrap_err().to_string();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.starts_with("interconnect preflight: MetaXLink of GPU 1 is disabled by mx-smi (needed to reach GPU 0); MetaXLink between GPU 2 and GPU 3 is down;"), "{e}");
+        assert!(metax_verdict(&p, true).is_ok());
+    }
 
     fn link(link: u32, up: bool, remote: &str) -> LinkState {
         LinkState { link, up, remote_bus_id: (!remote.is_empty()).then(|| remote.to_string()) }

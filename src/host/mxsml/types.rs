@@ -1,0 +1,281 @@
+//! The plain records `super` returns (device facts, health, MetaXLink state) and the pure
+//! preflight verdict over them ([`LinkReport::problems`]). No FFI here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// What `probe` takes from the library for one GPU (the source of facts with provenance).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuFacts {
+    pub index: u32,
+    pub bus_id: Option<String>,
+    pub name: Option<String>,
+    /// `mxSmlGetNodeAffinity`; empty when the call failed.
+    pub numa_nodes: Vec<u32>,
+}
+
+/// One GPU as `mxSmlGetDeviceInfo` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub index: u32,
+    /// sysfs form (`0000:0e:00.0`); `None` when the library's text is not a bus id.
+    pub bus_id: Option<String>,
+    pub name: String,
+    pub uuid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EccCounts {
+    pub sram_correctable: u32,
+    pub sram_uncorrectable: u32,
+    pub dram_correctable: u32,
+    pub dram_uncorrectable: u32,
+    pub retired_pages: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PcieLink {
+    pub speed_gts: f32,
+    pub width: u32,
+}
+
+/// `mxSmlMetaXLinkState_t`: whether MetaXLink is enabled on a GPU, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkEnable {
+    Enabled,
+    /// Disabled through `mx-smi`.
+    SmiDisabled,
+    /// Disabled because the GPU runs virtual functions.
+    VfDisabled,
+    /// Disabled because of the number of GPUs.
+    GpuNumDisabled,
+    /// Disabled because link training failed.
+    TrainingDisabled,
+    Other(u32),
+}
+
+impl LinkEnable {
+    pub(super) fn from_code(code: u32) -> Self {
+        match code {
+            0 => Self::Enabled,
+            1 => Self::SmiDisabled,
+            2 => Self::VfDisabled,
+            3 => Self::GpuNumDisabled,
+            4 => Self::TrainingDisabled,
+            n => Self::Other(n),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Enabled => "enabled".into(),
+            Self::SmiDisabled => "disabled by mx-smi".into(),
+            Self::VfDisabled => "disabled (virtual functions)".into(),
+            Self::GpuNumDisabled => "disabled (GPU count)".into(),
+            Self::TrainingDisabled => "disabled (link training failed)".into(),
+            Self::Other(n) => format!("state {n}"),
+        }
+    }
+}
+
+/// `mxSmlMxlkPortState_t`: one MetaXLink port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortState {
+    NoTraining,
+    Up,
+    DownOpticalInPlace,
+    DownOpticalOutPlace,
+    DownOpticalNoUse,
+    NoUse,
+    Other(u32),
+}
+
+impl PortState {
+    pub(super) fn from_code(code: u32) -> Self {
+        match code {
+            0 => Self::NoTraining,
+            1 => Self::Up,
+            2 => Self::DownOpticalInPlace,
+            3 => Self::DownOpticalOutPlace,
+            4 => Self::DownOpticalNoUse,
+            5 => Self::NoUse,
+            n => Self::Other(n),
+        }
+    }
+
+    /// A port that is wired but not carrying traffic.
+    pub fn is_down(self) -> bool {
+        matches!(
+            self,
+            Self::DownOpticalInPlace | Self::DownOpticalOutPlace | Self::DownOpticalNoUse
+        )
+    }
+}
+
+/// `mxSmlGpuTopologyLevel_t` between two GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopoLevel {
+    Internal,
+    Single,
+    Multiple,
+    HostBridge,
+    Node,
+    MetaXLink,
+    System,
+    Other(u32),
+}
+
+impl TopoLevel {
+    pub(super) fn from_code(code: u32) -> Self {
+        match code {
+            0 => Self::Internal,
+            1 => Self::Single,
+            2 => Self::Multiple,
+            3 => Self::HostBridge,
+            4 => Self::Node,
+            5 => Self::MetaXLink,
+            6 => Self::System,
+            n => Self::Other(n),
+        }
+    }
+}
+
+/// Health readings of one GPU; each `None` when its call failed or the library lacks it (the
+/// reason is in `warnings`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GpuHealth {
+    pub index: u32,
+    pub ecc_enabled: Option<bool>,
+    pub ecc: Option<EccCounts>,
+    pub xcore_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    /// `mxSmlGetCurrentClocksThrottleReason`'s bit mask (0: not throttled).
+    pub throttle_reasons: Option<u64>,
+    pub pcie: Option<PcieLink>,
+    pub pcie_max: Option<PcieLink>,
+    pub metaxlink: Option<LinkEnable>,
+    pub metaxlink_ports: Option<Vec<PortState>>,
+    pub warnings: Vec<String>,
+}
+
+impl GpuHealth {
+    /// True when the PCIe link runs below its maximum speed or width.
+    pub fn pcie_degraded(&self) -> Option<bool> {
+        let (now, max) = (self.pcie?, self.pcie_max?);
+        Some(now.width < max.width || now.speed_gts + 0.05 < max.speed_gts)
+    }
+}
+
+/// One MetaXLink port of a GPU and the GPU at its other end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLink {
+    pub gpu: u32,
+    pub port: u32,
+    pub state: PortState,
+    /// The library's index of the GPU at the other end, when it says.
+    pub peer: Option<u32>,
+}
+
+/// The MetaXLink picture of a host: each GPU's enable state and its ports.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub enable: BTreeMap<u32, LinkEnable>,
+    pub ports: Vec<PortLink>,
+    /// Calls that failed while reading the links.
+    pub warnings: Vec<String>,
+}
+
+impl LinkReport {
+    /// Pure: what is wrong with the MetaXLinks between the GPUs `gpus` (the instance's), one
+    /// line each, naming the GPUs and the link. Empty when nothing is reported wrong, or when
+    /// the library could not say (then `warnings` has why). A pair with no port between them is
+    /// no problem here (their traffic goes over PCIe); a GPU whose MetaXLink is not enabled,
+    /// or a port between two of them that is down, is.
+    pub fn problems(&self, gpus: &[u32]) -> Vec<String> {
+        let set: BTreeSet<u32> = gpus.iter().copied().collect();
+        let mut out = Vec::new();
+        if set.len() < 2 {
+            return out;
+        }
+        for &g in &set {
+            if let Some(e) = self.enable.get(&g).filter(|e| **e != LinkEnable::Enabled) {
+                let others: Vec<String> =
+                    set.iter().filter(|&&o| o != g).map(|o| format!("GPU {o}")).collect();
+                out.push(format!(
+                    "MetaXLink of GPU {g} is {} (needed to reach {})",
+                    e.describe(),
+                    others.join(", ")
+                ));
+            }
+        }
+        let mut pairs: BTreeMap<(u32, u32), Vec<&PortLink>> = BTreeMap::new();
+        for p in &self.ports {
+            if let Some(peer) = p.peer.filter(|peer| set.contains(&p.gpu) && set.contains(peer)) {
+                pairs.entry((p.gpu.min(peer), p.gpu.max(peer))).or_default().push(p);
+            }
+        }
+        for ((a, b), ports) in pairs {
+            if ports.iter().any(|p| p.state == PortState::Up) {
+                continue;
+            }
+            let down: Vec<String> = ports
+                .iter()
+                .map(|p| format!("GPU {} port {} {:?}", p.gpu, p.port, p.state))
+                .collect();
+            out.push(format!(
+                "MetaXLink between GPU {a} and GPU {b} is down ({})",
+                down.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(gpu: u32, port: u32, state: PortState, peer: u32) -> PortLink {
+        PortLink { gpu, port, state, peer: Some(peer) }
+    }
+
+    #[test]
+    fn problems_name_the_gpus_and_the_link() {
+        let mut r = LinkReport::default();
+        r.enable.insert(0, LinkEnable::Enabled);
+        r.enable.insert(1, LinkEnable::SmiDisabled);
+        r.enable.insert(2, LinkEnable::Enabled);
+        r.enable.insert(3, LinkEnable::Enabled);
+        r.ports = vec![
+            port(0, 0, PortState::Up, 1),
+            port(2, 0, PortState::DownOpticalInPlace, 3),
+            port(3, 0, PortState::DownOpticalInPlace, 2),
+            port(0, 1, PortState::Up, 2),
+        ];
+        assert_eq!(
+            r.problems(&[0, 1]),
+            ["MetaXLink of GPU 1 is disabled by mx-smi (needed to reach GPU 0)"]
+        );
+        assert_eq!(
+            r.problems(&[2, 3]),
+            ["MetaXLink between GPU 2 and GPU 3 is down (GPU 2 port 0 DownOpticalInPlace, GPU 3 port 0 DownOpticalInPlace)"]
+        );
+        assert!(r.problems(&[0, 2]).is_empty());
+        assert!(r.problems(&[1]).is_empty(), "one GPU needs no link");
+    }
+
+    #[test]
+    fn pcie_degradation() {
+        let mut h = GpuHealth::default();
+        assert_eq!(h.pcie_degraded(), None);
+        h.pcie = Some(PcieLink { speed_gts: 16.0, width: 8 });
+        h.pcie_max = Some(PcieLink { speed_gts: 16.0, width: 16 });
+        assert_eq!(h.pcie_degraded(), Some(true));
+        h.pcie = Some(PcieLink { speed_gts: 16.0, width: 16 });
+        assert_eq!(h.pcie_degraded(), Some(false));
+    }
+}
