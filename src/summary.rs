@@ -264,6 +264,51 @@ fn characters() -> String {
 pub struct Summary {
     pub levels: Vec<LevelStats>,
     pub meta: Meta,
+    /// The SLO search (`verify --search`), when one ran: each step is also a level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSummary>,
+}
+
+/// One step of an SLO search: a load tried and whether it met the SLO.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchStep {
+    /// Index of the step's level in `levels`.
+    pub level: usize,
+    /// The concurrency tried (a concurrency search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u64>,
+    /// The request rate tried, requests/s (a rate search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Share of the step's sent requests that met every SLO.
+    pub attainment: f64,
+    /// `attainment` reached the search's target.
+    pub met: bool,
+    pub requests: u64,
+    pub qps: f64,
+    pub output_throughput: f64,
+    pub ttft_p99_s: f64,
+    pub tpot_p99_s: f64,
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
+}
+
+/// `summary.json`'s `search`: what was searched for, the steps, and the capacity found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchSummary {
+    /// `concurrency` or `rate`.
+    pub kind: String,
+    pub slo: Slo,
+    /// The share of requests that had to meet every SLO (`--slo-attainment`).
+    pub attainment: f64,
+    pub max_steps: u32,
+    /// The highest load that met the SLO below the lowest that did not; `null` when none met.
+    pub best: Option<SearchStep>,
+    /// In the order they ran.
+    pub steps: Vec<SearchStep>,
+    /// Why the search ended: `bracketed`, `saturated`, `max_steps`, `nothing_met`, `limit`,
+    /// `interrupted`; `null` while it runs.
+    pub stop: Option<String>,
 }
 
 impl Summary {

@@ -754,3 +754,134 @@ async fn tokenizer_counts_prompt_lengths_and_input_tokens_without_usage() {
     assert_eq!(counts, vec![3, 3, 4, 4, 7, 7]);
     sim.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// SLO search
+
+/// A simulator with a known capacity: 8 requests run at once (`--max-num-seqs 8`), each takes
+/// 20 ms to its first token and 40 ms per further token (220 ms for 6 tokens). A request that
+/// finds the 8 slots taken waits for one: at concurrency 9 the ninth request of the first wave
+/// waits a whole request, so its TTFT is over 220 ms whatever the machine's noise.
+async fn capacity_8_sim() -> sim::SimHandle {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(40));
+    cfg.max_num_seqs = 8;
+    sim::start(cfg).await.unwrap()
+}
+
+/// A concurrency search from 2 under `slo`; the summary from `--out` (`out`) or stdout.
+async fn search(
+    sim: &sim::SimHandle,
+    dir: &Path,
+    slo: &str,
+    out: bool,
+    extra: &[&str],
+) -> (Output, Value) {
+    let data = dataset(dir, 5);
+    let out_dir = dir.join("out");
+    let url = sim.base_url();
+    let mut args = vec![
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--search",
+        "concurrency",
+        "--parallel",
+        "2",
+        "--slo",
+        slo,
+        "--number",
+        "16",
+        "--quiet",
+    ];
+    if out {
+        args.extend_from_slice(&["--out", out_dir.to_str().unwrap()]);
+    } else {
+        // No run directory: a debug build spends seconds per level redrawing chart.png.
+        args.extend_from_slice(&["--format", "json"]);
+    }
+    args.extend_from_slice(extra);
+    let o = verify(&args).await;
+    let s = if out {
+        summary(&out_dir)
+    } else {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+    };
+    (o, s)
+}
+
+fn tried(s: &Value) -> Vec<u64> {
+    s["search"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["parallel"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_search_finds_the_capacity_and_shows_the_failing_step_above_it() {
+    let sim = capacity_8_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Up to concurrency 8 every request gets a slot at once (TTFT 20 ms and the machine's
+    // noise); at 9, at least one of its 18 requests waits 220 ms: under 95 % meet 120 ms.
+    let (o, s) = search(&sim, dir.path(), "ttft=120ms", false, &["--slo-attainment", "0.95"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    check_schema(&s);
+    let search = &s["search"];
+    assert_eq!(search["kind"], "concurrency");
+    assert_eq!(search["attainment"].as_f64(), Some(0.95));
+    assert_eq!(search["slo"]["ttft_s"].as_f64(), Some(0.12));
+    assert_eq!(tried(&s), [2, 4, 8, 16, 12, 10, 9], "{search:#}");
+    assert_eq!(search["stop"], "bracketed");
+    assert_eq!(search["best"]["parallel"].as_u64(), Some(8), "{search:#}");
+    let steps = search["steps"].as_array().unwrap();
+    let above = steps.iter().find(|x| x["parallel"] == 9).unwrap();
+    assert_eq!(above["met"], false);
+    assert!(above["attainment"].as_f64().unwrap() < 0.95, "{above}");
+    // Each step is a level of its own, at the step's concurrency.
+    let levels = s["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), steps.len());
+    for x in steps {
+        let l = &levels[x["level"].as_u64().unwrap() as usize];
+        assert_eq!(l["parallel"], x["parallel"]);
+        assert_eq!(l["goodput"]["good_fraction"], x["attainment"]);
+    }
+    // A step sends --number requests, and at least two per worker.
+    let sent: Vec<u64> = levels.iter().map(|l| l["requests"].as_u64().unwrap()).collect();
+    assert_eq!(sent, [16, 16, 16, 32, 24, 20, 18]);
+    check_accounting(&s);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saturation_stop_ends_a_search_on_an_engine_that_cannot_keep_up() {
+    let sim = capacity_8_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A TTFT objective every step meets: only the saturation stop can end the doubling. From
+    // 8 to 16 the throughput stays at 8 slots' worth while requests queue.
+    let (o, s) = search(&sim, dir.path(), "ttft=30s", true, &[]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .contains("SLO search (concurrency, ttft ≤ 30000 ms for 99 % of requests): best c=16")
+            && stdout.contains("stop: saturated"),
+        "{stdout}"
+    );
+    let chart = std::fs::read_to_string(dir.path().join("out/chart.svg")).unwrap();
+    assert!(chart.contains("SLO search: best c=16 (saturated)"));
+    check_schema(&s);
+    assert_eq!(tried(&s), [2, 4, 8, 16], "{:#}", s["search"]);
+    assert_eq!(s["search"]["stop"], "saturated");
+    assert_eq!(s["search"]["best"]["parallel"].as_u64(), Some(16));
+    let l = s["levels"].as_array().unwrap();
+    let (q8, q16) = (l[2]["qps"].as_f64().unwrap(), l[3]["qps"].as_f64().unwrap());
+    assert!(q16 < q8 * 1.15, "c=16 {q16} req/s against c=8 {q8}");
+    sim.shutdown().await.unwrap();
+}

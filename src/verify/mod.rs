@@ -14,8 +14,10 @@
 //! - `trials`: runs a comparison: one engine life and one sweep per (trial, binding), and keeps
 //!   `compare.json`, `compare.txt` and `compare.svg` current.
 //! - `render`: the comparison's table and chart, to any `W: Write`.
+//! - `search`: pure code of the SLO search (`--search`): the next load to try from the steps
+//!   measured so far, the saturation stop, the capacity found. No I/O.
 //!
-//! Imports run one way: `trials` -> `sweep` -> `rundir` -> (`outdir`, `redact`), and
+//! Imports run one way: `trials` -> `sweep` -> (`rundir` -> (`outdir`, `redact`), `search`), and
 //! `trials` -> `render` -> `compare`.
 //! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
 
@@ -25,6 +27,7 @@ pub mod outdir;
 pub mod redact;
 pub mod render;
 pub mod rundir;
+pub mod search;
 pub mod sweep;
 pub mod trials;
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::outdir;
 use super::redact::{Secret, Secrets};
 use super::rundir::{RunDir, VerifyError};
+use super::search::{self, Next, SearchKind, SearchSpec};
 use crate::loadgen::client::{Client, Slot};
 use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
@@ -31,7 +32,7 @@ use crate::loadgen::schedule::{Arrival, Mode, Schedule};
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
-use crate::summary::{LevelStats, Meta, Slo, Summary, PERCENTILE_METHOD};
+use crate::summary::{LevelStats, Meta, SearchSummary, Slo, Summary, PERCENTILE_METHOD};
 
 /// One level of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +55,11 @@ pub struct SweepSpec {
     pub secrets: Secrets,
     pub body: BodySettings,
     pub timeouts: Timeouts,
+    /// The levels to run; with `search`, one level: the template of every step (its `number`,
+    /// and for a rate search its concurrency cap).
     pub levels: Vec<LevelSpec>,
+    /// An SLO search (`--search`): the levels are its steps, chosen as it goes.
+    pub search: Option<SearchSpec>,
     pub arrival: Arrival,
     pub warmup: u64,
     pub duration: Option<Duration>,
@@ -115,7 +120,11 @@ pub async fn run_sweep(
     if let Some(to) = &moved {
         tracing::warn!("moved the earlier run's files in this run's directory to {}", to.display());
     }
-    let max_pool = spec.levels.iter().map(pool_for).max().unwrap_or(1);
+    let max_pool = match spec.search {
+        // The steps are not known yet: keep whatever connections the highest may need.
+        Some(_) => search::MAX_CONCURRENCY as usize,
+        None => spec.levels.iter().map(pool_for).max().unwrap_or(1),
+    };
     // Open connections, from the preflight's to the last level's.
     let conns = Arc::new(ConnStash::default());
     let prepared = preflight(spec, dataset, anchor, &run_id, &conns, max_pool, &mut meta).await?;
@@ -127,7 +136,17 @@ pub async fn run_sweep(
     }
     let mut dir =
         spec.out.as_deref().map(|d| RunDir::create(d, spec.secrets.clone())).transpose()?;
-    let mut summary = Summary { levels: Vec::new(), meta };
+    let mut summary = Summary {
+        levels: Vec::new(),
+        meta,
+        search: spec.search.map(|s| SearchSummary {
+            kind: s.kind.name().into(),
+            slo: spec.slo,
+            attainment: s.attainment,
+            max_steps: s.max_steps,
+            ..SearchSummary::default()
+        }),
+    };
     tracing::debug!(max_pool, "sweep starting");
     let levels = Levels {
         spec,
@@ -140,19 +159,59 @@ pub async fn run_sweep(
         interrupt: interrupt.clone(),
     };
     let mut gpu = spec.gpu_sampler.clone().map(|s| GpuRecorder::start(s, Duration::from_secs(1)));
-    for (i, level) in spec.levels.iter().enumerate() {
+    for i in 0.. {
         if interrupt.is_cancelled() {
+            if let Some(s) = summary.search.as_mut() {
+                s.stop = Some("interrupted".into());
+            }
             break;
         }
-        let stats = levels.run(i, level, dir.as_mut(), gpu.as_mut()).await?;
+        let Some(level) = next_level(spec, &mut summary, i) else { break };
+        let stats = levels.run(i, &level, dir.as_mut(), gpu.as_mut()).await?;
         on_level(&stats);
+        if let (Some(s), Some(spec)) = (summary.search.as_mut(), spec.search.as_ref()) {
+            s.steps.push(search::step_of(spec, i, &stats));
+            s.best = search::best(spec.kind, &s.steps).cloned();
+        }
         summary.levels.push(stats);
         summary.meta.interrupted = interrupt.is_cancelled();
         if let Some(d) = dir.as_mut() {
             d.summary(&summary)?;
         }
     }
+    if let (Some(s), Some(spec)) = (summary.search.as_ref(), spec.search.as_ref()) {
+        tracing::info!(
+            stop = s.stop.as_deref().unwrap_or(""),
+            best = ?s.best.as_ref().map(|b| search::load(spec.kind, b)),
+            "SLO search ended"
+        );
+    }
     finish(summary, gpu, dir, &interrupt, spec.out.clone()).await
+}
+
+/// Level `i` of the sweep: the given level, or the search's next step (`None` when the levels
+/// or the search are done; a finished search's reason goes into `summary.search.stop`).
+fn next_level(spec: &SweepSpec, summary: &mut Summary, i: usize) -> Option<LevelSpec> {
+    let (Some(search), Some(out)) = (spec.search.as_ref(), summary.search.as_mut()) else {
+        return spec.levels.get(i).copied();
+    };
+    let template =
+        spec.levels.first().copied().unwrap_or(LevelSpec { parallel: 1, rate: None, number: 100 });
+    match search::next(search, &out.steps) {
+        Next::Done(stop) => {
+            out.stop = Some(stop.name().into());
+            None
+        }
+        Next::Try(x) => Some(match search.kind {
+            // At least two requests per worker, so each step holds its concurrency a while.
+            SearchKind::Concurrency => LevelSpec {
+                parallel: x as u64,
+                rate: None,
+                number: template.number.max(2 * x as u64),
+            },
+            SearchKind::Rate => LevelSpec { rate: Some(x), ..template },
+        }),
+    }
 }
 
 /// The run's metadata before anything is sent (the preflight may add the model and warnings).
