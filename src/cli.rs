@@ -539,6 +539,14 @@ pub struct VerifyRunArgs {
     /// Most steps an SLO search runs.
     #[arg(long, default_value_t = 12, value_name = "N")]
     pub search_max_steps: u32,
+    /// The engine's Prometheus endpoint, scraped during every level (running and waiting
+    /// requests, KV-cache use, preemptions, token counters, the server's latency histograms);
+    /// default: the server's `/metrics` when it answers with vLLM's or llama.cpp's names.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+    /// Time between scrapes of the engine's metrics during a level (0: do not scrape).
+    #[arg(long, value_parser = parse_seconds_or_duration, default_value = "1s", value_name = "DURATION")]
+    pub metrics_interval: std::time::Duration,
     /// Exit 1 when any measured level's failed/sent exceeds this fraction (0 to 1; the
     /// default 0.05 is 5 %); a level with no success always fails the run. Results are saved
     /// either way.

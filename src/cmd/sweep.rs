@@ -249,6 +249,8 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         progress: !a.quiet,
         grace: a.grace,
         argv: std::env::args().collect(),
+        metrics_url: a.metrics_url.clone(),
+        metrics_interval: a.metrics_interval,
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
     };
     Ok((spec, dataset, a.format))

@@ -232,6 +232,60 @@ pub fn search_verdict(s: &SearchSummary) -> String {
     }
 }
 
+/// The engine's own metrics per level (`LevelStats::server`); nothing when no level has them.
+pub fn server_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Result<()> {
+    if levels.iter().all(|l| l.server.is_none()) {
+        return Ok(());
+    }
+    let mut t = new_table();
+    t.set_header(vec![
+        "level",
+        "running mean/max",
+        "waiting mean/max",
+        "KV cache max",
+        "requests",
+        "prompt tok",
+        "gen tok",
+        "preempt",
+        "server TTFT p50/p99 (s)",
+        "server e2e p50 (s)",
+    ]);
+    let gauge = |g: &Option<crate::summary::GaugeStats>, pct: bool| match g {
+        Some(g) if pct => format!("{:.1} %", g.max * 100.0),
+        Some(g) => format!("{:.1} / {:.0}", g.mean, g.max),
+        None => "-".into(),
+    };
+    let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0}"));
+    for l in levels {
+        let Some(s) = &l.server else { continue };
+        t.add_row(vec![
+            level_label(l),
+            gauge(&s.running, false),
+            gauge(&s.waiting, false),
+            gauge(&s.kv_cache_usage, true),
+            num(s.requests),
+            num(s.prompt_tokens),
+            num(s.generation_tokens),
+            num(s.preemptions),
+            s.ttft_s.as_ref().map_or("-".into(), |h| format!("{:.3} / {:.3}", h.p50, h.p99)),
+            s.e2e_s.as_ref().map_or("-".into(), |h| format!("{:.3}", h.p50)),
+        ]);
+    }
+    right(&mut t);
+    writeln!(
+        w,
+        "server metrics ({})",
+        levels.iter().find_map(|l| l.server.as_ref()).map_or("", |s| s.url.as_str())
+    )?;
+    writeln!(w, "{t}")?;
+    for l in levels {
+        for warning in l.server.iter().flat_map(|s| &s.warnings) {
+            writeln!(w, "warning: level {}: {warning}", level_label(l))?;
+        }
+    }
+    Ok(())
+}
+
 /// GPU utilization and memory per level (`summary.json`'s `meta.gpu`, sampled while each level
 /// ran): the seed report's "memory and utilization under load", one row per level and GPU.
 /// Writes nothing when no level has GPU figures.

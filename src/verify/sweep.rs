@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::outdir;
 use super::redact::{Secret, Secrets};
 use super::rundir::{RunDir, VerifyError};
+use super::scrape::{scrape, LevelScraper};
 use super::search::{self, Next, SearchKind, SearchSpec};
+use super::server_metrics;
 use crate::loadgen::client::{Client, Slot};
 use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
@@ -72,6 +74,11 @@ pub struct SweepSpec {
     pub grace: Duration,
     /// The command line, as given: `meta.argv` is it with `secrets` redacted.
     pub argv: Vec<String>,
+    /// The engine's Prometheus endpoint (`--metrics-url`); `None`: the server's `/metrics` when
+    /// it answers with vLLM's or llama.cpp's names.
+    pub metrics_url: Option<String>,
+    /// Time between scrapes of the engine's metrics while a level runs; zero: no scraping.
+    pub metrics_interval: Duration,
     /// GPU sampler for the per-level utilization and memory in `meta.gpu` (engine on this host).
     pub gpu_sampler: Option<std::sync::Arc<dyn crate::monitor::Sampler>>,
 }
@@ -134,6 +141,7 @@ pub async fn run_sweep(
     if let Some(to) = moved {
         meta.warnings.push(format!("an earlier run's files were moved to {}", to.display()));
     }
+    let metrics_url = server_metrics_url(spec, &mut meta).await;
     let mut dir =
         spec.out.as_deref().map(|d| RunDir::create(d, spec.secrets.clone())).transpose()?;
     let mut summary = Summary {
@@ -155,6 +163,7 @@ pub async fn run_sweep(
         prepared,
         conns,
         max_pool,
+        metrics_url,
         abort: abort_after_grace(&interrupt, spec.grace),
         interrupt: interrupt.clone(),
     };
@@ -345,6 +354,40 @@ async fn preflight(
     Ok(Prepared { bodies, prompt_tokens })
 }
 
+/// The engine's metrics URL to scrape during the levels: `--metrics-url` (a warning when it
+/// does not answer with known metric names), else the server's `/metrics` when it does.
+async fn server_metrics_url(spec: &SweepSpec, meta: &mut Meta) -> Option<String> {
+    if spec.metrics_interval.is_zero() {
+        return None;
+    }
+    let u = &spec.endpoint.url;
+    let default = format!(
+        "{}://{}/metrics",
+        u.scheme_str().unwrap_or("http"),
+        u.authority().map_or("", |a| a.as_str())
+    );
+    let given = spec.metrics_url.is_some();
+    let url = spec.metrics_url.clone().unwrap_or(default);
+    let shown = spec.secrets.text(&url);
+    match scrape(&url).await {
+        Some(s) if server_metrics::known(&s) => {
+            tracing::info!(url = %shown, "scraping the server's metrics during each level");
+            Some(url)
+        }
+        Some(_) if given => {
+            meta.warnings.push(format!(
+                "{shown} has neither vLLM's nor llama.cpp's metric names: no server metrics"
+            ));
+            None
+        }
+        None if given => {
+            meta.warnings.push(format!("cannot read {shown}: no server metrics"));
+            None
+        }
+        _ => None,
+    }
+}
+
 /// A token cancelled `grace` after `interrupt`: it cancels the requests still in flight.
 fn abort_after_grace(interrupt: &CancellationToken, grace: Duration) -> CancellationToken {
     let abort = CancellationToken::new();
@@ -365,6 +408,8 @@ struct Levels<'a> {
     prepared: Prepared,
     conns: Arc<ConnStash>,
     max_pool: usize,
+    /// Where the engine's metrics are scraped during each measured phase.
+    metrics_url: Option<String>,
     interrupt: CancellationToken,
     abort: CancellationToken,
 }
@@ -391,6 +436,7 @@ impl Levels<'_> {
             Some(r) => format!("rate={r}/s"),
             None => format!("c={}", level.parallel),
         };
+        let mut scraper = None;
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || self.interrupt.is_cancelled() {
                 continue;
@@ -398,6 +444,9 @@ impl Levels<'_> {
             if !warmup {
                 if let Some(g) = gpu.as_deref_mut() {
                     g.begin_level();
+                }
+                if let Some(url) = &self.metrics_url {
+                    scraper = Some(LevelScraper::start(url, spec.metrics_interval).await);
                 }
             }
             let schedule = Schedule::new(
@@ -429,7 +478,19 @@ impl Levels<'_> {
         if let Some(g) = gpu {
             g.end_level(&label);
         }
-        Ok(agg.finish())
+        let mut stats = agg.finish();
+        if let Some(s) = scraper {
+            stats.server = s.finish().await.map(|mut server| {
+                server.url = spec.secrets.text(&server.url);
+                let output = stats.output_tokens_mean * stats.succeeded as f64;
+                server.warnings = server_metrics::shortfalls(&server, stats.succeeded, output);
+                for w in &server.warnings {
+                    tracing::warn!("level {label}: {w}");
+                }
+                server
+            });
+        }
+        Ok(stats)
     }
 
     /// One phase: `workers` load workers send records over a channel; each is written to the
