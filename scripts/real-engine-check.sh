@@ -146,3 +146,8 @@ assert cut, "the server cuts streams short at concurrency 2: some must be stream
 assert all(r["finish_reason"] for r in recs if r["error"] is None)
 print("real-engine check passed")
 PY
+
+# The SLO search and the server-metrics scrape (issue 17), against a server that does not cut
+# streams short: scripts/real-engine-slo.sh.
+start_server --interrupt_requests False
+NODEAGENT_BIN="$BIN" scripts/real-engine-slo.sh "http://127.0.0.1:$PORT" smollm2-135m
