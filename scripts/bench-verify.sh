@@ -43,12 +43,30 @@ start_sim() {
     for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
     URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
     [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
+    # The simulator asks for a backlog of 4096 and says when somaxconn clamps it.
+    if grep -q 'backlog clamped' "$WORK/sim.err"; then
+        echo "warning: $(grep -m1 'backlog clamped' "$WORK/sim.err")" >&2
+    fi
 }
 
-# Runs a command; prints "wall_s user_s sys_s maxrss_kib" of it (its children included).
+# The kernel's count of connections dropped because a listen queue was full (TcpExt
+# ListenOverflows): a client whose SYN is dropped retries a second later, which distorts any
+# burst-connecting run without a warmup.
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else print $n["ListenOverflows"] }' /proc/net/netstat
+}
+
+# Runs a command; prints "wall_s user_s sys_s maxrss_kib" of it (its children included), and
+# on stderr how many connections the server's listen queue refused meanwhile.
 measure() {
+    local before after
+    before=$(listen_overflows)
     /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$@" >"$WORK/last.out" 2>"$WORK/last.err" || {
         echo "failed: $*" >&2; tail -5 "$WORK/last.err" >&2; exit 1; }
+    after=$(listen_overflows)
+    if [ "$after" != "$before" ]; then
+        echo "warning: $((after - before)) connection(s) refused by a full listen queue during: $1 (clients retried after 1 s; figures distorted)" >&2
+    fi
     cat "$WORK/time"
 }
 

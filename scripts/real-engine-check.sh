@@ -157,6 +157,11 @@ print("  " + "\n  ".join(sorted({r["error_detail"] for r in cut})))
 assert cut, "the server cuts streams short at concurrency 2: some must be stream_cut"
 assert all(r["finish_reason"] for r in recs if r["error"] is None)
 PY
+
+# The SLO search and the server-metrics scrape (issue 17), against a server that does not cut
+# streams short: scripts/real-engine-slo.sh.
+start_server --interrupt_requests False
+NODEAGENT_BIN="$BIN" scripts/real-engine-slo.sh "http://127.0.0.1:$PORT" smollm2-135m
 kill -- -"$SERVER_PID" 2>/dev/null; SERVER_PID=
 fi
 . scripts/real-engine-serve.sh

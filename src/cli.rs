@@ -486,6 +486,15 @@ pub enum VerifyFormat {
     Json,
 }
 
+/// What `verify --search` varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchArg {
+    /// The concurrency of a closed loop.
+    Concurrency,
+    /// The request rate of an open loop.
+    Rate,
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct VerifyArgs {
@@ -607,6 +616,25 @@ pub struct VerifyRunArgs {
     /// Service-level objectives for goodput, e.g. `ttft=2s,tpot=50ms` (keys: ttft, tpot, itl, latency).
     #[arg(long, value_name = "LIST")]
     pub slo: Option<String>,
+    /// SLO search: find the highest concurrency (closed loop) or request rate (open loop) at
+    /// which `--slo-attainment` of the requests meet every `--slo`, doubling from `--parallel`
+    /// (default 1) or `--rate` (default 1) and then bisecting; each step is a level.
+    #[arg(long, value_enum, requires = "slo", value_name = "KIND")]
+    pub search: Option<SearchArg>,
+    /// The share of requests (0 to 1) that must meet every SLO for a search step to pass.
+    #[arg(long, default_value_t = 0.99, value_name = "FRACTION")]
+    pub slo_attainment: f64,
+    /// Most steps an SLO search runs.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub search_max_steps: u32,
+    /// The engine's Prometheus endpoint, scraped during every level (running and waiting
+    /// requests, KV-cache use, preemptions, token counters, the server's latency histograms);
+    /// default: the server's `/metrics` when it answers with vLLM's or llama.cpp's names.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+    /// Time between scrapes of the engine's metrics during a level (0: do not scrape).
+    #[arg(long, value_parser = parse_seconds_or_duration, default_value = "1s", value_name = "DURATION")]
+    pub metrics_interval: std::time::Duration,
     /// Exit 1 when any measured level's failed/sent exceeds this fraction (0 to 1; the
     /// default 0.05 is 5 %); a level with no success always fails the run. Results are saved
     /// either way.

@@ -203,6 +203,58 @@ pub struct LevelStats {
     /// Failures by class (`http_500`, `stream_cut`, ...).
     pub failures: BTreeMap<String, u64>,
     pub goodput: Option<Goodput>,
+    /// The engine's own metrics during the level (`--metrics-url`, else the server's
+    /// `/metrics` when it answers with vLLM's or llama.cpp's names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerLevel>,
+}
+
+/// A gauge sampled while a level ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GaugeStats {
+    pub mean: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+/// A server-side histogram over one level (the difference of its buckets, sum and count).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistStats {
+    pub count: f64,
+    pub mean: f64,
+    /// Percentiles by linear interpolation within buckets (Prometheus' `histogram_quantile`).
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+/// What the engine's Prometheus endpoint said about one level. Counters are differences over
+/// the level; `null` where the engine does not export the figure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerLevel {
+    /// The `/metrics` URL scraped.
+    pub url: String,
+    /// Whose metric names: `vllm` or `llamacpp`.
+    pub engine: String,
+    /// Seconds between scrapes while the level ran.
+    pub interval_s: f64,
+    /// Scrapes taken (one before, one after, the rest during).
+    pub scrapes: u64,
+    pub running: Option<GaugeStats>,
+    pub waiting: Option<GaugeStats>,
+    /// KV-cache use, a fraction (0 to 1).
+    pub kv_cache_usage: Option<GaugeStats>,
+    /// Requests the server finished (vLLM's `request_success_total`).
+    pub requests: Option<f64>,
+    pub prompt_tokens: Option<f64>,
+    pub generation_tokens: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub ttft_s: Option<HistStats>,
+    pub tpot_s: Option<HistStats>,
+    pub e2e_s: Option<HistStats>,
+    pub queue_s: Option<HistStats>,
+    /// The server counted fewer requests or tokens than the client sent.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +316,51 @@ fn characters() -> String {
 pub struct Summary {
     pub levels: Vec<LevelStats>,
     pub meta: Meta,
+    /// The SLO search (`verify --search`), when one ran: each step is also a level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSummary>,
+}
+
+/// One step of an SLO search: a load tried and whether it met the SLO.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchStep {
+    /// Index of the step's level in `levels`.
+    pub level: usize,
+    /// The concurrency tried (a concurrency search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u64>,
+    /// The request rate tried, requests/s (a rate search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Share of the step's sent requests that met every SLO.
+    pub attainment: f64,
+    /// `attainment` reached the search's target.
+    pub met: bool,
+    pub requests: u64,
+    pub qps: f64,
+    pub output_throughput: f64,
+    pub ttft_p99_s: f64,
+    pub tpot_p99_s: f64,
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
+}
+
+/// `summary.json`'s `search`: what was searched for, the steps, and the capacity found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchSummary {
+    /// `concurrency` or `rate`.
+    pub kind: String,
+    pub slo: Slo,
+    /// The share of requests that had to meet every SLO (`--slo-attainment`).
+    pub attainment: f64,
+    pub max_steps: u32,
+    /// The highest load that met the SLO below the lowest that did not; `null` when none met.
+    pub best: Option<SearchStep>,
+    /// In the order they ran.
+    pub steps: Vec<SearchStep>,
+    /// Why the search ended: `bracketed`, `saturated`, `max_steps`, `nothing_met`, `limit`,
+    /// `interrupted`; `null` while it runs.
+    pub stop: Option<String>,
 }
 
 impl Summary {

@@ -476,3 +476,52 @@ fn compare_container_mode_binds_the_container_cpuset() {
         support::docker(&["ps", "-aq", "--filter", "label=io.nodeagent.instance=compare"]);
     assert!(left.trim().is_empty(), "containers left: {left}");
 }
+
+/// `--compare` with `--search`: each sub-run searches, and the bindings are ranked by the
+/// capacity found under the SLO. The engine runs 2 requests at once (220 ms each); a third
+/// waits a whole request, so the capacity under a 120 ms TTFT is concurrency 2 under any
+/// binding.
+#[test]
+fn compare_with_a_search_ranks_bindings_by_capacity_under_the_slo() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = "[\"{self}\", \"simulate\", \"--port\", \"{port}\", \"--served-model-name\", \
+                \"{served_model_name}\", \"--prefill-base-ms\", \"20\", \"--prefill-per-token-ms\", \
+                \"0\", \"--decode-base-ms\", \"40\", \"--decode-per-running-ms\", \"0\", \
+                \"--max-num-seqs\", \"2\"]";
+    let cfg = config(dir.path(), argv);
+    let out = dir.path().join("out");
+    let mut cmd = bin();
+    cmd.args(["verify", "--compare", "none,cpus=0", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "6"])
+        .args(["--search", "concurrency", "--slo", "ttft=120ms", "--slo-attainment", "0.95"])
+        .args(["--number", "8", "--quiet"]);
+    let (o, _) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(json["score_unit"], "concurrency under the SLO");
+    for r in json["runs"].as_array().unwrap() {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["capacity"]["kind"], "concurrency", "{r}");
+        assert_eq!(r["capacity"]["value"].as_f64(), Some(2.0), "{r}");
+        assert_eq!(r["capacity"]["stop"], "bracketed", "{r}");
+        let sub: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sub["search"]["best"]["parallel"].as_u64(), Some(2), "{sub:#}");
+    }
+    assert_eq!(json["bindings"][0]["score"]["values"], serde_json::json!([2.0]));
+    assert!(
+        json["verdict"].as_str().unwrap().contains("at 2.0 concurrency under the SLO"),
+        "{}",
+        json["verdict"]
+    );
+    assert!(stdout.contains("none trial 1: capacity 2 concurrency under the SLO"), "{stdout}");
+}

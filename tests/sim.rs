@@ -950,3 +950,55 @@ fn simulate_help_is_pinned() {
         std::fs::read_to_string(path).expect("missing snapshot; run with UPDATE_SNAPSHOTS=1");
     assert_eq!(help, pinned, "simulate --help changed; rerun with UPDATE_SNAPSHOTS=1 if intended");
 }
+
+// ---------------------------------------------------------------------------------------------
+// the listen backlog
+
+/// Regression (issue 17): the listener took tokio's default backlog of 128, so a burst of 300
+/// clients connecting at once had all but ~129 of its SYNs dropped while the server was busy,
+/// and they came back a second later. The simulator here is started on a runtime that is then
+/// left idle, so nothing accepts: every connection must still complete its handshake in the
+/// kernel's accept queue (at least 4096 long, or `somaxconn`).
+#[test]
+fn a_burst_of_connections_fits_the_listen_backlog() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let handle = rt.block_on(sim::start(SimConfig::zero_delay())).unwrap();
+    let addr = handle.addr();
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = 300.min(somaxconn);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..burst)
+        .map(|_| {
+            std::thread::spawn(move || {
+                // Kept open until the end: the queue holds every one of them.
+                TcpStream::connect_timeout(&addr, Duration::from_millis(700))
+            })
+        })
+        .collect();
+    let conns: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused = conns.iter().filter(|c| c.is_err()).count();
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {burst} connections did not complete within 700 ms ({:?} in all)",
+        started.elapsed()
+    );
+    assert!(handle.listen_backlog() >= burst as u32, "{}", handle.listen_backlog());
+    drop((conns, handle));
+}
+
+#[test]
+fn the_backlog_is_clamped_by_somaxconn() {
+    use nodeagent::sim::{effective_backlog, LISTEN_BACKLOG};
+    assert_eq!(LISTEN_BACKLOG, 4096);
+    assert_eq!(effective_backlog(4096, Some("4096\n")), 4096);
+    assert_eq!(effective_backlog(4096, Some("128\n")), 128);
+    assert_eq!(effective_backlog(4096, Some("65535")), 4096);
+    // Unreadable or nonsense: the kernel is assumed to grant what was asked.
+    assert_eq!(effective_backlog(4096, None), 4096);
+    assert_eq!(effective_backlog(4096, Some("lots")), 4096);
+    assert_eq!(effective_backlog(4096, Some("0")), 4096);
+}

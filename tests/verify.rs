@@ -754,3 +754,216 @@ async fn tokenizer_counts_prompt_lengths_and_input_tokens_without_usage() {
     assert_eq!(counts, vec![3, 3, 4, 4, 7, 7]);
     sim.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// SLO search
+
+/// A simulator with a known capacity: 8 requests run at once (`--max-num-seqs 8`), each takes
+/// 20 ms to its first token and 50 ms per further token (270 ms for 6 tokens). A request that
+/// finds the 8 slots taken waits for one: at concurrency 9 the ninth request of the first wave
+/// waits a whole request, so its TTFT is over 290 ms whatever the machine's noise.
+async fn capacity_8_sim() -> sim::SimHandle {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(50));
+    cfg.max_num_seqs = 8;
+    sim::start(cfg).await.unwrap()
+}
+
+/// A concurrency search from 2 under `slo`; the summary from `--out` (`out`) or stdout.
+async fn search(
+    sim: &sim::SimHandle,
+    dir: &Path,
+    slo: &str,
+    out: bool,
+    extra: &[&str],
+) -> (Output, Value) {
+    let data = dataset(dir, 5);
+    let out_dir = dir.join("out");
+    let url = sim.base_url();
+    let mut args = vec![
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--search",
+        "concurrency",
+        "--parallel",
+        "2",
+        "--slo",
+        slo,
+        "--number",
+        "16",
+        "--quiet",
+    ];
+    if out {
+        args.extend_from_slice(&["--out", out_dir.to_str().unwrap()]);
+    } else {
+        // No run directory: a debug build spends seconds per level redrawing chart.png.
+        args.extend_from_slice(&["--format", "json"]);
+    }
+    args.extend_from_slice(extra);
+    let o = verify(&args).await;
+    let s = if out {
+        summary(&out_dir)
+    } else {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+    };
+    (o, s)
+}
+
+fn tried(s: &Value) -> Vec<u64> {
+    s["search"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["parallel"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_search_finds_the_capacity_and_shows_the_failing_step_above_it() {
+    let sim = capacity_8_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Up to concurrency 8 every request gets a slot at once (TTFT 20 ms and the noise of a
+    // loaded machine, seen up to 110 ms); at 9, at least one of its 18 requests waits 270 ms:
+    // under 95 % meet 200 ms.
+    let (o, s) = search(&sim, dir.path(), "ttft=200ms", false, &["--slo-attainment", "0.95"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    check_schema(&s);
+    let search = &s["search"];
+    assert_eq!(search["kind"], "concurrency");
+    assert_eq!(search["attainment"].as_f64(), Some(0.95));
+    assert_eq!(search["slo"]["ttft_s"].as_f64(), Some(0.2));
+    assert_eq!(tried(&s), [2, 4, 8, 16, 12, 10, 9], "{search:#}");
+    assert_eq!(search["stop"], "bracketed");
+    assert_eq!(search["best"]["parallel"].as_u64(), Some(8), "{search:#}");
+    let steps = search["steps"].as_array().unwrap();
+    let above = steps.iter().find(|x| x["parallel"] == 9).unwrap();
+    assert_eq!(above["met"], false);
+    assert!(above["attainment"].as_f64().unwrap() < 0.95, "{above}");
+    // Each step is a level of its own, at the step's concurrency.
+    let levels = s["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), steps.len());
+    for x in steps {
+        let l = &levels[x["level"].as_u64().unwrap() as usize];
+        assert_eq!(l["parallel"], x["parallel"]);
+        assert_eq!(l["goodput"]["good_fraction"], x["attainment"]);
+    }
+    // A step sends --number requests, and at least two per worker.
+    let sent: Vec<u64> = levels.iter().map(|l| l["requests"].as_u64().unwrap()).collect();
+    assert_eq!(sent, [16, 16, 16, 32, 24, 20, 18]);
+    check_accounting(&s);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saturation_stop_ends_a_search_on_an_engine_that_cannot_keep_up() {
+    let sim = capacity_8_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A TTFT objective every step meets: only the saturation stop can end the doubling. From
+    // 8 to 16 the throughput stays at 8 slots' worth while requests queue.
+    let (o, s) = search(&sim, dir.path(), "ttft=30s", true, &[]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .contains("SLO search (concurrency, ttft ≤ 30000 ms for 99 % of requests): best c=16")
+            && stdout.contains("stop: saturated"),
+        "{stdout}"
+    );
+    let chart = std::fs::read_to_string(dir.path().join("out/chart.svg")).unwrap();
+    assert!(chart.contains("SLO search: best c=16 (saturated)"));
+    check_schema(&s);
+    assert_eq!(tried(&s), [2, 4, 8, 16], "{:#}", s["search"]);
+    assert_eq!(s["search"]["stop"], "saturated");
+    assert_eq!(s["search"]["best"]["parallel"].as_u64(), Some(16));
+    let l = s["levels"].as_array().unwrap();
+    let (q8, q16) = (l[2]["qps"].as_f64().unwrap(), l[3]["qps"].as_f64().unwrap());
+    assert!(q16 < q8 * 1.15, "c=16 {q16} req/s against c=8 {q8}");
+    sim.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// server metrics
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_during_a_level_equal_the_simulators_ground_truth() {
+    // 4 slots for 8 clients: 4 requests run and 4 wait most of the time.
+    let mut cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(10));
+    cfg.max_num_seqs = 4;
+    let sim = sim::start(cfg).await.unwrap();
+    // A second engine that gets no load: its counters cannot match the client's.
+    let idle = sim::start(SimConfig::zero_delay()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 5);
+    let run = |metrics: Option<String>| {
+        let (url, data) = (sim.base_url(), data.clone());
+        async move {
+            let mut args = vec![
+                "--url".to_string(),
+                url,
+                "--dataset".into(),
+                "line".into(),
+                "--dataset-path".into(),
+                data,
+                "--parallel".into(),
+                "8".into(),
+                "--number".into(),
+                "40".into(),
+                "--warmup".into(),
+                "8".into(),
+                "--max-tokens".into(),
+                "5".into(),
+                "--ignore-eos".into(),
+                "--metrics-interval".into(),
+                "50ms".into(),
+                "--format".into(),
+                "json".into(),
+                "--quiet".into(),
+            ];
+            if let Some(m) = metrics {
+                args.extend(["--metrics-url".to_string(), m]);
+            }
+            let o = verify(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            assert!(o.status.success(), "{}", text(&o));
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            check_schema(&s);
+            s
+        }
+    };
+    let s = run(None).await;
+    let server = &s["levels"][0]["server"];
+    assert_eq!(server["url"], format!("{}/metrics", sim.base_url()));
+    assert_eq!(server["engine"], "vllm");
+    // The measured phase's requests: every truth record after the preflight (index 0) and
+    // the 8 warmup requests.
+    let truth: Vec<_> = sim.ground_truth().into_iter().filter(|t| t.index > 8).collect();
+    assert_eq!(truth.len(), 40);
+    let sum = |f: fn(&sim::RequestTruth) -> u32| truth.iter().map(|t| f(t) as f64).sum::<f64>();
+    assert_eq!(server["requests"].as_f64(), Some(40.0), "{server:#}");
+    assert_eq!(server["generation_tokens"].as_f64(), Some(sum(|t| t.tokens_sent)), "{server:#}");
+    assert_eq!(server["prompt_tokens"].as_f64(), Some(sum(|t| t.prompt_tokens)), "{server:#}");
+    assert_eq!(server["preemptions"].as_f64(), Some(0.0));
+    for h in ["ttft_s", "e2e_s", "queue_s", "tpot_s"] {
+        assert_eq!(server[h]["count"].as_f64(), Some(40.0), "{h}: {server:#}");
+    }
+    // The simulator's TTFT histogram mean is its ground truth's mean TTFT.
+    let ttft_mean = truth.iter().map(|t| t.ttft().unwrap().as_secs_f64()).sum::<f64>() / 40.0;
+    assert!((server["ttft_s"]["mean"].as_f64().unwrap() - ttft_mean).abs() < 1e-6, "{server:#}");
+    assert_eq!(server["running"]["max"].as_f64(), Some(4.0), "{server:#}");
+    assert!(server["waiting"]["max"].as_f64().unwrap() >= 1.0, "{server:#}");
+    assert!(server["scrapes"].as_u64().unwrap() >= 3, "{server:#}");
+    assert_eq!(server["warnings"], serde_json::json!([]));
+
+    // The metrics of an engine that got none of the load: the shortfall is said.
+    let s = run(Some(format!("{}/metrics", idle.base_url()))).await;
+    let w = s["levels"][0]["server"]["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].as_str().unwrap().contains("counted 0 finished requests"), "{w:?}");
+    sim.shutdown().await.unwrap();
+    idle.shutdown().await.unwrap();
+}

@@ -267,6 +267,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         levels: Vec::new(),
         binding_check: Vec::new(),
         error: None,
+        capacity: None,
     };
     say(
         format!("3. serving the engine simulator on {url} under that binding; sweep c=1, c=4"),

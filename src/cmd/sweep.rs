@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
-use crate::cli::{ArrivalKind, DatasetKind, VerifyApi, VerifyFormat, VerifyRunArgs};
+use crate::cli::{ArrivalKind, DatasetKind, SearchArg, VerifyApi, VerifyFormat, VerifyRunArgs};
 use crate::config::Config;
 use crate::exit::{CmdError, ResultExt};
 use crate::host::cpuset::CpuSet;
@@ -29,6 +29,7 @@ use crate::supervise::runtime::{runtime_for, EngineRuntime, RuntimeOptions};
 use crate::verify::bindings::HostNodes;
 use crate::verify::compare::CompareReport;
 use crate::verify::redact::{Secret, Secrets};
+use crate::verify::search::{SearchKind, SearchSpec};
 use crate::verify::trials::RuntimeFactory;
 use crate::verify::{LevelSpec, SweepSpec};
 
@@ -46,9 +47,11 @@ pub fn parse_slo(text: &str) -> anyhow::Result<Slo> {
             "ttft" => &mut slo.ttft_s,
             "tpot" => &mut slo.tpot_s,
             "itl" => &mut slo.itl_s,
-            "latency" | "e2el" => &mut slo.latency_s,
+            "latency" | "e2el" | "e2e" => &mut slo.latency_s,
             other => {
-                return Err(anyhow!("bad --slo key {other:?}: use ttft, tpot, itl or latency"))
+                return Err(anyhow!(
+                    "bad --slo key {other:?}: use ttft, tpot, itl or latency (e2e)"
+                ))
             }
         };
         *slot = Some(secs);
@@ -102,6 +105,60 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     Ok(specs)
 }
 
+/// The SLO search of `--search`, and the one level that is the template of its steps: a
+/// concurrency search starts at `--parallel` (default 1), a rate search at `--rate` (default
+/// 1/s) with `--parallel` as its cap; one `--number` per step.
+fn search(a: &VerifyRunArgs) -> anyhow::Result<Option<(SearchSpec, LevelSpec)>> {
+    let Some(kind) = a.search else { return Ok(None) };
+    if !(a.slo_attainment > 0.0 && a.slo_attainment <= 1.0) {
+        return Err(anyhow!(
+            "--slo-attainment {}: must be a fraction above 0 and at most 1 (0.99 = 99 %)",
+            a.slo_attainment
+        ));
+    }
+    if a.search_max_steps == 0 {
+        return Err(anyhow!("--search-max-steps must be at least 1"));
+    }
+    if a.number.len() > 1 {
+        return Err(anyhow!("--search takes one --number (requests per step)"));
+    }
+    let one = |values: usize, flag: &str| {
+        if values > 1 {
+            Err(anyhow!("--search starts from one {flag} value, got {values}"))
+        } else {
+            Ok(())
+        }
+    };
+    let number = a.number.first().copied().unwrap_or(1000);
+    let (kind, level) = match kind {
+        SearchArg::Concurrency => {
+            one(a.parallel.len(), "--parallel")?;
+            if !a.rate.is_empty() {
+                return Err(anyhow!("--search concurrency is a closed loop: drop --rate"));
+            }
+            let start = a.parallel.first().copied().unwrap_or(1);
+            if start == 0 {
+                return Err(anyhow!("--search concurrency starts at --parallel 1 or more"));
+            }
+            (SearchKind::Concurrency, LevelSpec { parallel: start, rate: None, number })
+        }
+        SearchArg::Rate => {
+            one(a.rate.len(), "--rate")?;
+            one(a.parallel.len(), "--parallel")?;
+            let rate = a.rate.first().copied().unwrap_or(1.0);
+            let cap = a.parallel.first().copied().unwrap_or(0);
+            (SearchKind::Rate, LevelSpec { parallel: cap, rate: Some(rate), number })
+        }
+    };
+    let spec = SearchSpec {
+        kind,
+        start: level.rate.unwrap_or(level.parallel as f64),
+        attainment: a.slo_attainment,
+        max_steps: a.search_max_steps,
+    };
+    Ok(Some((spec, level)))
+}
+
 /// The `SweepSpec`, the loaded dataset and the output format of `verify`'s arguments.
 pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
     let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
@@ -110,7 +167,15 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         VerifyApi::Completions => Api::Completions,
     });
     let endpoint = Endpoint::parse(&url, api)?;
-    let levels = levels(a)?;
+    let search = search(a)?;
+    let levels = match search {
+        Some((_, template)) => vec![template],
+        None => levels(a)?,
+    };
+    let slo = a.slo.as_deref().map(parse_slo).transpose()?.unwrap_or_default();
+    if search.is_some() && !slo.is_set() {
+        return Err(anyhow!("--search needs at least one objective in --slo"));
+    }
     let max_number = levels.iter().map(|l| l.number).max().unwrap_or(1);
     let path = |kind: &'static str| {
         a.dataset_path.clone().ok_or(crate::loadgen::dataset::DatasetError::NoPath { kind })
@@ -173,16 +238,19 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
             total: a.total_timeout,
         },
         levels,
+        search: search.map(|(s, _)| s),
         arrival,
         warmup: a.warmup,
         duration: a.duration,
         seed: a.seed,
-        slo: a.slo.as_deref().map(parse_slo).transpose()?.unwrap_or_default(),
+        slo,
         out: a.out.clone(),
         preflight: !a.no_preflight,
         progress: !a.quiet,
         grace: a.grace,
         argv: std::env::args().collect(),
+        metrics_url: a.metrics_url.clone(),
+        metrics_interval: a.metrics_interval,
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
     };
     Ok((spec, dataset, a.format))
@@ -360,6 +428,49 @@ mod tests {
         assert!(levels(&run_args(&["--parallel", "0"])).is_err());
         assert!(levels(&run_args(&["--rate", "0"])).is_err());
         assert!(levels(&run_args(&["--parallel", "1", "--number", "0"])).is_err());
+    }
+
+    #[test]
+    fn search_flags_become_a_search_and_its_step_template() {
+        let a = run_args(&["--search", "concurrency", "--slo", "ttft=500ms", "--parallel", "4"]);
+        let (s, l) = search(&a).unwrap().unwrap();
+        assert_eq!(
+            (s.kind, s.start, s.attainment, s.max_steps),
+            (SearchKind::Concurrency, 4.0, 0.99, 12)
+        );
+        assert_eq!((l.parallel, l.rate, l.number), (4, None, 1000));
+        let a = run_args(&[
+            "--search",
+            "rate",
+            "--slo",
+            "e2e=2s",
+            "--rate",
+            "2.5",
+            "--parallel",
+            "64",
+            "--slo-attainment",
+            "0.9",
+            "--search-max-steps",
+            "5",
+            "--number",
+            "50",
+        ]);
+        let (s, l) = search(&a).unwrap().unwrap();
+        assert_eq!((s.kind, s.start, s.attainment, s.max_steps), (SearchKind::Rate, 2.5, 0.9, 5));
+        assert_eq!((l.parallel, l.rate, l.number), (64, Some(2.5), 50));
+        let bad = |argv: &[&str]| search(&run_args(argv)).unwrap_err().to_string();
+        assert!(bad(&["--search", "rate", "--slo", "ttft=1s", "--rate", "1", "2"])
+            .contains("one --rate"));
+        assert!(bad(&["--search", "concurrency", "--slo", "ttft=1s", "--rate", "1"])
+            .contains("drop --rate"));
+        assert!(bad(&["--search", "concurrency", "--slo", "ttft=1s", "--slo-attainment", "0"])
+            .contains("--slo-attainment 0"));
+        assert!(bad(&["--search", "concurrency", "--slo", "ttft=1s", "--n", "1", "2"])
+            .contains("one --number"));
+        // --search without --slo is refused by the parser.
+        assert!(
+            Cli::try_parse_from(["nodeagent", "verify", "--url", "u", "--search", "rate"]).is_err()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::sweep::{build, on_interrupt, raise_open_file_limit};
 use crate::cli::{VerifyArgs, VerifyCommand, VerifyFormat, VerifyRunArgs};
 use crate::exit::{CmdError, ResultExt};
-use crate::report::table::{gpu_table, level_table, sweep_table};
+use crate::report::table::{gpu_table, level_table, search_table, server_table, sweep_table};
 use crate::summary::Summary;
 use crate::verify::{run_sweep, VerifyError};
 
@@ -90,6 +90,10 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
         VerifyFormat::Table => (|| {
             if summary.levels.len() > 1 {
                 sweep_table(&summary.levels, &mut stdout)?;
+            }
+            server_table(&summary.levels, &mut stdout)?;
+            if let Some(search) = &summary.search {
+                search_table(search, &mut stdout)?;
             }
             match &summary.meta.gpu {
                 Some(gpu) => gpu_table(gpu, &mut stdout),

@@ -167,6 +167,7 @@ impl Aggregator {
             tokens_counted: self.counted,
             failures: self.failures.clone(),
             goodput,
+            server: None,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! rate for open-loop sweeps): throughput, TTFT percentiles, latency percentiles, failures.
 //! Drawn with plotters; the PNG's text uses the DejaVu Sans font shipped in `assets/`
 //! (license beside it), so it renders the same on any host. It draws; it computes nothing.
+//! With an SLO search the fourth panel is the attainment of each step (met green, missed red)
+//! against the target, and the title names the capacity found; points are drawn in load order
+//! whatever order the steps ran in.
 
 use std::path::Path;
 use std::sync::Once;
@@ -9,7 +12,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::summary::LevelStats;
+use crate::summary::{LevelStats, SearchSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
@@ -31,12 +34,16 @@ pub fn register_font() {
 const SIZE: (u32, u32) = (1200, 800);
 
 /// The chart as an SVG document.
-pub fn svg(levels: &[LevelStats], title: &str) -> Result<String, ChartError> {
+pub fn svg(
+    levels: &[LevelStats],
+    search: Option<&SearchSummary>,
+    title: &str,
+) -> Result<String, ChartError> {
     register_font();
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        draw(&root, levels, title)
+        draw(&root, levels, search, title)
             .map_err(|reason| ChartError::Draw { path: "chart.svg".into(), reason })?;
         root.present()
             .map_err(|e| ChartError::Draw { path: "chart.svg".into(), reason: e.to_string() })?;
@@ -45,28 +52,88 @@ pub fn svg(levels: &[LevelStats], title: &str) -> Result<String, ChartError> {
 }
 
 /// Writes the chart as a PNG file.
-pub fn png(levels: &[LevelStats], title: &str, path: &Path) -> Result<(), ChartError> {
+pub fn png(
+    levels: &[LevelStats],
+    search: Option<&SearchSummary>,
+    title: &str,
+    path: &Path,
+) -> Result<(), ChartError> {
     register_font();
     let err = |reason: String| ChartError::Draw { path: path.display().to_string(), reason };
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    draw(&root, levels, title).map_err(err)?;
+    draw(&root, levels, search, title).map_err(err)?;
     root.present().map_err(|e| err(e.to_string()))
 }
 
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
+/// `SLO search: best c=8 (bracketed)`.
+fn search_title(s: &SearchSummary) -> String {
+    let best = s.best.as_ref().map_or_else(
+        || "none met".to_string(),
+        |b| match (b.parallel, b.rate) {
+            (_, Some(r)) => format!("best rate={r}/s"),
+            (Some(c), None) => format!("best c={c}"),
+            (None, None) => "-".into(),
+        },
+    );
+    format!("SLO search: {best} ({})", s.stop.as_deref().unwrap_or("running"))
+}
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     levels: &[LevelStats],
+    search: Option<&SearchSummary>,
     title: &str,
 ) -> Result<(), String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     root.fill(&WHITE).map_err(|x| e(&x))?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(|x| e(&x))?;
+    let title = match search {
+        Some(s) => format!("{title} — {}", search_title(s)),
+        None => title.to_string(),
+    };
+    let root = root.titled(&title, ("sans-serif", 22)).map_err(|x| e(&x))?;
     let open = levels.iter().all(|l| l.rate.is_some()) && !levels.is_empty();
     let xdesc = if open { "request rate (req/s)" } else { "concurrency" };
     let x = |l: &LevelStats| if open { l.rate.unwrap_or(0.0) } else { l.parallel as f64 };
-    let pts = |f: fn(&LevelStats) -> f64| levels.iter().map(|l| (x(l), f(l))).collect::<Vec<_>>();
+    // In load order: a search's steps run out of order.
+    let mut sorted: Vec<&LevelStats> = levels.iter().collect();
+    sorted.sort_by(|a, b| x(a).total_cmp(&x(b)));
+    let pts = |f: fn(&LevelStats) -> f64| sorted.iter().map(|l| (x(l), f(l))).collect::<Vec<_>>();
+    let step_pts = |met: bool| -> Vec<(f64, f64)> {
+        let Some(s) = search else { return Vec::new() };
+        let mut v: Vec<(f64, f64)> = s
+            .steps
+            .iter()
+            .filter(|st| st.met == met)
+            .map(|st| (st.rate.unwrap_or(st.parallel.unwrap_or(0) as f64), st.attainment * 100.0))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let fourth: (&str, &str, Vec<Series>) = match search {
+        Some(s) => (
+            "SLO attainment",
+            "% of requests",
+            vec![
+                ("met", GREEN, step_pts(true)),
+                ("missed", RED, step_pts(false)),
+                (
+                    "target",
+                    BLACK,
+                    sorted.iter().map(|l| (x(l), s.attainment * 100.0)).collect::<Vec<_>>(),
+                ),
+            ],
+        ),
+        None => (
+            "failures",
+            "requests",
+            vec![
+                ("failed", RED, pts(|l| l.failed as f64)),
+                ("not sent", MAGENTA, pts(|l| l.not_sent as f64)),
+            ],
+        ),
+    };
     let panels: [(&str, &str, Vec<Series>); 4] = [
         (
             "throughput",
@@ -95,14 +162,7 @@ fn draw<DB: DrawingBackend>(
                 ("p99", RED, pts(|l| l.latency_s.p99)),
             ],
         ),
-        (
-            "failures",
-            "requests",
-            vec![
-                ("failed", RED, pts(|l| l.failed as f64)),
-                ("not sent", MAGENTA, pts(|l| l.not_sent as f64)),
-            ],
-        ),
+        fourth,
     ];
     let areas = root.split_evenly((2, 2));
     let (xmin, xmax) =
@@ -181,7 +241,7 @@ mod tests {
 
     #[test]
     fn svg_has_the_four_panels_and_a_point_per_level() {
-        let s = svg(&levels(), "sweep").unwrap();
+        let s = svg(&levels(), None, "sweep").unwrap();
         assert!(s.starts_with("<svg"), "{}", &s[..60.min(s.len())]);
         for caption in
             ["throughput", "time to first token", "end-to-end latency", "failures", "concurrency"]
@@ -193,15 +253,42 @@ mod tests {
     }
 
     #[test]
+    fn a_search_draws_its_attainment_per_step_and_names_the_capacity() {
+        use crate::summary::SearchStep;
+        let step = |c: u64, a: f64, met: bool| SearchStep {
+            parallel: Some(c),
+            attainment: a,
+            met,
+            ..SearchStep::default()
+        };
+        let search = SearchSummary {
+            kind: "concurrency".into(),
+            attainment: 0.95,
+            // Ran out of order, as a bisection does.
+            steps: vec![step(8, 1.0, true), step(32, 0.5, false), step(16, 0.97, true)],
+            best: Some(step(16, 0.97, true)),
+            stop: Some("max_steps".into()),
+            ..SearchSummary::default()
+        };
+        let mut lv = levels();
+        lv.swap(1, 2);
+        let s = svg(&lv, Some(&search), "sweep").unwrap();
+        assert!(s.contains("SLO attainment") && !s.contains("failures"));
+        assert!(s.contains("SLO search: best c=16 (max_steps)"));
+        // 3 levels x 9 series in three panels + 2 met + 1 missed + 3 target markers.
+        assert_eq!(s.matches("<circle").count(), 27 + 6);
+    }
+
+    #[test]
     fn png_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chart.png");
-        png(&levels(), "sweep", &path).unwrap();
+        png(&levels(), None, "sweep", &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
         assert!(bytes.len() > 10_000, "{}", bytes.len());
         // A single level and no levels still draw.
-        png(&levels()[..1], "one", &path).unwrap();
-        assert!(svg(&[], "none").is_ok());
+        png(&levels()[..1], None, "one", &path).unwrap();
+        assert!(svg(&[], None, "none").is_ok());
     }
 }

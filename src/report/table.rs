@@ -6,7 +6,7 @@ use std::io::Write;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
-use crate::summary::{Dist, LevelStats};
+use crate::summary::{Dist, LevelStats, SearchStep, SearchSummary, Slo};
 
 /// How a level is named in headers: `c=128`, `rate=20/s c≤64`.
 pub fn level_label(l: &LevelStats) -> String {
@@ -148,6 +148,142 @@ pub fn sweep_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Result
     }
     right(&mut t);
     writeln!(w, "{t}")
+}
+
+/// How a search step's load is named: `c=8`, `rate=2.5/s`.
+pub fn step_label(s: &SearchStep) -> String {
+    match (s.parallel, s.rate) {
+        (_, Some(r)) => format!("rate={r}/s"),
+        (Some(c), None) => format!("c={c}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `ttft ≤ 500 ms, tpot ≤ 50 ms`.
+pub fn slo_text(slo: &Slo) -> String {
+    let ms = |x: f64| format!("{} ms", (x * 1e3 * 1000.0).round() / 1000.0);
+    [("ttft", slo.ttft_s), ("tpot", slo.tpot_s), ("itl", slo.itl_s), ("e2e", slo.latency_s)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k} ≤ {}", ms(v))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SLO search: one row per step in the order they ran, then the capacity found.
+pub fn search_table<W: Write>(s: &SearchSummary, mut w: W) -> std::io::Result<()> {
+    let mut t = new_table();
+    t.set_header(vec![
+        "step",
+        "load",
+        "attainment",
+        "met",
+        "req/s",
+        "output tok/s",
+        "TTFT p99 (s)",
+        "TPOT p99 (s)",
+        "latency p50 (s)",
+    ]);
+    for (i, x) in s.steps.iter().enumerate() {
+        t.add_row(vec![
+            format!("{}", i + 1),
+            step_label(x),
+            format!("{:.1} %", x.attainment * 100.0),
+            if x.met { "yes" } else { "NO" }.into(),
+            format!("{:.2}", x.qps),
+            format!("{:.1}", x.output_throughput),
+            format!("{:.3}", x.ttft_p99_s),
+            format!("{:.4}", x.tpot_p99_s),
+            format!("{:.3}", x.latency_p50_s),
+        ]);
+    }
+    right(&mut t);
+    writeln!(w, "{t}")?;
+    writeln!(w, "{}", search_verdict(s))
+}
+
+/// One line: what was searched and what was found.
+pub fn search_verdict(s: &SearchSummary) -> String {
+    let head = format!(
+        "SLO search ({}, {} for {} % of requests)",
+        s.kind,
+        slo_text(&s.slo),
+        (s.attainment * 1000.0).round() / 10.0
+    );
+    let stop = s.stop.as_deref().unwrap_or("running");
+    match &s.best {
+        Some(b) => {
+            let load = |x: &SearchStep| x.rate.unwrap_or(x.parallel.unwrap_or(0) as f64);
+            let above = s
+                .steps
+                .iter()
+                .filter(|x| !x.met && load(x) > load(b))
+                .min_by(|x, y| load(x).total_cmp(&load(y)))
+                .map(|a| format!("; {} missed it ({:.1} %)", step_label(a), a.attainment * 100.0))
+                .unwrap_or_default();
+            format!(
+                "{head}: best {} ({:.1} % met, {:.2} req/s, {:.1} output tok/s){above}; stop: {stop}",
+                step_label(b),
+                b.attainment * 100.0,
+                b.qps,
+                b.output_throughput
+            )
+        }
+        None => format!("{head}: no step met the SLO; stop: {stop}"),
+    }
+}
+
+/// The engine's own metrics per level (`LevelStats::server`); nothing when no level has them.
+pub fn server_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Result<()> {
+    if levels.iter().all(|l| l.server.is_none()) {
+        return Ok(());
+    }
+    let mut t = new_table();
+    t.set_header(vec![
+        "level",
+        "running mean/max",
+        "waiting mean/max",
+        "KV cache max",
+        "requests",
+        "prompt tok",
+        "gen tok",
+        "preempt",
+        "server TTFT p50/p99 (s)",
+        "server e2e p50 (s)",
+    ]);
+    let gauge = |g: &Option<crate::summary::GaugeStats>, pct: bool| match g {
+        Some(g) if pct => format!("{:.1} %", g.max * 100.0),
+        Some(g) => format!("{:.1} / {:.0}", g.mean, g.max),
+        None => "-".into(),
+    };
+    let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0}"));
+    for l in levels {
+        let Some(s) = &l.server else { continue };
+        t.add_row(vec![
+            level_label(l),
+            gauge(&s.running, false),
+            gauge(&s.waiting, false),
+            gauge(&s.kv_cache_usage, true),
+            num(s.requests),
+            num(s.prompt_tokens),
+            num(s.generation_tokens),
+            num(s.preemptions),
+            s.ttft_s.as_ref().map_or("-".into(), |h| format!("{:.3} / {:.3}", h.p50, h.p99)),
+            s.e2e_s.as_ref().map_or("-".into(), |h| format!("{:.3}", h.p50)),
+        ]);
+    }
+    right(&mut t);
+    writeln!(
+        w,
+        "server metrics ({})",
+        levels.iter().find_map(|l| l.server.as_ref()).map_or("", |s| s.url.as_str())
+    )?;
+    writeln!(w, "{t}")?;
+    for l in levels {
+        for warning in l.server.iter().flat_map(|s| &s.warnings) {
+            writeln!(w, "warning: level {}: {warning}", level_label(l))?;
+        }
+    }
+    Ok(())
 }
 
 /// GPU utilization and memory per level (`summary.json`'s `meta.gpu`, sampled while each level

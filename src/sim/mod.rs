@@ -290,6 +290,7 @@ pub enum StopReason {
 /// the runtime ends.
 pub struct SimHandle {
     addr: SocketAddr,
+    backlog: u32,
     shared: Arc<state::Shared>,
     server: JoinHandle<std::io::Result<()>>,
     stop_rx: watch::Receiver<Option<StopReason>>,
@@ -301,23 +302,64 @@ impl std::fmt::Debug for SimHandle {
     }
 }
 
+/// The listen backlog the simulator asks for: connections the kernel completes and queues
+/// before the server accepts them. tokio's default (128) turned a burst of 300 clients into
+/// SYNs dropped and retried a second later; vLLM's server uses 2048.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// The backlog the kernel grants for `wanted`: Linux silently caps it at
+/// `net.core.somaxconn` (`somaxconn`: the text of `/proc/sys/net/core/somaxconn`, `None` when
+/// unreadable, then `wanted` is assumed to hold).
+pub fn effective_backlog(wanted: u32, somaxconn: Option<&str>) -> u32 {
+    match somaxconn.and_then(|s| s.trim().parse::<u32>().ok()) {
+        Some(cap) if cap > 0 => wanted.min(cap),
+        _ => wanted,
+    }
+}
+
+/// A listener on `addr` with `LISTEN_BACKLOG`, clamped by `somaxconn` (a warning says so);
+/// the backlog granted comes back with it.
+fn listen(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, u32)> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok();
+    let backlog = effective_backlog(LISTEN_BACKLOG, somaxconn.as_deref());
+    if backlog < LISTEN_BACKLOG {
+        tracing::warn!(
+            backlog,
+            wanted = LISTEN_BACKLOG,
+            "listen backlog clamped by net.core.somaxconn: a burst of more connections than \
+             this waits for SYN retries (raise it: sysctl -w net.core.somaxconn={LISTEN_BACKLOG})"
+        );
+    }
+    Ok((socket.listen(backlog)?, backlog))
+}
+
 /// Binds the listener and starts serving. Returns once the port accepts connections.
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     config.validate()?;
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| SimError::Bind { addr, source })?;
+    let (listener, backlog) = listen(addr).map_err(|source| SimError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Bind { addr, source })?;
     let (stop_tx, stop_rx) = watch::channel(None);
     let shared = Arc::new(state::Shared::new(config, stop_tx));
     let server = server::spawn(listener, shared.clone());
-    Ok(SimHandle { addr, shared, server, stop_rx })
+    Ok(SimHandle { addr, backlog, shared, server, stop_rx })
 }
 
 impl SimHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The listen backlog granted (`LISTEN_BACKLOG`, or less where `somaxconn` clamps it).
+    pub fn listen_backlog(&self) -> u32 {
+        self.backlog
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash, no `/v1`).

@@ -100,6 +100,35 @@ pub struct TrialRun {
     /// What `/proc` showed for each engine process once it was ready.
     pub binding_check: Vec<crate::supervise::procs::ProcCheck>,
     pub error: Option<String>,
+    /// With `--search`: the capacity the sub-run's SLO search found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+/// The capacity an SLO search found: the highest load meeting the SLO (0 when none did).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// `concurrency` or `rate`.
+    pub kind: String,
+    pub value: f64,
+    /// Why the search ended (`bracketed`, `saturated`, ...).
+    pub stop: Option<String>,
+}
+
+impl Capacity {
+    pub fn of(s: &crate::summary::SearchSummary) -> Self {
+        let value =
+            s.best.as_ref().map_or(0.0, |b| b.rate.unwrap_or(b.parallel.unwrap_or(0) as f64));
+        Self { kind: s.kind.clone(), value, stop: s.stop.clone() }
+    }
+
+    /// How the score reads: `concurrency under the SLO`, `req/s under the SLO`.
+    fn unit(kind: &str) -> String {
+        match kind {
+            "rate" => "req/s under the SLO".into(),
+            other => format!("{other} under the SLO"),
+        }
+    }
 }
 
 /// One binding at one level, across trials.
@@ -125,7 +154,8 @@ pub struct BindingResult {
     pub numactl: Vec<String>,
     pub trials_ok: usize,
     pub levels: Vec<LevelCompare>,
-    /// Output throughput averaged over levels, per trial: the score the verdict ranks.
+    /// Output throughput averaged over levels, per trial: the score the verdict ranks; with
+    /// `--search`, the capacity each trial's search found.
     pub score: Estimate,
     /// Score against `none`, in %, with the 95 % interval of the paired per-trial change.
     pub score_vs_none_pct: Option<Estimate>,
@@ -144,6 +174,14 @@ pub struct CompareReport {
     pub verdict: String,
     /// Sub-runs still to do when the comparison stopped (Ctrl-C or a fatal error).
     pub incomplete: bool,
+    /// What the score is: `output tok/s`, or with `--search` the capacity under the SLO
+    /// (`concurrency under the SLO`, `req/s under the SLO`).
+    #[serde(default = "tok_s")]
+    pub score_unit: String,
+}
+
+fn tok_s() -> String {
+    "output tok/s".into()
 }
 
 fn pct(a: f64, base: f64) -> Option<f64> {
@@ -166,7 +204,12 @@ pub fn analyse(
         .find(|r| r.error.is_none())
         .map(|r| r.levels.iter().map(|(l, _)| l.clone()).collect())
         .unwrap_or_default();
+    // With a search, bindings are ranked by the capacity each trial found.
+    let capacity_kind = runs.iter().find_map(|r| r.capacity.as_ref().map(|c| c.kind.clone()));
     let score_of = |r: &TrialRun| -> f64 {
+        if capacity_kind.is_some() {
+            return r.capacity.as_ref().map_or(f64::NAN, |c| c.value);
+        }
         let v: Vec<f64> = r.levels.iter().map(|(_, f)| f.output_throughput).collect();
         if v.is_empty() {
             f64::NAN
@@ -235,7 +278,9 @@ pub fn analyse(
             score_vs_none_pct,
         });
     }
-    let (best, within_noise, verdict) = verdict(&bindings, base_label.is_some(), trials);
+    let score_unit = capacity_kind.as_deref().map_or_else(tok_s, Capacity::unit);
+    let (best, within_noise, verdict) =
+        verdict(&bindings, base_label.is_some(), trials, &score_unit);
     CompareReport {
         trials,
         order: choices.iter().map(|(c, _)| c.label.clone()).collect(),
@@ -245,6 +290,7 @@ pub fn analyse(
         within_noise,
         verdict,
         incomplete,
+        score_unit,
     }
 }
 
@@ -257,6 +303,7 @@ fn verdict(
     bindings: &[BindingResult],
     has_none: bool,
     trials: u32,
+    unit: &str,
 ) -> (Option<String>, Option<bool>, String) {
     let Some(best) = bindings
         .iter()
@@ -265,8 +312,9 @@ fn verdict(
     else {
         return (None, None, "no binding produced a result: nothing to compare".into());
     };
+    let over = if unit == "output tok/s" { "levels and " } else { "" };
     let mut text = format!(
-        "best: {} at {:.1} output tok/s (mean over levels and {} trial(s))",
+        "best: {} at {:.1} {unit} (mean over {over}{} trial(s))",
         best.label, best.score.mean, best.trials_ok
     );
     let noise = if !has_none {
@@ -426,6 +474,7 @@ pub(super) mod tests {
             levels: vec![("c=8".into(), f)],
             binding_check: vec![],
             error: None,
+            capacity: None,
         }
     }
 
@@ -514,6 +563,48 @@ pub(super) mod tests {
         bad.levels.clear();
         let runs = vec![run("none", 1, 500.0), bad];
         analyse(&choices(), 1, &runs, true)
+    }
+
+    #[test]
+    fn with_a_search_bindings_are_ranked_by_capacity_under_the_slo() {
+        // Throughput says none is better; the capacity under the SLO says nodes=0.
+        let cap = |binding: &str, trial: u32, thr: f64, c: f64| {
+            let mut r = run(binding, trial, thr);
+            r.capacity = Some(Capacity {
+                kind: "concurrency".into(),
+                value: c,
+                stop: Some("bracketed".into()),
+            });
+            r
+        };
+        let runs = vec![
+            cap("none", 1, 600.0, 8.0),
+            cap("nodes=0", 1, 500.0, 12.0),
+            cap("none", 2, 600.0, 9.0),
+            cap("nodes=0", 2, 500.0, 12.0),
+            cap("none", 3, 600.0, 8.0),
+            cap("nodes=0", 3, 500.0, 13.0),
+        ];
+        let r = analyse(&choices(), 3, &runs, false);
+        assert_eq!(r.score_unit, "concurrency under the SLO");
+        assert_eq!(r.best.as_deref(), Some("nodes=0"));
+        assert_eq!(r.bindings[1].score.values, [12.0, 12.0, 13.0]);
+        let e = r.bindings[1].score_vs_none_pct.as_ref().unwrap();
+        // Paired per trial: +50 %, +33.3 %, +62.5 %.
+        assert!((e.mean - (50.0 + 100.0 / 3.0 + 62.5) / 3.0).abs() < 1e-9, "{e:?}");
+        assert!(
+            r.verdict.starts_with(
+                "best: nodes=0 at 12.3 concurrency under the SLO (mean over 3 trial(s))"
+            ),
+            "{}",
+            r.verdict
+        );
+        assert!(r.verdict.contains("serve with nodes=0"), "{}", r.verdict);
+        // Read back from an older compare.json without the unit: output tok/s.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("score_unit");
+        let back: CompareReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back.score_unit, "output tok/s");
     }
 
     #[test]

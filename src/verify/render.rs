@@ -64,6 +64,19 @@ pub fn write_table<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()>
         "one trial: no confidence interval".to_string()
     };
     writeln!(w, "{ci}; trials interleaved: {}", r.order.join(" → "))?;
+    for run in r.runs.iter().filter(|x| x.error.is_none()) {
+        if let Some(c) = &run.capacity {
+            writeln!(
+                w,
+                "  {} trial {}: capacity {} {} (search stop: {})",
+                run.binding,
+                run.trial,
+                c.value,
+                r.score_unit,
+                c.stop.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
     for b in &r.bindings {
         if let Some(e) = &b.score_vs_none_pct {
             if b.binding.is_none() {
@@ -72,13 +85,16 @@ pub fn write_table<W: Write>(r: &CompareReport, mut w: W) -> std::io::Result<()>
             match e.ci95 {
                 Some(ci) => writeln!(
                     w,
-                    "  {}: {:+.1} % output tok/s against none (95 %: {:+.1} % to {:+.1} %)",
+                    "  {}: {:+.1} % {} against none (95 %: {:+.1} % to {:+.1} %)",
                     b.label,
                     e.mean,
+                    r.score_unit,
                     e.mean - ci,
                     e.mean + ci
                 )?,
-                None => writeln!(w, "  {}: {:+.1} % output tok/s against none", b.label, e.mean)?,
+                None => {
+                    writeln!(w, "  {}: {:+.1} % {} against none", b.label, e.mean, r.score_unit)?
+                }
             }
         }
     }

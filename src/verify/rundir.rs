@@ -114,10 +114,15 @@ impl RunDir {
         }
         f.flush().map_err(write_err(&txt))?;
         let title = format!("{} {} ({})", s.meta.model, s.meta.endpoint, s.meta.started_at);
-        let svg = crate::report::chart::svg(&s.levels, &title)?;
+        let svg = crate::report::chart::svg(&s.levels, s.search.as_ref(), &title)?;
         let svg_path = self.dir.join("chart.svg");
         std::fs::write(&svg_path, svg).map_err(write_err(&svg_path))?;
-        crate::report::chart::png(&s.levels, &title, &self.dir.join("chart.png"))?;
+        crate::report::chart::png(
+            &s.levels,
+            s.search.as_ref(),
+            &title,
+            &self.dir.join("chart.png"),
+        )?;
         Ok(())
     }
 }

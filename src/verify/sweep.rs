@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::outdir;
 use super::redact::{Secret, Secrets};
 use super::rundir::{RunDir, VerifyError};
+use super::scrape::{scrape, LevelScraper};
+use super::search::{self, Next, SearchKind, SearchSpec};
+use super::server_metrics;
 use crate::loadgen::client::{Client, Slot};
 use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
@@ -31,7 +34,7 @@ use crate::loadgen::schedule::{Arrival, Mode, Schedule};
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
-use crate::summary::{LevelStats, Meta, Slo, Summary, PERCENTILE_METHOD};
+use crate::summary::{LevelStats, Meta, SearchSummary, Slo, Summary, PERCENTILE_METHOD};
 
 /// One level of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +57,11 @@ pub struct SweepSpec {
     pub secrets: Secrets,
     pub body: BodySettings,
     pub timeouts: Timeouts,
+    /// The levels to run; with `search`, one level: the template of every step (its `number`,
+    /// and for a rate search its concurrency cap).
     pub levels: Vec<LevelSpec>,
+    /// An SLO search (`--search`): the levels are its steps, chosen as it goes.
+    pub search: Option<SearchSpec>,
     pub arrival: Arrival,
     pub warmup: u64,
     pub duration: Option<Duration>,
@@ -67,6 +74,11 @@ pub struct SweepSpec {
     pub grace: Duration,
     /// The command line, as given: `meta.argv` is it with `secrets` redacted.
     pub argv: Vec<String>,
+    /// The engine's Prometheus endpoint (`--metrics-url`); `None`: the server's `/metrics` when
+    /// it answers with vLLM's or llama.cpp's names.
+    pub metrics_url: Option<String>,
+    /// Time between scrapes of the engine's metrics while a level runs; zero: no scraping.
+    pub metrics_interval: Duration,
     /// GPU sampler for the per-level utilization and memory in `meta.gpu` (engine on this host).
     pub gpu_sampler: Option<std::sync::Arc<dyn crate::monitor::Sampler>>,
 }
@@ -115,7 +127,11 @@ pub async fn run_sweep(
     if let Some(to) = &moved {
         tracing::warn!("moved the earlier run's files in this run's directory to {}", to.display());
     }
-    let max_pool = spec.levels.iter().map(pool_for).max().unwrap_or(1);
+    let max_pool = match spec.search {
+        // The steps are not known yet: keep whatever connections the highest may need.
+        Some(_) => search::MAX_CONCURRENCY as usize,
+        None => spec.levels.iter().map(pool_for).max().unwrap_or(1),
+    };
     // Open connections, from the preflight's to the last level's.
     let conns = Arc::new(ConnStash::default());
     let prepared = preflight(spec, dataset, anchor, &run_id, &conns, max_pool, &mut meta).await?;
@@ -125,9 +141,20 @@ pub async fn run_sweep(
     if let Some(to) = moved {
         meta.warnings.push(format!("an earlier run's files were moved to {}", to.display()));
     }
+    let metrics_url = server_metrics_url(spec, &mut meta).await;
     let mut dir =
         spec.out.as_deref().map(|d| RunDir::create(d, spec.secrets.clone())).transpose()?;
-    let mut summary = Summary { levels: Vec::new(), meta };
+    let mut summary = Summary {
+        levels: Vec::new(),
+        meta,
+        search: spec.search.map(|s| SearchSummary {
+            kind: s.kind.name().into(),
+            slo: spec.slo,
+            attainment: s.attainment,
+            max_steps: s.max_steps,
+            ..SearchSummary::default()
+        }),
+    };
     tracing::debug!(max_pool, "sweep starting");
     let levels = Levels {
         spec,
@@ -136,23 +163,64 @@ pub async fn run_sweep(
         prepared,
         conns,
         max_pool,
+        metrics_url,
         abort: abort_after_grace(&interrupt, spec.grace),
         interrupt: interrupt.clone(),
     };
     let mut gpu = spec.gpu_sampler.clone().map(|s| GpuRecorder::start(s, Duration::from_secs(1)));
-    for (i, level) in spec.levels.iter().enumerate() {
+    for i in 0.. {
         if interrupt.is_cancelled() {
+            if let Some(s) = summary.search.as_mut() {
+                s.stop = Some("interrupted".into());
+            }
             break;
         }
-        let stats = levels.run(i, level, dir.as_mut(), gpu.as_mut()).await?;
+        let Some(level) = next_level(spec, &mut summary, i) else { break };
+        let stats = levels.run(i, &level, dir.as_mut(), gpu.as_mut()).await?;
         on_level(&stats);
+        if let (Some(s), Some(spec)) = (summary.search.as_mut(), spec.search.as_ref()) {
+            s.steps.push(search::step_of(spec, i, &stats));
+            s.best = search::best(spec.kind, &s.steps).cloned();
+        }
         summary.levels.push(stats);
         summary.meta.interrupted = interrupt.is_cancelled();
         if let Some(d) = dir.as_mut() {
             d.summary(&summary)?;
         }
     }
+    if let (Some(s), Some(spec)) = (summary.search.as_ref(), spec.search.as_ref()) {
+        tracing::info!(
+            stop = s.stop.as_deref().unwrap_or(""),
+            best = ?s.best.as_ref().map(|b| search::load(spec.kind, b)),
+            "SLO search ended"
+        );
+    }
     finish(summary, gpu, dir, &interrupt, spec.out.clone()).await
+}
+
+/// Level `i` of the sweep: the given level, or the search's next step (`None` when the levels
+/// or the search are done; a finished search's reason goes into `summary.search.stop`).
+fn next_level(spec: &SweepSpec, summary: &mut Summary, i: usize) -> Option<LevelSpec> {
+    let (Some(search), Some(out)) = (spec.search.as_ref(), summary.search.as_mut()) else {
+        return spec.levels.get(i).copied();
+    };
+    let template =
+        spec.levels.first().copied().unwrap_or(LevelSpec { parallel: 1, rate: None, number: 100 });
+    match search::next(search, &out.steps) {
+        Next::Done(stop) => {
+            out.stop = Some(stop.name().into());
+            None
+        }
+        Next::Try(x) => Some(match search.kind {
+            // At least two requests per worker, so each step holds its concurrency a while.
+            SearchKind::Concurrency => LevelSpec {
+                parallel: x as u64,
+                rate: None,
+                number: template.number.max(2 * x as u64),
+            },
+            SearchKind::Rate => LevelSpec { rate: Some(x), ..template },
+        }),
+    }
 }
 
 /// The run's metadata before anything is sent (the preflight may add the model and warnings).
@@ -286,6 +354,40 @@ async fn preflight(
     Ok(Prepared { bodies, prompt_tokens })
 }
 
+/// The engine's metrics URL to scrape during the levels: `--metrics-url` (a warning when it
+/// does not answer with known metric names), else the server's `/metrics` when it does.
+async fn server_metrics_url(spec: &SweepSpec, meta: &mut Meta) -> Option<String> {
+    if spec.metrics_interval.is_zero() {
+        return None;
+    }
+    let u = &spec.endpoint.url;
+    let default = format!(
+        "{}://{}/metrics",
+        u.scheme_str().unwrap_or("http"),
+        u.authority().map_or("", |a| a.as_str())
+    );
+    let given = spec.metrics_url.is_some();
+    let url = spec.metrics_url.clone().unwrap_or(default);
+    let shown = spec.secrets.text(&url);
+    match scrape(&url).await {
+        Some(s) if server_metrics::known(&s) => {
+            tracing::info!(url = %shown, "scraping the server's metrics during each level");
+            Some(url)
+        }
+        Some(_) if given => {
+            meta.warnings.push(format!(
+                "{shown} has neither vLLM's nor llama.cpp's metric names: no server metrics"
+            ));
+            None
+        }
+        None if given => {
+            meta.warnings.push(format!("cannot read {shown}: no server metrics"));
+            None
+        }
+        _ => None,
+    }
+}
+
 /// A token cancelled `grace` after `interrupt`: it cancels the requests still in flight.
 fn abort_after_grace(interrupt: &CancellationToken, grace: Duration) -> CancellationToken {
     let abort = CancellationToken::new();
@@ -306,6 +408,8 @@ struct Levels<'a> {
     prepared: Prepared,
     conns: Arc<ConnStash>,
     max_pool: usize,
+    /// Where the engine's metrics are scraped during each measured phase.
+    metrics_url: Option<String>,
     interrupt: CancellationToken,
     abort: CancellationToken,
 }
@@ -332,6 +436,7 @@ impl Levels<'_> {
             Some(r) => format!("rate={r}/s"),
             None => format!("c={}", level.parallel),
         };
+        let mut scraper = None;
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || self.interrupt.is_cancelled() {
                 continue;
@@ -339,6 +444,9 @@ impl Levels<'_> {
             if !warmup {
                 if let Some(g) = gpu.as_deref_mut() {
                     g.begin_level();
+                }
+                if let Some(url) = &self.metrics_url {
+                    scraper = Some(LevelScraper::start(url, spec.metrics_interval).await);
                 }
             }
             let schedule = Schedule::new(
@@ -370,7 +478,19 @@ impl Levels<'_> {
         if let Some(g) = gpu {
             g.end_level(&label);
         }
-        Ok(agg.finish())
+        let mut stats = agg.finish();
+        if let Some(s) = scraper {
+            stats.server = s.finish().await.map(|mut server| {
+                server.url = spec.secrets.text(&server.url);
+                let output = stats.output_tokens_mean * stats.succeeded as f64;
+                server.warnings = server_metrics::shortfalls(&server, stats.succeeded, output);
+                for w in &server.warnings {
+                    tracing::warn!("level {label}: {w}");
+                }
+                server
+            });
+        }
+        Ok(stats)
     }
 
     /// One phase: `workers` load workers send records over a channel; each is written to the

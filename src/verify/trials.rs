@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::bindings::Choice;
-use super::compare::{analyse, schedule, CompareReport, LevelFigures, TrialRun};
+use super::compare::{analyse, schedule, Capacity, CompareReport, LevelFigures, TrialRun};
 use super::render::{write_chart, write_table};
 use super::sweep::{run_sweep, SweepSpec};
 use crate::binding::Binding;
@@ -101,6 +101,7 @@ pub async fn run_compare(
             levels: Vec::new(),
             binding_check: Vec::new(),
             error: None,
+            capacity: None,
         };
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
@@ -195,6 +196,7 @@ async fn measured(
         .map_err(|e| format!("sweep: {e}"))?;
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
+    run.capacity = outcome.summary.search.as_ref().map(Capacity::of);
     if outcome.summary.meta.interrupted {
         return Err("interrupted during the sweep (what was measured is in the sub-run)".into());
     }
