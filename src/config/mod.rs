@@ -155,6 +155,8 @@ pub struct LaunchConfig {
     pub gpus: Option<Vec<u32>>,
     /// Tensor-parallel size per instance for the plan (default: one instance over all GPUs).
     pub tp: Option<u32>,
+    /// CPUs per NUMA node the plan leaves out of every instance (default: none).
+    pub reserve_cpus: Option<u32>,
 }
 
 /// `[binding]`: `auto = true` takes the plan's binding; otherwise the explicit fields below.
