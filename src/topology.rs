@@ -737,6 +737,36 @@ mod tests {
     }
 
     #[test]
+    fn cores_come_from_hwloc_then_sysfs_sibling_lists() {
+        let core = |i: u32, list: &str| crate::host::facts::CoreFacts {
+            logical_index: i,
+            package: None,
+            cpus: CpuSet::parse_list(list).unwrap(),
+        };
+        let sysfs =
+            MachineFacts { cores: vec![core(0, "0,2"), core(1, "1,3")], ..Default::default() };
+        let hwloc =
+            MachineFacts { cores: vec![core(0, "0-1"), core(1, "2-3")], ..Default::default() };
+        let mut facts = HostFacts { sysfs: Some(sysfs), ..HostFacts::default() };
+        let lists = |t: &Topology| -> Vec<String> {
+            t.cores.as_ref().unwrap().value.iter().map(CpuSet::to_list).collect()
+        };
+        let topo = build(&facts);
+        assert_eq!(lists(&topo), ["0,2", "1,3"]);
+        assert_eq!(
+            topo.cores.as_ref().unwrap().source.to_string(),
+            "sysfs/devices/system/cpu/cpu*/topology/thread_siblings_list"
+        );
+        facts.hwloc = Some(hwloc);
+        let topo = build(&facts);
+        assert_eq!(lists(&topo), ["0-1", "2-3"]);
+        assert_eq!(topo.cores.as_ref().unwrap().source.to_string(), "hwloc (Core objects)");
+        assert_eq!(build(&HostFacts::default()).cores, None);
+        // Not in the probe JSON.
+        assert!(serde_json::to_value(&topo).unwrap().get("cores").is_none());
+    }
+
+    #[test]
     fn a_node_id_no_node_source_lists_is_unknown() {
         let row = GpuTopoRow { index: 0, numa_affinity: Some(5), line: 2, ..GpuTopoRow::default() };
         let facts = HostFacts {
