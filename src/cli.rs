@@ -148,6 +148,11 @@ pub struct PlanArgs {
     /// part, sized by its GPU count).
     #[arg(long)]
     pub share_cores: bool,
+    /// CPUs per NUMA node left out of every instance's binding (whole cores where the host's
+    /// cores are known, each node's first), for the OS, the agent, tokenizers and load
+    /// generators.
+    #[arg(long, value_name = "N")]
+    pub reserve_cpus: Option<u32>,
     /// Output format: `text`, `json` (as `--json`), `slurm-gres` (Slurm `gres.conf` lines with
     /// Slurm's core indexes), `nfd` (a Node Feature Discovery local feature file).
     #[arg(long, value_enum, conflicts_with = "json")]

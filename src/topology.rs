@@ -12,6 +12,9 @@
 //! - GPU CPU affinity: the tool's `CPU Affinity`, then sysfs `local_cpulist` (only when the
 //!   node is known: with `-1` it lists every CPU), then the node's CPUs.
 //!
+//! - cores (the CPUs of each physical core, SMT siblings together): hwloc's `Core` objects,
+//!   then sysfs `thread_siblings_list`; none when neither knows.
+//!
 //! Conditions that later layers act on are typed facts, not warning text: a `--gpu-pci` device
 //! the host lacks is `Topology::missing_gpu_pci` (and a warning, for people).
 //!
@@ -145,6 +148,11 @@ pub struct Topology {
     /// when empty, so a model without them reads as before the field existed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_gpu_pci: Vec<MissingGpuPci>,
+    /// The CPUs of each physical core (its SMT siblings), in core order; `None` when no source
+    /// knew them. The plan cuts shared CPUs and reserves by whole cores with it. Not in the
+    /// probe JSON (the raw `hwloc.xml`/sysfs files keep it).
+    #[serde(skip)]
+    pub cores: Option<Fact<Vec<CpuSet>>>,
 }
 
 impl Topology {
@@ -282,7 +290,23 @@ pub fn build(facts: &HostFacts) -> Topology {
         }
     }
 
-    Topology { vendor: facts.vendor, nodes, gpus, sources, warnings, missing_gpu_pci }
+    let cores = cores(facts);
+    Topology { vendor: facts.vendor, nodes, gpus, sources, warnings, missing_gpu_pci, cores }
+}
+
+/// The cores: hwloc's, else sysfs's sibling lists; `None` when neither has any.
+fn cores(facts: &HostFacts) -> Option<Fact<Vec<CpuSet>>> {
+    let of = |m: &MachineFacts| m.cores.iter().map(|c| c.cpus.clone()).collect::<Vec<_>>();
+    if let Some(h) = facts.hwloc.as_ref().filter(|h| !h.cores.is_empty()) {
+        let ev = Evidence::file(format!("{} (Core objects)", hwloc_name(facts)));
+        return Some(Fact::new(of(h), ev));
+    }
+    let s = facts.sysfs.as_ref().filter(|s| !s.cores.is_empty())?;
+    let ev = Evidence::file(format!(
+        "{}/devices/system/cpu/cpu*/topology/thread_siblings_list",
+        snapshot::SYSFS_DIR
+    ));
+    Some(Fact::new(of(s), ev))
 }
 
 fn hwloc_name(facts: &HostFacts) -> &'static str {
@@ -713,6 +737,36 @@ mod tests {
         // Empty, the field is left out: probe JSON without --gpu-pci reads as before.
         let json = serde_json::to_value(build(&HostFacts::default())).unwrap();
         assert!(json.get("missing_gpu_pci").is_none(), "{json}");
+    }
+
+    #[test]
+    fn cores_come_from_hwloc_then_sysfs_sibling_lists() {
+        let core = |i: u32, list: &str| crate::host::facts::CoreFacts {
+            logical_index: i,
+            package: None,
+            cpus: CpuSet::parse_list(list).unwrap(),
+        };
+        let sysfs =
+            MachineFacts { cores: vec![core(0, "0,2"), core(1, "1,3")], ..Default::default() };
+        let hwloc =
+            MachineFacts { cores: vec![core(0, "0-1"), core(1, "2-3")], ..Default::default() };
+        let mut facts = HostFacts { sysfs: Some(sysfs), ..HostFacts::default() };
+        let lists = |t: &Topology| -> Vec<String> {
+            t.cores.as_ref().unwrap().value.iter().map(CpuSet::to_list).collect()
+        };
+        let topo = build(&facts);
+        assert_eq!(lists(&topo), ["0,2", "1,3"]);
+        assert_eq!(
+            topo.cores.as_ref().unwrap().source.to_string(),
+            "sysfs/devices/system/cpu/cpu*/topology/thread_siblings_list"
+        );
+        facts.hwloc = Some(hwloc);
+        let topo = build(&facts);
+        assert_eq!(lists(&topo), ["0-1", "2-3"]);
+        assert_eq!(topo.cores.as_ref().unwrap().source.to_string(), "hwloc (Core objects)");
+        assert_eq!(build(&HostFacts::default()).cores, None);
+        // Not in the probe JSON.
+        assert!(serde_json::to_value(&topo).unwrap().get("cores").is_none());
     }
 
     #[test]

@@ -424,6 +424,61 @@ fn instances_on_one_node_get_disjoint_cores_unless_shared() {
     assert!(shared[1].1.contains("share cores: the union is kept"), "{}", shared[1].1);
 }
 
+/// The JSON `instances[].cpus` and reasons of `plan --from HOST --json ARGS`.
+fn instance_cpus(host: &str, args: &[&str]) -> Vec<(String, Vec<String>)> {
+    let from = hosts_dir().join(host);
+    let mut all = vec!["plan", "--from", from.to_str().unwrap(), "--json"];
+    all.extend(args);
+    let out = run(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let reasons = i["reasons"].as_array().unwrap();
+            let reasons = reasons.iter().map(|r| r.as_str().unwrap().to_string()).collect();
+            (i["cpus"].as_str().unwrap().to_string(), reasons)
+        })
+        .collect()
+}
+
+/// hwloc-32em64t-2n8c2t: 2 threads per core, siblings `n` and `n + 16`; GPUs 1-3 share node
+/// 1's CPUs 8-15,24-31. Each instance's part holds both threads of each of its cores.
+#[test]
+fn smt_siblings_stay_together_when_a_node_is_split_by_hwloc_cores() {
+    let host = "hwloc-32em64t-2n8c2t-pci-normalio";
+    let plan = instance_cpus(host, &["--tp", "1"]);
+    let cpus: Vec<&str> = plan.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cpus, ["0-7,16-23", "8-9,24-25", "10-12,26-28", "13-15,29-31"]);
+    let why = plan[1].1.last().unwrap();
+    assert!(
+        why.contains("split by GPU count in whole cores (SMT siblings together, from hwloc.xml (Core objects))"),
+        "{why}"
+    );
+
+    // A reserve of 1 CPU takes each node's first whole core (0,16 and 8,24), then node 1's
+    // other 7 cores are split.
+    let plan = instance_cpus(host, &["--tp", "1", "--reserve-cpus", "1"]);
+    let cpus: Vec<&str> = plan.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cpus, ["1-7,17-23", "9-10,25-26", "11-12,27-28", "13-15,29-31"]);
+    assert!(plan[0].1.iter().any(|r| r.contains("CPUs 0,16 are left out")), "{:?}", plan[0].1);
+    assert!(plan[3].1.iter().any(|r| r.contains("CPUs 8,24 are left out")), "{:?}", plan[3].1);
+}
+
+#[test]
+fn a_reserve_that_leaves_an_instance_no_cpu_is_refused() {
+    let from = hosts_dir().join("hwloc-32em64t-2n8c2t-pci-normalio");
+    let out = run(&["plan", "--from", from.to_str().unwrap(), "--reserve-cpus", "16"]);
+    assert_bad_input(&out, "--reserve-cpus 16: a reserve of 16 CPU(s) per NUMA node leaves the instance of GPUs 0,1,2,3 no CPU");
+    // Without known cores (mx-smi only), the reserve presumes 0,64 one core.
+    let plan = instance_cpus("ms-swift-8xc500", &["--tp", "4", "--reserve-cpus", "2"]);
+    let cpus: Vec<&str> = plan.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cpus, ["1-15,65-79", "16-31,80-95"]);
+    assert!(plan[0].1.iter().any(|r| r.contains("SMT siblings unknown")), "{:?}", plan[0].1);
+}
+
 #[test]
 fn plan_help_is_pinned() {
     let out = run(&["plan", "--help"]);
@@ -435,6 +490,7 @@ fn plan_help_is_pinned() {
         "--tp",
         "--host-memory-gb",
         "--share-cores",
+        "--reserve-cpus",
         "--json",
         "--gpu-pci",
         "--tool-timeout",

@@ -363,6 +363,23 @@ fn print_config_places_instance_one_of_a_tp2_split() {
     );
 }
 
+/// Issue 13: `launch.reserve_cpus` reaches the plan as `plan --reserve-cpus` does: the seed's
+/// node 0 (0-15) keeps CPUs 0-1 back, instance 1 of the TP-2 split gets the second half of 2-15.
+#[test]
+fn print_config_takes_the_reserve_from_launch_reserve_cpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"numactl\"\ntp = 2\ninstance = 1\nreserve_cpus = 2\n[binding]\nauto = true\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config", "--from", "testdata/hosts/seed-4xmxc500", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(r#"argv: ["numactl","--physcpubind=9-15","--membind=0","--""#), "{text}");
+}
+
 /// The engine argv of the project's own simulator on the config's port, plus `extra`.
 fn simulator_argv(extra: &[&str]) -> Vec<String> {
     let base = ["{self}", "simulate", "--host", "127.0.0.1", "--port", "{port}"];

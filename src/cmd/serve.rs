@@ -161,6 +161,7 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<(Binding, Placement), CmdErro
         split: c.launch.tp.map_or(Split::One, Split::Tp),
         host_memory_gb: None,
         share_cores: false,
+        reserve_cpus: c.launch.reserve_cpus.unwrap_or(0),
     };
     let plan = plan::plan(&topo, &request).context("binding.auto: planning").bad_input()?;
     let index = c.launch.instance.unwrap_or(0);

@@ -58,6 +58,7 @@ pub fn request(args: &PlanArgs) -> PlanRequest {
         },
         host_memory_gb: args.host_memory_gb,
         share_cores: args.share_cores,
+        reserve_cpus: args.reserve_cpus.unwrap_or(0),
     }
 }
 
@@ -93,6 +94,7 @@ pub fn flag_words(error: &PlanError) -> String {
         PlanError::BadMemory { value } => {
             format!("--host-memory-gb {value}: must be a positive number")
         }
+        PlanError::ReserveLeavesNoCpu { count, .. } => format!("--reserve-cpus {count}: {error}"),
     }
 }
 
@@ -139,6 +141,10 @@ mod tests {
             (
                 PlanError::BadMemory { value: -1.0 },
                 "--host-memory-gb -1: must be a positive number",
+            ),
+            (
+                PlanError::ReserveLeavesNoCpu { count: 8, gpus: "0".into(), cpus: "0-7".into() },
+                "--reserve-cpus 8: a reserve of 8 CPU(s) per NUMA node leaves the instance of GPUs 0 no CPU (its CPUs 0-7 are all reserved)",
             ),
         ];
         for (error, words) in cases {

@@ -162,6 +162,8 @@ pub struct LaunchConfig {
     /// The engine port of each instance (entry N: instance N); an instance past the list
     /// serves at `engine.port` + N (counted from this config's own `launch.instance`).
     pub ports: Option<Vec<u16>>,
+    /// CPUs per NUMA node the plan leaves out of every instance (default: none).
+    pub reserve_cpus: Option<u32>,
 }
 
 /// `[binding]`: `auto = true` takes the plan's binding; otherwise the explicit fields below.

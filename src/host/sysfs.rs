@@ -9,7 +9,9 @@
 //! devices/system/node/node0/meminfo     Node 0 MemTotal:       66551808 kB
 //!                                       Node 0 MemFree:         5068800 kB ...
 //! bus/pci/devices/0000:05:00.0/class    0x120000 (then vendor, device, numa_node, local_cpulist)
+//! devices/system/cpu/cpu0/topology/thread_siblings_list   0,64
 //! ```
+//! A sibling list is read only for a CPU no earlier list named (one file per core).
 //! Only PCI devices that can be GPUs (display or processing-accelerator class, or named by the
 //! caller) are read past `class`, so a snapshot stays small. This module does not decide which
 //! of them are GPUs: `crate::host` does.
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::cpuset::CpuSet;
-use super::facts::{normalize_bus_id, MachineFacts, NodeFacts, PciDeviceFacts};
+use super::facts::{normalize_bus_id, CoreFacts, MachineFacts, NodeFacts, PciDeviceFacts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
@@ -148,10 +150,39 @@ pub fn read(root: &Path, extra_pci: &[String]) -> Result<SysfsFacts, SysfsError>
             os_devices: Vec::new(),
         });
     }
-    Ok(SysfsFacts {
-        machine: MachineFacts { nodes, pci_devices, cores: Vec::new() },
-        files: r.files,
-    })
+    let cores = read_cores(&mut r)?;
+    Ok(SysfsFacts { machine: MachineFacts { nodes, pci_devices, cores }, files: r.files })
+}
+
+/// The cores from `devices/system/cpu/cpuN/topology/thread_siblings_list`, in order of their
+/// first CPU; empty when the files are absent (a snapshot taken before they were read).
+fn read_cores(r: &mut Reader<'_>) -> Result<Vec<CoreFacts>, SysfsError> {
+    let mut cpus: Vec<u32> = r
+        .list_dir("devices/system/cpu")?
+        .iter()
+        .filter_map(|name| name.strip_prefix("cpu")?.parse().ok())
+        .collect();
+    cpus.sort_unstable();
+    let mut seen = CpuSet::new();
+    let mut cores: Vec<CpuSet> = Vec::new();
+    for cpu in cpus {
+        if seen.contains(cpu) {
+            continue;
+        }
+        let rel =
+            PathBuf::from(format!("devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"));
+        let Some(text) = r.read(&rel)? else { continue };
+        let core =
+            CpuSet::parse_list(text.trim()).map_err(|_| r.err(&rel, 1, "bad cpu list", &text))?;
+        seen = seen.union(&core);
+        cores.push(core);
+    }
+    cores.sort_by_key(CpuSet::first);
+    Ok(cores
+        .into_iter()
+        .enumerate()
+        .map(|(i, cpus)| CoreFacts { logical_index: i as u32, package: None, cpus })
+        .collect())
 }
 
 fn read_hex(r: &mut Reader<'_>, rel: &Path) -> Result<Option<u32>, SysfsError> {
@@ -289,6 +320,24 @@ mod tests {
         write(dir.path(), "devices/system/node/node0/distance", "10\n");
         let err = read(dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("node0/distance:1: 1 distances for 2 nodes"), "{err}");
+    }
+
+    #[test]
+    fn sibling_lists_give_one_core_each_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (cpu, list) in [(0, "0,2"), (1, "1,3"), (2, "0,2"), (3, "1,3")] {
+            let rel = format!("devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+            write(dir.path(), &rel, &format!("{list}\n"));
+        }
+        std::fs::create_dir_all(dir.path().join("devices/system/cpu/cpufreq")).unwrap();
+        let facts = read(dir.path(), &[]).unwrap();
+        let cores: Vec<String> = facts.machine.cores.iter().map(|c| c.cpus.to_list()).collect();
+        assert_eq!(cores, ["0,2", "1,3"]);
+        // cpu2 and cpu3 were named by cpu0's and cpu1's lists: not read.
+        assert_eq!(facts.files.len(), 2);
+        write(dir.path(), "devices/system/cpu/cpu1/topology/thread_siblings_list", "1-x\n");
+        let err = read(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("cpu1/topology/thread_siblings_list:1: bad cpu list"), "{err}");
     }
 
     #[test]

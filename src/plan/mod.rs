@@ -16,6 +16,11 @@
 //!    `--membind`, so allocations spill over instead of failing.
 //! 6. Instances that got the same CPUs (several instances on one node) get disjoint parts of
 //!    them, sized by GPU count (`cores.rs`), bound by CPU list; `share_cores` keeps the union.
+//!    With the host's cores known (`Topology::cores`) the cut is by whole cores, so SMT
+//!    siblings stay in one part; without, by ranges, and the reason says siblings were unknown.
+//! 7. A reserve (`reserve_cpus`, applied before rule 6): each node's first CPUs (whole cores
+//!    where known) are left out of every instance, for the OS, the agent, tokenizers and load
+//!    generators; an instance left no CPU is an error.
 //!
 //! `bind_instance` runs one function per rule (`gpu_nodes`, `cpu_nodes`, `cpus_of`,
 //! `memory_nodes`, `memory_policy`). `PlanError` names the request value or host fact at
@@ -28,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
 use crate::host::facts::Vendor;
-use crate::topology::{Gpu, Node, Topology};
+use crate::topology::{Fact, Gpu, Node, Topology};
 
 pub mod cores;
 
@@ -126,6 +131,8 @@ pub struct PlanRequest {
     pub host_memory_gb: Option<f64>,
     /// Instances that share CPUs keep the shared set (rule 6 off).
     pub share_cores: bool,
+    /// CPUs per NUMA node left out of every instance (rule 7); 0 = none.
+    pub reserve_cpus: u32,
 }
 
 /// Why no plan: each variant names the request value or host fact at fault, never a flag;
@@ -152,6 +159,8 @@ pub enum PlanError {
     UnevenTp { count: usize, tp: u32 },
     #[error("host memory {value} GB: must be a positive number")]
     BadMemory { value: f64 },
+    #[error("a reserve of {count} CPU(s) per NUMA node leaves the instance of GPUs {gpus} no CPU (its CPUs {cpus} are all reserved)")]
+    ReserveLeavesNoCpu { count: u32, gpus: String, cpus: String },
 }
 
 fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
@@ -188,7 +197,8 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
     // Number instances in GPU order, as a user reads them.
     groups.sort_by_key(|g| g.first().map(|g| g.index));
     let mut instances: Vec<Instance> = groups.iter().map(|g| bind_instance(topo, g, req)).collect();
-    shared_cores(&mut instances, req.share_cores);
+    reserve_cpus(topo, &mut instances, req.reserve_cpus)?;
+    shared_cores(&mut instances, req.share_cores, topo.cores.as_ref());
 
     Ok(Plan {
         gpus: topo.gpus.iter().map(plan_gpu).collect(),
@@ -518,9 +528,54 @@ fn memory_policy(
     memory
 }
 
+/// Rule 7: every bound instance loses the reserved CPUs (each node's first `count`, by whole
+/// cores where `topo.cores` knows them) and is bound by CPU list; the reason names them.
+fn reserve_cpus(topo: &Topology, instances: &mut [Instance], count: u32) -> Result<(), PlanError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let cores = topo.cores.as_ref().map(|f| f.value.as_slice());
+    let reserved = topo.nodes.iter().filter(|n| n.has_cpus()).fold(CpuSet::new(), |acc, n| {
+        acc.union(&cores::reserve(&n.cpus.value, cores, count as usize))
+    });
+    let how = match &topo.cores {
+        Some(f) => format!("each node's first whole cores, SMT siblings together, from {}", f.source),
+        None => "each node's first CPUs; SMT siblings unknown: where a node's CPU ranges have one length, the n-th CPU of each is presumed one core".into(),
+    };
+    for inst in instances.iter_mut().filter(|i| i.binding.cpus.is_some()) {
+        let taken = inst.cpus.intersection(&reserved);
+        if taken.is_empty() {
+            continue;
+        }
+        let kept = inst.cpus.difference(&reserved);
+        if kept.is_empty() {
+            return Err(PlanError::ReserveLeavesNoCpu {
+                count,
+                gpus: join(&inst.gpus),
+                cpus: inst.cpus.to_list(),
+            });
+        }
+        let mut reasons = std::mem::take(&mut inst.reasons);
+        reasons.push(format!(
+            "reserve of {count} CPU(s) per NUMA node (--reserve-cpus) for the OS, the agent, tokenizers and load generators: CPUs {} are left out ({how}); this instance gets {}, bound by CPU list",
+            taken.to_list(),
+            kept.to_list()
+        ));
+        let binding = Binding {
+            cpu_nodes: Vec::new(),
+            cpus: Some(kept.clone()),
+            memory: inst.binding.memory.clone(),
+        };
+        let (gpus, nodes) = (inst.gpus.clone(), inst.numa_nodes.clone());
+        *inst = bound(gpus, nodes, kept, binding, reasons);
+    }
+    Ok(())
+}
+
 /// Rule 6: instances with the same CPUs get disjoint parts of them (by GPU count), bound by
-/// CPU list, unless `share` keeps the union; each reason says which.
-fn shared_cores(instances: &mut [Instance], share: bool) {
+/// CPU list, unless `share` keeps the union; by whole cores when `cores` knows them. Each
+/// reason says which rule applied.
+fn shared_cores(instances: &mut [Instance], share: bool, cores: Option<&Fact<Vec<CpuSet>>>) {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, inst) in instances.iter().enumerate() {
         if inst.binding.cpus.is_some() {
@@ -530,7 +585,12 @@ fn shared_cores(instances: &mut [Instance], share: bool) {
     for members in groups.into_values().filter(|m| m.len() > 1) {
         let shared = instances[members[0]].cpus.clone();
         let weights: Vec<usize> = members.iter().map(|&i| instances[i].gpus.len()).collect();
-        let parts = if share { None } else { cores::split(&shared, &weights) };
+        let parts = match cores {
+            _ if share => None,
+            Some(c) => cores::split_by_cores(&shared, &c.value, &weights),
+            None => cores::split(&shared, &weights),
+        };
+        let unit = if cores.is_some() { "cores" } else { "CPUs" };
         for (k, &i) in members.iter().enumerate() {
             let others: Vec<String> =
                 members.iter().filter(|&&j| j != i).map(|&j| join(&instances[j].gpus)).collect();
@@ -541,8 +601,14 @@ fn shared_cores(instances: &mut [Instance], share: bool) {
                     others.join(" and ")
                 ),
                 None => format!(
-                    "CPUs {shared} are shared with the instance(s) of GPUs {}: too few CPUs to split by GPU count, the union is kept",
+                    "CPUs {shared} are shared with the instance(s) of GPUs {}: too few {unit} to split by GPU count, the union is kept",
                     others.join(" and ")
+                ),
+                Some(parts) if cores.is_some() => format!(
+                    "CPUs {shared} are shared with the instance(s) of GPUs {}: split by GPU count in whole cores (SMT siblings together, from {}), this instance gets {} (--share-cores keeps the union)",
+                    others.join(" and "),
+                    cores.map(|c| c.source.to_string()).unwrap_or_default(),
+                    parts[k]
                 ),
                 Some(parts) => format!(
                     "CPUs {shared} are shared with the instance(s) of GPUs {}: split by GPU count, this instance gets {} (SMT siblings unknown: each contiguous range is cut in the same proportions; --share-cores keeps the union)",

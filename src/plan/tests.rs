@@ -148,6 +148,7 @@ fn plan_errors_name_no_flag() {
         PlanError::Uneven { count: 3, instances: 2 },
         PlanError::UnevenTp { count: 3, tp: 2 },
         PlanError::BadMemory { value: -1.0 },
+        PlanError::ReserveLeavesNoCpu { count: 8, gpus: "0".into(), cpus: "0-7".into() },
     ];
     for e in all {
         assert!(!e.to_string().contains("--"), "{e}");
@@ -237,4 +238,70 @@ fn cpu_affinity_with_cpus_no_node_has_is_ignored() {
         topology::build(&facts(two_sockets(), vec![row(0, Some(0), Some("0-7,64-950"), None)]));
     assert!(topo.warnings.iter().any(|w| w.contains("CPUs no node has")));
     assert_eq!(topo.gpus[0].cpu_affinity.as_ref().unwrap().value.to_list(), "0-7");
+}
+
+/// One socket, 4 cores with siblings side by side (`0,1` one core), 3 GPUs on it; with
+/// `cores`, the host's cores are known (as hwloc or sysfs would give them).
+fn one_socket_three_gpus(known: bool) -> Topology {
+    let rows = (0..3).map(|i| row(i, Some(0), Some("0-7"), None)).collect();
+    let mut f = facts(vec![node(0, "0-7", 64000, 60000, &[10])], rows);
+    if known {
+        let cores = (0..4)
+            .map(|c| crate::host::facts::CoreFacts {
+                logical_index: c,
+                package: Some(0),
+                cpus: cpus(&format!("{},{}", 2 * c, 2 * c + 1)),
+            })
+            .collect();
+        f.hwloc = Some(crate::host::facts::MachineFacts { cores, ..Default::default() });
+    }
+    topology::build(&f)
+}
+
+fn cpu_lists(plan: &Plan) -> Vec<String> {
+    plan.instances.iter().map(|i| i.cpus.to_list()).collect()
+}
+
+#[test]
+fn a_shared_node_is_split_by_whole_cores_when_they_are_known() {
+    let req = PlanRequest { split: Split::Tp(1), ..Default::default() };
+    let plan = plan(&one_socket_three_gpus(true), &req).unwrap();
+    // 4 cores for 3 instances: 1, 1 and 2 cores, never a core across two instances.
+    assert_eq!(cpu_lists(&plan), ["0-1", "2-3", "4-7"]);
+    let why = plan.instances[0].reasons.last().unwrap();
+    assert!(
+        why.contains("whole cores (SMT siblings together, from hwloc (Core objects))"),
+        "{why}"
+    );
+
+    // Unknown cores: the range is cut as before (CPU 1 and 2 of core 0,1 / 2,3 part ways),
+    // and the reason says the siblings were unknown.
+    let plan = super::plan(&one_socket_three_gpus(false), &req).unwrap();
+    assert_eq!(cpu_lists(&plan), ["0-1", "2-4", "5-7"]);
+    let why = plan.instances[0].reasons.last().unwrap();
+    assert!(why.contains("SMT siblings unknown"), "{why}");
+}
+
+#[test]
+fn the_reserve_leaves_each_nodes_first_cores_out_of_every_instance() {
+    let req = PlanRequest { split: Split::Tp(1), reserve_cpus: 1, ..Default::default() };
+    let plan = plan(&one_socket_three_gpus(true), &req).unwrap();
+    // Core 0,1 reserved whole (1 CPU asked, a core is never half reserved); 3 cores left.
+    assert_eq!(cpu_lists(&plan), ["2-3", "4-5", "6-7"]);
+    let inst = &plan.instances[0];
+    assert_eq!(inst.numactl.as_deref(), Some("numactl --physcpubind=2-3 --membind=0"));
+    assert!(inst.reasons.iter().any(|r| r.contains("CPUs 0-1 are left out")), "{:?}", inst.reasons);
+
+    let plan = super::plan(&one_socket_three_gpus(false), &req).unwrap();
+    assert_eq!(cpu_lists(&plan), ["1-2", "3-4", "5-7"]);
+
+    let req = PlanRequest { reserve_cpus: 8, ..Default::default() };
+    assert_eq!(
+        super::plan(&one_socket_three_gpus(true), &req),
+        Err(PlanError::ReserveLeavesNoCpu { count: 8, gpus: "0,1,2".into(), cpus: "0-7".into() })
+    );
+    // A reserve of 0 changes nothing.
+    let req = PlanRequest { reserve_cpus: 0, ..Default::default() };
+    let plan = super::plan(&one_socket_three_gpus(true), &req).unwrap();
+    assert_eq!(plan.instances[0].numactl.as_deref(), Some("numactl --cpunodebind=0 --membind=0"));
 }
