@@ -448,9 +448,11 @@ fn serve_on_the_simulator_exports_metrics_and_restarts_a_gpu_hung_engine() {
     )
     .unwrap();
     // The cards show 0 % utilization throughout: idle is fine, idle with requests is a hang.
+    // The listed processes are no live pid here (another PID namespace, to the occupancy
+    // preflight: a warning): a live foreign pid on the GPUs would refuse the start.
     let steps = dir.path().join("steps");
     std::fs::create_dir(&steps).unwrap();
-    std::fs::write(steps.join("1.txt"), mx_table(1, 2, false)).unwrap();
+    std::fs::write(steps.join("1.txt"), mx_table(4000002, 4000003, false)).unwrap();
     let state = dir.path().join("state");
     let mut agent = bin()
         .args(["serve", "--config"])
