@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/promtool.rs"]
+mod promtool_support;
+use promtool_support::promtool;
+
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
@@ -76,22 +80,6 @@ fn wait_status(addr: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         assert!(Instant::now() < deadline, "timed out waiting for {what}; last /status: {v:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// `promtool check metrics`: exit 0 clean, 3 parsed but lint problems, 1 unparsable.
-fn promtool(text: &str) -> (i32, String) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed: scripts/setup.sh test");
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    let msg =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), msg)
 }
 
 /// nodeagent's own metrics must pass promtool's parser and linter outright; the engine's

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use nodeagent::host::nvml::{NvmlError, NvmlLib};
 use serde_json::Value;
 
+#[path = "support/promtool.rs"]
+mod promtool_support;
+use promtool_support::promtool;
+
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
@@ -369,21 +373,6 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     wait("the alerts to clear", &|v| alerts(v).is_empty());
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn promtool(text: &str) -> (i32, String) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed: scripts/setup.sh test");
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    let msg =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), msg)
 }
 
 /// `serve` of a 2-GPU instance on the fake NVML: links down refuse the start in one line
