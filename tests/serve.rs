@@ -331,6 +331,15 @@ fn print_config_shows_the_seed_command() {
     assert!(text.contains(r#"argv: ["numactl","--cpunodebind=0","--membind=0","--","vllm","serve","/data/Qwen2.5-72B-Instruct","--served-model-name","qwen2.5","--tensor-parallel-size","4""#), "{text}");
 }
 
+/// `serve --print-config --from testdata/hosts/seed-4xmxc500 --config CONFIG`.
+fn print_config_on_the_seed(config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["serve", "--print-config", "--from", "testdata/hosts/seed-4xmxc500", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// Issue 13: the seed host split with TP 2; instance 1 gets `--tensor-parallel-size 2` and
 /// GPUs 2,3 through both MetaX visibility variables.
 #[test]
@@ -338,11 +347,7 @@ fn print_config_places_instance_one_of_a_tp2_split() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"bare\"\ntp = 2\ninstance = 1\n[binding]\nauto = true\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--print-config", "--from", "testdata/hosts/seed-4xmxc500", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = print_config_on_the_seed(&config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(r#""--tensor-parallel-size","2""#), "{text}");
@@ -350,11 +355,7 @@ fn print_config_places_instance_one_of_a_tp2_split() {
     assert!(text.contains("CUDA_VISIBLE_DEVICES=2,3 MACA_VISIBLE_DEVICES=2,3"), "{text}");
     // A contradicting explicit value is bad input (exit 2), one line.
     std::fs::write(&config, "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"bare\"\ntp = 2\ninstance = 1\n[binding]\nauto = true\n[engine.env]\nMACA_VISIBLE_DEVICES = \"0,1\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--print-config", "--from", "testdata/hosts/seed-4xmxc500", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = print_config_on_the_seed(&config);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -370,11 +371,7 @@ fn print_config_takes_the_reserve_from_launch_reserve_cpus() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[launch]\nmode = \"numactl\"\ntp = 2\ninstance = 1\nreserve_cpus = 2\n[binding]\nauto = true\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--print-config", "--from", "testdata/hosts/seed-4xmxc500", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = print_config_on_the_seed(&config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(r#"argv: ["numactl","--physcpubind=9-15","--membind=0","--""#), "{text}");
