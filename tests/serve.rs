@@ -146,9 +146,12 @@ fn run_and_stop(mode: &str) {
     let mut agent =
         Agent::start(&["--workers", "2"], &format!("{BIND_CPU1}\n[launch]\nmode = \"{mode}\"\n"));
     let st = agent.wait_state("ready", Duration::from_secs(30));
-    // READY=1 only once healthy, with STATUS= lines before it.
-    let notices = agent.notices();
-    assert!(notices.iter().any(|n| n == "READY=1"), "{notices:?}");
+    // READY=1 only once healthy, with STATUS= lines before it. The status record may say
+    // `ready` a moment before the datagram is read here: wait for it rather than race it.
+    let notices = wait_for("READY=1", Duration::from_secs(10), || {
+        let n = agent.notices();
+        n.iter().any(|n| n == "READY=1").then_some(n)
+    });
     assert!(notices.iter().any(|n| n.starts_with("STATUS=ready: engine healthy")), "{notices:?}");
     // The engine, 2 workers in their own sessions, each with a child: 5 processes.
     let all = wait_for("5 engine processes", Duration::from_secs(10), || {
