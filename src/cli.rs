@@ -545,6 +545,10 @@ pub struct VerifyRunArgs {
     /// Inter-arrival distribution of the open loop.
     #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
     pub arrival: ArrivalKind,
+    /// Open loop: wait for each send on tokio's 1 ms timer alone, the old imprecise wait
+    /// (for `scripts/bench-openloop.sh`'s before/after only).
+    #[arg(long, hide = true)]
+    pub coarse_timer: bool,
     /// Gamma shape for `--arrival gamma` (below 1 burstier than Poisson, above 1 smoother).
     #[arg(long, default_value_t = 1.0)]
     pub burstiness: f64,

@@ -175,6 +175,7 @@ pub struct LevelStats {
     pub itl_s: Dist,
     pub latency_s: Dist,
     pub ntpot_s: Dist,
+    /// Send minus planned instant of every measured request (`RequestRecord::schedule_lag`).
     pub schedule_lag_s: Dist,
     pub input_tokens: Dist,
     pub output_tokens: Dist,

@@ -21,7 +21,7 @@ use crate::host::cpuset::CpuSet;
 use crate::launch::spec::LaunchSpec;
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::request::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
-use crate::loadgen::schedule::Arrival;
+use crate::loadgen::schedule::{Arrival, Pacing};
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::monitor::{Sampler, ToolSampler};
 use crate::summary::Slo;
@@ -240,6 +240,7 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         levels,
         search: search.map(|(s, _)| s),
         arrival,
+        pacing: if a.coarse_timer { Pacing::Coarse } else { Pacing::Exact },
         warmup: a.warmup,
         duration: a.duration,
         seed: a.seed,

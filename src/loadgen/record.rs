@@ -170,8 +170,10 @@ impl RequestRecord {
         (self.output_tokens > 0).then(|| self.latency() / self.output_tokens as f64)
     }
 
-    /// How late the send was against the schedule (client-side lag, or an open loop capped by
-    /// its concurrency).
+    /// How late the send was against the schedule: `sent_s - scheduled_s`, the instant the
+    /// request was handed to its connection minus its planned instant (an open loop's arrival
+    /// time; a closed loop's ticket draw). Microseconds when the client keeps up; an open loop
+    /// at its concurrency cap, or a client that cannot keep up, queues here.
     pub fn schedule_lag(&self) -> f64 {
         (self.sent_s - self.scheduled_s).max(0.0)
     }

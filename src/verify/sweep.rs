@@ -30,7 +30,7 @@ use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::TokenSource;
 use crate::loadgen::request::{Api, BodySettings, ClientError, Endpoint, Timeouts};
-use crate::loadgen::schedule::{Arrival, Mode, Schedule};
+use crate::loadgen::schedule::{Arrival, Mode, Pacing, Schedule};
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
@@ -63,6 +63,8 @@ pub struct SweepSpec {
     /// An SLO search (`--search`): the levels are its steps, chosen as it goes.
     pub search: Option<SearchSpec>,
     pub arrival: Arrival,
+    /// How an open loop waits for each send (`Pacing::Coarse`: `--coarse-timer`).
+    pub pacing: Pacing,
     pub warmup: u64,
     pub duration: Option<Duration>,
     pub seed: u64,
@@ -455,7 +457,8 @@ impl Levels<'_> {
                 spec.seed.wrapping_add(i as u64),
                 if warmup { None } else { spec.duration },
                 self.interrupt.child_token(),
-            )?;
+            )?
+            .with_pacing(spec.pacing);
             let phase = Arc::new(Phase {
                 level: i as u32,
                 warmup,
