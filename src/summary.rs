@@ -207,6 +207,21 @@ pub struct LevelStats {
     /// `/metrics` when it answers with vLLM's or llama.cpp's names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerLevel>,
+    /// The kernel's NUMA counters over the level's measured phase
+    /// (`/sys/devices/system/node/node*/numastat`); `null` where the host has none.
+    #[serde(default)]
+    pub numa: Option<NumaCounters>,
+}
+
+/// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,
+/// `numa_foreign`, `local_node`, `other_node`; pages) from the start to the end of a measured
+/// phase: per node, and summed over the nodes. Host-wide, not only the engine's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NumaCounters {
+    /// Node id -> counter -> delta.
+    pub per_node: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// Counter -> delta summed over the nodes.
+    pub total: BTreeMap<String, u64>,
 }
 
 /// A gauge sampled while a level ran.

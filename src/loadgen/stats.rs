@@ -168,6 +168,7 @@ impl Aggregator {
             failures: self.failures.clone(),
             goodput,
             server: None,
+            numa: None,
         }
     }
 }
