@@ -211,6 +211,14 @@ pub struct LevelStats {
     /// (`/sys/devices/system/node/node*/numastat`); `null` where the host has none.
     #[serde(default)]
     pub numa: Option<NumaCounters>,
+    /// The engine's resident bytes per NUMA node (node id -> bytes, from every engine
+    /// process's `/proc/PID/numa_maps`) as the measured phase ended; `null` when the engine's
+    /// processes are not known (plain `verify --url`), set under `verify --compare`.
+    #[serde(default)]
+    pub memory_by_node: Option<BTreeMap<u32, u64>>,
+    /// The share of those bytes off the binding's memory nodes (`null` without memory nodes).
+    #[serde(default)]
+    pub memory_off_node_share: Option<f64>,
 }
 
 /// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,

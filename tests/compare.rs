@@ -564,6 +564,20 @@ fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
         );
         // The sweep allocates: the kernel counted hits on node 0 while it ran.
         assert!(total["numa_hit"].as_u64().unwrap() > 0, "{r}");
+        // Each level of the sub-run's summary.json: the engine's memory and the counters.
+        let sub: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let level = &sub["levels"][0];
+        assert!(level["memory_by_node"]["0"].as_u64().unwrap_or(0) > 1 << 20, "{level}");
+        assert!(level["numa"]["per_node"]["0"]["numa_hit"].is_u64(), "{level}");
     }
     let b = &json["bindings"][1];
     assert_eq!(b["memory_off_node_pct"].as_f64(), Some(0.0), "{b}");

@@ -1012,6 +1012,8 @@ async fn each_level_carries_this_hosts_numa_counter_deltas() {
         // This host's real counters: node 0 is there, and the level's own allocations count.
         assert_eq!(numa_keys(&numa["per_node"]["0"]), five, "{numa}");
         assert!(numa["total"]["numa_hit"].as_u64().unwrap() > 0, "{numa}");
+        // An engine known only by its URL: no memory placement.
+        assert!(l["memory_by_node"].is_null() && l["memory_off_node_share"].is_null(), "{l}");
     }
     // The table output has the NUMA row.
     let o = verify(&[&args[..13], &["--format", "table"]].concat()).await;

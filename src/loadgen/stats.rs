@@ -169,6 +169,8 @@ impl Aggregator {
             goodput,
             server: None,
             numa: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
         }
     }
 }

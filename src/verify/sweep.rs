@@ -10,6 +10,7 @@
 //!
 //! Not here: the run directory's files (`rundir`), printing and exit codes (the command layer).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,35 @@ pub struct SweepSpec {
     /// The sysfs root whose `devices/system/node/node*/numastat` is read at the start and end of
     /// each measured phase (`/sys`; a fixture tree in tests).
     pub sysfs_root: PathBuf,
+    /// The engine's processes when this run started the engine (`verify --compare`): their
+    /// memory placement is audited as each measured phase ends. `None`: an engine elsewhere.
+    pub engine: Option<EngineProcs>,
+}
+
+/// The processes of an engine this run started, for the memory placement audit.
+#[derive(Debug, Clone)]
+pub struct EngineProcs {
+    /// The procfs root (`/proc`).
+    pub proc_root: PathBuf,
+    pub pids: Vec<i32>,
+    /// The binding's memory nodes (empty: no memory binding, no off-node share).
+    pub memory_nodes: Vec<u32>,
+}
+
+impl EngineProcs {
+    /// Resident bytes per node of the processes, and the share off `memory_nodes`; `None`
+    /// when nothing could be read.
+    pub fn audit(&self) -> Option<(BTreeMap<u32, u64>, Option<f64>)> {
+        let audit = crate::supervise::placement::audit(&self.proc_root, &self.pids);
+        for u in &audit.unread {
+            tracing::warn!("memory placement audit: {u}");
+        }
+        if audit.by_node.is_empty() {
+            return None;
+        }
+        let share = crate::host::numa_maps::off_node_share(&audit.by_node, &self.memory_nodes);
+        Some((audit.by_node, share))
+    }
 }
 
 /// Result of a sweep; `summary.meta.interrupted` says whether Ctrl-C cut it short.
@@ -504,6 +534,10 @@ impl Levels<'_> {
         }
         let mut stats = agg.finish();
         stats.numa = numa_before.and_then(|before| numa_since(&spec.sysfs_root, &before));
+        if let Some((by_node, share)) = spec.engine.as_ref().and_then(EngineProcs::audit) {
+            stats.memory_by_node = Some(by_node);
+            stats.memory_off_node_share = share;
+        }
         if let Some(s) = scraper {
             stats.server = s.finish().await.map(|mut server| {
                 server.url = spec.secrets.text(&server.url);

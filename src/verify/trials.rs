@@ -20,13 +20,11 @@ use tokio_util::sync::CancellationToken;
 use super::bindings::Choice;
 use super::compare::{analyse, schedule, Capacity, CompareReport, LevelFigures, TrialRun};
 use super::render::{write_chart, write_table};
-use super::sweep::{numa_since, read_numastat, run_sweep, SweepSpec};
+use super::sweep::{numa_since, read_numastat, run_sweep, EngineProcs, SweepSpec};
 use crate::binding::Binding;
-use crate::host::numa_maps::off_node_share;
 use crate::loadgen::dataset::Dataset;
 use crate::report::table::level_label;
 use crate::supervise::health::{probe, Probe};
-use crate::supervise::placement::audit;
 use crate::supervise::procs::ProcFs;
 use crate::supervise::runtime::EngineRuntime;
 
@@ -196,6 +194,12 @@ async fn measured(
     }
     let mut sweep = spec.sweep.clone();
     sweep.out = Some(dir.to_path_buf());
+    let engine = EngineProcs {
+        proc_root: spec.proc.root().to_path_buf(),
+        pids: pids.clone(),
+        memory_nodes: binding.memory_nodes(),
+    };
+    sweep.engine = Some(engine.clone());
     let numa_before = read_numastat(&sweep.sysfs_root);
     let outcome = run_sweep(&sweep, dataset, interrupt.clone(), |_| {})
         .await
@@ -204,13 +208,10 @@ async fn measured(
     // Where the engine's memory is at the end of the measured sweep (processes started since
     // the readiness check count too).
     let now = runtime.pids().await.unwrap_or_default();
-    let audit = audit(spec.proc.root(), if now.is_empty() { &pids } else { &now });
-    for u in &audit.unread {
-        tracing::warn!("memory placement audit: {u}");
-    }
-    if !audit.by_node.is_empty() {
-        run.memory_off_node_share = off_node_share(&audit.by_node, &binding.memory_nodes());
-        run.memory_by_node = Some(audit.by_node);
+    let engine = if now.is_empty() { engine } else { EngineProcs { pids: now, ..engine } };
+    if let Some((by_node, share)) = engine.audit() {
+        run.memory_by_node = Some(by_node);
+        run.memory_off_node_share = share;
     }
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
