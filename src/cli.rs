@@ -644,6 +644,10 @@ pub struct VerifyRunArgs {
     /// Time between scrapes of the engine's metrics during a level (0: do not scrape).
     #[arg(long, value_parser = parse_seconds_or_duration, default_value = "1s", value_name = "DURATION")]
     pub metrics_interval: std::time::Duration,
+    /// Root of the sysfs tree whose NUMA counters (`devices/system/node/node*/numastat`) are
+    /// read at the start and end of each measured level (for tests and chroots).
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
     /// Exit 1 when any measured level's failed/sent exceeds this fraction (0 to 1; the
     /// default 0.05 is 5 %); a level with no success always fails the run. Results are saved
     /// either way.

@@ -208,6 +208,29 @@ pub struct LevelStats {
     /// `/metrics` when it answers with vLLM's or llama.cpp's names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerLevel>,
+    /// The kernel's NUMA counters over the level's measured phase
+    /// (`/sys/devices/system/node/node*/numastat`); `null` where the host has none.
+    #[serde(default)]
+    pub numa: Option<NumaCounters>,
+    /// The engine's resident bytes per NUMA node (node id -> bytes, from every engine
+    /// process's `/proc/PID/numa_maps`) as the measured phase ended; `null` when the engine's
+    /// processes are not known (plain `verify --url`), set under `verify --compare`.
+    #[serde(default)]
+    pub memory_by_node: Option<BTreeMap<u32, u64>>,
+    /// The share of those bytes off the binding's memory nodes (`null` without memory nodes).
+    #[serde(default)]
+    pub memory_off_node_share: Option<f64>,
+}
+
+/// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,
+/// `numa_foreign`, `local_node`, `other_node`; pages) from the start to the end of a measured
+/// phase: per node, and summed over the nodes. Host-wide, not only the engine's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NumaCounters {
+    /// Node id -> counter -> delta.
+    pub per_node: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// Counter -> delta summed over the nodes.
+    pub total: BTreeMap<String, u64>,
 }
 
 /// A gauge sampled while a level ran.

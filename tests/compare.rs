@@ -525,3 +525,67 @@ fn compare_with_a_search_ranks_bindings_by_capacity_under_the_slo() {
     );
     assert!(stdout.contains("none trial 1: capacity 2 concurrency under the SLO"), "{stdout}");
 }
+
+#[test]
+fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let out = dir.path().join("out");
+    let mut cmd = bin();
+    cmd.args(["verify", "--compare", "none,cpus=0-1/mem=0", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
+        .args(["--parallel", "2", "--number", "4", "--warmup", "0", "--quiet"]);
+    let (o, _) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    for r in json["runs"].as_array().unwrap() {
+        assert!(r["error"].is_null(), "{r}");
+        // The simulator's resident memory, all of it on node 0 (this host's only node).
+        let on0 = r["memory_by_node"]["0"].as_u64().unwrap_or(0);
+        assert!(on0 > 1 << 20, "{r}");
+        assert_eq!(r["memory_by_node"].as_object().unwrap().len(), 1, "{r}");
+        // Share off the binding's memory nodes: none has no memory nodes, mem=0 has node 0.
+        if r["binding"] == "none" {
+            assert!(r["memory_off_node_share"].is_null(), "{r}");
+        } else {
+            assert_eq!(r["memory_off_node_share"].as_f64(), Some(0.0), "{r}");
+        }
+        let total = r["numa"]["total"].as_object().unwrap();
+        let keys: BTreeSet<&str> = total.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["local_node", "numa_foreign", "numa_hit", "numa_miss", "other_node"].into()
+        );
+        // The sweep allocates: the kernel counted hits on node 0 while it ran.
+        assert!(total["numa_hit"].as_u64().unwrap() > 0, "{r}");
+        // Each level of the sub-run's summary.json: the engine's memory and the counters.
+        let sub: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let level = &sub["levels"][0];
+        assert!(level["memory_by_node"]["0"].as_u64().unwrap_or(0) > 1 << 20, "{level}");
+        assert!(level["numa"]["per_node"]["0"]["numa_hit"].is_u64(), "{level}");
+    }
+    let b = &json["bindings"][1];
+    assert_eq!(b["memory_off_node_pct"].as_f64(), Some(0.0), "{b}");
+    assert_eq!(b["none_memory_off_node_pct"].as_f64(), Some(0.0), "{b}");
+    assert!(stdout.contains("none trial 1: engine memory N0 "), "{stdout}");
+    assert!(
+        stdout.contains("cpus=0-1/mem=0: ")
+            && stdout.contains("engine memory on remote nodes 0.0 % vs 0.0 % under none"),
+        "{stdout}"
+    );
+}

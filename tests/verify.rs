@@ -1023,3 +1023,162 @@ async fn open_loop_sends_follow_the_poisson_process_not_the_millisecond_timer() 
     // mostly bunched, even on a machine that now and then runs the waiter late.
     assert!(tiny < 0.20, "{:.1} % of gaps between sends under 20 us", tiny * 100.0);
 }
+
+/// The five counters of a `numa` object, in a set.
+fn numa_keys(c: &Value) -> std::collections::BTreeSet<String> {
+    c.as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_level_carries_this_hosts_numa_counter_deltas() {
+    let (sim, dir, data) = fast_sim_and_dataset().await;
+    let out = dir.path().join("out");
+    let url = sim.base_url();
+    let args = [
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--max-tokens",
+        "4",
+        "--number",
+        "6",
+        "--parallel",
+        "1",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = verify(&args).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    let five: std::collections::BTreeSet<String> =
+        ["local_node", "numa_foreign", "numa_hit", "numa_miss", "other_node"]
+            .map(String::from)
+            .into();
+    let levels = s["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for l in levels {
+        let numa = &l["numa"];
+        assert_eq!(numa_keys(&numa["total"]), five, "{numa}");
+        // This host's real counters: node 0 is there, and the level's own allocations count.
+        assert_eq!(numa_keys(&numa["per_node"]["0"]), five, "{numa}");
+        assert!(numa["total"]["numa_hit"].as_u64().unwrap() > 0, "{numa}");
+        // An engine known only by its URL: no memory placement.
+        assert!(l["memory_by_node"].is_null() && l["memory_off_node_share"].is_null(), "{l}");
+    }
+    // The table output has the NUMA row.
+    let o = verify(&[&args[..13], &["--format", "table"]].concat()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("numa_miss / other_node (pages)"),
+        "{}",
+        text(&o)
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
+    // One request that takes 600 ms: the counters change while it runs.
+    let sim = sim::start(SimConfig::fixed(Duration::from_millis(600), Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 5);
+    let sys = dir.path().join("sys");
+    let node = |n: u32| sys.join(format!("devices/system/node/node{n}"));
+    let write = |n: u32, v: [u64; 6]| {
+        std::fs::create_dir_all(node(n)).unwrap();
+        let text = format!(
+            "numa_hit {}\nnuma_miss {}\nnuma_foreign {}\ninterleave_hit {}\nlocal_node {}\nother_node {}\n",
+            v[0], v[1], v[2], v[3], v[4], v[5]
+        );
+        std::fs::write(node(n).join("numastat"), text).unwrap();
+    };
+    write(0, [1000, 10, 0, 5, 990, 20]);
+    write(1, [500, 0, 10, 5, 500, 0]);
+    let out = dir.path().join("out");
+    let url = sim.base_url();
+    let args = [
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--parallel",
+        "1",
+        "--number",
+        "1",
+        "--warmup",
+        "0",
+        "--max-tokens",
+        "2",
+        "--no-preflight",
+        "--metrics-interval",
+        "0",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+        "--sysfs-root",
+        sys.to_str().unwrap(),
+    ];
+    let run = verify(&args);
+    let change = async {
+        // The measured request has arrived: the level's first reading is taken.
+        while sim.arrivals() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        write(0, [1300, 17, 0, 9, 1250, 70]);
+        write(1, [540, 0, 13, 5, 520, 20]);
+    };
+    let (o, ()) = tokio::join!(run, change);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    check_schema(&s);
+    let numa = &s["levels"][0]["numa"];
+    let want = serde_json::json!({
+        "per_node": {
+            "0": {"numa_hit": 300, "numa_miss": 7, "numa_foreign": 0, "local_node": 260, "other_node": 50},
+            "1": {"numa_hit": 40, "numa_miss": 0, "numa_foreign": 3, "local_node": 20, "other_node": 20}
+        },
+        "total": {"numa_hit": 340, "numa_miss": 7, "numa_foreign": 3, "local_node": 280, "other_node": 70}
+    });
+    assert_eq!(numa, &want);
+    // A tree without numastat: null, and the schema allows it.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out2 = dir.path().join("out2");
+    let o = verify(&[
+        "--url",
+        &url,
+        "--dataset",
+        "line",
+        "--dataset-path",
+        &data,
+        "--parallel",
+        "1",
+        "--number",
+        "1",
+        "--warmup",
+        "0",
+        "--max-tokens",
+        "2",
+        "--quiet",
+        "--out",
+        out2.to_str().unwrap(),
+        "--sysfs-root",
+        empty.to_str().unwrap(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out2);
+    check_schema(&s);
+    assert!(s["levels"][0]["numa"].is_null(), "{}", s["levels"][0]);
+    sim.shutdown().await.unwrap();
+}

@@ -268,6 +268,9 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         binding_check: Vec::new(),
         error: None,
         capacity: None,
+        memory_by_node: None,
+        memory_off_node_share: None,
+        numa: None,
     };
     say(
         format!("3. serving the engine simulator on {url} under that binding; sweep c=1, c=4"),

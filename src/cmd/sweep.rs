@@ -253,6 +253,8 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         metrics_url: a.metrics_url.clone(),
         metrics_interval: a.metrics_interval,
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
+        sysfs_root: a.sysfs_root.clone(),
+        engine: None,
     };
     Ok((spec, dataset, a.format))
 }

@@ -27,6 +27,7 @@ pub mod mxsmi;
 pub mod mxsml;
 pub mod numa_maps;
 pub mod numactl;
+pub mod numastat;
 pub mod nvml;
 pub mod nvsmi;
 pub mod rocmsmi;

@@ -168,6 +168,9 @@ impl Aggregator {
             failures: self.failures.clone(),
             goodput,
             server: None,
+            numa: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
         }
     }
 }

@@ -133,7 +133,19 @@ const SWEEP_ROWS: &[Row] = &[
     ("goodput (req/s)", |l| {
         l.goodput.as_ref().map_or_else(|| "-".into(), |g| format!("{:.3}", g.goodput_qps))
     }),
+    ("numa_miss / other_node (pages)", numa_cell),
 ];
+
+/// The level's host-wide `numa_miss` and `other_node` deltas, `-` without NUMA counters.
+fn numa_cell(l: &LevelStats) -> String {
+    l.numa.as_ref().map_or_else(
+        || "-".into(),
+        |n| {
+            let get = |c: &str| n.total.get(c).copied().unwrap_or(0);
+            format!("{} / {}", get("numa_miss"), get("other_node"))
+        },
+    )
+}
 
 /// Rows = metrics, columns = levels.
 pub fn sweep_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Result<()> {
@@ -345,6 +357,21 @@ mod tests {
         let mut none = Vec::new();
         gpu_table(&serde_json::json!({"levels": []}), &mut none).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn sweep_table_shows_the_numa_miss_and_other_node_deltas_per_level() {
+        let numa = crate::summary::NumaCounters {
+            per_node: Default::default(),
+            total: [("numa_miss".to_string(), 2048), ("other_node".to_string(), 17)].into(),
+        };
+        let a = LevelStats { parallel: 8, numa: Some(numa), ..LevelStats::default() };
+        let b = LevelStats { parallel: 16, ..LevelStats::default() };
+        let mut out = Vec::new();
+        sweep_table(&[a, b], &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let row = s.lines().find(|l| l.contains("numa_miss / other_node")).unwrap();
+        assert!(row.contains("2048 / 17") && row.contains(" - "), "{row}");
     }
 
     #[test]

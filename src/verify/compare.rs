@@ -6,12 +6,14 @@
 //! Not here: the BINDINGS grammar (`bindings`), reading the host's nodes (the command layer),
 //! starting engines and running sweeps (`trials`), the table and the chart (`render`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use super::bindings::{BindingChoice, Choice};
 use crate::binding::Binding;
+use crate::host::numa_maps;
 use crate::summary::LevelStats;
 
 /// The interleaved order: for each trial, every binding in the order given, so slow drift
@@ -103,6 +105,17 @@ pub struct TrialRun {
     /// With `--search`: the capacity the sub-run's SLO search found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
+    /// The engine's resident bytes per NUMA node (node id -> bytes, `/proc/PID/numa_maps` of
+    /// every engine process) at the end of the sub-run's sweep; `null` when not audited.
+    #[serde(default)]
+    pub memory_by_node: Option<BTreeMap<u32, u64>>,
+    /// The share of those bytes off the binding's memory nodes (`null` for a binding without
+    /// memory nodes, such as `none`).
+    #[serde(default)]
+    pub memory_off_node_share: Option<f64>,
+    /// The kernel's NUMA counters (host-wide) from the start to the end of the sub-run's sweep.
+    #[serde(default)]
+    pub numa: Option<crate::summary::NumaCounters>,
 }
 
 /// The capacity an SLO search found: the highest load meeting the SLO (0 when none did).
@@ -159,6 +172,17 @@ pub struct BindingResult {
     pub score: Estimate,
     /// Score against `none`, in %, with the 95 % interval of the paired per-trial change.
     pub score_vs_none_pct: Option<Estimate>,
+    /// Mean share (%) of the engine's memory off this binding's memory nodes over its
+    /// successful sub-runs; `null` without memory nodes or audits.
+    #[serde(default)]
+    pub memory_off_node_pct: Option<f64>,
+    /// The same share for the `none` sub-runs, measured against this binding's nodes: where
+    /// the memory sits without the binding.
+    #[serde(default)]
+    pub none_memory_off_node_pct: Option<f64>,
+    /// Mean host-wide `numa_miss` delta (pages) per successful sub-run.
+    #[serde(default)]
+    pub numa_miss: Option<f64>,
 }
 
 /// `compare.json`.
@@ -182,6 +206,12 @@ pub struct CompareReport {
 
 fn tok_s() -> String {
     "output tok/s".into()
+}
+
+/// The mean of the values; `None` when there are none.
+fn mean_of(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = v.collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 fn pct(a: f64, base: f64) -> Option<f64> {
@@ -268,6 +298,12 @@ pub fn analyse(
             .collect();
         let score_vs_none_pct =
             (base_label.is_some() && !paired.is_empty()).then(|| Estimate::of(&paired));
+        let nodes = b.memory_nodes();
+        let off_pct = |rs: &[&TrialRun]| {
+            mean_of(rs.iter().filter_map(|r| {
+                numa_maps::off_node_share(r.memory_by_node.as_ref()?, &nodes).map(|s| s * 100.0)
+            }))
+        };
         bindings.push(BindingResult {
             label: c.label.clone(),
             numactl: b.numactl_args(),
@@ -276,6 +312,11 @@ pub fn analyse(
             levels: lv,
             score,
             score_vs_none_pct,
+            memory_off_node_pct: off_pct(&mine),
+            none_memory_off_node_pct: if base_label.is_some() { off_pct(&base_runs) } else { None },
+            numa_miss: mean_of(mine.iter().filter_map(|r| {
+                r.numa.as_ref().and_then(|n| n.total.get("numa_miss")).map(|&v| v as f64)
+            })),
         });
     }
     let score_unit = capacity_kind.as_deref().map_or_else(tok_s, Capacity::unit);
@@ -475,6 +516,9 @@ pub(super) mod tests {
             binding_check: vec![],
             error: None,
             capacity: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
+            numa: None,
         }
     }
 

@@ -10,7 +10,8 @@
 //!
 //! Not here: the run directory's files (`rundir`), printing and exit codes (the command layer).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use super::rundir::{RunDir, VerifyError};
 use super::scrape::{scrape, LevelScraper};
 use super::search::{self, Next, SearchKind, SearchSpec};
 use super::server_metrics;
+use crate::host::numastat;
 use crate::loadgen::client::{Client, Slot};
 use crate::loadgen::conn::{Conn, ConnStash};
 use crate::loadgen::dataset::Dataset;
@@ -34,7 +36,9 @@ use crate::loadgen::schedule::{Arrival, Mode, Pacing, Schedule};
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
-use crate::summary::{LevelStats, Meta, SearchSummary, Slo, Summary, PERCENTILE_METHOD};
+use crate::summary::{
+    LevelStats, Meta, NumaCounters, SearchSummary, Slo, Summary, PERCENTILE_METHOD,
+};
 
 /// One level of a sweep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +87,38 @@ pub struct SweepSpec {
     pub metrics_interval: Duration,
     /// GPU sampler for the per-level utilization and memory in `meta.gpu` (engine on this host).
     pub gpu_sampler: Option<std::sync::Arc<dyn crate::monitor::Sampler>>,
+    /// The sysfs root whose `devices/system/node/node*/numastat` is read at the start and end of
+    /// each measured phase (`/sys`; a fixture tree in tests).
+    pub sysfs_root: PathBuf,
+    /// The engine's processes when this run started the engine (`verify --compare`): their
+    /// memory placement is audited as each measured phase ends. `None`: an engine elsewhere.
+    pub engine: Option<EngineProcs>,
+}
+
+/// The processes of an engine this run started, for the memory placement audit.
+#[derive(Debug, Clone)]
+pub struct EngineProcs {
+    /// The procfs root (`/proc`).
+    pub proc_root: PathBuf,
+    pub pids: Vec<i32>,
+    /// The binding's memory nodes (empty: no memory binding, no off-node share).
+    pub memory_nodes: Vec<u32>,
+}
+
+impl EngineProcs {
+    /// Resident bytes per node of the processes, and the share off `memory_nodes`; `None`
+    /// when nothing could be read.
+    pub fn audit(&self) -> Option<(BTreeMap<u32, u64>, Option<f64>)> {
+        let audit = crate::supervise::placement::audit(&self.proc_root, &self.pids);
+        for u in &audit.unread {
+            tracing::warn!("memory placement audit: {u}");
+        }
+        if audit.by_node.is_empty() {
+            return None;
+        }
+        let share = crate::host::numa_maps::off_node_share(&audit.by_node, &self.memory_nodes);
+        Some((audit.by_node, share))
+    }
 }
 
 /// Result of a sweep; `summary.meta.interrupted` says whether Ctrl-C cut it short.
@@ -402,6 +438,22 @@ fn abort_after_grace(interrupt: &CancellationToken, grace: Duration) -> Cancella
     abort
 }
 
+/// The kernel's NUMA counters now; `None` (with a warning when the file is bad) when the host
+/// has none.
+pub fn read_numastat(sysfs_root: &Path) -> Option<numastat::Reading> {
+    numastat::read(sysfs_root).unwrap_or_else(|e| {
+        tracing::warn!("no NUMA counters: {e}");
+        None
+    })
+}
+
+/// The NUMA counters' deltas from `before` to now.
+pub fn numa_since(sysfs_root: &Path, before: &numastat::Reading) -> Option<NumaCounters> {
+    let after = read_numastat(sysfs_root)?;
+    let (per_node, total) = numastat::delta(before, &after);
+    Some(NumaCounters { per_node, total })
+}
+
 /// What every level of one sweep shares.
 struct Levels<'a> {
     spec: &'a SweepSpec,
@@ -439,6 +491,7 @@ impl Levels<'_> {
             None => format!("c={}", level.parallel),
         };
         let mut scraper = None;
+        let mut numa_before = None;
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || self.interrupt.is_cancelled() {
                 continue;
@@ -450,6 +503,7 @@ impl Levels<'_> {
                 if let Some(url) = &self.metrics_url {
                     scraper = Some(LevelScraper::start(url, spec.metrics_interval).await);
                 }
+                numa_before = read_numastat(&spec.sysfs_root);
             }
             let schedule = Schedule::new(
                 if warmup { Mode::Closed } else { mode },
@@ -482,6 +536,11 @@ impl Levels<'_> {
             g.end_level(&label);
         }
         let mut stats = agg.finish();
+        stats.numa = numa_before.and_then(|before| numa_since(&spec.sysfs_root, &before));
+        if let Some((by_node, share)) = spec.engine.as_ref().and_then(EngineProcs::audit) {
+            stats.memory_by_node = Some(by_node);
+            stats.memory_off_node_share = share;
+        }
         if let Some(s) = scraper {
             stats.server = s.finish().await.map(|mut server| {
                 server.url = spec.secrets.text(&server.url);

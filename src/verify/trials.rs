@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::bindings::Choice;
 use super::compare::{analyse, schedule, Capacity, CompareReport, LevelFigures, TrialRun};
 use super::render::{write_chart, write_table};
-use super::sweep::{run_sweep, SweepSpec};
+use super::sweep::{numa_since, read_numastat, run_sweep, EngineProcs, SweepSpec};
 use crate::binding::Binding;
 use crate::loadgen::dataset::Dataset;
 use crate::report::table::level_label;
@@ -102,6 +102,9 @@ pub async fn run_compare(
             binding_check: Vec::new(),
             error: None,
             capacity: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
+            numa: None,
         };
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
@@ -191,9 +194,25 @@ async fn measured(
     }
     let mut sweep = spec.sweep.clone();
     sweep.out = Some(dir.to_path_buf());
+    let engine = EngineProcs {
+        proc_root: spec.proc.root().to_path_buf(),
+        pids: pids.clone(),
+        memory_nodes: binding.memory_nodes(),
+    };
+    sweep.engine = Some(engine.clone());
+    let numa_before = read_numastat(&sweep.sysfs_root);
     let outcome = run_sweep(&sweep, dataset, interrupt.clone(), |_| {})
         .await
         .map_err(|e| format!("sweep: {e}"))?;
+    run.numa = numa_before.and_then(|before| numa_since(&sweep.sysfs_root, &before));
+    // Where the engine's memory is at the end of the measured sweep (processes started since
+    // the readiness check count too).
+    let now = runtime.pids().await.unwrap_or_default();
+    let engine = if now.is_empty() { engine } else { EngineProcs { pids: now, ..engine } };
+    if let Some((by_node, share)) = engine.audit() {
+        run.memory_by_node = Some(by_node);
+        run.memory_off_node_share = share;
+    }
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
     run.capacity = outcome.summary.search.as_ref().map(Capacity::of);
