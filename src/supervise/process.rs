@@ -71,7 +71,14 @@ pub struct ProcessRuntime {
     cgroup: Option<EngineCgroup>,
     /// Try cgroups at all (`false`: the `/proc` walk only).
     use_cgroup: bool,
+    /// Leftovers were just killed: the next preflight gives their port a moment to be released
+    /// (a listening socket inherited by a process that dies last) before calling it busy.
+    removed_leftovers: bool,
 }
+
+/// How long a preflight right after a leftover cleanup waits for the engine's port to be
+/// released before it reports the port busy.
+pub const PORT_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 impl ProcessRuntime {
     pub fn new(spec: LaunchSpec, state_dir: PathBuf) -> Self {
@@ -90,6 +97,7 @@ impl ProcessRuntime {
             cgroup_name: cgroup_name("0", &state_dir),
             cgroup: None,
             use_cgroup: std::env::var_os(CONTAINMENT_ENV).is_none_or(|v| v != "proc-walk"),
+            removed_leftovers: false,
             state_dir,
         }
     }
@@ -449,6 +457,21 @@ pub fn port_free(proc: &ProcFs, port: u16) -> Result<(), RuntimeError> {
     }
 }
 
+/// Waits up to `wait` for `port` to be free (polled every 100 ms); returns whether it is. The
+/// caller's own check then reports a port still busy, with its holder.
+pub async fn wait_port_released(proc: &ProcFs, port: u16, wait: Duration) -> bool {
+    let deadline = deadline_after(Instant::now(), wait);
+    loop {
+        if port_free(proc, port).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Kills what an earlier agent run left: the live processes of the pid file in `dir` that are
 /// verified to be engines of this state dir (`pidfile::Leftovers`), every process carrying its
 /// marker, and their descendants; never PID 1, the agent or its ancestors. Returns a
@@ -544,6 +567,9 @@ impl EngineRuntime for ProcessRuntime {
     fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             self.dir()?;
+            if std::mem::take(&mut self.removed_leftovers) {
+                wait_port_released(&self.proc, self.spec.port, PORT_RELEASE_WAIT).await;
+            }
             self.preflight_sync()
         })
     }
@@ -559,6 +585,7 @@ impl EngineRuntime for ProcessRuntime {
             let dir = self.dir.as_ref().expect("opened above");
             let id = Identity::new(dir, &self.spec.engine_argv);
             removed.extend(kill_leftovers(&self.proc, dir, &id, Duration::from_secs(10)).await?);
+            self.removed_leftovers = !removed.is_empty();
             Ok(removed)
         })
     }
@@ -612,6 +639,27 @@ fn adoptable(s: &Stat, me: i32, my_session: i32, engine_pgrp: Option<i32>) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a leftover cleanup the port is given a moment: a listener that goes away within
+    /// the wait is waited out; one that stays is still busy when the wait ends.
+    #[tokio::test]
+    async fn a_port_released_within_the_wait_is_free_one_kept_is_not() {
+        let proc = ProcFs::default();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(held);
+        });
+        assert!(wait_port_released(&proc, port, Duration::from_secs(10)).await);
+        release.await.unwrap();
+        let kept = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = kept.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        assert!(!wait_port_released(&proc, port, Duration::from_millis(300)).await);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(port_free(&proc, port).is_err());
+    }
 
     #[test]
     fn only_engine_orphans_are_adopted_not_the_agents_own_tools() {
