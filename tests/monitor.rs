@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "support/promtool.rs"]
-mod promtool_support;
-use promtool_support::promtool;
+#[path = "support/metrics.rs"]
+mod metrics;
+use metrics::{alerts, http_get, promtool};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -25,17 +25,6 @@ fn bin() -> Command {
     // them (tests/nvml.rs drives NVML through its fake library).
     c.env("NO_COLOR", "1").env_remove("RUST_LOG").env("NODEAGENT_NVML_LIB", "off");
     c
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
 }
 
 /// Starts `nodeagent monitor ... --listen 127.0.0.1:0` and reads the bound address.
@@ -98,15 +87,6 @@ fn promtool_ok(text: &str) {
             "lint problem outside the engine's metrics: {problem}"
         );
     }
-}
-
-fn alerts(v: &Value) -> Vec<String> {
-    v["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["check"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -5,8 +5,7 @@
 //! `/metrics` and alerts, the fallback to `nvidia-smi` and the serve preflight through the
 //! built binary with `NODEAGENT_NVML_LIB` pointing at the fake.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -15,9 +14,9 @@ use std::time::{Duration, Instant};
 use nodeagent::host::nvml::{NvmlError, NvmlLib};
 use serde_json::Value;
 
-#[path = "support/promtool.rs"]
-mod promtool_support;
-use promtool_support::promtool;
+#[path = "support/metrics.rs"]
+mod metrics;
+use metrics::{alerts, http_get, promtool};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -271,24 +270,6 @@ fn monitor_reads_nvml_and_falls_back_to_nvidia_smi_saying_so_once() {
     assert!(err.contains("/nonexistent/nvidia-smi: not found or not executable, and NVML is off (NODEAGENT_NVML_LIB=off)"), "{err}");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-}
-
-fn alerts(v: &Value) -> Vec<String> {
-    v["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["check"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,7 +308,7 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let v: Value = serde_json::from_str(&http_get(&addr, "/status")).unwrap();
+            let v: Value = serde_json::from_str(&http_get(&addr, "/status").1).unwrap();
             if pred(&v) {
                 return v;
             }
@@ -339,7 +320,7 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     assert_eq!(v["source"], "nvml");
     assert!(alerts(&v).is_empty(), "{v:#}");
 
-    let metrics = http_get(&addr, "/metrics");
+    let metrics = http_get(&addr, "/metrics").1;
     for want in [
         "nodeagent_gpu_sample_source{source=\"nvml\"} 1",
         "nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"1\"} 1",
@@ -361,7 +342,7 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     let v = wait("the health alerts", &|v| alerts(v).len() == 4);
     assert_eq!(alerts(&v), ["ecc-uncorrected", "clocks-throttled", "pcie-degraded", "link-down"]);
     assert!(v["alerts"].as_array().unwrap().iter().all(|a| a["gpu"] == 1));
-    let metrics = http_get(&addr, "/metrics");
+    let metrics = http_get(&addr, "/metrics").1;
     assert!(metrics.contains("nodeagent_alerts_active{check=\"pcie-degraded\"} 1"), "{metrics}");
     assert!(
         metrics

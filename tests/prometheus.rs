@@ -11,6 +11,8 @@
 
 #[path = "support/agent.rs"]
 mod agent;
+#[path = "support/metrics.rs"]
+mod metrics;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agent::{free_port, wait_for, BIN};
+use metrics::try_http_get as http_get;
 use serde_json::Value;
 
 fn repo(p: &str) -> PathBuf {
@@ -149,19 +152,6 @@ impl Drop for Node {
             self.child.try_wait().ok().flatten()
         });
     }
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status, body), `None` when nothing answers.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((code, body))
 }
 
 /// A query against Prometheus' HTTP API: the `data` object.

@@ -302,7 +302,9 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
             &args.host_root,
         ) {
             Ok(found) => c.container.gpu_devices = found,
-            Err(_) if args.print_config => {}
+            Err(e) if args.print_config => {
+                tracing::warn!("container devices shown as configured: {e}");
+            }
             Err(e) => return Err(CmdError::bad_input(e)),
         }
     }
