@@ -220,6 +220,40 @@ pub struct LevelStats {
     /// The share of those bytes off the binding's memory nodes (`null` without memory nodes).
     #[serde(default)]
     pub memory_off_node_share: Option<f64>,
+    /// Where the engine's threads ran over the measured phase (`/proc/PID/task/*/stat` and
+    /// `sched`); `null` when the engine's processes are not known, set under `verify --compare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadPlacement>,
+}
+
+/// Where an engine's threads ran, from two readings of `/proc/PID/task/TID/stat` (field 39,
+/// the CPU each thread last ran on; utime + stime) and `sched` (`se.nr_migrations`,
+/// `nr_switches`, on kernels that have it). The delta figures are `null` for a single reading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadPlacement {
+    /// Threads of the engine's processes at the second reading.
+    pub threads: u64,
+    /// The CPUs those threads last ran on, ascending.
+    pub last_cpus: Vec<u32>,
+    /// Of those, the CPUs outside the binding's CPUs (empty without a CPU binding).
+    pub last_cpus_outside: Vec<u32>,
+    /// `se.nr_migrations` summed over the threads, each since it started; `null` where the
+    /// kernel has no `/proc/PID/task/TID/sched` (built without `CONFIG_SCHED_DEBUG`).
+    pub migrations: Option<u64>,
+    /// The same between the two readings (a thread that appeared in between counts in full).
+    pub migrations_delta: Option<u64>,
+    /// `nr_switches` (context switches) summed over the threads; `null` without `sched`.
+    pub switches: Option<u64>,
+    /// Threads seen in both readings whose last CPU differs: a lower bound of the migrations
+    /// that needs no `sched` file.
+    pub last_cpu_changes: Option<u64>,
+    /// The engine's CPU time between the readings (utime + stime deltas), seconds.
+    pub cpu_seconds: Option<f64>,
+    /// The share (0 to 1) of that CPU time attributed to CPUs outside the binding: each
+    /// thread's delta counts on the CPU it last ran on (an approximation: a thread that ran
+    /// outside and came back in between counts as inside). `null` without a CPU binding or
+    /// without CPU time.
+    pub outside_share: Option<f64>,
 }
 
 /// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,

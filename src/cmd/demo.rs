@@ -270,6 +270,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         capacity: None,
         memory_by_node: None,
         memory_off_node_share: None,
+        threads: None,
         numa: None,
     };
     say(

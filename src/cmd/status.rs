@@ -165,6 +165,10 @@ pub fn render(s: &AgentStatus) -> String {
         });
         line(&mut out, "memory/node", format!("{}{share}", nodes.join(", ")));
     }
+    if let Some(t) = &s.thread_placement {
+        let alert = if s.cpu_outside_alert { " ALERT" } else { "" };
+        line(&mut out, "threads", format!("{}{alert}", crate::host::task_stat::describe(t)));
+    }
     let binding =
         if s.binding.is_none() { "none".to_string() } else { s.binding.numactl_args().join(" ") };
     line(&mut out, "binding", binding);

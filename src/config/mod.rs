@@ -184,6 +184,9 @@ pub struct BindingConfig {
     /// Share (0 to 1) of the engine's resident memory allowed off its bound memory nodes
     /// before the placement alert (status, log, `/metrics`) goes up.
     pub memory_off_node_alert: Option<f64>,
+    /// Share (0 to 1) of the engine's CPU time allowed on CPUs outside the binding before the
+    /// thread placement alert (status, log, `/metrics`) goes up.
+    pub cpu_outside_alert: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,6 +397,7 @@ pub struct SupervisePolicy {
     pub stable_after: Duration,
     pub on_escape: EscapePolicy,
     pub memory_off_node_alert: f64,
+    pub cpu_outside_alert: f64,
     /// The engine's probe paths (`[probe]`).
     pub probe: ProbePaths,
     /// How long in-flight requests may finish before a stop or restart stops the engine.
@@ -425,6 +429,7 @@ impl Config {
             stable_after: s.stable_after.unwrap_or(secs(300)),
             on_escape: self.binding.on_escape.unwrap_or_default(),
             memory_off_node_alert: self.binding.memory_off_node_alert.unwrap_or(0.10),
+            cpu_outside_alert: self.binding.cpu_outside_alert.unwrap_or(0.10),
             probe: self.probe.paths(),
             // Off unless set: a stop has always been SIGTERM at once.
             drain_timeout: s.drain_timeout.unwrap_or(Duration::ZERO),
@@ -529,6 +534,12 @@ impl Config {
             return bad(format!(
                 "binding.memory_off_node_alert = {}: must be a share from 0 to 1 (0.1 = 10 %)",
                 p.memory_off_node_alert
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.cpu_outside_alert) {
+            return bad(format!(
+                "binding.cpu_outside_alert = {}: must be a share from 0 to 1 (0.1 = 10 %)",
+                p.cpu_outside_alert
             ));
         }
         if self.engine.argv.is_empty() {

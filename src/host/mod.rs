@@ -34,6 +34,7 @@ pub mod rocmsmi;
 pub mod runner;
 pub mod snapshot;
 pub mod sysfs;
+pub mod task_stat;
 pub mod text;
 
 pub use gather::gather;

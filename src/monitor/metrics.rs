@@ -211,6 +211,37 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 a,
             );
         }
+        if let Some(t) = &e.thread_placement {
+            let g = GaugeF::default();
+            g.set(t.threads as f64);
+            reg.register("engine_threads", "Threads of the engine's processes", g);
+            if let Some(m) = t.migrations {
+                let c: Counter<u64> = Counter::default();
+                c.inc_by(m);
+                reg.register(
+                    "engine_thread_migrations",
+                    "CPU migrations of the engine's threads (se.nr_migrations of /proc/PID/task/*/sched)",
+                    c,
+                );
+            }
+            if let Some(share) = t.outside_share {
+                let g = GaugeF::default();
+                g.set(share);
+                reg.register_with_unit(
+                    "engine_cpu_outside",
+                    "Share of the engine's CPU time on CPUs outside its binding over the last check interval (0-1)",
+                    Unit::Other("ratio".into()),
+                    g,
+                );
+                let a = GaugeF::default();
+                a.set(if e.cpu_outside_alert { 1.0 } else { 0.0 });
+                reg.register(
+                    "engine_cpu_outside_alert",
+                    "Whether that share is above binding.cpu_outside_alert",
+                    a,
+                );
+            }
+        }
         let gauges = [
             (
                 "engine_last_token_age",
@@ -543,6 +574,20 @@ mod tests {
         assert!(t.contains("\nnodeagent_engine_node_memory_bytes{node=\"1\"} 1048576.0\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_memory_off_node_ratio 0.25\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_memory_off_node_alert 1.0\n"), "{t}");
+        assert!(!t.contains("nodeagent_engine_thread"), "{t}");
+        st.engine.thread_placement = Some(crate::host::task_stat::ThreadPlacement {
+            threads: 12,
+            migrations: Some(340),
+            outside_share: Some(0.125),
+            ..Default::default()
+        });
+        st.engine.cpu_outside_alert = true;
+        let t = render(&st, None);
+        assert!(t.contains("\nnodeagent_engine_threads 12.0\n"), "{t}");
+        assert!(t.contains("# TYPE nodeagent_engine_thread_migrations_total counter\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_thread_migrations_total 340\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_cpu_outside_ratio 0.125\n"), "{t}");
+        assert!(t.contains("\nnodeagent_engine_cpu_outside_alert 1.0\n"), "{t}");
         assert!(!t.contains("nodeagent_engine_last_token") && !t.contains("canary"), "{t}");
         st.engine.last_token_age_s = Some(7);
         st.engine.requests_running = Some(0.0);

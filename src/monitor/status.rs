@@ -47,6 +47,13 @@ pub struct EngineReport {
     pub memory_off_node_share: Option<f64>,
     #[serde(default)]
     pub memory_off_node_alert: bool,
+    /// Where the engine's threads ran over the supervisor's last binding check interval, and
+    /// whether the share of its CPU time outside the bound CPUs is above
+    /// `binding.cpu_outside_alert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_placement: Option<crate::host::task_stat::ThreadPlacement>,
+    #[serde(default)]
+    pub cpu_outside_alert: bool,
     /// Liveness signals from the supervisor (docs/serve.md, "Supervision"): seconds since
     /// the engine's token counters last moved.
     #[serde(default)]

@@ -48,6 +48,8 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         memory_by_node: status.memory_by_node.clone(),
         memory_off_node_share: status.memory_off_node_share,
         memory_off_node_alert: status.memory_off_node_alert,
+        thread_placement: status.thread_placement.clone(),
+        cpu_outside_alert: status.cpu_outside_alert,
         last_token_age_s: live.and_then(|l| l.last_token_s_ago),
         requests_running: live.and_then(|l| l.running),
         requests_waiting: live.and_then(|l| l.waiting),

@@ -36,3 +36,4 @@ pub mod runtime;
 pub mod statedir;
 pub mod status;
 pub mod supervisor;
+pub mod threads;

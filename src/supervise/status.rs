@@ -149,6 +149,17 @@ pub struct AgentStatus {
     /// The placement alert: the off-node share is above `binding.memory_off_node_alert`.
     #[serde(default)]
     pub memory_off_node_alert: bool,
+    /// Where the engine's threads ran over the last binding check interval
+    /// (`/proc/PID/task/*/stat` and `sched`): last CPUs, migrations, the share of the engine's
+    /// CPU time outside the binding's CPUs. `None` before the first reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_placement: Option<crate::host::task_stat::ThreadPlacement>,
+    /// The thread placement alert: the outside share is above `binding.cpu_outside_alert`.
+    #[serde(default)]
+    pub cpu_outside_alert: bool,
+    /// The previous reading of the engine's threads, the start of the next interval.
+    #[serde(skip)]
+    pub thread_reading: Option<crate::host::task_stat::Sample>,
     pub health: Option<Health>,
     /// The liveness signals of the current engine life (`None` before its first check).
     #[serde(default)]
@@ -211,6 +222,9 @@ impl AgentStatus {
             memory_by_node: None,
             memory_off_node_share: None,
             memory_off_node_alert: false,
+            thread_placement: None,
+            cpu_outside_alert: false,
+            thread_reading: None,
             health: None,
             liveness: None,
             probe_notes: Vec::new(),

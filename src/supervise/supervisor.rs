@@ -34,6 +34,7 @@ use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State}
 mod daemon_wait;
 mod drain;
 mod liveness;
+mod threads;
 
 /// While starting, readiness is polled this often (connection refused is cheap).
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -312,6 +313,9 @@ impl Supervisor {
         s.memory_by_node = None;
         s.memory_off_node_share = None;
         s.memory_off_node_alert = false;
+        s.thread_placement = None;
+        s.cpu_outside_alert = false;
+        s.thread_reading = None;
         s.engine_started_at = None;
         stopped
     }
@@ -345,6 +349,7 @@ impl Supervisor {
             .filter(crate::supervise::procs::is_engine_process)
             .collect();
         let placement = self.audit_placement(&processes);
+        let threads = self.audit_threads(&processes);
         let escaped: Vec<String> = processes
             .iter()
             .filter_map(|c| c.escape.as_ref().map(|e| format!("pid {} ({}): {e}", c.pid, c.comm)))
@@ -359,6 +364,10 @@ impl Supervisor {
                 s.memory_by_node = Some(by_node);
                 s.memory_off_node_share = share;
                 s.memory_off_node_alert = alert;
+            }
+            if let Some((placement, alert)) = threads {
+                s.thread_placement = Some(placement);
+                s.cpu_outside_alert = alert;
             }
             s.binding_check =
                 Some(BindingCheck { at: now_rfc3339(), ok: escaped.is_empty(), processes });

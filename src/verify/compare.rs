@@ -116,6 +116,10 @@ pub struct TrialRun {
     /// The kernel's NUMA counters (host-wide) from the start to the end of the sub-run's sweep.
     #[serde(default)]
     pub numa: Option<crate::summary::NumaCounters>,
+    /// Where the engine's threads ran from the start to the end of the sub-run's sweep
+    /// (`/proc/PID/task/*/stat` and `sched`); `null` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<crate::summary::ThreadPlacement>,
 }
 
 /// The capacity an SLO search found: the highest load meeting the SLO (0 when none did).
@@ -519,6 +523,7 @@ pub(super) mod tests {
             memory_by_node: None,
             memory_off_node_share: None,
             numa: None,
+            threads: None,
         }
     }
 

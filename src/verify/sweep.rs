@@ -103,6 +103,8 @@ pub struct EngineProcs {
     pub pids: Vec<i32>,
     /// The binding's memory nodes (empty: no memory binding, no off-node share).
     pub memory_nodes: Vec<u32>,
+    /// The binding's CPUs (`None`: no CPU binding, no outside share of the threads' CPU time).
+    pub cpus: Option<crate::host::cpuset::CpuSet>,
 }
 
 impl EngineProcs {
@@ -118,6 +120,29 @@ impl EngineProcs {
         }
         let share = crate::host::numa_maps::off_node_share(&audit.by_node, &self.memory_nodes);
         Some((audit.by_node, share))
+    }
+
+    /// One reading of the processes' threads, the start of a thread placement figure.
+    pub fn threads(&self) -> crate::host::task_stat::Sample {
+        let (sample, unread) = crate::supervise::threads::sample(&self.proc_root, &self.pids);
+        for u in &unread {
+            tracing::warn!("thread placement: {u}");
+        }
+        sample
+    }
+
+    /// Where the threads ran since the reading `before` (`threads()`); `None` when no thread
+    /// can be read now.
+    pub fn thread_placement(
+        &self,
+        before: &crate::host::task_stat::Sample,
+    ) -> Option<crate::summary::ThreadPlacement> {
+        let after = self.threads();
+        if after.is_empty() {
+            return None;
+        }
+        let hz = crate::supervise::threads::ticks_per_second();
+        Some(crate::host::task_stat::summarize(Some(before), &after, hz, self.cpus.as_ref()))
     }
 }
 
@@ -492,6 +517,7 @@ impl Levels<'_> {
         };
         let mut scraper = None;
         let mut numa_before = None;
+        let mut threads_before = None;
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || self.interrupt.is_cancelled() {
                 continue;
@@ -504,6 +530,7 @@ impl Levels<'_> {
                     scraper = Some(LevelScraper::start(url, spec.metrics_interval).await);
                 }
                 numa_before = read_numastat(&spec.sysfs_root);
+                threads_before = spec.engine.as_ref().map(EngineProcs::threads);
             }
             let schedule = Schedule::new(
                 if warmup { Mode::Closed } else { mode },
@@ -540,6 +567,9 @@ impl Levels<'_> {
         if let Some((by_node, share)) = spec.engine.as_ref().and_then(EngineProcs::audit) {
             stats.memory_by_node = Some(by_node);
             stats.memory_off_node_share = share;
+        }
+        if let (Some(engine), Some(before)) = (&spec.engine, &threads_before) {
+            stats.threads = engine.thread_placement(before);
         }
         if let Some(s) = scraper {
             stats.server = s.finish().await.map(|mut server| {

@@ -105,6 +105,7 @@ pub async fn run_compare(
             memory_by_node: None,
             memory_off_node_share: None,
             numa: None,
+            threads: None,
         };
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
@@ -198,9 +199,11 @@ async fn measured(
         proc_root: spec.proc.root().to_path_buf(),
         pids: pids.clone(),
         memory_nodes: binding.memory_nodes(),
+        cpus: binding.cpus.clone(),
     };
     sweep.engine = Some(engine.clone());
     let numa_before = read_numastat(&sweep.sysfs_root);
+    let threads_before = engine.threads();
     let outcome = run_sweep(&sweep, dataset, interrupt.clone(), |_| {})
         .await
         .map_err(|e| format!("sweep: {e}"))?;
@@ -213,6 +216,7 @@ async fn measured(
         run.memory_by_node = Some(by_node);
         run.memory_off_node_share = share;
     }
+    run.threads = engine.thread_placement(&threads_before);
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
     run.capacity = outcome.summary.search.as_ref().map(Capacity::of);
