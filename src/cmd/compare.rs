@@ -123,6 +123,10 @@ fn prepare_and_run(
         ready_timeout: policy.ready_timeout,
         stop_grace: policy.stop_grace,
         proc: ProcFs::default(),
+        limits: crate::verify::compare::PlacementLimits {
+            memory_off_node: policy.memory_off_node_alert,
+            cpu_outside: policy.cpu_outside_alert,
+        },
     };
     eprintln!("writing results in {}", out.display());
     let report = execute(&spec, &dataset, &factory)?;

@@ -248,6 +248,10 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         ready_timeout: policy.ready_timeout,
         stop_grace: policy.stop_grace,
         proc: ProcFs::default(),
+        limits: crate::verify::compare::PlacementLimits {
+            memory_off_node: policy.memory_off_node_alert,
+            cpu_outside: policy.cpu_outside_alert,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -134,7 +134,21 @@ const SWEEP_ROWS: &[Row] = &[
         l.goodput.as_ref().map_or_else(|| "-".into(), |g| format!("{:.3}", g.goodput_qps))
     }),
     ("numa_miss / other_node (pages)", numa_cell),
+    ("thread migrations / CPU outside", threads_cell),
 ];
+
+/// The engine threads' migrations and the share of their CPU time outside the binding over the
+/// level, `-` for a figure not known (engine elsewhere, no `sched`, no CPU binding).
+fn threads_cell(l: &LevelStats) -> String {
+    l.threads.as_ref().map_or_else(
+        || "-".into(),
+        |t| {
+            let m = t.migrations_delta.map_or("-".into(), |m| m.to_string());
+            let o = t.outside_share.map_or("-".into(), |o| format!("{:.1} %", o * 100.0));
+            format!("{m} / {o}")
+        },
+    )
+}
 
 /// The level's host-wide `numa_miss` and `other_node` deltas, `-` without NUMA counters.
 fn numa_cell(l: &LevelStats) -> String {
@@ -372,6 +386,26 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         let row = s.lines().find(|l| l.contains("numa_miss / other_node")).unwrap();
         assert!(row.contains("2048 / 17") && row.contains(" - "), "{row}");
+    }
+
+    #[test]
+    fn sweep_table_shows_the_thread_migrations_and_outside_share_per_level() {
+        let threads = crate::summary::ThreadPlacement {
+            migrations_delta: Some(120),
+            outside_share: Some(0.025),
+            ..Default::default()
+        };
+        let a = LevelStats { parallel: 8, threads: Some(threads), ..LevelStats::default() };
+        let b = LevelStats {
+            parallel: 16,
+            threads: Some(crate::summary::ThreadPlacement::default()),
+            ..LevelStats::default()
+        };
+        let mut out = Vec::new();
+        sweep_table(&[a, b], &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let row = s.lines().find(|l| l.contains("thread migrations / CPU outside")).unwrap();
+        assert!(row.contains(" 120 / 2.5 % ") && row.contains(" - / - "), "{row}");
     }
 
     #[test]

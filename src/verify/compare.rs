@@ -187,6 +187,69 @@ pub struct BindingResult {
     /// Mean host-wide `numa_miss` delta (pages) per successful sub-run.
     #[serde(default)]
     pub numa_miss: Option<f64>,
+    /// Mean CPU migrations of the engine's threads per successful sub-run (`se.nr_migrations`
+    /// deltas over the sweep); `null` where the kernel has no `/proc/PID/task/TID/sched`.
+    #[serde(default)]
+    pub thread_migrations: Option<f64>,
+    /// Mean share (%) of the engine's CPU time over the sweep on CPUs outside this binding's
+    /// CPUs (each thread's time counted on the CPU it last ran on); `null` without bound CPUs.
+    #[serde(default)]
+    pub cpu_outside_pct: Option<f64>,
+    /// Whether the binding held where the memory and the threads are, not only in `/proc`
+    /// (`null` for `none` and for a binding without a successful sub-run).
+    #[serde(default)]
+    pub placement: Option<PlacementVerdict>,
+}
+
+/// What the placement figures say about a binding whose every sub-run passed the `/proc`
+/// check (CPUs and memory policy as planned): the named verdict of `compare.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementVerdict {
+    /// Memory and CPU time stayed within the limits of `PlacementLimits`.
+    Held,
+    /// Held in `/proc`, but more of the engine's memory than the limit sits on nodes outside
+    /// the binding's memory nodes.
+    MemoryDidNotFollow,
+    /// Held in `/proc`, but more of the engine's CPU time than the limit ran outside the
+    /// binding's CPUs.
+    ThreadsOutside,
+    /// No memory or thread figure to judge by.
+    NotAudited,
+}
+
+/// The shares (0 to 1) above which a binding's placement fails: `binding.memory_off_node_alert`
+/// and `binding.cpu_outside_alert`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacementLimits {
+    pub memory_off_node: f64,
+    pub cpu_outside: f64,
+}
+
+impl Default for PlacementLimits {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Self { memory_off_node: 0.10, cpu_outside: 0.10 }
+    }
+}
+
+impl PlacementVerdict {
+    /// Judges a binding from its mean shares (%), against `limits`.
+    pub fn of(
+        memory_off_pct: Option<f64>,
+        cpu_outside_pct: Option<f64>,
+        limits: PlacementLimits,
+    ) -> Self {
+        if memory_off_pct.is_some_and(|p| p > limits.memory_off_node * 100.0) {
+            Self::MemoryDidNotFollow
+        } else if cpu_outside_pct.is_some_and(|p| p > limits.cpu_outside * 100.0) {
+            Self::ThreadsOutside
+        } else if memory_off_pct.is_none() && cpu_outside_pct.is_none() {
+            Self::NotAudited
+        } else {
+            Self::Held
+        }
+    }
 }
 
 /// `compare.json`.
@@ -222,12 +285,24 @@ fn pct(a: f64, base: f64) -> Option<f64> {
     (base.is_finite() && base != 0.0 && a.is_finite()).then(|| (a / base - 1.0) * 100.0)
 }
 
-/// Builds the report from the sub-runs done so far (`runs` may be partial).
+/// Builds the report from the sub-runs done so far (`runs` may be partial), judging placement
+/// against the default limits.
 pub fn analyse(
     choices: &[(Choice, Binding)],
     trials: u32,
     runs: &[TrialRun],
     incomplete: bool,
+) -> CompareReport {
+    analyse_with(choices, trials, runs, incomplete, PlacementLimits::default())
+}
+
+/// `analyse` with the placement limits of the configuration.
+pub fn analyse_with(
+    choices: &[(Choice, Binding)],
+    trials: u32,
+    runs: &[TrialRun],
+    incomplete: bool,
+    limits: PlacementLimits,
 ) -> CompareReport {
     let ok = |label: &str| -> Vec<&TrialRun> {
         runs.iter().filter(|r| r.binding == label && r.error.is_none()).collect()
@@ -308,6 +383,12 @@ pub fn analyse(
                 numa_maps::off_node_share(r.memory_by_node.as_ref()?, &nodes).map(|s| s * 100.0)
             }))
         };
+        let memory_off_node_pct = off_pct(&mine);
+        let cpu_outside_pct = mean_of(
+            mine.iter().filter_map(|r| r.threads.as_ref()?.outside_share.map(|s| s * 100.0)),
+        );
+        let placement = (!b.is_none() && !mine.is_empty())
+            .then(|| PlacementVerdict::of(memory_off_node_pct, cpu_outside_pct, limits));
         bindings.push(BindingResult {
             label: c.label.clone(),
             numactl: b.numactl_args(),
@@ -316,11 +397,16 @@ pub fn analyse(
             levels: lv,
             score,
             score_vs_none_pct,
-            memory_off_node_pct: off_pct(&mine),
+            memory_off_node_pct,
             none_memory_off_node_pct: if base_label.is_some() { off_pct(&base_runs) } else { None },
             numa_miss: mean_of(mine.iter().filter_map(|r| {
                 r.numa.as_ref().and_then(|n| n.total.get("numa_miss")).map(|&v| v as f64)
             })),
+            thread_migrations: mean_of(
+                mine.iter().filter_map(|r| r.threads.as_ref()?.migrations_delta.map(|m| m as f64)),
+            ),
+            cpu_outside_pct,
+            placement,
         });
     }
     let score_unit = capacity_kind.as_deref().map_or_else(tok_s, Capacity::unit);
@@ -462,6 +548,27 @@ fn verdict(
             None => None,
         }
     };
+    for b in bindings {
+        match b.placement {
+            Some(PlacementVerdict::MemoryDidNotFollow) => {
+                let _ = write!(
+                    text,
+                    "; {} held in /proc but memory did not follow ({:.1} % of the engine's memory on remote nodes)",
+                    b.label,
+                    b.memory_off_node_pct.unwrap_or_default()
+                );
+            }
+            Some(PlacementVerdict::ThreadsOutside) => {
+                let _ = write!(
+                    text,
+                    "; {} held in /proc but the threads did not ({:.1} % of the engine's CPU time outside its CPUs)",
+                    b.label,
+                    b.cpu_outside_pct.unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
     if noise == Some(true) {
         text.push_str(" — recommendation: the bindings perform alike on this workload");
     } else if noise == Some(false) {
@@ -538,6 +645,40 @@ pub(super) mod tests {
                 (c, b)
             })
             .collect()
+    }
+
+    #[test]
+    fn placement_verdicts_are_named_against_the_limits() {
+        let l = PlacementLimits { memory_off_node: 0.10, cpu_outside: 0.05 };
+        assert_eq!(PlacementVerdict::of(Some(10.0), Some(5.0), l), PlacementVerdict::Held);
+        assert_eq!(
+            PlacementVerdict::of(Some(38.0), Some(50.0), l),
+            PlacementVerdict::MemoryDidNotFollow
+        );
+        assert_eq!(PlacementVerdict::of(Some(0.4), Some(5.1), l), PlacementVerdict::ThreadsOutside);
+        assert_eq!(PlacementVerdict::of(None, Some(0.0), l), PlacementVerdict::Held);
+        assert_eq!(PlacementVerdict::of(None, None, l), PlacementVerdict::NotAudited);
+        // The threads' share over the sub-runs decides a CPU-only binding.
+        let mut runs = clear_gain_runs();
+        for r in runs.iter_mut().filter(|r| r.binding != "none") {
+            let share = if r.trial == 1 { 0.30 } else { 0.0 };
+            r.threads = Some(crate::summary::ThreadPlacement {
+                outside_share: Some(share),
+                migrations_delta: Some(30 * u64::from(r.trial)),
+                ..Default::default()
+            });
+        }
+        let r = analyse_with(&choices(), 3, &runs, false, l);
+        let b = &r.bindings[1];
+        assert_eq!((b.cpu_outside_pct, b.thread_migrations), (Some(10.0), Some(60.0)));
+        assert_eq!(b.placement, Some(PlacementVerdict::ThreadsOutside));
+        assert!(
+            r.verdict.contains("nodes=0 held in /proc but the threads did not (10.0 %"),
+            "{}",
+            r.verdict
+        );
+        let r = analyse(&choices(), 3, &runs, false);
+        assert_eq!(r.bindings[1].placement, Some(PlacementVerdict::Held));
     }
 
     #[test]

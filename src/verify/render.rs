@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use super::compare::{BindingResult, CompareReport, Estimate, TrialRun};
+use super::compare::{BindingResult, CompareReport, Estimate, PlacementVerdict, TrialRun};
 
 /// `mean ± half-width` with `digits` decimals (the mean alone without an interval).
 fn show(e: &Estimate, digits: usize) -> String {
@@ -137,6 +137,9 @@ pub fn placement_lines(r: &CompareReport) -> Vec<String> {
             let get = |c: &str| n.total.get(c).copied().unwrap_or(0);
             parts.push(format!("numa_miss {}, other_node {}", get("numa_miss"), get("other_node")));
         }
+        if let Some(t) = &run.threads {
+            parts.push(format!("threads: {}", crate::host::task_stat::describe(t)));
+        }
         if !parts.is_empty() {
             out.push(format!("{} trial {}: {}", run.binding, run.trial, parts.join("; ")));
         }
@@ -155,8 +158,29 @@ pub fn placement_lines(r: &CompareReport) -> Vec<String> {
             _ => {}
         }
         match (b.numa_miss, none.and_then(|n| n.numa_miss)) {
-            (Some(a), Some(n)) => parts.push(format!("numa_miss {a:.0} vs {n:.0} under none")),
-            (Some(a), None) => parts.push(format!("numa_miss {a:.0}")),
+            (Some(a), Some(n)) => {
+                parts.push(format!("numa_miss {} vs {} under none", compact(a), compact(n)))
+            }
+            (Some(a), None) => parts.push(format!("numa_miss {}", compact(a))),
+            _ => {}
+        }
+        match (b.thread_migrations, none.and_then(|n| n.thread_migrations)) {
+            (Some(a), Some(n)) => {
+                parts.push(format!("thread migrations {} vs {} under none", compact(a), compact(n)))
+            }
+            (Some(a), None) => parts.push(format!("thread migrations {}", compact(a))),
+            _ => {}
+        }
+        if let Some(p) = b.cpu_outside_pct {
+            parts.push(format!("CPU time outside the binding {p:.1} %"));
+        }
+        match b.placement {
+            Some(PlacementVerdict::MemoryDidNotFollow) => {
+                parts.push("held in /proc but memory did not follow".into())
+            }
+            Some(PlacementVerdict::ThreadsOutside) => {
+                parts.push("held in /proc but the threads ran outside it".into())
+            }
             _ => {}
         }
         if parts.len() > usize::from(b.score_vs_none_pct.is_some()) {
@@ -164,6 +188,18 @@ pub fn placement_lines(r: &CompareReport) -> Vec<String> {
         }
     }
     out
+}
+
+/// A count for people: `10`, `2 k`, `1.9 M`.
+pub fn compact(v: f64) -> String {
+    let (x, unit) = match v.abs() {
+        a if a < 1e3 => return format!("{v:.0}"),
+        a if a < 1e6 => (v / 1e3, "k"),
+        a if a < 1e9 => (v / 1e6, "M"),
+        _ => (v / 1e9, "G"),
+    };
+    let s = format!("{x:.1}");
+    format!("{} {unit}", s.strip_suffix(".0").unwrap_or(&s))
 }
 
 /// The comparison chart (SVG, drawn with plotters): output tok/s per level, one bar per
@@ -319,12 +355,70 @@ mod tests {
         let last = lines.last().unwrap();
         assert!(last.starts_with("nodes=0: +12."), "{last}");
         assert!(
-            last.ends_with("engine memory on remote nodes 0.1 % vs 40.0 % under none; numa_miss 10 vs 3000 under none"),
+            last.ends_with("engine memory on remote nodes 0.1 % vs 40.0 % under none; numa_miss 10 vs 3 k under none"),
             "{last}"
         );
         let mut table = Vec::new();
         write_table(&r, &mut table).unwrap();
         assert!(String::from_utf8(table).unwrap().contains(last.as_str()));
+    }
+
+    #[test]
+    fn one_sentence_per_binding_explains_the_verdict() {
+        let mut runs = clear_gain_runs();
+        for r in &mut runs {
+            let none = r.binding == "none";
+            let (by_node, miss) = if none {
+                ([(0, 600 << 20), (1, 400 << 20)], 1_900_000)
+            } else {
+                ([(0, 800 << 20), (1, 200 << 20)], 2000)
+            };
+            r.memory_by_node = Some(by_node.into());
+            r.numa = Some(crate::summary::NumaCounters {
+                per_node: Default::default(),
+                total: [("numa_miss".to_string(), miss)].into(),
+            });
+            r.threads = Some(crate::summary::ThreadPlacement {
+                threads: 9,
+                last_cpus: if none { vec![0, 5] } else { vec![1, 2] },
+                migrations_delta: Some(if none { 4100 } else { 120 }),
+                cpu_seconds: Some(30.0),
+                outside_share: (!none).then_some(0.0),
+                ..Default::default()
+            });
+        }
+        let r = analyse(&choices(), 3, &runs, false);
+        let lines = placement_lines(&r);
+        assert_eq!(
+            lines.last().unwrap(),
+            "nodes=0: +12.5 % output tok/s; engine memory on remote nodes 20.0 % vs 40.0 % under \
+             none; numa_miss 2 k vs 1.9 M under none; thread migrations 120 vs 4.1 k under none; \
+             CPU time outside the binding 0.0 %; held in /proc but memory did not follow"
+        );
+        assert!(
+            lines.contains(
+                &"none trial 2: engine memory N0 600.0 MiB, N1 400.0 MiB; numa_miss 1900000, \
+              other_node 0; threads: 9 threads last on CPUs 0,5; 30.0 s CPU"
+                    .to_string()
+            ),
+            "{lines:#?}"
+        );
+        assert_eq!(r.bindings[1].placement, Some(PlacementVerdict::MemoryDidNotFollow));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["bindings"][1]["placement"], "memory_did_not_follow");
+        assert_eq!(json["bindings"][0]["placement"], serde_json::Value::Null);
+        assert!(
+            r.verdict.contains("; nodes=0 held in /proc but memory did not follow (20.0 % of the engine's memory on remote nodes)"),
+            "{}",
+            r.verdict
+        );
+    }
+
+    #[test]
+    fn counts_read_compactly() {
+        let got: Vec<String> =
+            [0.0, 10.0, 999.0, 2000.0, 4100.0, 1.9e6, 3.25e9].map(compact).into();
+        assert_eq!(got, ["0", "10", "999", "2 k", "4.1 k", "1.9 M", "3.2 G"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::bindings::Choice;
-use super::compare::{analyse, schedule, Capacity, CompareReport, LevelFigures, TrialRun};
+use super::compare::{analyse_with, schedule, Capacity, CompareReport, LevelFigures, TrialRun};
 use super::render::{write_chart, write_table};
 use super::sweep::{numa_since, read_numastat, run_sweep, EngineProcs, SweepSpec};
 use crate::binding::Binding;
@@ -52,6 +52,9 @@ pub struct CompareSpec {
     pub ready_timeout: Duration,
     pub stop_grace: Duration,
     pub proc: ProcFs,
+    /// The shares above which a binding's placement fails (`binding.memory_off_node_alert`,
+    /// `binding.cpu_outside_alert`).
+    pub limits: super::compare::PlacementLimits,
 }
 
 /// Rewrites `compare.json`, `compare.txt` and `compare.svg` under `out`.
@@ -115,10 +118,12 @@ pub async fn run_compare(
         }
         on_run(&run);
         runs.push(run);
-        let partial = analyse(&spec.choices, spec.trials, &runs, i + 1 < order.len());
+        let partial =
+            analyse_with(&spec.choices, spec.trials, &runs, i + 1 < order.len(), spec.limits);
         write_outputs(&spec.out, &partial)?;
     }
-    let report = analyse(&spec.choices, spec.trials, &runs, runs.len() < order.len());
+    let report =
+        analyse_with(&spec.choices, spec.trials, &runs, runs.len() < order.len(), spec.limits);
     write_outputs(&spec.out, &report)?;
     Ok(report)
 }
