@@ -589,3 +589,57 @@ fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
         "{stdout}"
     );
 }
+
+#[test]
+fn compare_sub_runs_carry_the_engines_thread_placement() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SIM_ARGV);
+    let out = dir.path().join("out");
+    let mut cmd = bin();
+    cmd.args(["verify", "--compare", "none,cpus=0/mem=0", "--trials", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dataset", "random", "--input-len", "64", "--output-len", "64"])
+        .args(["--parallel", "4", "--number", "40", "--warmup", "0", "--quiet"]);
+    let (o, _) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    for r in json["runs"].as_array().unwrap() {
+        let t = &r["threads"];
+        // The simulator is a tokio program: several threads, each with a last CPU.
+        assert!(t["threads"].as_u64().unwrap() >= 2, "{r}");
+        assert!(t["cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
+        if r["binding"] == "none" {
+            assert!(t["outside_share"].is_null(), "{r}");
+        } else {
+            // Affinity set by the kernel: every thread last ran on CPU 0, none of its time
+            // outside.
+            assert_eq!(t["last_cpus"], serde_json::json!([0]), "{r}");
+            assert_eq!(t["outside_share"].as_f64(), Some(0.0), "{r}");
+        }
+        let sub: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(sub["levels"][0]["threads"]["threads"].as_u64().unwrap() >= 2, "{sub}");
+    }
+    let b = &json["bindings"][1];
+    assert_eq!(b["cpu_outside_pct"].as_f64(), Some(0.0), "{b}");
+    assert_eq!(b["placement"], "held", "{b}");
+    assert!(json["bindings"][0]["placement"].is_null(), "{json}");
+    assert!(
+        stdout.contains("cpus=0/mem=0: ") && stdout.contains("CPU time outside the binding 0.0 %"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("none trial 1: ") && stdout.contains("threads: "), "{stdout}");
+}

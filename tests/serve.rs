@@ -1020,3 +1020,29 @@ fn print_config_passes_drain_timeout_to_the_engines_own_drain_option() {
         );
     }
 }
+
+/// The thread placement in `status`: every engine thread (the simulator, its workers and their
+/// children) last ran on the bound CPU, and from the second reading on the CPU time since the
+/// previous check is known, none of it outside the binding.
+#[test]
+fn status_carries_the_thread_placement_of_the_bound_engine() {
+    let agent =
+        Agent::start(&["--workers", "2"], &format!("{BIND_CPU1}\n[launch]\nmode = \"bare\"\n"));
+    agent.wait_state("ready", Duration::from_secs(30));
+    let st = wait_for("a second thread reading", Duration::from_secs(20), || {
+        agent
+            .status()
+            .filter(|s| pids(s).len() == 5 && s["thread_placement"]["cpu_seconds"].is_number())
+    });
+    let t = &st["thread_placement"];
+    assert!(t["threads"].as_u64().unwrap() >= 5, "{t}");
+    assert_eq!(t["last_cpus"], serde_json::json!([1]), "{t}");
+    assert_eq!(t["last_cpus_outside"], serde_json::json!([]), "{t}");
+    assert!(t["last_cpu_changes"].is_u64(), "{t}");
+    if t["cpu_seconds"].as_f64().unwrap() > 0.0 {
+        assert_eq!(t["outside_share"].as_f64(), Some(0.0), "{t}");
+    } else {
+        assert!(t["outside_share"].is_null(), "{t}");
+    }
+    assert_eq!(st["cpu_outside_alert"], false, "{st}");
+}

@@ -828,3 +828,103 @@ fn two_node_vm_memory_audit_follows_the_binding() {
         assert!(vm.ok(stop).contains("serve-exit=0"), "{stop}: {}", vm.ok(stop));
     }
 }
+
+/// `verify --compare none,nodes=0,nodes=1` in the two-node VM (tests/vm/compare-placement.sh):
+/// each binding's sub-run finds the engine's memory on its own node and its threads on its own
+/// CPUs; unbound, the memory is off at least one of the two nodes by half or more; the NUMA
+/// counters moved on both nodes; the report says it per binding.
+#[test]
+fn two_node_vm_compare_reports_memory_numa_and_threads_per_binding() {
+    let test = "compare_placement_two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let vm = boot_for(test, "two-node", "compare-placement.sh", 900);
+    let report = vm.ok("compare");
+    let cmp = json(&vm, "compare-json");
+    let runs = cmp["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{cmp}");
+    let mib = 1u64 << 20;
+    for r in runs {
+        assert!(r["error"].is_null(), "{r}");
+        let by_node: BTreeMap<u32, u64> = r["memory_by_node"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no memory_by_node: {r}"))
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.as_u64().unwrap()))
+            .collect();
+        // The two workers' 128 MiB are in, wherever they are.
+        assert!(by_node.values().sum::<u64>() >= 128 * mib, "{by_node:?}");
+        let total = &r["numa"]["total"];
+        assert!(total["numa_hit"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["numa"]["per_node"].as_object().unwrap().len() == 2, "{r}");
+        let t = &r["threads"];
+        assert!(t["threads"].as_u64().unwrap() >= 3, "{r}");
+        let last: Vec<u64> =
+            t["last_cpus"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        let (node, cpus) = match r["binding"].as_str().unwrap() {
+            "none" => {
+                assert!(t["outside_share"].is_null() && r["memory_off_node_share"].is_null());
+                continue;
+            }
+            "nodes=0" => (0u32, [0u64, 1]),
+            "nodes=1" => (1, [2, 3]),
+            other => panic!("unexpected binding {other}"),
+        };
+        // Bound: the memory sits mostly on the binding's node, the threads ran on its CPUs.
+        let on = by_node.get(&node).copied().unwrap_or(0);
+        let off: u64 = by_node.iter().filter(|(n, _)| **n != node).map(|(_, b)| b).sum();
+        assert!(on >= 128 * mib && off < on, "{}: {by_node:?}", r["binding"]);
+        let share = r["memory_off_node_share"].as_f64().unwrap();
+        assert!((share - off as f64 / (on + off) as f64).abs() < 1e-9, "{r}");
+        assert!(last.iter().all(|c| cpus.contains(c)), "{}: last CPUs {last:?}", r["binding"]);
+        assert!(t["last_cpus_outside"].as_array().unwrap().is_empty(), "{r}");
+        if t["cpu_seconds"].as_f64().unwrap() > 0.0 {
+            assert_eq!(t["outside_share"].as_f64(), Some(0.0), "{r}");
+        }
+    }
+    // Per binding: its own share small, and `none` measured against the two nodes adds up to
+    // all of its memory, so against one of them it is half or more.
+    let bindings = cmp["bindings"].as_array().unwrap();
+    let none_off: Vec<f64> =
+        bindings[1..].iter().map(|b| b["none_memory_off_node_pct"].as_f64().unwrap()).collect();
+    assert!((none_off[0] + none_off[1] - 100.0).abs() < 1.0, "{none_off:?}");
+    for b in &bindings[1..] {
+        let own = b["memory_off_node_pct"].as_f64().unwrap();
+        assert!(own < 50.0, "{b}");
+        assert!(b["placement"].is_string(), "{b}");
+        assert_eq!(b["cpu_outside_pct"].as_f64().unwrap_or(0.0), 0.0, "{b}");
+    }
+    assert!(none_off.iter().any(|p| *p >= 50.0), "{none_off:?}");
+    // One sentence per binding, next to its throughput; the page cache of the binary (read
+    // before any binding, on node 0) is what keeps nodes=1 from its node: said by name.
+    for b in &bindings[1..] {
+        let label = format!("{}: ", b["label"].as_str().unwrap());
+        let line = report
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(&label) && l.contains("engine memory on remote nodes "))
+            .unwrap_or_else(|| panic!("no placement line for {label} in the report:\n{report}"));
+        assert!(line.contains(" under none; numa_miss "), "{line}");
+        assert!(line.contains("; thread migrations "), "{line}");
+        assert!(line.contains("; CPU time outside the binding 0.0 %"), "{line}");
+        let did_not_follow = b["placement"] == "memory_did_not_follow";
+        assert_eq!(
+            line.ends_with("held in /proc but memory did not follow"),
+            did_not_follow,
+            "{line}"
+        );
+        assert_eq!(did_not_follow, b["memory_off_node_pct"].as_f64().unwrap() > 10.0, "{b}");
+        if !did_not_follow {
+            assert_eq!(b["placement"], "held", "{b}");
+        }
+    }
+    assert_eq!(bindings[1]["placement"], "held", "nodes=0 keeps everything on node 0");
+    assert!(report.contains("threads: "), "{report}");
+    // The bound sub-run's summary.json carries the same figures per level.
+    let sub = json(&vm, "node1-summary");
+    let level = &sub["levels"][0];
+    assert!(level["memory_by_node"]["1"].as_u64().unwrap_or(0) >= 128 * mib, "{level}");
+    assert!(level["numa"]["per_node"]["1"]["numa_hit"].is_u64(), "{level}");
+    assert!(level["threads"]["threads"].as_u64().unwrap() >= 3, "{level}");
+}
