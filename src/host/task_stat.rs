@@ -141,10 +141,10 @@ pub fn summarize(
         // A thread id seen again with fewer ticks is a new thread under a reused id.
         let was = was.filter(|w| w.ticks <= now.ticks);
         let delta = now.ticks - was.map_or(0, |w| w.ticks);
-        ticks += delta;
+        ticks = ticks.saturating_add(delta);
         if let (Some(b), Some(cpu)) = (bound, now.cpu) {
             if !b.contains(cpu) {
-                outside += delta;
+                outside = outside.saturating_add(delta);
             }
         }
         if let Some(w) = was {
@@ -346,6 +346,19 @@ mod tests {
         fn never_panics(text in "\\PC{0,200}") {
             let _ = parse_stat(&text);
             let _ = parse_sched(&text);
+        }
+
+        #[test]
+        fn summarize_never_panics(
+            a in proptest::collection::btree_map(0i32..8, (proptest::option::of(0u32..8), any::<u64>(), proptest::option::of(any::<u64>())), 0..6),
+            b in proptest::collection::btree_map(0i32..8, (proptest::option::of(0u32..8), any::<u64>(), proptest::option::of(any::<u64>())), 0..6),
+        ) {
+            let to = |m: &BTreeMap<i32, (Option<u32>, u64, Option<u64>)>| -> Sample {
+                m.iter().map(|(t, &(cpu, ticks, migrations))| (*t, TaskSample { cpu, ticks, migrations, switches: migrations })).collect()
+            };
+            let bound = CpuSet::parse_list("0-3").unwrap();
+            let p = summarize(Some(&to(&a)), &to(&b), 100, Some(&bound));
+            prop_assert!(p.outside_share.is_none_or(|s| (0.0..=1.0).contains(&s)));
         }
 
         #[test]
