@@ -226,6 +226,10 @@ mod tests {
         let e = parse_stat("(x) S 1").unwrap_err();
         assert!(e.to_string().starts_with("task stat: no `pid (comm) state` start"), "{e}");
         assert!(parse_stat("12 (x) S 1 2").is_err());
+        // Found by `never_panics`: a multi-byte character before `(` made the slice before
+        // it fall inside the character.
+        assert!(parse_stat("®()").is_err());
+        assert!(parse_stat("1® (x) S").is_err());
     }
 
     fn sample(threads: &[(i32, Option<u32>, u64, Option<u64>)]) -> Sample {
