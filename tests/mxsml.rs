@@ -586,7 +586,9 @@ fn probe_reads_mx_smi_json_and_lists_the_library() {
         .join("testdata/fixtures/mx-smi-topo/ms-swift-8xc500-node-affinity.txt");
     std::fs::copy(topo, tools.path().join("topo.txt")).unwrap();
     let libdir = tempfile::tempdir().unwrap();
-    let lib = fake(libdir.path(), TWO_GPUS, false);
+    // GPU 1 at another bus id than the tool's: a disagreement the cross-check names.
+    let lib =
+        fake(libdir.path(), &TWO_GPUS.replace("bdf.1 0000:0f:00.0", "bdf.1 0000:99:00.0"), false);
     let sys = tempfile::tempdir().unwrap();
     let save = tools.path().join("snap");
     let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
@@ -611,4 +613,71 @@ fn probe_reads_mx_smi_json_and_lists_the_library() {
         stdout.contains("device is being reset") || stderr.contains("device is being reset"),
         "{stdout}\n{stderr}"
     );
+
+    // What the library reported is in the snapshot, with where it came from...
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(save.join("mxsml.json")).unwrap()).unwrap();
+    assert_eq!(rec["library"], lib.display().to_string());
+    assert_eq!(rec["gpus"][0]["bus_id"], "0000:0e:00.0");
+    assert_eq!(rec["gpus"][1]["numa_nodes"], serde_json::json!([33]));
+    assert_eq!(rec["links"]["enable"]["1"], "smi-disabled");
+    assert_eq!(
+        rec["links"]["ports"][0],
+        serde_json::json!({"gpu": 0, "port": 0, "state": "up", "peer": 1})
+    );
+    // ...and a replay shows the same source, saying it was recorded, with no library loaded.
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--json", "--from"])
+        .arg(&save)
+        .env("NODEAGENT_MXSML_LIB", "/nonexistent/libmxsml.so")
+        .output()
+        .unwrap();
+    let replay = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{replay}\n{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("libmxsml ({}, recorded in mxsml.json)", lib.display());
+    assert!(replay.contains(&want), "missing {want} in {replay}");
+    let live = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--json", "--no-hwloc", "--mx-smi"])
+        .arg(mx_smi_in(tools.path()))
+        .arg("--sysfs-root")
+        .arg(sys.path())
+        .env("NODEAGENT_MXSML_LIB", &lib)
+        .output()
+        .unwrap();
+    let live = String::from_utf8_lossy(&live.stdout);
+    let lib_warnings = |t: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str().filter(|w| w.contains("libmxsml")).map(String::from))
+            .collect()
+    };
+    assert_eq!(
+        lib_warnings(&live),
+        ["libmxsml puts GPU 1 at 0000:99:00.0, mx-smi at 0000:0f:00.0"]
+    );
+    assert_eq!(lib_warnings(&replay), lib_warnings(&live), "the replay cross-checks the same");
+}
+
+/// A recorded `mxsml.json` that is not the record: one line naming the file, exit 2.
+#[test]
+fn a_broken_mxsml_record_in_a_snapshot_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mx-smi.txt"),
+        mx_testdata("ms-swift-8xc500-2.2.9-board-layout.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("mxsml.json"), "{\"library\": 3}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--from"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mxsml.json: not a libmxsml record"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

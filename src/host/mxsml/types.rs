@@ -15,6 +15,20 @@ pub struct GpuFacts {
     pub numa_nodes: Vec<u32>,
 }
 
+/// What `probe` read from the library, as a snapshot keeps it (`mxsml.json`, written by
+/// `probe --save` and replayed by `--from`): the library file, each GPU's facts, the MetaXLink
+/// picture (`None` when the library could not give it) and the calls that failed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MxsmlRecord {
+    pub library: String,
+    pub gpus: Vec<GpuFacts>,
+    #[serde(default)]
+    pub links: Option<LinkReport>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
 /// One GPU as `mxSmlGetDeviceInfo` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
