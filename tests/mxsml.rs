@@ -9,6 +9,9 @@ use std::process::Command;
 
 use nodeagent::host::mxsml::{LinkEnable, Mxsml, MxsmlError, PcieLink, PortState, TopoLevel};
 
+#[path = "support/metrics.rs"]
+mod metrics;
+
 fn cc(src: &Path, out: &Path, defines: &[&str]) {
     let status = Command::new("cc")
         .args(["-shared", "-fPIC", "-w", "-o"])
@@ -391,6 +394,181 @@ async fn sampler_with_nothing_working_says_why() {
     assert!(e.contains("unrecognized option 'dmon'") && e.contains("device busy"), "{e}");
 }
 
+// ------------------------------------------------- health through the library (issue 16)
+
+#[tokio::test]
+async fn sampler_reads_metax_health_through_the_library_field_by_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = Mxsml::open_first(&[fake(tmp.path(), TWO_GPUS, false)]).unwrap();
+    let tools = tool_dir(true);
+    let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tools.path()));
+    let r = src.read_all(Duration::from_secs(5), run_tool_owned, true).await;
+    assert_eq!(r.source, SampleSource::Mxsml);
+    let h = r.health.expect("health read");
+    assert_eq!(h.len(), 2);
+    let (h0, h1) = (&h[0], &h[1]);
+    assert_eq!((h0.sm_clock_mhz, h0.mem_clock_mhz), (Some(1600), Some(1800)));
+    assert_eq!(h0.ecc_enabled, Some(true));
+    // SRAM 3 + DRAM 7 corrected, SRAM 0 + DRAM 1 uncorrected.
+    assert_eq!((h0.ecc_corrected, h0.ecc_uncorrected), (Some(10), Some(1)));
+    assert_eq!(
+        (h0.pcie.gen, h0.pcie.gen_max, h0.pcie.width, h0.pcie.width_max),
+        (Some(5), Some(5), Some(16), Some(16))
+    );
+    let links = |h: &nodeagent::host::health::GpuHealth| {
+        h.links.iter().flatten().map(|l| (l.link, l.up)).collect::<Vec<_>>()
+    };
+    assert_eq!(links(h0), [(0, true), (1, false)]);
+    assert_eq!((h0.throttle_reasons, h0.vendor_throttle_reasons), (None, Some(0)));
+    assert_eq!(h1.vendor_throttle_reasons, Some(4));
+    assert_eq!((h1.pcie.gen, h1.pcie.width), (Some(4), Some(8)));
+    assert!(h1.pcie.width_degraded());
+    assert_eq!(links(h1), [(0, true)]);
+    // GPU 1 has no memory clock: that field alone is missing, with one note.
+    assert_eq!((h1.sm_clock_mhz, h1.mem_clock_mhz), (Some(1200), None));
+    assert_eq!(r.health_notes.len(), 1, "{:?}", r.health_notes);
+    assert!(r.health_notes[0].contains("mxSmlGetClocks on GPU 1"), "{:?}", r.health_notes);
+
+    // Without asking for health: none read.
+    let r = src.read_all(Duration::from_secs(5), run_tool_owned, false).await;
+    assert!(r.health.is_none() && r.status.is_ok());
+}
+
+#[tokio::test]
+async fn failing_health_calls_degrade_one_field_each_and_an_old_library_has_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = format!(
+        "{TWO_GPUS}fail.mxSmlGetTotalEccErrors.0 3\nfail.mxSmlGetPcieMaxLinkInfo 2\nfail.mxSmlGetMetaXLinkPortState.1 9\n"
+    );
+    let lib = Mxsml::open_first(&[fake(tmp.path(), &conf, false)]).unwrap();
+    let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tool_dir(true).path()));
+    let r = src.read_all(Duration::from_secs(5), run_tool_owned, true).await;
+    let h = r.health.unwrap();
+    assert_eq!((h[0].ecc_corrected, h[0].ecc_uncorrected), (None, None));
+    assert_eq!(h[0].ecc_enabled, Some(true), "the ECC mode stands");
+    assert_eq!((h[0].pcie.width, h[0].pcie.width_max), (Some(16), None));
+    assert_eq!(h[1].ecc_uncorrected, Some(0));
+    assert_eq!(h[1].links, None);
+    assert_eq!(h[0].sm_clock_mhz, Some(1600));
+    let notes = r.health_notes.join("\n");
+    for want in [
+        "mxSmlGetTotalEccErrors on GPU 0",
+        "mxSmlGetPcieMaxLinkInfo on GPU 0",
+        "mxSmlGetPcieMaxLinkInfo on GPU 1",
+        "mxSmlGetMetaXLinkPortState on GPU 1",
+    ] {
+        assert!(notes.contains(want), "missing {want} in {notes}");
+    }
+
+    let old = tempfile::tempdir().unwrap();
+    let lib = Mxsml::open_first(&[fake(old.path(), TWO_GPUS, true)]).unwrap();
+    let src = MetaxSource::with_library(Some(lib), &mx_smi_in(tool_dir(true).path()));
+    let r = src.read_all(Duration::from_secs(5), run_tool_owned, true).await;
+    let h = r.health.unwrap();
+    assert!(h
+        .iter()
+        .all(|h| h.sm_clock_mhz.is_none() && h.links.is_none() && h.ecc_uncorrected.is_none()));
+    assert!(
+        r.health_notes.iter().any(|n| n.contains("lacks mxSmlGetClocks")),
+        "{:?}",
+        r.health_notes
+    );
+    assert!(r.status.is_ok(), "the status stands without the health symbols");
+}
+
+/// `monitor` on the fake libmxsml: the health becomes the same `/metrics` series as NVIDIA's
+/// (DCGM names, link states) and the same alerts, raised after two readings hold a fault and
+/// cleared after two without; the readings come every tick here (`NODEAGENT_HEALTH_PERIOD=0s`).
+#[test]
+fn monitor_exports_metax_health_and_alerts_with_hysteresis() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::Instant;
+    let libdir = tempfile::tempdir().unwrap();
+    // GPU 1 healthy: its ports all unused, full PCIe link.
+    let good = TWO_GPUS
+        .replace("pcie.1 16.0,8", "pcie.1 32.0,16")
+        .replace("ecc.0 3,0,7,1,2", "ecc.0 3,0,7,0,2")
+        .replace("ports.0 1,2,5,5,5,5,5", "ports.0 1,1,5,5,5,5,5");
+    let lib = fake(libdir.path(), &good, false);
+    let tools = tool_dir(true);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["monitor", "--tool", "metax", "--interval", "200ms", "--listen", "127.0.0.1:0"])
+        .arg("--mx-smi")
+        .arg(mx_smi_in(tools.path()))
+        .env("NODEAGENT_MXSML_LIB", &lib)
+        .env("NODEAGENT_HEALTH_PERIOD", "0s")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    let wait = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&metrics::http_get(&addr, "/status").1).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let v = wait("samples", &|v| v["samples_total"].as_u64() >= Some(3));
+    assert_eq!(v["source"], "mxsml");
+    assert!(metrics::alerts(&v).is_empty(), "{v:#}");
+    let text = metrics::http_get(&addr, "/metrics").1;
+    for want in [
+        "nodeagent_gpu_sample_source{source=\"mxsml\"} 1",
+        "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 1600",
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 10",
+        "DCGM_FI_DEV_PCIE_LINK_GEN{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\",model_name=\"MetaX C500\"} 5",
+        "nodeagent_gpu_link_up{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",link=\"1\"} 1",
+        "nodeagent_gpu_vendor_throttle_reasons{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\"} 4",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    assert!(!text.contains("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{"), "MetaX bits are not NVML's");
+    let (code, msg) = metrics::promtool(&text);
+    assert_eq!(code, 0, "promtool check metrics: {msg}\n{text}");
+
+    // The faults of TWO_GPUS: GPU 0 an uncorrected ECC error and port 1 down, GPU 1 at x8.
+    std::fs::write(libdir.path().join("libmxsml.so.conf"), TWO_GPUS).unwrap();
+    let v = wait("the health alerts", &|v| metrics::alerts(v).len() == 3);
+    assert_eq!(metrics::alerts(&v), ["ecc-uncorrected", "pcie-degraded", "link-down"]);
+    let msgs: Vec<&str> =
+        v["alerts"].as_array().unwrap().iter().map(|a| a["message"].as_str().unwrap()).collect();
+    assert!(msgs.contains(&"GPU 1 PCIe link at gen 4 x8 (maximum gen 5 x16)"), "{msgs:?}");
+    assert!(
+        msgs.contains(&"GPU 0: 1 uncorrectable ECC errors since the driver loaded"),
+        "{msgs:?}"
+    );
+    let text = metrics::http_get(&addr, "/metrics").1;
+    assert!(
+        text.contains("nodeagent_gpu_link_up{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",link=\"1\"} 0"),
+        "{text}"
+    );
+    std::fs::write(libdir.path().join("libmxsml.so.conf"), &good).unwrap();
+    wait("the alerts to clear", &|v| metrics::alerts(v).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 // ------------------------------------------------------------- probe: -j and the library
 
 /// Live `probe` on MetaX: `mx-smi -j` is read first (and saved as mx-smi.txt, which replays),
@@ -408,7 +586,9 @@ fn probe_reads_mx_smi_json_and_lists_the_library() {
         .join("testdata/fixtures/mx-smi-topo/ms-swift-8xc500-node-affinity.txt");
     std::fs::copy(topo, tools.path().join("topo.txt")).unwrap();
     let libdir = tempfile::tempdir().unwrap();
-    let lib = fake(libdir.path(), TWO_GPUS, false);
+    // GPU 1 at another bus id than the tool's: a disagreement the cross-check names.
+    let lib =
+        fake(libdir.path(), &TWO_GPUS.replace("bdf.1 0000:0f:00.0", "bdf.1 0000:99:00.0"), false);
     let sys = tempfile::tempdir().unwrap();
     let save = tools.path().join("snap");
     let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
@@ -433,4 +613,71 @@ fn probe_reads_mx_smi_json_and_lists_the_library() {
         stdout.contains("device is being reset") || stderr.contains("device is being reset"),
         "{stdout}\n{stderr}"
     );
+
+    // What the library reported is in the snapshot, with where it came from...
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(save.join("mxsml.json")).unwrap()).unwrap();
+    assert_eq!(rec["library"], lib.display().to_string());
+    assert_eq!(rec["gpus"][0]["bus_id"], "0000:0e:00.0");
+    assert_eq!(rec["gpus"][1]["numa_nodes"], serde_json::json!([33]));
+    assert_eq!(rec["links"]["enable"]["1"], "smi-disabled");
+    assert_eq!(
+        rec["links"]["ports"][0],
+        serde_json::json!({"gpu": 0, "port": 0, "state": "up", "peer": 1})
+    );
+    // ...and a replay shows the same source, saying it was recorded, with no library loaded.
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--json", "--from"])
+        .arg(&save)
+        .env("NODEAGENT_MXSML_LIB", "/nonexistent/libmxsml.so")
+        .output()
+        .unwrap();
+    let replay = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{replay}\n{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("libmxsml ({}, recorded in mxsml.json)", lib.display());
+    assert!(replay.contains(&want), "missing {want} in {replay}");
+    let live = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--json", "--no-hwloc", "--mx-smi"])
+        .arg(mx_smi_in(tools.path()))
+        .arg("--sysfs-root")
+        .arg(sys.path())
+        .env("NODEAGENT_MXSML_LIB", &lib)
+        .output()
+        .unwrap();
+    let live = String::from_utf8_lossy(&live.stdout);
+    let lib_warnings = |t: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str().filter(|w| w.contains("libmxsml")).map(String::from))
+            .collect()
+    };
+    assert_eq!(
+        lib_warnings(&live),
+        ["libmxsml puts GPU 1 at 0000:99:00.0, mx-smi at 0000:0f:00.0"]
+    );
+    assert_eq!(lib_warnings(&replay), lib_warnings(&live), "the replay cross-checks the same");
+}
+
+/// A recorded `mxsml.json` that is not the record: one line naming the file, exit 2.
+#[test]
+fn a_broken_mxsml_record_in_a_snapshot_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mx-smi.txt"),
+        mx_testdata("ms-swift-8xc500-2.2.9-board-layout.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("mxsml.json"), "{\"library\": 3}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeagent"))
+        .args(["probe", "--from"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mxsml.json: not a libmxsml record"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

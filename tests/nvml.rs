@@ -152,14 +152,16 @@ fn a_failing_call_degrades_its_field_alone() {
     assert_eq!((r.health[0].pcie.width, r.health[0].pcie.gen), (None, Some(5)));
     assert_eq!(
         r.degraded,
+        // The status fields' notes first, then the health fields' (read apart: see
+        // `NvmlLib::read_with`).
         [
             "gpu 0 power: not supported",
-            "gpu 0 ecc corrected: an internal driver error occurred",
-            "gpu 0 ecc uncorrected: an internal driver error occurred",
-            "gpu 0 pcie width: not supported",
             "gpu 1 temperature: not supported",
             "gpu 1 power: not supported",
             "gpu 1 processes: not supported",
+            "gpu 0 ecc corrected: an internal driver error occurred",
+            "gpu 0 ecc uncorrected: an internal driver error occurred",
+            "gpu 0 pcie width: not supported",
         ]
     );
     // No NVLink on these boards: `None`, no note.
@@ -288,6 +290,8 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
             "127.0.0.1:0",
         ])
         .env("NODEAGENT_NVML_LIB", &lib)
+        // Health every tick: the hysteresis below counts readings.
+        .env("NODEAGENT_HEALTH_PERIOD", "0s")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -354,6 +358,47 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
     wait("the alerts to clear", &|v| alerts(v).is_empty());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The health readings (most of a tick's NVML calls) are taken on the first tick and then once
+/// a period; the ticks between repeat them with their age, and read the rest afresh.
+#[test]
+fn monitor_reads_health_once_a_period_and_the_rest_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(dir.path(), "gpus 1\n");
+    let run = |period: &str| {
+        let out = bin()
+            .args(["monitor", "--json", "--tool", "nvidia", "--interval", "100ms", "--count", "6"])
+            .args(["--nvidia-smi", "/nonexistent/nvidia-smi"])
+            .env("NODEAGENT_NVML_LIB", &lib)
+            .env("NODEAGENT_HEALTH_PERIOD", period)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ticks: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter::<Value>()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ticks.len(), 6);
+        assert!(ticks
+            .iter()
+            .all(|t| t["health"][0]["sm_clock_mhz"] == 1980
+                && t["gpus"][0]["memory_used_mib"].is_u64()));
+        ticks.iter().map(|t| t["health"][0]["age_ticks"].as_u64().unwrap_or(0)).collect::<Vec<_>>()
+    };
+    // A period far longer than the run: read once, then repeated, one tick older each time.
+    assert_eq!(run("1h"), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(run("0s"), [0; 6]);
+    let out = bin()
+        .args(["monitor", "--once", "--tool", "nvidia", "--nvidia-smi", "/nonexistent/nvidia-smi"])
+        .env("NODEAGENT_NVML_LIB", &lib)
+        .env("NODEAGENT_HEALTH_PERIOD", "often")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NODEAGENT_HEALTH_PERIOD=\"often\": not a duration"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 /// `serve` of a 2-GPU instance on the fake NVML: links down refuse the start in one line

@@ -230,6 +230,7 @@ fn from_snapshot(dir: &Path, gpu_pci: &[String]) -> Result<HostFacts, HostError>
             .or_else(|| vendor_from_pci(facts.hwloc.as_ref()))
             .unwrap_or((Vendor::Other, "no GPU tool output in the snapshot".into()))
     };
+    replay_mxsml(&mut facts, dir)?;
     Ok(facts)
 }
 
@@ -382,20 +383,48 @@ fn probe_mxsml(facts: &mut HostFacts) {
         }
     };
     match lib.probe() {
-        Ok((gpus, warnings)) => {
-            facts.warnings.extend(warnings);
-            let smi = facts.smi.as_ref().map(|(_, s)| s);
-            facts.warnings.extend(cross_check_mxsml(&gpus, smi, facts.sysfs.as_ref()));
+        Ok((gpus, mut warnings)) => {
+            let links = match lib.links() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warnings.push(format!("libmxsml: {e}"));
+                    None
+                }
+            };
             let path = lib.path().display().to_string();
             facts.timings.push(Timing {
                 source: format!("libmxsml ({path})"),
                 tool: start.elapsed(),
                 parse: Duration::ZERO,
             });
-            facts.mxsml = Some((path, gpus));
+            let record = mxsml::MxsmlRecord { library: path, gpus, links, warnings };
+            // Kept in the snapshot (`probe --save`), so a replay shows the same source.
+            facts.raw.mxsml_json = serde_json::to_string_pretty(&record).ok().map(|t| t + "\n");
+            use_mxsml_record(facts, record, "");
         }
         Err(e) => facts.warnings.push(format!("{e}; MetaX facts from mx-smi and sysfs only")),
     }
+}
+
+/// The library's facts as a source: its warnings, the cross-check against the tool's table
+/// and sysfs, and the facts under `libmxsml (<library><note>)`.
+fn use_mxsml_record(facts: &mut HostFacts, record: mxsml::MxsmlRecord, note: &str) {
+    facts.warnings.extend(record.warnings);
+    let smi = facts.smi.as_ref().map(|(_, s)| s);
+    facts.warnings.extend(cross_check_mxsml(&record.gpus, smi, facts.sysfs.as_ref()));
+    facts.mxsml = Some((format!("{}{note}", record.library), record.gpus));
+}
+
+/// Replay: the library's facts a live probe recorded (`mxsml.json`), named as recorded.
+fn replay_mxsml(facts: &mut HostFacts, dir: &Path) -> Result<(), HostError> {
+    let Some(text) = facts.raw.mxsml_json.as_deref() else { return Ok(()) };
+    let record: mxsml::MxsmlRecord =
+        serde_json::from_str(text).map_err(|e| HostError::Invalid {
+            file: dir.join(snapshot::MXSML_JSON).display().to_string(),
+            what: format!("not a libmxsml record ({e})"),
+        })?;
+    use_mxsml_record(facts, record, &format!(", recorded in {}", snapshot::MXSML_JSON));
+    Ok(())
 }
 
 /// Pure: where libmxsml disagrees with the tool's table (bus id of a GPU index) or with sysfs

@@ -20,6 +20,11 @@ pub struct GpuHealth {
     pub sm_clock_max_mhz: Option<u32>,
     /// NVML's clock event (throttle) reason bits, as the library returns them.
     pub throttle_reasons: Option<u64>,
+    /// A vendor's own throttle bit mask whose bits are not NVML's (MetaX's
+    /// `mxSmlGetCurrentClocksThrottleReason`: the bindings publish no bit names, so it is
+    /// exported as it is and no alert reads it; 0 means not throttled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_throttle_reasons: Option<u64>,
     /// Performance state: 0 (P0, maximum) to 15 (minimum).
     pub performance_state: Option<u32>,
     /// Whether ECC is enabled now.
@@ -32,6 +37,25 @@ pub struct GpuHealth {
     pub links: Option<Vec<LinkState>>,
     /// The last XID-like event the library reported for this GPU, if any since the start.
     pub last_xid: Option<u64>,
+    /// Sampler ticks since these readings were taken: 0 when read this tick. The sampler reads
+    /// health every few ticks (`monitor::sampler::HEALTH_PERIOD`) and repeats the last
+    /// readings in between; the checks judge only fresh ones, so their hysteresis counts
+    /// readings, not repeats.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub age_ticks: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The PCIe generation of a link running at `gts` GT/s per lane (2.5 → 1 ... 64 → 6); `None`
+/// for a speed that is no generation's.
+pub fn pcie_gen_of_gts(gts: f32) -> Option<u32> {
+    [(2.5, 1), (5.0, 2), (8.0, 3), (16.0, 4), (32.0, 5), (64.0, 6)]
+        .iter()
+        .find(|(s, _)| (gts - s).abs() < 0.05)
+        .map(|&(_, g)| g)
 }
 
 /// The PCIe link now and at most: generation and lanes.
@@ -119,5 +143,14 @@ mod tests {
         let idle = PcieLink { gen: Some(1), ..full };
         assert!(idle.gen_below_max() && !idle.width_degraded());
         assert!(!PcieLink::default().width_degraded());
+    }
+
+    #[test]
+    fn pcie_generation_from_transfer_rate() {
+        assert_eq!(pcie_gen_of_gts(2.5), Some(1));
+        assert_eq!(pcie_gen_of_gts(16.0), Some(4));
+        assert_eq!(pcie_gen_of_gts(32.0), Some(5));
+        assert_eq!(pcie_gen_of_gts(0.0), None);
+        assert_eq!(pcie_gen_of_gts(12.0), None);
     }
 }

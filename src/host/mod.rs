@@ -108,7 +108,8 @@ pub struct HostFacts {
     pub hwloc: Option<MachineFacts>,
     /// The vendor tool's status table and the snapshot file it came from.
     pub smi: Option<(String, SmiStatus)>,
-    /// MetaX GPUs as `libmxsml` reports them (live only) and the library file they came from.
+    /// MetaX GPUs as `libmxsml` reports them (live, or recorded in a snapshot's `mxsml.json`)
+    /// and the library file they came from.
     pub mxsml: Option<(String, Vec<mxsml::GpuFacts>)>,
     /// The GPU link/affinity matrix and the snapshot file it came from.
     pub gpu_topo: Option<(String, GpuTopo)>,

@@ -69,9 +69,12 @@ pub struct NvmlReading {
     pub driver_version: Option<String>,
     pub gpus: Vec<GpuStatus>,
     pub processes: Vec<GpuProcess>,
+    /// Empty when the reading was asked without health ([`NvmlLib::read_with`]).
     pub health: Vec<GpuHealth>,
-    /// `"gpu 0 power: not supported"`, one per field that degraded.
+    /// `"gpu 0 power: not supported"`, one per field that degraded (status fields).
     pub degraded: Vec<String>,
+    /// The same for the health fields.
+    pub health_degraded: Vec<String>,
 }
 
 /// Placement facts of one GPU as NVML states them (for `probe`'s cross-check).
@@ -167,11 +170,23 @@ impl NvmlLib {
     }
 
     /// Reads every GPU: status, processes (named from `<proc_root>/<pid>/comm`) and health.
+    /// Every note is in `degraded` (`health_degraded` is left empty).
     pub fn read(&self, proc_root: &Path) -> Result<NvmlReading, NvmlError> {
+        let mut r = self.read_with(proc_root, true)?;
+        let h = std::mem::take(&mut r.health_degraded);
+        r.degraded.extend(h);
+        Ok(r)
+    }
+
+    /// Reads every GPU's status and processes, and its health when `health` (the clocks,
+    /// throttle reasons, ECC, PCIe and NVLink calls: most of a tick's calls, read less often
+    /// by the sampler).
+    pub fn read_with(&self, proc_root: &Path, health: bool) -> Result<NvmlReading, NvmlError> {
         let n = self.count()?;
         let mut out =
             NvmlReading { driver_version: self.driver_version.clone(), ..Default::default() };
         let notes = &mut out.degraded;
+        let hnotes = &mut out.health_degraded;
         for index in 0..n {
             let dev = match self.nvml.device_by_index(index) {
                 Ok(d) => d,
@@ -224,6 +239,10 @@ impl NvmlLib {
                     });
                 }
             }
+            if !health {
+                continue;
+            }
+            let notes = &mut *hnotes;
             let ecc_enabled =
                 field(notes, index, "ecc mode", dev.is_ecc_enabled()).map(|m| m.currently_enabled);
             let ecc = |t| {
@@ -271,7 +290,7 @@ impl NvmlLib {
                     width_max: field(notes, index, "pcie width max", dev.max_pcie_link_width()),
                 },
                 links: links(&dev, index, notes),
-                last_xid: None,
+                ..GpuHealth::default()
             });
         }
         Ok(out)

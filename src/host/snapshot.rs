@@ -8,6 +8,7 @@
 //! nvidia-smi-query.csv  rocm-smi-showtopo.txt  hwloc.xml  sysfs/<paths below /sys>
 //! gpu-pci.txt   (the `--gpu-pci` addresses of the probe, one per line, so a replay needs no flag)
 //! procfs/<paths below /proc>   (the settings `doctor` judges: numa_balancing, GPU irq affinity)
+//! mxsml.json    (what libmxsml reported to a live probe: `host::mxsml::MxsmlRecord`)
 //! ```
 //! `sysfs/` also holds the sysfs settings `doctor` reads (THP, governors, PCIe links,
 //! `msi_irqs/`); `doctor --from DIR` reads both trees as its roots.
@@ -26,6 +27,7 @@ pub const NVIDIA_SMI_QUERY: &str = "nvidia-smi-query.csv";
 pub const ROCM_SMI_TOPO: &str = "rocm-smi-showtopo.txt";
 pub const HWLOC_XML: &str = "hwloc.xml";
 pub const GPU_PCI: &str = "gpu-pci.txt";
+pub const MXSML_JSON: &str = "mxsml.json";
 pub const SYSFS_DIR: &str = "sysfs";
 pub const PROCFS_DIR: &str = "procfs";
 
@@ -42,6 +44,8 @@ pub struct RawOutputs {
     pub hwloc_xml: Option<String>,
     /// The PCI addresses named with `--gpu-pci`, one per line (`0000:41:01.0`).
     pub gpu_pci: Option<String>,
+    /// What libmxsml reported (`host::mxsml::MxsmlRecord` as JSON).
+    pub mxsml_json: Option<String>,
     /// sysfs files read, relative to the sysfs root.
     pub sysfs: Vec<ReadFile>,
     /// procfs files read (by `doctor`'s reader), relative to the procfs root.
@@ -77,6 +81,7 @@ impl RawOutputs {
             (ROCM_SMI_TOPO, &self.rocm_smi_topo),
             (HWLOC_XML, &self.hwloc_xml),
             (GPU_PCI, &self.gpu_pci),
+            (MXSML_JSON, &self.mxsml_json),
         ]
         .into_iter()
         .filter_map(|(name, text)| text.as_deref().map(|t| (name, t)))
@@ -96,6 +101,7 @@ impl RawOutputs {
             ROCM_SMI_TOPO,
             HWLOC_XML,
             GPU_PCI,
+            MXSML_JSON,
             SYSFS_DIR,
             PROCFS_DIR,
         ];
@@ -154,6 +160,7 @@ pub fn load(dir: &Path) -> Result<RawOutputs, SnapshotError> {
         rocm_smi_topo: read(ROCM_SMI_TOPO)?,
         hwloc_xml: read(HWLOC_XML)?,
         gpu_pci: read(GPU_PCI)?,
+        mxsml_json: read(MXSML_JSON)?,
         sysfs: Vec::new(),
         procfs: Vec::new(),
     };

@@ -325,7 +325,8 @@ impl Checks {
         holding: &mut BTreeMap<Key, String>,
     ) {
         use crate::host::health::{throttle_reason_names, SLOWDOWN_REASONS};
-        for h in &sample.health {
+        // Readings repeated from an earlier tick were judged when they were read.
+        for h in sample.health.iter().filter(|h| h.age_ticks == 0) {
             let gpu = Some(h.index);
             let util =
                 sample.gpus().iter().find(|g| g.index == h.index).and_then(|g| g.utilization_pct);

@@ -11,6 +11,11 @@
 //! not list. A `dmon` that fails other than by timing out (an `mx-smi` without `dmon`) is not
 //! asked again. The sample's source is the one that gave the GPU list.
 //!
+//! Health (ECC, clocks, throttle mask, PCIe link, MetaXLink ports) comes from the library
+//! alone, when the sampler asks for it ([`MetaxSource::read_all`]): each GPU's
+//! `host::mxsml::GpuHealth` in the vendor-neutral record (`GpuHealth::common`), every failed
+//! call one note. The tools give no health; without the library there is none.
+//!
 //! This module does not schedule ticks (`agent`) or interpret readings (`checks`).
 
 use std::path::{Path, PathBuf};
@@ -19,10 +24,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::facts::{GpuStatus, SmiStatus};
+use crate::host::health::GpuHealth;
 use crate::host::mxsml::Mxsml;
 use crate::host::{mxdmon, mxsmi};
 
 use super::sample::SampleSource;
+
+/// One tick of the MetaX arm.
+#[derive(Debug)]
+pub struct MetaxReading {
+    /// The status, or why there is none.
+    pub status: Result<SmiStatus, String>,
+    /// The source that gave the GPU list.
+    pub source: SampleSource,
+    /// Each GPU's health when asked for and the library answered; `None` otherwise.
+    pub health: Option<Vec<GpuHealth>>,
+    /// One note per health call that failed (`libmxsml: mxSmlGetClocks on GPU 1: ...`).
+    pub health_notes: Vec<String>,
+}
 
 /// MetaX sources for one sampler: the library if it loaded, and `mx-smi`.
 pub struct MetaxSource {
@@ -87,15 +106,48 @@ impl MetaxSource {
         F: Fn(PathBuf, Vec<String>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<String, String>>,
     {
+        let r = self.read_all(timeout, run_tool, false).await;
+        (r.status, r.source)
+    }
+
+    /// One tick, with each GPU's health from the library when `health` (read in the same
+    /// blocking call as the status, after it).
+    pub async fn read_all<F, Fut>(
+        &self,
+        timeout: Duration,
+        run_tool: F,
+        health: bool,
+    ) -> MetaxReading
+    where
+        F: Fn(PathBuf, Vec<String>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<String, String>>,
+    {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut got: Option<(SmiStatus, SampleSource)> = None;
         let mut processes_known = false;
         let mut errors = Vec::new();
+        let mut healths: Option<Vec<GpuHealth>> = None;
+        let mut health_notes = Vec::new();
         if let Some(lib) = self.lib.clone() {
             // FFI calls block: off the runtime's threads, bounded like a tool run.
-            let call = tokio::task::spawn_blocking(move || lib.status());
+            let call = tokio::task::spawn_blocking(move || {
+                let status = lib.status()?;
+                let h = health.then(|| {
+                    (0..status.0.gpus.len() as u32).map(|i| lib.health(i)).collect::<Vec<_>>()
+                });
+                Ok::<_, crate::host::mxsml::MxsmlError>((status, h))
+            });
             match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(Ok((status, warnings)))) => {
+                Ok(Ok(Ok(((status, warnings), h)))) => {
+                    if let Some(h) = h {
+                        healths = Some(
+                            h.iter()
+                                .zip(&status.gpus)
+                                .map(|(h, g)| GpuHealth { index: g.index, ..h.common() })
+                                .collect(),
+                        );
+                        health_notes = h.into_iter().flat_map(|h| h.warnings).collect();
+                    }
                     processes_known = !warnings.iter().any(|w| w.contains("Process"));
                     for w in &warnings {
                         tracing::debug!(warning = %w, "libmxsml reading missing");
@@ -152,10 +204,11 @@ impl MetaxSource {
                 Err(e) => errors.push(e),
             }
         }
-        match got {
+        let (status, source) = match got {
             Some((status, source)) => (Ok(status), source),
             None => (Err(errors.join("; ")), SampleSource::MxSmi),
-        }
+        };
+        MetaxReading { status, source, health: healths, health_notes }
     }
 }
 

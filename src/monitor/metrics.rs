@@ -348,7 +348,13 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
     }
     let links = family();
     let pstate = family();
+    let vendor_throttle = family();
     for h in &status.health {
+        if let Some(bits) = h.vendor_throttle_reasons {
+            let labels =
+                l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
+            vendor_throttle.get_or_create(&labels).set(bits as f64);
+        }
         let bus = bus_of(status, h.index);
         for link in h.links.iter().flatten() {
             let labels = l(&[
@@ -368,6 +374,11 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
         "gpu_link_up",
         "Whether each GPU-to-GPU link (NVLink, MetaXLink) is active",
         links,
+    );
+    reg.register(
+        "gpu_vendor_throttle_reasons",
+        "A vendor library's own clock throttle bit mask, not NVML's (MetaX libmxsml; 0: not throttled)",
+        vendor_throttle,
     );
 }
 

@@ -11,6 +11,13 @@
 //! - MetaX: `libmxsml` (loaded at run time), then `mx-smi dmon`, then the `mx-smi` status
 //!   table, field by field (`super::metax`).
 //!
+//! Health readings (clocks, throttle reasons, ECC, PCIe link, NVLink/MetaXLink state) come
+//! from the vendor libraries and cost most of a tick's library calls; they change slowly, so
+//! they are read on the first tick and then once every [`HEALTH_PERIOD`] (every 10th tick at
+//! 1 s sampling, every 2nd at the default 5 s), and the ticks between repeat the last readings
+//! with their age (`GpuHealth::age_ticks`). Memory, utilization, temperature, power and the
+//! processes are read every tick.
+//!
 //! This module does not interpret samples (that is `checks`) and does not schedule them
 //! (that is `agent`).
 
@@ -28,6 +35,37 @@ use super::sample::{now_unix_ms, Sample, SampleSource};
 use crate::host::facts::SmiStatus;
 use crate::host::health::GpuHealth;
 use crate::host::nvml::NvmlLib;
+
+/// How often the health readings are taken (see the module header), unless
+/// [`HEALTH_PERIOD_ENV`] says otherwise.
+pub const HEALTH_PERIOD: Duration = Duration::from_secs(10);
+/// The environment variable that sets the health period (`30s`, `0s`: every tick).
+pub const HEALTH_PERIOD_ENV: &str = "NODEAGENT_HEALTH_PERIOD";
+
+/// The health period `value` (of [`HEALTH_PERIOD_ENV`]) asks for; [`HEALTH_PERIOD`] when unset.
+pub fn health_period(value: Option<&str>) -> Result<Duration, SamplerError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(HEALTH_PERIOD),
+        Some(v) => humantime::parse_duration(v).map_err(|e| SamplerError::BadHealthPeriod {
+            value: v.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The last health readings and when they were taken.
+#[derive(Debug, Default)]
+struct HealthCache {
+    at: Option<Instant>,
+    health: Vec<GpuHealth>,
+    notes: Vec<String>,
+}
+
+/// Whether health is due: never read, or read at least `period` ago. Half a second of slack so
+/// that ticks a few milliseconds early still land on the period (10 ticks of 1 s, not 11).
+fn health_due(last: Option<Instant>, now: Instant, period: Duration) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) + Duration::from_millis(500) >= period)
+}
 
 /// Produces one sample per call. Implementations must bound their own run time.
 pub trait Sampler: Send + Sync + std::fmt::Debug {
@@ -63,6 +101,10 @@ pub enum SamplerError {
     ToolMissing { path: String },
     #[error("{path}: not found or not executable, and {nvml}")]
     NoNvidiaSource { path: String, nvml: String },
+    #[error(
+        "{HEALTH_PERIOD_ENV}={value:?}: not a duration ({reason}); e.g. 10s, 1m, 0s for every tick"
+    )]
+    BadHealthPeriod { value: String, reason: String },
     #[error("snapshot {dir}: has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt")]
     EmptySnapshot { dir: String },
 }
@@ -84,6 +126,9 @@ pub struct ToolSampler {
     busy: Arc<AtomicBool>,
     /// MetaX: libmxsml, then `mx-smi dmon`, then the table (`super::metax`).
     pub metax: Option<Arc<super::metax::MetaxSource>>,
+    /// How often the health readings are taken ([`HEALTH_PERIOD`]; zero: every tick).
+    pub health_period: Duration,
+    health: Arc<std::sync::Mutex<HealthCache>>,
 }
 
 /// Finds `name` as given (contains a `/`) or on `PATH`.
@@ -118,12 +163,27 @@ impl ToolSampler {
             timeout,
             busy: Arc::default(),
             metax,
+            health_period: HEALTH_PERIOD,
+            health: Arc::default(),
         }
     }
 
     /// Picks the sources: `vendor` forces one; otherwise `mx-smi` if found, else NVIDIA (NVML
     /// if it loads, `nvidia-smi` if found). NVML's library comes from `NODEAGENT_NVML_LIB`.
     pub fn detect(
+        vendor: Option<crate::host::facts::Vendor>,
+        mx_smi: &Path,
+        nvidia_smi: &Path,
+        timeout: Duration,
+    ) -> Result<Self, SamplerError> {
+        let period = health_period(std::env::var(HEALTH_PERIOD_ENV).ok().as_deref())?;
+        Self::detect_sources(vendor, mx_smi, nvidia_smi, timeout).map(|mut s| {
+            s.health_period = period;
+            s
+        })
+    }
+
+    fn detect_sources(
         vendor: Option<crate::host::facts::Vendor>,
         mx_smi: &Path,
         nvidia_smi: &Path,
@@ -141,6 +201,8 @@ impl ToolSampler {
                     timeout,
                     busy: Arc::default(),
                     metax: None,
+                    health_period: HEALTH_PERIOD,
+                    health: Arc::default(),
                 }),
                 Err(e) => {
                     let Some(smi) = smi else { return Err(e.to_string()) };
@@ -212,9 +274,37 @@ impl ToolSampler {
         }
     }
 
+    fn health_is_due(&self) -> bool {
+        let cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        health_due(cache.at, Instant::now(), self.health_period)
+    }
+
+    /// Keeps fresh health readings (`Some`), or repeats the last ones a tick older (`None`);
+    /// returns the readings and their notes for this tick's sample.
+    fn health_for_tick(
+        &self,
+        fresh: Option<(Vec<GpuHealth>, Vec<String>)>,
+    ) -> (Vec<GpuHealth>, Vec<String>) {
+        let mut cache = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match fresh {
+            Some((health, notes)) => {
+                cache.at = Some(Instant::now());
+                cache.health = health;
+                cache.notes = notes;
+            }
+            None => {
+                for h in &mut cache.health {
+                    h.age_ticks = h.age_ticks.saturating_add(1);
+                }
+            }
+        }
+        (cache.health.clone(), cache.notes.clone())
+    }
+
     async fn read_nvml(&self, lib: &Arc<NvmlLib>) -> Result<Reading, String> {
         let lib = lib.clone();
-        let r = self.blocking("NVML", move || lib.read(Path::new("/proc"))).await?;
+        let due = self.health_is_due();
+        let r = self.blocking("NVML", move || lib.read_with(Path::new("/proc"), due)).await?;
         let r = r.map_err(|e| e.to_string())?;
         let status = SmiStatus {
             tool_version: Some("NVML".into()),
@@ -222,7 +312,10 @@ impl ToolSampler {
             gpus: r.gpus,
             processes: r.processes,
         };
-        Ok((status, r.health, r.degraded))
+        let (health, notes) = self.health_for_tick(due.then_some((r.health, r.health_degraded)));
+        let mut degraded = r.degraded;
+        degraded.extend(notes);
+        Ok((status, health, degraded))
     }
 
     /// One tick through the arm's sources in order: the source used, and what it read.
@@ -232,8 +325,14 @@ impl ToolSampler {
             Tool::NvidiaSmi(_) => SampleSource::NvidiaSmi,
         };
         if let (Some(metax), Some(Tool::MxSmi(_))) = (&self.metax, &self.tool) {
-            let (r, source) = metax.read(self.timeout, run_tool_owned).await;
-            return (source, r.map(|s| (s, vec![], vec![])));
+            let due = self.health_is_due();
+            let m = metax.read_all(self.timeout, run_tool_owned, due).await;
+            if m.health.is_none() && due {
+                // No library (or it failed): no health this tick; nothing to repeat either.
+                return (m.source, m.status.map(|s| (s, vec![], vec![])));
+            }
+            let (health, notes) = self.health_for_tick(m.health.map(|h| (h, m.health_notes)));
+            return (m.source, m.status.map(|s| (s, health, notes)));
         }
         if let Some(lib) = &self.nvml {
             match (self.read_nvml(lib).await, &self.tool) {
@@ -474,5 +573,49 @@ impl Sampler for DirSampler {
                 .and_then(|t| numa_from_topo(&t).ok())
                 .unwrap_or_default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_due_first_then_once_a_period_with_slack() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(10);
+        assert!(health_due(None, t0, p));
+        assert!(!health_due(Some(t0), t0 + Duration::from_secs(9), p));
+        // The tenth 1 s tick, arriving a little early, is due.
+        assert!(health_due(Some(t0), t0 + Duration::from_millis(9_980), p));
+        assert!(health_due(Some(t0), t0 + Duration::from_secs(11), p));
+        assert!(health_due(Some(t0), t0, Duration::ZERO), "zero: every tick");
+    }
+
+    #[test]
+    fn health_period_from_the_environment_value() {
+        assert_eq!(health_period(None).unwrap(), HEALTH_PERIOD);
+        assert_eq!(health_period(Some(" ")).unwrap(), HEALTH_PERIOD);
+        assert_eq!(health_period(Some("30s")).unwrap(), Duration::from_secs(30));
+        assert_eq!(health_period(Some("0s")).unwrap(), Duration::ZERO);
+        let e = health_period(Some("often")).unwrap_err().to_string();
+        assert!(e.starts_with("NODEAGENT_HEALTH_PERIOD=\"often\": not a duration"), "{e}");
+    }
+
+    #[test]
+    fn repeated_health_ages_by_one_tick_each_and_fresh_resets_it() {
+        let s = ToolSampler::for_tool(Tool::NvidiaSmi("/bin/true".into()), Duration::from_secs(1));
+        let h = |i| GpuHealth { index: i, sm_clock_mhz: Some(1000 + i), ..Default::default() };
+        let (got, notes) = s.health_for_tick(Some((vec![h(0), h(1)], vec!["gpu 1 x: y".into()])));
+        assert_eq!(got.iter().map(|h| h.age_ticks).collect::<Vec<_>>(), [0, 0]);
+        assert_eq!(notes, ["gpu 1 x: y"]);
+        let _ = s.health_for_tick(None);
+        let (got, notes) = s.health_for_tick(None);
+        assert_eq!(got.iter().map(|h| h.age_ticks).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(got[1].sm_clock_mhz, Some(1001));
+        assert_eq!(notes, ["gpu 1 x: y"], "the notes of the readings repeated");
+        let (got, _) = s.health_for_tick(Some((vec![h(0)], vec![])));
+        assert_eq!(got.iter().map(|h| h.age_ticks).collect::<Vec<_>>(), [0]);
+        assert!(!s.health_is_due(), "just read");
     }
 }

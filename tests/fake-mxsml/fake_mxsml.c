@@ -22,7 +22,7 @@
  *   maca                   MACA version
  *   fail.<function>        every call of that function returns this code
  *   fail.<function>.N      only for device N
- * Compiled with -DOLD_VERSION it lacks the health and link symbols (a library of another
+ * The file is read again when it changes. Compiled with -DOLD_VERSION it lacks the health and link symbols (a library of another
  * version).
  */
 #define _GNU_SOURCE
@@ -30,21 +30,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_KEYS 256
 static char keys[MAX_KEYS][64];
 static char vals[MAX_KEYS][256];
 static int nkeys = -1;
 
+/* Read again whenever the file changes (its mtime or size), so a test can change the values
+ * under a running monitor. */
 static void load(void) {
     Dl_info info;
     char path[4096];
     FILE *f;
     char line[512];
-    if (nkeys >= 0) return;
-    nkeys = 0;
-    if (!dladdr((void *)load, &info) || !info.dli_fname) return;
+    struct stat st;
+    static struct timespec seen_mtime;
+    static off_t seen_size = -1;
+    if (!dladdr((void *)load, &info) || !info.dli_fname) { nkeys = 0; return; }
     snprintf(path, sizeof path, "%s.conf", info.dli_fname);
+    if (stat(path, &st) != 0) { nkeys = 0; return; }
+    if (nkeys >= 0 && st.st_mtim.tv_sec == seen_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == seen_mtime.tv_nsec && st.st_size == seen_size)
+        return;
+    seen_mtime = st.st_mtim;
+    seen_size = st.st_size;
+    nkeys = 0;
     f = fopen(path, "r");
     if (!f) return;
     while (fgets(line, sizeof line, f) && nkeys < MAX_KEYS) {

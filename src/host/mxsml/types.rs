@@ -15,6 +15,20 @@ pub struct GpuFacts {
     pub numa_nodes: Vec<u32>,
 }
 
+/// What `probe` read from the library, as a snapshot keeps it (`mxsml.json`, written by
+/// `probe --save` and replayed by `--from`): the library file, each GPU's facts, the MetaXLink
+/// picture (`None` when the library could not give it) and the calls that failed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MxsmlRecord {
+    pub library: String,
+    pub gpus: Vec<GpuFacts>,
+    #[serde(default)]
+    pub links: Option<LinkReport>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
 /// One GPU as `mxSmlGetDeviceInfo` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -163,6 +177,48 @@ pub struct GpuHealth {
 }
 
 impl GpuHealth {
+    /// The same readings as the vendor-neutral record the monitor checks and exports (what
+    /// `host::nvml` fills for NVIDIA): the XCORE clock as the SM clock, SRAM and DRAM ECC
+    /// counts summed into corrected and uncorrected, the PCIe speed as its generation, and
+    /// every wired MetaXLink port (not `NoUse`) as a link, up when its state is `Up`. The
+    /// throttle mask goes to `vendor_throttle_reasons` (its bits are not NVML's).
+    pub fn common(&self) -> crate::host::health::GpuHealth {
+        use crate::host::health::{pcie_gen_of_gts, LinkState};
+        let links = self.metaxlink_ports.as_ref().map(|ports| {
+            ports
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s != PortState::NoUse)
+                .map(|(i, s)| LinkState {
+                    link: i as u32,
+                    up: *s == PortState::Up,
+                    remote_bus_id: None,
+                })
+                .collect::<Vec<_>>()
+        });
+        crate::host::health::GpuHealth {
+            index: self.index,
+            sm_clock_mhz: self.xcore_clock_mhz,
+            mem_clock_mhz: self.memory_clock_mhz,
+            vendor_throttle_reasons: self.throttle_reasons,
+            ecc_enabled: self.ecc_enabled,
+            ecc_corrected: self
+                .ecc
+                .map(|e| u64::from(e.sram_correctable) + u64::from(e.dram_correctable)),
+            ecc_uncorrected: self
+                .ecc
+                .map(|e| u64::from(e.sram_uncorrectable) + u64::from(e.dram_uncorrectable)),
+            pcie: crate::host::health::PcieLink {
+                gen: self.pcie.and_then(|p| pcie_gen_of_gts(p.speed_gts)),
+                gen_max: self.pcie_max.and_then(|p| pcie_gen_of_gts(p.speed_gts)),
+                width: self.pcie.map(|p| p.width),
+                width_max: self.pcie_max.map(|p| p.width),
+            },
+            links: links.filter(|l| !l.is_empty()),
+            ..Default::default()
+        }
+    }
+
     /// True when the PCIe link runs below its maximum speed or width.
     pub fn pcie_degraded(&self) -> Option<bool> {
         let (now, max) = (self.pcie?, self.pcie_max?);
@@ -266,6 +322,53 @@ mod tests {
         );
         assert!(r.problems(&[0, 2]).is_empty());
         assert!(r.problems(&[1]).is_empty(), "one GPU needs no link");
+    }
+
+    #[test]
+    fn common_record_sums_ecc_and_turns_ports_into_links() {
+        let h = GpuHealth {
+            index: 3,
+            ecc_enabled: Some(true),
+            ecc: Some(EccCounts {
+                sram_correctable: 3,
+                sram_uncorrectable: 1,
+                dram_correctable: 7,
+                dram_uncorrectable: 2,
+                retired_pages: 9,
+            }),
+            xcore_clock_mhz: Some(1600),
+            memory_clock_mhz: Some(1800),
+            throttle_reasons: Some(4),
+            pcie: Some(PcieLink { speed_gts: 16.0, width: 8 }),
+            pcie_max: Some(PcieLink { speed_gts: 32.0, width: 16 }),
+            metaxlink: Some(LinkEnable::Enabled),
+            metaxlink_ports: Some(vec![
+                PortState::Up,
+                PortState::DownOpticalInPlace,
+                PortState::NoUse,
+            ]),
+            warnings: vec![],
+        };
+        let c = h.common();
+        assert_eq!(c.index, 3);
+        assert_eq!((c.sm_clock_mhz, c.mem_clock_mhz), (Some(1600), Some(1800)));
+        assert_eq!((c.ecc_corrected, c.ecc_uncorrected), (Some(10), Some(3)));
+        assert_eq!((c.throttle_reasons, c.vendor_throttle_reasons), (None, Some(4)));
+        assert_eq!(
+            (c.pcie.gen, c.pcie.gen_max, c.pcie.width, c.pcie.width_max),
+            (Some(4), Some(5), Some(8), Some(16))
+        );
+        assert!(c.pcie.width_degraded());
+        let links = c.links.unwrap();
+        assert_eq!(
+            links.iter().map(|l| (l.link, l.up)).collect::<Vec<_>>(),
+            [(0, true), (1, false)]
+        );
+        let none = GpuHealth { index: 1, ..GpuHealth::default() }.common();
+        assert_eq!(none, crate::host::health::GpuHealth { index: 1, ..Default::default() });
+        let unwired =
+            GpuHealth { metaxlink_ports: Some(vec![PortState::NoUse; 7]), ..GpuHealth::default() };
+        assert_eq!(unwired.common().links, None);
     }
 
     #[test]
