@@ -664,6 +664,11 @@ pub struct VerifyRunArgs {
     /// Skip the preflight (GET /v1/models and one request).
     #[arg(long)]
     pub no_preflight: bool,
+    /// Do not pin the load generator away from the engine's CPUs. By default, when the URL
+    /// is this host's (or under --compare), every thread of verify is pinned to the CPUs the
+    /// engine's processes may not use, so the two do not compete for the engine's cores.
+    #[arg(long)]
+    pub no_isolate: bool,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,

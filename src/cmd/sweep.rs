@@ -255,6 +255,7 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
         sysfs_root: a.sysfs_root.clone(),
         engine: None,
+        isolate: !a.no_isolate,
     };
     Ok((spec, dataset, a.format))
 }

@@ -171,6 +171,7 @@ impl Aggregator {
             numa: None,
             memory_by_node: None,
             memory_off_node_share: None,
+            loadgen_cpu: None,
         }
     }
 }

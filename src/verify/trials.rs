@@ -105,6 +105,7 @@ pub async fn run_compare(
             memory_by_node: None,
             memory_off_node_share: None,
             numa: None,
+            loadgen: None,
         };
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
@@ -216,6 +217,7 @@ async fn measured(
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
     run.capacity = outcome.summary.search.as_ref().map(Capacity::of);
+    run.loadgen = outcome.summary.meta.loadgen.clone();
     if outcome.summary.meta.interrupted {
         return Err("interrupted during the sweep (what was measured is in the sub-run)".into());
     }
