@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+#[path = "support/agent.rs"]
+mod agent;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodeagent"));
     c.env_remove("OPENAI_API_KEY").env("RUST_LOG", "warn");
@@ -349,4 +352,79 @@ fn compare_sub_runs_pin_the_load_generator_off_each_binding() {
         assert_eq!(&sub["meta"]["loadgen"], lg);
         assert_eq!(sub["levels"][0]["loadgen_cpu"]["cores"].as_f64(), Some(cores));
     }
+}
+
+/// The engine run by `nodeagent serve` (bare mode, binding `cpus = "0"`) with two worker
+/// processes in sessions of their own: the listener's descendants count as the engine, and
+/// `verify` lands on CPU 1.
+#[test]
+fn verify_keeps_off_an_engine_that_serve_bound_to_cpu_0() {
+    if !two_cpus() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let config = dir.path().join("nodeagent.toml");
+    let argv: Vec<String> = [
+        agent::BIN,
+        "simulate",
+        "--port",
+        "{port}",
+        "--served-model-name",
+        "{served_model_name}",
+        "--workers",
+        "2",
+        "--prefill-base-ms",
+        "5",
+        "--decode-base-ms",
+        "5",
+    ]
+    .map(String::from)
+    .to_vec();
+    agent::write_config(
+        &config,
+        &state_dir,
+        &argv,
+        "stop_grace = \"3s\"\n\n[launch]\nmode = \"bare\"\n\n[binding]\ncpus = \"0\"\n",
+    );
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let serve = bin()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NODEAGENT_TEST_MARK", dir.path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Stop(Option<Child>, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            agent::stop_child(self.0.take(), Duration::from_secs(10));
+            agent::kill_marked(&self.1);
+        }
+    }
+    let _stop = Stop(Some(serve), dir.path().to_path_buf());
+    let st = agent::wait_for("the engine ready with 3 processes", Duration::from_secs(30), || {
+        agent::status(&state_dir, &[])
+            .filter(|s| s["state"] == "ready" && s["pids"].as_array().is_some_and(|p| p.len() == 3))
+    });
+    let port = st["port"].as_u64().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let out = dir.path().join("run");
+    let (o, samples) = run_watched(&sweep_args(&url, &out, &[]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(samples.iter().any(|s| s.iter().all(|c| c == "1")), "{samples:?}");
+    let s = summary(&out);
+    check_schema(&s);
+    let lg = &s["meta"]["loadgen"];
+    assert_eq!((&lg["pinned"], &lg["engine_cpus"]), (&json!("1"), &json!("0")), "{lg}");
+    // The listener and its two workers: the pids serve supervises.
+    let mut want: Vec<i64> =
+        st["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
+    want.sort_unstable();
+    let mut got: Vec<i64> =
+        lg["engine_pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, want, "{lg}");
+    check_cpu_figures(&s, 1);
 }
