@@ -706,7 +706,10 @@ pub struct CompareArgs {
     /// Engine port for `--compare` (overrides `engine.port`).
     #[arg(long)]
     pub engine_port: Option<u16>,
-    /// State directory for `--compare`'s engine pid file (default: `<out>/.state`).
+    /// State directory for `--compare`'s engine pid file (default: `<out>/.state`). Without
+    /// `--compare`: the base state directory of the `nodeagent serve` agents asked which
+    /// processes serve the URL's port, to keep the load generator off their CPUs (default:
+    /// `/run/nodeagent`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

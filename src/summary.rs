@@ -255,6 +255,10 @@ pub struct LoadgenPlacement {
     pub engine_cpus: Option<String>,
     /// The engine processes whose affinity was read.
     pub engine_pids: Vec<i32>,
+    /// How they were found: `serve status (DIR)` (the agent serving the URL's port),
+    /// `listener of port N` (`/proc`), `--compare` (the processes it started).
+    #[serde(default)]
+    pub engine_from: Option<String>,
 }
 
 /// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,

@@ -194,6 +194,8 @@ fn verify_pins_itself_to_the_cpu_the_engine_leaves_free() {
     assert_eq!(lg["engine_cpus"], "0", "{lg}");
     // The engine process itself is the listener (taskset exec'd into it).
     assert_eq!(lg["engine_pids"], json!([engine.child.id()]), "{lg}");
+    let port = engine.url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    assert_eq!(lg["engine_from"], format!("listener of port {port}"), "{lg}");
     check_cpu_figures(&s, 1);
     // The report has the figure: a sweep-table row and a CSV column.
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -341,6 +343,7 @@ fn compare_sub_runs_pin_the_load_generator_off_each_binding() {
             assert_eq!(lg["pinned"], "1", "{lg}");
             assert_eq!(lg["engine_cpus"], "0", "{lg}");
         }
+        assert_eq!(lg["engine_from"], "--compare", "{lg}");
         let cores = r["levels"][0][1]["loadgen_cores"].as_f64().unwrap();
         assert!(cores > 0.0, "{r}");
         let sub: Value = serde_json::from_str(
@@ -411,13 +414,15 @@ fn verify_keeps_off_an_engine_that_serve_bound_to_cpu_0() {
     let port = st["port"].as_u64().unwrap();
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let out = dir.path().join("run");
-    let (o, samples) = run_watched(&sweep_args(&url, &out, &[]));
+    let (o, samples) =
+        run_watched(&sweep_args(&url, &out, &["--state-dir", state_dir.to_str().unwrap()]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(samples.iter().any(|s| s.iter().all(|c| c == "1")), "{samples:?}");
     let s = summary(&out);
     check_schema(&s);
     let lg = &s["meta"]["loadgen"];
     assert_eq!((&lg["pinned"], &lg["engine_cpus"]), (&json!("1"), &json!("0")), "{lg}");
+    assert_eq!(lg["engine_from"], format!("serve status ({})", state_dir.display()), "{lg}");
     // The listener and its two workers: the pids serve supervises.
     let mut want: Vec<i64> =
         st["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();

@@ -1,7 +1,8 @@
 //! Keeping the load generator off the engine's CPUs. When the sweep targets an engine on this
 //! host (a loopback or local address in the URL, or the processes `verify --compare` started),
-//! the engine's CPUs are the union of its processes' `Cpus_allowed_list` (the process
-//! listening on the URL's port and its descendants, found in `/proc`, else the given pids),
+//! the engine's CPUs are the union of its processes' `Cpus_allowed_list` (the given pids, else
+//! those of the `serve` agent whose engine has the URL's port, asked over its status socket,
+//! else the process listening on that port and its descendants, found in `/proc`),
 //! and every thread of `verify` is pinned to the CPUs they leave free
 //! (`crate::loadgen::isolate::decide`). Where no CPU is free, or the engine cannot be found,
 //! it runs unpinned with one warning that says why; `--no-isolate` turns all of it off.
@@ -57,10 +58,8 @@ impl Isolation {
 
 /// Why the engine's CPUs are not known.
 enum Engine {
-    Found {
-        pids: Vec<i32>,
-        cpus: CpuSet,
-    },
+    /// `from`: how the processes were found (`meta.loadgen.engine_from`).
+    Found { pids: Vec<i32>, cpus: CpuSet, from: String },
     /// Elsewhere: nothing to keep away from, no warning.
     Remote(String),
     /// On this host but not found: a warning.
@@ -78,10 +77,13 @@ pub struct Target<'a> {
     pub engine: Option<(&'a Path, &'a [i32])>,
     /// The sysfs root whose `devices/system/cpu/online` lists the online CPUs.
     pub sysfs_root: &'a Path,
+    /// The base state dir of the `nodeagent serve` agents to ask which processes serve the
+    /// URL's port (`/run/nodeagent`).
+    pub state_dir: &'a Path,
 }
 
 /// Places the load generator for a sweep. Warnings (one line each) go to `warnings`.
-pub fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
+pub async fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
     let allowed = match pin::current_affinity() {
         Ok(a) => a,
         Err(e) => {
@@ -93,8 +95,8 @@ pub fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
     if !spec.enabled {
         return unpinned("--no-isolate".into(), allowed.to_list(), count, None, Vec::new());
     }
-    let (pids, engine) = match engine_cpus(spec) {
-        Engine::Found { pids, cpus } => (pids, cpus),
+    let (pids, engine, from) = match engine_cpus(spec).await {
+        Engine::Found { pids, cpus, from } => (pids, cpus, from),
         Engine::Remote(why) => {
             tracing::info!("the load generator runs unpinned: {why}");
             return unpinned(why, allowed.to_list(), count, None, Vec::new());
@@ -106,7 +108,7 @@ pub fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
     };
     let online = online_cpus(spec.sysfs_root).unwrap_or_else(|| allowed.clone());
     let engine_text = Some(engine.to_list());
-    match decide(&online, &allowed, &engine) {
+    let mut isolation = match decide(&online, &allowed, &engine) {
         Decision::NoneFree { reason } => {
             warnings.push(format!(
                 "the load generator runs unpinned and competes with the engine: {reason}"
@@ -129,6 +131,7 @@ pub fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
                         cpus: cpus.to_list(),
                         engine_cpus: engine_text,
                         engine_pids: pids,
+                        engine_from: None,
                     },
                 }
             }
@@ -137,7 +140,9 @@ pub fn start(spec: Target<'_>, warnings: &mut Vec<String>) -> Isolation {
                 unpinned(e.to_string(), allowed.to_list(), count, engine_text, pids)
             }
         },
-    }
+    };
+    isolation.placement.engine_from = Some(from);
+    isolation
 }
 
 fn unpinned(
@@ -156,6 +161,7 @@ fn unpinned(
             cpus,
             engine_cpus,
             engine_pids,
+            engine_from: None,
         },
     }
 }
@@ -166,14 +172,29 @@ fn online_cpus(sysfs_root: &Path) -> Option<CpuSet> {
     CpuSet::parse_list(text.trim()).ok()
 }
 
-/// The engine's processes and the union of their allowed CPUs.
-fn engine_cpus(spec: Target<'_>) -> Engine {
-    let (proc, pids) = match spec.engine {
-        Some((root, pids)) => (ProcFs::new(root), pids.to_vec()),
-        None => match listening_engine(spec.url) {
-            Ok(found) => found,
-            Err(e) => return e,
-        },
+/// The engine's processes and the union of their allowed CPUs: those `--compare` started,
+/// else those of the `serve` agent serving the URL's port, else the process listening on it
+/// and its descendants.
+async fn engine_cpus(spec: Target<'_>) -> Engine {
+    let (proc, pids, from) = match spec.engine {
+        Some((root, pids)) => (ProcFs::new(root), pids.to_vec(), "--compare".to_string()),
+        None => {
+            let (host, port) = host_port(spec.url);
+            if !is_local(&host, port) {
+                return Engine::Remote(format!("the engine at {host}:{port} is not on this host"));
+            }
+            match served(spec.state_dir, port).await {
+                Some(pids) => (
+                    ProcFs::default(),
+                    pids,
+                    format!("serve status ({})", spec.state_dir.display()),
+                ),
+                None => match listening_engine(port) {
+                    Ok((proc, pids)) => (proc, pids, format!("listener of port {port}")),
+                    Err(e) => return e,
+                },
+            }
+        }
     };
     let mut cpus = CpuSet::new();
     let mut seen = Vec::new();
@@ -190,17 +211,31 @@ fn engine_cpus(spec: Target<'_>) -> Engine {
             pids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
         ));
     }
-    Engine::Found { pids: seen, cpus }
+    Engine::Found { pids: seen, cpus, from }
 }
 
-/// The process listening on the URL's port and its descendants, when the URL's host is this
-/// host.
-fn listening_engine(url: &Uri) -> Result<(ProcFs, Vec<i32>), Engine> {
+/// The host (without IPv6 brackets) and port of a URL.
+fn host_port(url: &Uri) -> (String, u16) {
     let host = url.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
     let port = url.port_u16().unwrap_or(if url.scheme_str() == Some("https") { 443 } else { 80 });
-    if !is_local(host, port) {
-        return Err(Engine::Remote(format!("the engine at {host}:{port} is not on this host")));
-    }
+    (host.to_string(), port)
+}
+
+/// The engine processes of the `serve` agent (any instance under `state_dir`) whose engine
+/// port is `port`; `None` when no agent there answers for it. A container's processes are
+/// known this way although its port is only `docker-proxy`'s in `/proc`.
+async fn served(state_dir: &Path, port: u16) -> Option<Vec<i32>> {
+    let timeout = std::time::Duration::from_secs(2);
+    let found = crate::supervise::status::query_all(state_dir, None, timeout).await;
+    found
+        .into_iter()
+        .filter_map(|f| f.status.ok())
+        .find(|s| s.port == port && !s.pids.is_empty())
+        .map(|s| s.pids)
+}
+
+/// The process listening on `port` and its descendants.
+fn listening_engine(port: u16) -> Result<(ProcFs, Vec<i32>), Engine> {
     let proc = ProcFs::default();
     let Some((pid, comm)) = proc.port_owner(port) else {
         return Err(Engine::Unknown(format!(
@@ -214,8 +249,12 @@ fn listening_engine(url: &Uri) -> Result<(ProcFs, Vec<i32>), Engine> {
              the engine's cpus are not known"
         )));
     }
-    let tree = ProcFs::tree(&proc.all(), &BTreeSet::from([pid]));
-    Ok((proc, tree.into_iter().collect()))
+    let all = proc.all();
+    let tree = ProcFs::tree(&all, &BTreeSet::from([pid]));
+    // This process is never the engine, nor are its children, even where the listener is
+    // an ancestor (a test harness serving the simulator in-process and running `verify`).
+    let own = ProcFs::tree(&all, &BTreeSet::from([std::process::id() as i32]));
+    Ok((proc, tree.difference(&own).copied().collect()))
 }
 
 /// Whether `host` names this host: a loopback or unspecified address, `localhost`, or an

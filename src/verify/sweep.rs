@@ -97,6 +97,9 @@ pub struct SweepSpec {
     /// Pin the load generator to the CPUs an engine on this host leaves free (`false`:
     /// `--no-isolate`); see `isolate`.
     pub isolate: bool,
+    /// The base state dir of the `nodeagent serve` agents asked for the engine's processes
+    /// (`/run/nodeagent`); not used when `engine` is set.
+    pub serve_state_dir: PathBuf,
 }
 
 /// The processes of an engine this run started, for the memory placement audit.
@@ -181,9 +184,11 @@ pub async fn run_sweep(
             url: &spec.endpoint.url,
             engine: spec.engine.as_ref().map(|e| (e.proc_root.as_path(), e.pids.as_slice())),
             sysfs_root: &spec.sysfs_root,
+            state_dir: &spec.serve_state_dir,
         },
         &mut meta.warnings,
-    );
+    )
+    .await;
     meta.loadgen = Some(isolation.placement.clone());
     // Open connections, from the preflight's to the last level's.
     let conns = Arc::new(ConnStash::default());
