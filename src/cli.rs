@@ -664,6 +664,11 @@ pub struct VerifyRunArgs {
     /// Skip the preflight (GET /v1/models and one request).
     #[arg(long)]
     pub no_preflight: bool,
+    /// Do not pin the load generator away from the engine's CPUs. By default, when the URL
+    /// is this host's (or under --compare), every thread of verify is pinned to the CPUs the
+    /// engine's processes may not use, so the two do not compete for the engine's cores.
+    #[arg(long)]
+    pub no_isolate: bool,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -701,7 +706,10 @@ pub struct CompareArgs {
     /// Engine port for `--compare` (overrides `engine.port`).
     #[arg(long)]
     pub engine_port: Option<u16>,
-    /// State directory for `--compare`'s engine pid file (default: `<out>/.state`).
+    /// State directory for `--compare`'s engine pid file (default: `<out>/.state`). Without
+    /// `--compare`: the base state directory of the `nodeagent serve` agents asked which
+    /// processes serve the URL's port, to keep the load generator off their CPUs (default:
+    /// `/run/nodeagent`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

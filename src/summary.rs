@@ -224,6 +224,10 @@ pub struct LevelStats {
     /// `sched`); `null` when the engine's processes are not known, set under `verify --compare`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<ThreadPlacement>,
+    /// The load generator's own CPU use over the measured phase (the whole `verify` process,
+    /// every thread, children not included); `null` where it could not be read.
+    #[serde(default)]
+    pub loadgen_cpu: Option<LoadgenCpu>,
 }
 
 /// Where an engine's threads ran, from two readings of `/proc/PID/task/TID/stat` (field 39,
@@ -254,6 +258,41 @@ pub struct ThreadPlacement {
     /// outside and came back in between counts as inside). `null` without a CPU binding or
     /// without CPU time.
     pub outside_share: Option<f64>,
+}
+
+/// The load generator's CPU use over one measured phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadgenCpu {
+    /// User + system CPU time of the `verify` process over the phase, seconds.
+    pub cpu_s: f64,
+    /// The phase's wall-clock time, seconds.
+    pub wall_s: f64,
+    /// `cpu_s / wall_s`: the share of one core it used (1.0 = one core busy all the time).
+    pub cores: f64,
+    /// `cores` over the number of CPUs it was allowed to run on (`allowed_cpus`).
+    pub allowed_share: f64,
+    /// How many CPUs it was allowed to run on (the pinned set, else its inherited affinity).
+    pub allowed_cpus: u32,
+}
+
+/// Where the load generator ran: pinned away from the engine's CPUs, or not and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadgenPlacement {
+    /// The CPUs it was pinned to (`1`, `4-7`); `null` when it ran unpinned.
+    pub pinned: Option<String>,
+    /// Why it ran unpinned (`--no-isolate`, the engine is not on this host, no CPU free of
+    /// the engine's binding); `null` when pinned.
+    pub unpinned: Option<String>,
+    /// The CPUs it could run on: the pinned set, else the affinity it inherited.
+    pub cpus: String,
+    /// The engine's CPUs (the union of its processes' `Cpus_allowed_list`), when found.
+    pub engine_cpus: Option<String>,
+    /// The engine processes whose affinity was read.
+    pub engine_pids: Vec<i32>,
+    /// How they were found: `serve status (DIR)` (the agent serving the URL's port),
+    /// `listener of port N` (`/proc`), `--compare` (the processes it started).
+    #[serde(default)]
+    pub engine_from: Option<String>,
 }
 
 /// Differences of the kernel's NUMA allocation counters (`numa_hit`, `numa_miss`,
@@ -364,6 +403,9 @@ pub struct Meta {
     pub argv: Vec<String>,
     /// Room for GPU samples taken during the sweep (filled by the monitor when it exists).
     pub gpu: Option<serde_json::Value>,
+    /// Where the load generator ran (`verify --no-isolate` turns the pinning off).
+    #[serde(default)]
+    pub loadgen: Option<LoadgenPlacement>,
 }
 
 fn characters() -> String {

@@ -276,6 +276,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         memory_off_node_share: None,
         threads: None,
         numa: None,
+        loadgen: None,
     };
     say(
         format!("3. serving the engine simulator on {url} under that binding; sweep c=1, c=4"),

@@ -255,6 +255,12 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         gpu_sampler: local_gpu_sampler(a.url.as_deref().unwrap_or_default()),
         sysfs_root: a.sysfs_root.clone(),
         engine: None,
+        isolate: !a.no_isolate,
+        serve_state_dir: a
+            .compare
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/nodeagent")),
     };
     Ok((spec, dataset, a.format))
 }

@@ -4,11 +4,16 @@
 //! imports nothing from the crate; `request`, `sse` and `conn` import no other part of the
 //! client but records and request settings; `client` builds on them; `stats` reads records and
 //! fills `crate::summary` types; `worker` drives `client` with a `schedule`. Nothing here
-//! imports `crate::report` or `crate::verify`: sweeps and output files live there.
+//! imports `crate::report` or `crate::verify`: sweeps and output files live there. Where the
+//! load generator itself runs: `isolate` decides it (pure: the CPUs an engine on this host
+//! leaves free, and the arithmetic of its own CPU use), `pin` applies it (the affinity of
+//! every thread, the process's CPU time).
 
 pub mod client;
 pub mod conn;
 pub mod dataset;
+pub mod isolate;
+pub mod pin;
 pub mod record;
 pub mod request;
 pub mod schedule;

@@ -172,6 +172,7 @@ impl Aggregator {
             memory_by_node: None,
             memory_off_node_share: None,
             threads: None,
+            loadgen_cpu: None,
         }
     }
 }

@@ -50,6 +50,7 @@ pub fn write_csv<W: Write>(levels: &[LevelStats], w: W) -> Result<(), csv::Error
     for (name, _) in &dists {
         header.extend(stats.iter().map(|s| format!("{name}_{s}")));
     }
+    header.extend(["loadgen_cpu_s", "loadgen_cores", "loadgen_allowed_share"].map(String::from));
     out.write_record(&header)?;
     for l in levels {
         let failures: Vec<String> = l.failures.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -77,6 +78,12 @@ pub fn write_csv<W: Write>(levels: &[LevelStats], w: W) -> Result<(), csv::Error
             let d = get(l);
             row.extend(stats.iter().map(|s| d.get(s).unwrap_or(0.0).to_string()));
         }
+        let cpu = l.loadgen_cpu.as_ref();
+        row.extend([
+            cpu.map_or_else(String::new, |c| c.cpu_s.to_string()),
+            cpu.map_or_else(String::new, |c| c.cores.to_string()),
+            cpu.map_or_else(String::new, |c| c.allowed_share.to_string()),
+        ]);
         out.write_record(&row)?;
     }
     out.flush()?;
@@ -102,5 +109,35 @@ mod tests {
         assert_eq!(&rows[0][col("ttft_s_p99")], "0.25");
         assert_eq!(&rows[0][col("failures")], "http_500=2");
         assert_eq!(rows[0].len(), h.len());
+        assert_eq!(&rows[0][col("loadgen_cores")], "", "no figure: an empty cell");
+    }
+
+    #[test]
+    fn the_load_generators_cpu_use_has_its_columns() {
+        let l = LevelStats {
+            parallel: 4,
+            loadgen_cpu: Some(crate::summary::LoadgenCpu {
+                cpu_s: 0.5,
+                wall_s: 2.0,
+                cores: 0.25,
+                allowed_share: 0.125,
+                allowed_cpus: 2,
+            }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write_csv(&[l], &mut out).unwrap();
+        let mut r = csv::Reader::from_reader(out.as_slice());
+        let h = r.headers().unwrap().clone();
+        let row = r.records().next().unwrap().unwrap();
+        let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+        assert_eq!(
+            (
+                &row[col("loadgen_cpu_s")],
+                &row[col("loadgen_cores")],
+                &row[col("loadgen_allowed_share")]
+            ),
+            ("0.5", "0.25", "0.125")
+        );
     }
 }

@@ -99,6 +99,9 @@ pub fn level_table<W: Write>(l: &LevelStats, mut w: W) -> std::io::Result<()> {
             g.goodput_qps, g.good_requests, l.requests
         ));
     }
+    if let Some(c) = &l.loadgen_cpu {
+        notes.push(format!("load generator: {}", loadgen_text(c)));
+    }
     for n in notes {
         writeln!(w, "  {n}")?;
     }
@@ -135,6 +138,9 @@ const SWEEP_ROWS: &[Row] = &[
     }),
     ("numa_miss / other_node (pages)", numa_cell),
     ("thread migrations / CPU outside", threads_cell),
+    ("load generator CPU (cores)", |l| {
+        l.loadgen_cpu.as_ref().map_or_else(|| "-".into(), |c| format!("{:.3}", c.cores))
+    }),
 ];
 
 /// The engine threads' migrations and the share of their CPU time outside the binding over the
@@ -147,6 +153,17 @@ fn threads_cell(l: &LevelStats) -> String {
             let o = t.outside_share.map_or("-".into(), |o| format!("{:.1} %", o * 100.0));
             format!("{m} / {o}")
         },
+    )
+}
+
+/// The load generator's CPU use of a level: `0.12 cores (6.0 % of its 2 cpus)`.
+pub fn loadgen_text(c: &crate::summary::LoadgenCpu) -> String {
+    format!(
+        "{:.3} cores ({:.1} % of its {} cpu{})",
+        c.cores,
+        c.allowed_share * 100.0,
+        c.allowed_cpus,
+        if c.allowed_cpus == 1 { "" } else { "s" }
     )
 }
 
@@ -406,6 +423,28 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         let row = s.lines().find(|l| l.contains("thread migrations / CPU outside")).unwrap();
         assert!(row.contains(" 120 / 2.5 % ") && row.contains(" - / - "), "{row}");
+    }
+
+    #[test]
+    fn the_load_generators_cpu_use_is_a_sweep_row_and_a_level_note() {
+        let cpu = crate::summary::LoadgenCpu {
+            cpu_s: 0.9,
+            wall_s: 3.0,
+            cores: 0.3,
+            allowed_share: 0.3,
+            allowed_cpus: 1,
+        };
+        let a = LevelStats { parallel: 8, loadgen_cpu: Some(cpu), ..LevelStats::default() };
+        let b = LevelStats { parallel: 16, ..LevelStats::default() };
+        let mut out = Vec::new();
+        sweep_table(&[a.clone(), b], &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let row = s.lines().find(|l| l.contains("load generator CPU (cores)")).unwrap();
+        assert!(row.contains(" 0.300 ") && row.contains(" - "), "{row}");
+        let mut out = Vec::new();
+        level_table(&a, &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("  load generator: 0.300 cores (30.0 % of its 1 cpu)\n"), "{s}");
     }
 
     #[test]

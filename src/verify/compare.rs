@@ -75,6 +75,9 @@ pub struct LevelFigures {
     pub ttft_p50_s: f64,
     pub ttft_p99_s: f64,
     pub failed: f64,
+    /// The load generator's CPU use over the level, in cores (`loadgen_cpu.cores`).
+    #[serde(default)]
+    pub loadgen_cores: Option<f64>,
 }
 
 impl LevelFigures {
@@ -86,6 +89,7 @@ impl LevelFigures {
             ttft_p50_s: l.ttft_s.p50,
             ttft_p99_s: l.ttft_s.p99,
             failed: l.failed as f64,
+            loadgen_cores: l.loadgen_cpu.as_ref().map(|c| c.cores),
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct TrialRun {
     /// (`/proc/PID/task/*/stat` and `sched`); `null` when not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<crate::summary::ThreadPlacement>,
+    /// Where the sub-run's load generator ran (pinned off the engine's CPUs, or why not).
+    #[serde(default)]
+    pub loadgen: Option<crate::summary::LoadgenPlacement>,
 }
 
 /// The capacity an SLO search found: the highest load meeting the SLO (0 when none did).
@@ -618,6 +625,7 @@ pub(super) mod tests {
             ttft_p50_s: 0.1,
             ttft_p99_s: 0.2,
             failed: 0.0,
+            loadgen_cores: None,
         };
         TrialRun {
             binding: binding.into(),
@@ -631,6 +639,7 @@ pub(super) mod tests {
             memory_off_node_share: None,
             numa: None,
             threads: None,
+            loadgen: None,
         }
     }
 

@@ -17,16 +17,19 @@
 //! - `server_metrics`: pure code of the engine's own metrics: a `/metrics` body parsed, and
 //!   a level's scrapes turned into its `ServerLevel` (counter deltas, gauges, histograms).
 //! - `scrape`: fetches `/metrics` before, during and after each measured phase.
+//! - `isolate`: keeps the load generator off the engine's CPUs (the engine found by the URL's
+//!   port in `/proc`, or the processes `--compare` started) and measures its CPU time.
 //! - `search`: pure code of the SLO search (`--search`): the next load to try from the steps
 //!   measured so far, the saturation stop, the capacity found. No I/O.
 //!
-//! Imports run one way: `trials` -> `sweep` -> (`rundir` -> (`outdir`, `redact`), `search`,
+//! Imports run one way: `trials` -> `sweep` -> (`rundir` -> (`outdir`, `redact`), `isolate`, `search`,
 //! `scrape` -> `server_metrics`), and
 //! `trials` -> `render` -> `compare`.
 //! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
 
 pub mod bindings;
 pub mod compare;
+pub mod isolate;
 pub mod outdir;
 pub mod redact;
 pub mod render;

@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::isolate::{self, Isolation};
 use super::outdir;
 use super::redact::{Secret, Secrets};
 use super::rundir::{RunDir, VerifyError};
@@ -93,6 +94,12 @@ pub struct SweepSpec {
     /// The engine's processes when this run started the engine (`verify --compare`): their
     /// memory placement is audited as each measured phase ends. `None`: an engine elsewhere.
     pub engine: Option<EngineProcs>,
+    /// Pin the load generator to the CPUs an engine on this host leaves free (`false`:
+    /// `--no-isolate`); see `isolate`.
+    pub isolate: bool,
+    /// The base state dir of the `nodeagent serve` agents asked for the engine's processes
+    /// (`/run/nodeagent`); not used when `engine` is set.
+    pub serve_state_dir: PathBuf,
 }
 
 /// The processes of an engine this run started, for the memory placement audit.
@@ -195,6 +202,19 @@ pub async fn run_sweep(
         Some(_) => search::MAX_CONCURRENCY as usize,
         None => spec.levels.iter().map(pool_for).max().unwrap_or(1),
     };
+    // Placed before the preflight, which is load too; the guard undoes it when the sweep ends.
+    let isolation = isolate::start(
+        isolate::Target {
+            enabled: spec.isolate,
+            url: &spec.endpoint.url,
+            engine: spec.engine.as_ref().map(|e| (e.proc_root.as_path(), e.pids.as_slice())),
+            sysfs_root: &spec.sysfs_root,
+            state_dir: &spec.serve_state_dir,
+        },
+        &mut meta.warnings,
+    )
+    .await;
+    meta.loadgen = Some(isolation.placement.clone());
     // Open connections, from the preflight's to the last level's.
     let conns = Arc::new(ConnStash::default());
     let prepared = preflight(spec, dataset, anchor, &run_id, &conns, max_pool, &mut meta).await?;
@@ -227,6 +247,7 @@ pub async fn run_sweep(
         conns,
         max_pool,
         metrics_url,
+        isolation: &isolation,
         abort: abort_after_grace(&interrupt, spec.grace),
         interrupt: interrupt.clone(),
     };
@@ -319,6 +340,7 @@ fn meta(spec: &SweepSpec, dataset: &Dataset, run_id: &str) -> Meta {
         warnings: Vec::new(),
         argv: spec.secrets.argv(&spec.argv),
         gpu: None,
+        loadgen: None,
     }
 }
 
@@ -489,6 +511,8 @@ struct Levels<'a> {
     max_pool: usize,
     /// Where the engine's metrics are scraped during each measured phase.
     metrics_url: Option<String>,
+    /// Where the load generator runs; its CPU time is read around each measured phase.
+    isolation: &'a Isolation,
     interrupt: CancellationToken,
     abort: CancellationToken,
 }
@@ -518,6 +542,7 @@ impl Levels<'_> {
         let mut scraper = None;
         let mut numa_before = None;
         let mut threads_before = None;
+        let mut cpu_mark = None;
         for (warmup, total) in [(true, spec.warmup), (false, level.number)] {
             if total == 0 || self.interrupt.is_cancelled() {
                 continue;
@@ -531,6 +556,7 @@ impl Levels<'_> {
                 }
                 numa_before = read_numastat(&spec.sysfs_root);
                 threads_before = spec.engine.as_ref().map(EngineProcs::threads);
+                cpu_mark = Isolation::mark();
             }
             let schedule = Schedule::new(
                 if warmup { Mode::Closed } else { mode },
@@ -559,10 +585,12 @@ impl Levels<'_> {
             Self::phase(phase, pool.min(total as usize), &pb, &mut agg, dir.as_deref_mut()).await;
             pb.finish_and_clear();
         }
+        let loadgen_cpu = cpu_mark.and_then(|m| self.isolation.cpu_since(m));
         if let Some(g) = gpu {
             g.end_level(&label);
         }
         let mut stats = agg.finish();
+        stats.loadgen_cpu = loadgen_cpu;
         stats.numa = numa_before.and_then(|before| numa_since(&spec.sysfs_root, &before));
         if let Some((by_node, share)) = spec.engine.as_ref().and_then(EngineProcs::audit) {
             stats.memory_by_node = Some(by_node);

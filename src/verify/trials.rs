@@ -109,6 +109,7 @@ pub async fn run_compare(
             memory_off_node_share: None,
             numa: None,
             threads: None,
+            loadgen: None,
         };
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
@@ -225,6 +226,7 @@ async fn measured(
     run.levels =
         outcome.summary.levels.iter().map(|l| (level_label(l), LevelFigures::of(l))).collect();
     run.capacity = outcome.summary.search.as_ref().map(Capacity::of);
+    run.loadgen = outcome.summary.meta.loadgen.clone();
     if outcome.summary.meta.interrupted {
         return Err("interrupted during the sweep (what was measured is in the sub-run)".into());
     }
