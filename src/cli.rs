@@ -474,6 +474,15 @@ pub enum DatasetKind {
     Random,
 }
 
+/// The file format of `verify --trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormatArg {
+    /// JSON lines: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`.
+    Mooncake,
+    /// CSV with a header: `Timestamp` (s), `Request tokens`, `Response tokens`, ...
+    Burstgpt,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArrivalKind {
     Constant,
@@ -607,6 +616,25 @@ pub struct VerifyRunArgs {
     /// Random dataset: sets `--max-tokens` (and `--ignore-eos`) unless given.
     #[arg(long, value_name = "TOKENS")]
     pub output_len: Option<u32>,
+    /// Replay a request trace instead of `--dataset`: request `i` is sent at the trace's time
+    /// `i` (divided by `--trace-speed`) with its input and output lengths (`max_tokens`,
+    /// `ignore_eos`), the whole trace once per level; `--parallel` caps the requests in flight
+    /// (default: no cap). Schemas in docs/verify.md.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "search", "prefix_len"])]
+    pub trace: Option<PathBuf>,
+    /// Format of `--trace`: Mooncake JSONL or BurstGPT CSV.
+    #[arg(long, value_enum, default_value_t = TraceFormatArg::Mooncake)]
+    pub trace_format: TraceFormatArg,
+    /// Replay speed of `--trace`, one level per value (2: twice as fast).
+    #[arg(long, num_args = 1.., value_name = "X", default_value = "1")]
+    pub trace_speed: Vec<f64>,
+    /// Shared-prefix prompts instead of `--dataset`: prompt `i` is shared prefix `i mod
+    /// --num-prefixes` of this many tokens (words), then a unique suffix of `--input-len`.
+    #[arg(long, value_name = "N")]
+    pub prefix_len: Option<u32>,
+    /// How many distinct shared prefixes `--prefix-len` prompts use.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub num_prefixes: u64,
     /// Drop prompts longer than this: characters, or tokens with `--tokenizer`.
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,

@@ -1,5 +1,8 @@
 //! Prompt datasets for the load sweep: openqa JSONL (one JSON object a line, the prompt in a
-//! selectable field), line-by-line text, ShareGPT JSON and random synthetic prompts. Loading
+//! selectable field), line-by-line text, ShareGPT JSON and random synthetic prompts; and the
+//! workloads whose prompts are made from lengths (`synth`): a replayed trace (`trace`: each
+//! prompt with its own output length and send offset, in trace order, never filtered or
+//! shuffled) and the shared-prefix generator (one of K prefixes + a unique suffix). Loading
 //! filters by prompt length and shuffles with a seed, so two runs with the same seed send the
 //! same prompts in the same order. Lengths are in characters, or in tokens when a
 //! `tokenizer.json` is given (`super::tokenizer`: prompt text only, no special tokens, no chat
@@ -14,11 +17,14 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use super::synth;
 use super::tokenizer::{PromptTokenizer, TokenizerError};
+use super::trace::{Trace, TraceError, TraceFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -40,6 +46,10 @@ pub enum DatasetError {
     RandomLength { tokenizer: PathBuf, tokens: usize, got: usize },
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("shared prefixes: --num-prefixes must be at least 1")]
+    NoPrefixes,
 }
 
 /// Which kind of dataset, and its parameters.
@@ -54,6 +64,11 @@ pub enum DatasetSpec {
     /// `count` random prompts of `input_len` words each (roughly that many tokens), or of
     /// exactly `input_len` tokens when loaded with a tokenizer.
     Random { input_len: usize, count: usize },
+    /// A request trace (`--trace`): one prompt per row, in trace order.
+    Trace { path: PathBuf, format: TraceFormat },
+    /// `count` prompts, prompt `i` = shared prefix `i % num_prefixes` of `prefix_len` words +
+    /// a unique suffix of `suffix_len` words (each word one simulator token).
+    SharedPrefix { prefix_len: u32, num_prefixes: u64, suffix_len: u32, count: usize },
 }
 
 /// The unit of prompt lengths: the length filter's limits and the random prompts' length.
@@ -99,6 +114,10 @@ pub struct Dataset {
     pub filter: LengthFilter,
     /// The `tokenizer.json` the lengths were counted with.
     pub tokenizer: Option<PathBuf>,
+    /// `max_tokens` of each prompt's request (a trace's output lengths), same order.
+    pub max_tokens: Option<Vec<u32>>,
+    /// When each prompt is sent, from the first (a trace's arrivals, before `--trace-speed`).
+    pub offsets: Option<Vec<Duration>>,
 }
 
 impl Dataset {
@@ -144,6 +163,24 @@ impl Dataset {
                 };
                 (prompts, format!("random:{input_len} {unit}"), PathBuf::from("(random)"))
             }
+            DatasetSpec::Trace { path, format } => return Self::trace(path, *format, tokenizer),
+            DatasetSpec::SharedPrefix { prefix_len, num_prefixes, suffix_len, count } => {
+                if *num_prefixes == 0 {
+                    return Err(DatasetError::NoPrefixes);
+                }
+                if prefix_len + suffix_len == 0 {
+                    return Err(DatasetError::ZeroLength);
+                }
+                let prompts = (0..*count as u64)
+                    .map(|i| {
+                        synth::prefixed_prompt(i, *prefix_len, *num_prefixes, *suffix_len, seed)
+                    })
+                    .collect();
+                let source = format!(
+                    "shared-prefix:{num_prefixes} x {prefix_len} words + {suffix_len} words"
+                );
+                return Self::made(prompts, None, None, source, tokenizer);
+            }
         };
         let read = raw.len();
         let unit = if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters };
@@ -182,6 +219,64 @@ impl Dataset {
             unit,
             filter,
             tokenizer: tokenizer.map(|t| t.path().to_path_buf()),
+            max_tokens: None,
+            offsets: None,
+        })
+    }
+
+    /// A trace's prompts, output lengths and offsets, in trace order.
+    fn trace(
+        path: &Path,
+        format: TraceFormat,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> Result<Self, DatasetError> {
+        let t = Trace::load(path, format)?;
+        if t.skipped > 0 {
+            tracing::info!(
+                skipped = t.skipped,
+                "trace rows with 0 response tokens (failed requests) left out"
+            );
+        }
+        let prompts = t
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| synth::trace_prompt(i as u64, r.input_tokens, &r.hash_ids))
+            .collect();
+        Self::made(
+            prompts,
+            Some(t.rows.iter().map(|r| r.output_tokens).collect()),
+            Some(t.rows.iter().map(|r| r.offset).collect()),
+            format!("{}:{}", format.name(), path.display()),
+            tokenizer,
+        )
+    }
+
+    /// A dataset made from lengths (a trace, shared prefixes): in its own order, neither
+    /// filtered nor shuffled. With a tokenizer, each prompt's tokens are counted for the
+    /// records (the words are one token each for the simulator, about one for a real
+    /// vocabulary).
+    fn made(
+        prompts: Vec<String>,
+        max_tokens: Option<Vec<u32>>,
+        offsets: Option<Vec<Duration>>,
+        source: String,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> Result<Self, DatasetError> {
+        let prompt_tokens = tokenizer
+            .map(|t| t.count_all(&prompts))
+            .transpose()?
+            .map(|v| v.into_iter().map(|n| u32::try_from(n).unwrap_or(u32::MAX)).collect());
+        Ok(Self {
+            read: prompts.len(),
+            prompts,
+            prompt_tokens,
+            source,
+            unit: if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters },
+            filter: LengthFilter::default(),
+            tokenizer: tokenizer.map(|t| t.path().to_path_buf()),
+            max_tokens,
+            offsets,
         })
     }
 
