@@ -281,6 +281,17 @@ pub struct SimulateArgs {
     /// time, N tokens a chunk (vLLM's chunked prefill); 0 counts them all at admission.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub prefill_chunk_tokens: u32,
+    /// Prefix cache of N blocks (vLLM's automatic prefix caching): a prompt whose leading
+    /// blocks were seen recently prefills faster; counted in vllm:prefix_cache_queries_total and
+    /// vllm:prefix_cache_hits_total. 0: no prefix cache.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub prefix_cache_blocks: u64,
+    /// Tokens per prefix-cache block (vLLM's `--block-size`).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub prefix_block_tokens: u32,
+    /// Prefill cost of a cached prompt token, a fraction of an uncached one's (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    pub prefix_hit_cost: f64,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]
