@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn tokens_follow_the_simulators_counting_rules() {
-        for text in ["Hello, world!", "解释人工智能", "numa node  core", "abcdefghij 12345", ""] {
+        for text in ["Hello, world!", "解释人工智能", "numa node  core", "abcdefghij 12345", ""]
+        {
             let mut v = Vec::new();
             push_text_tokens(text, &mut v);
             assert_eq!(v.len() as u32, count_tokens(text), "{text:?}");

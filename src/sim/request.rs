@@ -153,9 +153,11 @@ fn prompt_blocks(req: &GenRequest, endpoint: Endpoint, s: &Shared) -> Vec<u64> {
                 .map(|m| {
                     let text = match &m.content {
                         Some(Content::Text(t)) => t.clone(),
-                        Some(Content::Parts(parts)) => {
-                            parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join(" ")
-                        }
+                        Some(Content::Parts(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.text.as_deref())
+                            .collect::<Vec<_>>()
+                            .join(" "),
                         None => String::new(),
                     };
                     (m.role.as_str(), text)
@@ -173,7 +175,9 @@ fn prompt_blocks(req: &GenRequest, endpoint: Endpoint, s: &Shared) -> Vec<u64> {
             prefix::push_text_tokens(&ts[0], &mut v);
             v
         }
-        (Endpoint::Completions, _, Some(Prompt::Ids(ids))) => ids.iter().map(|&i| u64::from(i)).collect(),
+        (Endpoint::Completions, _, Some(Prompt::Ids(ids))) => {
+            ids.iter().map(|&i| u64::from(i)).collect()
+        }
         (Endpoint::Completions, _, Some(Prompt::IdLists(ls))) if ls.len() == 1 => {
             ls[0].iter().map(|&i| u64::from(i)).collect()
         }

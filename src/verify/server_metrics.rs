@@ -466,8 +466,8 @@ vllm:time_to_first_token_seconds_count{{model_name="m"}} 13
         let idle = summarize("u", 1.0, &first, &[], &first).unwrap();
         assert_eq!((idle.prefix_cache_queries, idle.prefix_cache_hit_rate), (Some(0.0), None));
         // An engine without the counters: null, not 0.
-        let s = summarize("u", 1.0, &parse(BEFORE).unwrap(), &[], &parse(&after(0)).unwrap())
-            .unwrap();
+        let s =
+            summarize("u", 1.0, &parse(BEFORE).unwrap(), &[], &parse(&after(0)).unwrap()).unwrap();
         assert_eq!((s.prefix_cache_hits, s.prefix_cache_hit_rate), (None, None));
     }
 
