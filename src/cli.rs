@@ -646,6 +646,14 @@ pub struct VerifyRunArgs {
     /// How many distinct shared prefixes `--prefix-len` prompts use.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub num_prefixes: u64,
+    /// With `--dataset sharegpt`: send whole conversations, every human turn after the answer
+    /// to the one before, with the conversation so far (the dataset's own answers as the
+    /// assistant's turns) in `messages`; `--number` counts conversations (chat API only).
+    #[arg(long)]
+    pub multi_turn: bool,
+    /// With `--multi-turn`: at most this many turns of each conversation.
+    #[arg(long, value_name = "N", requires = "multi_turn")]
+    pub max_turns: Option<usize>,
     /// Drop prompts longer than this: characters, or tokens with `--tokenizer`.
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,

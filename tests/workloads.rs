@@ -295,3 +295,83 @@ async fn bad_traces_are_refused_with_file_and_line() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--trace-speed 0"), "{}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_turn_sends_each_turn_after_the_answer_with_the_history() {
+    use nodeagent::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
+    let data = fixture("sharegpt-multiturn.json");
+    let cfg = SimConfig {
+        prefix_cache_blocks: 1000,
+        prefix_block_tokens: 4,
+        ..SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1))
+    };
+    for (max_turns, expected) in [(None, 6u64), (Some("2"), 5)] {
+        let sim = sim::start(cfg.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut args = vec![
+            "--url".to_string(),
+            sim.base_url(),
+            "--dataset".into(),
+            "sharegpt".into(),
+            "--dataset-path".into(),
+            data.display().to_string(),
+            "--multi-turn".into(),
+            "--number".into(),
+            "3".into(),
+            "--parallel".into(),
+            "3".into(),
+            "--max-tokens".into(),
+            "4".into(),
+            "--no-preflight".into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(m) = max_turns {
+            args.extend(["--max-turns".into(), m.to_string()]);
+        }
+        let o = verify(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert!(o.status.success(), "{}", text(&o));
+        let s = summary(&out);
+        let level = &s["levels"][0];
+        assert_eq!(level["planned"].as_u64(), Some(expected), "{level}");
+        assert_eq!(level["succeeded"].as_u64(), Some(expected), "{level}");
+        // The same dataset as verify loaded it (seed 0), to know each prompt's conversation.
+        let spec = DatasetSpec::ShareGptDialogues {
+            path: data.clone(),
+            max_turns: max_turns.map(|m| m.parse().unwrap()),
+        };
+        let d = Dataset::load(&spec, LengthFilter::default(), None, 0).unwrap();
+        let dl = d.dialogues.unwrap();
+        let truth = truth_by_id(&sim);
+        let mut by_conv: HashMap<usize, Vec<(usize, RequestTruth)>> = HashMap::new();
+        for r in records(&out) {
+            let prompt = r["prompt"].as_u64().unwrap() as usize;
+            let (c, m) = dl.turns[prompt];
+            let t = truth[r["request_id"].as_str().unwrap()].clone();
+            // The simulator saw the whole conversation up to this turn.
+            let contents = dl.messages[c][..=m].iter().map(|x| x.1.as_str());
+            assert_eq!(t.prompt_tokens, sim::model::chat_prompt_tokens(contents), "{r}");
+            by_conv.entry(c).or_default().push((m, t));
+        }
+        assert_eq!(by_conv.len(), 3);
+        let mut turns: Vec<usize> = by_conv.values().map(Vec::len).collect();
+        turns.sort();
+        assert_eq!(turns, if max_turns.is_none() { [1, 2, 3] } else { [1, 2, 2] });
+        for turns in by_conv.values_mut() {
+            turns.sort_by_key(|x| x.0);
+            for w in turns.windows(2) {
+                let (prev, next) = (&w[0].1, &w[1].1);
+                assert!(next.prompt_tokens > prev.prompt_tokens, "the history grows");
+                assert!(
+                    next.arrival_offset_ns >= prev.end_offset_ns,
+                    "a turn is sent after the previous answer ended: {prev:?} {next:?}"
+                );
+                // The previous turn's prompt is this one's prefix: its blocks are cached.
+                assert!(next.cached_tokens >= prev.prompt_tokens / 4 * 4 - 4, "{next:?}");
+            }
+        }
+        sim.shutdown().await.unwrap();
+    }
+}

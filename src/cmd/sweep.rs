@@ -212,6 +212,11 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
     let path = |kind: &'static str| {
         a.dataset_path.clone().ok_or(crate::loadgen::dataset::DatasetError::NoPath { kind })
     };
+    if a.multi_turn
+        && (a.dataset != DatasetKind::Sharegpt || a.trace.is_some() || a.prefix_len.is_some())
+    {
+        return Err(anyhow!("--multi-turn needs --dataset sharegpt (its full dialogues)"));
+    }
     let dataset_spec = match (&a.trace, a.prefix_len, a.dataset) {
         (Some(path), _, _) => DatasetSpec::Trace {
             path: path.clone(),
@@ -232,6 +237,15 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
                 DatasetSpec::OpenQa { path: path("openqa")?, field: a.dataset_field.clone() }
             }
             DatasetKind::Line => DatasetSpec::Lines { path: path("line")? },
+            DatasetKind::Sharegpt if a.multi_turn => {
+                if endpoint.api != Api::Chat {
+                    return Err(anyhow!("--multi-turn sends conversations: it needs the chat API"));
+                }
+                if a.max_turns == Some(0) {
+                    return Err(anyhow!("--max-turns must be at least 1"));
+                }
+                DatasetSpec::ShareGptDialogues { path: path("sharegpt")?, max_turns: a.max_turns }
+            }
             DatasetKind::Sharegpt => DatasetSpec::ShareGpt { path: path("sharegpt")? },
             DatasetKind::Random => DatasetSpec::Random {
                 input_len: a.input_len,

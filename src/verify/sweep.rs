@@ -333,6 +333,10 @@ struct Prepared {
     prompt_tokens: Option<Arc<Vec<u32>>>,
     /// A replayed trace's send offsets (`Dataset::offsets`), before the level's speed.
     offsets: Option<Arc<Vec<Duration>>>,
+    /// Multi-turn: each conversation's first body and turns (`Dialogues::spans`).
+    conversations: Option<Arc<Vec<(usize, usize)>>>,
+    /// Multi-turn: requests sent for `n` tickets (conversations).
+    dialogues: Option<crate::loadgen::dataset::Dialogues>,
 }
 
 /// Settles the model (the first one `/v1/models` lists when none was given; a warning when the
@@ -372,12 +376,18 @@ async fn preflight(
             .prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| match dataset.max_tokens.as_ref().and_then(|m| m.get(i)) {
-                Some(&n) if spec.body.max_tokens.is_none() => {
-                    BodySettings { max_tokens: Some(n), ignore_eos: true, ..body.clone() }
-                        .body(spec.endpoint.api, p)
+            .map(|(i, p)| {
+                // A turn of a conversation carries the conversation so far.
+                if let Some(d) = &dataset.dialogues {
+                    return body.chat_body(d.request_messages(i));
                 }
-                _ => body.body(spec.endpoint.api, p),
+                match dataset.max_tokens.as_ref().and_then(|m| m.get(i)) {
+                    Some(&n) if spec.body.max_tokens.is_none() => {
+                        BodySettings { max_tokens: Some(n), ignore_eos: true, ..body.clone() }
+                            .body(spec.endpoint.api, p)
+                    }
+                    _ => body.body(spec.endpoint.api, p),
+                }
             })
             .collect(),
     );
@@ -413,7 +423,13 @@ async fn preflight(
             meta.warnings.push(format!("the server sent no usage in its stream: output tokens are counted from content chunks (one per chunk) and {input}"));
         }
     }
-    Ok(Prepared { bodies, prompt_tokens, offsets: dataset.offsets.clone().map(Arc::new) })
+    Ok(Prepared {
+        bodies,
+        prompt_tokens,
+        offsets: dataset.offsets.clone().map(Arc::new),
+        conversations: dataset.dialogues.as_ref().map(|d| Arc::new(d.spans.clone())),
+        dialogues: dataset.dialogues.clone(),
+    })
 }
 
 /// The engine's metrics URL to scrape during the levels: `--metrics-url` (a warning when it
@@ -508,7 +524,16 @@ impl Levels<'_> {
             Some(rate) => Mode::Open { rate, arrival: spec.arrival },
             None => Mode::Closed,
         };
-        let plan = LevelPlan { parallel: level.parallel, rate: level.rate, planned: level.number };
+        // A multi-turn level's number is of conversations; it plans every turn of them.
+        let planned = |tickets: u64| match &self.prepared.dialogues {
+            Some(d) => d.requests_for(tickets),
+            None => tickets,
+        };
+        let plan = LevelPlan {
+            parallel: level.parallel,
+            rate: level.rate,
+            planned: planned(level.number),
+        };
         let mut agg = Aggregator::new(plan, spec.slo);
         let label = match (level.speed, level.rate) {
             (Some(x), _) => format!("trace x{x}"),
@@ -556,10 +581,12 @@ impl Levels<'_> {
                 abort: self.abort.clone(),
                 conns: self.conns.clone(),
                 keep: self.max_pool,
+                conversations: self.prepared.conversations.clone(),
+                turn_seq: Default::default(),
             });
             let pb = progress_bar(
                 spec.progress,
-                total,
+                planned(total),
                 &if warmup { format!("{label} warmup") } else { label.clone() },
             );
             Self::phase(phase, pool.min(total as usize), &pb, &mut agg, dir.as_deref_mut()).await;
