@@ -185,8 +185,9 @@ fn cached_sim() -> SimConfig {
     }
 }
 
-/// Runs 24 shared-prefix requests (512-token prefixes, 32-token suffixes) one at a time.
-async fn prefix_run(sim: &sim::SimHandle, num_prefixes: &str, out: &Path) -> Value {
+/// Runs 24 shared-prefix requests (512-token prefixes, 32-token suffixes) one at a time: the
+/// summary and what verify printed.
+async fn prefix_run(sim: &sim::SimHandle, num_prefixes: &str, out: &Path) -> (Value, String) {
     let o = verify(&[
         "--url",
         &sim.base_url(),
@@ -211,7 +212,7 @@ async fn prefix_run(sim: &sim::SimHandle, num_prefixes: &str, out: &Path) -> Val
     ])
     .await;
     assert!(o.status.success(), "{}", text(&o));
-    summary(out)
+    (summary(out), String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +223,7 @@ async fn a_shared_prefix_lowers_ttft_and_the_hit_rate_matches_the_simulator() {
         // A fresh simulator each time: a cold cache.
         let sim = sim::start(cached_sim()).await.unwrap();
         let out = dir.path().join(format!("k{k}"));
-        let s = prefix_run(&sim, k, &out).await;
+        let (s, stdout) = prefix_run(&sim, k, &out).await;
         let truth = truth_by_id(&sim);
         let recs = records(&out);
         assert_eq!(recs.len(), 24);
@@ -238,6 +239,9 @@ async fn a_shared_prefix_lowers_ttft_and_the_hit_rate_matches_the_simulator() {
         assert_eq!(server["prefix_cache_hits"].as_f64(), Some(cached as f64), "{server}");
         let rate = server["prefix_cache_hit_rate"].as_f64().unwrap();
         assert!((rate - cached as f64 / queried as f64).abs() < 1e-12, "{server}");
+        // The server table after the sweep shows it.
+        assert!(stdout.contains("prefix hit"), "{stdout}");
+        assert!(stdout.contains(&format!("{:.1} %", rate * 100.0)), "{stdout}");
         if expect_hits {
             // The template's 2 leading tokens and the 512-word prefix: 32 whole blocks of 16
             // are shared by every request after the first.
