@@ -281,6 +281,17 @@ pub struct SimulateArgs {
     /// time, N tokens a chunk (vLLM's chunked prefill); 0 counts them all at admission.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub prefill_chunk_tokens: u32,
+    /// Prefix cache of N blocks (vLLM's automatic prefix caching): a prompt whose leading
+    /// blocks were seen recently prefills faster; counted in vllm:prefix_cache_queries_total and
+    /// vllm:prefix_cache_hits_total. 0: no prefix cache.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub prefix_cache_blocks: u64,
+    /// Tokens per prefix-cache block (vLLM's `--block-size`).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub prefix_block_tokens: u32,
+    /// Prefill cost of a cached prompt token, a fraction of an uncached one's (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    pub prefix_hit_cost: f64,
     /// Start N worker processes (`nodeagent simulate-worker`), each in its own session like
     /// Ray workers; they exit when this process dies.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -474,6 +485,15 @@ pub enum DatasetKind {
     Random,
 }
 
+/// The file format of `verify --trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormatArg {
+    /// JSON lines: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`.
+    Mooncake,
+    /// CSV with a header: `Timestamp` (s), `Request tokens`, `Response tokens`, ...
+    Burstgpt,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArrivalKind {
     Constant,
@@ -607,6 +627,33 @@ pub struct VerifyRunArgs {
     /// Random dataset: sets `--max-tokens` (and `--ignore-eos`) unless given.
     #[arg(long, value_name = "TOKENS")]
     pub output_len: Option<u32>,
+    /// Replay a request trace instead of `--dataset`: request `i` is sent at the trace's time
+    /// `i` (divided by `--trace-speed`) with its input and output lengths (`max_tokens`,
+    /// `ignore_eos`), the whole trace once per level; `--parallel` caps the requests in flight
+    /// (default: no cap). Schemas in docs/verify.md.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "search", "prefix_len"])]
+    pub trace: Option<PathBuf>,
+    /// Format of `--trace`: Mooncake JSONL or BurstGPT CSV.
+    #[arg(long, value_enum, default_value_t = TraceFormatArg::Mooncake)]
+    pub trace_format: TraceFormatArg,
+    /// Replay speed of `--trace`, one level per value (2: twice as fast).
+    #[arg(long, num_args = 1.., value_name = "X", default_value = "1")]
+    pub trace_speed: Vec<f64>,
+    /// Shared-prefix prompts instead of `--dataset`: prompt `i` is shared prefix `i mod
+    /// --num-prefixes` of this many tokens (words), then a unique suffix of `--input-len`.
+    #[arg(long, value_name = "N")]
+    pub prefix_len: Option<u32>,
+    /// How many distinct shared prefixes `--prefix-len` prompts use.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub num_prefixes: u64,
+    /// With `--dataset sharegpt`: send whole conversations, every human turn after the answer
+    /// to the one before, with the conversation so far (the dataset's own answers as the
+    /// assistant's turns) in `messages`; `--number` counts conversations (chat API only).
+    #[arg(long)]
+    pub multi_turn: bool,
+    /// With `--multi-turn`: at most this many turns of each conversation.
+    #[arg(long, value_name = "N", requires = "multi_turn")]
+    pub max_turns: Option<usize>,
     /// Drop prompts longer than this: characters, or tokens with `--tokenizer`.
     #[arg(long, value_name = "N")]
     pub max_prompt_length: Option<usize>,

@@ -346,6 +346,15 @@ pub struct ServerLevel {
     pub prompt_tokens: Option<f64>,
     pub generation_tokens: Option<f64>,
     pub preemptions: Option<f64>,
+    /// Prompt tokens the engine looked up in its prefix cache over the level, and those it
+    /// found there (vLLM's `prefix_cache_queries_total` / `prefix_cache_hits_total`).
+    #[serde(default)]
+    pub prefix_cache_queries: Option<f64>,
+    #[serde(default)]
+    pub prefix_cache_hits: Option<f64>,
+    /// `prefix_cache_hits / prefix_cache_queries` (0 to 1); `null` when nothing was queried.
+    #[serde(default)]
+    pub prefix_cache_hit_rate: Option<f64>,
     pub ttft_s: Option<HistStats>,
     pub tpot_s: Option<HistStats>,
     pub e2e_s: Option<HistStats>,

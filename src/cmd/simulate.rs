@@ -64,6 +64,9 @@ pub fn config_from(args: &SimulateArgs) -> Result<SimConfig, CmdError> {
         exit_after: args.exit_after_ms.map(Duration::from_millis),
         exit_after_requests: args.exit_after_requests,
         max_records: args.max_records,
+        prefix_cache_blocks: args.prefix_cache_blocks,
+        prefix_block_tokens: args.prefix_block_tokens,
+        prefix_hit_cost: args.prefix_hit_cost,
     };
     cfg.validate().bad_input()?;
     Ok(cfg)

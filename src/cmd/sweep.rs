@@ -14,7 +14,9 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
-use crate::cli::{ArrivalKind, DatasetKind, SearchArg, VerifyApi, VerifyFormat, VerifyRunArgs};
+use crate::cli::{
+    ArrivalKind, DatasetKind, SearchArg, TraceFormatArg, VerifyApi, VerifyFormat, VerifyRunArgs,
+};
 use crate::config::Config;
 use crate::exit::{CmdError, ResultExt};
 use crate::host::cpuset::CpuSet;
@@ -23,6 +25,7 @@ use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::request::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
 use crate::loadgen::schedule::{Arrival, Pacing};
 use crate::loadgen::tokenizer::PromptTokenizer;
+use crate::loadgen::trace::TraceFormat;
 use crate::monitor::{Sampler, ToolSampler};
 use crate::summary::Slo;
 use crate::supervise::runtime::{runtime_for, EngineRuntime, RuntimeOptions};
@@ -83,7 +86,7 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
         parallel
             .iter()
             .zip(number)
-            .map(|(&p, n)| LevelSpec { parallel: p, rate: None, number: n })
+            .map(|(&p, n)| LevelSpec { parallel: p, rate: None, number: n, speed: None })
             .collect()
     } else {
         let caps = if a.parallel.is_empty() {
@@ -96,13 +99,39 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
             .iter()
             .zip(caps)
             .zip(number)
-            .map(|((&r, c), n)| LevelSpec { parallel: c, rate: Some(r), number: n })
+            .map(|((&r, c), n)| LevelSpec { parallel: c, rate: Some(r), number: n, speed: None })
             .collect()
     };
     if specs.iter().any(|l| l.number == 0) {
         return Err(anyhow!("--number must be at least 1"));
     }
     Ok(specs)
+}
+
+/// The levels of a trace replay: the whole trace once per `--trace-speed`, `--parallel` (one
+/// value) capping the requests in flight; each level's `rate` is the replay's mean rate.
+fn trace_levels(
+    a: &VerifyRunArgs,
+    offsets: &[std::time::Duration],
+) -> anyhow::Result<Vec<LevelSpec>> {
+    if let Some(x) = a.trace_speed.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+        return Err(anyhow!("--trace-speed {x}: must be a positive factor (2 = twice as fast)"));
+    }
+    if a.parallel.len() > 1 {
+        return Err(anyhow!("--trace takes one --parallel value (the cap of every level)"));
+    }
+    let cap = a.parallel.first().copied().unwrap_or(0);
+    let n = offsets.len() as u64;
+    let span = offsets.last().map_or(0.0, |d| d.as_secs_f64());
+    Ok(a.trace_speed
+        .iter()
+        .map(|&x| LevelSpec {
+            parallel: cap,
+            rate: (span > 0.0).then(|| (n.saturating_sub(1)) as f64 * x / span),
+            number: n,
+            speed: Some(x),
+        })
+        .collect())
 }
 
 /// The SLO search of `--search`, and the one level that is the template of its steps: a
@@ -140,14 +169,17 @@ fn search(a: &VerifyRunArgs) -> anyhow::Result<Option<(SearchSpec, LevelSpec)>> 
             if start == 0 {
                 return Err(anyhow!("--search concurrency starts at --parallel 1 or more"));
             }
-            (SearchKind::Concurrency, LevelSpec { parallel: start, rate: None, number })
+            (
+                SearchKind::Concurrency,
+                LevelSpec { parallel: start, rate: None, number, speed: None },
+            )
         }
         SearchArg::Rate => {
             one(a.rate.len(), "--rate")?;
             one(a.parallel.len(), "--parallel")?;
             let rate = a.rate.first().copied().unwrap_or(1.0);
             let cap = a.parallel.first().copied().unwrap_or(0);
-            (SearchKind::Rate, LevelSpec { parallel: cap, rate: Some(rate), number })
+            (SearchKind::Rate, LevelSpec { parallel: cap, rate: Some(rate), number, speed: None })
         }
     };
     let spec = SearchSpec {
@@ -180,15 +212,45 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
     let path = |kind: &'static str| {
         a.dataset_path.clone().ok_or(crate::loadgen::dataset::DatasetError::NoPath { kind })
     };
-    let dataset_spec = match a.dataset {
-        DatasetKind::Openqa => {
-            DatasetSpec::OpenQa { path: path("openqa")?, field: a.dataset_field.clone() }
-        }
-        DatasetKind::Line => DatasetSpec::Lines { path: path("line")? },
-        DatasetKind::Sharegpt => DatasetSpec::ShareGpt { path: path("sharegpt")? },
-        DatasetKind::Random => DatasetSpec::Random {
-            input_len: a.input_len,
-            count: (max_number + a.warmup).clamp(1, 100_000) as usize,
+    if a.multi_turn
+        && (a.dataset != DatasetKind::Sharegpt || a.trace.is_some() || a.prefix_len.is_some())
+    {
+        return Err(anyhow!("--multi-turn needs --dataset sharegpt (its full dialogues)"));
+    }
+    let dataset_spec = match (&a.trace, a.prefix_len, a.dataset) {
+        (Some(path), _, _) => DatasetSpec::Trace {
+            path: path.clone(),
+            format: match a.trace_format {
+                TraceFormatArg::Mooncake => TraceFormat::Mooncake,
+                TraceFormatArg::Burstgpt => TraceFormat::BurstGpt,
+            },
+        },
+        (None, Some(prefix_len), _) => DatasetSpec::SharedPrefix {
+            prefix_len,
+            num_prefixes: a.num_prefixes,
+            suffix_len: u32::try_from(a.input_len)
+                .map_err(|_| anyhow!("--input-len {} is too long", a.input_len))?,
+            count: (max_number + a.warmup).clamp(1, 1_000_000) as usize,
+        },
+        (None, None, kind) => match kind {
+            DatasetKind::Openqa => {
+                DatasetSpec::OpenQa { path: path("openqa")?, field: a.dataset_field.clone() }
+            }
+            DatasetKind::Line => DatasetSpec::Lines { path: path("line")? },
+            DatasetKind::Sharegpt if a.multi_turn => {
+                if endpoint.api != Api::Chat {
+                    return Err(anyhow!("--multi-turn sends conversations: it needs the chat API"));
+                }
+                if a.max_turns == Some(0) {
+                    return Err(anyhow!("--max-turns must be at least 1"));
+                }
+                DatasetSpec::ShareGptDialogues { path: path("sharegpt")?, max_turns: a.max_turns }
+            }
+            DatasetKind::Sharegpt => DatasetSpec::ShareGpt { path: path("sharegpt")? },
+            DatasetKind::Random => DatasetSpec::Random {
+                input_len: a.input_len,
+                count: (max_number + a.warmup).clamp(1, 100_000) as usize,
+            },
         },
     };
     if let (Some(max), min) = (a.max_prompt_length, a.min_prompt_length) {
@@ -199,7 +261,12 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
     let tokenizer = a.tokenizer.as_deref().map(PromptTokenizer::load).transpose()?;
     let filter = LengthFilter { min: a.min_prompt_length, max: a.max_prompt_length };
     let dataset = Dataset::load(&dataset_spec, filter, tokenizer.as_ref(), a.seed)?;
-    let random_out = if a.dataset == DatasetKind::Random { a.output_len } else { None };
+    let levels = match &dataset.offsets {
+        Some(offsets) => trace_levels(a, offsets)?,
+        None => levels,
+    };
+    let generated = a.dataset == DatasetKind::Random || a.prefix_len.is_some();
+    let random_out = if generated && a.trace.is_none() { a.output_len } else { None };
     let body = BodySettings {
         model: a.model.clone().unwrap_or_default(),
         max_tokens: a.max_tokens.or(random_out),

@@ -1,5 +1,8 @@
 //! Prompt datasets for the load sweep: openqa JSONL (one JSON object a line, the prompt in a
-//! selectable field), line-by-line text, ShareGPT JSON and random synthetic prompts. Loading
+//! selectable field), line-by-line text, ShareGPT JSON and random synthetic prompts; and the
+//! workloads whose prompts are made from lengths (`synth`): a replayed trace (`trace`: each
+//! prompt with its own output length and send offset, in trace order, never filtered or
+//! shuffled) and the shared-prefix generator (one of K prefixes + a unique suffix). Loading
 //! filters by prompt length and shuffles with a seed, so two runs with the same seed send the
 //! same prompts in the same order. Lengths are in characters, or in tokens when a
 //! `tokenizer.json` is given (`super::tokenizer`: prompt text only, no special tokens, no chat
@@ -14,11 +17,14 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use super::synth;
 use super::tokenizer::{PromptTokenizer, TokenizerError};
+use super::trace::{Trace, TraceError, TraceFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -40,6 +46,10 @@ pub enum DatasetError {
     RandomLength { tokenizer: PathBuf, tokens: usize, got: usize },
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("shared prefixes: --num-prefixes must be at least 1")]
+    NoPrefixes,
 }
 
 /// Which kind of dataset, and its parameters.
@@ -54,6 +64,14 @@ pub enum DatasetSpec {
     /// `count` random prompts of `input_len` words each (roughly that many tokens), or of
     /// exactly `input_len` tokens when loaded with a tokenizer.
     Random { input_len: usize, count: usize },
+    /// ShareGPT full dialogues (`--multi-turn`): every human turn of each conversation (at most
+    /// `max_turns` a conversation), sent in order with the conversation so far.
+    ShareGptDialogues { path: PathBuf, max_turns: Option<usize> },
+    /// A request trace (`--trace`): one prompt per row, in trace order.
+    Trace { path: PathBuf, format: TraceFormat },
+    /// `count` prompts, prompt `i` = shared prefix `i % num_prefixes` of `prefix_len` words +
+    /// a unique suffix of `suffix_len` words (each word one simulator token).
+    SharedPrefix { prefix_len: u32, num_prefixes: u64, suffix_len: u32, count: usize },
 }
 
 /// The unit of prompt lengths: the length filter's limits and the random prompts' length.
@@ -99,6 +117,43 @@ pub struct Dataset {
     pub filter: LengthFilter,
     /// The `tokenizer.json` the lengths were counted with.
     pub tokenizer: Option<PathBuf>,
+    /// `max_tokens` of each prompt's request (a trace's output lengths), same order.
+    pub max_tokens: Option<Vec<u32>>,
+    /// When each prompt is sent, from the first (a trace's arrivals, before `--trace-speed`).
+    pub offsets: Option<Vec<Duration>>,
+    /// Multi-turn dialogues: `prompts` are then every user turn, conversation by conversation.
+    pub dialogues: Option<Dialogues>,
+}
+
+/// Conversations whose user turns are sent one after the other, each with the conversation
+/// before it (the dataset's own answers as the assistant's turns).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dialogues {
+    /// Each conversation's messages, `(role, content)` with roles `system`, `user`, `assistant`.
+    pub messages: Vec<Vec<(String, String)>>,
+    /// Per prompt (user turn): its conversation and the index of its message there.
+    pub turns: Vec<(usize, usize)>,
+    /// Per conversation: its first prompt and its number of turns.
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Dialogues {
+    /// The messages of prompt `i`'s request: its conversation up to and including its turn.
+    pub fn request_messages(&self, i: usize) -> &[(String, String)] {
+        let (c, m) = self.turns[i];
+        &self.messages[c][..=m]
+    }
+
+    /// Requests sent for tickets `0..tickets` (ticket `k` runs conversation `k % len`).
+    pub fn requests_for(&self, tickets: u64) -> u64 {
+        let n = self.spans.len() as u64;
+        if n == 0 {
+            return 0;
+        }
+        let per_round: u64 = self.spans.iter().map(|s| s.1 as u64).sum();
+        let rest: u64 = self.spans[..(tickets % n) as usize].iter().map(|s| s.1 as u64).sum();
+        tickets / n * per_round + rest
+    }
 }
 
 impl Dataset {
@@ -144,6 +199,54 @@ impl Dataset {
                 };
                 (prompts, format!("random:{input_len} {unit}"), PathBuf::from("(random)"))
             }
+            DatasetSpec::Trace { path, format } => return Self::trace(path, *format, tokenizer),
+            DatasetSpec::ShareGptDialogues { path, max_turns } => {
+                let mut convs = parse_sharegpt_dialogues(&read(path)?, path, *max_turns)?;
+                if convs.is_empty() {
+                    return Err(DatasetError::Empty {
+                        path: path.clone(),
+                        total: 0,
+                        min: 0,
+                        max: "any".into(),
+                        unit: LengthUnit::Characters,
+                    });
+                }
+                convs.shuffle(&mut rng);
+                let mut d = Dialogues::default();
+                let mut prompts = Vec::new();
+                for (c, msgs) in convs.into_iter().enumerate() {
+                    let first = prompts.len();
+                    for (m, (role, text)) in msgs.iter().enumerate() {
+                        if role == "user" {
+                            d.turns.push((c, m));
+                            prompts.push(text.clone());
+                        }
+                    }
+                    d.spans.push((first, prompts.len() - first));
+                    d.messages.push(msgs);
+                }
+                let source = format!("sharegpt-multi-turn:{}", path.display());
+                let mut made = Self::made(prompts, None, None, source, tokenizer)?;
+                made.dialogues = Some(d);
+                return Ok(made);
+            }
+            DatasetSpec::SharedPrefix { prefix_len, num_prefixes, suffix_len, count } => {
+                if *num_prefixes == 0 {
+                    return Err(DatasetError::NoPrefixes);
+                }
+                if prefix_len + suffix_len == 0 {
+                    return Err(DatasetError::ZeroLength);
+                }
+                let prompts = (0..*count as u64)
+                    .map(|i| {
+                        synth::prefixed_prompt(i, *prefix_len, *num_prefixes, *suffix_len, seed)
+                    })
+                    .collect();
+                let source = format!(
+                    "shared-prefix:{num_prefixes} x {prefix_len} words + {suffix_len} words"
+                );
+                return Self::made(prompts, None, None, source, tokenizer);
+            }
         };
         let read = raw.len();
         let unit = if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters };
@@ -182,6 +285,66 @@ impl Dataset {
             unit,
             filter,
             tokenizer: tokenizer.map(|t| t.path().to_path_buf()),
+            max_tokens: None,
+            offsets: None,
+            dialogues: None,
+        })
+    }
+
+    /// A trace's prompts, output lengths and offsets, in trace order.
+    fn trace(
+        path: &Path,
+        format: TraceFormat,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> Result<Self, DatasetError> {
+        let t = Trace::load(path, format)?;
+        if t.skipped > 0 {
+            tracing::info!(
+                skipped = t.skipped,
+                "trace rows with 0 response tokens (failed requests) left out"
+            );
+        }
+        let prompts = t
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| synth::trace_prompt(i as u64, r.input_tokens, &r.hash_ids))
+            .collect();
+        Self::made(
+            prompts,
+            Some(t.rows.iter().map(|r| r.output_tokens).collect()),
+            Some(t.rows.iter().map(|r| r.offset).collect()),
+            format!("{}:{}", format.name(), path.display()),
+            tokenizer,
+        )
+    }
+
+    /// A dataset made from lengths (a trace, shared prefixes): in its own order, neither
+    /// filtered nor shuffled. With a tokenizer, each prompt's tokens are counted for the
+    /// records (the words are one token each for the simulator, about one for a real
+    /// vocabulary).
+    fn made(
+        prompts: Vec<String>,
+        max_tokens: Option<Vec<u32>>,
+        offsets: Option<Vec<Duration>>,
+        source: String,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> Result<Self, DatasetError> {
+        let prompt_tokens = tokenizer
+            .map(|t| t.count_all(&prompts))
+            .transpose()?
+            .map(|v| v.into_iter().map(|n| u32::try_from(n).unwrap_or(u32::MAX)).collect());
+        Ok(Self {
+            read: prompts.len(),
+            prompts,
+            prompt_tokens,
+            source,
+            unit: if tokenizer.is_some() { LengthUnit::Tokens } else { LengthUnit::Characters },
+            filter: LengthFilter::default(),
+            tokenizer: tokenizer.map(|t| t.path().to_path_buf()),
+            max_tokens,
+            offsets,
+            dialogues: None,
         })
     }
 
@@ -247,6 +410,58 @@ pub fn parse_sharegpt(text: &str, path: &Path) -> Result<Vec<String>, DatasetErr
         .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human" || t.from == "user"))
         .map(|t| t.value)
         .collect())
+}
+
+/// ShareGPT full dialogues: each conversation's messages with roles `system`, `user` (`human`,
+/// `user`) and `assistant` (`gpt`, `assistant`, `chatgpt`, `bard`, `bing`), cut after its
+/// `max_turns`-th user message and after its last one (a trailing answer is never sent);
+/// messages of other roles are skipped, and conversations without a user message left out.
+pub fn parse_sharegpt_dialogues(
+    text: &str,
+    path: &Path,
+    max_turns: Option<usize>,
+) -> Result<Vec<Vec<(String, String)>>, DatasetError> {
+    #[derive(serde::Deserialize)]
+    struct Conv {
+        #[serde(default)]
+        conversations: Vec<Turn>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Turn {
+        #[serde(default)]
+        from: String,
+        #[serde(default)]
+        value: String,
+    }
+    let convs: Vec<Conv> = serde_json::from_str(text)
+        .map_err(|source| DatasetError::ShareGpt { path: path.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for c in convs {
+        let mut msgs: Vec<(String, String)> = Vec::new();
+        let mut users = 0;
+        for t in c.conversations {
+            let role = match t.from.as_str() {
+                "system" => "system",
+                "human" | "user" => "user",
+                "gpt" | "assistant" | "chatgpt" | "bard" | "bing" => "assistant",
+                _ => continue,
+            };
+            if role == "user" {
+                if max_turns.is_some_and(|m| users >= m) {
+                    break;
+                }
+                users += 1;
+            }
+            msgs.push((role.to_string(), t.value));
+        }
+        while msgs.last().is_some_and(|m| m.0 != "user") {
+            msgs.pop();
+        }
+        if users > 0 && !msgs.is_empty() {
+            out.push(msgs);
+        }
+    }
+    Ok(out)
 }
 
 const WORDS: &[&str] = &[
@@ -331,6 +546,47 @@ mod tests {
                       {"conversations":[]}, {"conversations":[{"from":"user","value":"q2"}]}]"#;
         assert_eq!(parse_sharegpt(text, Path::new("s.json")).unwrap(), vec!["q1", "q2"]);
         assert!(parse_sharegpt("{}", Path::new("s.json")).is_err());
+    }
+
+    #[test]
+    fn sharegpt_dialogues_keep_every_turn_with_its_history() {
+        let text = r#"[
+          {"conversations":[{"from":"system","value":"s"},{"from":"human","value":"q1"},
+            {"from":"gpt","value":"a1"},{"from":"tool","value":"x"},{"from":"human","value":"q2"},
+            {"from":"gpt","value":"a2"}]},
+          {"conversations":[{"from":"gpt","value":"only an answer"}]},
+          {"conversations":[{"from":"user","value":"r1"},{"from":"assistant","value":"b1"},
+            {"from":"user","value":"r2"},{"from":"assistant","value":"b2"},{"from":"user","value":"r3"}]}]"#;
+        let p = Path::new("s.json");
+        let all = parse_sharegpt_dialogues(text, p, None).unwrap();
+        let roles = |c: &[(String, String)]| c.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
+        assert_eq!(all.len(), 2);
+        assert_eq!(roles(&all[0]), ["system", "user", "assistant", "user"]);
+        assert_eq!(all[0][3].1, "q2");
+        assert_eq!(all[1].len(), 5);
+        let two = parse_sharegpt_dialogues(text, p, Some(2)).unwrap();
+        assert_eq!(roles(&two[1]), ["user", "assistant", "user"]);
+        assert!(parse_sharegpt_dialogues("{}", p, None).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, text).unwrap();
+        let spec = DatasetSpec::ShareGptDialogues { path, max_turns: None };
+        let d = Dataset::load(&spec, LengthFilter::default(), None, 3).unwrap();
+        let dl = d.dialogues.as_ref().unwrap();
+        assert_eq!(d.prompts.len(), 5);
+        let mut spans = dl.spans.iter().map(|s| s.1).collect::<Vec<_>>();
+        spans.sort();
+        assert_eq!(spans, [2, 3]);
+        for (i, p) in d.prompts.iter().enumerate() {
+            let m = dl.request_messages(i);
+            assert_eq!(m.last().unwrap(), &("user".to_string(), p.clone()));
+        }
+        // Ticket k runs conversation k % 2: 2 tickets, one of each; 3, one more of the first.
+        let first = dl.spans[0].1 as u64;
+        assert_eq!(dl.requests_for(2), 5);
+        assert_eq!(dl.requests_for(3), 5 + first);
+        assert_eq!(dl.requests_for(0), 0);
     }
 
     #[test]

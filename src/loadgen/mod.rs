@@ -3,7 +3,8 @@
 //! schedules, the one worker loop, and the per-level aggregator. Imports go one way: `record`
 //! imports nothing from the crate; `request`, `sse` and `conn` import no other part of the
 //! client but records and request settings; `client` builds on them; `stats` reads records and
-//! fills `crate::summary` types; `worker` drives `client` with a `schedule`. Nothing here
+//! fills `crate::summary` types; `worker` drives `client` with a `schedule`; `trace` (trace
+//! files) and `synth` (prompt text from lengths) are pure and feed `dataset`. Nothing here
 //! imports `crate::report` or `crate::verify`: sweeps and output files live there. Where the
 //! load generator itself runs: `isolate` decides it (pure: the CPUs an engine on this host
 //! leaves free, and the arithmetic of its own CPU use), `pin` applies it (the affinity of
@@ -19,5 +20,7 @@ pub mod request;
 pub mod schedule;
 pub mod sse;
 pub mod stats;
+pub mod synth;
 pub mod tokenizer;
+pub mod trace;
 pub mod worker;

@@ -111,19 +111,28 @@ pub struct BodySettings {
 impl BodySettings {
     /// The JSON body for `prompt`, built once per distinct prompt.
     pub fn body(&self, api: Api, prompt: &str) -> Bytes {
-        let mut m = serde_json::Map::new();
-        m.insert("model".into(), self.model.clone().into());
         match api {
             Api::Chat => {
-                m.insert(
-                    "messages".into(),
-                    serde_json::json!([{"role": "user", "content": prompt}]),
-                );
+                self.with("messages", serde_json::json!([{"role": "user", "content": prompt}]))
             }
-            Api::Completions => {
-                m.insert("prompt".into(), prompt.into());
-            }
+            Api::Completions => self.with("prompt", prompt.into()),
         }
+    }
+
+    /// The chat body of a conversation: `(role, content)` messages, the last the user's turn.
+    pub fn chat_body(&self, messages: &[(String, String)]) -> Bytes {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+            .collect();
+        self.with("messages", messages.into())
+    }
+
+    /// The body with the prompt under `key` (`messages` or `prompt`) and these settings.
+    fn with(&self, key: &str, prompt: serde_json::Value) -> Bytes {
+        let mut m = serde_json::Map::new();
+        m.insert("model".into(), self.model.clone().into());
+        m.insert(key.into(), prompt);
         if let Some(n) = self.max_tokens {
             m.insert("max_tokens".into(), n.into());
         }
@@ -212,5 +221,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&s.body(Api::Completions, "hi")).unwrap();
         assert_eq!(v["prompt"], "hi");
         assert!(parse_extra_body("[1]").is_err());
+        let turns = [("user".to_string(), "q1".to_string()), ("assistant".into(), "a1".into())];
+        let v: serde_json::Value = serde_json::from_slice(&s.chat_body(&turns)).unwrap();
+        assert_eq!(v["messages"][1], serde_json::json!({"role": "assistant", "content": "a1"}));
+        assert_eq!((v["model"].as_str(), v["max_tokens"].as_u64()), (Some("m"), Some(8)));
     }
 }

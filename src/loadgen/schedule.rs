@@ -135,6 +135,13 @@ impl Schedule {
         })
     }
 
+    /// The same schedule with these arrival offsets from its start (a replayed trace's, in
+    /// order): an open loop whatever `mode` was given, waiting as `pacing` says.
+    pub fn with_offsets(mut self, offsets: Vec<Duration>) -> Self {
+        self.offsets = offsets;
+        self
+    }
+
     /// The same schedule, waiting with `pacing` (default [`Pacing::Exact`]).
     pub fn with_pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;

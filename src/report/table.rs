@@ -290,6 +290,7 @@ pub fn server_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Resul
         "prompt tok",
         "gen tok",
         "preempt",
+        "prefix hit",
         "server TTFT p50/p99 (s)",
         "server e2e p50 (s)",
     ]);
@@ -310,6 +311,7 @@ pub fn server_table<W: Write>(levels: &[LevelStats], mut w: W) -> std::io::Resul
             num(s.prompt_tokens),
             num(s.generation_tokens),
             num(s.preemptions),
+            s.prefix_cache_hit_rate.map_or("-".into(), |r| format!("{:.1} %", r * 100.0)),
             s.ttft_s.as_ref().map_or("-".into(), |h| format!("{:.3} / {:.3}", h.p50, h.p99)),
             s.e2e_s.as_ref().map_or("-".into(), |h| format!("{:.3}", h.p50)),
         ]);

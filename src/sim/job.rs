@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -15,6 +15,7 @@ use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::model::{self, Fault, Outcome};
+use super::prefix;
 use super::request::StreamOptions;
 use super::state::{error_body, error_response, json_response, json_str, unix_ns, Shared};
 use super::{Endpoint, RequestStatus, RequestTruth};
@@ -66,6 +67,8 @@ pub(super) struct Job {
     stalled: bool,
     /// Whether any step can take time; if not, no clock is read to pace tokens.
     paced: bool,
+    /// The prompt's prefix-cache block hashes (`prefix::block_hashes`), looked up at admission.
+    pub(super) prefix_blocks: Vec<u64>,
 }
 
 impl Job {
@@ -96,6 +99,7 @@ impl Job {
             last_token_at: None,
             stalled: false,
             paced,
+            prefix_blocks: Vec::new(),
         }
     }
 
@@ -156,6 +160,7 @@ impl Job {
                         .metrics
                         .queue
                         .observe(offset.saturating_sub(self.truth.arrival_offset_ns) as f64 / 1e9);
+                    self.look_up_prefix();
                     self.s.metrics.running.inc();
                     self.running = true;
                     self.kv_reserved =
@@ -171,8 +176,7 @@ impl Job {
                     } else {
                         self.s.metrics.prompt_tokens.inc_by(u64::from(self.truth.prompt_tokens));
                         if self.paced {
-                            self.deadline = tokio::time::Instant::now()
-                                + self.s.cfg.latency.prefill(self.truth.prompt_tokens);
+                            self.deadline = tokio::time::Instant::now() + self.prefill_time();
                         }
                     }
                     self.phase = Phase::Tokens(0);
@@ -255,7 +259,7 @@ impl Job {
     /// over the prefill time; false when shut down (or frozen) meanwhile.
     async fn chunked_prefill(&mut self, chunk: u32) -> bool {
         let total = self.truth.prompt_tokens.max(1);
-        let whole = self.s.cfg.latency.prefill(total);
+        let whole = self.prefill_time();
         let start = tokio::time::Instant::now();
         let mut done = 0u32;
         while done < total {
@@ -271,6 +275,32 @@ impl Job {
             self.s.metrics.prompt_tokens.inc_by(u64::from(n));
         }
         true
+    }
+
+    /// At admission, as vLLM's scheduler does: the prompt's leading blocks found in the prefix
+    /// cache are its cached tokens (counted in the truth and the metrics); its blocks enter
+    /// the cache.
+    fn look_up_prefix(&mut self) {
+        let Some(cache) = &self.s.prefix else { return };
+        let hit_blocks = match cache.lock() {
+            Ok(mut c) => c.lookup_insert(&self.prefix_blocks),
+            Err(_) => 0,
+        };
+        let p = self.truth.prompt_tokens;
+        self.truth.cached_tokens =
+            prefix::cached_tokens(hit_blocks, self.s.cfg.prefix_block_tokens, p);
+        self.s.metrics.prefix_queries.inc_by(u64::from(p));
+        self.s.metrics.prefix_hits.inc_by(u64::from(self.truth.cached_tokens));
+    }
+
+    /// The prefill time of this prompt, its cached tokens at their lower cost.
+    fn prefill_time(&self) -> Duration {
+        prefix::prefill(
+            &self.s.cfg.latency,
+            self.truth.prompt_tokens,
+            self.truth.cached_tokens,
+            self.s.cfg.prefix_hit_cost,
+        )
     }
 
     fn abort(&mut self) -> Option<Ev> {

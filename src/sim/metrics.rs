@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     pub prompt_tokens: Counter,
     pub generation_tokens: Counter,
     pub request_success: Counter,
+    /// Prompt tokens looked up in the prefix cache, and those found (vLLM V1's counters).
+    pub prefix_queries: Counter,
+    pub prefix_hits: Counter,
     pub ttft: Histogram,
     pub tpot: Histogram,
     pub inter_token: Histogram,
@@ -175,7 +178,21 @@ impl Metrics {
             &label,
             || Histogram::new(E2E_BUCKETS),
         );
+        let prefix_queries = counter(
+            &mut registry,
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            &label,
+        );
+        let prefix_hits = counter(
+            &mut registry,
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            &label,
+        );
         Metrics {
+            prefix_queries,
+            prefix_hits,
             registry,
             running,
             waiting,

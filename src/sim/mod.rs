@@ -17,10 +17,12 @@
 //! crash, worker processes, signals, pid file) lives in `cmd::simulate` and `workers`.
 //!
 //! Inside: `server` (routes, `generate`) over `request` (parsing and validation), `job` (the
-//! token machine and wire format) and `state` (shared state, the truth log); `model` is pure,
-//! `metrics` renders vLLM's metric names.
+//! token machine and wire format) and `state` (shared state, the truth log); `model` and
+//! `prefix` (the prefix-cache model: a prompt whose leading blocks were seen recently
+//! prefills faster) are pure, `metrics` renders vLLM's metric names.
 
 pub mod model;
+pub mod prefix;
 pub mod workers;
 
 mod job;
@@ -89,6 +91,13 @@ pub struct SimConfig {
     pub exit_after_requests: Option<u64>,
     /// Ground-truth records kept (the oldest are dropped beyond this; `seq` keeps counting).
     pub max_records: usize,
+    /// Prefix cache size in blocks of `prefix_block_tokens` (vLLM's automatic prefix caching,
+    /// `prefix::PrefixCache`); 0: no prefix cache.
+    pub prefix_cache_blocks: u64,
+    /// Tokens per prefix-cache block (vLLM's `--block-size`, 16 by default).
+    pub prefix_block_tokens: u32,
+    /// Prefill cost of a cached prompt token, as a fraction of an uncached one's.
+    pub prefix_hit_cost: f64,
 }
 
 impl Default for SimConfig {
@@ -116,6 +125,9 @@ impl Default for SimConfig {
             exit_after_requests: None,
             // ~250 bytes each: 25 MB at most.
             max_records: 100_000,
+            prefix_cache_blocks: 0,
+            prefix_block_tokens: 16,
+            prefix_hit_cost: 0.1,
         }
     }
 }
@@ -170,6 +182,19 @@ impl SimConfig {
         if self.output_len.mean == 0 {
             return Err(SimError::BadConfig {
                 reason: "output-len-mean must be at least 1".into(),
+            });
+        }
+        if self.prefix_block_tokens == 0 {
+            return Err(SimError::BadConfig {
+                reason: "prefix-block-tokens must be at least 1".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.prefix_hit_cost) {
+            return Err(SimError::BadConfig {
+                reason: format!(
+                    "prefix-hit-cost must be between 0 and 1, got {}",
+                    self.prefix_hit_cost
+                ),
             });
         }
         if self.kv_cache_tokens == 0 {
@@ -244,6 +269,9 @@ pub struct RequestTruth {
     /// The fault drawn for this request, if any (`http_500`, `drop`, `stall`, `stream_error`).
     pub fault: Option<String>,
     pub prompt_tokens: u32,
+    /// Prompt tokens found in the prefix cache (0 without one).
+    #[serde(default)]
+    pub cached_tokens: u32,
     /// Output tokens the request was going to produce.
     pub output_tokens: u32,
     /// Content tokens actually written.

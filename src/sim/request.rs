@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::model::{self, Ask};
+use super::prefix;
 use super::state::Shared;
 use super::Endpoint;
 
@@ -35,7 +36,6 @@ struct GenRequest {
 
 #[derive(Deserialize)]
 struct Message {
-    #[allow(dead_code)]
     role: String,
     content: Option<Content>,
 }
@@ -75,6 +75,8 @@ pub(super) struct Parsed {
     pub(super) ask: Ask,
     pub(super) stream: bool,
     pub(super) opts: StreamOptions,
+    /// The prompt's prefix-cache block hashes (empty without a prefix cache).
+    pub(super) blocks: Vec<u64>,
 }
 
 /// A refusal before any work: the HTTP status, vLLM's error type, and the message.
@@ -126,7 +128,9 @@ pub(super) fn parse(s: &Shared, endpoint: Endpoint, body: &[u8]) -> Result<Parse
             Some(_) => return Err(bad("the simulator supports one prompt per request".into())),
         },
     };
+    let blocks = if s.prefix.is_some() { prompt_blocks(&req, endpoint, s) } else { Vec::new() };
     Ok(Parsed {
+        blocks,
         prompt_tokens,
         ask: Ask {
             prompt_tokens,
@@ -137,6 +141,49 @@ pub(super) fn parse(s: &Shared, endpoint: Endpoint, body: &[u8]) -> Result<Parse
         stream: req.stream,
         opts: req.stream_options.unwrap_or_default(),
     })
+}
+
+/// The prefix-cache blocks of a request already validated by `parse`: its tokens as
+/// `prefix` hashes them (token ids as they are), cut into blocks.
+fn prompt_blocks(req: &GenRequest, endpoint: Endpoint, s: &Shared) -> Vec<u64> {
+    let tokens: Vec<u64> = match (endpoint, &req.messages, &req.prompt) {
+        (Endpoint::ChatCompletions, Some(messages), _) => {
+            let texts: Vec<(&str, String)> = messages
+                .iter()
+                .map(|m| {
+                    let text = match &m.content {
+                        Some(Content::Text(t)) => t.clone(),
+                        Some(Content::Parts(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.text.as_deref())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        None => String::new(),
+                    };
+                    (m.role.as_str(), text)
+                })
+                .collect();
+            prefix::chat_tokens(texts.iter().map(|(r, t)| (*r, t.as_str())))
+        }
+        (Endpoint::Completions, _, Some(Prompt::Text(t))) => {
+            let mut v = Vec::new();
+            prefix::push_text_tokens(t, &mut v);
+            v
+        }
+        (Endpoint::Completions, _, Some(Prompt::Texts(ts))) if ts.len() == 1 => {
+            let mut v = Vec::new();
+            prefix::push_text_tokens(&ts[0], &mut v);
+            v
+        }
+        (Endpoint::Completions, _, Some(Prompt::Ids(ids))) => {
+            ids.iter().map(|&i| u64::from(i)).collect()
+        }
+        (Endpoint::Completions, _, Some(Prompt::IdLists(ls))) if ls.len() == 1 => {
+            ls[0].iter().map(|&i| u64::from(i)).collect()
+        }
+        _ => Vec::new(),
+    };
+    prefix::block_hashes(&tokens, s.cfg.prefix_block_tokens)
 }
 
 pub(super) fn request_id(s: &Shared, headers: &HeaderMap, index: u64) -> String {

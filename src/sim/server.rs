@@ -311,6 +311,7 @@ async fn generate(
     let echo_id = headers.get("x-request-id").cloned();
     let fast = s.cfg.latency.is_zero() && s.slots.is_none() && outcome.fault.is_none();
     let mut job = Job::new(s, truth, outcome, parsed.opts);
+    job.prefix_blocks = parsed.blocks;
     let mut response = if parsed.stream {
         if fast {
             // Nothing can wait: build the whole event stream in one buffer.

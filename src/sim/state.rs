@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
+use super::prefix::PrefixCache;
 use super::{RequestTruth, SimConfig, StopReason};
 use crate::rxstamp::RxClock;
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     /// Completions answer HTTP 500.
     pub(super) failing_completions: AtomicBool,
     pub shutdown: CancellationToken,
+    /// The prefix cache, when `cfg.prefix_cache_blocks` is not 0.
+    pub(super) prefix: Option<Mutex<PrefixCache>>,
     pub(super) stop_tx: watch::Sender<Option<StopReason>>,
 }
 
@@ -63,6 +66,11 @@ impl Shared {
             not_admitting: AtomicBool::new(false),
             failing_completions: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            prefix: (cfg.prefix_cache_blocks > 0).then(|| {
+                Mutex::new(PrefixCache::new(
+                    usize::try_from(cfg.prefix_cache_blocks).unwrap_or(usize::MAX),
+                ))
+            }),
             stop_tx,
             cfg,
         }

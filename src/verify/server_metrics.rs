@@ -2,7 +2,7 @@
 //! (Prometheus text format, parsed with `prometheus-parse`) becomes a `Snapshot` of the figures
 //! that tell whether the load reached the engine and what it did with it, and the snapshots of
 //! one level become its `ServerLevel`: counter deltas (requests, prompt and generation tokens,
-//! preemptions), gauge means and maxima (running, waiting, KV-cache use), and the server's own
+//! preemptions, prefix-cache queries and hits), gauge means and maxima (running, waiting, KV-cache use), and the server's own
 //! TTFT, TPOT, end-to-end and queue-time histograms over the level (their deltas' mean and
 //! percentiles). vLLM's `vllm:*` names and llama.cpp's `llamacpp:*` names are read; values of
 //! the same name with different labels (`model_name`, `finished_reason`) are added up.
@@ -35,6 +35,8 @@ struct Names {
     prompt_tokens: &'static str,
     generation_tokens: &'static str,
     requests: &'static str,
+    prefix_queries: &'static str,
+    prefix_hits: &'static str,
     ttft: &'static str,
     tpot: &'static str,
     e2e: &'static str,
@@ -51,6 +53,9 @@ const VLLM: Names = Names {
     prompt_tokens: "vllm:prompt_tokens_total",
     generation_tokens: "vllm:generation_tokens_total",
     requests: "vllm:request_success_total",
+    // vLLM V1's counters, in tokens (the V0 engine had a hit-rate gauge instead).
+    prefix_queries: "vllm:prefix_cache_queries_total",
+    prefix_hits: "vllm:prefix_cache_hits_total",
     ttft: "vllm:time_to_first_token_seconds",
     tpot: "vllm:time_per_output_token_seconds",
     e2e: "vllm:e2e_request_latency_seconds",
@@ -67,6 +72,8 @@ const LLAMACPP: Names = Names {
     prompt_tokens: "llamacpp:prompt_tokens_total",
     generation_tokens: "llamacpp:tokens_predicted_total",
     requests: "",
+    prefix_queries: "",
+    prefix_hits: "",
     ttft: "",
     tpot: "",
     e2e: "",
@@ -276,7 +283,14 @@ pub fn summarize(
             samples: v.len() as u64,
         })
     };
+    let (prefix_queries, prefix_hits) = (counter(n.prefix_queries), counter(n.prefix_hits));
     Some(ServerLevel {
+        prefix_cache_queries: prefix_queries,
+        prefix_cache_hits: prefix_hits,
+        prefix_cache_hit_rate: match (prefix_hits, prefix_queries) {
+            (Some(h), Some(q)) if q > 0.0 => Some(h / q),
+            _ => None,
+        },
         url: url.to_string(),
         engine: n.engine.to_string(),
         interval_s,
@@ -432,6 +446,29 @@ vllm:time_to_first_token_seconds_count{{model_name="m"}} 13
         assert_eq!(bucket_quantile(&b, 0.99), Some(0.1));
         assert_eq!(bucket_quantile(&[], 0.5), None);
         assert_eq!(bucket_quantile(&[(1.0, 0.0)], 0.5), None);
+    }
+
+    #[test]
+    fn prefix_cache_hits_over_queries_are_the_levels_hit_rate() {
+        let body = |q: u32, h: u32| {
+            format!(
+                "# TYPE vllm:prefix_cache_queries_total counter\n\
+                 vllm:prefix_cache_queries_total{{model_name=\"m\"}} {q}\n\
+                 # TYPE vllm:prefix_cache_hits_total counter\n\
+                 vllm:prefix_cache_hits_total{{model_name=\"m\"}} {h}\n"
+            )
+        };
+        let first = parse(&body(100, 20)).unwrap();
+        let last = parse(&body(1100, 770)).unwrap();
+        let s = summarize("u", 1.0, &first, &[], &last).unwrap();
+        assert_eq!((s.prefix_cache_queries, s.prefix_cache_hits), (Some(1000.0), Some(750.0)));
+        assert_eq!(s.prefix_cache_hit_rate, Some(0.75));
+        let idle = summarize("u", 1.0, &first, &[], &first).unwrap();
+        assert_eq!((idle.prefix_cache_queries, idle.prefix_cache_hit_rate), (Some(0.0), None));
+        // An engine without the counters: null, not 0.
+        let s =
+            summarize("u", 1.0, &parse(BEFORE).unwrap(), &[], &parse(&after(0)).unwrap()).unwrap();
+        assert_eq!((s.prefix_cache_hits, s.prefix_cache_hit_rate), (None, None));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct LevelSpec {
     pub rate: Option<f64>,
     /// Requests to send in the measured phase.
     pub number: u64,
+    /// Trace replay (`--trace`): the speed factor the trace's offsets are divided by; `rate`
+    /// is then the replay's mean rate, for the reports.
+    pub speed: Option<f64>,
 }
 
 /// Everything a sweep needs, already validated by the command layer.
@@ -288,8 +291,12 @@ fn next_level(spec: &SweepSpec, summary: &mut Summary, i: usize) -> Option<Level
     let (Some(search), Some(out)) = (spec.search.as_ref(), summary.search.as_mut()) else {
         return spec.levels.get(i).copied();
     };
-    let template =
-        spec.levels.first().copied().unwrap_or(LevelSpec { parallel: 1, rate: None, number: 100 });
+    let template = spec.levels.first().copied().unwrap_or(LevelSpec {
+        parallel: 1,
+        rate: None,
+        number: 100,
+        speed: None,
+    });
     match search::next(search, &out.steps) {
         Next::Done(stop) => {
             out.stop = Some(stop.name().into());
@@ -301,6 +308,7 @@ fn next_level(spec: &SweepSpec, summary: &mut Summary, i: usize) -> Option<Level
                 parallel: x as u64,
                 rate: None,
                 number: template.number.max(2 * x as u64),
+                speed: None,
             },
             SearchKind::Rate => LevelSpec { rate: Some(x), ..template },
         }),
@@ -331,6 +339,7 @@ fn meta(spec: &SweepSpec, dataset: &Dataset, run_id: &str) -> Meta {
         seed: spec.seed,
         max_tokens: spec.body.max_tokens,
         arrival: spec.levels.iter().any(|l| l.rate.is_some()).then(|| match spec.arrival {
+            _ if spec.levels.iter().any(|l| l.speed.is_some()) => "trace".to_string(),
             Arrival::Constant => "constant".to_string(),
             Arrival::Poisson => "poisson".to_string(),
             Arrival::Gamma { burstiness } => format!("gamma({burstiness})"),
@@ -369,6 +378,12 @@ fn client(spec: &SweepSpec, anchor: Instant, run_id: &str) -> Result<Client, Cli
 struct Prepared {
     bodies: Arc<Vec<Bytes>>,
     prompt_tokens: Option<Arc<Vec<u32>>>,
+    /// A replayed trace's send offsets (`Dataset::offsets`), before the level's speed.
+    offsets: Option<Arc<Vec<Duration>>>,
+    /// Multi-turn: each conversation's first body and turns (`Dialogues::spans`).
+    conversations: Option<Arc<Vec<(usize, usize)>>>,
+    /// Multi-turn: requests sent for `n` tickets (conversations).
+    dialogues: Option<crate::loadgen::dataset::Dialogues>,
 }
 
 /// Settles the model (the first one `/v1/models` lists when none was given; a warning when the
@@ -402,8 +417,27 @@ async fn preflight(
             ));
         }
     }
-    let bodies: Arc<Vec<Bytes>> =
-        Arc::new(dataset.prompts.iter().map(|p| body.body(spec.endpoint.api, p)).collect());
+    // A trace gives each prompt its output length (`--max-tokens` still wins).
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        dataset
+            .prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // A turn of a conversation carries the conversation so far.
+                if let Some(d) = &dataset.dialogues {
+                    return body.chat_body(d.request_messages(i));
+                }
+                match dataset.max_tokens.as_ref().and_then(|m| m.get(i)) {
+                    Some(&n) if spec.body.max_tokens.is_none() => {
+                        BodySettings { max_tokens: Some(n), ignore_eos: true, ..body.clone() }
+                            .body(spec.endpoint.api, p)
+                    }
+                    _ => body.body(spec.endpoint.api, p),
+                }
+            })
+            .collect(),
+    );
     let prompt_tokens = dataset.prompt_tokens.clone().map(Arc::new);
     if spec.preflight {
         let slot = Slot {
@@ -436,7 +470,13 @@ async fn preflight(
             meta.warnings.push(format!("the server sent no usage in its stream: output tokens are counted from content chunks (one per chunk) and {input}"));
         }
     }
-    Ok(Prepared { bodies, prompt_tokens })
+    Ok(Prepared {
+        bodies,
+        prompt_tokens,
+        offsets: dataset.offsets.clone().map(Arc::new),
+        conversations: dataset.dialogues.as_ref().map(|d| Arc::new(d.spans.clone())),
+        dialogues: dataset.dialogues.clone(),
+    })
 }
 
 /// The engine's metrics URL to scrape during the levels: `--metrics-url` (a warning when it
@@ -533,11 +573,26 @@ impl Levels<'_> {
             Some(rate) => Mode::Open { rate, arrival: spec.arrival },
             None => Mode::Closed,
         };
-        let plan = LevelPlan { parallel: level.parallel, rate: level.rate, planned: level.number };
+        // A multi-turn level's number is of conversations; it plans every turn of them.
+        let planned = |tickets: u64| match &self.prepared.dialogues {
+            Some(d) => d.requests_for(tickets),
+            None => tickets,
+        };
+        let plan = LevelPlan {
+            parallel: level.parallel,
+            rate: level.rate,
+            planned: planned(level.number),
+        };
         let mut agg = Aggregator::new(plan, spec.slo);
-        let label = match level.rate {
-            Some(r) => format!("rate={r}/s"),
-            None => format!("c={}", level.parallel),
+        let label = match (level.speed, level.rate) {
+            (Some(x), _) => format!("trace x{x}"),
+            (None, Some(r)) => format!("rate={r}/s"),
+            (None, None) => format!("c={}", level.parallel),
+        };
+        // A replay sends request `i` at the trace's offset `i` divided by the speed.
+        let replay = match (level.speed, &self.prepared.offsets) {
+            (Some(x), Some(o)) => Some(o.iter().map(|d| d.div_f64(x)).collect::<Vec<_>>()),
+            _ => None,
         };
         let mut scraper = None;
         let mut numa_before = None;
@@ -558,14 +613,17 @@ impl Levels<'_> {
                 threads_before = spec.engine.as_ref().map(EngineProcs::threads);
                 cpu_mark = Isolation::mark();
             }
-            let schedule = Schedule::new(
-                if warmup { Mode::Closed } else { mode },
+            let mut schedule = Schedule::new(
+                if warmup || replay.is_some() { Mode::Closed } else { mode },
                 total,
                 spec.seed.wrapping_add(i as u64),
                 if warmup { None } else { spec.duration },
                 self.interrupt.child_token(),
             )?
             .with_pacing(spec.pacing);
+            if let (false, Some(offsets)) = (warmup, &replay) {
+                schedule = schedule.with_offsets(offsets.clone());
+            }
             let phase = Arc::new(Phase {
                 level: i as u32,
                 warmup,
@@ -576,10 +634,12 @@ impl Levels<'_> {
                 abort: self.abort.clone(),
                 conns: self.conns.clone(),
                 keep: self.max_pool,
+                conversations: self.prepared.conversations.clone(),
+                turn_seq: Default::default(),
             });
             let pb = progress_bar(
                 spec.progress,
-                total,
+                planned(total),
                 &if warmup { format!("{label} warmup") } else { label.clone() },
             );
             Self::phase(phase, pool.min(total as usize), &pb, &mut agg, dir.as_deref_mut()).await;
