@@ -320,15 +320,16 @@ fn package_installs_offline_starts_ready_under_systemd_and_purges_clean() {
 
     // The node's own packages first (its mirror would give them), then the package exactly as
     // a user installs it, with no network: its Depends must all be satisfied already.
-    b.exec_ok(&["mkdir", "-p", "/tmp/deps", "/tmp/pkg"]);
+    b.exec_ok(&["mkdir", "-p", "/var/tmp/deps", "/var/tmp/pkg"]);
     for dep in dep_debs() {
         let name = dep.file_name().unwrap().to_str().unwrap();
-        b.copy_in(&dep, &format!("/tmp/deps/{name}"));
+        b.copy_in(&dep, &format!("/var/tmp/deps/{name}"));
     }
-    b.exec_ok(&["sh", "-c", "dpkg -i /tmp/deps/*.deb"]);
+    b.exec_ok(&["sh", "-c", "dpkg -i /var/tmp/deps/*.deb"]);
     let file = deb.file_name().unwrap().to_str().unwrap();
-    b.copy_in(deb, &format!("/tmp/pkg/{file}"));
-    let install = b.exec_ok(&["sh", "-c", "cd /tmp/pkg && apt-get install -y ./nodeagent_*.deb"]);
+    b.copy_in(deb, &format!("/var/tmp/pkg/{file}"));
+    let install =
+        b.exec_ok(&["sh", "-c", "cd /var/tmp/pkg && apt-get install -y ./nodeagent_*.deb"]);
     eprintln!("$ apt install ./{file}\n{install}");
 
     // Installed, neither enabled nor started: the shipped config is an example to edit.
@@ -473,10 +474,17 @@ fn image_from_the_package_runs_the_daemonsets_monitor_and_serves_metrics() {
     let entry = docker_ok(&["image", "inspect", "-f", "{{json .Config.Entrypoint}}", &tag]);
     assert_eq!(entry.trim(), r#"["/usr/bin/nodeagent"]"#);
 
-    // The DaemonSet's arguments, verbatim, on Docker's bridge network; the test reaches the
-    // container's own address.
+    // The DaemonSet's arguments, verbatim, read-only, on Docker's bridge network (the test
+    // reaches the container's own address). The GPU tool comes from the node, as the NVIDIA
+    // container toolkit mounts nvidia-smi: here the fake one playing a recorded 2 x H100 load.
     let args = daemonset_monitor_args();
-    let mut run = vec!["run", "-d", "--name", name.as_str(), "--read-only", tag.as_str()];
+    let fake = format!(
+        "{}:/usr/bin/nvidia-smi:ro",
+        repo().join("testdata/fake-tools/nvidia-smi").display()
+    );
+    let recorded = format!("{}:/fake:ro", repo().join("testdata/monitor/h100-load").display());
+    let mut run = vec!["run", "-d", "--name", name.as_str(), "--read-only", "-v", fake.as_str()];
+    run.extend(["-v", recorded.as_str(), "-e", "FAKE_NVSMI_DIR=/fake", tag.as_str()]);
     run.extend(args.iter().map(String::as_str));
     docker_ok(&run);
     let ip = docker_ok(&[
@@ -500,5 +508,7 @@ fn image_from_the_package_runs_the_daemonsets_monitor_and_serves_metrics() {
         assert!(Instant::now() < deadline, "no /metrics at {url}:\n{logs}");
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert!(body.contains("# TYPE nodeagent_"), "not nodeagent's metrics:\n{body}");
+    // GPU 1 of the recording: 4691 MiB in use.
+    let want = r#"nodeagent_gpu_memory_used_bytes{gpu="1",bus_id="0000:00:07.0",numa_node="0"} 4918870016"#;
+    assert!(body.lines().any(|l| l.starts_with(want)), "no {want} in /metrics:\n{body}");
 }
