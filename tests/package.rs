@@ -423,16 +423,14 @@ fn daemonset_monitor_args() -> Vec<String> {
 /// `deploy/image/build.sh` tags `nodeagent:<version>` by default: the DaemonSet's image.
 #[test]
 fn daemonset_names_the_image_build_sh_tags() {
+    let want = format!("nodeagent:{}", env!("CARGO_PKG_VERSION"));
+    let images = daemonset_images();
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(images.iter().all(|i| *i == want), "DaemonSet images {images:?}, not {want}");
     let Some(deb) = deb() else { return };
     let tag =
         run_ok(Command::new(repo().join("deploy/image/build.sh")).arg(deb).arg("--print-tag"));
-    assert_eq!(tag.trim(), format!("nodeagent:{}", env!("CARGO_PKG_VERSION")));
-    let images = daemonset_images();
-    assert_eq!(images.len(), 2, "{images:?}");
-    assert!(
-        images.iter().all(|i| i == tag.trim()),
-        "DaemonSet images {images:?}, build.sh tags {tag}"
-    );
+    assert_eq!(tag.trim(), want, "deploy/image/build.sh's default tag");
 }
 
 #[test]
@@ -498,17 +496,19 @@ fn image_from_the_package_runs_the_daemonsets_monitor_and_serves_metrics() {
         .find_map(|a| a.strip_prefix("0.0.0.0:"))
         .expect("the DaemonSet listens on 0.0.0.0:PORT");
     let url = format!("http://{}:{port}/metrics", ip.trim());
+    // GPU 1 of the recording: 4691 MiB in use, once the first sample is in (the endpoint
+    // answers before it).
+    let want = r#"nodeagent_gpu_memory_used_bytes{gpu="1",bus_id="0000:00:07.0",numa_node="0"} 4918870016"#;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
+    loop {
         let o = Command::new("curl").args(["-sf", "--max-time", "5", &url]).output().unwrap();
-        if o.status.success() {
-            break String::from_utf8_lossy(&o.stdout).to_string();
+        let body = String::from_utf8_lossy(&o.stdout).to_string();
+        if o.status.success() && body.lines().any(|l| l.starts_with(want)) {
+            assert!(body.contains("# TYPE nodeagent_gpu_sample_up gauge"), "{body}");
+            break;
         }
         let logs = text(&docker(&["logs", &name]));
-        assert!(Instant::now() < deadline, "no /metrics at {url}:\n{logs}");
+        assert!(Instant::now() < deadline, "no {want} at {url}:\n{body}\n{logs}");
         std::thread::sleep(Duration::from_millis(300));
-    };
-    // GPU 1 of the recording: 4691 MiB in use.
-    let want = r#"nodeagent_gpu_memory_used_bytes{gpu="1",bus_id="0000:00:07.0",numa_node="0"} 4918870016"#;
-    assert!(body.lines().any(|l| l.starts_with(want)), "no {want} in /metrics:\n{body}");
+    }
 }
