@@ -2,7 +2,7 @@
 # Builds the Debian package nodeagent_<version>-1_<arch>.deb with cargo-deb from an already
 # built binary (Cargo.toml's [package.metadata.deb] says what goes where). It stages, into
 # target/pkg/, that binary and what the package ships besides it, generated from the binary:
-#   bin/nodeagent       the binary, its debug information stripped (as Debian packages ship)
+#   bin/nodeagent       the binary, stripped as Debian packages ship it (dh_strip's options)
 #   man/*.1.gz          one man page per command (`nodeagent man`, clap_mangen), gzipped
 #   completions/        bash, zsh and fish scripts (`nodeagent completions`, clap_complete)
 #   systemd/            systemd/nodeagent.service and nodeagent@.service with ExecStart on
@@ -45,7 +45,8 @@ gen="$root/target/pkg"
 rm -rf "$gen"
 mkdir -p "$gen/bin" "$gen/man" "$gen/completions" "$gen/systemd"
 
-strip --strip-debug -o "$gen/bin/nodeagent" "$bin"
+# As dh_strip does (lintian: unstripped-binary-or-object otherwise).
+strip --remove-section=.comment --remove-section=.note --strip-unneeded -o "$gen/bin/nodeagent" "$bin"
 
 "$bin" man --out "$gen/man" >/dev/null
 # -n: no name or time stamp in the gzip header, so the package is reproducible.
@@ -65,4 +66,8 @@ done
 mkdir -p "$out"
 # --no-build: package the staged files as they are (cargo-deb builds nothing).
 cd "$root"
+# NODEAGENT_DEB_MAINTAINER="Name <address>" replaces Cargo.toml's placeholder maintainer.
+if [ -n "${NODEAGENT_DEB_MAINTAINER:-}" ]; then
+  extra=(--maintainer "$NODEAGENT_DEB_MAINTAINER" "${extra[@]}")
+fi
 "$cargo_deb" --no-build --output "$out" "${extra[@]}" | tail -n 1

@@ -20,6 +20,8 @@ if [ "$mode" = test ]; then
   # tests/fleet.rs: Slurm's slurmd reads the generated gres.conf (slurmd -G); it is never
   # started as a service.
   packages+=(slurmd)
+  # tests/package.rs: Debian's package checker on the .deb.
+  packages+=(lintian)
 fi
 
 missing=()
