@@ -8,22 +8,25 @@
 #   systemd/            systemd/nodeagent.service and nodeagent@.service with ExecStart on
 #                       /usr/bin/nodeagent (a package must not install into /usr/local)
 #
-#   pkg/build-deb.sh [--profile release|dev] [--out DIR] [-- EXTRA cargo-deb ARGS]
-# --profile dev packages target/debug/nodeagent (what tests/package.rs does: no release build;
-# cargo-deb refuses to build the dev profile itself, so it only ever packages the staged file);
-# the default is the release binary (`make deb` builds it first). Prints the .deb's path.
+#   pkg/build-deb.sh [--profile release|dev | --bin PATH] [--out DIR] [-- EXTRA cargo-deb ARGS]
+# --profile dev packages target/debug/nodeagent, --bin any binary (tests/package.rs passes the
+# one cargo built for the tests: no release build; cargo-deb refuses to build the dev profile
+# itself, so it only ever packages the staged file); the default is the release binary (`make
+# deb` builds it first). Prints the .deb's path.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 profile=release
+bin=
 out="$root/target/debian"
 extra=()
 while [ $# -gt 0 ]; do
   case $1 in
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
+    --bin) bin=${2:?--bin needs a value}; shift 2 ;;
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "build-deb: unknown argument $1 (usage: pkg/build-deb.sh [--profile release|dev] [--out DIR])" >&2; exit 2 ;;
+    *) echo "build-deb: unknown argument $1 (usage: pkg/build-deb.sh [--profile release|dev | --bin PATH] [--out DIR])" >&2; exit 2 ;;
   esac
 done
 case $profile in
@@ -32,8 +35,8 @@ case $profile in
   *) echo "build-deb: --profile must be release or dev, not $profile" >&2; exit 2 ;;
 esac
 
-bin="$root/target/$dir/nodeagent"
-[ -x "$bin" ] || { echo "build-deb: $bin not found: build it first (cargo build$([ $profile = release ] && echo ' --release') --locked)" >&2; exit 2; }
+bin=${bin:-$root/target/$dir/nodeagent}
+[ -x "$bin" ] || { echo "build-deb: no executable $bin: build it first (cargo build$([ $profile = release ] && echo ' --release') --locked) or name one with --bin" >&2; exit 2; }
 
 cargo_deb=cargo-deb
 if ! command -v cargo-deb >/dev/null 2>&1; then

@@ -62,7 +62,9 @@ fn deb() -> Option<&'static Path> {
         let _ = std::fs::remove_dir_all(&out);
         let printed = run_ok(
             Command::new(repo().join("pkg/build-deb.sh"))
-                .args(["--profile", "dev", "--out"])
+                .arg("--bin")
+                .arg(env!("CARGO_BIN_EXE_nodeagent"))
+                .arg("--out")
                 .arg(&out)
                 // xz at its fastest: the debug binary is large, and this package is thrown away.
                 .args(["--", "--fast"]),
