@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what is missing first (scripts/setup.sh).
-.PHONY: demo test build fuzz
+.PHONY: demo test build fuzz deb image
 
 CARGO ?= cargo
 
@@ -32,3 +32,19 @@ fuzz:
 	NODEAGENT_FUZZ_CASES=$(FUZZ_CASES) NODEAGENT_FUZZ_SEED=$(FUZZ_SEED) \
 	NODEAGENT_HWLOC_HELPER=$(CURDIR)/target/release/nodeagent \
 	$(CARGO) test --release --locked --test fuzz -- --nocapture --test-threads 1
+
+# Packaging for fleets (docs/install.md). `make deb`: the Debian package from the release
+# binary, with units, example config, man pages and completions, in target/debian/.
+# `make image`: the DaemonSet's image nodeagent:<version> from that package (docs/kubernetes.md);
+# IMAGE_BASE is any Debian bookworm image (the default needs a registry), IMAGE_DEPS a folder
+# of the .deb files it lacks (offline: pkg/dep-debs.sh downloads them and prints that folder).
+IMAGE_BASE ?= debian:bookworm-slim
+IMAGE_DEPS ?=
+
+deb: build
+	scripts/setup.sh deb
+	pkg/build-deb.sh
+
+image: deb
+	deploy/image/build.sh "$$(ls -t target/debian/nodeagent_*.deb | head -n 1)" --base $(IMAGE_BASE) \
+	  $(if $(IMAGE_DEPS),--deps $(IMAGE_DEPS))

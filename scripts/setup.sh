@@ -3,6 +3,7 @@
 # and starts the services the tests use. Idempotent: it installs only what is missing.
 #   scripts/setup.sh demo   build + demo needs (hwloc, numactl)
 #   scripts/setup.sh test   everything the test suite uses (adds docker.io, qemu, systemd tools...)
+#   scripts/setup.sh deb    demo's, and cargo-deb for `make deb`
 set -euo pipefail
 
 mode=${1:-demo}
@@ -19,6 +20,8 @@ if [ "$mode" = test ]; then
   # tests/fleet.rs: Slurm's slurmd reads the generated gres.conf (slurmd -G); it is never
   # started as a service.
   packages+=(slurmd)
+  # tests/package.rs: Debian's package checker on the .deb.
+  packages+=(lintian)
 fi
 
 missing=()
@@ -62,4 +65,14 @@ if [ "$mode" = test ]; then
   fi
   # The real Ray for tests/ray.rs, cached in /var/cache/nodeagent-test/ray-venv (only when missing).
   "$(dirname "$0")/ray-venv.sh"
+fi
+
+if [ "$mode" = test ] || [ "$mode" = deb ]; then
+  # tests/package.rs and `make deb`: cargo-deb builds the Debian package, cached like the venvs
+  # (pkg/build-deb.sh looks there when it is not on PATH).
+  CARGO_DEB_ROOT=/var/cache/nodeagent-test/cargo-deb
+  if ! command -v cargo-deb >/dev/null 2>&1 && [ ! -x "$CARGO_DEB_ROOT/bin/cargo-deb" ]; then
+    echo "setup: installing cargo-deb into $CARGO_DEB_ROOT (a few minutes)" >&2
+    cargo install -q --locked --version 3.8.0 --root "$CARGO_DEB_ROOT" cargo-deb
+  fi
 fi
