@@ -613,6 +613,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         check_port: Some(port),
         check_path: None,
         gpu_hung: None,
+        ranks: None,
     };
     let snapshot = || status.lock().unwrap().snapshot();
     let driver = async {
