@@ -248,6 +248,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         ready_timeout: policy.ready_timeout,
         stop_grace: policy.stop_grace,
         proc: ProcFs::default(),
+        per_rank: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
