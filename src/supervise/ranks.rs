@@ -20,6 +20,8 @@
 //! - cgroup v1: the kill and accounting hierarchies are left alone; in the `cpuset` hierarchy,
 //!   a cgroup named after the engine's (under the agent's own cpuset) holds `rank-N` children,
 //!   with `cpuset.memory_migrate` set so the kernel moves the pages too.
+//! - a container (the runtime names no cgroup of the agent's): the container's cgroup, taken
+//!   from a worker's `/proc/PID/cgroup` ([`container_target`]), in the role of the engine's.
 //!
 //! Not here: the layout (`crate::plan::ranks`, resolved in `cmd/serve.rs` into [`RankTarget`]),
 //! when to check (`super::supervisor`).
@@ -130,6 +132,25 @@ pub fn target(containment: &str, root: &Path, own: &[CgroupLine]) -> Result<Targ
         engine.push(part);
     }
     Ok(Target::V1 { engine: engine.join(name) })
+}
+
+/// Where the ranks go for a container (no containment of the agent's own: the engine's cgroup
+/// is Docker's), from a worker's `/proc/PID/cgroup`: its v2 cgroup, or its v1 `cpuset` one, less
+/// a trailing `rank-N` or `main` the agent made. Pure.
+pub fn container_target(root: &Path, v2: bool, worker: &[CgroupLine]) -> Option<Target> {
+    let path =
+        if v2 { crate::supervise::cgroup::v2_path(worker)? } else { v1_path(worker, "cpuset")? };
+    let mut parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != "..").collect();
+    if parts.last().is_some_and(|l| l.starts_with("rank-") || *l == MAIN_LEAF) {
+        parts.pop();
+    }
+    // The root cgroup is nobody's own: no ranks under it.
+    if parts.is_empty() {
+        return None;
+    }
+    let base = if v2 { root.to_path_buf() } else { root.join("cpuset") };
+    let engine = parts.iter().fold(base, |p, s| p.join(s));
+    Some(if v2 { Target::V2 { engine } } else { Target::V1 { engine } })
 }
 
 /// pid -> GPU: for each GPU, the engine's pids the table lists on it and on no other GPU (a
@@ -361,9 +382,24 @@ impl RankBinder {
             Ok(t) => join(t, &engine),
             Err(_) => BTreeMap::new(),
         };
-        let target = containment
-            .ok_or_else(|| RankError::NoEngineCgroup { containment: "none".into() })
-            .and_then(|c| target(c, &self.cgroup_root, &parse_proc_cgroup(&self.self_cgroup)));
+        let target = match containment {
+            Some(c) => target(c, &self.cgroup_root, &parse_proc_cgroup(&self.self_cgroup)),
+            // A container: its cgroup, from a worker's own.
+            None => {
+                let v2 = self.cgroup_root.join("cgroup.controllers").is_file();
+                found
+                    .values()
+                    .flatten()
+                    .find_map(|pid| {
+                        let text = std::fs::read_to_string(
+                            self.proc_root.join(pid.to_string()).join("cgroup"),
+                        )
+                        .ok()?;
+                        container_target(&self.cgroup_root, v2, &parse_proc_cgroup(&text))
+                    })
+                    .ok_or_else(|| RankError::NoEngineCgroup { containment: "container".into() })
+            }
+        };
         let mut out = Vec::new();
         for rank in self.ranks.clone() {
             let mut st = RankStatus {
@@ -504,6 +540,22 @@ mod tests {
             e,
             "per-rank binding: no cgroup of the engine to put ranks under (containment proc-walk)"
         );
+    }
+
+    #[test]
+    fn a_containers_cgroup_is_taken_from_its_worker() {
+        let root = Path::new("/sys/fs/cgroup");
+        let v1 = parse_proc_cgroup("3:cpuset:/docker/abc/rank-1\n8:pids:/docker/abc\n");
+        assert_eq!(
+            container_target(root, false, &v1),
+            Some(Target::V1 { engine: "/sys/fs/cgroup/cpuset/docker/abc".into() })
+        );
+        let v2 = parse_proc_cgroup("0::/system.slice/docker-abc.scope/main\n");
+        assert_eq!(
+            container_target(root, true, &v2),
+            Some(Target::V2 { engine: "/sys/fs/cgroup/system.slice/docker-abc.scope".into() })
+        );
+        assert_eq!(container_target(root, true, &parse_proc_cgroup("0::/\n")), None);
     }
 
     #[test]
