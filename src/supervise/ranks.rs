@@ -617,8 +617,12 @@ mod tests {
     #[test]
     fn migrate_pages_of_this_process_to_node_0_succeeds() {
         // Every Linux host has node 0; moving this process's pages there is always allowed.
-        let left = migrate(std::process::id() as i32, 0).unwrap();
-        assert_eq!(left, 0);
-        assert!(migrate(i32::MAX, 0).is_err(), "no such process");
+        // The count of pages not moved is not asserted: the other test threads of this
+        // process fault pages in and out meanwhile, and the kernel counts those it skipped.
+        assert!(migrate(std::process::id() as i32, 0).is_ok());
+        let e = migrate(i32::MAX, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{e}");
+        let e = migrate(std::process::id() as i32, 4096).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
     }
 }
