@@ -731,7 +731,9 @@ pub struct VerifyRunArgs {
 pub struct CompareArgs {
     /// Compare bindings: restart the engine under each, sweep, repeat `--trials` times
     /// interleaved. A list such as `none,auto,nodes=0-3,nodes=0,2,4,6,cpus=0-15/mem=0`
-    /// (`auto` = the plan's recommendation; keys nodes, cpus, mem, preferred, interleave).
+    /// (`auto` = the plan's recommendation; `union` = the same, named beside `per-rank`, which
+    /// then binds each rank's worker to its GPU's node; keys nodes, cpus, mem, preferred,
+    /// interleave).
     /// Results go to `--out`, else to a fresh private directory under the temp dir (printed);
     /// the engine is launched from `--config`.
     #[arg(long, value_name = "BINDINGS")]

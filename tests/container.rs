@@ -613,6 +613,7 @@ fn the_supervisor_runs_restarts_and_stops_the_engine_container() {
         check_port: Some(port),
         check_path: None,
         gpu_hung: None,
+        ranks: None,
     };
     let snapshot = || status.lock().unwrap().snapshot();
     let driver = async {
@@ -1353,4 +1354,68 @@ fn a_gpu_without_device_nodes_is_a_preflight_error() {
     );
     let filter = format!("label=io.nodeagent.instance={instance}");
     assert_eq!(docker(&["ps", "-aq", "--filter", &filter]).1.trim(), "");
+}
+
+/// Per-rank binding in container mode (issue 15 item 6): a container's process, listed by the
+/// fake `nvidia-smi` on GPU 0, is moved by the rank binder (as `serve` runs it; the Docker
+/// runtime has no containment of the agent's, so the container's cgroup is taken from the
+/// worker's own) into a child cgroup `rank-0` of the container's, with the planned cpuset.
+/// Checked from the host: the cgroup's files under /sys/fs/cgroup and `/proc/PID/status`.
+#[test]
+fn a_containers_rank_worker_lands_in_its_own_child_cgroup_with_the_planned_cpuset() {
+    use nodeagent::host::runner::SystemRunner;
+    use nodeagent::supervise::occupancy::check::GpuTool;
+    use nodeagent::supervise::ranks::{RankBinder, RankTarget};
+    let Some(_daemon) = daemon_shared() else { return };
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let cpus: CpuSet = online.trim().parse().unwrap();
+    let last = cpus.iter().last().unwrap();
+    let name = format!("nodeagent-ranktest-{}", std::process::id());
+    let (ok, id) = docker(&["run", "-d", "--name", &name, test_image(), "/bin/sleep", "300"]);
+    assert!(ok, "docker run: {id}");
+    let id = id.trim().to_string();
+    let result = std::panic::catch_unwind(|| {
+        let pid = inspect(&id)["State"]["Pid"].as_i64().unwrap() as i32;
+        let tools = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tools.path().join("nvidia-smi-query.csv"),
+            "index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu [%], temperature.gpu, power.draw [W]\n\
+             0, NVIDIA H100 80GB HBM3, 00000000:18:00.0, 81559 MiB, 21653 MiB, 0 %, 31, 69.45 W\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tools.path().join("nvidia-smi-apps.csv"),
+            format!("gpu_bus_id, pid, process_name, used_gpu_memory [MiB]\n00000000:18:00.0, {pid}, VLLM::Worker_TP0, 21644 MiB\n"),
+        )
+        .unwrap();
+        std::env::set_var("FAKE_NVSMI_DIR", tools.path());
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-tools/nvidia-smi");
+        let rank = RankTarget {
+            rank: 0,
+            gpu: 0,
+            node: 0,
+            cpus: std::iter::once(last).collect(),
+            memory_node: Some(0),
+        };
+        let mut binder = RankBinder::new(
+            vec![rank],
+            Some(GpuTool::NvidiaSmi(fake)),
+            Box::new(SystemRunner),
+            Duration::from_secs(10),
+        );
+        let states = binder.tick(&[pid], None);
+        assert_eq!(states[0].problem, None, "{states:?}");
+        let dir = PathBuf::from(states[0].cgroup.clone().unwrap());
+        assert!(dir.ends_with(format!("{id}/rank-0")), "{}", dir.display());
+        assert!(dir.starts_with("/sys/fs/cgroup"), "{}", dir.display());
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().trim().to_string();
+        assert_eq!(read("cgroup.procs"), pid.to_string());
+        assert_eq!(read("cpuset.cpus"), last.to_string());
+        assert_eq!(status_field(pid, "Cpus_allowed_list").unwrap(), last.to_string());
+        dir
+    });
+    let _ = docker(&["rm", "-f", &name]);
+    let dir = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir.parent().unwrap());
 }

@@ -573,3 +573,45 @@ fn mx_smi_is_found_at_the_driver_path_when_not_on_path() {
         Some(std::fs::read_to_string(seed.join("mx-smi.txt")).unwrap().len())
     );
 }
+
+/// Issue 15 item 6: TP8 over the DGX A100's four GPU nodes gets a per-rank layout, two ranks
+/// per node on disjoint halves of it; one instance per node (`--tp 2`) gets none.
+#[test]
+fn an_instance_over_several_nodes_gets_a_per_rank_layout() {
+    let from = hosts_dir().join("dgxa100-8gpu");
+    let ranks = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["plan", "--from", from.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        plan["instances"].as_array().unwrap().iter().map(|i| i["ranks"].clone()).collect()
+    };
+    let tp8 = ranks(&[]);
+    let got: Vec<(u64, u64, u64, String, u64)> = tp8[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rank"].as_u64().unwrap(),
+                r["gpu"].as_u64().unwrap(),
+                r["node"].as_u64().unwrap(),
+                r["cpus"].as_str().unwrap().to_string(),
+                r["memory_node"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], (0, 0, 3, "48-55,176-183".into(), 3));
+    assert_eq!(got[1], (1, 1, 3, "56-63,184-191".into(), 3));
+    assert_eq!(got[2], (2, 2, 1, "16-23,144-151".into(), 1));
+    assert_eq!(got[7], (7, 7, 5, "88-95,216-223".into(), 5));
+    assert_eq!(got.len(), 8);
+    assert!(ranks(&["--tp", "2"]).iter().all(|r| r.is_null()), "one node per instance: no ranks");
+    let text = stdout(&run(&["plan", "--from", from.to_str().unwrap()]));
+    assert!(
+        text.contains("  rank 2:           GPU2 node 1 CPUs 16-23,144-151 memory node 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("per-rank binding: the instance spans nodes 1,3,5,7"), "{text}");
+}

@@ -11,6 +11,7 @@
 //! launched from the config).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
@@ -23,15 +24,21 @@ use crate::binding::Binding;
 use crate::cli::{Cli, Command, ServeMode, VerifyRunArgs};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
+use crate::host::facts::Vendor;
+use crate::launch::spec::GpuStack;
+use crate::supervise::occupancy::check::GpuTool;
 use crate::supervise::procs::ProcFs;
+use crate::supervise::ranks::RankTarget;
 use crate::verify::bindings::{self, BindingChoice};
 use crate::verify::compare::CompareReport;
 use crate::verify::outdir;
 use crate::verify::render::write_table;
-use crate::verify::trials::{run_compare, CompareSpec, RuntimeFactory};
+use crate::verify::trials::{run_compare, CompareSpec, PerRank, RuntimeFactory};
 
 /// The plan's recommendation on this host (first instance), for `auto`.
-fn auto_binding() -> Result<Binding, CmdError> {
+/// The plan's binding of its first instance and, when that instance spans nodes, its
+/// per-rank layout with the vendor tool that finds the ranks' workers.
+fn auto_binding() -> Result<(Binding, Option<PerRank>), CmdError> {
     let cli =
         Cli::try_parse_from(["nodeagent", "plan"]).context("default plan arguments").failed()?;
     let Command::Plan(args) = cli.command else {
@@ -41,10 +48,32 @@ fn auto_binding() -> Result<Binding, CmdError> {
     let plan = super::source::plan_for(&args, &topo)
         .map_err(|e| anyhow!("`auto` needs the plan of this host: {e}"))
         .bad_input()?;
-    plan.instances
+    let inst = plan
+        .instances
         .first()
-        .map(|i| i.binding.clone())
-        .ok_or_else(|| CmdError::bad_input(anyhow!("`auto`: the plan has no instance")))
+        .ok_or_else(|| CmdError::bad_input(anyhow!("`auto`: the plan has no instance")))?;
+    let stack = match topo.vendor {
+        Vendor::Nvidia => GpuStack::Cuda,
+        Vendor::Metax => GpuStack::Maca,
+        Vendor::Amd | Vendor::Other => GpuStack::Unknown,
+    };
+    let per_rank = (!inst.ranks.is_empty()).then(|| PerRank {
+        ranks: inst
+            .ranks
+            .iter()
+            .map(|r| RankTarget {
+                rank: r.rank,
+                gpu: r.gpu,
+                node: r.node,
+                cpus: r.cpus.clone(),
+                memory_node: r.memory_node,
+            })
+            .collect(),
+        tool: GpuTool::detect(stack, &args.source.mx_smi, &args.source.nvidia_smi),
+        tool_timeout: args.source.tool_timeout,
+        within: Duration::from_secs(120),
+    });
+    Ok((inst.binding.clone(), per_rank))
 }
 
 fn load_config(a: &VerifyRunArgs, out: &Path) -> Result<Config, CmdError> {
@@ -95,11 +124,12 @@ fn prepare_and_run(
     let out = out.to_path_buf();
     let c = load_config(&a, &out)?;
     let host = host_nodes(Path::new("/sys")).bad_input()?;
-    let auto = if choices.iter().any(|c| c.choice == BindingChoice::Auto) {
-        Some(auto_binding()?)
-    } else {
-        None
+    let planned = |c: &bindings::Choice| {
+        matches!(c.choice, BindingChoice::Auto | BindingChoice::Union | BindingChoice::PerRank)
     };
+    let (auto, per_rank) =
+        if choices.iter().any(planned) { auto_binding()? } else { (Binding::none(), None) };
+    let auto = choices.iter().any(planned).then_some(auto);
     let resolved = choices
         .into_iter()
         .map(|ch| bindings::resolve(&ch, &host, auto.as_ref()).map(|b| (ch, b)))
@@ -127,6 +157,7 @@ fn prepare_and_run(
             memory_off_node: policy.memory_off_node_alert,
             cpu_outside: policy.cpu_outside_alert,
         },
+        per_rank,
     };
     eprintln!("writing results in {}", out.display());
     let report = execute(&spec, &dataset, &factory)?;

@@ -252,6 +252,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
             memory_off_node: policy.memory_off_node_alert,
             cpu_outside: policy.cpu_outside_alert,
         },
+        per_rank: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -146,6 +146,16 @@ pub fn render(plan: &Plan) -> String {
             }
             _ => s.push_str("  numactl:          none recommended (run unbound)\n"),
         }
+        for r in &inst.ranks {
+            let mem = r.memory_node.map_or("default".into(), |m| m.to_string());
+            s.push_str(&format!(
+                "  rank {}:           GPU{} node {} CPUs {} memory node {mem}\n",
+                r.rank,
+                r.gpu,
+                r.node,
+                r.cpus.to_list()
+            ));
+        }
         s.push_str("  why:\n");
         for r in &inst.reasons {
             s.push_str(&format!("    - {r}\n"));

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::binding::Binding;
 use crate::cli::{ServeArgs, ServeMode};
 use crate::config::trust::{self, TrustError};
-use crate::config::{self, Config, LaunchMode};
+use crate::config::{self, Config, LaunchMode, RankBinding};
 use crate::exit::{CmdError, ResultExt};
 use crate::host::facts::Vendor;
 use crate::host::runner::SystemRunner;
@@ -38,6 +38,7 @@ use crate::supervise::notify::{Notifier, SdNotifier};
 use crate::supervise::occupancy::check::{self as occupancy, GpuTool, OccupancyCheck};
 use crate::supervise::pidfile::Identity;
 use crate::supervise::procs::ProcFs;
+use crate::supervise::ranks::{RankBinder, RankTarget};
 use crate::supervise::runtime::{runtime_for, RuntimeOptions};
 use crate::supervise::statedir::{instance_dir, StateDir};
 use crate::supervise::status::{self, AgentStatus};
@@ -151,9 +152,12 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// The binding and the placement (instance index, GPUs, GPU stack). With `binding.auto` both
 /// come from the plan's instance; with an explicit `[binding]` the GPUs are `launch.gpus` when
 /// set, else unknown (no visibility variable is set and `{tp}` falls back to `launch.tp`).
-fn binding(c: &Config, args: &ServeArgs) -> Result<(Binding, Placement), CmdError> {
+fn binding(
+    c: &Config,
+    args: &ServeArgs,
+) -> Result<(Binding, Placement, Vec<RankTarget>), CmdError> {
     if !c.wants_auto_binding() {
-        return Ok((c.explicit_binding().bad_input()?, Placement::from_config(c)));
+        return Ok((c.explicit_binding().bad_input()?, Placement::from_config(c), Vec::new()));
     }
     let (_, topo) = super::source::load(&args.source)?;
     let request = PlanRequest {
@@ -182,7 +186,22 @@ fn binding(c: &Config, args: &ServeArgs) -> Result<(Binding, Placement), CmdErro
         Vendor::Amd | Vendor::Other => GpuStack::Unknown,
     };
     let placement = Placement { instance: index, gpus: Some(instance.gpus.clone()), stack };
-    Ok((instance.binding, placement))
+    // Per-rank binding (docs/serve.md): the plan's ranks, unless `binding.ranks = "union"`.
+    let ranks = match c.binding.ranks.unwrap_or_default() {
+        RankBinding::Union => Vec::new(),
+        RankBinding::PerRank => instance
+            .ranks
+            .iter()
+            .map(|r| RankTarget {
+                rank: r.rank,
+                gpu: r.gpu,
+                node: r.node,
+                cpus: r.cpus.clone(),
+                memory_node: r.memory_node,
+            })
+            .collect(),
+    };
+    Ok((instance.binding, placement, ranks))
 }
 
 /// The `launch` object of `--print-config --json` (docs/serve.md, "The launch as JSON"):
@@ -270,7 +289,7 @@ fn print_config(c: &Config, sources: &[String], spec: &LaunchSpec) -> Result<(),
 
 pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     let (c, sources, files) = effective(&args)?;
-    let (binding, placement) = binding(&c, &args)?;
+    let (binding, placement, ranks) = binding(&c, &args)?;
     let self_exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "nodeagent".to_string());
@@ -342,7 +361,7 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
     // failure, never an orphaned engine.
     let guard_dir = StateDir::open(&state_path).bad_input()?;
     install_panic_guard(guard_dir, id, cgroup, grace);
-    let result = rt.block_on(serve(c, spec, &args, &state_dir));
+    let result = rt.block_on(serve(c, spec, &args, &state_dir, ranks));
     drop(std::panic::take_hook());
     result
 }
@@ -374,6 +393,7 @@ async fn serve(
     spec: LaunchSpec,
     args: &ServeArgs,
     state_dir: &StateDir,
+    ranks: Vec<RankTarget>,
 ) -> Result<(), CmdError> {
     let status = Arc::new(Mutex::new(AgentStatus::new(
         String::new(),
@@ -403,6 +423,7 @@ async fn serve(
     let container = spec.mode == LaunchMode::Container;
     let check_port = container.then_some(spec.port);
     let check_path = if container { spec.model_path_host.clone() } else { None };
+    let spec_stack = spec.placement.stack;
     let options = RuntimeOptions {
         state_dir: state_dir.path().to_path_buf(),
         instance: c.launch.instance.unwrap_or(0).to_string(),
@@ -424,6 +445,11 @@ async fn serve(
     let runtime =
         runtime_for(spec, &c.container, &options).map_err(|e| CmdError::failed(anyhow!("{e}")))?;
     let runtime = occupancy::guard(runtime, occupancy);
+    let ranks = (!ranks.is_empty()).then(|| {
+        let src = &args.source;
+        let tool = GpuTool::detect(spec_stack, &src.mx_smi, &src.nvidia_smi);
+        RankBinder::new(ranks, tool, Box::new(SystemRunner), src.tool_timeout)
+    });
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);
     let status_for_debug = status.clone();
@@ -440,6 +466,7 @@ async fn serve(
         check_port,
         check_path,
         gpu_hung,
+        ranks,
     };
     if args.debug_panic_in_task {
         let status = status_for_debug.clone();

@@ -122,6 +122,37 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 }
 
 /// The human view of a status record.
+/// One rank of the per-rank binding (docs/serve.md, "Per-rank binding"): pids, GPU, node,
+/// CPUs, cgroup, resident memory per node, or why it is not bound.
+fn rank_line(r: &crate::supervise::ranks::RankStatus) -> String {
+    let pids = if r.pids.is_empty() {
+        "-".to_string()
+    } else {
+        r.pids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+    };
+    let mut l =
+        format!("  rank {:<3} GPU{} node {} cpus {} pids {pids}", r.rank, r.gpu, r.node, r.cpus);
+    if let Some(cg) = &r.cgroup {
+        l.push_str(&format!(" cgroup {cg}"));
+    }
+    if !r.memory_by_node.is_empty() {
+        let nodes: Vec<String> = r
+            .memory_by_node
+            .iter()
+            .map(|(n, b)| format!("node {n} {:.1} MiB", *b as f64 / 1048576.0))
+            .collect();
+        l.push_str(&format!(" memory {}", nodes.join(", ")));
+    }
+    if let Some(left) = r.pages_left.filter(|n| *n > 0) {
+        l.push_str(&format!(" ({left} pages left off node)"));
+    }
+    if let Some(p) = &r.problem {
+        l.push_str(&format!(": {p}"));
+    }
+    l.push('\n');
+    l
+}
+
 pub fn render(s: &AgentStatus) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
@@ -195,6 +226,9 @@ pub fn render(s: &AgentStatus) -> String {
             out.push('\n');
         }
     }
+    for r in &s.ranks {
+        out.push_str(&rank_line(r));
+    }
     if let Some(h) = &s.health {
         line(
             &mut out,
@@ -236,4 +270,43 @@ pub fn render(s: &AgentStatus) -> String {
     line(&mut out, "restarts", s.restarts.to_string());
     line(&mut out, "last exit", opt(&s.last_exit));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::ranks::RankStatus;
+
+    #[test]
+    fn a_rank_shows_its_worker_cgroup_and_memory_or_why_not() {
+        let bound = RankStatus {
+            rank: 1,
+            gpu: 5,
+            node: 1,
+            cpus: "8-11".into(),
+            memory_node: Some(1),
+            pids: vec![4242],
+            cgroup: Some("/sys/fs/cgroup/nodeagent-0-ab/rank-1".into()),
+            memory_by_node: [(0, 1 << 20), (1, 512 << 20)].into(),
+            pages_left: Some(3),
+            problem: None,
+        };
+        assert_eq!(
+            rank_line(&bound),
+            "  rank 1   GPU5 node 1 cpus 8-11 pids 4242 cgroup /sys/fs/cgroup/nodeagent-0-ab/rank-1 memory node 0 1.0 MiB, node 1 512.0 MiB (3 pages left off node)\n"
+        );
+        let waiting = RankStatus {
+            rank: 0,
+            gpu: 2,
+            cpus: "0-3".into(),
+            problem: Some(
+                "GPU2 shows no process of the engine yet in the vendor's process list".into(),
+            ),
+            ..RankStatus::default()
+        };
+        assert_eq!(
+            rank_line(&waiting),
+            "  rank 0   GPU2 node 0 cpus 0-3 pids -: GPU2 shows no process of the engine yet in the vendor's process list\n"
+        );
+    }
 }

@@ -187,6 +187,20 @@ pub struct BindingConfig {
     /// Share (0 to 1) of the engine's CPU time allowed on CPUs outside the binding before the
     /// thread placement alert (status, log, `/metrics`) goes up.
     pub cpu_outside_alert: Option<f64>,
+    /// An instance over several NUMA nodes: bind each rank's worker to its GPU's node
+    /// (`per-rank`, the default) or keep the whole engine on the union (`union`).
+    pub ranks: Option<RankBinding>,
+}
+
+/// `binding.ranks`: how the ranks of an instance over several nodes are bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RankBinding {
+    /// Each rank's worker in a child cgroup on its own GPU's node (docs/serve.md).
+    #[default]
+    PerRank,
+    /// The whole engine on the union of its GPUs' nodes.
+    Union,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

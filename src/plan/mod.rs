@@ -36,6 +36,7 @@ use crate::host::facts::Vendor;
 use crate::topology::{Fact, Gpu, Node, Topology};
 
 pub mod cores;
+pub mod ranks;
 
 /// The whole answer of `nodeagent plan`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +107,10 @@ pub struct Instance {
     pub binding: Binding,
     /// Why, with evidence ("mx-smi-topo-m.txt line 3: GPU0 Node Affinity 0").
     pub reasons: Vec<String>,
+    /// The per-rank layout (`ranks.rs`), only for a bound instance whose GPUs hang off several
+    /// nodes: each rank's worker is bound to its own GPU's node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<ranks::Rank>,
 }
 
 /// How to split the chosen GPUs into instances.
@@ -199,6 +204,9 @@ pub fn plan(topo: &Topology, req: &PlanRequest) -> Result<Plan, PlanError> {
     let mut instances: Vec<Instance> = groups.iter().map(|g| bind_instance(topo, g, req)).collect();
     reserve_cpus(topo, &mut instances, req.reserve_cpus)?;
     shared_cores(&mut instances, req.share_cores, topo.cores.as_ref());
+    for (inst, group) in instances.iter_mut().zip(&groups) {
+        rank_layout(topo, group, inst);
+    }
 
     Ok(Plan {
         gpus: topo.gpus.iter().map(plan_gpu).collect(),
@@ -294,6 +302,7 @@ fn unbound(
         docker_args: Vec::new(),
         binding,
         reasons,
+        ranks: Vec::new(),
     }
 }
 
@@ -659,6 +668,36 @@ fn bound(
         docker_args: binding.docker_args(),
         binding,
         reasons,
+        ranks: Vec::new(),
+    }
+}
+
+/// The per-rank layout of a bound instance over several CPU nodes (`ranks.rs`): each GPU's
+/// CPU node (rule 2) and memory node (rule 4, only under a memory policy), resolved alone.
+fn rank_layout(topo: &Topology, gpus: &[&Gpu], inst: &mut Instance) {
+    if inst.binding.cpus.is_none() {
+        return;
+    }
+    let mut scratch = Vec::new();
+    let mut places = Vec::new();
+    for g in gpus {
+        let Some(node) = &g.numa_node else { return };
+        let Some(cpu) = cpu_nodes(topo, &BTreeSet::from([node.value]), &mut scratch)
+            .and_then(|n| n.into_iter().next())
+        else {
+            return;
+        };
+        let memory_node = match inst.binding.memory {
+            MemPolicy::Default => None,
+            _ => memory_nodes(topo, &BTreeSet::from([cpu]), &mut scratch).0.into_iter().next(),
+        };
+        places.push(ranks::GpuPlace { gpu: g.index, cpu_node: cpu, memory_node });
+    }
+    let cores = topo.cores.as_ref().map(|f| f.value.as_slice());
+    let node_cpus = |id| topo.node(id).map(|n| n.cpus.value.clone());
+    if let Some(layout) = ranks::layout(&places, &inst.cpus, node_cpus, cores) {
+        inst.reasons.push(ranks::reason(&layout, cores.is_some()));
+        inst.ranks = layout;
     }
 }
 

@@ -31,6 +31,7 @@ pub mod placement;
 pub mod process;
 pub mod procs;
 pub mod progress;
+pub mod ranks;
 pub mod restart;
 pub mod runtime;
 pub mod statedir;

@@ -143,6 +143,10 @@ pub struct AgentStatus {
     /// `None` before the first audit and for containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_by_node: Option<std::collections::BTreeMap<u32, u64>>,
+    /// Per-rank binding (`supervise::ranks`): each rank's workers, cgroup, CPUs and resident
+    /// memory per node; empty when the instance has no per-rank layout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<crate::supervise::ranks::RankStatus>,
     /// Share (0 to 1) of those bytes off the binding's memory nodes; `None` when unbound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_off_node_share: Option<f64>,
@@ -220,6 +224,7 @@ impl AgentStatus {
             binding,
             binding_check: None,
             memory_by_node: None,
+            ranks: Vec::new(),
             memory_off_node_share: None,
             memory_off_node_alert: false,
             thread_placement: None,

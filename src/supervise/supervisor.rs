@@ -146,6 +146,9 @@ pub struct Supervisor {
     /// The monitor's debounced hung-engine verdict (requests in flight, GPUs idle); `None`
     /// when the monitor does not run or must not restart the engine.
     pub gpu_hung: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Per-rank binding of an instance over several nodes (`supervise::ranks`), run on every
+    /// binding check; `None` when the plan has no ranks or `binding.ranks = "union"`.
+    pub ranks: Option<crate::supervise::ranks::RankBinder>,
 }
 
 /// Resolves when the monitor's hung verdict turns true (an edge, so a verdict left over from
@@ -350,6 +353,7 @@ impl Supervisor {
             .collect();
         let placement = self.audit_placement(&processes);
         let threads = self.audit_threads(&processes);
+        let ranks = self.ranks.as_mut().map(|r| r.tick(&pids, containment.as_deref()));
         let escaped: Vec<String> = processes
             .iter()
             .filter_map(|c| c.escape.as_ref().map(|e| format!("pid {} ({}): {e}", c.pid, c.comm)))
@@ -368,6 +372,9 @@ impl Supervisor {
             if let Some((placement, alert)) = threads {
                 s.thread_placement = Some(placement);
                 s.cpu_outside_alert = alert;
+            }
+            if let Some(ranks) = ranks {
+                s.ranks = ranks;
             }
             s.binding_check =
                 Some(BindingCheck { at: now_rfc3339(), ok: escaped.is_empty(), processes });
@@ -758,6 +765,7 @@ mod tests {
             check_port: None,
             check_path: None,
             gpu_hung: None,
+            ranks: None,
         };
         Harness { supervisor, script, notices, status, cancel, _closed: closed }
     }

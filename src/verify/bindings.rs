@@ -10,7 +10,10 @@
 //!
 //! ```text
 //! BINDINGS := ENTRY (',' ENTRY)*
-//! ENTRY    := 'none' | 'auto' | PART ('/' PART)*
+//! ENTRY    := 'none' | 'auto' | 'union' | 'per-rank' | PART ('/' PART)*
+//!             (`union`: the plan's binding, the whole engine on its GPUs' nodes, as `auto`;
+//!             `per-rank`: the same, then each rank's worker bound to its own GPU's node,
+//!             `crate::supervise::ranks`, for an instance whose GPUs span nodes)
 //! PART     := 'nodes=' LIST        CPUs of these nodes, memory bound to them (-N LIST -m LIST)
 //!           | 'cpus=' LIST         these CPUs (--physcpubind)
 //!           | 'mem=' LIST          --membind LIST
@@ -44,7 +47,14 @@ pub enum CompareError {
 pub enum BindingChoice {
     None,
     Auto,
-    Explicit { nodes: Option<CpuSet>, cpus: Option<CpuSet>, memory: Option<MemChoice> },
+    Union,
+    #[serde(rename = "per-rank")]
+    PerRank,
+    Explicit {
+        nodes: Option<CpuSet>,
+        cpus: Option<CpuSet>,
+        memory: Option<MemChoice>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +127,8 @@ fn parse_entry(entry: &str) -> Result<BindingChoice, CompareError> {
     match entry {
         "none" => return Ok(BindingChoice::None),
         "auto" => return Ok(BindingChoice::Auto),
+        "union" => return Ok(BindingChoice::Union),
+        "per-rank" => return Ok(BindingChoice::PerRank),
         _ => {}
     }
     let (mut nodes, mut cpus, mut memory) = (None, None, None);
@@ -124,7 +136,7 @@ fn parse_entry(entry: &str) -> Result<BindingChoice, CompareError> {
         let (key, value) = part.split_once('=').ok_or_else(|| {
             bad(format!(
                 "`{part}` is not KEY=LIST (keys: nodes, cpus, mem, preferred, interleave; \
-                 or the words none, auto)"
+                 or the words none, auto, union, per-rank)"
             ))
         })?;
         let list = || {
@@ -168,6 +180,8 @@ pub fn label(c: &BindingChoice) -> String {
     match c {
         BindingChoice::None => "none".into(),
         BindingChoice::Auto => "auto".into(),
+        BindingChoice::Union => "union".into(),
+        BindingChoice::PerRank => "per-rank".into(),
         BindingChoice::Explicit { nodes, cpus, memory } => {
             let mut parts = Vec::new();
             if let Some(n) = nodes {
@@ -222,9 +236,14 @@ pub fn resolve(
     };
     match &c.choice {
         BindingChoice::None => Ok(Binding::none()),
-        BindingChoice::Auto => auto.cloned().ok_or_else(|| {
-            err("no plan recommendation is available for `auto` (see the plan error above)".into())
-        }),
+        BindingChoice::Auto | BindingChoice::Union | BindingChoice::PerRank => {
+            auto.cloned().ok_or_else(|| {
+                err(format!(
+                    "no plan recommendation is available for `{}` (see the plan error above)",
+                    c.label
+                ))
+            })
+        }
         BindingChoice::Explicit { nodes, cpus, memory } => {
             let mut b = Binding::none();
             if let Some(n) = nodes {
@@ -315,6 +334,15 @@ mod tests {
         assert_eq!(b.numactl_args(), ["--physcpubind=0-1", "--membind=0"]);
         assert!(resolve(&c[2], &host, None).unwrap().is_none());
         assert_eq!(resolve(&c[3], &host, None).unwrap().memory, MemPolicy::Preferred(1));
+        // `union` and `per-rank` both start from the plan's binding (per-rank then binds ranks).
+        let plan = resolve(&c[0], &host, None).unwrap();
+        let c2 = parse_bindings("union,per-rank").unwrap();
+        assert_eq!(c2[1].choice, BindingChoice::PerRank);
+        assert_eq!((c2[0].label.as_str(), c2[1].dir_name().as_str()), ("union", "per-rank"));
+        assert_eq!(resolve(&c2[0], &host, Some(&plan)).unwrap(), plan);
+        assert_eq!(resolve(&c2[1], &host, Some(&plan)).unwrap(), plan);
+        let e = resolve(&c2[1], &host, None).unwrap_err().to_string();
+        assert!(e.contains("for `per-rank`"), "{e}");
         let c = parse_bindings("nodes=2,cpus=9,auto").unwrap();
         assert!(resolve(&c[0], &host, None).unwrap_err().to_string().contains("node 2"));
         assert!(resolve(&c[1], &host, None).unwrap_err().to_string().contains("CPUs 9"));

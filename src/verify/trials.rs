@@ -22,10 +22,13 @@ use super::compare::{analyse_with, schedule, Capacity, CompareReport, LevelFigur
 use super::render::{write_chart, write_table};
 use super::sweep::{numa_since, read_numastat, run_sweep, EngineProcs, SweepSpec};
 use crate::binding::Binding;
+use crate::host::runner::SystemRunner;
 use crate::loadgen::dataset::Dataset;
 use crate::report::table::level_label;
 use crate::supervise::health::{probe, Probe};
+use crate::supervise::occupancy::check::GpuTool;
 use crate::supervise::procs::ProcFs;
+use crate::supervise::ranks::{RankBinder, RankTarget};
 use crate::supervise::runtime::EngineRuntime;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,50 @@ pub struct CompareSpec {
     /// The shares above which a binding's placement fails (`binding.memory_off_node_alert`,
     /// `binding.cpu_outside_alert`).
     pub limits: super::compare::PlacementLimits,
+    /// What the `per-rank` binding binds after the engine is ready; `None` when the plan's
+    /// instance has no ranks (or no `per-rank` entry was asked for).
+    pub per_rank: Option<PerRank>,
+}
+
+/// The per-rank layout of the plan's instance and how to find the ranks' workers
+/// (`crate::supervise::ranks`).
+#[derive(Debug, Clone)]
+pub struct PerRank {
+    pub ranks: Vec<RankTarget>,
+    pub tool: Option<GpuTool>,
+    pub tool_timeout: Duration,
+    /// How long the workers may take to show up on their GPUs after the engine is ready.
+    pub within: Duration,
+}
+
+/// Binds every rank of `pr` (the binder of `serve`, ticked each second) or fails naming the
+/// first rank that could not be bound.
+async fn bind_ranks(pr: &PerRank, runtime: &mut dyn EngineRuntime) -> Result<(), String> {
+    let mut binder =
+        RankBinder::new(pr.ranks.clone(), pr.tool.clone(), Box::new(SystemRunner), pr.tool_timeout);
+    let started = Instant::now();
+    loop {
+        let pids = runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
+        let states = binder.tick(&pids, runtime.containment().as_deref());
+        let waiting: Vec<String> = states
+            .iter()
+            .filter(|s| s.cgroup.is_none())
+            .map(|s| {
+                format!("rank {} (GPU{}): {}", s.rank, s.gpu, s.problem.as_deref().unwrap_or("?"))
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > pr.within {
+            return Err(format!(
+                "per-rank: not bound after {:?}: {}",
+                pr.within,
+                waiting.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Rewrites `compare.json`, `compare.txt` and `compare.svg` under `out`.
@@ -198,6 +245,15 @@ async fn measured(
             c.comm,
             c.escape.as_deref().unwrap_or_default()
         ));
+    }
+    if run.binding == "per-rank" {
+        match &spec.per_rank {
+            Some(pr) => bind_ranks(pr, runtime).await?,
+            None => return Err(
+                "per-rank: the plan's instance has no per-rank layout (its GPUs hang off one node)"
+                    .into(),
+            ),
+        }
     }
     let mut sweep = spec.sweep.clone();
     sweep.out = Some(dir.to_path_buf());

@@ -194,6 +194,7 @@ mod tests {
             check_port: None,
             check_path: None,
             gpu_hung: None,
+            ranks: None,
         };
         Harness { supervisor, starts, notices, status, cancel, _closed: closed }
     }
