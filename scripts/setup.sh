@@ -19,6 +19,8 @@ if [ "$mode" = test ]; then
   # tests/fleet.rs: Slurm's slurmd reads the generated gres.conf (slurmd -G); it is never
   # started as a service.
   packages+=(slurmd)
+  # tests/raymn.rs: two network namespaces joined by a veth pair (ip netns, nsenter).
+  packages+=(iproute2 util-linux)
 fi
 
 missing=()

@@ -46,7 +46,12 @@ fn ray_venv() -> Option<PathBuf> {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("iproute2's ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Two network namespaces joined by a veth pair: `head` has 10.213.N.1, `worker` 10.213.N.2.
@@ -70,9 +75,10 @@ impl Netns {
         ip(&["link", "add", &vh, "type", "veth", "peer", "name", &vw]);
         ip(&["link", "set", &vh, "netns", &ns.head]);
         ip(&["link", "set", &vw, "netns", &ns.worker]);
-        for (name, dev, addr) in
-            [(&ns.head, &vh, format!("10.213.{n}.1/30")), (&ns.worker, &vw, format!("10.213.{n}.2/30"))]
-        {
+        for (name, dev, addr) in [
+            (&ns.head, &vh, format!("10.213.{n}.1/30")),
+            (&ns.worker, &vw, format!("10.213.{n}.2/30")),
+        ] {
             ip(&["-n", name, "addr", "add", &addr, "dev", dev]);
             ip(&["-n", name, "link", "set", dev, "up"]);
             ip(&["-n", name, "link", "set", "lo", "up"]);
@@ -142,8 +148,7 @@ impl Run {
                 &pids,
             ]
             .map(str::to_string);
-            let mut start_args =
-                vec!["--num-cpus", "1", "--object-store-memory", "83886080"];
+            let mut start_args = vec!["--num-cpus", "1", "--object-store-memory", "83886080"];
             if role == Role::Head {
                 start_args.extend(["--temp-dir", &temp]);
             }
@@ -236,7 +241,12 @@ impl Run {
     /// A completion from the head's engine, asked inside the head's namespace.
     fn completion(&self) -> String {
         let out = Netns::cmd(&self.ns.head, "curl")
-            .args(["-s", "-m", "30", &format!("http://127.0.0.1:{ENGINE_PORT}/v1/chat/completions")])
+            .args([
+                "-s",
+                "-m",
+                "30",
+                &format!("http://127.0.0.1:{ENGINE_PORT}/v1/chat/completions"),
+            ])
             .args(["-d", r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#])
             .output()
             .unwrap();
@@ -283,7 +293,11 @@ impl Run {
         let procs = self.ray_procs();
         let outside: BTreeSet<i32> =
             procs.iter().copied().filter(|p| !inside.contains(p) && alive(*p)).collect();
-        assert!(outside.is_empty(), "{case}: outside the agents' cgroups:{}", self.describe(&outside));
+        assert!(
+            outside.is_empty(),
+            "{case}: outside the agents' cgroups:{}",
+            self.describe(&outside)
+        );
         let raylets = procs.iter().filter(|p| comm(**p) == "raylet").count();
         assert_eq!(raylets, 2, "{case}: raylets of the run:{}", self.describe(&procs));
     }
@@ -296,9 +310,10 @@ impl Run {
             .iter()
             .map(|p| p.as_i64().unwrap() as i32)
             .collect();
-        *pids.iter().find(|p| comm(**p) == "raylet").unwrap_or_else(|| {
-            panic!("no raylet among the agent's pids:{}", self.describe(&pids))
-        })
+        *pids
+            .iter()
+            .find(|p| comm(**p) == "raylet")
+            .unwrap_or_else(|| panic!("no raylet among the agent's pids:{}", self.describe(&pids)))
     }
 }
 
@@ -328,7 +343,9 @@ impl Agent {
     fn wait_ready(&self, restarts: u64, other: &Agent) -> Value {
         let start = Instant::now();
         loop {
-            if let Some(st) = self.status().filter(|s| s["state"] == "ready" && s["restarts"] == restarts) {
+            if let Some(st) =
+                self.status().filter(|s| s["state"] == "ready" && s["restarts"] == restarts)
+            {
                 return st;
             }
             assert!(
@@ -401,7 +418,8 @@ fn ray_two_nodes_form_and_survive_member_faults() {
     wait_for("the head waiting for nodes", FORM, || {
         let st = head.status()?;
         let ray = &st["ray"];
-        (ray["phase"] == "waiting for nodes" && !ray["members"].as_array()?.is_empty()).then_some(())
+        (ray["phase"] == "waiting for nodes" && !ray["members"].as_array()?.is_empty())
+            .then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
     let st = head.status().unwrap();

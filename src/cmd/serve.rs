@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::cli::{ServeArgs, ServeMode, ServeRole};
-use crate::config::trust::{self, TrustError};
 use crate::config::ray::RayRole;
+use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode};
 use crate::exit::{CmdError, ResultExt};
 use crate::host::facts::Vendor;

@@ -542,7 +542,8 @@ impl Config {
         if self.engine.argv[0].is_empty() {
             return bad("engine.argv[0] is empty".into());
         }
-        let ray = self.ray.settings().map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
+        let ray =
+            self.ray.settings().map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
         if let (Some(r), LaunchMode::Container) = (&ray, self.mode()) {
             let role = r.role.as_str();
             return bad(ray::RayConfigError::Container { role }.to_string());

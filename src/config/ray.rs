@@ -156,7 +156,10 @@ mod tests {
         let s = parse("role = \"worker\"\nhead = \"10.213.0.1\"").settings().unwrap().unwrap();
         assert_eq!(s.role, RayRole::Worker);
         assert_eq!(s.ray, PathBuf::from("ray"));
-        assert_eq!((s.port, s.dashboard_port, s.expected_nodes, s.expected_gpus), (6379, 8265, 2, 0));
+        assert_eq!(
+            (s.port, s.dashboard_port, s.expected_nodes, s.expected_gpus),
+            (6379, 8265, 2, 0)
+        );
         assert_eq!(s.join_timeout, Duration::from_secs(600));
         assert_eq!(s.num_gpus, None);
     }
@@ -169,7 +172,8 @@ mod tests {
         assert_eq!(e.to_string(), "ray.head = \"a b\": not an IP address or host name");
         let e = parse("role = \"head\"\nhead = \"h\"\nexpected_nodes = 0").settings().unwrap_err();
         assert_eq!(e, RayConfigError::NoNodes);
-        let e = parse("role = \"head\"\nhead = \"h\"\njoin_timeout = \"0s\"").settings().unwrap_err();
+        let e =
+            parse("role = \"head\"\nhead = \"h\"\njoin_timeout = \"0s\"").settings().unwrap_err();
         assert_eq!(e, RayConfigError::NoJoinTime);
         assert!(toml::from_str::<RayConfig>("role = \"boss\"").is_err());
     }

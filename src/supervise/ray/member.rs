@@ -23,6 +23,7 @@ use super::nodes::{self, Member};
 use super::{ClusterRecord, CLUSTER_FILE};
 use crate::config::ray::RayRole;
 use crate::supervise::health::get_tcp;
+use crate::supervise::statedir::StateDir;
 use crate::supervise::status::now_rfc3339;
 
 /// How often the head reads the node list and a worker asks for the head's GCS.
@@ -76,7 +77,9 @@ pub enum MemberError {
     Lost { node: String },
     #[error("ray head: the engine exited ({status}): Ray stopped")]
     EngineExited { status: String },
-    #[error("ray head: no node list from the dashboard at 127.0.0.1:{port} for {misses} s: {last}")]
+    #[error(
+        "ray head: no node list from the dashboard at 127.0.0.1:{port} for {misses} s: {last}"
+    )]
     NoNodeList { port: u16, misses: u32, last: String },
     #[error("ray worker: `ray start` did not join the head at {head} within {within}")]
     NotJoined { head: String, within: String },
@@ -90,9 +93,8 @@ pub enum MemberError {
 pub async fn run(spec: MemberSpec) -> Result<(), MemberError> {
     let role = spec.role.as_str();
     let cancel = CancellationToken::new();
-    let signals = |k| {
-        tokio::signal::unix::signal(k).map_err(|source| MemberError::Signals { role, source })
-    };
+    let signals =
+        |k| tokio::signal::unix::signal(k).map_err(|source| MemberError::Signals { role, source });
     let mut term = signals(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signals(tokio::signal::unix::SignalKind::interrupt())?;
     let token = cancel.clone();
@@ -101,7 +103,12 @@ pub async fn run(spec: MemberSpec) -> Result<(), MemberError> {
         tracing::info!("stop requested: stopping Ray");
         token.cancel();
     });
-    let m = Member_ { spec, cancel };
+    // The cluster file goes through the state dir's checks (no symlink, `O_NOFOLLOW`); a state
+    // dir that fails them only costs `status` its Ray lines.
+    let dir = StateDir::open(&spec.state_dir)
+        .map_err(|e| tracing::warn!("ray {role}: no cluster file for status: {e}"))
+        .ok();
+    let m = Member_ { spec, cancel, dir };
     match m.spec.role {
         RayRole::Head => m.head().await,
         RayRole::Worker => m.worker().await,
@@ -112,6 +119,7 @@ pub async fn run(spec: MemberSpec) -> Result<(), MemberError> {
 struct Member_ {
     spec: MemberSpec,
     cancel: CancellationToken,
+    dir: Option<StateDir>,
 }
 
 impl Member_ {
@@ -166,12 +174,16 @@ impl Member_ {
             members,
             updated: now_rfc3339(),
         };
-        let path = self.spec.state_dir.join(CLUSTER_FILE);
-        let tmp = self.spec.state_dir.join(format!("{CLUSTER_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(&r).unwrap_or_default();
         // The record is for `status` only: failing to write it must not stop the cluster.
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
-            tracing::warn!("writing {}: {e}", path.display());
+        if let Some(Err(e)) = self.dir.as_ref().map(|d| d.write_atomic(CLUSTER_FILE, &text)) {
+            tracing::warn!("writing {CLUSTER_FILE}: {e}");
+        }
+    }
+
+    fn forget(&self) {
+        if let Some(d) = &self.dir {
+            let _ = d.remove(CLUSTER_FILE);
         }
     }
 
@@ -213,10 +225,19 @@ impl Member_ {
                 let (alive, have) = nodes::alive(&seen);
                 let _ = self.stop_all(None, &mut ray).await;
                 let within = humantime::format_duration(self.spec.join_timeout).to_string();
-                return Err(MemberError::NotFormed { alive, nodes, gpus: have, want_gpus: gpus, within });
+                return Err(MemberError::NotFormed {
+                    alive,
+                    nodes,
+                    gpus: have,
+                    want_gpus: gpus,
+                    within,
+                });
             }
         };
-        tracing::info!(nodes = formed_on.len(), "ray head: the cluster formed: starting the engine");
+        tracing::info!(
+            nodes = formed_on.len(),
+            "ray head: the cluster formed: starting the engine"
+        );
         let mut driver = self.start_driver()?;
         let mut misses = 0;
         loop {
@@ -238,7 +259,9 @@ impl Member_ {
                 Ok(m) => {
                     misses = 0;
                     if let Some(node) = nodes::lost(&formed_on, &m) {
-                        tracing::error!("ray head: cluster member {node} lost: stopping the engine");
+                        tracing::error!(
+                            "ray head: cluster member {node} lost: stopping the engine"
+                        );
                         self.record("lost a member", m);
                         stop_group(&mut driver, FAST_GRACE).await;
                         stop_group(&mut ray, FAST_GRACE).await;
@@ -284,7 +307,7 @@ impl Member_ {
             stop_group(d, DRIVER_GRACE).await;
         }
         stop_group(ray, RAY_GRACE).await;
-        let _ = std::fs::remove_file(self.spec.state_dir.join(CLUSTER_FILE));
+        self.forget();
         Ok(())
     }
 
@@ -310,20 +333,24 @@ impl Member_ {
         );
         let server = self.cancel.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(server.cancelled_owned()).await;
+            let _ =
+                axum::serve(listener, app).with_graceful_shutdown(server.cancelled_owned()).await;
         });
         let mut phase = "waiting for the head";
         loop {
             self.record(phase, Vec::new());
             if !self.wait_for_head().await {
-                let _ = std::fs::remove_file(self.spec.state_dir.join(CLUSTER_FILE));
+                self.forget();
                 return Ok(());
             }
             self.record("joining", Vec::new());
             let mut ray = self.start_ray()?;
             let (tx, mut started) = tokio::sync::watch::channel(false);
             let tx = Arc::new(tx);
-            for out in [ray.child.stdout.take().map(boxed), ray.child.stderr.take().map(boxed)].into_iter().flatten() {
+            for out in [ray.child.stdout.take().map(boxed), ray.child.stderr.take().map(boxed)]
+                .into_iter()
+                .flatten()
+            {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut lines = BufReader::new(out).lines();
@@ -380,7 +407,10 @@ impl Member_ {
 
     async fn head_answers(&self) -> bool {
         let gcs = self.gcs();
-        matches!(timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(gcs)).await, Ok(Ok(_)))
+        matches!(
+            timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(gcs)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Until the head's GCS accepts a connection (`true`) or a stop is asked (`false`).
@@ -402,7 +432,9 @@ impl Member_ {
     }
 }
 
-fn boxed<R: tokio::io::AsyncRead + Send + Unpin + 'static>(r: R) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
+fn boxed<R: tokio::io::AsyncRead + Send + Unpin + 'static>(
+    r: R,
+) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
     Box::new(r)
 }
 

@@ -63,7 +63,8 @@ struct Node {
 
 /// The members in the dashboard's `/api/v0/nodes` answer, in its order.
 pub fn parse(body: &[u8]) -> Result<Vec<Member>, NodesError> {
-    let answer: Answer = serde_json::from_slice(body).map_err(|source| NodesError::Json { source })?;
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|source| NodesError::Json { source })?;
     let data = match (answer.result, answer.data) {
         (true, Some(d)) => d,
         (_, _) => return Err(NodesError::Refused { msg: answer.msg }),
