@@ -22,6 +22,8 @@ if [ "$mode" = test ]; then
   packages+=(slurmd)
   # tests/package.rs: Debian's package checker on the .deb.
   packages+=(lintian)
+  # tests/raymn.rs: two network namespaces joined by a veth pair (ip netns, nsenter).
+  packages+=(iproute2 util-linux)
 fi
 
 missing=()

@@ -71,6 +71,10 @@ pub enum Command {
     /// hwloc XML is kept out of the agent's process).
     #[command(name = "__hwloc-xml", hide = true)]
     HwlocXml(HwlocXmlArgs),
+    /// Run this node's part of a multi-node Ray cluster (internal: the engine process `serve
+    /// --role` starts; docs/ray.md).
+    #[command(name = "__ray-member", hide = true)]
+    RayMember(RayMemberArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +396,11 @@ pub struct ServeArgs {
     /// 1) instead of refusing to start. Other processes on the GPUs are never killed.
     #[arg(long)]
     pub reclaim_orphans: bool,
+    /// This node's part in a multi-node Ray cluster (overrides `ray.role`): `ray-head` runs
+    /// `ray start --head` and starts the engine once `ray.expected_nodes` joined; `ray-worker`
+    /// runs `ray start --address` to `ray.head` and follows it (docs/ray.md).
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<ServeRole>,
     /// Testing aid, hidden: the host's root for the GPU device nodes (`DIR/dev/...`) and the
     /// NVIDIA driver's files (`DIR/proc/driver/nvidia`) that container mode passes (stand-in
     /// nodes in tests/container.rs). The sysfs root is `--sysfs-root`.
@@ -907,4 +916,63 @@ pub struct HwlocXmlArgs {
     /// The XML document (`-`: standard input).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------
+// __ray-member (hidden)
+
+/// A node's Ray role, as `serve --role` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeRole {
+    /// `ray start --head`, then the engine once every node joined.
+    RayHead,
+    /// `ray start --address HEAD:PORT`, following the head.
+    RayWorker,
+}
+
+/// Member roles, as `__ray-member --role` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RayMemberRole {
+    Head,
+    Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RayMemberArgs {
+    #[arg(long, value_enum)]
+    pub role: RayMemberRole,
+    /// The `ray` program.
+    #[arg(long, value_name = "PATH")]
+    pub ray: PathBuf,
+    /// The head node's address.
+    #[arg(long, value_name = "ADDR")]
+    pub head: String,
+    /// The head's GCS port.
+    #[arg(long)]
+    pub port: u16,
+    /// This node's address for Ray (`--node-ip-address`).
+    #[arg(long, value_name = "ADDR")]
+    pub node_ip: Option<String>,
+    #[arg(long)]
+    pub dashboard_port: u16,
+    #[arg(long, value_name = "N")]
+    pub expected_nodes: u32,
+    #[arg(long, value_name = "N")]
+    pub expected_gpus: u32,
+    #[arg(long, value_name = "N")]
+    pub num_gpus: u32,
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub join_timeout: std::time::Duration,
+    /// Worker: where its `/health` answers.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub health_listen: std::net::SocketAddr,
+    /// Where the cluster file is written.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// One more argument for `ray start` (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub start_arg: Vec<String>,
+    /// Head: the engine command (the driver).
+    #[arg(last = true, value_name = "ENGINE")]
+    pub engine: Vec<String>,
 }

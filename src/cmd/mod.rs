@@ -11,6 +11,7 @@ pub mod man;
 pub mod monitor;
 pub mod plan;
 pub mod probe;
+pub mod ray_member;
 pub mod serve;
 pub mod simulate;
 pub mod source;
@@ -39,5 +40,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CmdError> {
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
         Command::HwlocXml(args) => hwloc_xml::run(&args),
+        Command::RayMember(args) => ray_member::run(args),
     }
 }

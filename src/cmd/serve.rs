@@ -21,7 +21,8 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
-use crate::cli::{ServeArgs, ServeMode};
+use crate::cli::{ServeArgs, ServeMode, ServeRole};
+use crate::config::ray::RayRole;
 use crate::config::trust::{self, TrustError};
 use crate::config::{self, Config, LaunchMode, RankBinding};
 use crate::exit::{CmdError, ResultExt};
@@ -68,6 +69,22 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
             ServeMode::Numactl => LaunchMode::Numactl,
             ServeMode::Container => LaunchMode::Container,
         });
+    }
+    if let Some(role) = args.role {
+        c.ray.role = Some(match role {
+            ServeRole::RayHead => RayRole::Head,
+            ServeRole::RayWorker => RayRole::Worker,
+        });
+    }
+    if c.ray.role == Some(RayRole::Worker) {
+        // A Ray worker runs no engine of its own: its `/health` is the member's (joined), and
+        // there is no model list, metrics or completion to ask (docs/ray.md).
+        if c.engine.argv.is_empty() {
+            c.engine.argv = vec!["{self}".into()];
+        }
+        c.probe.models = Some(String::new());
+        c.probe.metrics = Some(String::new());
+        c.supervise.canary_interval = Some(Duration::ZERO);
     }
     c.validate().bad_input()?;
     c.engine.port = Some(instance_port(&c, own, args.port).bad_input()?);
@@ -304,6 +321,21 @@ pub fn run(args: ServeArgs) -> Result<(), CmdError> {
         for argv in [&mut spec.argv, &mut spec.engine_argv] {
             argv.extend([arg.clone(), secs.clone()]);
         }
+    }
+    // `[ray] role`: the engine becomes this node's Ray member, the engine command its driver.
+    if let Some(ray) = c.ray.settings().bad_input()? {
+        let gpus = spec.placement.gpus.as_ref().map_or(0, |g| g.len() as u32);
+        let member = crate::supervise::ray::member_argv(
+            &self_exe,
+            &ray,
+            gpus,
+            c.engine_addr(),
+            &std::path::absolute(state_dir_of(&c)).unwrap_or_else(|_| state_dir_of(&c)),
+            &spec.engine_argv,
+        );
+        spec.argv.truncate(spec.argv.len() - spec.engine_argv.len());
+        spec.argv.extend(member.iter().cloned());
+        spec.engine_argv = member;
     }
     let mut c = c;
     if spec.mode == LaunchMode::Container {

@@ -6,11 +6,13 @@
 //! no agent answers.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{anyhow, Context};
 
 use crate::cli::StatusArgs;
 use crate::exit::{CmdError, ResultExt};
+use crate::supervise::ray;
 use crate::supervise::status::{query_all, AgentStatus, Found};
 
 pub fn run(args: StatusArgs) -> Result<(), CmdError> {
@@ -59,7 +61,7 @@ fn render_found(found: Vec<Found>, args: &StatusArgs) -> Result<String, CmdError
         tracing::warn!("{line}");
     }
     if args.json {
-        let records: Vec<&AgentStatus> = answered.iter().map(|(_, s)| s).collect();
+        let records: Vec<serde_json::Value> = answered.iter().map(|(_, s)| with_ray(s)).collect();
         let value = if args.all {
             serde_json::to_value(&records)
         } else if let [one] = records.as_slice() {
@@ -85,11 +87,25 @@ fn render_found(found: Vec<Found>, args: &StatusArgs) -> Result<String, CmdError
             out += &format!("\n== instance {n} ({})\n", s.state_dir.as_deref().unwrap_or("-"));
         }
         out += &render(s);
+        if let Some(r) = s.state_dir.as_deref().and_then(|d| ray::read_cluster(Path::new(d))) {
+            out += &ray::render(&r);
+        }
     }
     for line in &silent {
         out += &format!("\n== {line}\n");
     }
     Ok(out)
+}
+
+/// The record as JSON, with `ray` (the member's cluster file, `supervise::ray`) when the
+/// agent has a Ray role.
+fn with_ray(s: &AgentStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    let cluster = s.state_dir.as_deref().and_then(|d| ray::read_cluster(Path::new(d)));
+    if let (Some(r), Some(map)) = (cluster, v.as_object_mut()) {
+        map.insert("ray".into(), serde_json::to_value(r).unwrap_or_default());
+    }
+    v
 }
 
 /// One line per instance: number, state, port, GPUs, engine pids.

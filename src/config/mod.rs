@@ -21,6 +21,7 @@
 
 pub mod bounds;
 pub mod container;
+pub mod ray;
 pub mod trust;
 
 use std::collections::BTreeMap;
@@ -121,6 +122,8 @@ pub struct Config {
     pub container: ContainerSettings,
     pub supervise: SuperviseConfig,
     pub probe: ProbeConfig,
+    /// `[ray]`: the node's role in a multi-node Ray cluster (`config::ray`, docs/ray.md).
+    pub ray: ray::RayConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -563,6 +566,12 @@ impl Config {
         }
         if self.engine.argv[0].is_empty() {
             return bad("engine.argv[0] is empty".into());
+        }
+        let ray =
+            self.ray.settings().map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
+        if let (Some(r), LaunchMode::Container) = (&ray, self.mode()) {
+            let role = r.role.as_str();
+            return bad(ray::RayConfigError::Container { role }.to_string());
         }
         if self.mode() == LaunchMode::Container && self.container.image.is_empty() {
             return bad("launch.mode = \"container\" needs container.image".into());

@@ -12,7 +12,8 @@
 //! `statedir` opens and checks the state dir and makes every file in it without following a
 //! symlink; `pidfile` says which processes a pid file may name as leftovers (a hint, never an
 //! order); `occupancy` is the GPU-occupancy preflight (who holds the instance's GPUs:
-//! orphans of a manual run, foreign processes); `guard` stops the engine tree synchronously when `serve` panics.
+//! orphans of a manual run, foreign processes); `guard` stops the engine tree synchronously when `serve` panics; `ray` runs a node's
+//! multi-node Ray role (`serve --role`) as the engine.
 //!
 //! Imports run one way: `crate::launch` (pure specs) and `crate::config` below, `crate::monitor`
 //! above (it reads the status record; nothing here names the monitor).
@@ -32,6 +33,7 @@ pub mod process;
 pub mod procs;
 pub mod progress;
 pub mod ranks;
+pub mod ray;
 pub mod restart;
 pub mod runtime;
 pub mod statedir;

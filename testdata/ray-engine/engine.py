@@ -45,8 +45,8 @@ if gpus is None:
 
 log = lambda *m: print("engine:", *m, flush=True)  # noqa: E731
 
-if a.address:
-    ray.init(address=a.address, log_to_driver=False)
+if a.address or os.environ.get("RAY_ADDRESS"):
+    ray.init(address=a.address or os.environ["RAY_ADDRESS"], log_to_driver=False)
 else:
     ray.init(
         address="local",
