@@ -15,14 +15,16 @@
 # the verify process, warmup and start-up included) per 1000 sends.
 # Usage: scripts/bench-openloop.sh
 # Env: BENCH_RATES (default "2000 10000"), BENCH_SECONDS (seconds per run, default 3),
-#      BENCH_WAITS (default "coarse spin exact"),
+#      BENCH_WAITS (default "coarse spin exact exact-rt"; `exact-rt` is the exact wait with
+#      `verify --realtime`, the client's thread under SCHED_FIFO (root or CAP_SYS_NICE): on a
+#      loaded machine, the difference to `exact` is what preemption of that thread costs),
 #      NODEAGENT_BIN to use a binary already built (default: a release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATES=${BENCH_RATES:-2000 10000}
 SECS=${BENCH_SECONDS:-3}
-WAITS=${BENCH_WAITS:-coarse spin exact}
+WAITS=${BENCH_WAITS:-coarse spin exact exact-rt}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 WORK=$(mktemp -d /tmp/bench-openloop.XXXXXX)
 SIM_PID=
@@ -40,7 +42,7 @@ URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
 
 echo "binary: $BIN; simulator: $URL (--zero-delay); ${SECS} s per run, Poisson arrivals, seed 0"
 echo "load before: $(uptime)"
-printf '%-6s %-6s %6s %9s %9s %9s %10s %10s %8s %8s %8s %8s %10s\n' \
+printf '%-6s %-10s %6s %9s %9s %9s %10s %10s %8s %8s %8s %8s %10s\n' \
     rate wait sent 'lag p50' 'lag p99' 'lag max' 'gaps<20us' 'plan<20us' Poisson \
     'KS sent' 'KS plan' 'KS crit' 'CPU/1000'
 for rate in $RATES; do
@@ -48,10 +50,13 @@ for rate in $RATES; do
     for wait in $WAITS; do
         out="$WORK/$rate-$wait"
         warmup=256
+        prio=()
+        pacing=$wait
+        [ "$wait" = exact-rt ] && { prio=(--realtime); pacing=exact; }
         /usr/bin/time -f '%U %S' -o "$out.time" \
             "$BIN" verify --url "$URL" --dataset random --input-len 16 --output-len 4 \
             --rate "$rate" --arrival poisson --parallel 256 --number "$n" --warmup "$warmup" \
-            --quiet --format json --out "$out" --pacing "$wait" >/dev/null 2>"$out.err" \
+            --quiet --format json --out "$out" --pacing "$pacing" "${prio[@]}" >/dev/null 2>"$out.err" \
             || { echo "verify failed at $rate/s ($wait): $(tail -1 "$out.err")" >&2; exit 1; }
         python3 - "$out/requests.jsonl" "$rate" "$wait" "$out.time" "$warmup" <<'PY'
 import json, math, sys
@@ -77,7 +82,7 @@ sent, planned = gaps(r["sent_s"] for r in recs), gaps(r["scheduled_s"] for r in 
 expect = 100.0 * (1 - math.exp(-rate * 20e-6))
 user, sys_ = map(float, open(timefile).read().split()[-2:])
 cpu = (user + sys_) / (len(recs) + warmup) * 1000 * 1000
-print(f"{rate:<6.0f} {wait:<6} {len(recs):>6} {q(0.5)*1e6:>7.0f}us {q(0.99)*1e6:>7.0f}us "
+print(f"{rate:<6.0f} {wait:<10} {len(recs):>6} {q(0.5)*1e6:>7.0f}us {q(0.99)*1e6:>7.0f}us "
       f"{lag[-1]*1e6:>7.0f}us {under(sent):>9.1f}% {under(planned):>9.1f}% {expect:>7.1f}% "
       f"{ks(sent):>8.4f} {ks(planned):>8.4f} {1.36/math.sqrt(len(sent)):>8.4f} {cpu:>7.0f}ms")
 PY

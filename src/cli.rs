@@ -561,6 +561,11 @@ pub struct VerifyRunArgs {
     /// wait); for `scripts/bench-openloop.sh`'s side-by-side only.
     #[arg(long, hide = true, value_enum, default_value_t = PacingKind::Exact)]
     pub pacing: PacingKind,
+    /// Run the client's thread under SCHED_FIFO real-time priority (root or CAP_SYS_NICE), so a
+    /// loaded machine does not preempt it between an open loop's timer and its send; refused:
+    /// a warning, and the normal priority. It takes a core whenever it is runnable.
+    #[arg(long)]
+    pub realtime: bool,
     /// Gamma shape for `--arrival gamma` (below 1 burstier than Poisson, above 1 smoother).
     #[arg(long, default_value_t = 1.0)]
     pub burstiness: f64,

@@ -3,7 +3,9 @@
 //! tokio's reactor (`AsyncFd`). The kernel fires it within microseconds of the deadline (an
 //! hrtimer, no timer slack), where tokio's own timer rounds every deadline up to its next 1 ms
 //! tick. One timer serves one waiter at a time (`&mut self`). It decides nothing about when to
-//! wait: that is [`super::schedule`]'s.
+//! wait: that is [`super::schedule`]'s. Also here: [`raise_to_realtime`], which puts the client's
+//! thread (the one dispatcher) under `SCHED_FIFO`, so that a loaded machine does not preempt it
+//! between the timer and the send (`verify --realtime`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -26,6 +28,27 @@ pub enum TimerError {
     Arm { deadline: TimeSpec, source: nix::Error },
     #[error("failed to wait on the timerfd: {source}")]
     Wait { source: io::Error },
+    #[error(
+        "failed to put the client's thread under SCHED_FIFO (needs root or CAP_SYS_NICE): {source}"
+    )]
+    Realtime { source: io::Error },
+}
+
+/// Puts the calling thread, and the threads it starts afterwards, under `SCHED_FIFO` priority 1:
+/// it then runs whenever it is runnable, before every ordinary process on its CPU (the kernel
+/// still leaves those 5 % of each second, `sched_rt_runtime_us`). Children it forks go back to
+/// the normal policy (`SCHED_RESET_ON_FORK`). Refused without root or `CAP_SYS_NICE`.
+pub fn raise_to_realtime() -> Result<(), TimerError> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `param` is an initialised `sched_param` on this stack frame, only read by the
+    // call, which changes the calling thread's policy (pid 0) and nothing else.
+    let rc = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if rc != 0 {
+        return Err(TimerError::Realtime { source: io::Error::last_os_error() });
+    }
+    Ok(())
 }
 
 /// `TimerFd` with the `AsRawFd` that `AsyncFd` asks for.
@@ -111,6 +134,24 @@ mod tests {
         let ts = TimeSpec::new(5, 999_999_000);
         let sum = add(ts, Duration::from_micros(3));
         assert_eq!((sum.tv_sec(), sum.tv_nsec()), (6, 2_000));
+    }
+
+    #[test]
+    fn realtime_is_fifo_when_permitted_and_a_permission_error_otherwise() {
+        // A thread of its own: the policy is per thread, and the test's runner thread keeps its.
+        std::thread::spawn(|| match raise_to_realtime() {
+            Ok(()) => {
+                // SAFETY: reads the calling thread's policy; no pointers.
+                let policy = unsafe { libc::sched_getscheduler(0) };
+                assert_eq!(policy & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
+            }
+            Err(TimerError::Realtime { source }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EPERM), "{source}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        })
+        .join()
+        .unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]
