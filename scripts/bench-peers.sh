@@ -75,13 +75,15 @@ aiperf() { # artifact-dir
 }
 guidellm() { # output-dir
     mkdir -p "$1"
-    measure env GUIDELLM__DEFAULT_RESULTS_DIR="$1" .cache/guidellm-venv/bin/guidellm run \
+    # It writes benchmarks.json to its results directory (the working one by default).
+    local bin=$PWD/.cache/guidellm-venv/bin/guidellm
+    (cd "$1" && measure env GUIDELLM__DEFAULT_RESULTS_DIR="$1" "$bin" run \
         --backend "kind=openai_http,target=$URL,model=qwen2.5" \
         --profile "kind=concurrent,streams=$C" \
         --constraint "kind=max_requests,count=$N" \
         --data "kind=synthetic_text,prompt_tokens=16,output_tokens=16" \
         --tokenizer "kind=huggingface_auto,model=$WORK/tokenizer" \
-        --disable-console-interactive
+        --disable-console-interactive)
 }
 
 # Prints "req_per_s ttft_p50_s ttft_p99_s" from a tool's output folder.
