@@ -3,9 +3,13 @@
 #
 # Runs nodeagent verify, evalscope perf (installed into .cache/evalscope-venv from PyPI if
 # missing) and wrk side by side against `nodeagent simulate` on loopback, on this machine, in
-# one run, and prints the figures. Usage: scripts/bench-verify.sh
+# one run, and prints the figures; then aiperf and guidellm the same way
+# (scripts/bench-peers.sh) and the open loop's precision (scripts/bench-openloop.sh).
+# Usage: scripts/bench-verify.sh
 # Env: BENCH_REQUESTS (nodeagent, default 60000: shorter runs are dominated by start-up), BENCH_EVALSCOPE_REQUESTS (default 3000),
 #      BENCH_MEMORY_REQUESTS (default 100000), SKIP_EVALSCOPE=1 to leave evalscope out,
+#      SKIP_AIPERF=1 / SKIP_GUIDELLM=1 (and BENCH_PEER_REQUESTS) for bench-peers.sh,
+#      SKIP_OPENLOOP=1 to leave bench-openloop.sh out,
 #      NODEAGENT_BIN to use a binary already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -164,4 +168,13 @@ echo "== memory: $NM requests at concurrency $C (zero-delay simulator)"
 start_sim --zero-delay
 read -r wall user sys rss < <(measure "$BIN" verify --url "$URL" "${verify_args[@]}" --parallel $C --number "$NM" --out "$WORK/mem")
 echo "nodeagent verify: max RSS $((rss/1024)) MiB for $NM requests in ${wall}s (requests.jsonl $(du -m "$WORK/mem/requests.jsonl" | cut -f1) MiB on disk)"
+kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=
 rm -rf "$WORK"
+
+echo
+NODEAGENT_BIN=$BIN scripts/bench-peers.sh
+if [ -z "${SKIP_OPENLOOP:-}" ]; then
+    echo
+    echo "== open-loop precision (scripts/bench-openloop.sh)"
+    NODEAGENT_BIN=$BIN scripts/bench-openloop.sh
+fi

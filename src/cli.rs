@@ -510,6 +510,17 @@ pub enum ArrivalKind {
     Gamma,
 }
 
+/// How an open loop waits for each send (hidden `--pacing`, for `scripts/bench-openloop.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PacingKind {
+    /// A timerfd until 50 us before the instant, then a spin (the default).
+    Exact,
+    /// tokio's 1 ms timer until 2 ms before the instant, then a spin.
+    Spin,
+    /// tokio's 1 ms timer alone.
+    Coarse,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VerifyFormat {
     /// A table per level, then the sweep table.
@@ -574,10 +585,16 @@ pub struct VerifyRunArgs {
     /// Inter-arrival distribution of the open loop.
     #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
     pub arrival: ArrivalKind,
-    /// Open loop: wait for each send on tokio's 1 ms timer alone, the old imprecise wait
-    /// (for `scripts/bench-openloop.sh`'s before/after only).
-    #[arg(long, hide = true)]
-    pub coarse_timer: bool,
+    /// Open loop: how to wait for each send: `exact` (a timerfd, then a short spin), `spin`
+    /// (tokio's 1 ms timer, then a 2 ms spin), `coarse` (tokio's timer alone, the old imprecise
+    /// wait); for `scripts/bench-openloop.sh`'s side-by-side only.
+    #[arg(long, hide = true, value_enum, default_value_t = PacingKind::Exact)]
+    pub pacing: PacingKind,
+    /// Run the client's thread under SCHED_FIFO real-time priority (root or CAP_SYS_NICE), so a
+    /// loaded machine does not preempt it between an open loop's timer and its send; refused:
+    /// a warning, and the normal priority. It takes a core whenever it is runnable.
+    #[arg(long)]
+    pub realtime: bool,
     /// Gamma shape for `--arrival gamma` (below 1 burstier than Poisson, above 1 smoother).
     #[arg(long, default_value_t = 1.0)]
     pub burstiness: f64,

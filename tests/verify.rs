@@ -971,7 +971,8 @@ async fn server_metrics_during_a_level_equal_the_simulators_ground_truth() {
 /// Issue 17 item 4: an open loop's sends leave at their planned instants, one by one, not at
 /// the ticks of tokio's 1 ms timer. The bounds are wide on purpose (a debug build on a loaded
 /// 2-core CI machine): each is an order of magnitude from what the exact wait gives, and the
-/// median one fails with the old wait (`--coarse-timer`: measured failing, p50 1.3 ms).
+/// median one fails with the old wait (hidden `--pacing coarse`: measured failing, p50 1.3 ms).
+/// The default wait is the timerfd one (`--pacing exact`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_sends_follow_the_poisson_process_not_the_millisecond_timer() {
     let (sim, dir, data) = fast_sim_and_dataset().await;

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::cli::{
-    ArrivalKind, DatasetKind, SearchArg, TraceFormatArg, VerifyApi, VerifyFormat, VerifyRunArgs,
+    ArrivalKind, DatasetKind, PacingKind, SearchArg, TraceFormatArg, VerifyApi, VerifyFormat,
+    VerifyRunArgs,
 };
 use crate::config::Config;
 use crate::exit::{CmdError, ResultExt};
@@ -307,7 +308,11 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         levels,
         search: search.map(|(s, _)| s),
         arrival,
-        pacing: if a.coarse_timer { Pacing::Coarse } else { Pacing::Exact },
+        pacing: match a.pacing {
+            PacingKind::Exact => Pacing::Exact,
+            PacingKind::Spin => Pacing::Spin,
+            PacingKind::Coarse => Pacing::Coarse,
+        },
         warmup: a.warmup,
         duration: a.duration,
         seed: a.seed,

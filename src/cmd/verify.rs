@@ -51,6 +51,11 @@ pub fn run(args: VerifyArgs) -> Result<(), CmdError> {
 fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     let (spec, dataset, format) = build(&args).bad_input()?;
     raise_open_file_limit();
+    if args.realtime {
+        if let Err(e) = crate::loadgen::timer::raise_to_realtime() {
+            eprintln!("warning: {e}; running at normal priority");
+        }
+    }
     // One thread: every request drives its connection inside its worker's task, so nothing gains
     // from a second thread but cross-thread wakeups; one core carries some 30,000 streamed
     // requests a second (BENCHMARKS.md), far beyond any engine, and the other cores stay with

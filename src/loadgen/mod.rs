@@ -1,6 +1,6 @@
 //! The load generator behind `nodeagent verify`: datasets, the HTTP client (`request` what is
 //! sent, `conn` the connection it goes over, `sse` the streamed answer, `client` the exchange),
-//! schedules, the one worker loop, and the per-level aggregator. Imports go one way: `record`
+//! schedules (and `timer`, the timerfd their exact wait sleeps on), the one worker loop, and the per-level aggregator. Imports go one way: `record`
 //! imports nothing from the crate; `request`, `sse` and `conn` import no other part of the
 //! client but records and request settings; `client` builds on them; `stats` reads records and
 //! fills `crate::summary` types; `worker` drives `client` with a `schedule`; `trace` (trace
@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod sse;
 pub mod stats;
 pub mod synth;
+pub mod timer;
 pub mod tokenizer;
 pub mod trace;
 pub mod worker;

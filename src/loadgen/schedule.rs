@@ -6,14 +6,17 @@
 //! cancellation. It sends nothing itself.
 //!
 //! An open loop's ticket is released at its planned instant, not at the next tick of tokio's
-//! 1 ms timer wheel: the waiter sleeps on the wheel until [`SPIN_SLICE`] before the instant,
-//! then yields to the runtime in a loop, reading the monotonic clock, until the instant
-//! (`Pacing::Exact`). Only one worker waits at a time (the turn is a FIFO lock, taken before the
-//! ticket number, so tickets still leave in order), so at most one task spins, and only in the
-//! last slice (at rates above ~500/s, where gaps average under the slice, that is one core busy
-//! between sends, the yields still letting responses be handled). `Pacing::Coarse` is the wheel
-//! alone (the old wait, kept for `scripts/bench-openloop.sh`'s before/after). [`wait_step`]
-//! decides each step without a clock.
+//! 1 ms timer wheel (`Pacing::Exact`): the waiter sleeps on a timerfd armed with the absolute
+//! instant [`TIMER_SLICE`] before the plan (the kernel fires it within microseconds, see
+//! [`super::timer`]), then yields to the runtime in a loop, reading the monotonic clock, for
+//! the last few microseconds. Only one worker waits at a time (the turn is a FIFO lock, taken
+//! before the ticket number, so tickets still leave in order: one dispatcher, in planned
+//! order), so at most one task spins, and only in the last slice. Where no timerfd can be made
+//! the exact wait falls back to `Pacing::Spin` and says so. `Pacing::Spin` is the previous
+//! exact wait: tokio's wheel until [`SPIN_SLICE`] (2 ms) before the instant, then the spin (at
+//! rates above ~500/s, where gaps average under the slice, one core busy between sends).
+//! `Pacing::Coarse` is the wheel alone. Both are kept for `scripts/bench-openloop.sh`'s
+//! side-by-side. [`wait_step`] decides each step without a clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +26,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::timer::DeadlineTimer;
 
 /// How inter-arrival gaps of an open loop are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,25 +58,35 @@ pub enum ScheduleError {
 /// How an open loop's ticket waits for its planned instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pacing {
-    /// Sleep on tokio's timer until [`SPIN_SLICE`] before the instant, then yield-spin on the
-    /// monotonic clock until it: released within microseconds of the plan.
+    /// Sleep on a timerfd until [`TIMER_SLICE`] before the instant, then yield-spin on the
+    /// monotonic clock until it: released within microseconds of the plan, spinning only
+    /// microseconds per send.
     #[default]
     Exact,
+    /// Sleep on tokio's timer until [`SPIN_SLICE`] before the instant, then yield-spin: as
+    /// exact on an idle machine, but spinning up to 2 ms per send (the wait before the timerfd).
+    Spin,
     /// Sleep on tokio's timer alone (1 ms granularity): released up to about a millisecond
     /// late, and tickets planned within one tick leave together.
     Coarse,
 }
 
-/// How long before its planned instant an exact waiter stops sleeping on tokio's timer (whose
-/// tick is 1 ms, and which may fire up to a tick late) and starts spinning.
+/// How long before its planned instant a [`Pacing::Spin`] waiter stops sleeping on tokio's
+/// timer (whose tick is 1 ms, and which may fire up to a tick late) and starts spinning.
 pub const SPIN_SLICE: Duration = Duration::from_millis(2);
+
+/// How long before its planned instant a [`Pacing::Exact`] waiter's timerfd fires: the time
+/// the kernel takes to wake the thread and tokio to run the waiting task, on an idle machine
+/// (measured: BENCHMARKS.md "verify open-loop precision"); the rest is spun.
+pub const TIMER_SLICE: Duration = Duration::from_micros(50);
 
 /// The next thing a waiter does, given the clock and the planned instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStep {
     /// The instant has come: release the ticket.
     Ready,
-    /// Sleep on tokio's timer until this instant (then ask again).
+    /// Sleep until this instant (then ask again): on the timerfd for [`Pacing::Exact`], on
+    /// tokio's timer otherwise.
     Sleep(StdInstant),
     /// Yield to the runtime once and read the clock again.
     Spin,
@@ -82,10 +97,44 @@ pub fn wait_step(now: StdInstant, planned: StdInstant, pacing: Pacing) -> WaitSt
     if now >= planned {
         return WaitStep::Ready;
     }
-    match pacing {
-        Pacing::Coarse => WaitStep::Sleep(planned),
-        Pacing::Exact if planned - now > SPIN_SLICE => WaitStep::Sleep(planned - SPIN_SLICE),
-        Pacing::Exact => WaitStep::Spin,
+    let slice = match pacing {
+        Pacing::Coarse => return WaitStep::Sleep(planned),
+        Pacing::Spin => SPIN_SLICE,
+        Pacing::Exact => TIMER_SLICE,
+    };
+    if planned - now > slice {
+        WaitStep::Sleep(planned - slice)
+    } else {
+        WaitStep::Spin
+    }
+}
+
+/// What the waiter holding the turn owns: the timerfd of an exact open loop, opened by the
+/// first wait (inside the runtime that polls it).
+#[derive(Debug, Default)]
+enum Turn {
+    #[default]
+    Unopened,
+    Open(DeadlineTimer),
+    /// No timerfd here (said once): the wait is [`Pacing::Spin`]'s.
+    Failed,
+}
+
+impl Turn {
+    fn timer(&mut self) -> Option<&mut DeadlineTimer> {
+        if matches!(self, Turn::Unopened) {
+            *self = match DeadlineTimer::new() {
+                Ok(t) => Turn::Open(t),
+                Err(e) => {
+                    tracing::warn!("open loop: {e}; pacing sends on tokio's timer and a 2 ms spin");
+                    Turn::Failed
+                }
+            };
+        }
+        match self {
+            Turn::Open(t) => Some(t),
+            _ => None,
+        }
     }
 }
 
@@ -107,7 +156,7 @@ pub struct Schedule {
     cancel: CancellationToken,
     pacing: Pacing,
     /// The waiting turn of an exact open loop: one waiter at a time, in ticket order.
-    turn: tokio::sync::Mutex<()>,
+    turn: tokio::sync::Mutex<Turn>,
 }
 
 impl Schedule {
@@ -131,7 +180,7 @@ impl Schedule {
             deadline: duration_limit.map(|d| start + d),
             cancel,
             pacing: Pacing::Exact,
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Mutex::new(Turn::Unopened),
         })
     }
 
@@ -155,8 +204,8 @@ impl Schedule {
         }
         // An exact open loop waits in turn: the lock is fair (FIFO), and the ticket number is
         // drawn under it, so the one waiter always holds the earliest unsent ticket.
-        let _turn = match (self.offsets.is_empty(), self.pacing) {
-            (false, Pacing::Exact) => Some(tokio::select! {
+        let mut turn = match (self.offsets.is_empty(), self.pacing) {
+            (false, Pacing::Exact | Pacing::Spin) => Some(tokio::select! {
                 t = self.turn.lock() => t,
                 () = self.cancel.cancelled() => return None,
             }),
@@ -174,13 +223,39 @@ impl Schedule {
             return None;
         }
         let planned = scheduled.into_std();
+        let mut pacing = self.pacing;
         loop {
-            match wait_step(StdInstant::now(), planned, self.pacing) {
+            match wait_step(StdInstant::now(), planned, pacing) {
                 WaitStep::Ready => break,
-                WaitStep::Sleep(until) => tokio::select! {
-                    () = tokio::time::sleep_until(until.into()) => {}
-                    () = self.cancel.cancelled() => return None,
-                },
+                WaitStep::Sleep(until) => {
+                    let timer = match (pacing, turn.as_deref_mut()) {
+                        (Pacing::Exact, Some(t)) => t.timer(),
+                        _ => None,
+                    };
+                    match timer {
+                        Some(timer) => tokio::select! {
+                            r = timer.sleep_until(until) => if let Err(e) = r {
+                                tracing::warn!("open loop: {e}; pacing sends on tokio's timer and a 2 ms spin");
+                                if let Some(t) = turn.as_deref_mut() {
+                                    *t = Turn::Failed;
+                                }
+                                pacing = Pacing::Spin;
+                            },
+                            () = self.cancel.cancelled() => return None,
+                        },
+                        None => {
+                            if pacing == Pacing::Exact {
+                                // No timerfd: the wheel's wait, with the slice it needs.
+                                pacing = Pacing::Spin;
+                                continue;
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep_until(until.into()) => {}
+                                () = self.cancel.cancelled() => return None,
+                            }
+                        }
+                    }
+                }
                 WaitStep::Spin => {
                     if self.cancel.is_cancelled() {
                         return None;
@@ -279,15 +354,15 @@ mod tests {
     }
 
     #[test]
-    fn an_exact_waiter_sleeps_until_the_last_slice_then_spins_then_is_ready() {
+    fn an_exact_waiter_sleeps_until_the_last_50_us_then_spins_then_is_ready() {
         let t0 = StdInstant::now();
         let planned = t0 + Duration::from_millis(10);
         assert_eq!(
             wait_step(t0, planned, Pacing::Exact),
-            WaitStep::Sleep(t0 + Duration::from_millis(8))
+            WaitStep::Sleep(t0 + Duration::from_micros(9_950))
         );
         assert_eq!(
-            wait_step(t0 + Duration::from_millis(8), planned, Pacing::Exact),
+            wait_step(t0 + Duration::from_micros(9_950), planned, Pacing::Exact),
             WaitStep::Spin
         );
         assert_eq!(
@@ -299,6 +374,18 @@ mod tests {
             wait_step(planned + Duration::from_micros(3), planned, Pacing::Exact),
             WaitStep::Ready
         );
+    }
+
+    #[test]
+    fn a_spin_waiter_sleeps_until_the_last_2_ms_then_spins() {
+        let t0 = StdInstant::now();
+        let planned = t0 + Duration::from_millis(10);
+        assert_eq!(
+            wait_step(t0, planned, Pacing::Spin),
+            WaitStep::Sleep(t0 + Duration::from_millis(8))
+        );
+        assert_eq!(wait_step(t0 + Duration::from_millis(8), planned, Pacing::Spin), WaitStep::Spin);
+        assert_eq!(wait_step(planned, planned, Pacing::Spin), WaitStep::Ready);
     }
 
     #[test]
@@ -314,8 +401,15 @@ mod tests {
 
     #[tokio::test]
     async fn exact_tickets_are_released_once_each_in_order_and_never_early() {
+        for pacing in [Pacing::Exact, Pacing::Spin] {
+            exact_tickets_in_order(pacing).await;
+        }
+    }
+
+    async fn exact_tickets_in_order(pacing: Pacing) {
         let mode = Mode::Open { rate: 2000.0, arrival: Arrival::Poisson };
-        let s = Arc::new(Schedule::new(mode, 40, 7, None, CancellationToken::new()).unwrap());
+        let s = Schedule::new(mode, 40, 7, None, CancellationToken::new()).unwrap();
+        let s = Arc::new(s.with_pacing(pacing));
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 let s = s.clone();

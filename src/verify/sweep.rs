@@ -71,7 +71,7 @@ pub struct SweepSpec {
     /// An SLO search (`--search`): the levels are its steps, chosen as it goes.
     pub search: Option<SearchSpec>,
     pub arrival: Arrival,
-    /// How an open loop waits for each send (`Pacing::Coarse`: `--coarse-timer`).
+    /// How an open loop waits for each send (hidden `--pacing exact|spin|coarse`).
     pub pacing: Pacing,
     pub warmup: u64,
     pub duration: Option<Duration>,
