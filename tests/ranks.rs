@@ -162,4 +162,17 @@ fn each_rank_worker_lands_in_its_own_cgroup_with_the_planned_cpus() {
         let engine = &guard.dirs[0];
         assert_eq!(std::fs::read_to_string(engine.join("cgroup.procs")).unwrap().trim(), "");
     }
+
+    // The engine stopped: its workers are gone. On v1 the engine-named cpuset cgroup and its
+    // ranks are the binder's own and must not be left behind; on v2 they go with the engine's
+    // cgroup, which the runtime removes.
+    for c in &mut guard.children[..2] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    binder.release();
+    if !v2 {
+        let engine = &guard.dirs[0];
+        assert!(!engine.exists(), "{} left after release", engine.display());
+    }
 }
