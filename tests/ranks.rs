@@ -4,7 +4,8 @@
 //! runs it on every binding check) moves each worker into its rank's cgroup with the planned
 //! CPUs. Checked from the kernel: `/proc/PID/status` `Cpus_allowed_list` and the cgroup's
 //! `cgroup.procs`. On a v1 host (this machine) the ranks live in the `cpuset` hierarchy; on a
-//! v2 host, under a real engine cgroup whose processes move to its `main` leaf.
+//! v2 host, under a real engine cgroup whose processes move to its `main` leaf. Once the workers
+//! are gone, `release` leaves no v1 cpuset cgroup of the engine behind.
 //!
 //! Without root and a cpuset controller the test is skipped with a message, except under
 //! `CI=true`, where that is a failure.

@@ -9,7 +9,8 @@
 //! only pids inside the engine (the pids the runtime lists: its cgroup, or its process tree)
 //! and listed on one GPU alone are taken. The supervisor calls [`RankBinder::tick`] on every
 //! binding check: it binds the ranks not bound yet (a restarted engine's new workers again)
-//! and reports each rank's state for `status`.
+//! and reports each rank's state for `status`; it calls [`RankBinder::release`] when the engine
+//! stops (v1: the `cpuset` cgroups made for it are removed).
 //!
 //! The cgroups, by layout ([`Target`]):
 //! - cgroup v2: the ranks are children `rank-N` of the engine's cgroup. A v2 cgroup that gives
