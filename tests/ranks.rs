@@ -4,7 +4,8 @@
 //! runs it on every binding check) moves each worker into its rank's cgroup with the planned
 //! CPUs. Checked from the kernel: `/proc/PID/status` `Cpus_allowed_list` and the cgroup's
 //! `cgroup.procs`. On a v1 host (this machine) the ranks live in the `cpuset` hierarchy; on a
-//! v2 host, under a real engine cgroup whose processes move to its `main` leaf.
+//! v2 host, under a real engine cgroup whose processes move to its `main` leaf. Once the workers
+//! are gone, `release` leaves no v1 cpuset cgroup of the engine behind.
 //!
 //! Without root and a cpuset controller the test is skipped with a message, except under
 //! `CI=true`, where that is a failure.
@@ -161,5 +162,18 @@ fn each_rank_worker_lands_in_its_own_cgroup_with_the_planned_cpus() {
     if v2 {
         let engine = &guard.dirs[0];
         assert_eq!(std::fs::read_to_string(engine.join("cgroup.procs")).unwrap().trim(), "");
+    }
+
+    // The engine stopped: its workers are gone. On v1 the engine-named cpuset cgroup and its
+    // ranks are the binder's own and must not be left behind; on v2 they go with the engine's
+    // cgroup, which the runtime removes.
+    for c in &mut guard.children[..2] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    binder.release();
+    if !v2 {
+        let engine = &guard.dirs[0];
+        assert!(!engine.exists(), "{} left after release", engine.display());
     }
 }

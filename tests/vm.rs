@@ -138,6 +138,17 @@ fn vm_tools_present(test: &str) -> bool {
 
 /// Boots `topology` with `tests/vm/<scenario>` and returns its parsed sections.
 fn boot(test: &str, topology: &str, scenario: &str, extra: &[(&Path, &str)]) -> VmRun {
+    boot_with(test, topology, scenario, extra, 300)
+}
+
+/// `boot` with a hard timeout of `timeout_s` seconds.
+fn boot_with(
+    test: &str,
+    topology: &str,
+    scenario: &str,
+    extra: &[(&Path, &str)],
+    timeout_s: u32,
+) -> VmRun {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm").join(test);
     std::fs::create_dir_all(&out).unwrap();
     let mut cmd = Command::new(repo().join("tests/vm/run-vm.sh"));
@@ -150,7 +161,7 @@ fn boot(test: &str, topology: &str, scenario: &str, extra: &[(&Path, &str)]) -> 
         .arg("--out")
         .arg(&out)
         .arg("--timeout")
-        .arg("300");
+        .arg(timeout_s.to_string());
     for (src, dest) in extra {
         cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
     }
@@ -580,7 +591,10 @@ fn run_vm_rejects_bad_input_with_one_line_errors() {
 
     let (code, err) = run(Some("three-node"), None, "300");
     assert_eq!(code, Some(2), "{err}");
-    assert_eq!(err, "run-vm: unknown topology 'three-node' (two-node or four-node)");
+    assert_eq!(
+        err,
+        "run-vm: unknown topology 'three-node' (two-node, two-node-two-gpu or four-node)"
+    );
 
     if vm_tools_present("run_vm_rejects_bad_input") {
         let (code, err) = run(Some("two-node"), Some("/nonexistent/vmlinuz"), "300");
@@ -927,4 +941,87 @@ fn two_node_vm_compare_reports_memory_numa_and_threads_per_binding() {
     assert!(level["memory_by_node"]["1"].as_u64().unwrap_or(0) >= 128 * mib, "{level}");
     assert!(level["numa"]["per_node"]["1"]["numa_hit"].is_u64(), "{level}");
     assert!(level["threads"]["threads"].as_u64().unwrap() >= 3, "{level}");
+}
+
+/// Per-rank binding on a real 2-node kernel (pure cgroup v2, cpuset delegated): one instance of
+/// a GPU on node 0 and a GPU on node 1, the simulator's two workers (64 MiB each) listed by the
+/// fake `nvidia-smi` on one GPU each, served in bare and in numactl mode. Each worker must end
+/// in its own `rank-N` cgroup under the engine's with its node's CPUs and memory node, its
+/// resident pages mostly on that node and the memory it touched
+/// (mappings of no file) all but entirely (from `numa_maps` in the VM and from `status`), and
+/// `status` must show both ranks with no problem.
+#[test]
+fn two_node_vm_binds_each_rank_worker_to_its_gpus_node() {
+    let test = "ranks_two_node";
+    if !vm_tools_present(test) {
+        return;
+    }
+    let tool = repo().join("testdata/fake-tools/nvidia-smi");
+    let vm = boot_with(test, "two-node-two-gpu", "ranks.sh", &[(&tool, "/nvidia-smi")], 600);
+
+    // The plan: one instance over both GPUs, rank 0 on node 0 (CPUs 0-1), rank 1 on node 1.
+    let plan = json(&vm, "plan-json");
+    let ranks = plan["instances"][0]["ranks"].as_array().expect("the plan has ranks");
+    let layout: Vec<(u64, u64, &str, u64)> = ranks
+        .iter()
+        .map(|r| {
+            (
+                r["gpu"].as_u64().unwrap(),
+                r["node"].as_u64().unwrap(),
+                r["cpus"].as_str().unwrap(),
+                r["memory_node"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(layout, [(0, 0, "0-1", 0), (1, 1, "2-3", 1)], "{plan}");
+
+    let mib = 1u64 << 20;
+    for mode in ["bare", "numactl"] {
+        let status = json(&vm, &format!("{mode}-status"));
+        let ranks = status["ranks"].as_array().unwrap_or_else(|| panic!("{mode}: {status}"));
+        assert_eq!(ranks.len(), 2, "{mode}: {status}");
+        let engine = fields(vm.ok(&format!("{mode}-engine-cgroup")));
+        for (r, (node, cpus, other)) in [(0u32, "0-1", 1u32), (1, "2-3", 0)].into_iter().enumerate()
+        {
+            let st = &ranks[r];
+            let what = format!("{mode} rank {r}");
+            assert_eq!(st["problem"], serde_json::Value::Null, "{what}: {st}");
+            assert_eq!(st["node"], node, "{what}: {st}");
+            assert_eq!(st["cpus"], cpus, "{what}: {st}");
+            let w = fields(vm.ok(&format!("{mode}-worker-{r}")));
+            let pid: i64 = w["pid"].parse().unwrap();
+            assert_eq!(st["pids"], serde_json::json!([pid]), "{what}: {st}");
+            // The kernel's view of the worker: its cgroup, CPUs and memory nodes.
+            let cg = st["cgroup"].as_str().unwrap_or_else(|| panic!("{what}: no cgroup: {st}"));
+            assert!(cg.ends_with(&format!("/rank-{r}")), "{what}: {cg}");
+            assert_eq!(format!("/sys/fs/cgroup{}", w["cgroup"].trim_start_matches("0::")), cg);
+            assert_eq!(w["Cpus_allowed_list"], cpus, "{what}: {w:?}");
+            assert_eq!(w["Mems_allowed_list"], node.to_string(), "{what}: {w:?}");
+            assert_eq!(engine[&format!("rank-{r} procs")], pid.to_string(), "{what}: {engine:?}");
+            assert_eq!(engine[&format!("rank-{r} cpus")], cpus, "{what}: {engine:?}");
+            assert_eq!(engine[&format!("rank-{r} mems")], node.to_string(), "{what}: {engine:?}");
+            // Resident memory: the 64 MiB the worker touched (mappings of no file), moved to its
+            // node by the migration; all its resident pages mostly there. File pages of the
+            // binary, which the VM holds in its initramfs, may stay where they were first read.
+            let pages = |kind: &str, n: u32| -> u64 {
+                w.get(&format!("{kind}pages_on_node{n}")).map_or(0, |p| p.parse().unwrap())
+            };
+            let (on, off) = (pages("anon_", node), pages("anon_", other));
+            assert!(on * 4096 >= 64 * mib, "{what}: {on} anon pages on node {node}: {w:?}");
+            assert!(off * 20 < on, "{what}: {off} anon pages on node {other} vs {on}: {w:?}");
+            let (on, off) = (pages("", node), pages("", other));
+            assert!(off * 2 < on, "{what}: {off} pages on node {other} vs {on}: {w:?}");
+            let by_node = &st["memory_by_node"];
+            let bytes = |n: u32| by_node[n.to_string()].as_u64().unwrap_or(0);
+            assert!(bytes(node) >= 64 * mib, "{what}: memory_by_node {by_node}");
+            assert!(bytes(other) * 2 < bytes(node), "{what}: memory_by_node {by_node}");
+        }
+        // The engine's other processes sit in its `main` leaf, not in a rank.
+        assert!(!engine["main procs"].is_empty(), "{mode}: {engine:?}");
+        let text = vm.ok(&format!("{mode}-status-text"));
+        assert!(text.contains("rank 0") && text.contains("rank 1"), "{mode}: {text}");
+        let stop = vm.ok(&format!("{mode}-stop"));
+        assert!(stop.contains("serve-exit=0"), "{mode}: {stop}");
+        assert!(!stop.contains("leftover"), "{mode}: {stop}");
+    }
 }

@@ -9,7 +9,8 @@
 //! only pids inside the engine (the pids the runtime lists: its cgroup, or its process tree)
 //! and listed on one GPU alone are taken. The supervisor calls [`RankBinder::tick`] on every
 //! binding check: it binds the ranks not bound yet (a restarted engine's new workers again)
-//! and reports each rank's state for `status`.
+//! and reports each rank's state for `status`; it calls [`RankBinder::release`] when the engine
+//! stops (v1: the `cpuset` cgroups made for it are removed).
 //!
 //! The cgroups, by layout ([`Target`]):
 //! - cgroup v2: the ranks are children `rank-N` of the engine's cgroup. A v2 cgroup that gives
@@ -328,6 +329,8 @@ pub struct RankBinder {
     warned: BTreeSet<String>,
     last_pids: BTreeSet<i32>,
     last: Vec<RankStatus>,
+    /// The v1 engine-named `cpuset` cgroups made, removed by [`RankBinder::release`].
+    made_v1: BTreeSet<PathBuf>,
 }
 
 impl RankBinder {
@@ -349,7 +352,32 @@ impl RankBinder {
             warned: BTreeSet::new(),
             last_pids: BTreeSet::new(),
             last: Vec::new(),
+            made_v1: BTreeSet::new(),
         }
+    }
+
+    /// The engine stopped: removes the v1 `cpuset` cgroups the binder made for it (the rank
+    /// cgroups, then the engine-named one; on v2 they go with the engine's cgroup, which the
+    /// runtime removes) and forgets the bound workers, so a next engine is bound afresh. A
+    /// cgroup that still holds a process stays, with a warning.
+    pub fn release(&mut self) {
+        for engine in std::mem::take(&mut self.made_v1) {
+            let ranks = std::fs::read_dir(&engine)
+                .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .unwrap_or_else(|_| Vec::new());
+            for dir in ranks.iter().chain(std::iter::once(&engine)) {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => self.warn(&format!(
+                        "per-rank binding: removing {} after the engine stopped: {e}",
+                        dir.display()
+                    )),
+                }
+            }
+        }
+        self.bound.clear();
+        self.last_pids.clear();
     }
 
     /// Warns once per distinct message.
@@ -435,6 +463,9 @@ impl RankBinder {
             };
             let dir = target.rank_dir(rank.rank);
             if self.bound.get(&rank.rank) != Some(&workers) {
+                if let Target::V1 { engine } = target {
+                    self.made_v1.insert(engine.clone());
+                }
                 match bind_rank(target, &rank, &workers) {
                     Ok(_) => {
                         let mut left = 0;

@@ -308,6 +308,9 @@ impl Supervisor {
         if let Err(e) = &stopped {
             tracing::error!(error = %e, "stopping the engine");
         }
+        if let Some(ranks) = self.ranks.as_mut() {
+            ranks.release();
+        }
         let mut s = self.status.lock().unwrap();
         s.pids.clear();
         s.main_pid = None;

@@ -2,7 +2,7 @@
 # Boots a real Linux kernel under QEMU with a chosen NUMA layout and runs one scenario script in
 # it, to prove live probing and binding on multi-node kernels the CI box does not have.
 #
-#   tests/vm/run-vm.sh --topology two-node|four-node --scenario FILE --bin NODEAGENT --out DIR
+#   tests/vm/run-vm.sh --topology two-node|two-node-two-gpu|four-node --scenario FILE --bin NODEAGENT --out DIR
 #                      [--file SRC[:DEST]]... [--timeout SECS]
 #
 # What it does:
@@ -69,6 +69,15 @@ case $topology in
       -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1
       -device pxb,id=pxb1,bus_nr=64,numa_node=1,bus=pci.0 -device VGA,bus=pxb1,addr=0x1)
     ;;
+  two-node-two-gpu)
+    # two-node with a second display-class device, 0000:21:01.0 on node 0: an instance of both
+    # spans the nodes (per-rank binding, tests/vm/ranks.sh).
+    qemu_topo=(-smp 4 -m 2048
+      -object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G
+      -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1
+      -device pxb,id=pxb0,bus_nr=32,numa_node=0,bus=pci.0 -device VGA,bus=pxb0,addr=0x1
+      -device pxb,id=pxb1,bus_nr=64,numa_node=1,bus=pci.0 -device VGA,bus=pxb1,addr=0x1)
+    ;;
   four-node)
     # Node 2 has CPUs but no memory (no memdev); each pxb must sit on pci.0 or QEMU plugs the
     # second expander into the first and refuses.
@@ -82,7 +91,7 @@ case $topology in
       -device pxb,id=pxb1,bus_nr=64,numa_node=1,bus=pci.0 -device VGA,bus=pxb1,addr=0x1
       -device pxb,id=pxb2,bus_nr=128,numa_node=2,bus=pci.0 -device VGA,bus=pxb2,addr=0x1)
     ;;
-  *) die 2 "unknown topology '$topology' (two-node or four-node)" ;;
+  *) die 2 "unknown topology '$topology' (two-node, two-node-two-gpu or four-node)" ;;
 esac
 
 # ---------------------------------------------------------------------------------------------
