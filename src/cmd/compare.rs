@@ -28,7 +28,6 @@ use crate::host::facts::Vendor;
 use crate::launch::spec::GpuStack;
 use crate::supervise::occupancy::check::GpuTool;
 use crate::supervise::procs::ProcFs;
-use crate::supervise::ranks::RankTarget;
 use crate::verify::bindings::{self, BindingChoice};
 use crate::verify::compare::CompareReport;
 use crate::verify::outdir;
@@ -58,17 +57,7 @@ fn auto_binding() -> Result<(Binding, Option<PerRank>), CmdError> {
         Vendor::Amd | Vendor::Other => GpuStack::Unknown,
     };
     let per_rank = (!inst.ranks.is_empty()).then(|| PerRank {
-        ranks: inst
-            .ranks
-            .iter()
-            .map(|r| RankTarget {
-                rank: r.rank,
-                gpu: r.gpu,
-                node: r.node,
-                cpus: r.cpus.clone(),
-                memory_node: r.memory_node,
-            })
-            .collect(),
+        ranks: inst.ranks.clone(),
         tool: GpuTool::detect(stack, &args.source.mx_smi, &args.source.nvidia_smi),
         tool_timeout: args.source.tool_timeout,
         within: Duration::from_secs(120),

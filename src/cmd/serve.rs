@@ -206,17 +206,7 @@ fn binding(
     // Per-rank binding (docs/serve.md): the plan's ranks, unless `binding.ranks = "union"`.
     let ranks = match c.binding.ranks.unwrap_or_default() {
         RankBinding::Union => Vec::new(),
-        RankBinding::PerRank => instance
-            .ranks
-            .iter()
-            .map(|r| RankTarget {
-                rank: r.rank,
-                gpu: r.gpu,
-                node: r.node,
-                cpus: r.cpus.clone(),
-                memory_node: r.memory_node,
-            })
-            .collect(),
+        RankBinding::PerRank => instance.ranks.clone(),
     };
     Ok((instance.binding, placement, ranks))
 }

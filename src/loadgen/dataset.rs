@@ -389,22 +389,29 @@ pub fn parse_lines(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
+/// One ShareGPT conversation: its turns, each with its speaker (`from`) and text.
+#[derive(serde::Deserialize)]
+struct Conv {
+    #[serde(default)]
+    conversations: Vec<Turn>,
+}
+
+#[derive(serde::Deserialize)]
+struct Turn {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    value: String,
+}
+
+fn read_sharegpt(text: &str, path: &Path) -> Result<Vec<Conv>, DatasetError> {
+    serde_json::from_str(text)
+        .map_err(|source| DatasetError::ShareGpt { path: path.to_path_buf(), source })
+}
+
 /// ShareGPT: the first `human`/`user` turn of each conversation with one.
 pub fn parse_sharegpt(text: &str, path: &Path) -> Result<Vec<String>, DatasetError> {
-    #[derive(serde::Deserialize)]
-    struct Conv {
-        #[serde(default)]
-        conversations: Vec<Turn>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Turn {
-        #[serde(default)]
-        from: String,
-        #[serde(default)]
-        value: String,
-    }
-    let convs: Vec<Conv> = serde_json::from_str(text)
-        .map_err(|source| DatasetError::ShareGpt { path: path.to_path_buf(), source })?;
+    let convs = read_sharegpt(text, path)?;
     Ok(convs
         .into_iter()
         .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human" || t.from == "user"))
@@ -421,20 +428,7 @@ pub fn parse_sharegpt_dialogues(
     path: &Path,
     max_turns: Option<usize>,
 ) -> Result<Vec<Vec<(String, String)>>, DatasetError> {
-    #[derive(serde::Deserialize)]
-    struct Conv {
-        #[serde(default)]
-        conversations: Vec<Turn>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Turn {
-        #[serde(default)]
-        from: String,
-        #[serde(default)]
-        value: String,
-    }
-    let convs: Vec<Conv> = serde_json::from_str(text)
-        .map_err(|source| DatasetError::ShareGpt { path: path.to_path_buf(), source })?;
+    let convs = read_sharegpt(text, path)?;
     let mut out = Vec::new();
     for c in convs {
         let mut msgs: Vec<(String, String)> = Vec::new();

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::cpuset::CpuSet;
 use crate::host::facts::GpuProcess;
 use crate::host::runner::CommandRunner;
 use crate::supervise::cgroup::{parse_proc_cgroup, parse_procs, v1_path, CgroupLine};
@@ -42,15 +41,8 @@ use crate::supervise::occupancy::check::{read_table, GpuTool};
 /// The leaf of a v2 engine cgroup that holds the engine's processes other than the ranks.
 pub const MAIN_LEAF: &str = "main";
 
-/// One rank as serve binds it (the plan's `ranks` entry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RankTarget {
-    pub rank: u32,
-    pub gpu: u32,
-    pub node: u32,
-    pub cpus: CpuSet,
-    pub memory_node: Option<u32>,
-}
+/// One rank as serve binds it: the plan's `ranks` entry itself.
+pub use crate::plan::ranks::Rank as RankTarget;
 
 /// One rank in `status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
