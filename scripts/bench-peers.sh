@@ -50,15 +50,8 @@ cat >"$WORK/tokenizer/tokenizer_config.json" <<'JSON'
 JSON
 # Not HF_HUB_OFFLINE: aiperf then looks a local tokenizer path up as a hub snapshot and fails.
 
-start_sim() {
-    [ -n "$SIM_PID" ] && { kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; }
-    "$BIN" simulate --port 0 --output-len-dist fixed --output-len-mean 16 --max-records 200000 "$@" \
-        >"$WORK/sim.out" 2>"$WORK/sim.err" &
-    SIM_PID=$!
-    for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
-    URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
-    [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
-}
+# start_sim: scripts/bench-lib.sh.
+. scripts/bench-lib.sh
 
 # Runs a command (output to $WORK/last.*); prints "wall_s user_s sys_s maxrss_kib".
 measure() {

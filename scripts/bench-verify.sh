@@ -39,19 +39,8 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"question": f"question {i}: what does NUMA binding change for GPU serving?"}) + "\n")
 PY
 
-start_sim() {
-    [ -n "$SIM_PID" ] && { kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; }
-    "$BIN" simulate --port 0 --output-len-dist fixed --output-len-mean 16 --max-records 200000 "$@" \
-        >"$WORK/sim.out" 2>"$WORK/sim.err" &
-    SIM_PID=$!
-    for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
-    URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
-    [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
-    # The simulator asks for a backlog of 4096 and says when somaxconn clamps it.
-    if grep -q 'backlog clamped' "$WORK/sim.err"; then
-        echo "warning: $(grep -m1 'backlog clamped' "$WORK/sim.err")" >&2
-    fi
-}
+# start_sim: scripts/bench-lib.sh.
+. scripts/bench-lib.sh
 
 # The kernel's count of connections dropped because a listen queue was full (TcpExt
 # ListenOverflows): a client whose SYN is dropped retries a second later, which distorts any
