@@ -207,6 +207,36 @@ fn probe_save_records_what_doctor_replays() {
     assert_eq!(replay.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), NAMES);
 }
 
+/// A real H100 host (testdata/captures/h100-host/, `scripts/device/host-check.sh` on the GPU
+/// machine): the snapshot its `probe --save` wrote replays to the verdicts `doctor` gave live
+/// there (the PCIe link trained at x16 32 GT/s, the GPU's eight MSI interrupts on its node, no
+/// cpufreq in that VM). Free memory moved between the two runs, and a replay has no engine.
+#[test]
+fn a_real_h100_snapshot_replays_to_the_verdicts_doctor_gave_live() {
+    let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/captures/h100-host");
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(cap.join("doctor-json.txt")).unwrap())
+            .unwrap();
+    let out = doctor_from(&cap.join("snapshot"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let replay = checks(&out);
+    assert_eq!(replay.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), NAMES);
+    for ((name, status, detail, _), l) in replay.iter().zip(live["checks"].as_array().unwrap()) {
+        assert_eq!((name.as_str(), status.as_str()), (l["name"].as_str().unwrap(), {
+            if name == "engine_outside_plan" { "unknown" } else { l["status"].as_str().unwrap() }
+        }));
+        if !matches!(name.as_str(), "memory_headroom" | "engine_outside_plan") {
+            assert_eq!(detail, l["detail"].as_str().unwrap(), "{name}");
+        }
+    }
+    let got = |n: &str| replay.iter().find(|c| c.0 == n).unwrap().2.clone();
+    assert_eq!(got("pcie_link"), "GPU 0: 0000:00:06.0 x16 of x16, 32.0 GT/s PCIe of 32.0 GT/s PCIe");
+    assert_eq!(
+        got("gpu_irq_affinity"),
+        "8 MSI interrupts of 1 GPU(s) on their node's CPUs; irqbalance not running"
+    );
+}
+
 #[test]
 fn garbled_settings_are_one_line_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();

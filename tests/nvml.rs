@@ -168,6 +168,48 @@ fn a_failing_call_degrades_its_field_alone() {
     assert_eq!(r.health[0].links, None);
 }
 
+/// The health fields fixed while the driver is loaded (max SM clock, ECC mode, the link's
+/// maximum generation and width) are asked once per GPU, not on every health reading: on a
+/// real H100 the max-clock call alone costs 1.25 ms of CPU (BENCHMARKS.md). The changing
+/// fields are asked every time; a failed static call is asked again; a GPU that comes back at
+/// another bus id is read afresh.
+#[test]
+fn fixed_health_fields_are_read_once_per_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake(dir.path(), "gpus 2\nfail.gpu1.nvmlDeviceGetMaxClockInfo 999\n");
+    let calls = dir.path().join("fake_nvml.calls");
+    std::fs::write(&calls, "").unwrap();
+    let count = |f: &str| -> Vec<usize> {
+        let log = std::fs::read_to_string(&calls).unwrap();
+        (0..2)
+            .map(|g| log.lines().filter(|l| *l == format!("{f} gpu{g}")).count())
+            .collect()
+    };
+    let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
+    let mut readings = Vec::new();
+    for _ in 0..3 {
+        readings.push(nvml.read(Path::new("/proc")).unwrap());
+    }
+    assert_eq!(count("nvmlDeviceGetClockInfo"), [6, 6], "SM and memory clocks, every time");
+    assert_eq!(count("nvmlDeviceGetEccMode"), [1, 1]);
+    assert_eq!(count("nvmlDeviceGetMaxPcieLinkGeneration"), [1, 1]);
+    assert_eq!(count("nvmlDeviceGetMaxPcieLinkWidth"), [1, 1]);
+    // GPU 1's max clock failed: asked again each time, and said each time.
+    assert_eq!(count("nvmlDeviceGetMaxClockInfo"), [1, 3]);
+    for r in &readings {
+        assert_eq!(r.health[0].sm_clock_max_mhz, Some(1980));
+        assert_eq!(r.health[1].sm_clock_max_mhz, None);
+        assert_eq!((r.health[0].ecc_enabled, r.health[0].pcie.width_max), (Some(true), Some(16)));
+        assert_eq!(r.degraded, ["gpu 1 sm clock max: an internal driver error occurred"]);
+    }
+    // The cached values are the ones read, not defaults: the second reading equals the first.
+    assert_eq!(readings[1].health, readings[0].health);
+    // GPU 0 answers at another bus id (it fell off and came back as another device): read again.
+    set_conf(dir.path(), "gpus 2\nfail.gpu1.nvmlDeviceGetMaxClockInfo 999\ngpu0.bus 0x40\n");
+    nvml.read(Path::new("/proc")).unwrap();
+    assert_eq!(count("nvmlDeviceGetEccMode"), [2, 1]);
+}
+
 #[test]
 fn missing_library_init_failure_and_missing_symbols() {
     let err = NvmlLib::open(std::ffi::OsStr::new("/nonexistent/libnvidia-ml.so.1")).unwrap_err();

@@ -60,6 +60,23 @@ pub struct NvmlLib {
     nvml: Nvml,
     lib: String,
     driver_version: Option<String>,
+    /// The health fields that do not change while the driver is loaded, per GPU (index and bus
+    /// id, so a GPU that falls off and comes back as another index is read again).
+    statics: std::sync::Mutex<std::collections::HashMap<(u32, Option<String>), Statics>>,
+}
+
+/// Health fields fixed for the life of a loaded driver: read once per GPU, not every health
+/// tick. On a real H100 (testdata/captures/h100-nvml, BENCHMARKS.md) `nvmlDeviceGetMaxClockInfo`
+/// costs 1.25 ms of CPU per call and `nvmlDeviceGetEccMode` 0.1 ms: together nine tenths of a
+/// health reading. The current ECC mode changes only at a GPU reset, which reloads NVML's state
+/// for the GPU; a pending mode is not what the checks read. Only successes are kept: a call
+/// that failed is asked again next time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Statics {
+    sm_clock_max_mhz: Option<u32>,
+    ecc_enabled: Option<bool>,
+    pcie_gen_max: Option<u32>,
+    pcie_width_max: Option<u32>,
 }
 
 /// One reading of every GPU: what `nvidia-smi`'s queries give, plus health, plus notes on each
@@ -113,6 +130,14 @@ fn field<T>(
     }
 }
 
+/// The value kept in `slot`, else `read()`'s, kept when it is one.
+fn once<T: Copy>(slot: &mut Option<T>, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    if slot.is_none() {
+        *slot = read();
+    }
+    *slot
+}
+
 fn pstate_number(p: PerformanceState) -> Option<u32> {
     use PerformanceState::*;
     Some(match p {
@@ -145,7 +170,7 @@ impl NvmlLib {
             .init()
             .map_err(|e| NvmlError::Load { lib: name.clone(), reason: why(&e) })?;
         let driver_version = nvml.sys_driver_version().ok();
-        Ok(Self { nvml, lib: name, driver_version })
+        Ok(Self { nvml, lib: name, driver_version, statics: Default::default() })
     }
 
     /// Loads NVML as `NODEAGENT_NVML_LIB` says (see [`lib_from_env`]).
@@ -243,8 +268,21 @@ impl NvmlLib {
                 continue;
             }
             let notes = &mut *hnotes;
-            let ecc_enabled =
-                field(notes, index, "ecc mode", dev.is_ecc_enabled()).map(|m| m.currently_enabled);
+            let mut statics = self.statics.lock().unwrap_or_else(|p| p.into_inner());
+            let known = statics.entry((index, bus_id.clone())).or_default();
+            let ecc_enabled = once(&mut known.ecc_enabled, || {
+                field(notes, index, "ecc mode", dev.is_ecc_enabled()).map(|m| m.currently_enabled)
+            });
+            let sm_clock_max_mhz = once(&mut known.sm_clock_max_mhz, || {
+                field(notes, index, "sm clock max", dev.max_clock_info(Clock::SM))
+            });
+            let gen_max = once(&mut known.pcie_gen_max, || {
+                field(notes, index, "pcie gen max", dev.max_pcie_link_gen())
+            });
+            let width_max = once(&mut known.pcie_width_max, || {
+                field(notes, index, "pcie width max", dev.max_pcie_link_width())
+            });
+            drop(statics);
             let ecc = |t| {
                 if ecc_enabled == Some(true) {
                     dev.total_ecc_errors(t, EccCounter::Volatile).map(Some)
@@ -260,12 +298,7 @@ impl NvmlLib {
                 index,
                 sm_clock_mhz: field(notes, index, "sm clock", dev.clock_info(Clock::SM)),
                 mem_clock_mhz: field(notes, index, "memory clock", dev.clock_info(Clock::Memory)),
-                sm_clock_max_mhz: field(
-                    notes,
-                    index,
-                    "sm clock max",
-                    dev.max_clock_info(Clock::SM),
-                ),
+                sm_clock_max_mhz,
                 throttle_reasons: field(
                     notes,
                     index,
@@ -285,9 +318,9 @@ impl NvmlLib {
                 ecc_uncorrected,
                 pcie: PcieLink {
                     gen: field(notes, index, "pcie gen", dev.current_pcie_link_gen()),
-                    gen_max: field(notes, index, "pcie gen max", dev.max_pcie_link_gen()),
+                    gen_max,
                     width: field(notes, index, "pcie width", dev.current_pcie_link_width()),
-                    width_max: field(notes, index, "pcie width max", dev.max_pcie_link_width()),
+                    width_max,
                 },
                 links: links(&dev, index, notes),
                 ..GpuHealth::default()

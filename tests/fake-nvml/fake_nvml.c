@@ -16,6 +16,9 @@
  *   gpu0.link2.down 1               NVLink 2 of GPU 0 is inactive
  *   gpu0.proc.pid 4242 / gpu0.proc.mib 512   one compute process on GPU 0
  *
+ * When a file `fake_nvml.calls` exists beside the config, every device call appends a line
+ * `FUNCTION gpuN` to it, so a test can count what the agent asked for.
+ *
  * Build: cc -shared -fPIC -o libnvidia-ml.so.1 fake_nvml.c
  * With -DFAKE_NVML_OLD the power and NVLink functions are left out, as in a library of another
  * version that lacks symbols nodeagent looks up.
@@ -121,9 +124,23 @@ static nvmlReturn_t fail(const char *fn, int gpu) {
     return (nvmlReturn_t)cfg(key, 0);
 }
 
+/* Appends `fn gpuN` to fake_nvml.calls beside the config, when that file exists. */
+static void log_call(const char *fn, unsigned int gpu) {
+    const char *p = conf_path();
+    if (!p) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%.*s.calls", (int)(strlen(p) - strlen(".conf")), p);
+    FILE *f = fopen(path, "r+");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    fprintf(f, "%s gpu%u\n", fn, gpu);
+    fclose(f);
+}
+
 #define DEV_CHECK(fn)                                                        \
     if (!initialised) return NVML_ERROR_UNINITIALIZED;                       \
     if (!device) return NVML_ERROR_INVALID_ARGUMENT;                         \
+    log_call(fn, device->index);                                             \
     do {                                                                     \
         nvmlReturn_t r_ = fail(fn, (int)device->index);                      \
         if (r_) return r_;                                                   \
