@@ -2,7 +2,8 @@
 # Device run for issue 16 item 4 (docs/gpu-sources.md "Cadence"): on a real NVIDIA host, under
 # a PyTorch load on GPU 0,
 # (a) the CPU cost of each NVML call the monitor makes (nvml-calls.py);
-# (b) the monitor's CPU cost at 1 s sampling for 60 s, four side by side in one run: NVML with
+# (b) the monitor's CPU cost at 1 s sampling for 60 s, four side by side in one run (and each
+#     again for 10 ticks beside them, so (c) gives the steady cost per tick without start-up): NVML with
 #     the health readings every 10 s (the default), NVML with them every tick
 #     (NODEAGENT_HEALTH_PERIOD=0s, what the monitor did before), NVML with the default but no
 #     --json (the text view to /dev/null), and nvidia-smi (NODEAGENT_NVML_LIB=off).
@@ -27,13 +28,36 @@ tee -a "$S" <"$w/nvml-calls.jsonl"
 
 say "== (b) monitor --interval 1s --count 60, four side by side"
 M="$B monitor --tool nvidia --interval 1s --count 60"
+M10="$B monitor --tool nvidia --interval 1s --count 10"
 python3 "$here/cpu-cost.py" \
   nvml-health-10s "$M --json >$w/mon-nvml.json 2>$w/mon-nvml.err" \
   nvml-health-every-tick "env NODEAGENT_HEALTH_PERIOD=0s $M --json >$w/mon-nvml-every.json 2>$w/mon-nvml-every.err" \
   nvml-health-10s-no-json "$M >/dev/null 2>$w/mon-nvml-text.err" \
   nvidia-smi "env NODEAGENT_NVML_LIB=off $M --json >$w/mon-smi.json 2>$w/mon-smi.err" \
+  nvml-health-10s-x10 "$M10 --json >/dev/null 2>&1" \
+  nvml-health-every-tick-x10 "env NODEAGENT_HEALTH_PERIOD=0s $M10 --json >/dev/null 2>&1" \
+  nvml-health-10s-no-json-x10 "$M10 >/dev/null 2>&1" \
+  nvidia-smi-x10 "env NODEAGENT_NVML_LIB=off $M10 --json >/dev/null 2>&1" \
   >"$w/cpu-cost.jsonl" 2>&1
 tee -a "$S" <"$w/cpu-cost.jsonl"
+say "== (c) steady state: (CPU of 60 ticks - CPU of 10 ticks) / 50, start-up (NVML init) excluded"
+python3 - "$w/cpu-cost.jsonl" <<'PY' | tee -a "$S"
+import json, sys
+runs = {}
+for line in open(sys.argv[1]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    runs[r["name"]] = r
+for name in ("nvml-health-10s", "nvml-health-every-tick", "nvml-health-10s-no-json", "nvidia-smi"):
+    a, b = runs.get(name), runs.get(name + "-x10")
+    if not a or not b:
+        print(f"{name}: missing a run"); continue
+    per = (a["cpu_s"] - b["cpu_s"]) / 50
+    print(f"{name}: {per * 1e3:.3f} ms of CPU per tick = {per * 100:.3f} % of one core at 1 Hz "
+          f"(start-up {max(b['cpu_s'] - 10 * per, 0) * 1e3:.0f} ms)")
+PY
 python3 - "$w" <<'PY' | tee -a "$S"
 import json, sys
 w = sys.argv[1]
