@@ -131,22 +131,9 @@ fn prepare_and_run(
     let (sweep, dataset, _) = build(&a).bad_input()?;
     raise_open_file_limit();
     let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
-    let policy = c.policy();
     let spec = CompareSpec {
-        choices: resolved,
-        trials: a.compare.trials,
-        out: out.clone(),
-        sweep,
-        health_addr: addr,
-        model: c.engine.served_model_name.clone(),
-        ready_timeout: policy.ready_timeout,
-        stop_grace: policy.stop_grace,
-        proc: ProcFs::default(),
-        limits: crate::verify::compare::PlacementLimits {
-            memory_off_node: policy.memory_off_node_alert,
-            cpu_outside: policy.cpu_outside_alert,
-        },
         per_rank,
+        ..compare_spec(&c, resolved, a.compare.trials, out.clone(), sweep, addr)
     };
     eprintln!("writing results in {}", out.display());
     let report = execute(&spec, &dataset, &factory)?;
@@ -155,6 +142,35 @@ fn prepare_and_run(
 }
 
 /// Runs the comparison on a fresh tokio runtime; SIGINT or SIGTERM interrupts it.
+/// The compare run of `choices` with the engine, timeouts and placement limits of `c`
+/// (`demo` runs one too); no per-rank layout.
+pub(super) fn compare_spec(
+    c: &Config,
+    choices: Vec<(bindings::Choice, Binding)>,
+    trials: u32,
+    out: std::path::PathBuf,
+    sweep: crate::verify::sweep::SweepSpec,
+    health_addr: std::net::SocketAddr,
+) -> CompareSpec {
+    let policy = c.policy();
+    CompareSpec {
+        choices,
+        trials,
+        out,
+        sweep,
+        health_addr,
+        model: c.engine.served_model_name.clone(),
+        ready_timeout: policy.ready_timeout,
+        stop_grace: policy.stop_grace,
+        proc: ProcFs::default(),
+        limits: crate::verify::compare::PlacementLimits {
+            memory_off_node: policy.memory_off_node_alert,
+            cpu_outside: policy.cpu_outside_alert,
+        },
+        per_rank: None,
+    }
+}
+
 fn execute(
     spec: &CompareSpec,
     dataset: &crate::loadgen::dataset::Dataset,

@@ -24,12 +24,11 @@ use crate::cli::{Cli, Command, DemoArgs};
 use crate::exit::{CmdError, ResultExt};
 use crate::host::cpuset::CpuSet;
 use crate::plan::Plan;
-use crate::supervise::procs::ProcFs;
 use crate::verify::bindings::{BindingChoice, Choice, HostNodes};
 use crate::verify::compare::TrialRun;
 use crate::verify::outdir;
 use crate::verify::render::write_table;
-use crate::verify::trials::{engine_life, run_compare, CompareSpec};
+use crate::verify::trials::{engine_life, run_compare};
 
 /// The seed host's plan, compiled in for when the snapshot directory is not next to the binary.
 const BUNDLED_PLAN: &str = include_str!("../../testdata/hosts/seed-4xmxc500/plan.json");
@@ -233,27 +232,18 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
     let addr = c.engine_addr();
     let url = format!("http://{addr}");
     let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
-    let policy = c.policy();
     let auto = Choice { label: "auto".into(), choice: BindingChoice::Auto };
     let none = Choice { label: "none".into(), choice: BindingChoice::None };
     let sweep_args = verify_args(&url, &["1", "4"], &["8", "24"], &out.join("sweep"))?;
     let (sweep, dataset, _) = build(&sweep_args).bad_input()?;
-    let mut spec = CompareSpec {
-        choices: vec![(auto.clone(), mapping.binding.clone())],
-        trials: 1,
-        out: out.join("sweep"),
+    let mut spec = super::compare::compare_spec(
+        &c,
+        vec![(auto.clone(), mapping.binding.clone())],
+        1,
+        out.join("sweep"),
         sweep,
-        health_addr: addr,
-        model: c.engine.served_model_name.clone(),
-        ready_timeout: policy.ready_timeout,
-        stop_grace: policy.stop_grace,
-        proc: ProcFs::default(),
-        limits: crate::verify::compare::PlacementLimits {
-            memory_off_node: policy.memory_off_node_alert,
-            cpu_outside: policy.cpu_outside_alert,
-        },
-        per_rank: None,
-    };
+        addr,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,28 +5,30 @@
 use anyhow::Context;
 
 use crate::cli::{RayMemberArgs, RayMemberRole};
-use crate::config::ray::RayRole;
+use crate::config::ray::{RayRole, RaySettings};
 use crate::exit::{CmdError, ResultExt};
 use crate::supervise::ray::member::{self, MemberSpec};
 
 pub fn run(args: RayMemberArgs) -> Result<(), CmdError> {
     let spec = MemberSpec {
-        role: match args.role {
-            RayMemberRole::Head => RayRole::Head,
-            RayMemberRole::Worker => RayRole::Worker,
+        settings: RaySettings {
+            role: match args.role {
+                RayMemberRole::Head => RayRole::Head,
+                RayMemberRole::Worker => RayRole::Worker,
+            },
+            ray: args.ray,
+            head: args.head,
+            port: args.port,
+            node_ip: args.node_ip,
+            dashboard_port: args.dashboard_port,
+            expected_nodes: args.expected_nodes,
+            expected_gpus: args.expected_gpus,
+            num_gpus: Some(args.num_gpus),
+            join_timeout: args.join_timeout,
+            start_args: args.start_arg,
         },
-        ray: args.ray,
-        head: args.head,
-        port: args.port,
-        node_ip: args.node_ip,
-        dashboard_port: args.dashboard_port,
-        expected_nodes: args.expected_nodes,
-        expected_gpus: args.expected_gpus,
-        num_gpus: args.num_gpus,
-        join_timeout: args.join_timeout,
         health_listen: args.health_listen,
         state_dir: args.state_dir,
-        start_args: args.start_arg,
         engine: args.engine,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::nodes::{self, Member};
 use super::{ClusterRecord, CLUSTER_FILE};
-use crate::config::ray::RayRole;
+use crate::config::ray::{RayRole, RaySettings};
 use crate::supervise::health::get_tcp;
 use crate::supervise::statedir::StateDir;
 use crate::supervise::status::now_rfc3339;
@@ -41,25 +41,24 @@ const FAST_GRACE: Duration = Duration::from_secs(5);
 /// What `ray start` prints once its node is registered with the GCS.
 const STARTED: &str = "Ray runtime started";
 
-/// What the member runs (the `__ray-member` arguments).
+/// What the member runs (the `__ray-member` arguments): the `[ray]` settings as `serve`
+/// resolved them (`num_gpus` always set: the plan's count unless `ray.num_gpus` was), and what
+/// only the member process needs.
 #[derive(Debug, Clone)]
 pub struct MemberSpec {
-    pub role: RayRole,
-    pub ray: PathBuf,
-    pub head: String,
-    pub port: u16,
-    pub node_ip: Option<String>,
-    pub dashboard_port: u16,
-    pub expected_nodes: u32,
-    pub expected_gpus: u32,
-    pub num_gpus: u32,
-    pub join_timeout: Duration,
+    pub settings: RaySettings,
     /// Worker: where its `/health` answers (the agent's engine address).
     pub health_listen: SocketAddr,
     pub state_dir: PathBuf,
-    pub start_args: Vec<String>,
     /// Head: the driver's command.
     pub engine: Vec<String>,
+}
+
+impl MemberSpec {
+    /// This node's `--num-gpus`.
+    fn num_gpus(&self) -> u32 {
+        self.settings.num_gpus.unwrap_or(0)
+    }
 }
 
 /// Why the member ended (every one exits 1: the supervisor restarts the group).
@@ -91,7 +90,7 @@ pub enum MemberError {
 
 /// Runs the member until SIGTERM/SIGINT (`Ok`) or until the cluster fails it (`Err`).
 pub async fn run(spec: MemberSpec) -> Result<(), MemberError> {
-    let role = spec.role.as_str();
+    let role = spec.settings.role.as_str();
     let cancel = CancellationToken::new();
     let signals =
         |k| tokio::signal::unix::signal(k).map_err(|source| MemberError::Signals { role, source });
@@ -109,7 +108,7 @@ pub async fn run(spec: MemberSpec) -> Result<(), MemberError> {
         .map_err(|e| tracing::warn!("ray {role}: no cluster file for status: {e}"))
         .ok();
     let m = Member_ { spec, cancel, dir };
-    match m.spec.role {
+    match m.spec.settings.role {
         RayRole::Head => m.head().await,
         RayRole::Worker => m.worker().await,
     }
@@ -124,20 +123,20 @@ struct Member_ {
 
 impl Member_ {
     fn role(&self) -> &'static str {
-        self.spec.role.as_str()
+        self.spec.settings.role.as_str()
     }
 
     fn gcs(&self) -> String {
-        format!("{}:{}", self.spec.head, self.spec.port)
+        format!("{}:{}", self.spec.settings.head, self.spec.settings.port)
     }
 
     /// `ray start ... --block` for this role, in a process group of its own. The worker's
     /// output is piped (its "Ray runtime started" tells the join), then copied to stderr.
     fn start_ray(&self) -> Result<Proc, MemberError> {
-        let s = &self.spec;
+        let s = &self.spec.settings;
         let mut cmd = Command::new(&s.ray);
         cmd.args(["start", "--block", "--disable-usage-stats"]);
-        cmd.args(["--num-gpus", &s.num_gpus.to_string()]);
+        cmd.args(["--num-gpus", &self.spec.num_gpus().to_string()]);
         match s.role {
             RayRole::Head => {
                 let ip = s.node_ip.clone().unwrap_or_else(|| s.head.clone());
@@ -166,11 +165,11 @@ impl Member_ {
 
     fn record(&self, phase: &str, members: Vec<Member>) {
         let r = ClusterRecord {
-            role: self.spec.role,
+            role: self.spec.settings.role,
             head: self.gcs(),
             phase: phase.to_string(),
-            expected_nodes: self.spec.expected_nodes,
-            expected_gpus: self.spec.expected_gpus,
+            expected_nodes: self.spec.settings.expected_nodes,
+            expected_gpus: self.spec.settings.expected_gpus,
             members,
             updated: now_rfc3339(),
         };
@@ -188,7 +187,7 @@ impl Member_ {
     }
 
     async fn node_list(&self) -> Result<Vec<Member>, String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.dashboard_port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.settings.dashboard_port));
         let (code, body) = get_tcp(addr, "/api/v0/nodes?limit=10000", Duration::from_secs(10))
             .await
             .map_err(|e| e.to_string())?;
@@ -204,8 +203,8 @@ impl Member_ {
         }
         self.record("starting", Vec::new());
         let mut ray = self.start_ray()?;
-        let (nodes, gpus) = (self.spec.expected_nodes, self.spec.expected_gpus);
-        let deadline = Instant::now() + self.spec.join_timeout;
+        let (nodes, gpus) = (self.spec.settings.expected_nodes, self.spec.settings.expected_gpus);
+        let deadline = Instant::now() + self.spec.settings.join_timeout;
         let mut tick = ticker();
         let mut seen = Vec::new();
         let formed_on = loop {
@@ -224,7 +223,7 @@ impl Member_ {
             if Instant::now() >= deadline {
                 let (alive, have) = nodes::alive(&seen);
                 let _ = self.stop_all(None, &mut ray).await;
-                let within = humantime::format_duration(self.spec.join_timeout).to_string();
+                let within = humantime::format_duration(self.spec.settings.join_timeout).to_string();
                 return Err(MemberError::NotFormed {
                     alive,
                     nodes,
@@ -274,7 +273,7 @@ impl Member_ {
                     if misses >= LIST_MISSES {
                         stop_group(&mut driver, FAST_GRACE).await;
                         stop_group(&mut ray, FAST_GRACE).await;
-                        let port = self.spec.dashboard_port;
+                        let port = self.spec.settings.dashboard_port;
                         return Err(MemberError::NoNodeList { port, misses, last });
                     }
                 }
@@ -393,9 +392,9 @@ impl Member_ {
                     stop_group(&mut ray, FAST_GRACE).await;
                     break;
                 }
-                if !joined && began.elapsed() > self.spec.join_timeout {
+                if !joined && began.elapsed() > self.spec.settings.join_timeout {
                     stop_group(&mut ray, FAST_GRACE).await;
-                    let within = humantime::format_duration(self.spec.join_timeout).to_string();
+                    let within = humantime::format_duration(self.spec.settings.join_timeout).to_string();
                     return Err(MemberError::NotJoined { head: self.gcs(), within });
                 }
             }
