@@ -13,21 +13,19 @@
 //! DaemonSet names.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 #[path = "support/docker.rs"]
 mod support;
+#[path = "support/systemd_box.rs"]
+mod systemd_box;
 
-const SYSTEMD_IMAGE: &str = "nodeagent-test-systemd:bookworm";
+use systemd_box::{docker, docker_ok, text, SystemdBox, SYSTEMD_IMAGE};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -233,16 +231,6 @@ fn lintian_finds_nothing_but_the_accepted_tags() {
 // ------------------------------------------------------------------------------------------
 // Under a real systemd
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("running the docker CLI")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?} failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 /// The Debian packages nodeagent depends on that the minimal images lack, downloaded once
 /// (`pkg/dep-debs.sh`): what a node gets from its mirror.
 fn dep_debs() -> Vec<PathBuf> {
@@ -254,75 +242,6 @@ fn dep_debs() -> Vec<PathBuf> {
         .collect();
     debs.sort();
     debs
-}
-
-/// A systemd container with no network, removed on drop.
-struct SystemdBox {
-    name: String,
-}
-
-impl SystemdBox {
-    fn start(tag: &str) -> SystemdBox {
-        let st = Command::new(repo().join("scripts/systemd-test-image.sh"))
-            .arg(SYSTEMD_IMAGE)
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the systemd test image failed");
-        let name = format!("nodeagent-test-package-{tag}-{}", std::process::id());
-        let _ = docker(&["rm", "-f", &name]);
-        // SYS_NICE: Docker's seccomp profile refuses set_mempolicy without it (numactl's
-        // binding); a real host has no such filter around the unit.
-        let run = format!(
-            "run -d --name {name} --network none --cap-add SYS_ADMIN --cap-add SYS_NICE \
-             -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
-             {SYSTEMD_IMAGE} /lib/systemd/systemd"
-        );
-        docker_ok(&run.split_whitespace().collect::<Vec<_>>());
-        let b = SystemdBox { name };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let state = b.exec(&["systemctl", "is-system-running"]).0;
-            if state.trim() == "running" || state.trim() == "degraded" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "systemd did not come up: {state}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        b
-    }
-
-    fn exec(&self, cmd: &[&str]) -> (String, bool) {
-        let mut args = vec!["exec", "-e", "DEBIAN_FRONTEND=noninteractive", self.name.as_str()];
-        args.extend_from_slice(cmd);
-        let o = docker(&args);
-        (text(&o), o.status.success())
-    }
-
-    fn exec_ok(&self, cmd: &[&str]) -> String {
-        let (out, ok) = self.exec(cmd);
-        assert!(ok, "{cmd:?} in the systemd container failed: {out}");
-        out
-    }
-
-    fn copy_in(&self, host: &Path, inside: &str) {
-        docker_ok(&["cp", "-L", host.to_str().unwrap(), &format!("{}:{inside}", self.name)]);
-    }
-
-    fn write(&self, inside: &str, content: &str) {
-        let tmp = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(tmp.path(), content).unwrap();
-        self.copy_in(tmp.path(), inside);
-    }
-
-    fn exists(&self, path: &str) -> bool {
-        self.exec(&["test", "-e", path]).1
-    }
-}
-
-impl Drop for SystemdBox {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.name]);
-    }
 }
 
 /// The simulator as the engine, bound to CPU 0 and memory node 0 through numactl (the package's
@@ -357,7 +276,8 @@ fn package_installs_offline_starts_ready_under_systemd_and_purges_clean() {
     if !support::docker_ready() {
         return;
     }
-    let b = SystemdBox::start("apt");
+    let name = format!("nodeagent-test-package-apt-{}", std::process::id());
+    let b = SystemdBox::boot(name, &["--network", "none"]);
     let journal = || b.exec(&["journalctl", "-u", "nodeagent", "--no-pager", "-n", "60"]).0;
 
     // The node's own packages first (its mirror would give them), then the package exactly as
@@ -483,11 +403,7 @@ fn image_from_the_package_runs_the_daemonsets_monitor_and_serves_metrics() {
     }
     // No registry: the base is the Debian bookworm image already in the store (the systemd
     // test image), the dependencies the downloaded packages.
-    let st = Command::new(repo().join("scripts/systemd-test-image.sh"))
-        .arg(SYSTEMD_IMAGE)
-        .status()
-        .unwrap();
-    assert!(st.success(), "building the systemd test image failed");
+    systemd_box::build_image();
     let deps = run_ok(&mut Command::new(repo().join("pkg/dep-debs.sh")));
     let tag = format!("nodeagent-test-image:{}", std::process::id());
     let printed = run_ok(Command::new(repo().join("deploy/image/build.sh")).arg(deb).args([

@@ -5,14 +5,17 @@
 //! (`Delegate=yes`), killing the engine leads to a restart, `systemctl stop` leaves nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "support/docker.rs"]
 mod support;
+#[path = "support/systemd_box.rs"]
+mod systemd_box;
+
+use systemd_box::{docker_ok, text, SystemdBox};
 
 const UNIT: &str = "systemd/nodeagent.service";
-const SYSTEMD_IMAGE: &str = "nodeagent-test-systemd:bookworm";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,10 +23,6 @@ fn repo() -> PathBuf {
 
 fn unit_text() -> String {
     std::fs::read_to_string(repo().join(UNIT)).unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
 /// The value of `Key=` in the unit (the last assignment wins, as in systemd).
@@ -116,16 +115,6 @@ fn exposure_parser_reads_the_score() {
 // ------------------------------------------------------------------------------------------
 // Under a real systemd
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("running the docker CLI")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?} failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 /// Shared libraries a binary loads, from `ldd` lines such as
 /// `libnuma.so.1 => /lib/x86_64-linux-gnu/libnuma.so.1 (0x...)`.
 fn ldd_paths(binary: &Path) -> Vec<String> {
@@ -142,11 +131,8 @@ fn ldd_paths(binary: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A systemd container, removed on drop.
-struct SystemdBox {
-    name: String,
-}
-
+/// The unit's boxes: a systemd container per test, on Docker's `none` network (loopback only)
+/// unless said otherwise.
 impl SystemdBox {
     /// `tag` keeps the containers of tests running side by side apart.
     fn start(tag: &str) -> Option<SystemdBox> {
@@ -155,65 +141,14 @@ impl SystemdBox {
 
     /// On a Docker network: `none` (loopback only), or `host` when the unit's engine runs in a
     /// container of the host's engine with host networking and must be reachable from the box.
+    /// The host's Docker socket is there for container mode under the unit.
     fn start_on(tag: &str, network: &str) -> Option<SystemdBox> {
         if !support::docker_ready() {
             return None;
         }
-        let st = Command::new(repo().join("scripts/systemd-test-image.sh"))
-            .arg(SYSTEMD_IMAGE)
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the systemd test image failed");
         let name = format!("nodeagent-test-systemd-{tag}-{}", std::process::id());
-        let _ = docker(&["rm", "-f", &name]);
-        // Docker's default seccomp profile refuses set_mempolicy/mbind without SYS_NICE (a real
-        // host has no such filter around the unit); the host's Docker socket is there for
-        // container mode under the unit.
-        let run = format!(
-            "run -d --name {name} --network {network} --cap-add SYS_ADMIN --cap-add SYS_NICE \
-             -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/run/docker.sock:/run/docker.sock \
-             --tmpfs /run --tmpfs /run/lock --tmpfs /tmp {SYSTEMD_IMAGE} /lib/systemd/systemd"
-        );
-        docker_ok(&run.split_whitespace().collect::<Vec<_>>());
-        let b = SystemdBox { name };
-        // `running`, or `degraded` (a unit of the minimal image that cannot work in a
-        // container); `starting` means not yet.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let state = b.exec(&["systemctl", "is-system-running"]).0;
-            if state.trim() == "running" || state.trim() == "degraded" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "systemd did not come up: {state}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        Some(b)
-    }
-
-    fn exec(&self, cmd: &[&str]) -> (String, bool) {
-        let mut args = vec!["exec", self.name.as_str()];
-        args.extend_from_slice(cmd);
-        let o = docker(&args);
-        (text(&o), o.status.success())
-    }
-
-    fn exec_ok(&self, cmd: &[&str]) -> String {
-        let (out, ok) = self.exec(cmd);
-        assert!(ok, "{cmd:?} in the systemd container failed: {out}");
-        out
-    }
-
-    fn copy_in(&self, host: &Path, inside: &str) {
-        if let Some(dir) = Path::new(inside).parent() {
-            self.exec_ok(&["mkdir", "-p", dir.to_str().unwrap()]);
-        }
-        docker_ok(&["cp", "-L", host.to_str().unwrap(), &format!("{}:{inside}", self.name)]);
-    }
-
-    fn write(&self, inside: &str, content: &str) {
-        let tmp = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(tmp.path(), content).unwrap();
-        self.copy_in(tmp.path(), inside);
+        let sock = "/var/run/docker.sock:/run/docker.sock";
+        Some(SystemdBox::boot(name, &["--network", network, "-v", sock]))
     }
 
     /// The binary, the shared libraries it needs that the image lacks, busybox (for `wget`).
@@ -251,12 +186,6 @@ impl SystemdBox {
     fn health(&self, port: u16) -> bool {
         self.exec(&["busybox", "wget", "-q", "-O", "-", &format!("http://127.0.0.1:{port}/health")])
             .1
-    }
-}
-
-impl Drop for SystemdBox {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.name]);
     }
 }
 

@@ -223,7 +223,8 @@ impl Member_ {
             if Instant::now() >= deadline {
                 let (alive, have) = nodes::alive(&seen);
                 let _ = self.stop_all(None, &mut ray).await;
-                let within = humantime::format_duration(self.spec.settings.join_timeout).to_string();
+                let within =
+                    humantime::format_duration(self.spec.settings.join_timeout).to_string();
                 return Err(MemberError::NotFormed {
                     alive,
                     nodes,
@@ -394,7 +395,8 @@ impl Member_ {
                 }
                 if !joined && began.elapsed() > self.spec.settings.join_timeout {
                     stop_group(&mut ray, FAST_GRACE).await;
-                    let within = humantime::format_duration(self.spec.settings.join_timeout).to_string();
+                    let within =
+                        humantime::format_duration(self.spec.settings.join_timeout).to_string();
                     return Err(MemberError::NotJoined { head: self.gcs(), within });
                 }
             }
