@@ -88,6 +88,47 @@ fn run_watched(mut cmd: Command) -> (std::process::Output, BTreeSet<(String, Str
     (out, seen)
 }
 
+/// `verify --compare BINDINGS --trials TRIALS --config CFG --out OUT MORE...`, with the
+/// engines' bindings watched in /proc while it runs; it must succeed. Its stdout, what was seen
+/// in /proc, and `compare.json` (`Null` when the run wrote none).
+fn compare_ok(
+    cfg: &Path,
+    out: &Path,
+    bindings: &str,
+    trials: &str,
+    more: &[&str],
+) -> (String, BTreeSet<(String, String)>, serde_json::Value) {
+    let mut cmd = bin();
+    cmd.args(["verify", "--compare", bindings, "--trials", trials, "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .args(more);
+    let (o, seen) = run_watched(cmd);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let json = std::fs::read_to_string(out.join("compare.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    (stdout, seen, json)
+}
+
+/// A compare sub-run's `summary.json`, checked against the published schema.
+fn sub_summary(out: &Path, run: &serde_json::Value) -> serde_json::Value {
+    let sub: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(run["dir"].as_str().unwrap()).join("summary.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    sub
+}
+
 fn alive_simulators(pids: &[i64]) -> Vec<i64> {
     pids.iter()
         .copied()
@@ -103,17 +144,27 @@ fn compare_bare_applies_each_binding_and_writes_table_json_and_chart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SIM_ARGV);
     let out = dir.path().join("out");
-    let mut cmd = bin();
-    cmd.args(["verify", "--compare", "none,cpus=1,cpus=0-1/mem=0", "--trials", "2", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
-        .args(["--parallel", "2", "--number", "6", "--warmup", "1", "--quiet"]);
-    let (o, seen) = run_watched(cmd);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, seen, json) = compare_ok(
+        &cfg,
+        &out,
+        "none,cpus=1,cpus=0-1/mem=0",
+        "2",
+        &[
+            "--dataset",
+            "random",
+            "--input-len",
+            "16",
+            "--output-len",
+            "8",
+            "--parallel",
+            "2",
+            "--number",
+            "6",
+            "--warmup",
+            "1",
+            "--quiet",
+        ],
+    );
     // Seen in /proc while the engines ran: CPU 1 only, and the membind to node 0.
     assert!(seen.iter().any(|(c, _)| c == "1"), "{seen:?}");
     assert!(seen.iter().any(|(c, p)| c == "0-1" && p.starts_with("bind:0")), "{seen:?}");
@@ -124,8 +175,6 @@ fn compare_bare_applies_each_binding_and_writes_table_json_and_chart() {
     }
     assert!(stdout.contains("over 2 trials") && stdout.contains("best: "), "{stdout}");
     // compare.json: 6 sub-runs interleaved, each with its binding check, the sub-run files.
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     let runs = json["runs"].as_array().unwrap();
     let order: Vec<(String, u64)> = runs
         .iter()
@@ -490,20 +539,29 @@ fn compare_with_a_search_ranks_bindings_by_capacity_under_the_slo() {
                 \"--max-num-seqs\", \"2\"]";
     let cfg = config(dir.path(), argv);
     let out = dir.path().join("out");
-    let mut cmd = bin();
-    cmd.args(["verify", "--compare", "none,cpus=0", "--trials", "1", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .args(["--dataset", "random", "--input-len", "16", "--output-len", "6"])
-        .args(["--search", "concurrency", "--slo", "ttft=120ms", "--slo-attainment", "0.95"])
-        .args(["--number", "8", "--quiet"]);
-    let (o, _) = run_watched(cmd);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (stdout, _, json) = compare_ok(
+        &cfg,
+        &out,
+        "none,cpus=0",
+        "1",
+        &[
+            "--dataset",
+            "random",
+            "--input-len",
+            "16",
+            "--output-len",
+            "6",
+            "--search",
+            "concurrency",
+            "--slo",
+            "ttft=120ms",
+            "--slo-attainment",
+            "0.95",
+            "--number",
+            "8",
+            "--quiet",
+        ],
+    );
     assert_eq!(json["score_unit"], "concurrency under the SLO");
     for r in json["runs"].as_array().unwrap() {
         assert!(r["error"].is_null(), "{r}");
@@ -531,19 +589,27 @@ fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SIM_ARGV);
     let out = dir.path().join("out");
-    let mut cmd = bin();
-    cmd.args(["verify", "--compare", "none,cpus=0-1/mem=0", "--trials", "1", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .args(["--dataset", "random", "--input-len", "16", "--output-len", "8"])
-        .args(["--parallel", "2", "--number", "4", "--warmup", "0", "--quiet"]);
-    let (o, _) = run_watched(cmd);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (stdout, _, json) = compare_ok(
+        &cfg,
+        &out,
+        "none,cpus=0-1/mem=0",
+        "1",
+        &[
+            "--dataset",
+            "random",
+            "--input-len",
+            "16",
+            "--output-len",
+            "8",
+            "--parallel",
+            "2",
+            "--number",
+            "4",
+            "--warmup",
+            "0",
+            "--quiet",
+        ],
+    );
     for r in json["runs"].as_array().unwrap() {
         assert!(r["error"].is_null(), "{r}");
         // The simulator's resident memory, all of it on node 0 (this host's only node).
@@ -565,16 +631,7 @@ fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
         // The sweep allocates: the kernel counted hits on node 0 while it ran.
         assert!(total["numa_hit"].as_u64().unwrap() > 0, "{r}");
         // Each level of the sub-run's summary.json: the engine's memory and the counters.
-        let sub: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
-                .unwrap(),
-        )
-        .unwrap();
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{errors:?}");
+        let sub = sub_summary(&out, r);
         let level = &sub["levels"][0];
         assert!(level["memory_by_node"]["0"].as_u64().unwrap_or(0) > 1 << 20, "{level}");
         assert!(level["numa"]["per_node"]["0"]["numa_hit"].is_u64(), "{level}");
@@ -595,19 +652,27 @@ fn compare_sub_runs_carry_the_engines_thread_placement() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SIM_ARGV);
     let out = dir.path().join("out");
-    let mut cmd = bin();
-    cmd.args(["verify", "--compare", "none,cpus=0/mem=0", "--trials", "1", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&out)
-        .args(["--dataset", "random", "--input-len", "64", "--output-len", "64"])
-        .args(["--parallel", "4", "--number", "40", "--warmup", "0", "--quiet"]);
-    let (o, _) = run_watched(cmd);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let (stdout, _, json) = compare_ok(
+        &cfg,
+        &out,
+        "none,cpus=0/mem=0",
+        "1",
+        &[
+            "--dataset",
+            "random",
+            "--input-len",
+            "64",
+            "--output-len",
+            "64",
+            "--parallel",
+            "4",
+            "--number",
+            "40",
+            "--warmup",
+            "0",
+            "--quiet",
+        ],
+    );
     for r in json["runs"].as_array().unwrap() {
         let t = &r["threads"];
         // The simulator is a tokio program: several threads, each with a last CPU.
@@ -621,16 +686,7 @@ fn compare_sub_runs_carry_the_engines_thread_placement() {
             assert_eq!(t["last_cpus"], serde_json::json!([0]), "{r}");
             assert_eq!(t["outside_share"].as_f64(), Some(0.0), "{r}");
         }
-        let sub: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(r["dir"].as_str().unwrap()).join("summary.json"))
-                .unwrap(),
-        )
-        .unwrap();
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../docs/summary.schema.json")).unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&sub).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{errors:?}");
+        let sub = sub_summary(&out, r);
         assert!(sub["levels"][0]["threads"]["threads"].as_u64().unwrap() >= 2, "{sub}");
     }
     let b = &json["bindings"][1];

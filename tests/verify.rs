@@ -25,6 +25,14 @@ async fn verify(args: &[&str]) -> Output {
     bin().arg("verify").args(args).output().await.expect("the binary runs")
 }
 
+/// `--url URL --dataset line --dataset-path DATA --out OUT`, then `more`.
+fn line_args<'a>(url: &'a str, data: &'a str, out: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["--url", url, "--dataset", "line", "--dataset-path", data, "--out", out];
+    args.extend_from_slice(more);
+    args
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -93,29 +101,26 @@ async fn client_times_match_the_simulator_ground_truth() {
     let data = dataset(dir.path(), 50);
     let out = dir.path().join("run");
     let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = verify(&[
-        "--url",
+    let o = verify(&line_args(
         &url,
-        "--dataset",
-        "line",
-        "--dataset-path",
         &data,
-        "--parallel",
-        "2",
-        "--parallels",
-        "6",
-        "--number",
-        "12",
-        "30",
-        "--warmup",
-        "2",
-        "--max-tokens",
-        "12",
-        "--ignore-eos",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+        &out,
+        &[
+            "--parallel",
+            "2",
+            "--parallels",
+            "6",
+            "--number",
+            "12",
+            "30",
+            "--warmup",
+            "2",
+            "--max-tokens",
+            "12",
+            "--ignore-eos",
+            "--quiet",
+        ],
+    ))
     .await;
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -201,27 +206,24 @@ async fn every_fault_is_classified_and_counted() {
     let data = dataset(dir.path(), 20);
     let out = dir.path().join("run");
     let url = sim.base_url();
-    let args = [
-        "--url",
+    let args = line_args(
         &url,
-        "--dataset",
-        "line",
-        "--dataset-path",
         &data,
-        "--parallel",
-        "8",
-        "--number",
-        "200",
-        "--max-tokens",
-        "16",
-        "--ignore-eos",
-        "--read-timeout",
-        "200ms",
-        "--no-preflight",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+        &out,
+        &[
+            "--parallel",
+            "8",
+            "--number",
+            "200",
+            "--max-tokens",
+            "16",
+            "--ignore-eos",
+            "--read-timeout",
+            "200ms",
+            "--no-preflight",
+            "--quiet",
+        ],
+    );
     // 60 % failures on purpose: `--max-failure-rate 1` keeps them from failing the run.
     let o = verify(&[&args[..], &["--max-failure-rate", "1"]].concat()).await;
     assert!(o.status.success(), "{}", text(&o));
@@ -978,27 +980,24 @@ async fn server_metrics_during_a_level_equal_the_simulators_ground_truth() {
 async fn open_loop_sends_leave_in_order_never_early_and_each_lag_is_measured() {
     let (sim, dir, data) = fast_sim_and_dataset().await;
     let out = dir.path().join("out");
-    let o = verify(&[
-        "--url",
+    let o = verify(&line_args(
         &sim.base_url(),
-        "--dataset",
-        "line",
-        "--dataset-path",
         &data,
-        "--rate",
-        "500",
-        "--arrival",
-        "poisson",
-        "--parallel",
-        "64",
-        "--number",
-        "500",
-        "--max-tokens",
-        "4",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+        &out,
+        &[
+            "--rate",
+            "500",
+            "--arrival",
+            "poisson",
+            "--parallel",
+            "64",
+            "--number",
+            "500",
+            "--max-tokens",
+            "4",
+            "--quiet",
+        ],
+    ))
     .await;
     assert!(o.status.success(), "{}", text(&o));
     let lag = &summary(&out)["levels"][0]["schedule_lag_s"];
@@ -1042,25 +1041,8 @@ async fn each_level_carries_this_hosts_numa_counter_deltas() {
     let (sim, dir, data) = fast_sim_and_dataset().await;
     let out = dir.path().join("out");
     let url = sim.base_url();
-    let args = [
-        "--url",
-        &url,
-        "--dataset",
-        "line",
-        "--dataset-path",
-        &data,
-        "--max-tokens",
-        "4",
-        "--number",
-        "6",
-        "--parallel",
-        "1",
-        "2",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let o = verify(&args).await;
+    let level = ["--max-tokens", "4", "--number", "6", "--parallel", "1", "2"];
+    let o = verify(&line_args(&url, &data, &out, &[&level[..], &["--quiet"]].concat())).await;
     assert!(o.status.success(), "{}", text(&o));
     let s = summary(&out);
     check_schema(&s);
@@ -1080,7 +1062,9 @@ async fn each_level_carries_this_hosts_numa_counter_deltas() {
         assert!(l["memory_by_node"].is_null() && l["memory_off_node_share"].is_null(), "{l}");
     }
     // The table output has the NUMA row.
-    let o = verify(&[&args[..13], &["--format", "table"]].concat()).await;
+    let table = dir.path().join("table");
+    let o = verify(&line_args(&url, &data, &table, &[&level[..], &["--format", "table"]].concat()))
+        .await;
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("numa_miss / other_node (pages)"),
@@ -1112,30 +1096,27 @@ async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
     write(1, [500, 0, 10, 5, 500, 0]);
     let out = dir.path().join("out");
     let url = sim.base_url();
-    let args = [
-        "--url",
+    let args = line_args(
         &url,
-        "--dataset",
-        "line",
-        "--dataset-path",
         &data,
-        "--parallel",
-        "1",
-        "--number",
-        "1",
-        "--warmup",
-        "0",
-        "--max-tokens",
-        "2",
-        "--no-preflight",
-        "--metrics-interval",
-        "0",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-        "--sysfs-root",
-        sys.to_str().unwrap(),
-    ];
+        &out,
+        &[
+            "--parallel",
+            "1",
+            "--number",
+            "1",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "2",
+            "--no-preflight",
+            "--metrics-interval",
+            "0",
+            "--quiet",
+            "--sysfs-root",
+            sys.to_str().unwrap(),
+        ],
+    );
     let run = verify(&args);
     let change = async {
         // The measured request has arrived: the level's first reading is taken.
@@ -1162,27 +1143,24 @@ async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out2 = dir.path().join("out2");
-    let o = verify(&[
-        "--url",
+    let o = verify(&line_args(
         &url,
-        "--dataset",
-        "line",
-        "--dataset-path",
         &data,
-        "--parallel",
-        "1",
-        "--number",
-        "1",
-        "--warmup",
-        "0",
-        "--max-tokens",
-        "2",
-        "--quiet",
-        "--out",
-        out2.to_str().unwrap(),
-        "--sysfs-root",
-        empty.to_str().unwrap(),
-    ])
+        &out2,
+        &[
+            "--parallel",
+            "1",
+            "--number",
+            "1",
+            "--warmup",
+            "0",
+            "--max-tokens",
+            "2",
+            "--quiet",
+            "--sysfs-root",
+            empty.to_str().unwrap(),
+        ],
+    ))
     .await;
     assert!(o.status.success(), "{}", text(&o));
     let s = summary(&out2);
