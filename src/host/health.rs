@@ -52,6 +52,10 @@ pub struct GpuHealth {
     pub xid_watched: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xid_not_watched: Option<String>,
+    /// PCI events a library counts by type (MetaX `mxSmlGetPciEventInfo`: `aer_ue`, `aer_ce`,
+    /// `synfld`, `dbe`, `mmio`), as it reports them (since the driver loaded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pcie_events_total: BTreeMap<String, u64>,
     /// Sampler ticks since these readings were taken: 0 when read this tick. The sampler reads
     /// health every few ticks (`monitor::sampler::HEALTH_PERIOD`) and repeats the last
     /// readings in between; the checks judge only fresh ones, so their hysteresis counts
@@ -103,6 +107,11 @@ pub fn xid_name(code: u64) -> &'static str {
         _ => "see NVIDIA's XID catalogue",
     }
 }
+
+/// The PCI event types whose increase means a GPU fault (MetaX): AER uncorrectable errors,
+/// a sync flood, double-bit ECC errors and MMIO errors. AER correctable errors are counted,
+/// not alerted.
+pub const FAULT_PCIE_EVENTS: [&str; 4] = ["aer_ue", "synfld", "dbe", "mmio"];
 
 /// Whether `code` is in [`FAULT_XIDS`].
 pub fn is_fault_xid(code: u64) -> bool {

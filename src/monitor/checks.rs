@@ -156,7 +156,12 @@ pub struct Checks {
     active: BTreeMap<Key, Alert>,
     /// Every GPU index seen, with its bus id, for `gpu-gone`.
     known_gpus: BTreeMap<u32, Option<String>>,
+    /// Per GPU, the PCI event counts last read and the last increase of a fault type (when,
+    /// and what), for `xid`.
+    pcie_seen: BTreeMap<u32, PcieSeen>,
 }
+
+type PcieSeen = (BTreeMap<String, u64>, Option<(u64, String)>);
 
 impl Checks {
     pub fn new(config: CheckConfig) -> Self {
@@ -332,20 +337,39 @@ impl Checks {
     /// The health checks of one sample: only GPUs with health readings are evaluated (a tool
     /// source without them leaves these checks as they were).
     fn health_conditions(
-        &self,
+        &mut self,
         sample: &Sample,
         evaluated: &mut BTreeSet<Key>,
         holding: &mut BTreeMap<Key, String>,
     ) {
-        use crate::host::health::{throttle_reason_names, SLOWDOWN_REASONS};
+        use crate::host::health::{throttle_reason_names, FAULT_PCIE_EVENTS, SLOWDOWN_REASONS};
         // XIDs are events, not readings: judged on every sample that carries them (the watcher
-        // copies them into repeated readings too), against the sample's time.
-        for h in sample.health.iter().filter(|h| h.xid_watched == Some(true)) {
+        // copies them into repeated readings too), against the sample's time. MetaX's PCI event
+        // counters are readings: an increase of a fault type between two fresh readings is the
+        // event (the first reading is the baseline).
+        for h in &sample.health {
+            if h.age_ticks == 0 && !h.pcie_events_total.is_empty() {
+                let seen = self.pcie_seen.entry(h.index).or_default();
+                let up: Vec<String> = FAULT_PCIE_EVENTS
+                    .iter()
+                    .filter_map(|t| {
+                        let (now, before) = (h.pcie_events_total.get(*t)?, seen.0.get(*t)?);
+                        (now > before).then(|| format!("{t} +{}", now - before))
+                    })
+                    .collect();
+                seen.0 = h.pcie_events_total.clone();
+                if !up.is_empty() {
+                    seen.1 = Some((sample.at_unix_ms, up.join(", ")));
+                }
+            }
+            let pcie = self.pcie_seen.get(&h.index);
+            if h.xid_watched != Some(true) && pcie.is_none() {
+                continue;
+            }
             let key = (CheckKind::Xid, Some(h.index));
             evaluated.insert(key);
-            if let Some(x) = h.last_fault_xid.filter(|x| {
-                sample.at_unix_ms.saturating_sub(x.at_unix_ms) < self.config.xid_quiet_ms
-            }) {
+            let recent = |at: u64| sample.at_unix_ms.saturating_sub(at) < self.config.xid_quiet_ms;
+            if let Some(x) = h.last_fault_xid.filter(|x| recent(x.at_unix_ms)) {
                 let n = h.xid_events_total.get(&x.code).copied().unwrap_or(1);
                 holding.insert(
                     key,
@@ -356,6 +380,9 @@ impl Checks {
                         crate::host::health::xid_name(x.code)
                     ),
                 );
+            } else if let Some((_, what)) = pcie.and_then(|p| p.1.as_ref()).filter(|p| recent(p.0))
+            {
+                holding.insert(key, format!("GPU {}: PCI events {what}", h.index));
             }
         }
         // Readings repeated from an earlier tick were judged when they were read.

@@ -351,7 +351,14 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
     let vendor_throttle = family();
     let xids: Family<Labels, Counter<u64>> = Family::default();
     let xid_watched = family();
+    let pcie_events: Family<Labels, Counter<u64>> = Family::default();
     for h in &status.health {
+        for (ty, n) in &h.pcie_events_total {
+            let mut labels =
+                l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
+            labels.push(("type".into(), ty.clone()));
+            pcie_events.get_or_create(&labels).inc_by(*n);
+        }
         let gpu_bus =
             || l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
         if let Some(w) = h.xid_watched {
@@ -391,6 +398,11 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
         "gpu_xid_events",
         "XID events the GPU's library reported since the monitor started, by XID code",
         xids,
+    );
+    reg.register(
+        "gpu_pcie_events",
+        "PCI events the GPU's library counts by type since the driver loaded (MetaX: aer_ue, aer_ce, synfld, dbe, mmio)",
+        pcie_events,
     );
     reg.register(
         "gpu_xid_watched",
