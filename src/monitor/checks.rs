@@ -667,6 +667,36 @@ mod tests {
     }
 
     #[test]
+    fn pci_event_increase_of_a_fault_type_raises_xid_after_the_baseline() {
+        use crate::host::health::GpuHealth;
+        let mut c = Checks::new(CheckConfig { xid_quiet_ms: 60_000, ..CheckConfig::default() });
+        let e = EnginePids::default();
+        let at = |t: u64, counts: &[(&str, u64)], age: u32| {
+            let h = GpuHealth {
+                index: 1,
+                pcie_events_total: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                age_ticks: age,
+                ..Default::default()
+            };
+            with_health(sample(t, vec![gpu(1, 10, 0.0)], vec![]), h)
+        };
+        // Counts from before the monitor started are the baseline, not an event.
+        assert!(feed(&mut c, &at(1_000, &[("aer_ue", 4), ("aer_ce", 1)], 0), &e, 0).is_empty());
+        // A corrected AER error is counted, not alerted.
+        assert!(feed(&mut c, &at(2_000, &[("aer_ue", 4), ("aer_ce", 9)], 0), &e, 0).is_empty());
+        let ev = feed(&mut c, &at(3_000, &[("aer_ue", 6), ("aer_ce", 9)], 0), &e, 0);
+        assert!(
+            matches!(&ev[..], [CheckEvent::Raised(a)] if a.message == "GPU 1: PCI events aer_ue +2"),
+            "{ev:?}"
+        );
+        // Repeated readings hold it; past the quiet period it clears after two samples.
+        assert!(feed(&mut c, &at(50_000, &[("aer_ue", 6)], 5), &e, 0).is_empty());
+        assert!(feed(&mut c, &at(63_000, &[("aer_ue", 6)], 0), &e, 0).is_empty());
+        assert_eq!(feed(&mut c, &at(64_000, &[("aer_ue", 6)], 0), &e, 0).len(), 1);
+        assert!(c.active().is_empty());
+    }
+
+    #[test]
     fn health_checks_raise_with_hysteresis_and_clear() {
         use crate::host::health::{GpuHealth, LinkState, PcieLink};
         let mut c = Checks::new(CheckConfig::default());
