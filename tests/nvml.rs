@@ -606,16 +606,18 @@ fn monitor_turns_an_xid_event_into_fields_series_and_an_alert() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
+    // Every line, those before the address too (the watcher logs as it starts).
+    let mut early = String::new();
     let addr = loop {
-        line.clear();
+        let mut line = String::new();
         assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
+        early.push_str(&line);
         if let Some(rest) = line.trim().strip_prefix("serving http://") {
             break rest.split('/').next().unwrap().to_string();
         }
     };
     let stderr = std::thread::spawn(move || {
-        let mut sink = String::new();
+        let mut sink = early;
         let _ = err.read_to_string(&mut sink);
         sink
     });
