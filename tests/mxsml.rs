@@ -565,8 +565,50 @@ fn monitor_exports_metax_health_and_alerts_with_hysteresis() {
     );
     std::fs::write(libdir.path().join("libmxsml.so.conf"), &good).unwrap();
     wait("the alerts to clear", &|v| metrics::alerts(v).is_empty());
+
+    // PCI events (mxSmlGetPciEventInfo): correctable AER errors are counted, not alerted; an
+    // increase of double-bit ECC events raises `xid` on the first reading that shows it.
+    let pci = |ce: u32, dbe: u32| format!("{good}pcievent.0.1 1,{ce}\npcievent.0.3 3,{dbe}\n");
+    std::fs::write(libdir.path().join("libmxsml.so.conf"), pci(5, 0)).unwrap();
+    let v = wait("the AER CE count", &|v| v["health"][0]["pcie_events_total"]["aer_ce"] == 5);
+    assert!(metrics::alerts(&v).is_empty(), "{v:#}");
+    std::fs::write(libdir.path().join("libmxsml.so.conf"), pci(9, 2)).unwrap();
+    let v = wait("the xid alert", &|v| metrics::alerts(v) == ["xid"]);
+    assert_eq!(v["alerts"][0]["message"], "GPU 0: PCI events dbe +2");
+    let text = metrics::http_get(&addr, "/metrics").1;
+    for want in [
+        "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"dbe\"} 2",
+        "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"aer_ce\"} 9",
+        "nodeagent_alerts_active{check=\"xid\"} 1",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    let (code, msg) = metrics::promtool(&text);
+    assert_eq!(code, 0, "promtool check metrics: {msg}\n{text}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `mxSmlGetPciEventInfo` per type through the fake: each type's count (the sum of its
+/// entries), zero for a type without events; a library without the symbol degrades to a note.
+#[test]
+fn pci_event_counters_are_read_per_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = format!("{TWO_GPUS}pcievent.1.0 7,3\npcievent.1.4 2,1\n");
+    let m = Mxsml::open_first(&[fake(tmp.path(), &conf, false)]).unwrap();
+    let got = m.pci_events(1).unwrap();
+    let want: std::collections::BTreeMap<String, u64> =
+        [("aer_ue", 3), ("aer_ce", 0), ("synfld", 0), ("dbe", 0), ("mmio", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    assert_eq!(got, want);
+    assert_eq!(m.health(1).common().pcie_events_total, want);
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Mxsml::open_first(&[fake(tmp.path(), TWO_GPUS, true)]).unwrap();
+    let h = m.health(0);
+    assert_eq!(h.pci_events, None);
+    assert!(h.warnings.iter().any(|w| w.contains("mxSmlGetPciEventInfo")), "{:?}", h.warnings);
 }
 
 // ------------------------------------------------------------- probe: -j and the library

@@ -508,3 +508,170 @@ fn nix_signal(pid: u32, sig: i32) -> i32 {
     // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
     unsafe { libc::kill(pid as i32, sig) }
 }
+
+/// XID events through the NVML event set, in process: every line `gpuN.xid CODE` the fake's
+/// config gains is one event. A GPU whose registration is refused, or that does not support
+/// XID events, is not watched, with the reason; the others are (the wrapper frees the set on a
+/// refused registration: it is built again with the GPUs registered before). Stopping the
+/// watcher ends its thread and frees the set.
+#[test]
+fn xid_events_are_counted_per_gpu_and_an_unwatched_gpu_says_why() {
+    use nodeagent::host::health::XidEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "gpus 4\nfail.gpu1.nvmlDeviceRegisterEvents 3\ngpu2.event_types 0x3\n";
+    let lib = fake(dir.path(), conf);
+    let calls = dir.path().join("fake_nvml.calls");
+    std::fs::write(&calls, "").unwrap();
+    let count = |line: &str| {
+        std::fs::read_to_string(&calls).unwrap().lines().filter(|l| *l == line).count()
+    };
+    let nvml = std::sync::Arc::new(NvmlLib::open(lib.as_os_str()).unwrap());
+    let watcher = nvml.watch_xids();
+    let wait = |what: &str, pred: &dyn Fn(&nodeagent::host::health::XidLog) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = watcher.log();
+            if pred(&log) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {log:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let log = wait("registration", &|l| l.gpus.len() == 4);
+    let reasons: Vec<_> = log.gpus.values().map(|g| g.not_watched.clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            None,
+            Some("register events: not supported".into()),
+            Some("xid events not supported".into()),
+            None
+        ]
+    );
+    // GPU 0 was registered again after GPU 1's refusal freed the set.
+    assert_eq!(count("nvmlDeviceRegisterEvents gpu0"), 2);
+    assert_eq!(count("nvmlEventSetFree gpu0"), 1);
+
+    let before = nodeagent::monitor::sample::now_unix_ms();
+    set_conf(dir.path(), &format!("{conf}gpu3.xid 79\ngpu1.xid 48\ngpu3.xid 13\ngpu3.xid 13\n"));
+    let log = wait("three events", &|l| l.gpus[&3].totals.values().sum::<u64>() == 3);
+    let g3 = &log.gpus[&3];
+    assert_eq!(g3.totals, [(13, 2), (79, 1)].into());
+    assert_eq!(g3.last.map(|x| x.code), Some(13));
+    let XidEvent { code, at_unix_ms } = g3.last_fault.unwrap();
+    assert_eq!(code, 79);
+    assert!(at_unix_ms >= before, "stamped when received");
+    assert!(log.gpus[&1].totals.is_empty(), "GPU 1 is not registered: its event is not seen");
+    assert!(log.gpus[&0].totals.is_empty());
+
+    let started = Instant::now();
+    watcher.stop();
+    assert!(started.elapsed() < Duration::from_secs(2), "the thread ends within one wait");
+    assert_eq!(count("nvmlEventSetFree gpu0"), 2, "the set is freed when the watcher stops");
+
+    // A library without the event functions: nothing is watched, each GPU says why.
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_variant(dir.path(), "gpus 2\n", "FAKE_NVML_OLD");
+    let nvml = std::sync::Arc::new(NvmlLib::open(lib.as_os_str()).unwrap());
+    let watcher = nvml.watch_xids();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watcher.log().gpus.len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", watcher.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for g in watcher.log().gpus.values() {
+        let why = g.not_watched.as_deref().unwrap();
+        assert!(why.starts_with("event types: symbol missing in this library"), "{why}");
+    }
+}
+
+/// The monitor binary end to end: an XID event becomes the GPU's `last_xid` in `/status`, a
+/// counter and DCGM's gauge in `/metrics` (promtool-clean) and, for a fault XID, the `xid`
+/// alert; an application XID is counted, not alerted; a GPU whose registration is refused is
+/// reported not watched (logged once); SIGINT ends the monitor and its event thread cleanly.
+#[test]
+fn monitor_turns_an_xid_event_into_fields_series_and_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "gpus 2\nfail.gpu1.nvmlDeviceRegisterEvents 3\n";
+    let lib = fake(dir.path(), conf);
+    let calls = dir.path().join("fake_nvml.calls");
+    std::fs::write(&calls, "").unwrap();
+    let mut child = bin()
+        .args(["monitor", "--tool", "nvidia", "--interval", "200ms"])
+        .args(["--nvidia-smi", "/nonexistent/nvidia-smi", "--listen", "127.0.0.1:0"])
+        .env("NODEAGENT_NVML_LIB", &lib)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    // Every line, those before the address too (the watcher logs as it starts).
+    let mut early = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
+        early.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let stderr = std::thread::spawn(move || {
+        let mut sink = early;
+        let _ = err.read_to_string(&mut sink);
+        sink
+    });
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: Value = serde_json::from_str(&http_get(&addr, "/status").1).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let v = wait("the watch state", &|v| v["health"][1]["xid_watched"] == false);
+    assert_eq!(v["health"][0]["xid_watched"], true);
+    assert_eq!(v["health"][1]["xid_not_watched"], "register events: not supported");
+    assert!(v["health"][0].get("last_xid").is_none(), "{v:#}");
+    assert!(alerts(&v).is_empty(), "{v:#}");
+
+    set_conf(dir.path(), &format!("{conf}gpu0.xid 79\n"));
+    let v = wait("the xid alert", &|v| alerts(v) == ["xid"]);
+    assert_eq!(v["health"][0]["last_xid"]["code"], 79);
+    assert_eq!(v["health"][0]["xid_events_total"]["79"], 1);
+    let alert = &v["alerts"][0];
+    assert_eq!(alert["gpu"], 0);
+    assert_eq!(
+        alert["message"],
+        "GPU 0: XID 79 (GPU has fallen off the bus), 1 since the monitor started"
+    );
+    // An application XID: counted, the alert stays the fault's.
+    set_conf(dir.path(), &format!("{conf}gpu0.xid 79\ngpu0.xid 13\n"));
+    let v = wait("the second event", &|v| v["health"][0]["last_xid"]["code"] == 13);
+    assert_eq!(alerts(&v), ["xid"]);
+    let metrics = http_get(&addr, "/metrics").1;
+    for want in [
+        "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"79\"} 1",
+        "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"13\"} 1",
+        "DCGM_FI_DEV_XID_ERRORS{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 13",
+        "nodeagent_gpu_xid_watched{gpu=\"0\",pci_bus_id=\"0000:18:00.0\"} 1",
+        "nodeagent_gpu_xid_watched{gpu=\"1\",pci_bus_id=\"0000:19:00.0\"} 0",
+        "nodeagent_alerts_active{check=\"xid\"} 1",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+    let (code, msg) = promtool(&metrics);
+    assert_eq!(code, 0, "promtool check metrics: {msg}\n{metrics}");
+
+    assert_eq!(nix_signal(child.id(), libc::SIGINT), 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let stderr = stderr.join().unwrap();
+    assert_eq!(stderr.matches("XID events of this GPU not watched").count(), 1, "{stderr}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    // One free when GPU 1's registration was refused, one when the monitor stopped.
+    assert_eq!(log.lines().filter(|l| *l == "nvmlEventSetFree gpu0").count(), 2, "{log}");
+}

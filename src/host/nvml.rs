@@ -12,8 +12,10 @@
 //! `tests/fake-nvml/fake_nvml.c`.
 //!
 //! Calls block (microseconds, but a sick GPU can stall the driver): callers run them off the
-//! async threads with a time limit (`monitor::sampler`). This module does not schedule, check
-//! or render anything.
+//! async threads with a time limit (`monitor::sampler`). XID events come through an NVML event
+//! set on a thread of their own ([`NvmlLib::watch_xids`]): it waits on the set with a short
+//! timeout, in a loop that ends when its [`XidWatcher`] is stopped or dropped. This module does
+//! not schedule, check or render anything.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -26,7 +28,7 @@ use nvml_wrapper::Nvml;
 
 use super::cpuset::CpuSet;
 use super::facts::{normalize_bus_id, GpuProcess, GpuStatus};
-use super::health::{GpuHealth, LinkState, PcieLink};
+use super::health::{GpuHealth, GpuXids, LinkState, PcieLink, XidEvent, XidLog};
 
 /// The environment variable naming the NVML library to load (`off`: do not load NVML).
 pub const LIB_ENV: &str = "NODEAGENT_NVML_LIB";
@@ -410,6 +412,176 @@ fn links(
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// How long one wait on the event set lasts: the longest a stop waits for the thread.
+pub const XID_WAIT_MS: u32 = 250;
+
+/// The XID watcher's thread and what it has seen. Stopping it (or dropping it) ends the
+/// thread and frees the event set.
+#[derive(Debug)]
+pub struct XidWatcher {
+    log: std::sync::Arc<std::sync::Mutex<XidLog>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl XidWatcher {
+    /// What the watcher has seen so far.
+    pub fn log(&self) -> XidLog {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Ends the thread (within one wait, [`XID_WAIT_MS`]) and waits for it.
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for XidWatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl NvmlLib {
+    /// Starts a thread that registers every GPU for XID events and records them as they come.
+    /// A GPU whose registration fails (NOT_SUPPORTED on vGPU and some VMs, a library without
+    /// the event functions) is recorded as not watched, with the reason, logged once.
+    pub fn watch_xids(self: &std::sync::Arc<Self>) -> XidWatcher {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(XidLog::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lib, l, s) = (self.clone(), log.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("nvml-xid".into())
+            .spawn(move || lib.xid_loop(&l, &s))
+            .map_err(|e| tracing::warn!(error = %e, "XID events not watched: no thread"))
+            .ok();
+        XidWatcher { log, stop, thread: std::sync::Mutex::new(thread) }
+    }
+
+    fn xid_loop(&self, log: &std::sync::Mutex<XidLog>, stop: &std::sync::atomic::AtomicBool) {
+        use nvml_wrapper::bitmasks::event::EventTypes;
+        use nvml_wrapper::enums::event::XidError;
+        let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match self.count() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "XID events not watched");
+                return;
+            }
+        };
+        let not_watched = |gpu: u32, why: String| {
+            tracing::warn!(gpu, reason = %why, "XID events of this GPU not watched");
+            lock().gpus.insert(gpu, GpuXids { not_watched: Some(why), ..Default::default() });
+        };
+        // The GPUs' handles, to name the GPU of an event; the ones registered so far.
+        let mut handles = Vec::new();
+        let mut watched: Vec<u32> = Vec::new();
+        let mut set = None;
+        for index in 0..n {
+            let dev = match self.nvml.device_by_index(index) {
+                Ok(d) => d,
+                Err(e) => {
+                    not_watched(index, format!("cannot open: {}", why(&e)));
+                    continue;
+                }
+            };
+            match dev.supported_event_types() {
+                Ok(t) if t.contains(EventTypes::CRITICAL_XID_ERROR) => {}
+                Ok(_) => {
+                    not_watched(index, "xid events not supported".into());
+                    continue;
+                }
+                Err(e) => {
+                    not_watched(index, format!("event types: {}", why(&e)));
+                    continue;
+                }
+            }
+            let current = match set.take() {
+                Some(s) => s,
+                None => match self.nvml.create_event_set() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // No event set at all (an old library): no GPU can be watched.
+                        let why = format!("event set: {}", why(&e));
+                        for gpu in index..n {
+                            not_watched(gpu, why.clone());
+                        }
+                        break;
+                    }
+                },
+            };
+            match dev.register_events(EventTypes::CRITICAL_XID_ERROR, current) {
+                Ok(s) => {
+                    set = Some(s);
+                    watched.push(index);
+                    // SAFETY: the handle is only compared with the ones events carry.
+                    handles.push((unsafe { dev.handle() } as usize, index));
+                    lock().gpus.insert(index, GpuXids::default());
+                }
+                Err(e) => {
+                    // The wrapper frees the set on a failed registration: build it again
+                    // with the GPUs registered before.
+                    not_watched(index, format!("register events: {}", why(&e.error)));
+                    set = self.reregister(&watched);
+                    if set.is_none() {
+                        for gpu in watched.drain(..) {
+                            not_watched(gpu, "event set lost on another GPU's failure".into());
+                        }
+                        handles.clear();
+                    }
+                }
+            }
+        }
+        let Some(set) = set else { return };
+        tracing::info!(gpus = ?watched, "watching XID events");
+        let mut failing = false;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            match set.wait(XID_WAIT_MS) {
+                Ok(ev) => {
+                    failing = false;
+                    let code = match ev.event_data {
+                        Some(XidError::Value(v)) => v,
+                        Some(XidError::Unknown) => 999,
+                        None => continue,
+                    };
+                    // SAFETY: compared only, as above.
+                    let h = unsafe { ev.device.handle() } as usize;
+                    let Some(&(_, gpu)) = handles.iter().find(|(k, _)| *k == h) else { continue };
+                    tracing::warn!(gpu, xid = code, "XID event");
+                    let at_unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    lock().record(gpu, XidEvent { code, at_unix_ms });
+                }
+                Err(WrapperError::Timeout) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(reason = %why(&e), "waiting for XID events failed");
+                    }
+                    failing = true;
+                    std::thread::sleep(std::time::Duration::from_millis(XID_WAIT_MS.into()));
+                }
+            }
+        }
+    }
+
+    /// A fresh event set with `gpus` registered for XIDs (`None` when it cannot be built).
+    fn reregister(&self, gpus: &[u32]) -> Option<nvml_wrapper::EventSet<'_>> {
+        use nvml_wrapper::bitmasks::event::EventTypes;
+        let mut set = self.nvml.create_event_set().ok()?;
+        for &gpu in gpus {
+            let dev = self.nvml.device_by_index(gpu).ok()?;
+            set = dev.register_events(EventTypes::CRITICAL_XID_ERROR, set).ok()?;
+        }
+        Some(set)
+    }
 }
 
 /// A GPU as the other sources (the vendor tool, sysfs, hwloc) placed it, with where each fact

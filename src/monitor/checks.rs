@@ -36,10 +36,12 @@ pub enum CheckKind {
     PcieDegraded,
     /// A GPU-to-GPU link (NVLink, MetaXLink) is inactive.
     LinkDown,
+    /// An XID-like event that means a GPU fault, within the quiet period.
+    Xid,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 10] = [
+    pub const ALL: [CheckKind; 11] = [
         CheckKind::MemoryHigh,
         CheckKind::EngineHung,
         CheckKind::GpuGone,
@@ -50,6 +52,7 @@ impl CheckKind {
         CheckKind::ClocksThrottled,
         CheckKind::PcieDegraded,
         CheckKind::LinkDown,
+        CheckKind::Xid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,9 +67,15 @@ impl CheckKind {
             CheckKind::ClocksThrottled => "clocks-throttled",
             CheckKind::PcieDegraded => "pcie-degraded",
             CheckKind::LinkDown => "link-down",
+            CheckKind::Xid => "xid",
         }
     }
 }
+
+/// The `xid` alert's quiet period: ten minutes. A fault XID asks for the GPU to be drained and
+/// reset; the alert stays up long enough for a scrape every minute and a `for: 1m` rule to see
+/// it, and a fault that repeats keeps it up.
+pub const XID_QUIET_MS: u64 = 10 * 60 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckConfig {
@@ -83,6 +92,9 @@ pub struct CheckConfig {
     /// Utilization (percent) at or above which a PCIe generation below its maximum counts as
     /// degraded (idle GPUs lower their link generation to save power).
     pub pcie_busy_pct: f64,
+    /// How long after a GPU's last fault XID the `xid` alert holds (then clears after
+    /// `clear_after` samples without a new one).
+    pub xid_quiet_ms: u64,
 }
 
 impl Default for CheckConfig {
@@ -96,6 +108,7 @@ impl Default for CheckConfig {
             raise_after: 2,
             clear_after: 2,
             pcie_busy_pct: 50.0,
+            xid_quiet_ms: XID_QUIET_MS,
         }
     }
 }
@@ -143,7 +156,12 @@ pub struct Checks {
     active: BTreeMap<Key, Alert>,
     /// Every GPU index seen, with its bus id, for `gpu-gone`.
     known_gpus: BTreeMap<u32, Option<String>>,
+    /// Per GPU, the PCI event counts last read and the last increase of a fault type (when,
+    /// and what), for `xid`.
+    pcie_seen: BTreeMap<u32, PcieSeen>,
 }
+
+type PcieSeen = (BTreeMap<String, u64>, Option<(u64, String)>);
 
 impl Checks {
     pub fn new(config: CheckConfig) -> Self {
@@ -290,7 +308,7 @@ impl Checks {
                     let need = match key.0 {
                         CheckKind::EngineHung => self.config.hung_after,
                         CheckKind::SampleMissing => self.config.missing_after,
-                        CheckKind::GpuGone => 1,
+                        CheckKind::GpuGone | CheckKind::Xid => 1,
                         _ => self.config.raise_after,
                     }
                     .max(1);
@@ -319,12 +337,54 @@ impl Checks {
     /// The health checks of one sample: only GPUs with health readings are evaluated (a tool
     /// source without them leaves these checks as they were).
     fn health_conditions(
-        &self,
+        &mut self,
         sample: &Sample,
         evaluated: &mut BTreeSet<Key>,
         holding: &mut BTreeMap<Key, String>,
     ) {
-        use crate::host::health::{throttle_reason_names, SLOWDOWN_REASONS};
+        use crate::host::health::{throttle_reason_names, FAULT_PCIE_EVENTS, SLOWDOWN_REASONS};
+        // XIDs are events, not readings: judged on every sample that carries them (the watcher
+        // copies them into repeated readings too), against the sample's time. MetaX's PCI event
+        // counters are readings: an increase of a fault type between two fresh readings is the
+        // event (the first reading is the baseline).
+        for h in &sample.health {
+            if h.age_ticks == 0 && !h.pcie_events_total.is_empty() {
+                let seen = self.pcie_seen.entry(h.index).or_default();
+                let up: Vec<String> = FAULT_PCIE_EVENTS
+                    .iter()
+                    .filter_map(|t| {
+                        let (now, before) = (h.pcie_events_total.get(*t)?, seen.0.get(*t)?);
+                        (now > before).then(|| format!("{t} +{}", now - before))
+                    })
+                    .collect();
+                seen.0 = h.pcie_events_total.clone();
+                if !up.is_empty() {
+                    seen.1 = Some((sample.at_unix_ms, up.join(", ")));
+                }
+            }
+            let pcie = self.pcie_seen.get(&h.index);
+            if h.xid_watched != Some(true) && pcie.is_none() {
+                continue;
+            }
+            let key = (CheckKind::Xid, Some(h.index));
+            evaluated.insert(key);
+            let recent = |at: u64| sample.at_unix_ms.saturating_sub(at) < self.config.xid_quiet_ms;
+            if let Some(x) = h.last_fault_xid.filter(|x| recent(x.at_unix_ms)) {
+                let n = h.xid_events_total.get(&x.code).copied().unwrap_or(1);
+                holding.insert(
+                    key,
+                    format!(
+                        "GPU {}: XID {} ({}), {n} since the monitor started",
+                        h.index,
+                        x.code,
+                        crate::host::health::xid_name(x.code)
+                    ),
+                );
+            } else if let Some((_, what)) = pcie.and_then(|p| p.1.as_ref()).filter(|p| recent(p.0))
+            {
+                holding.insert(key, format!("GPU {}: PCI events {what}", h.index));
+            }
+        }
         // Readings repeated from an earlier tick were judged when they were read.
         for h in sample.health.iter().filter(|h| h.age_ticks == 0) {
             let gpu = Some(h.index);
@@ -554,6 +614,86 @@ mod tests {
     fn with_health(mut s: Sample, h: crate::host::health::GpuHealth) -> Sample {
         s.health = vec![h];
         s
+    }
+
+    #[test]
+    fn fault_xid_raises_at_once_holds_through_repeats_and_clears_after_the_quiet_period() {
+        use crate::host::health::{GpuHealth, XidEvent};
+        let mut c = Checks::new(CheckConfig { xid_quiet_ms: 60_000, ..CheckConfig::default() });
+        let e = EnginePids::default();
+        let at = |t: u64, h: &GpuHealth| {
+            with_health(sample(t, vec![gpu(0, 10, 0.0)], vec![]), h.clone())
+        };
+        let mut h = GpuHealth { index: 0, xid_watched: Some(true), ..Default::default() };
+        assert!(feed(&mut c, &at(1_000, &h), &e, 0).is_empty());
+        // An application XID is counted, not alerted.
+        h.last_xid = Some(XidEvent { code: 13, at_unix_ms: 1_500 });
+        h.xid_events_total = [(13, 1)].into();
+        assert!(feed(&mut c, &at(2_000, &h), &e, 0).is_empty());
+        // A fault XID raises on the first sample that carries it, even a repeated reading.
+        let x79 = XidEvent { code: 79, at_unix_ms: 2_500 };
+        h.last_xid = Some(x79);
+        h.last_fault_xid = Some(x79);
+        h.xid_events_total = [(13, 1), (79, 1)].into();
+        h.age_ticks = 3;
+        let ev = feed(&mut c, &at(3_000, &h), &e, 0);
+        assert!(
+            matches!(&ev[..], [CheckEvent::Raised(a)] if a.check == CheckKind::Xid && a.gpu == Some(0)
+                && a.message == "GPU 0: XID 79 (GPU has fallen off the bus), 1 since the monitor started"),
+            "{ev:?}"
+        );
+        // Within the quiet period it holds, whatever came after it.
+        h.last_xid = Some(XidEvent { code: 13, at_unix_ms: 40_000 });
+        assert!(feed(&mut c, &at(61_000, &h), &e, 0).is_empty());
+        // Past it: cleared after `clear_after` (2) samples.
+        assert!(feed(&mut c, &at(62_500, &h), &e, 0).is_empty());
+        let ev = feed(&mut c, &at(63_000, &h), &e, 0);
+        assert!(matches!(&ev[..], [CheckEvent::Cleared(a)] if a.check == CheckKind::Xid), "{ev:?}");
+        // A GPU not watched is not judged.
+        let unwatched = GpuHealth { xid_watched: Some(false), ..h.clone() };
+        assert!(feed(
+            &mut c,
+            &at(
+                63_500,
+                &GpuHealth {
+                    last_fault_xid: Some(XidEvent { code: 48, at_unix_ms: 63_400 }),
+                    ..unwatched
+                }
+            ),
+            &e,
+            0
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn pci_event_increase_of_a_fault_type_raises_xid_after_the_baseline() {
+        use crate::host::health::GpuHealth;
+        let mut c = Checks::new(CheckConfig { xid_quiet_ms: 60_000, ..CheckConfig::default() });
+        let e = EnginePids::default();
+        let at = |t: u64, counts: &[(&str, u64)], age: u32| {
+            let h = GpuHealth {
+                index: 1,
+                pcie_events_total: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                age_ticks: age,
+                ..Default::default()
+            };
+            with_health(sample(t, vec![gpu(1, 10, 0.0)], vec![]), h)
+        };
+        // Counts from before the monitor started are the baseline, not an event.
+        assert!(feed(&mut c, &at(1_000, &[("aer_ue", 4), ("aer_ce", 1)], 0), &e, 0).is_empty());
+        // A corrected AER error is counted, not alerted.
+        assert!(feed(&mut c, &at(2_000, &[("aer_ue", 4), ("aer_ce", 9)], 0), &e, 0).is_empty());
+        let ev = feed(&mut c, &at(3_000, &[("aer_ue", 6), ("aer_ce", 9)], 0), &e, 0);
+        assert!(
+            matches!(&ev[..], [CheckEvent::Raised(a)] if a.message == "GPU 1: PCI events aer_ue +2"),
+            "{ev:?}"
+        );
+        // Repeated readings hold it; past the quiet period it clears after two samples.
+        assert!(feed(&mut c, &at(50_000, &[("aer_ue", 6)], 5), &e, 0).is_empty());
+        assert!(feed(&mut c, &at(63_000, &[("aer_ue", 6)], 0), &e, 0).is_empty());
+        assert_eq!(feed(&mut c, &at(64_000, &[("aer_ue", 6)], 0), &e, 0).len(), 1);
+        assert!(c.active().is_empty());
     }
 
     #[test]

@@ -349,7 +349,26 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
     let links = family();
     let pstate = family();
     let vendor_throttle = family();
+    let xids: Family<Labels, Counter<u64>> = Family::default();
+    let xid_watched = family();
+    let pcie_events: Family<Labels, Counter<u64>> = Family::default();
     for h in &status.health {
+        for (ty, n) in &h.pcie_events_total {
+            let mut labels =
+                l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
+            labels.push(("type".into(), ty.clone()));
+            pcie_events.get_or_create(&labels).inc_by(*n);
+        }
+        let gpu_bus =
+            || l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
+        if let Some(w) = h.xid_watched {
+            xid_watched.get_or_create(&gpu_bus()).set(if w { 1.0 } else { 0.0 });
+        }
+        for (code, n) in &h.xid_events_total {
+            let mut labels = gpu_bus();
+            labels.push(("xid".into(), code.to_string()));
+            xids.get_or_create(&labels).inc_by(*n);
+        }
         if let Some(bits) = h.vendor_throttle_reasons {
             let labels =
                 l(&[("gpu", h.index.to_string()), ("pci_bus_id", bus_of(status, h.index))]);
@@ -376,6 +395,21 @@ fn source_and_health(reg: &mut Registry, status: &MonitorStatus) {
         links,
     );
     reg.register(
+        "gpu_xid_events",
+        "XID events the GPU's library reported since the monitor started, by XID code",
+        xids,
+    );
+    reg.register(
+        "gpu_pcie_events",
+        "PCI events the GPU's library counts by type since the driver loaded (MetaX: aer_ue, aer_ce, synfld, dbe, mmio)",
+        pcie_events,
+    );
+    reg.register(
+        "gpu_xid_watched",
+        "Whether the GPU's XID events are watched (0: registration refused, e.g. NOT_SUPPORTED on a vGPU)",
+        xid_watched,
+    );
+    reg.register(
         "gpu_vendor_throttle_reasons",
         "A vendor library's own clock throttle bit mask, not NVML's (MetaX libmxsml; 0: not throttled)",
         vendor_throttle,
@@ -396,7 +430,7 @@ fn bus_of(status: &MonitorStatus, index: u32) -> String {
 fn dcgm_registry(status: &MonitorStatus) -> Registry {
     use crate::host::health::GpuHealth;
     type Pick = fn(&GpuHealth) -> Option<f64>;
-    let fields: [(&str, &str, Pick); 11] = [
+    let fields: [(&str, &str, Pick); 12] = [
         ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz)", |h| h.sm_clock_mhz.map(f64::from)),
         ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz)", |h| {
             h.mem_clock_mhz.map(f64::from)
@@ -431,6 +465,9 @@ fn dcgm_registry(status: &MonitorStatus) -> Registry {
         }),
         ("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "PCIe maximum link width", |h| {
             h.pcie.width_max.map(f64::from)
+        }),
+        ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered", |h| {
+            h.last_xid.map(|x| x.code as f64)
         }),
     ];
     let mut reg = Registry::default();

@@ -11,6 +11,11 @@
 //! - MetaX: `libmxsml` (loaded at run time), then `mx-smi dmon`, then the `mx-smi` status
 //!   table, field by field (`super::metax`).
 //!
+//! NVIDIA's XID events come from NVML's event set on a thread the sampler owns
+//! (`host::nvml::XidWatcher`, started with the sampler, stopped when the last clone of it is
+//! dropped); every NVML tick copies what it has seen into the health readings (fresh or
+//! repeated), so the `xid` check and `/metrics` see an event on the next tick.
+//!
 //! Health readings (clocks, throttle reasons, ECC, PCIe link, NVLink/MetaXLink state) come
 //! from the vendor libraries and cost most of a tick's library calls; they change slowly, so
 //! they are read on the first tick and then once every [`HEALTH_PERIOD`] (every 10th tick at
@@ -34,7 +39,7 @@ use super::parse::{self, NVIDIA_QUERY_APPS_ARGS, NVIDIA_QUERY_GPU_ARGS};
 use super::sample::{now_unix_ms, Sample, SampleSource};
 use crate::host::facts::SmiStatus;
 use crate::host::health::GpuHealth;
-use crate::host::nvml::NvmlLib;
+use crate::host::nvml::{NvmlLib, XidWatcher};
 
 /// How often the health readings are taken (see the module header), unless
 /// [`HEALTH_PERIOD_ENV`] says otherwise.
@@ -118,6 +123,9 @@ pub struct ToolSampler {
     pub tool: Option<Tool>,
     /// NVIDIA's library, the first choice when it loaded.
     pub nvml: Option<Arc<NvmlLib>>,
+    /// NVIDIA's XID events, watched on a thread of their own while the sampler lives (the last
+    /// clone dropped stops it).
+    pub xid: Option<Arc<XidWatcher>>,
     /// Why the library is not used (`NVML not loaded from ...`), shown by `describe`.
     pub library_note: Option<String>,
     pub timeout: Duration,
@@ -159,6 +167,7 @@ impl ToolSampler {
         Self {
             tool: Some(tool),
             nvml: None,
+            xid: None,
             library_note: None,
             timeout,
             busy: Arc::default(),
@@ -194,16 +203,20 @@ impl ToolSampler {
         let nvidia = || -> Result<Self, String> {
             let smi = find_tool(nvidia_smi);
             match NvmlLib::open_from_env() {
-                Ok(lib) => Ok(Self {
-                    tool: smi.map(Tool::NvidiaSmi),
-                    nvml: Some(Arc::new(lib)),
-                    library_note: None,
-                    timeout,
-                    busy: Arc::default(),
-                    metax: None,
-                    health_period: HEALTH_PERIOD,
-                    health: Arc::default(),
-                }),
+                Ok(lib) => {
+                    let lib = Arc::new(lib);
+                    Ok(Self {
+                        tool: smi.map(Tool::NvidiaSmi),
+                        xid: Some(Arc::new(lib.watch_xids())),
+                        nvml: Some(lib),
+                        library_note: None,
+                        timeout,
+                        busy: Arc::default(),
+                        metax: None,
+                        health_period: HEALTH_PERIOD,
+                        health: Arc::default(),
+                    })
+                }
                 Err(e) => {
                     let Some(smi) = smi else { return Err(e.to_string()) };
                     tracing::warn!(reason = %e, "NVML not used; reading the GPUs with {}", smi.display());
@@ -312,7 +325,11 @@ impl ToolSampler {
             gpus: r.gpus,
             processes: r.processes,
         };
-        let (health, notes) = self.health_for_tick(due.then_some((r.health, r.health_degraded)));
+        let (mut health, notes) =
+            self.health_for_tick(due.then_some((r.health, r.health_degraded)));
+        if let Some(x) = &self.xid {
+            x.log().apply(&mut health);
+        }
         let mut degraded = r.degraded;
         degraded.extend(notes);
         Ok((status, health, degraded))

@@ -1,5 +1,6 @@
 //! The terminal view of a `MonitorStatus`: GPUs, their processes with owners, the engine and
 //! the active alerts, as comfy-table tables rendered into a `String` (the command prints it).
+//! XID-like events get one line when there are any, or a GPU is not watched.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
@@ -96,6 +97,9 @@ pub fn render(status: &MonitorStatus) -> String {
             if status.engine_hung { ", HUNG" } else { "" }
         ));
     }
+    if let Some(line) = xid_line(status) {
+        out.push_str(&line);
+    }
     if status.alerts.is_empty() {
         out.push_str("alerts: none\n");
     } else {
@@ -104,4 +108,63 @@ pub fn render(status: &MonitorStatus) -> String {
         }
     }
     out
+}
+
+/// `XID events: GPU 0 last 79 (GPU has fallen off the bus), 3 in all; GPU 1 not watched (...)`,
+/// or nothing when no GPU has had one and every watched GPU is.
+fn xid_line(status: &MonitorStatus) -> Option<String> {
+    let parts: Vec<String> = status
+        .health
+        .iter()
+        .filter_map(|h| {
+            if let Some(x) = h.last_xid {
+                let n: u64 = h.xid_events_total.values().sum();
+                Some(format!(
+                    "GPU {} last {} ({}), {n} in all",
+                    h.index,
+                    x.code,
+                    crate::host::health::xid_name(x.code)
+                ))
+            } else if h.xid_watched == Some(false) {
+                let why = h.xid_not_watched.as_deref().unwrap_or("unknown reason");
+                Some(format!("GPU {} not watched ({why})", h.index))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("XID events: {}\n", parts.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::health::{GpuHealth, XidEvent};
+
+    #[test]
+    fn xid_line_names_the_last_event_and_the_unwatched() {
+        let mut status = MonitorStatus::default();
+        assert_eq!(xid_line(&status), None);
+        status.health = vec![
+            GpuHealth {
+                index: 0,
+                last_xid: Some(XidEvent { code: 79, at_unix_ms: 1 }),
+                xid_events_total: [(13, 2), (79, 1)].into(),
+                xid_watched: Some(true),
+                ..Default::default()
+            },
+            GpuHealth {
+                index: 1,
+                xid_watched: Some(false),
+                xid_not_watched: Some("register events: not supported".into()),
+                ..Default::default()
+            },
+            GpuHealth { index: 2, xid_watched: Some(true), ..Default::default() },
+        ];
+        assert_eq!(
+            xid_line(&status).unwrap(),
+            "XID events: GPU 0 last 79 (GPU has fallen off the bus), 3 in all; GPU 1 not watched (register events: not supported)\n"
+        );
+        assert!(render(&status).contains("XID events: GPU 0 last 79"));
+    }
 }

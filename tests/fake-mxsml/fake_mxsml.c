@@ -18,6 +18,8 @@
  *   mxlk.N                 MetaXLink state code (0 enabled)
  *   ports.N                port state codes "1,1,5,..."
  *   peer.N.P               remote device index of port P
+ *   pcievent.N.T           PCI event of type T (0 AER UE, 1 AER CE, 2 SYNFLD, 3 DBE, 4 MMIO):
+ *                          "bit,count" (none: the type reports no event)
  *   numa.N                 NUMA node id
  *   maca                   MACA version
  *   fail.<function>        every call of that function returns this code
@@ -124,6 +126,7 @@ typedef struct {
     mxSmlProcessGpuInfo_t processGpuInfo[64];
 } mxSmlProcessInfo_t;
 typedef struct { int deviceId; char bdfId[32]; } mxSmlMetaXLinkRemoteInfo_t;
+typedef struct { int bitNumber; int count; char firstTime[20]; char name[64]; } mxSmlPciEventInfo_t;
 
 unsigned mxSmlInit(void) { return failing("mxSmlInit", 0); }
 unsigned mxSmlShutdown(void) { return 0; }
@@ -323,6 +326,22 @@ unsigned mxSmlGetMetaXLinkRemoteInfo(unsigned dev, unsigned port, mxSmlMetaXLink
     if (!(v = cfg("peer.%u.%u", dev, port))) return 3;
     memset(r, 0, sizeof *r);
     r->deviceId = atoi(v);
+    return 0;
+}
+
+/* infos: room for *size entries; *size returns the entries filled. */
+unsigned mxSmlGetPciEventInfo(unsigned dev, unsigned type, mxSmlPciEventInfo_t *infos, unsigned *size) {
+    static const char *names[] = {"AER_UE", "AER_CE", "SYNFLD", "DBE", "MMIO"};
+    const char *v;
+    CHECK("mxSmlGetPciEventInfo", dev);
+    if (type > 4) return 2; /* INVALID_ARGUMENT */
+    if (!(v = cfg("pcievent.%u.%u", dev, type))) { *size = 0; return 0; }
+    if (*size < 1) return 10; /* INSUFFICIENT_SIZE */
+    memset(infos, 0, sizeof *infos);
+    sscanf(v, "%d,%d", &infos->bitNumber, &infos->count);
+    snprintf(infos->firstTime, sizeof infos->firstTime, "2026-12-06 22:00:00");
+    snprintf(infos->name, sizeof infos->name, "%s", names[type]);
+    *size = 1;
     return 0;
 }
 #endif

@@ -17,17 +17,27 @@
  *   gpu0.proc.pid 4242 / gpu0.proc.mib 512   one compute process on GPU 0
  *
  * When a file `fake_nvml.calls` exists beside the config, every device call appends a line
- * `FUNCTION gpuN` to it, so a test can count what the agent asked for.
+ * `FUNCTION gpuN` to it, so a test can count what the agent asked for (`nvmlEventSetFree` is
+ * logged as `nvmlEventSetFree gpu0`).
+ *
+ * Events (nvmlEventSetCreate, nvmlDeviceRegisterEvents, nvmlDeviceGetSupportedEventTypes,
+ * nvmlEventSetWait_v2, nvmlEventSetFree): every line `gpuN.xid CODE` of the config is one XID
+ * event of GPU N, in file order; a wait delivers the next one not yet delivered to that set
+ * (lines of GPUs not registered for XIDs are passed over), else polls the file every 20 ms
+ * until its timeout and returns NVML_ERROR_TIMEOUT. `gpuN.event_types MASK` sets what
+ * nvmlDeviceGetSupportedEventTypes answers (default: ECC, P-state, XID and clock events);
+ * `fail.gpuN.nvmlDeviceRegisterEvents 3` makes registration fail for GPU N.
  *
  * Build: cc -shared -fPIC -o libnvidia-ml.so.1 fake_nvml.c
- * With -DFAKE_NVML_OLD the power and NVLink functions are left out, as in a library of another
- * version that lacks symbols nodeagent looks up.
+ * With -DFAKE_NVML_OLD the power, NVLink and event functions are left out, as in a library of
+ * another version that lacks symbols nodeagent looks up.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int nvmlReturn_t;
 typedef struct fake_device *nvmlDevice_t;
@@ -39,6 +49,7 @@ enum {
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_TIMEOUT = 10,
 };
 
 typedef struct {
@@ -378,3 +389,95 @@ nvmlReturn_t nvmlDeviceGetCpuAffinity(nvmlDevice_t device, unsigned int cpuSetSi
     cpuSet[0] = (unsigned long)gcfg(device->index, "cpumask", 0xFFUL << (8 * (device->index % 8)));
     return NVML_SUCCESS;
 }
+
+#ifndef FAKE_NVML_OLD
+/* nvml.h nvmlEventTypeXidCriticalError, and the default supported mask (single and double bit
+ * ECC, P-state, XID, clock). */
+#define XID_EVENT 0x8ULL
+#define DEFAULT_EVENT_TYPES (0x1ULL | 0x2ULL | 0x4ULL | 0x8ULL | 0x10ULL)
+
+typedef struct fake_set {
+    unsigned long long registered[64];
+    long long delivered; /* `gpuN.xid` lines of the config passed to this set so far */
+} *nvmlEventSet_t;
+
+/* nvml.h nvmlEventData_t (nvml-wrapper-sys 0.10 nvmlEventData_st). */
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType;
+    unsigned long long eventData;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlEventData_t;
+
+nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    nvmlReturn_t r = fail("nvmlEventSetCreate", -1);
+    if (r) return r;
+    *set = calloc(1, sizeof **set);
+    return *set ? NVML_SUCCESS : 999;
+}
+
+nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    log_call("nvmlEventSetFree", 0);
+    free(set);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device, unsigned long long *eventTypes) {
+    DEV_CHECK("nvmlDeviceGetSupportedEventTypes");
+    *eventTypes = (unsigned long long)gcfg(device->index, "event_types", (long long)DEFAULT_EVENT_TYPES);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes, nvmlEventSet_t set) {
+    DEV_CHECK("nvmlDeviceRegisterEvents");
+    if (!set) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long supported = (unsigned long long)gcfg(device->index, "event_types", (long long)DEFAULT_EVENT_TYPES);
+    if (eventTypes & ~supported) return NVML_ERROR_NOT_SUPPORTED;
+    set->registered[device->index % 64] |= eventTypes;
+    return NVML_SUCCESS;
+}
+
+/* The next `gpuN.xid CODE` line past the set's `delivered` ones for a GPU registered for XIDs:
+ * 1 and the event filled in, else 0. Lines passed over count as delivered. */
+static int next_xid(nvmlEventSet_t set, nvmlEventData_t *data) {
+    const char *p = conf_path();
+    FILE *f = p ? fopen(p, "r") : NULL;
+    if (!f) return 0;
+    char line[512];
+    long long seen = 0;
+    int found = 0;
+    unsigned int gpu;
+    long long code;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "gpu%u.xid %lli", &gpu, &code) != 2) continue;
+        if (++seen <= set->delivered) continue;
+        set->delivered = seen;
+        if (gpu >= 64 || gpu >= gpu_count() || !(set->registered[gpu] & XID_EVENT)) continue;
+        devices[gpu].index = gpu;
+        memset(data, 0, sizeof *data);
+        data->device = &devices[gpu];
+        data->eventType = XID_EVENT;
+        data->eventData = (unsigned long long)code;
+        data->gpuInstanceId = 0xFFFFFFFF;
+        data->computeInstanceId = 0xFFFFFFFF;
+        found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!set || !data) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = fail("nvmlEventSetWait_v2", -1);
+    if (r) return r;
+    for (unsigned int waited = 0;; waited += 20) {
+        if (next_xid(set, data)) return NVML_SUCCESS;
+        if (waited >= timeoutms) return NVML_ERROR_TIMEOUT;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+#endif

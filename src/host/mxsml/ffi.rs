@@ -111,6 +111,23 @@ pub struct MetaXLinkRemoteInfo {
     pub bdf_id: [c_char; BDF_ID_SIZE],
 }
 
+/// `mxSmlPciEventInfo_t`: one PCI event of a type, as `mxSmlGetPciEventInfo` fills it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PciEventInfo {
+    pub bit_number: c_int,
+    pub count: c_int,
+    pub first_time: [c_char; 20],
+    pub name: [c_char; 64],
+}
+
+/// `mxSmlPciEventType_t`: AER uncorrectable, AER correctable, sync flood, double-bit ECC,
+/// MMIO; with the names the monitor exports them under.
+pub const PCI_EVENT_TYPES: [(c_uint, &str); 5] =
+    [(0, "aer_ue"), (1, "aer_ce"), (2, "synfld"), (3, "dbe"), (4, "mmio")];
+/// Entries offered per call (the binding offers 2; more room costs nothing).
+pub const PCI_EVENT_ROOM: usize = 16;
+
 /// A zeroed value of a plain C structure (all fields integers, floats or arrays of them).
 pub fn zeroed<T: Copy>() -> T {
     // SAFETY: only used with the `repr(C)` structures above, whose fields are all integers,
@@ -181,6 +198,7 @@ symbols! {
     metaxlink_state: "mxSmlGetMetaXLinkState" => fn(c_uint, *mut c_uint, *mut c_char, *mut c_uint) -> Ret;
     metaxlink_port_state: "mxSmlGetMetaXLinkPortState" => fn(c_uint, *mut c_uint, *mut c_uint) -> Ret;
     metaxlink_remote: "mxSmlGetMetaXLinkRemoteInfo" => fn(c_uint, c_uint, *mut MetaXLinkRemoteInfo) -> Ret;
+    pci_event_info: "mxSmlGetPciEventInfo" => fn(c_uint, c_uint, *mut PciEventInfo, *mut c_uint) -> Ret;
 }
 
 #[cfg(test)]
@@ -196,7 +214,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<ProcessInfo>(), 72 + 64 * 48);
         assert_eq!(std::mem::size_of::<MetaXLinkRemoteInfo>(), 36);
         assert_eq!(std::mem::size_of::<EccErrorCount>(), 20);
-        assert_eq!(NAMES.len(), 24);
+        assert_eq!(std::mem::size_of::<PciEventInfo>(), 4 + 4 + 20 + 64);
+        assert_eq!(NAMES.len(), 25);
     }
 
     #[test]

@@ -511,6 +511,26 @@ impl Mxsml {
         Ok((out, warnings))
     }
 
+    /// `mxSmlGetPciEventInfo` for every event type: the counts of each type's events (the
+    /// sum over the entries returned), keyed `aer_ue`, `aer_ce`, `synfld`, `dbe`, `mmio`.
+    pub fn pci_events(&self, index: u32) -> R<std::collections::BTreeMap<String, u64>> {
+        const CALL: &str = "mxSmlGetPciEventInfo";
+        let f = self.sym(self.fns.pci_event_info, CALL)?;
+        let mut out = std::collections::BTreeMap::new();
+        for (ty, name) in ffi::PCI_EVENT_TYPES {
+            let mut infos = [ffi::zeroed::<ffi::PciEventInfo>(); ffi::PCI_EVENT_ROOM];
+            let mut size = ffi::PCI_EVENT_ROOM as c_uint;
+            // SAFETY: `infos` has room for `size` entries of the binding's layout; `size` is
+            // a valid, writable count.
+            let ret = self.locked(|| unsafe { f(index, ty, infos.as_mut_ptr(), &mut size) });
+            self.check(CALL, format!("GPU {index} type {name}"), ret)?;
+            let n = (size as usize).min(ffi::PCI_EVENT_ROOM);
+            let total = infos[..n].iter().map(|e| u64::try_from(e.count).unwrap_or(0)).sum();
+            out.insert(name.to_string(), total);
+        }
+        Ok(out)
+    }
+
     /// Health readings of one GPU, each degrading on its own.
     pub fn health(&self, index: u32) -> GpuHealth {
         let mut h = GpuHealth { index, ..GpuHealth::default() };
@@ -552,6 +572,7 @@ impl Mxsml {
             .ok();
         let metaxlink = self.metaxlink_enable(index).map_err(&mut warn).ok();
         let ports = self.metaxlink_ports(index).map_err(&mut warn).ok();
+        h.pci_events = self.pci_events(index).map_err(&mut warn).ok();
         h.ecc_enabled = ecc_enabled.map(|s| s == 1);
         h.ecc = ecc;
         h.xcore_clock_mhz = xcore;

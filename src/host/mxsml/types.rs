@@ -173,6 +173,10 @@ pub struct GpuHealth {
     pub pcie_max: Option<PcieLink>,
     pub metaxlink: Option<LinkEnable>,
     pub metaxlink_ports: Option<Vec<PortState>>,
+    /// `mxSmlGetPciEventInfo`'s event counts by type (`aer_ue`, `aer_ce`, `synfld`, `dbe`,
+    /// `mmio`).
+    #[serde(default)]
+    pub pci_events: Option<std::collections::BTreeMap<String, u64>>,
     pub warnings: Vec<String>,
 }
 
@@ -215,6 +219,7 @@ impl GpuHealth {
                 width_max: self.pcie_max.map(|p| p.width),
             },
             links: links.filter(|l| !l.is_empty()),
+            pcie_events_total: self.pci_events.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -347,9 +352,11 @@ mod tests {
                 PortState::DownOpticalInPlace,
                 PortState::NoUse,
             ]),
+            pci_events: Some([("aer_ce".to_string(), 5), ("dbe".to_string(), 1)].into()),
             warnings: vec![],
         };
         let c = h.common();
+        assert_eq!(c.pcie_events_total, [("aer_ce".to_string(), 5), ("dbe".to_string(), 1)].into());
         assert_eq!(c.index, 3);
         assert_eq!((c.sm_clock_mhz, c.mem_clock_mhz), (Some(1600), Some(1800)));
         assert_eq!((c.ecc_corrected, c.ecc_uncorrected), (Some(10), Some(3)));
