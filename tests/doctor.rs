@@ -222,15 +222,25 @@ fn a_real_h100_snapshot_replays_to_the_verdicts_doctor_gave_live() {
     let replay = checks(&out);
     assert_eq!(replay.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), NAMES);
     for ((name, status, detail, _), l) in replay.iter().zip(live["checks"].as_array().unwrap()) {
-        assert_eq!((name.as_str(), status.as_str()), (l["name"].as_str().unwrap(), {
-            if name == "engine_outside_plan" { "unknown" } else { l["status"].as_str().unwrap() }
-        }));
+        assert_eq!(
+            (name.as_str(), status.as_str()),
+            (l["name"].as_str().unwrap(), {
+                if name == "engine_outside_plan" {
+                    "unknown"
+                } else {
+                    l["status"].as_str().unwrap()
+                }
+            })
+        );
         if !matches!(name.as_str(), "memory_headroom" | "engine_outside_plan") {
             assert_eq!(detail, l["detail"].as_str().unwrap(), "{name}");
         }
     }
     let got = |n: &str| replay.iter().find(|c| c.0 == n).unwrap().2.clone();
-    assert_eq!(got("pcie_link"), "GPU 0: 0000:00:06.0 x16 of x16, 32.0 GT/s PCIe of 32.0 GT/s PCIe");
+    assert_eq!(
+        got("pcie_link"),
+        "GPU 0: 0000:00:06.0 x16 of x16, 32.0 GT/s PCIe of 32.0 GT/s PCIe"
+    );
     assert_eq!(
         got("gpu_irq_affinity"),
         "8 MSI interrupts of 1 GPU(s) on their node's CPUs; irqbalance not running"

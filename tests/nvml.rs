@@ -181,9 +181,7 @@ fn fixed_health_fields_are_read_once_per_gpu() {
     std::fs::write(&calls, "").unwrap();
     let count = |f: &str| -> Vec<usize> {
         let log = std::fs::read_to_string(&calls).unwrap();
-        (0..2)
-            .map(|g| log.lines().filter(|l| *l == format!("{f} gpu{g}")).count())
-            .collect()
+        (0..2).map(|g| log.lines().filter(|l| *l == format!("{f} gpu{g}")).count()).collect()
     };
     let nvml = NvmlLib::open(lib.as_os_str()).unwrap();
     let mut readings = Vec::new();

@@ -4,13 +4,16 @@
 //! (`cpuset.cpus`, `cpuset.mems`), and its pages are migrated there (`migrate_pages(2)`: a v2
 //! `cpuset.mems` change moves only new allocations).
 //!
-//! pid -> GPU comes from the vendor tool's process table, read by the occupancy preflight's
-//! reader (`super::occupancy::check::read_table`: `nvidia-smi --query-compute-apps`, `mx-smi`);
-//! only pids inside the engine (the pids the runtime lists: its cgroup, or its process tree)
-//! and listed on one GPU alone are taken. The supervisor calls [`RankBinder::tick`] on every
-//! binding check: it binds the ranks not bound yet (a restarted engine's new workers again)
-//! and reports each rank's state for `status`; it calls [`RankBinder::release`] when the engine
-//! stops (v1: the `cpuset` cgroups made for it are removed).
+//! pid -> GPU comes from the vendor's management library (NVML, libmxsml) when one is loaded,
+//! else from the vendor tool's process table (`nvidia-smi --query-compute-apps`, `mx-smi`):
+//! [`source`]; each rank's state names the source. Only pids inside the engine (the pids the
+//! runtime lists: its cgroup, or its process tree) and listed on one GPU alone are taken. A
+//! bound rank whose workers are still the engine's stays bound when a reading does not list
+//! them (the library and the tool failing, a transient). The supervisor calls
+//! [`RankBinder::tick`] on every binding check: it binds the ranks not bound yet (a restarted
+//! engine's new workers again) and reports each rank's state for `status`; it calls
+//! [`RankBinder::release`] when the engine stops (v1: the `cpuset` cgroups made for it are
+//! removed).
 //!
 //! The cgroups, by layout ([`Target`]):
 //! - cgroup v2: the ranks are children `rank-N` of the engine's cgroup. A v2 cgroup that gives
@@ -35,8 +38,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::facts::GpuProcess;
 use crate::host::runner::CommandRunner;
+use crate::launch::spec::GpuStack;
 use crate::supervise::cgroup::{parse_proc_cgroup, parse_procs, v1_path, CgroupLine};
-use crate::supervise::occupancy::check::{read_table, GpuTool};
+use crate::supervise::occupancy::check::GpuTool;
+
+pub mod source;
+
+pub use source::{open_library, stack_of, ProcessLibrary};
 
 /// The leaf of a v2 engine cgroup that holds the engine's processes other than the ranks.
 pub const MAIN_LEAF: &str = "main";
@@ -53,9 +61,13 @@ pub struct RankStatus {
     /// The CPUs of the rank's cgroup (cpulist).
     pub cpus: String,
     pub memory_node: Option<u32>,
-    /// The worker pids found on the GPU (empty until the vendor tool lists them).
+    /// The worker pids found on the GPU (empty until the vendor lists them).
     #[serde(default)]
     pub pids: Vec<i32>,
+    /// Where pid -> GPU came from: `NVML`, `libmxsml`, `nvidia-smi`, `mx-smi` (a bound rank
+    /// no reading lists any more: the one that bound it); `None` when no source answered.
+    #[serde(default)]
+    pub source: Option<String>,
     /// The rank's cgroup, once made.
     #[serde(default)]
     pub cgroup: Option<String>,
@@ -306,9 +318,19 @@ pub fn migrate(pid: i32, node: u32) -> std::io::Result<u64> {
     }
 }
 
+/// A rank bound in this engine life.
+#[derive(Debug, Clone)]
+struct Bound {
+    pids: Vec<i32>,
+    source: &'static str,
+    pages_left: Option<u64>,
+}
+
 /// Binds the ranks of one engine: state kept across binding checks and engine lives.
 pub struct RankBinder {
     pub ranks: Vec<RankTarget>,
+    /// The vendor library asked first for pid -> GPU ([`source`]); `None`: the tool only.
+    pub library: Option<Box<dyn ProcessLibrary>>,
     pub tool: Option<GpuTool>,
     pub runner: Box<dyn CommandRunner + Send + Sync>,
     pub tool_timeout: Duration,
@@ -317,7 +339,7 @@ pub struct RankBinder {
     pub self_cgroup: String,
     pub proc_root: PathBuf,
     /// The pids bound per rank, so a worker is moved once; a new pid (restart) is bound again.
-    bound: BTreeMap<u32, Vec<i32>>,
+    bound: BTreeMap<u32, Bound>,
     warned: BTreeSet<String>,
     last_pids: BTreeSet<i32>,
     last: Vec<RankStatus>,
@@ -334,6 +356,7 @@ impl RankBinder {
     ) -> Self {
         Self {
             ranks,
+            library: None,
             tool,
             runner,
             tool_timeout,
@@ -346,6 +369,24 @@ impl RankBinder {
             last: Vec::new(),
             made_v1: BTreeSet::new(),
         }
+    }
+
+    /// With the vendor library of `stack` ([`open_library`]) asked first; without one (not
+    /// installed, no driver) the tool alone, said once in the log.
+    pub fn with_library_of(mut self, stack: GpuStack) -> Self {
+        match open_library(stack) {
+            Ok(lib) => {
+                tracing::info!(
+                    library = lib.name(),
+                    "per-rank binding: pid -> GPU from the library"
+                );
+                self.library = Some(lib);
+            }
+            Err(e) => tracing::info!(
+                "per-rank binding: no vendor library ({e}); pid -> GPU from the vendor tool"
+            ),
+        }
+        self
     }
 
     /// The engine stopped: removes the v1 `cpuset` cgroups the binder made for it (the rank
@@ -370,6 +411,7 @@ impl RankBinder {
         }
         self.bound.clear();
         self.last_pids.clear();
+        self.last.clear();
     }
 
     /// Warns once per distinct message.
@@ -380,24 +422,29 @@ impl RankBinder {
     }
 
     /// One binding pass over the engine's `pids` (its cgroup's or tree's) under `containment`:
-    /// asks the vendor tool, binds each rank whose workers are new, and returns every rank's
-    /// state.
+    /// asks the vendor library or tool, binds each rank whose workers are new, and returns
+    /// every rank's state.
     pub fn tick(&mut self, pids: &[i32], containment: Option<&str>) -> Vec<RankStatus> {
         let engine: BTreeSet<i32> = pids.iter().copied().collect();
-        if engine == self.last_pids && self.bound.len() == self.ranks.len() {
+        let all_bound = !self.last.is_empty() && self.last.iter().all(|s| s.cgroup.is_some());
+        if engine == self.last_pids && all_bound {
             // Every rank bound and the engine unchanged: only the memory figures move.
             return self.refresh();
         }
         self.last_pids = engine.clone();
-        let table = match &self.tool {
-            None => {
-                Err("no vendor tool (nvidia-smi, mx-smi) found to tell which pid runs on which GPU"
-                    .to_string())
-            }
-            Some(tool) => read_table(tool, self.runner.as_ref(), self.tool_timeout)
-                .map(|s| s.processes)
-                .map_err(|e| format!("reading the GPU process table: {e}")),
-        };
+        let gpus: Vec<u32> = self.ranks.iter().map(|r| r.gpu).collect();
+        let reading = source::read(
+            self.library.as_deref(),
+            self.tool.as_ref(),
+            self.runner.as_ref(),
+            self.tool_timeout,
+            &gpus,
+        );
+        if let Some(why) = &reading.fell_back {
+            self.warn(&format!("per-rank binding: {why}; pid -> GPU from the vendor tool"));
+        }
+        let table = reading.processes.as_ref().map(|(t, _)| t).map_err(Clone::clone);
+        let read_from = reading.processes.as_ref().ok().map(|(_, s)| *s);
         let found = match &table {
             Ok(t) => join(t, &engine),
             Err(_) => BTreeMap::new(),
@@ -430,7 +477,19 @@ impl RankBinder {
                 memory_node: rank.memory_node,
                 ..RankStatus::default()
             };
-            let workers: Vec<i32> = found.get(&rank.gpu).cloned().unwrap_or_default();
+            let mut workers: Vec<i32> = found.get(&rank.gpu).cloned().unwrap_or_default();
+            st.source = read_from.map(str::to_string);
+            if workers.is_empty() {
+                // Bound, its workers still the engine's, but not listed now: still bound.
+                let kept = self
+                    .bound
+                    .get(&rank.rank)
+                    .filter(|b| !b.pids.is_empty() && b.pids.iter().all(|p| engine.contains(p)));
+                if let Some(b) = kept {
+                    workers = b.pids.clone();
+                    st.source = Some(b.source.to_string());
+                }
+            }
             st.pids = workers.clone();
             if workers.is_empty() {
                 st.problem = Some(match &table {
@@ -454,7 +513,10 @@ impl RankBinder {
                 }
             };
             let dir = target.rank_dir(rank.rank);
-            if self.bound.get(&rank.rank) != Some(&workers) {
+            if let Some(b) = self.bound.get(&rank.rank).filter(|b| b.pids == workers) {
+                st.pages_left = b.pages_left;
+            } else {
+                let source = read_from.unwrap_or("?");
                 if let Target::V1 { engine } = target {
                     self.made_v1.insert(engine.clone());
                 }
@@ -484,13 +546,15 @@ impl RankBinder {
                             rank = rank.rank,
                             gpu = rank.gpu,
                             pids = ?workers,
+                            source,
                             cgroup = %dir.display(),
                             cpus = %rank.cpus.to_list(),
                             mems = ?rank.memory_node,
                             "rank bound to its GPU's node"
                         );
                         st.pages_left = Some(left);
-                        self.bound.insert(rank.rank, workers.clone());
+                        let b = Bound { pids: workers.clone(), source, pages_left: Some(left) };
+                        self.bound.insert(rank.rank, b);
                     }
                     Err(e) => {
                         let msg = format!("rank {} (GPU{}): {e}", rank.rank, rank.gpu);
