@@ -51,8 +51,8 @@ impl CommandRunner for FakeSmi {
 }
 
 /// What the status record said of the ranks, once per change: the state, then per rank its
-/// pids, cgroup and problem.
-type Seen = (State, Vec<(Vec<i32>, Option<String>, Option<String>)>);
+/// pids, the source that listed them, its cgroup and problem.
+type Seen = (State, Vec<(Vec<i32>, Option<String>, Option<String>, Option<String>)>);
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -119,7 +119,9 @@ async fn binding_checks_bind_each_lifes_new_workers_status_carries_them_and_stop
                 let ranks = s
                     .ranks
                     .iter()
-                    .map(|r| (r.pids.clone(), r.cgroup.clone(), r.problem.clone()))
+                    .map(|r| {
+                        (r.pids.clone(), r.source.clone(), r.cgroup.clone(), r.problem.clone())
+                    })
                     .collect();
                 (s.state, ranks)
             };
@@ -144,16 +146,18 @@ async fn binding_checks_bind_each_lifes_new_workers_status_carries_them_and_stop
     let seen = watcher.await.unwrap();
 
     let dir = |r: u32| Some(engine.join(format!("rank-{r}")).display().to_string());
+    let smi = || Some("nvidia-smi".to_string());
     let waiting = |gpu: u32| {
         (
             Vec::new(),
+            smi(),
             None,
             Some(format!(
                 "GPU{gpu} shows no process of the engine yet in the vendor's process list"
             )),
         )
     };
-    let bound = |pid: i32, r: u32| (vec![pid], dir(r), None);
+    let bound = |pid: i32, r: u32| (vec![pid], smi(), dir(r), None);
     // Only the rank states, in order, with the state they were seen in.
     let ranks: Vec<&Seen> = seen.iter().filter(|(_, r)| !r.is_empty()).collect();
     let states: Vec<State> = seen.iter().map(|(s, _)| *s).collect();
