@@ -451,12 +451,14 @@ impl RankBinder {
         };
         let target = match containment {
             Some(c) => target(c, &self.cgroup_root, &parse_proc_cgroup(&self.self_cgroup)),
-            // A container: its cgroup, from a worker's own.
+            // A container: its cgroup, from a worker's own (one bound earlier when this
+            // reading lists none).
             None => {
                 let v2 = self.cgroup_root.join("cgroup.controllers").is_file();
                 found
                     .values()
                     .flatten()
+                    .chain(self.bound.values().flat_map(|b| b.pids.iter()))
                     .find_map(|pid| {
                         let text = std::fs::read_to_string(
                             self.proc_root.join(pid.to_string()).join("cgroup"),
@@ -699,6 +701,68 @@ mod tests {
         assert_eq!(read(&d.join("cpuset.mems")), "0");
         assert_eq!(read(&d.join("cpuset.memory_migrate")), "1");
         assert_eq!(read(&d.join("cgroup.procs")), "77");
+    }
+
+    /// A library answering from a shared list (`None`: failing).
+    struct Lib(std::sync::Arc<std::sync::Mutex<Option<Vec<GpuProcess>>>>);
+
+    impl ProcessLibrary for Lib {
+        fn name(&self) -> &'static str {
+            "libmxsml"
+        }
+        fn processes(&self, _: &[u32]) -> Result<Vec<GpuProcess>, String> {
+            self.0.lock().unwrap().clone().ok_or_else(|| "libmxsml: GPU 0: lost".to_string())
+        }
+    }
+
+    #[test]
+    fn a_containers_bound_rank_stays_bound_when_no_reading_lists_its_worker() {
+        // Pids above PID_MAX_LIMIT: no real process is touched (migrate_pages: ESRCH).
+        let (root, procs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let scope = root.path().join("system.slice/docker-abc.scope");
+        std::fs::create_dir_all(&scope).unwrap();
+        for d in [root.path(), scope.parent().unwrap(), scope.as_path()] {
+            std::fs::write(d.join("cgroup.controllers"), "cpuset cpu memory pids\n").unwrap();
+        }
+        std::fs::write(scope.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(scope.join("cgroup.procs"), "").unwrap();
+        std::fs::create_dir(procs.path().join("5000001")).unwrap();
+        std::fs::write(procs.path().join("5000001/cgroup"), "0::/system.slice/docker-abc.scope\n")
+            .unwrap();
+        let list = std::sync::Arc::new(std::sync::Mutex::new(Some(vec![proc(0, 5_000_001)])));
+        let mut b = RankBinder::new(
+            vec![rank(0, 0, 0, "0-1")],
+            None,
+            Box::new(crate::host::runner::SystemRunner),
+            Duration::ZERO,
+        );
+        b.library = Some(Box::new(Lib(list.clone())));
+        b.cgroup_root = root.path().to_path_buf();
+        b.proc_root = procs.path().to_path_buf();
+        let s = b.tick(&[5_000_000, 5_000_001], None);
+        let dir = scope.join("rank-0").display().to_string();
+        assert_eq!((s[0].cgroup.as_deref(), s[0].problem.as_deref()), (Some(&*dir), None));
+        assert_eq!(s[0].source.as_deref(), Some("libmxsml"));
+        assert_eq!(read(&scope.join("rank-0/cgroup.procs")), "5000001");
+        // The library fails and the engine forked: the worker is still the engine's, so its
+        // rank is still bound, in the container's cgroup found from the bound worker.
+        *list.lock().unwrap() = None;
+        let s = b.tick(&[5_000_000, 5_000_001, 5_000_002], None);
+        assert_eq!((s[0].cgroup.as_deref(), s[0].problem.as_deref()), (Some(&*dir), None));
+        assert_eq!(
+            (s[0].pids.as_slice(), s[0].source.as_deref()),
+            (&[5_000_001][..], Some("libmxsml"))
+        );
+        // The worker left the engine: no rank worker any more, and why is said.
+        let s = b.tick(&[5_000_000, 5_000_002], None);
+        assert_eq!(s[0].cgroup, None);
+        assert_eq!(
+            s[0].problem.as_deref(),
+            Some(
+                "libmxsml's process list failed: libmxsml: GPU 0: lost; no vendor tool \
+                 (nvidia-smi, mx-smi) found to tell which pid runs on which GPU"
+            )
+        );
     }
 
     #[test]
