@@ -471,6 +471,7 @@ async fn serve(
         let src = &args.source;
         let tool = GpuTool::detect(spec_stack, &src.mx_smi, &src.nvidia_smi);
         RankBinder::new(ranks, tool, Box::new(SystemRunner), src.tool_timeout)
+            .with_library_of(spec_stack)
     });
     status.lock().unwrap().runtime = runtime.describe();
     let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier);

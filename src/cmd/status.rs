@@ -148,6 +148,9 @@ fn rank_line(r: &crate::supervise::ranks::RankStatus) -> String {
     };
     let mut l =
         format!("  rank {:<3} GPU{} node {} cpus {} pids {pids}", r.rank, r.gpu, r.node, r.cpus);
+    if let Some(src) = r.source.as_ref().filter(|_| !r.pids.is_empty()) {
+        l.push_str(&format!(" (from {src})"));
+    }
     if let Some(cg) = &r.cgroup {
         l.push_str(&format!(" cgroup {cg}"));
     }
@@ -302,6 +305,7 @@ mod tests {
             cpus: "8-11".into(),
             memory_node: Some(1),
             pids: vec![4242],
+            source: Some("NVML".into()),
             cgroup: Some("/sys/fs/cgroup/nodeagent-0-ab/rank-1".into()),
             memory_by_node: [(0, 1 << 20), (1, 512 << 20)].into(),
             pages_left: Some(3),
@@ -309,12 +313,13 @@ mod tests {
         };
         assert_eq!(
             rank_line(&bound),
-            "  rank 1   GPU5 node 1 cpus 8-11 pids 4242 cgroup /sys/fs/cgroup/nodeagent-0-ab/rank-1 memory node 0 1.0 MiB, node 1 512.0 MiB (3 pages left off node)\n"
+            "  rank 1   GPU5 node 1 cpus 8-11 pids 4242 (from NVML) cgroup /sys/fs/cgroup/nodeagent-0-ab/rank-1 memory node 0 1.0 MiB, node 1 512.0 MiB (3 pages left off node)\n"
         );
         let waiting = RankStatus {
             rank: 0,
             gpu: 2,
             cpus: "0-3".into(),
+            source: Some("nvidia-smi".into()),
             problem: Some(
                 "GPU2 shows no process of the engine yet in the vendor's process list".into(),
             ),

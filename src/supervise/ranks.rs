@@ -4,13 +4,16 @@
 //! (`cpuset.cpus`, `cpuset.mems`), and its pages are migrated there (`migrate_pages(2)`: a v2
 //! `cpuset.mems` change moves only new allocations).
 //!
-//! pid -> GPU comes from the vendor tool's process table, read by the occupancy preflight's
-//! reader (`super::occupancy::check::read_table`: `nvidia-smi --query-compute-apps`, `mx-smi`);
-//! only pids inside the engine (the pids the runtime lists: its cgroup, or its process tree)
-//! and listed on one GPU alone are taken. The supervisor calls [`RankBinder::tick`] on every
-//! binding check: it binds the ranks not bound yet (a restarted engine's new workers again)
-//! and reports each rank's state for `status`; it calls [`RankBinder::release`] when the engine
-//! stops (v1: the `cpuset` cgroups made for it are removed).
+//! pid -> GPU comes from the vendor's management library (NVML, libmxsml) when one is loaded,
+//! else from the vendor tool's process table (`nvidia-smi --query-compute-apps`, `mx-smi`):
+//! [`source`]; each rank's state names the source. Only pids inside the engine (the pids the
+//! runtime lists: its cgroup, or its process tree) and listed on one GPU alone are taken. A
+//! bound rank whose workers are still the engine's stays bound when a reading does not list
+//! them (the library and the tool failing, a transient). The supervisor calls
+//! [`RankBinder::tick`] on every binding check: it binds the ranks not bound yet (a restarted
+//! engine's new workers again) and reports each rank's state for `status`; it calls
+//! [`RankBinder::release`] when the engine stops (v1: the `cpuset` cgroups made for it are
+//! removed).
 //!
 //! The cgroups, by layout ([`Target`]):
 //! - cgroup v2: the ranks are children `rank-N` of the engine's cgroup. A v2 cgroup that gives
@@ -35,8 +38,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::facts::GpuProcess;
 use crate::host::runner::CommandRunner;
+use crate::launch::spec::GpuStack;
 use crate::supervise::cgroup::{parse_proc_cgroup, parse_procs, v1_path, CgroupLine};
-use crate::supervise::occupancy::check::{read_table, GpuTool};
+use crate::supervise::occupancy::check::GpuTool;
+
+pub mod source;
+
+pub use source::{open_library, stack_of, ProcessLibrary};
 
 /// The leaf of a v2 engine cgroup that holds the engine's processes other than the ranks.
 pub const MAIN_LEAF: &str = "main";
@@ -53,9 +61,13 @@ pub struct RankStatus {
     /// The CPUs of the rank's cgroup (cpulist).
     pub cpus: String,
     pub memory_node: Option<u32>,
-    /// The worker pids found on the GPU (empty until the vendor tool lists them).
+    /// The worker pids found on the GPU (empty until the vendor lists them).
     #[serde(default)]
     pub pids: Vec<i32>,
+    /// Where pid -> GPU came from: `NVML`, `libmxsml`, `nvidia-smi`, `mx-smi` (a bound rank
+    /// no reading lists any more: the one that bound it); `None` when no source answered.
+    #[serde(default)]
+    pub source: Option<String>,
     /// The rank's cgroup, once made.
     #[serde(default)]
     pub cgroup: Option<String>,
@@ -306,9 +318,19 @@ pub fn migrate(pid: i32, node: u32) -> std::io::Result<u64> {
     }
 }
 
+/// A rank bound in this engine life.
+#[derive(Debug, Clone)]
+struct Bound {
+    pids: Vec<i32>,
+    source: &'static str,
+    pages_left: Option<u64>,
+}
+
 /// Binds the ranks of one engine: state kept across binding checks and engine lives.
 pub struct RankBinder {
     pub ranks: Vec<RankTarget>,
+    /// The vendor library asked first for pid -> GPU ([`source`]); `None`: the tool only.
+    pub library: Option<Box<dyn ProcessLibrary>>,
     pub tool: Option<GpuTool>,
     pub runner: Box<dyn CommandRunner + Send + Sync>,
     pub tool_timeout: Duration,
@@ -317,7 +339,7 @@ pub struct RankBinder {
     pub self_cgroup: String,
     pub proc_root: PathBuf,
     /// The pids bound per rank, so a worker is moved once; a new pid (restart) is bound again.
-    bound: BTreeMap<u32, Vec<i32>>,
+    bound: BTreeMap<u32, Bound>,
     warned: BTreeSet<String>,
     last_pids: BTreeSet<i32>,
     last: Vec<RankStatus>,
@@ -334,6 +356,7 @@ impl RankBinder {
     ) -> Self {
         Self {
             ranks,
+            library: None,
             tool,
             runner,
             tool_timeout,
@@ -346,6 +369,24 @@ impl RankBinder {
             last: Vec::new(),
             made_v1: BTreeSet::new(),
         }
+    }
+
+    /// With the vendor library of `stack` ([`open_library`]) asked first; without one (not
+    /// installed, no driver) the tool alone, said once in the log.
+    pub fn with_library_of(mut self, stack: GpuStack) -> Self {
+        match open_library(stack) {
+            Ok(lib) => {
+                tracing::info!(
+                    library = lib.name(),
+                    "per-rank binding: pid -> GPU from the library"
+                );
+                self.library = Some(lib);
+            }
+            Err(e) => tracing::info!(
+                "per-rank binding: no vendor library ({e}); pid -> GPU from the vendor tool"
+            ),
+        }
+        self
     }
 
     /// The engine stopped: removes the v1 `cpuset` cgroups the binder made for it (the rank
@@ -370,6 +411,7 @@ impl RankBinder {
         }
         self.bound.clear();
         self.last_pids.clear();
+        self.last.clear();
     }
 
     /// Warns once per distinct message.
@@ -380,36 +422,43 @@ impl RankBinder {
     }
 
     /// One binding pass over the engine's `pids` (its cgroup's or tree's) under `containment`:
-    /// asks the vendor tool, binds each rank whose workers are new, and returns every rank's
-    /// state.
+    /// asks the vendor library or tool, binds each rank whose workers are new, and returns
+    /// every rank's state.
     pub fn tick(&mut self, pids: &[i32], containment: Option<&str>) -> Vec<RankStatus> {
         let engine: BTreeSet<i32> = pids.iter().copied().collect();
-        if engine == self.last_pids && self.bound.len() == self.ranks.len() {
+        let all_bound = !self.last.is_empty() && self.last.iter().all(|s| s.cgroup.is_some());
+        if engine == self.last_pids && all_bound {
             // Every rank bound and the engine unchanged: only the memory figures move.
             return self.refresh();
         }
         self.last_pids = engine.clone();
-        let table = match &self.tool {
-            None => {
-                Err("no vendor tool (nvidia-smi, mx-smi) found to tell which pid runs on which GPU"
-                    .to_string())
-            }
-            Some(tool) => read_table(tool, self.runner.as_ref(), self.tool_timeout)
-                .map(|s| s.processes)
-                .map_err(|e| format!("reading the GPU process table: {e}")),
-        };
+        let gpus: Vec<u32> = self.ranks.iter().map(|r| r.gpu).collect();
+        let reading = source::read(
+            self.library.as_deref(),
+            self.tool.as_ref(),
+            self.runner.as_ref(),
+            self.tool_timeout,
+            &gpus,
+        );
+        if let Some(why) = &reading.fell_back {
+            self.warn(&format!("per-rank binding: {why}; pid -> GPU from the vendor tool"));
+        }
+        let table = reading.processes.as_ref().map(|(t, _)| t).map_err(Clone::clone);
+        let read_from = reading.processes.as_ref().ok().map(|(_, s)| *s);
         let found = match &table {
             Ok(t) => join(t, &engine),
             Err(_) => BTreeMap::new(),
         };
         let target = match containment {
             Some(c) => target(c, &self.cgroup_root, &parse_proc_cgroup(&self.self_cgroup)),
-            // A container: its cgroup, from a worker's own.
+            // A container: its cgroup, from a worker's own (one bound earlier when this
+            // reading lists none).
             None => {
                 let v2 = self.cgroup_root.join("cgroup.controllers").is_file();
                 found
                     .values()
                     .flatten()
+                    .chain(self.bound.values().flat_map(|b| b.pids.iter()))
                     .find_map(|pid| {
                         let text = std::fs::read_to_string(
                             self.proc_root.join(pid.to_string()).join("cgroup"),
@@ -430,7 +479,19 @@ impl RankBinder {
                 memory_node: rank.memory_node,
                 ..RankStatus::default()
             };
-            let workers: Vec<i32> = found.get(&rank.gpu).cloned().unwrap_or_default();
+            let mut workers: Vec<i32> = found.get(&rank.gpu).cloned().unwrap_or_default();
+            st.source = read_from.map(str::to_string);
+            if workers.is_empty() {
+                // Bound, its workers still the engine's, but not listed now: still bound.
+                let kept = self
+                    .bound
+                    .get(&rank.rank)
+                    .filter(|b| !b.pids.is_empty() && b.pids.iter().all(|p| engine.contains(p)));
+                if let Some(b) = kept {
+                    workers = b.pids.clone();
+                    st.source = Some(b.source.to_string());
+                }
+            }
             st.pids = workers.clone();
             if workers.is_empty() {
                 st.problem = Some(match &table {
@@ -454,7 +515,10 @@ impl RankBinder {
                 }
             };
             let dir = target.rank_dir(rank.rank);
-            if self.bound.get(&rank.rank) != Some(&workers) {
+            if let Some(b) = self.bound.get(&rank.rank).filter(|b| b.pids == workers) {
+                st.pages_left = b.pages_left;
+            } else {
+                let source = read_from.unwrap_or("?");
                 if let Target::V1 { engine } = target {
                     self.made_v1.insert(engine.clone());
                 }
@@ -484,13 +548,15 @@ impl RankBinder {
                             rank = rank.rank,
                             gpu = rank.gpu,
                             pids = ?workers,
+                            source,
                             cgroup = %dir.display(),
                             cpus = %rank.cpus.to_list(),
                             mems = ?rank.memory_node,
                             "rank bound to its GPU's node"
                         );
                         st.pages_left = Some(left);
-                        self.bound.insert(rank.rank, workers.clone());
+                        let b = Bound { pids: workers.clone(), source, pages_left: Some(left) };
+                        self.bound.insert(rank.rank, b);
                     }
                     Err(e) => {
                         let msg = format!("rank {} (GPU{}): {e}", rank.rank, rank.gpu);
@@ -635,6 +701,68 @@ mod tests {
         assert_eq!(read(&d.join("cpuset.mems")), "0");
         assert_eq!(read(&d.join("cpuset.memory_migrate")), "1");
         assert_eq!(read(&d.join("cgroup.procs")), "77");
+    }
+
+    /// A library answering from a shared list (`None`: failing).
+    struct Lib(std::sync::Arc<std::sync::Mutex<Option<Vec<GpuProcess>>>>);
+
+    impl ProcessLibrary for Lib {
+        fn name(&self) -> &'static str {
+            "libmxsml"
+        }
+        fn processes(&self, _: &[u32]) -> Result<Vec<GpuProcess>, String> {
+            self.0.lock().unwrap().clone().ok_or_else(|| "libmxsml: GPU 0: lost".to_string())
+        }
+    }
+
+    #[test]
+    fn a_containers_bound_rank_stays_bound_when_no_reading_lists_its_worker() {
+        // Pids above PID_MAX_LIMIT: no real process is touched (migrate_pages: ESRCH).
+        let (root, procs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let scope = root.path().join("system.slice/docker-abc.scope");
+        std::fs::create_dir_all(&scope).unwrap();
+        for d in [root.path(), scope.parent().unwrap(), scope.as_path()] {
+            std::fs::write(d.join("cgroup.controllers"), "cpuset cpu memory pids\n").unwrap();
+        }
+        std::fs::write(scope.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(scope.join("cgroup.procs"), "").unwrap();
+        std::fs::create_dir(procs.path().join("5000001")).unwrap();
+        std::fs::write(procs.path().join("5000001/cgroup"), "0::/system.slice/docker-abc.scope\n")
+            .unwrap();
+        let list = std::sync::Arc::new(std::sync::Mutex::new(Some(vec![proc(0, 5_000_001)])));
+        let mut b = RankBinder::new(
+            vec![rank(0, 0, 0, "0-1")],
+            None,
+            Box::new(crate::host::runner::SystemRunner),
+            Duration::ZERO,
+        );
+        b.library = Some(Box::new(Lib(list.clone())));
+        b.cgroup_root = root.path().to_path_buf();
+        b.proc_root = procs.path().to_path_buf();
+        let s = b.tick(&[5_000_000, 5_000_001], None);
+        let dir = scope.join("rank-0").display().to_string();
+        assert_eq!((s[0].cgroup.as_deref(), s[0].problem.as_deref()), (Some(&*dir), None));
+        assert_eq!(s[0].source.as_deref(), Some("libmxsml"));
+        assert_eq!(read(&scope.join("rank-0/cgroup.procs")), "5000001");
+        // The library fails and the engine forked: the worker is still the engine's, so its
+        // rank is still bound, in the container's cgroup found from the bound worker.
+        *list.lock().unwrap() = None;
+        let s = b.tick(&[5_000_000, 5_000_001, 5_000_002], None);
+        assert_eq!((s[0].cgroup.as_deref(), s[0].problem.as_deref()), (Some(&*dir), None));
+        assert_eq!(
+            (s[0].pids.as_slice(), s[0].source.as_deref()),
+            (&[5_000_001][..], Some("libmxsml"))
+        );
+        // The worker left the engine: no rank worker any more, and why is said.
+        let s = b.tick(&[5_000_000, 5_000_002], None);
+        assert_eq!(s[0].cgroup, None);
+        assert_eq!(
+            s[0].problem.as_deref(),
+            Some(
+                "libmxsml's process list failed: libmxsml: GPU 0: lost; no vendor tool \
+                 (nvidia-smi, mx-smi) found to tell which pid runs on which GPU"
+            )
+        );
     }
 
     #[test]

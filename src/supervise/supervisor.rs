@@ -322,6 +322,8 @@ impl Supervisor {
         s.thread_placement = None;
         s.cpu_outside_alert = false;
         s.thread_reading = None;
+        // The ranks of the stopped engine are gone with it (the binder forgot them).
+        s.ranks.clear();
         s.engine_started_at = None;
         stopped
     }
@@ -647,6 +649,8 @@ mod tests {
     use crate::supervise::notify::RecordingNotifier;
     use crate::supervise::status::AgentStatus;
 
+    mod ranks;
+
     /// What the fake runtime does and saw: each start takes the next lifetime (`None`, or none
     /// left: it runs until stopped), after which the engine exits with code 1.
     #[derive(Clone, Default)]
@@ -654,6 +658,12 @@ mod tests {
         lives: Arc<Mutex<VecDeque<Option<Duration>>>>,
         starts: Arc<Mutex<Vec<Instant>>>,
         stops: Arc<Mutex<u32>>,
+        /// The engine's pids per life, in start order (none left: no pids).
+        pids: Arc<Mutex<VecDeque<Vec<i32>>>>,
+        /// The pids of the life that runs now (empty once stopped).
+        running_pids: Arc<Mutex<Vec<i32>>>,
+        /// What the runtime answers to `containment()`.
+        containment: Option<String>,
     }
 
     impl Script {
@@ -693,11 +703,16 @@ mod tests {
                 let life = self.script.lives.lock().unwrap().pop_front().flatten();
                 self.exit_at = life.map(|d| now + d);
                 self.running = true;
+                *self.script.running_pids.lock().unwrap() =
+                    self.script.pids.lock().unwrap().pop_front().unwrap_or_default();
                 Ok(())
             })
         }
         fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
-            Box::pin(async { Ok(Vec::new()) })
+            Box::pin(async { Ok(self.script.running_pids.lock().unwrap().clone()) })
+        }
+        fn containment(&self) -> Option<String> {
+            self.script.containment.clone()
         }
         fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
             Box::pin(async move {
@@ -714,6 +729,7 @@ mod tests {
             Box::pin(async move {
                 self.running = false;
                 self.exit_at = None;
+                self.script.running_pids.lock().unwrap().clear();
                 *self.script.stops.lock().unwrap() += 1;
                 Ok(())
             })

@@ -78,7 +78,8 @@ pub struct PerRank {
 /// first rank that could not be bound.
 async fn bind_ranks(pr: &PerRank, runtime: &mut dyn EngineRuntime) -> Result<(), String> {
     let mut binder =
-        RankBinder::new(pr.ranks.clone(), pr.tool.clone(), Box::new(SystemRunner), pr.tool_timeout);
+        RankBinder::new(pr.ranks.clone(), pr.tool.clone(), Box::new(SystemRunner), pr.tool_timeout)
+            .with_library_of(crate::supervise::ranks::stack_of(pr.tool.as_ref()));
     let started = Instant::now();
     loop {
         let pids = runtime.pids().await.map_err(|e| format!("listing engine processes: {e}"))?;
