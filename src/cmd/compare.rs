@@ -27,7 +27,6 @@ use crate::exit::{CmdError, ResultExt};
 use crate::host::facts::Vendor;
 use crate::launch::spec::GpuStack;
 use crate::supervise::occupancy::check::GpuTool;
-use crate::supervise::procs::ProcFs;
 use crate::verify::bindings::{self, BindingChoice};
 use crate::verify::compare::CompareReport;
 use crate::verify::outdir;
@@ -133,7 +132,7 @@ fn prepare_and_run(
     let factory = factory(&c, c.state_dir(), Some(out.join("engine.log")))?;
     let spec = CompareSpec {
         per_rank,
-        ..compare_spec(&c, resolved, a.compare.trials, out.clone(), sweep, addr)
+        ..super::sweep::compare_spec(&c, resolved, a.compare.trials, out.clone(), sweep, addr)
     };
     eprintln!("writing results in {}", out.display());
     let report = execute(&spec, &dataset, &factory)?;
@@ -142,35 +141,6 @@ fn prepare_and_run(
 }
 
 /// Runs the comparison on a fresh tokio runtime; SIGINT or SIGTERM interrupts it.
-/// The compare run of `choices` with the engine, timeouts and placement limits of `c`
-/// (`demo` runs one too); no per-rank layout.
-pub(super) fn compare_spec(
-    c: &Config,
-    choices: Vec<(bindings::Choice, Binding)>,
-    trials: u32,
-    out: std::path::PathBuf,
-    sweep: crate::verify::sweep::SweepSpec,
-    health_addr: std::net::SocketAddr,
-) -> CompareSpec {
-    let policy = c.policy();
-    CompareSpec {
-        choices,
-        trials,
-        out,
-        sweep,
-        health_addr,
-        model: c.engine.served_model_name.clone(),
-        ready_timeout: policy.ready_timeout,
-        stop_grace: policy.stop_grace,
-        proc: ProcFs::default(),
-        limits: crate::verify::compare::PlacementLimits {
-            memory_off_node: policy.memory_off_node_alert,
-            cpu_outside: policy.cpu_outside_alert,
-        },
-        per_rank: None,
-    }
-}
-
 fn execute(
     spec: &CompareSpec,
     dataset: &crate::loadgen::dataset::Dataset,

@@ -236,7 +236,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
     let none = Choice { label: "none".into(), choice: BindingChoice::None };
     let sweep_args = verify_args(&url, &["1", "4"], &["8", "24"], &out.join("sweep"))?;
     let (sweep, dataset, _) = build(&sweep_args).bad_input()?;
-    let mut spec = super::compare::compare_spec(
+    let mut spec = super::sweep::compare_spec(
         &c,
         vec![(auto.clone(), mapping.binding.clone())],
         1,

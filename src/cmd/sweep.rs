@@ -1,9 +1,9 @@
 //! What `verify`, `verify --compare` and `demo` share, so that no handler calls another: the
 //! CLI's sweep arguments turned into a `SweepSpec` and its dataset (`build`, with `levels`,
 //! `per_level`, `parse_slo`), the open-file limit, the GPU sampler of a local engine, the host's
-//! NUMA nodes a binding must fit, one engine runtime per binding (`factory`), the exit
-//! status of a comparison (`compare_outcome`), and SIGINT/SIGTERM turned into a cancellation
-//! (`on_interrupt`).
+//! NUMA nodes a binding must fit, one engine runtime per binding (`factory`), a comparison's
+//! spec from the config (`compare_spec`), the exit status of a comparison (`compare_outcome`),
+//! and SIGINT/SIGTERM turned into a cancellation (`on_interrupt`).
 //!
 //! Not here: running sweeps and comparisons (`crate::verify`), printing results (the handlers).
 
@@ -575,5 +575,34 @@ mod tests {
         let h = host_nodes(root.path()).unwrap();
         assert_eq!(h.nodes.len(), 2);
         assert_eq!(h.nodes[&1], CpuSet::parse_list("2-3").unwrap());
+    }
+}
+
+/// The compare run of `choices` with the engine, timeouts and placement limits of `c`
+/// (`demo` runs one too); no per-rank layout.
+pub(crate) fn compare_spec(
+    c: &crate::config::Config,
+    choices: Vec<(crate::verify::bindings::Choice, Binding)>,
+    trials: u32,
+    out: std::path::PathBuf,
+    sweep: crate::verify::sweep::SweepSpec,
+    health_addr: std::net::SocketAddr,
+) -> crate::verify::trials::CompareSpec {
+    let policy = c.policy();
+    crate::verify::trials::CompareSpec {
+        choices,
+        trials,
+        out,
+        sweep,
+        health_addr,
+        model: c.engine.served_model_name.clone(),
+        ready_timeout: policy.ready_timeout,
+        stop_grace: policy.stop_grace,
+        proc: crate::supervise::procs::ProcFs::default(),
+        limits: crate::verify::compare::PlacementLimits {
+            memory_off_node: policy.memory_off_node_alert,
+            cpu_outside: policy.cpu_outside_alert,
+        },
+        per_rank: None,
     }
 }
