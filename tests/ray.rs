@@ -10,15 +10,23 @@
 //! actor is a dead engine, restarted with nothing of the old run left; SIGTERM leaves no Ray
 //! process; after the agent's SIGKILL the next `serve` removes every leftover before it starts.
 //!
-//! The tests run one at a time (a Ray cluster takes seconds of both CPUs to start), each with
-//! Ray's temp dir (sessions, sockets, logs) under its own temp dir. Without the venv they are
-//! skipped with a message, except under `CI=true`, where that is a failure.
+//! A cluster start costs 10 to 70 s of both CPUs, so the cases are walked in sequence on one
+//! agent's life rather than each from a fresh start: per style, the start (contained, bound,
+//! answering), an actor SIGKILLed, the driver SIGKILLed, the agent SIGKILLed and the next
+//! `serve`, SIGTERM: four cluster starts (`ray.init()` in bare mode, `ray start` under
+//! `numactl`); and the `proc-walk` containment's start, agent SIGKILL and SIGTERM: two. Each
+//! step logs `[  5.1s] TEST: step` to stderr, and a failure names its step.
+//!
+//! The tests run one at a time (`SERIAL`), each with Ray's temp dir (sessions, sockets, logs)
+//! under its own temp dir. Without the venv they are skipped with a message, except under
+//! `CI=true`, where that is a failure.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -56,8 +64,10 @@ enum Style {
     Cluster,
 }
 
-/// A test's directory, ports and Ray temp dir, shared by the agents that run on it in turn.
+/// A test's directory, ports and Ray temp dir, shared by the agents that run on it in turn, and
+/// its step log.
 struct Run {
+    steps: Steps,
     dir: tempfile::TempDir,
     python: PathBuf,
     style: Style,
@@ -70,9 +80,17 @@ struct Run {
 }
 
 impl Run {
-    fn new(python: PathBuf, style: Style, mode: &'static str) -> Run {
+    /// `env`: set in every agent's environment.
+    fn new(
+        test: &'static str,
+        python: PathBuf,
+        style: Style,
+        mode: &'static str,
+        env: &[(&'static str, &'static str)],
+    ) -> Run {
         let dir = tempfile::tempdir().unwrap();
         Run {
+            steps: Steps::new(test),
             ray_temp: dir.path().join("ray"),
             actors_file: dir.path().join("actors"),
             dir,
@@ -81,7 +99,7 @@ impl Run {
             mode,
             gcs_port: free_port(),
             dashboard_port: free_port(),
-            env: Vec::new(),
+            env: env.to_vec(),
         }
     }
 
@@ -225,6 +243,7 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            eprintln!("FAILED {}", self.steps.at());
             kill_marked(self.dir.path());
             for p in self.ray_procs() {
                 let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
@@ -244,8 +263,8 @@ impl Agent {
         agent::status(&self.state_dir, &[])
     }
 
-    /// Waits for `ready` with `restarts` restarts.
-    fn wait_ready(&self, restarts: u64) -> Value {
+    /// Waits for `ready` with `restarts` restarts (in all, since the agent started).
+    fn wait_ready(&self, restarts: u64, steps: &Steps) -> Value {
         let start = std::time::Instant::now();
         loop {
             let st = self.status();
@@ -254,7 +273,8 @@ impl Agent {
             }
             assert!(
                 start.elapsed() < READY,
-                "not ready after {restarts} restart(s) within {READY:?}: {:?}\n{}",
+                "{}: not ready after {restarts} restart(s) within {READY:?}: {:?}\n{}",
+                steps.at(),
                 self.status(),
                 self.log()
             );
@@ -311,15 +331,20 @@ fn assert_contained(run: &Run, agent: &Agent, procs: &BTreeSet<i32>) {
             text.lines().map(|l| l.parse().unwrap()).collect()
         });
     let named = run.describe(procs);
+    let at = run.steps.at();
     for pid in procs {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
         let cpus = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
-        assert_eq!(cpus.split_whitespace().nth(1), Some("1"), "pid {pid}: {cpus}{named}");
+        assert_eq!(cpus.split_whitespace().nth(1), Some("1"), "{at}: pid {pid}: {cpus}{named}");
         let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap();
         let first = maps.lines().next().unwrap_or_default();
-        assert_eq!(first.split_whitespace().nth(1), Some("bind:0"), "pid {pid}: {first}{named}");
+        assert_eq!(
+            first.split_whitespace().nth(1),
+            Some("bind:0"),
+            "{at}: pid {pid}: {first}{named}"
+        );
         if let Some(cg) = &cgroup_procs {
-            assert!(cg.contains(pid), "pid {pid} outside the engine's cgroup {st}{named}");
+            assert!(cg.contains(pid), "{at}: pid {pid} outside the engine's cgroup {st}{named}");
         }
     }
     // The agent's scans find every one of them (a scan runs each binding check).
@@ -330,28 +355,33 @@ fn assert_contained(run: &Run, agent: &Agent, procs: &BTreeSet<i32>) {
     });
 }
 
-/// SIGTERM: the agent exits 0 and no process of the run is left.
-fn stop_leaves_nothing(run: &Run, agent: &mut Agent) {
-    agent.signal("-TERM");
-    let (status, log) = agent.finish();
-    assert!(status.success(), "{log}");
-    let left = run.ray_procs();
-    assert!(left.is_empty(), "left after SIGTERM:{}\n{log}", run.describe(&left));
+/// The step log of a walk: each step prints `[  5.1s] TEST: step` to stderr as it starts, and
+/// a failure says the step it happened in (`Run`'s drop), so one walk of several cases still
+/// tells which case failed.
+struct Steps {
+    test: &'static str,
+    started: Instant,
+    now: RefCell<String>,
 }
 
-/// Ready, the whole cluster up, contained and bound; a completion works; SIGTERM leaves
-/// nothing.
-fn contained_then_sigterm(test: &str, style: Style, mode: &'static str) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(python) = ray_python(test) else { return };
-    let run = Run::new(python, style, mode);
-    let mut agent = run.agent(1);
-    let st = agent.wait_ready(0);
-    let procs = run.wait_full_cluster();
-    eprintln!("{test}: Ray processes of the run:{}", run.describe(&procs));
-    assert_contained(&run, &agent, &procs);
-    assert_eq!(st["binding_check"]["ok"], true, "{st}");
-    // The driver answers from its actors (their tokens interleave: t0 from rank 0, t1 rank 1).
+impl Steps {
+    fn new(test: &'static str) -> Steps {
+        Steps { test, started: Instant::now(), now: RefCell::new(String::new()) }
+    }
+
+    fn step(&self, what: &str) {
+        eprintln!("[{:>5.1}s] {}: {what}", self.started.elapsed().as_secs_f64(), self.test);
+        *self.now.borrow_mut() = what.to_string();
+    }
+
+    /// `TEST, step S` for assertion messages.
+    fn at(&self) -> String {
+        format!("{}, step {:?}", self.test, self.now.borrow())
+    }
+}
+
+/// The driver answers from its actors (their tokens interleave: t0 from rank 0, t1 rank 1).
+fn completion_works(run: &Run, st: &Value) {
     let port = st["port"].as_u64().unwrap();
     let out = Command::new("curl")
         .args(["-sf", "-m", "30", &format!("http://127.0.0.1:{port}/v1/chat/completions")])
@@ -359,143 +389,181 @@ fn contained_then_sigterm(test: &str, style: Style, mode: &'static str) {
         .output()
         .unwrap();
     let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.contains("t0 t1 t2 t3"), "{body}");
-    // The agent's environment's RAY_ADDRESS did not reach the driver (it would join that cluster).
-    let env = std::fs::read(format!("/proc/{}/environ", st["main_pid"])).unwrap();
-    assert!(!String::from_utf8_lossy(&env).contains("RAY_ADDRESS=10.0.0.1"));
-    stop_leaves_nothing(&run, &mut agent);
+    assert!(body.contains("t0 t1 t2 t3"), "{}: completion answered {body:?}", run.steps.at());
 }
 
-/// The driver (the agent's main process) SIGKILLed: a restart, and when the new engine is
-/// ready nothing of the old run is left (Ray's dashboard and runtime-env agents outlive a
-/// killed driver on their own).
-fn driver_killed(test: &str, style: Style) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(python) = ray_python(test) else { return };
-    let run = Run::new(python, style, "bare");
-    let mut agent = run.agent(1);
-    let first = agent.wait_ready(0);
-    let old = run.wait_full_cluster();
-    let driver = first["main_pid"].as_i64().unwrap() as i32;
-    std::fs::remove_file(&run.actors_file).unwrap();
-    agent::signal(driver as u32, "-KILL");
-    let st = agent.wait_ready(1);
-    let why = st["last_exit"].as_str().unwrap();
-    eprintln!("{test}: restarted after: {why}");
-    assert!(why.contains("signal 9") || why.contains("died"), "{why}\n{}", agent.log());
-    let left: BTreeSet<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
-    assert!(
-        left.is_empty(),
-        "old run's processes alive after the restart:{}\n{}",
-        run.describe(&left),
-        agent.log()
-    );
-    let new = run.wait_full_cluster();
-    assert_contained(&run, &agent, &new);
-    stop_leaves_nothing(&run, &mut agent);
+/// The first start: ready, the whole cluster up, every process contained and bound, the binding
+/// check ok, a completion answered, and the agent's `RAY_ADDRESS` not passed to the driver.
+/// Returns the agent and the cluster's processes.
+fn started(run: &Run) -> (Agent, BTreeSet<i32>) {
+    run.steps.step("start: ready, every Ray process up, bound, contained; a completion");
+    let agent = run.agent(1);
+    let st = agent.wait_ready(0, &run.steps);
+    let procs = run.wait_full_cluster();
+    eprintln!("{}: Ray processes of the run:{}", run.steps.test, run.describe(&procs));
+    assert_contained(run, &agent, &procs);
+    assert_eq!(st["binding_check"]["ok"], true, "{}: {st}", run.steps.at());
+    completion_works(run, &st);
+    // The agent's environment's RAY_ADDRESS did not reach the driver (it would join that cluster).
+    let env = std::fs::read(format!("/proc/{}/environ", st["main_pid"])).unwrap();
+    assert!(!String::from_utf8_lossy(&env).contains("RAY_ADDRESS=10.0.0.1"), "{}", run.steps.at());
+    (agent, procs)
 }
 
 /// One actor (a Ray worker holding a "GPU") SIGKILLed: the engine is dead (the driver finds
 /// the dead actor, `/health` answers 500 and the driver exits, as vLLM does; the agent also
-/// sees a process of the ready engine gone), and it is restarted with nothing old left.
-fn actor_killed(test: &str, style: Style) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(python) = ray_python(test) else { return };
-    let run = Run::new(python, style, "bare");
-    let mut agent = run.agent(1);
-    agent.wait_ready(0);
-    let old = run.wait_full_cluster();
+/// sees a process of the ready engine gone), and it is restarted (restart `restarts`) with new
+/// actors and nothing of `old` left; the new cluster is contained and answers. Returns it.
+fn actor_killed(run: &Run, agent: &Agent, old: &BTreeSet<i32>, restarts: u64) -> BTreeSet<i32> {
+    run.steps.step("an actor SIGKILLed: a dead engine, restarted with nothing old left");
     let actors = run.actors();
     std::fs::remove_file(&run.actors_file).unwrap();
     agent::signal(actors[1] as u32, "-KILL");
-    let st = agent.wait_ready(1);
+    let st = agent.wait_ready(restarts, &run.steps);
     let why = st["last_exit"].as_str().unwrap();
-    eprintln!("{test}: restarted after: {why}");
+    eprintln!("{}: restarted after: {why}", run.steps.test);
     let lost = format!("engine process(es) [{}] died", actors[1]);
-    assert!(why == lost || why.contains("exited with code 1"), "{why}\n{}", agent.log());
+    assert!(
+        why == lost || why.contains("exited with code 1"),
+        "{}: {why}\n{}",
+        run.steps.at(),
+        agent.log()
+    );
     let left: BTreeSet<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
-    assert!(left.is_empty(), "old run's processes alive:{}", run.describe(&left));
+    assert!(
+        left.is_empty(),
+        "{}: old run's processes alive:{}",
+        run.steps.at(),
+        run.describe(&left)
+    );
     let new_actors = run.actors();
-    assert!(new_actors.iter().all(|p| !actors.contains(p)), "{new_actors:?} {actors:?}");
-    stop_leaves_nothing(&run, &mut agent);
+    assert!(
+        new_actors.iter().all(|p| !actors.contains(p)),
+        "{}: {new_actors:?} {actors:?}",
+        run.steps.at()
+    );
+    let new = run.wait_full_cluster();
+    assert_contained(run, agent, &new);
+    completion_works(run, &st);
+    new
 }
 
-/// The agent SIGKILLed: the whole Ray cluster lives on; the next `serve` on the same state
-/// dir removes every leftover before it starts its own engine (the same ports, so a leftover
-/// would also make the start fail).
-fn agent_sigkilled(test: &str, style: Style, env: &[(&'static str, &'static str)]) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(python) = ray_python(test) else { return };
-    let mut run = Run::new(python, style, "bare");
-    run.env = env.to_vec();
-    let mut first = run.agent(1);
-    first.wait_ready(0);
-    let old = run.wait_full_cluster();
+/// The driver (the agent's main process) SIGKILLed: a restart (restart `restarts`), and when
+/// the new engine is ready nothing of `old` is left (Ray's dashboard and runtime-env agents
+/// outlive a killed driver on their own); the new cluster is contained. Returns it.
+fn driver_killed(run: &Run, agent: &Agent, old: &BTreeSet<i32>, restarts: u64) -> BTreeSet<i32> {
+    run.steps.step("the driver SIGKILLed: restarted with no old Ray process left");
+    let driver = agent.status().unwrap()["main_pid"].as_i64().unwrap() as i32;
+    std::fs::remove_file(&run.actors_file).unwrap();
+    agent::signal(driver as u32, "-KILL");
+    let st = agent.wait_ready(restarts, &run.steps);
+    let why = st["last_exit"].as_str().unwrap();
+    eprintln!("{}: restarted after: {why}", run.steps.test);
+    assert!(
+        why.contains("signal 9") || why.contains("died"),
+        "{}: {why}\n{}",
+        run.steps.at(),
+        agent.log()
+    );
+    let left: BTreeSet<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "{}: old run's processes alive after the restart:{}\n{}",
+        run.steps.at(),
+        run.describe(&left),
+        agent.log()
+    );
+    let new = run.wait_full_cluster();
+    assert_contained(run, agent, &new);
+    new
+}
+
+/// The agent SIGKILLed: the whole Ray cluster (`old`) lives on; the next `serve` on the same
+/// state dir (agent `n`) removes every leftover before it starts its own engine (the same
+/// ports, so a leftover would also make the start fail). Returns that agent.
+fn agent_sigkilled(run: &Run, mut first: Agent, old: &BTreeSet<i32>, n: u32) -> Agent {
+    run.steps.step("the agent SIGKILLed: the next serve removes every leftover");
     first.signal("-KILL");
     let (status, _) = first.finish();
-    assert!(!status.success());
+    assert!(!status.success(), "{}: {status}", run.steps.at());
     std::thread::sleep(Duration::from_secs(1));
     let survivors: BTreeSet<i32> = old.iter().copied().filter(|p| alive(*p)).collect();
-    assert!(!survivors.is_empty(), "nothing survived the agent's SIGKILL: nothing to prove");
+    assert!(
+        !survivors.is_empty(),
+        "{}: nothing survived the agent's SIGKILL: nothing to prove",
+        run.steps.at()
+    );
     std::fs::remove_file(&run.actors_file).unwrap();
-    let mut second = run.agent(2);
-    second.wait_ready(0);
+    let second = run.agent(n);
+    second.wait_ready(0, &run.steps);
     let log = second.log();
-    assert!(log.contains("removed leftovers of an earlier run"), "{log}");
+    assert!(log.contains("removed leftovers of an earlier run"), "{}: {log}", run.steps.at());
     let left: BTreeSet<i32> = survivors.iter().copied().filter(|p| alive(*p)).collect();
-    assert!(left.is_empty(), "leftovers alive after the next start:{}\n{log}", run.describe(&left));
+    assert!(
+        left.is_empty(),
+        "{}: leftovers alive after the next start:{}\n{log}",
+        run.steps.at(),
+        run.describe(&left)
+    );
     let new = run.wait_full_cluster();
-    assert!(new.is_disjoint(&old), "{}", run.describe(&new));
-    assert_contained(&run, &second, &new);
-    stop_leaves_nothing(&run, &mut second);
+    assert!(new.is_disjoint(old), "{}: {}", run.steps.at(), run.describe(&new));
+    assert_contained(run, &second, &new);
+    second
+}
+
+/// SIGTERM: the agent exits 0 and no process of the run is left.
+fn stop_leaves_nothing(run: &Run, mut agent: Agent) {
+    run.steps.step("SIGTERM: exit 0, no process of the run left");
+    agent.signal("-TERM");
+    let (status, log) = agent.finish();
+    assert!(status.success(), "{}: {log}", run.steps.at());
+    let left = run.ray_procs();
+    assert!(
+        left.is_empty(),
+        "{}: left after SIGTERM:{}\n{log}",
+        run.steps.at(),
+        run.describe(&left)
+    );
+    run.steps.step("done");
+}
+
+/// One agent's life with every fault in turn, four cluster starts: the start (contained, bound,
+/// answering), an actor SIGKILLed (restart 1), the driver SIGKILLed (restart 2), the agent
+/// SIGKILLed and the next `serve` removing the leftovers, SIGTERM leaving nothing.
+fn walk(test: &'static str, style: Style, mode: &'static str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(python) = ray_python(test) else { return };
+    let run = Run::new(test, python, style, mode, &[]);
+    let (agent, procs) = started(&run);
+    let procs = actor_killed(&run, &agent, &procs, 1);
+    let procs = driver_killed(&run, &agent, &procs, 2);
+    let agent = agent_sigkilled(&run, agent, &procs, 2);
+    stop_leaves_nothing(&run, agent);
 }
 
 #[test]
-fn ray_init_every_process_bound_and_contained_sigterm_leaves_nothing() {
-    contained_then_sigterm("ray_init_contained", Style::Init, "bare");
+fn ray_init_walk_contained_actor_driver_agent_killed_sigterm_leaves_nothing() {
+    walk("ray_init_walk", Style::Init, "bare");
 }
 
 #[test]
-fn ray_init_under_numactl_every_process_bound_sigterm_leaves_nothing() {
-    contained_then_sigterm("ray_init_numactl", Style::Init, "numactl");
+fn ray_start_under_numactl_walk_contained_actor_driver_agent_killed_sigterm_leaves_nothing() {
+    walk("ray_start_numactl_walk", Style::Cluster, "numactl");
 }
 
-#[test]
-fn ray_init_killed_driver_restarts_with_no_old_ray_process_left() {
-    driver_killed("ray_init_driver_killed", Style::Init);
-}
-
-#[test]
-fn ray_init_killed_actor_is_a_dead_engine_and_restarted() {
-    actor_killed("ray_init_actor_killed", Style::Init);
-}
-
-#[test]
-fn ray_init_agent_sigkilled_next_serve_removes_leftovers() {
-    agent_sigkilled("ray_init_agent_sigkilled", Style::Init, &[]);
-}
-
+/// The `proc-walk` containment (no cgroup: the engine's processes are found by their parent
+/// links, and the leftovers by the pid file and the marker): two cluster starts, the start
+/// (contained, bound, answering), the agent SIGKILLed and the next `serve` removing the
+/// leftovers, SIGTERM leaving nothing.
 #[test]
 fn ray_init_proc_walk_agent_sigkilled_next_serve_removes_leftovers() {
-    agent_sigkilled("ray_init_proc_walk", Style::Init, &[("NODEAGENT_CONTAINMENT", "proc-walk")]);
-}
-
-#[test]
-fn ray_start_every_process_bound_and_contained_sigterm_leaves_nothing() {
-    contained_then_sigterm("ray_start_contained", Style::Cluster, "bare");
-}
-
-#[test]
-fn ray_start_killed_driver_restarts_with_no_old_ray_process_left() {
-    driver_killed("ray_start_driver_killed", Style::Cluster);
-}
-
-#[test]
-fn ray_start_killed_actor_is_a_dead_engine_and_restarted() {
-    actor_killed("ray_start_actor_killed", Style::Cluster);
-}
-
-#[test]
-fn ray_start_agent_sigkilled_next_serve_removes_leftovers() {
-    agent_sigkilled("ray_start_agent_sigkilled", Style::Cluster, &[]);
+    let test = "ray_init_proc_walk";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(python) = ray_python(test) else { return };
+    let env = [("NODEAGENT_CONTAINMENT", "proc-walk")];
+    let run = Run::new(test, python, Style::Init, "bare", &env);
+    let (agent, procs) = started(&run);
+    assert_eq!(agent.status().unwrap()["containment"], "proc-walk", "{}", run.steps.at());
+    let agent = agent_sigkilled(&run, agent, &procs, 2);
+    stop_leaves_nothing(&run, agent);
 }

@@ -9,6 +9,9 @@
 //! the head's agent SIGKILLed and restarted. Each case ends with a working cluster (the engine
 //! answers a completion, the head lists both nodes alive) and every Ray process of the run in
 //! one of the two agents' cgroups; SIGTERM to both agents leaves no process of the run.
+//! Nothing more can be shared: the namespaces are made once, and each of the five formations
+//! is the recovery under test (the stop is sequential on purpose: the worker gets its SIGTERM
+//! after its head is gone).
 //!
 //! Needs root (namespaces, cgroups) and iproute2. Without the venv it is skipped with a
 //! message, except under `CI=true`, where that is a failure.
