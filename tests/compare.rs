@@ -461,7 +461,14 @@ fn sigterm_stops_a_comparison_and_keeps_what_was_measured() {
     )
     .unwrap();
     assert_eq!(s["meta"]["interrupted"], true);
-    assert!(s["levels"][0]["succeeded"].as_u64().unwrap() > 0, "{s}");
+    // The level cut short is kept with what it measured (a failure here once on a loaded
+    // machine, not reproduced since: the whole summary and the log say what was there).
+    let records = std::fs::read_to_string(&records).unwrap_or_default();
+    assert!(
+        s["levels"][0]["succeeded"].as_u64().is_some_and(|n| n > 0),
+        "summary {s}\nrequests.jsonl {} lines\nstderr {stderr}",
+        records.lines().count()
+    );
 }
 
 /// Pids of the live children of `parent` running `simulate`.
