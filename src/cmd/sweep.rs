@@ -464,6 +464,35 @@ pub(crate) fn compare_outcome(report: &CompareReport) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// The compare run of `choices` with the engine, timeouts and placement limits of `c`
+/// (`demo` runs one too); no per-rank layout.
+pub(crate) fn compare_spec(
+    c: &crate::config::Config,
+    choices: Vec<(crate::verify::bindings::Choice, Binding)>,
+    trials: u32,
+    out: std::path::PathBuf,
+    sweep: crate::verify::sweep::SweepSpec,
+    health_addr: std::net::SocketAddr,
+) -> crate::verify::trials::CompareSpec {
+    let policy = c.policy();
+    crate::verify::trials::CompareSpec {
+        choices,
+        trials,
+        out,
+        sweep,
+        health_addr,
+        model: c.engine.served_model_name.clone(),
+        ready_timeout: policy.ready_timeout,
+        stop_grace: policy.stop_grace,
+        proc: crate::supervise::procs::ProcFs::default(),
+        limits: crate::verify::compare::PlacementLimits {
+            memory_off_node: policy.memory_off_node_alert,
+            cpu_outside: policy.cpu_outside_alert,
+        },
+        per_rank: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -575,34 +604,5 @@ mod tests {
         let h = host_nodes(root.path()).unwrap();
         assert_eq!(h.nodes.len(), 2);
         assert_eq!(h.nodes[&1], CpuSet::parse_list("2-3").unwrap());
-    }
-}
-
-/// The compare run of `choices` with the engine, timeouts and placement limits of `c`
-/// (`demo` runs one too); no per-rank layout.
-pub(crate) fn compare_spec(
-    c: &crate::config::Config,
-    choices: Vec<(crate::verify::bindings::Choice, Binding)>,
-    trials: u32,
-    out: std::path::PathBuf,
-    sweep: crate::verify::sweep::SweepSpec,
-    health_addr: std::net::SocketAddr,
-) -> crate::verify::trials::CompareSpec {
-    let policy = c.policy();
-    crate::verify::trials::CompareSpec {
-        choices,
-        trials,
-        out,
-        sweep,
-        health_addr,
-        model: c.engine.served_model_name.clone(),
-        ready_timeout: policy.ready_timeout,
-        stop_grace: policy.stop_grace,
-        proc: crate::supervise::procs::ProcFs::default(),
-        limits: crate::verify::compare::PlacementLimits {
-            memory_off_node: policy.memory_off_node_alert,
-            cpu_outside: policy.cpu_outside_alert,
-        },
-        per_rank: None,
     }
 }
