@@ -4,10 +4,10 @@
 #
 # Runs `nodeagent verify --rate R --arrival A` against `nodeagent simulate --zero-delay` on
 # loopback, at each rate and arrival process, once per wait (hidden `--pacing`), side by side in
-# one run: `sender` (the default: the open loop's own sender thread waits on a timerfd until
-# 50 us before the instant, spins, and writes the request itself), `exact` (the same wait in a
-# worker task of the main thread, which then builds and writes the request: the path before
-# the sender thread), `spin` (tokio's timer until 2 ms before the instant, then a yield-spin)
+# one run: `sender` (`--pacing sender`: the open loop's own sender thread waits on a timerfd
+# until 50 us before the instant, spins, and writes the request itself), `exact` (the default:
+# the same wait in a worker task of the main thread, which then builds and writes the request),
+# `spin` (tokio's timer until 2 ms before the instant, then a yield-spin)
 # and `coarse` (tokio's 1 ms timer alone); a `-rt` suffix adds `verify --realtime` (SCHED_FIFO:
 # root or CAP_SYS_NICE). Per run, from requests.jsonl: the send lag (sent - planned) at
 # p50/p99/max; the share of gaps between consecutive sends under 20 us, next to the share among

@@ -514,9 +514,10 @@ pub enum ArrivalKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PacingKind {
     /// The exact wait on the open loop's own sender thread, which writes each request itself
-    /// (the default).
+    /// (not yet the default: BENCHMARKS.md "verify: open-loop precision").
     Sender,
-    /// A timerfd until 50 us before the instant, then a spin, releasing a worker task.
+    /// A timerfd until 50 us before the instant, then a spin, releasing a worker task (the
+    /// default).
     Exact,
     /// tokio's 1 ms timer until 2 ms before the instant, then a spin.
     Spin,
@@ -592,7 +593,7 @@ pub struct VerifyRunArgs {
     /// writes each request), `exact` (a timerfd, then a short spin, in a worker task), `spin`
     /// (tokio's 1 ms timer, then a 2 ms spin), `coarse` (tokio's timer alone, the old imprecise
     /// wait); for `scripts/bench-openloop.sh`'s side-by-side only.
-    #[arg(long, hide = true, value_enum, default_value_t = PacingKind::Sender)]
+    #[arg(long, hide = true, value_enum, default_value_t = PacingKind::Exact)]
     pub pacing: PacingKind,
     /// Run the client's threads under SCHED_FIFO real-time priority (root or CAP_SYS_NICE), so a
     /// loaded machine does not preempt them between an open loop's timer and its send (the open

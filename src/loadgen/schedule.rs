@@ -16,7 +16,7 @@
 //! exact wait: tokio's wheel until [`SPIN_SLICE`] (2 ms) before the instant, then the spin (at
 //! rates above ~500/s, where gaps average under the slice, one core busy between sends).
 //! `Pacing::Coarse` is the wheel alone. Both are kept for `scripts/bench-openloop.sh`'s
-//! side-by-side. `Pacing::Sender` (the default) is the exact wait, awaited on the open loop's
+//! side-by-side. `Pacing::Sender` (hidden `--pacing sender`, not the default) is the exact wait, awaited on the open loop's
 //! own sender thread (`super::sender`), which writes each request itself instead of waking a
 //! worker of the busy main thread; the schedule waits the same way for it. [`wait_step`]
 //! decides each step without a clock.
@@ -64,11 +64,11 @@ pub enum Pacing {
     /// [`Pacing::Exact`]'s wait, on the sender thread that writes each request as its ticket
     /// is released (`super::sender`); the other waits release a worker task of the main
     /// thread, which then builds and writes the request.
-    #[default]
     Sender,
     /// Sleep on a timerfd until [`TIMER_SLICE`] before the instant, then yield-spin on the
     /// monotonic clock until it: released within microseconds of the plan, spinning only
     /// microseconds per send.
+    #[default]
     Exact,
     /// Sleep on tokio's timer until [`SPIN_SLICE`] before the instant, then yield-spin: as
     /// exact on an idle machine, but spinning up to 2 ms per send (the wait before the timerfd).
@@ -198,7 +198,7 @@ impl Schedule {
         self
     }
 
-    /// The same schedule, waiting with `pacing` (default [`Pacing::Sender`]).
+    /// The same schedule, waiting with `pacing` (default [`Pacing::Exact`]).
     pub fn with_pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;
         self
