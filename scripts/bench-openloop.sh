@@ -2,29 +2,32 @@
 # verify's open loop: how exactly sends leave at their planned instants, and what the pacing
 # costs (BENCHMARKS.md section "verify open-loop precision").
 #
-# Runs `nodeagent verify --rate R --arrival poisson` against `nodeagent simulate --zero-delay` on
-# loopback, at each rate, once per wait (hidden `--pacing`): `coarse` (tokio's 1 ms timer alone,
-# the old wait), `spin` (tokio's timer until 2 ms before the instant, then a yield-spin: the
-# first exact wait) and `exact` (the default: a timerfd until 50 us before, then the spin), in
-# one run, and prints per run the send lag (sent - planned, from requests.jsonl) at
+# Runs `nodeagent verify --rate R --arrival A` against `nodeagent simulate --zero-delay` on
+# loopback, at each rate and arrival process, once per wait (hidden `--pacing`), side by side in
+# one run: `sender` (`--pacing sender`: the open loop's own sender thread waits on a timerfd
+# until 50 us before the instant, spins, and writes the request itself), `exact` (the default:
+# the same wait in a worker task of the main thread, which then builds and writes the request),
+# `spin` (tokio's timer until 2 ms before the instant, then a yield-spin)
+# and `coarse` (tokio's 1 ms timer alone); a `-rt` suffix adds `verify --realtime` (SCHED_FIFO:
+# root or CAP_SYS_NICE). Per run, from requests.jsonl: the send lag (sent - planned) at
 # p50/p99/max; the share of gaps between consecutive sends under 20 us, next to the share among
-# the planned arrival gaps and the Poisson expectation 1 - exp(-R * 20 us); the Kolmogorov-
-# Smirnov distance of the sent gaps from the exponential distribution of rate R (the planned
-# gaps' distance and the 5 % critical value 1.36/sqrt(n) beside it: a sent-gap distance under
-# the critical value is "distributed as Poisson"); and the client's CPU time (user + system of
-# the verify process, warmup and start-up included) per 1000 sends.
+# the planned gaps and the process's expectation (Poisson: 1 - exp(-R * 20 us); constant: 0);
+# the sent gaps' p1 and p99 (constant: both should be 1/R); for Poisson, the Kolmogorov-Smirnov
+# distance of the sent gaps from Exp(R), next to the planned gaps' distance and the 5 % critical
+# value 1.36/sqrt(n) (sent gaps "distributed as Poisson" when under it); and the client's CPU
+# time (user + system of the verify process, warmup and start-up included) per 1000 sends.
 # Usage: scripts/bench-openloop.sh
-# Env: BENCH_RATES (default "2000 10000"), BENCH_SECONDS (seconds per run, default 3),
-#      BENCH_WAITS (default "coarse spin exact exact-rt"; `exact-rt` is the exact wait with
-#      `verify --realtime`, the client's thread under SCHED_FIFO (root or CAP_SYS_NICE): on a
-#      loaded machine, the difference to `exact` is what preemption of that thread costs),
-#      NODEAGENT_BIN to use a binary already built (default: a release build).
+# Env: BENCH_RATES (default "2000 5000 10000"), BENCH_ARRIVALS (default "poisson constant"),
+#      BENCH_SECONDS (seconds per run, default 3), BENCH_WAITS (default
+#      "exact exact-rt sender sender-rt"; also `spin`, `coarse`), NODEAGENT_BIN to use a binary
+#      already built (default: a release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RATES=${BENCH_RATES:-2000 10000}
+RATES=${BENCH_RATES:-2000 5000 10000}
+ARRIVALS=${BENCH_ARRIVALS:-poisson constant}
 SECS=${BENCH_SECONDS:-3}
-WAITS=${BENCH_WAITS:-coarse spin exact exact-rt}
+WAITS=${BENCH_WAITS:-exact exact-rt sender sender-rt}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 WORK=$(mktemp -d /tmp/bench-openloop.XXXXXX)
 SIM_PID=
@@ -40,27 +43,28 @@ for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && 
 URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
 [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
 
-echo "binary: $BIN; simulator: $URL (--zero-delay); ${SECS} s per run, Poisson arrivals, seed 0"
+echo "binary: $BIN; simulator: $URL (--zero-delay); ${SECS} s per run, seed 0"
 echo "load before: $(uptime)"
-printf '%-6s %-10s %6s %9s %9s %9s %10s %10s %8s %8s %8s %8s %10s\n' \
-    rate wait sent 'lag p50' 'lag p99' 'lag max' 'gaps<20us' 'plan<20us' Poisson \
-    'KS sent' 'KS plan' 'KS crit' 'CPU/1000'
+printf '%-6s %-8s %-10s %6s %9s %9s %9s %10s %10s %7s %8s %8s %8s %8s %8s %10s\n' \
+    rate arrival wait sent 'lag p50' 'lag p99' 'lag max' 'gaps<20us' 'plan<20us' expect \
+    'gap p1' 'gap p99' 'KS sent' 'KS plan' 'KS crit' 'CPU/1000'
 for rate in $RATES; do
-    n=$(python3 -c "print(int($rate * $SECS))")
+  n=$(python3 -c "print(int($rate * $SECS))")
+  for arrival in $ARRIVALS; do
     for wait in $WAITS; do
-        out="$WORK/$rate-$wait"
+        out="$WORK/$rate-$arrival-$wait"
         warmup=256
         prio=()
-        pacing=$wait
-        [ "$wait" = exact-rt ] && { prio=(--realtime); pacing=exact; }
+        pacing=${wait%-rt}
+        [ "$pacing" != "$wait" ] && prio=(--realtime)
         /usr/bin/time -f '%U %S' -o "$out.time" \
             "$BIN" verify --url "$URL" --dataset random --input-len 16 --output-len 4 \
-            --rate "$rate" --arrival poisson --parallel 256 --number "$n" --warmup "$warmup" \
+            --rate "$rate" --arrival "$arrival" --parallel 256 --number "$n" --warmup "$warmup" \
             --quiet --format json --out "$out" --pacing "$pacing" "${prio[@]}" >/dev/null 2>"$out.err" \
             || { echo "verify failed at $rate/s ($wait): $(tail -1 "$out.err")" >&2; exit 1; }
-        python3 - "$out/requests.jsonl" "$rate" "$wait" "$out.time" "$warmup" <<'PY'
+        python3 - "$out/requests.jsonl" "$rate" "$wait" "$out.time" "$warmup" "$arrival" <<'PY'
 import json, math, sys
-path, rate, wait, timefile, warmup = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+path, rate, wait, timefile, warmup, arrival = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 recs = [r for r in map(json.loads, open(path)) if not r["warmup"]]
 lag = sorted(r["sent_s"] - r["scheduled_s"] for r in recs)
 q = lambda p: lag[min(len(lag) - 1, int(p * len(lag)))]
@@ -79,13 +83,19 @@ def ks(g):
         d = max(d, abs((i + 1) / n - f), abs(f - i / n))
     return d
 sent, planned = gaps(r["sent_s"] for r in recs), gaps(r["scheduled_s"] for r in recs)
-expect = 100.0 * (1 - math.exp(-rate * 20e-6))
+poisson = arrival == "poisson"
+expect = 100.0 * (1 - math.exp(-rate * 20e-6)) if poisson else (100.0 if 1 / rate < 20e-6 else 0.0)
+sg = sorted(sent)
+gq = lambda p: sg[min(len(sg) - 1, int(p * len(sg)))]
+ks_cols = (f"{ks(sent):>8.4f} {ks(planned):>8.4f} {1.36/math.sqrt(len(sent)):>8.4f}" if poisson
+           else f"{'-':>8} {'-':>8} {'-':>8}")
 user, sys_ = map(float, open(timefile).read().split()[-2:])
 cpu = (user + sys_) / (len(recs) + warmup) * 1000 * 1000
-print(f"{rate:<6.0f} {wait:<10} {len(recs):>6} {q(0.5)*1e6:>7.0f}us {q(0.99)*1e6:>7.0f}us "
-      f"{lag[-1]*1e6:>7.0f}us {under(sent):>9.1f}% {under(planned):>9.1f}% {expect:>7.1f}% "
-      f"{ks(sent):>8.4f} {ks(planned):>8.4f} {1.36/math.sqrt(len(sent)):>8.4f} {cpu:>7.0f}ms")
+print(f"{rate:<6.0f} {arrival:<8} {wait:<10} {len(recs):>6} {q(0.5)*1e6:>7.0f}us {q(0.99)*1e6:>7.0f}us "
+      f"{lag[-1]*1e6:>7.0f}us {under(sent):>9.1f}% {under(planned):>9.1f}% {expect:>6.1f}% "
+      f"{gq(0.01)*1e6:>6.0f}us {gq(0.99)*1e6:>6.0f}us {ks_cols} {cpu:>7.0f}ms")
 PY
     done
+  done
 done
 echo "load after: $(uptime)"
