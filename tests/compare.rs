@@ -88,7 +88,8 @@ fn run_watched(mut cmd: Command) -> (std::process::Output, BTreeSet<(String, Str
     (out, seen)
 }
 
-/// `verify --compare BINDINGS --trials TRIALS --config CFG --out OUT MORE...`, with the
+/// `verify --compare BINDINGS --trials TRIALS --config CFG --out OUT MORE` (`MORE`: flags and
+/// values separated by spaces), with the
 /// engines' bindings watched in /proc while it runs; it must succeed. Its stdout, what was seen
 /// in /proc, and `compare.json` (`Null` when the run wrote none).
 fn compare_ok(
@@ -96,14 +97,14 @@ fn compare_ok(
     out: &Path,
     bindings: &str,
     trials: &str,
-    more: &[&str],
+    more: &str,
 ) -> (String, BTreeSet<(String, String)>, serde_json::Value) {
     let mut cmd = bin();
     cmd.args(["verify", "--compare", bindings, "--trials", trials, "--config"])
         .arg(cfg)
         .arg("--out")
         .arg(out)
-        .args(more);
+        .args(more.split_whitespace());
     let (o, seen) = run_watched(cmd);
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -149,21 +150,10 @@ fn compare_bare_applies_each_binding_and_writes_table_json_and_chart() {
         &out,
         "none,cpus=1,cpus=0-1/mem=0",
         "2",
-        &[
-            "--dataset",
-            "random",
-            "--input-len",
-            "16",
-            "--output-len",
-            "8",
-            "--parallel",
-            "2",
-            "--number",
-            "6",
-            "--warmup",
-            "1",
-            "--quiet",
-        ],
+        concat!(
+            "--dataset random --input-len 16 --output-len 8 ",
+            "--parallel 2 --number 6 --warmup 1 --quiet"
+        ),
     );
     // Seen in /proc while the engines ran: CPU 1 only, and the membind to node 0.
     assert!(seen.iter().any(|(c, _)| c == "1"), "{seen:?}");
@@ -551,23 +541,10 @@ fn compare_with_a_search_ranks_bindings_by_capacity_under_the_slo() {
         &out,
         "none,cpus=0",
         "1",
-        &[
-            "--dataset",
-            "random",
-            "--input-len",
-            "16",
-            "--output-len",
-            "6",
-            "--search",
-            "concurrency",
-            "--slo",
-            "ttft=120ms",
-            "--slo-attainment",
-            "0.95",
-            "--number",
-            "8",
-            "--quiet",
-        ],
+        concat!(
+            "--dataset random --input-len 16 --output-len 6 --search concurrency ",
+            "--slo ttft=120ms --slo-attainment 0.95 --number 8 --quiet"
+        ),
     );
     assert_eq!(json["score_unit"], "concurrency under the SLO");
     for r in json["runs"].as_array().unwrap() {
@@ -601,21 +578,10 @@ fn compare_sub_runs_carry_the_engines_memory_by_node_and_numa_counters() {
         &out,
         "none,cpus=0-1/mem=0",
         "1",
-        &[
-            "--dataset",
-            "random",
-            "--input-len",
-            "16",
-            "--output-len",
-            "8",
-            "--parallel",
-            "2",
-            "--number",
-            "4",
-            "--warmup",
-            "0",
-            "--quiet",
-        ],
+        concat!(
+            "--dataset random --input-len 16 --output-len 8 ",
+            "--parallel 2 --number 4 --warmup 0 --quiet"
+        ),
     );
     for r in json["runs"].as_array().unwrap() {
         assert!(r["error"].is_null(), "{r}");
@@ -664,21 +630,10 @@ fn compare_sub_runs_carry_the_engines_thread_placement() {
         &out,
         "none,cpus=0/mem=0",
         "1",
-        &[
-            "--dataset",
-            "random",
-            "--input-len",
-            "64",
-            "--output-len",
-            "64",
-            "--parallel",
-            "4",
-            "--number",
-            "40",
-            "--warmup",
-            "0",
-            "--quiet",
-        ],
+        concat!(
+            "--dataset random --input-len 64 --output-len 64 ",
+            "--parallel 4 --number 40 --warmup 0 --quiet"
+        ),
     );
     for r in json["runs"].as_array().unwrap() {
         let t = &r["threads"];

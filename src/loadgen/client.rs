@@ -603,7 +603,8 @@ pub(super) mod tests {
         test_client(url).execute(&mut Conn::default(), body, test_slot(0), &abort).await
     }
 
-    fn test_slot(seq: u64) -> Slot {
+    /// A measured request's slot, planned now.
+    pub(in crate::loadgen) fn test_slot(seq: u64) -> Slot {
         Slot {
             level: 0,
             seq,

@@ -141,8 +141,8 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::loadgen::client::tests::{request_complete, ANSWER};
-    use crate::loadgen::client::{Client, Slot};
+    use crate::loadgen::client::tests::{request_complete, test_slot as slot, ANSWER};
+    use crate::loadgen::client::Client;
     use crate::loadgen::conn::ConnStash;
     use crate::loadgen::request::{Endpoint, Timeouts};
     use crate::loadgen::schedule::{Arrival, Mode, Pacing, Schedule};
@@ -244,18 +244,6 @@ mod tests {
     /// Waits (a hang guard, not a timing) for the server to announce a request.
     async fn arrival(rx: &mut mpsc::UnboundedReceiver<()>) {
         tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
-    }
-
-    fn slot(seq: u64) -> Slot {
-        Slot {
-            level: 0,
-            seq,
-            warmup: false,
-            preflight: false,
-            prompt: 0,
-            prompt_tokens: None,
-            scheduled: StdInstant::now(),
-        }
     }
 
     #[tokio::test]
