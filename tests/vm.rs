@@ -910,8 +910,8 @@ fn two_node_vm_compare_reports_memory_numa_and_threads_per_binding() {
         assert_eq!(b["cpu_outside_pct"].as_f64().unwrap_or(0.0), 0.0, "{b}");
     }
     assert!(none_off.iter().any(|p| *p >= 50.0), "{none_off:?}");
-    // One sentence per binding, next to its throughput; the page cache of the binary (read
-    // before any binding, on node 0) is what keeps nodes=1 from its node: said by name.
+    // One sentence per binding, next to its throughput; the page cache of the binary (on the
+    // node where it was first read) is what keeps the other binding from its node: said by name.
     for b in &bindings[1..] {
         let label = format!("{}: ", b["label"].as_str().unwrap());
         let line = report
@@ -933,7 +933,14 @@ fn two_node_vm_compare_reports_memory_numa_and_threads_per_binding() {
             assert_eq!(b["placement"], "held", "{b}");
         }
     }
-    assert_eq!(bindings[1]["placement"], "held", "nodes=0 keeps everything on node 0");
+    // The binary's page cache lies on the node of whichever sub-run first read it (the order of
+    // sub-runs is shuffled, and `none` runs on either node): the binding to that node holds,
+    // the other may be `memory_did_not_follow` (checked against its share above). Asserting
+    // `held` for nodes=0 alone failed once in CI when the cache had landed on node 1.
+    assert!(
+        bindings[1..].iter().any(|b| b["placement"] == "held"),
+        "neither node binding held: {bindings:?}"
+    );
     assert!(report.contains("threads: "), "{report}");
     // The bound sub-run's summary.json carries the same figures per level.
     let sub = json(&vm, "node1-summary");
