@@ -933,8 +933,8 @@ fn two_node_vm_compare_reports_memory_numa_and_threads_per_binding() {
             assert_eq!(b["placement"], "held", "{b}");
         }
     }
-    // The binary's page cache lies on the node of whichever sub-run first read it (the order of
-    // sub-runs is shuffled, and `none` runs on either node): the binding to that node holds,
+    // The binary's page cache lies on the node where it was first read (by the unbound `none`
+    // sub-run or the verify process itself, on either node): the binding to that node holds,
     // the other may be `memory_did_not_follow` (checked against its share above). Asserting
     // `held` for nodes=0 alone failed once in CI when the cache had landed on node 1.
     assert!(
