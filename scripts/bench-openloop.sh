@@ -20,7 +20,9 @@
 # Env: BENCH_RATES (default "2000 5000 10000"), BENCH_ARRIVALS (default "poisson constant"),
 #      BENCH_SECONDS (seconds per run, default 3), BENCH_WAITS (default
 #      "exact exact-rt sender sender-rt"; also `spin`, `coarse`), NODEAGENT_BIN to use a binary
-#      already built (default: a release build).
+#      already built (default: a release build), BENCH_SIM_CPUS to run the simulator on those CPUs
+#      only (`taskset -c`; verify then pins itself to the CPUs it leaves free, as it does beside a
+#      bound engine: docs/verify-and-compare.md "The load generator keeps off the engine's CPUs").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,22 +31,70 @@ ARRIVALS=${BENCH_ARRIVALS:-poisson constant}
 SECS=${BENCH_SECONDS:-3}
 WAITS=${BENCH_WAITS:-exact exact-rt sender sender-rt}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
+SIM_CPUS=${BENCH_SIM_CPUS:-}
 WORK=$(mktemp -d /tmp/bench-openloop.XXXXXX)
 SIM_PID=
 cleanup() { [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# cpu_time FILE CMD...: runs CMD and writes its user and system CPU seconds (children included)
+# to FILE (python's rusage: /usr/bin/time is not installed everywhere, e.g. the GPU machine).
+cpu_time() {
+    python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{u.ru_utime} {u.ru_stime}\n")
+sys.exit(rc)' "$@"
+}
 
 [ -n "${NODEAGENT_BIN:-}" ] || cargo build --release --locked --quiet
 
-"$BIN" simulate --port 0 --zero-delay --output-len-dist fixed --output-len-mean 4 \
+${SIM_CPUS:+taskset -c "$SIM_CPUS"} "$BIN" simulate --port 0 --zero-delay --output-len-dist fixed --output-len-mean 4 \
     --max-records 1000 >"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
 for _ in $(seq 100); do grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^listening on //p' "$WORK/sim.out")
 [ -n "$URL" ] || { echo "simulator did not start: $(cat "$WORK/sim.err")" >&2; exit 1; }
 
-echo "binary: $BIN; simulator: $URL (--zero-delay); ${SECS} s per run, seed 0"
+echo "binary: $BIN; simulator: $URL (--zero-delay, cpus ${SIM_CPUS:-all}); ${SECS} s per run, seed 0; $(nproc) cpus"
 echo "load before: $(uptime)"
+# The platform's own floor: how late a SCHED_FIFO thread that does nothing else wakes from a
+# 100 us sleep on each CPU (cyclictest from rt-tests when installed, else a Python loop whose
+# figures include the interpreter's few microseconds). No pacer beats it: a send is a wake-up
+# plus the work of the send.
+if command -v cyclictest >/dev/null; then
+    cyclictest -m -p 80 -i 100 -l 20000 -t "$(nproc)" -a "0-$(($(nproc) - 1))" -q -h 20000 \
+        >"$WORK/cyclictest.txt" 2>/dev/null || true
+    python3 - "$WORK/cyclictest.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rows = [l.split() for l in text.splitlines() if re.match(r"^\d", l)]
+maxes = next((l.split()[3:] for l in text.splitlines() if l.startswith("# Max Latencies")), [])
+for c in range(1, len(rows[0]) if rows else 1):
+    tot = sum(int(r[c]) for r in rows)
+    acc, res = 0, {}
+    for r in rows:
+        acc += int(r[c])
+        for p in (0.5, 0.99, 0.999):
+            if p not in res and acc >= p * tot:
+                res[p] = int(r[0])
+    mx = int(maxes[c - 1]) if c - 1 < len(maxes) else float("nan")
+    print(f"platform floor (cyclictest, SCHED_FIFO 80, cpu {c - 1}, {tot} wake-ups): "
+          f"p50 {res.get(0.5)}us p99 {res.get(0.99)}us p99.9 {res.get(0.999)}us max {mx}us")
+PY
+else
+    chrt -f 80 python3 - <<'PY' 2>/dev/null || python3 - <<'PY'
+import time
+n, lat = 20000, []
+for _ in range(n):
+    t = time.monotonic_ns(); time.sleep(100e-6); lat.append(time.monotonic_ns() - t - 100_000)
+lat.sort(); q = lambda p: lat[min(n - 1, int(p * n))] // 1000
+print(f"platform floor (python sleep loop, {n} wake-ups, no cyclictest): p50 {q(0.5)}us "
+      f"p99 {q(0.99)}us p99.9 {q(0.999)}us max {lat[-1] // 1000}us")
+PY
+import time
+print("platform floor: not measured (no cyclictest, chrt refused)")
+PY
+fi
 printf '%-6s %-8s %-10s %6s %9s %9s %9s %10s %10s %7s %8s %8s %8s %8s %8s %10s\n' \
     rate arrival wait sent 'lag p50' 'lag p99' 'lag max' 'gaps<20us' 'plan<20us' expect \
     'gap p1' 'gap p99' 'KS sent' 'KS plan' 'KS crit' 'CPU/1000'
@@ -57,7 +107,7 @@ for rate in $RATES; do
         prio=()
         pacing=${wait%-rt}
         [ "$pacing" != "$wait" ] && prio=(--realtime)
-        /usr/bin/time -f '%U %S' -o "$out.time" \
+        cpu_time "$out.time" \
             "$BIN" verify --url "$URL" --dataset random --input-len 16 --output-len 4 \
             --rate "$rate" --arrival "$arrival" --parallel 256 --number "$n" --warmup "$warmup" \
             --quiet --format json --out "$out" --pacing "$pacing" "${prio[@]}" >/dev/null 2>"$out.err" \
