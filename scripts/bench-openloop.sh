@@ -4,9 +4,7 @@
 #
 # Runs `nodeagent verify --rate R --arrival A` against `nodeagent simulate --zero-delay` on
 # loopback, at each rate and arrival process, once per wait (hidden `--pacing`), side by side in
-# one run: `sender` (`--pacing sender`: the open loop's own sender thread waits on a timerfd
-# until 50 us before the instant, spins, and writes the request itself), `exact` (the default:
-# the same wait in a worker task of the main thread, which then builds and writes the request),
+# one run: `exact` (the default: a timerfd until 50 us before the instant, then a yield-spin),
 # `spin` (tokio's timer until 2 ms before the instant, then a yield-spin)
 # and `coarse` (tokio's 1 ms timer alone); a `-rt` suffix adds `verify --realtime` (SCHED_FIFO:
 # root or CAP_SYS_NICE). Per run, from requests.jsonl: the send lag (sent - planned) at
@@ -16,10 +14,10 @@
 # distance of the sent gaps from Exp(R), next to the planned gaps' distance and the 5 % critical
 # value 1.36/sqrt(n) (sent gaps "distributed as Poisson" when under it); and the client's CPU
 # time (user + system of the verify process, warmup and start-up included) per 1000 sends.
-# Usage: scripts/bench-openloop.sh
+# First, the platform's own wake-up floor (below). Usage: scripts/bench-openloop.sh
 # Env: BENCH_RATES (default "2000 5000 10000"), BENCH_ARRIVALS (default "poisson constant"),
 #      BENCH_SECONDS (seconds per run, default 3), BENCH_WAITS (default
-#      "exact exact-rt sender sender-rt"; also `spin`, `coarse`), NODEAGENT_BIN to use a binary
+#      "exact exact-rt spin coarse"), NODEAGENT_BIN to use a binary
 #      already built (default: a release build), BENCH_SIM_CPUS to run the simulator on those CPUs
 #      only (`taskset -c`; verify then pins itself to the CPUs it leaves free, as it does beside a
 #      bound engine: docs/verify-and-compare.md "The load generator keeps off the engine's CPUs").
@@ -29,7 +27,7 @@ cd "$(dirname "$0")/.."
 RATES=${BENCH_RATES:-2000 5000 10000}
 ARRIVALS=${BENCH_ARRIVALS:-poisson constant}
 SECS=${BENCH_SECONDS:-3}
-WAITS=${BENCH_WAITS:-exact exact-rt sender sender-rt}
+WAITS=${BENCH_WAITS:-exact exact-rt spin coarse}
 BIN=${NODEAGENT_BIN:-target/release/nodeagent}
 SIM_CPUS=${BENCH_SIM_CPUS:-}
 WORK=$(mktemp -d /tmp/bench-openloop.XXXXXX)
@@ -82,18 +80,15 @@ for c in range(1, len(rows[0]) if rows else 1):
           f"p50 {res.get(0.5)}us p99 {res.get(0.99)}us p99.9 {res.get(0.999)}us max {mx}us")
 PY
 else
-    chrt -f 80 python3 - <<'PY' 2>/dev/null || python3 - <<'PY'
-import time
+    floor_py='import sys, time
 n, lat = 20000, []
 for _ in range(n):
     t = time.monotonic_ns(); time.sleep(100e-6); lat.append(time.monotonic_ns() - t - 100_000)
 lat.sort(); q = lambda p: lat[min(n - 1, int(p * n))] // 1000
-print(f"platform floor (python sleep loop, {n} wake-ups, no cyclictest): p50 {q(0.5)}us "
-      f"p99 {q(0.99)}us p99.9 {q(0.999)}us max {lat[-1] // 1000}us")
-PY
-import time
-print("platform floor: not measured (no cyclictest, chrt refused)")
-PY
+print(f"platform floor (python sleep loop, {sys.argv[1]}, {n} wake-ups, no cyclictest): p50 {q(0.5)}us "
+      f"p99 {q(0.99)}us p99.9 {q(0.999)}us max {lat[-1] // 1000}us")'
+    chrt -f 80 python3 -c "$floor_py" "SCHED_FIFO 80" 2>/dev/null \
+        || python3 -c "$floor_py" "normal priority: chrt refused"
 fi
 printf '%-6s %-8s %-10s %6s %9s %9s %9s %10s %10s %7s %8s %8s %8s %8s %8s %10s\n' \
     rate arrival wait sent 'lag p50' 'lag p99' 'lag max' 'gaps<20us' 'plan<20us' expect \

@@ -513,11 +513,7 @@ pub enum ArrivalKind {
 /// How an open loop waits for each send (hidden `--pacing`, for `scripts/bench-openloop.sh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PacingKind {
-    /// The exact wait on the open loop's own sender thread, which writes each request itself
-    /// (not yet the default: BENCHMARKS.md "verify: open-loop precision").
-    Sender,
-    /// A timerfd until 50 us before the instant, then a spin, releasing a worker task (the
-    /// default).
+    /// A timerfd until 50 us before the instant, then a spin (the default).
     Exact,
     /// tokio's 1 ms timer until 2 ms before the instant, then a spin.
     Spin,
@@ -589,16 +585,14 @@ pub struct VerifyRunArgs {
     /// Inter-arrival distribution of the open loop.
     #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
     pub arrival: ArrivalKind,
-    /// Open loop: how to wait for each send: `sender` (the exact wait on a thread of its own that
-    /// writes each request), `exact` (a timerfd, then a short spin, in a worker task), `spin`
+    /// Open loop: how to wait for each send: `exact` (a timerfd, then a short spin), `spin`
     /// (tokio's 1 ms timer, then a 2 ms spin), `coarse` (tokio's timer alone, the old imprecise
     /// wait); for `scripts/bench-openloop.sh`'s side-by-side only.
     #[arg(long, hide = true, value_enum, default_value_t = PacingKind::Exact)]
     pub pacing: PacingKind,
-    /// Run the client's threads under SCHED_FIFO real-time priority (root or CAP_SYS_NICE), so a
-    /// loaded machine does not preempt them between an open loop's timer and its send (the open
-    /// loop's sender thread one priority above the rest); refused: a warning, and the normal
-    /// priority. They take a core whenever they are runnable.
+    /// Run the client's thread under SCHED_FIFO real-time priority (root or CAP_SYS_NICE), so a
+    /// loaded machine does not preempt it between an open loop's timer and its send; refused:
+    /// a warning, and the normal priority. It takes a core whenever it is runnable.
     #[arg(long)]
     pub realtime: bool,
     /// Gamma shape for `--arrival gamma` (below 1 burstier than Poisson, above 1 smoother).

@@ -309,7 +309,6 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
         search: search.map(|(s, _)| s),
         arrival,
         pacing: match a.pacing {
-            PacingKind::Sender => Pacing::Sender,
             PacingKind::Exact => Pacing::Exact,
             PacingKind::Spin => Pacing::Spin,
             PacingKind::Coarse => Pacing::Coarse,

@@ -59,9 +59,7 @@ fn run_sweep_cmd(args: VerifyRunArgs) -> Result<(), CmdError> {
     // One thread: every request drives its connection inside its worker's task, so nothing gains
     // from a second thread but cross-thread wakeups; one core carries some 30,000 streamed
     // requests a second (BENCHMARKS.md), far beyond any engine, and the other cores stay with
-    // the engine under test. Chunk times come from the kernel, not from this loop's clock. An open
-    // loop paced with the hidden `--pacing sender` adds one thread of its own that only waits for each instant and writes the request
-    // (`loadgen::sender`): a send is then not held up behind this loop's work.
+    // the engine under test. Chunk times come from the kernel, not from this loop's clock.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,17 +8,14 @@
 //! Built from `request` (endpoint, body, timeouts), `conn` (the connection, its driver and
 //! deadlines) and `sse` (the answer's parser and what it measured).
 
-use std::future::Future;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::pin;
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -43,30 +40,6 @@ pub struct Slot {
     /// The tokenizer's count of the prompt (`--tokenizer`), for a server that sends no `usage`.
     pub prompt_tokens: Option<u32>,
     pub scheduled: StdInstant,
-}
-
-/// The answer to a request already written on its connection.
-type Pending = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
-
-/// A request that [`Client::start`] wrote on its connection, its answer not yet read: handed,
-/// with that connection, to [`Client::complete`] (on another thread's runtime, if need be).
-pub struct Started {
-    pending: Pending,
-    /// When it was handed to the connection (the record's `sent_s`).
-    sent: StdInstant,
-}
-
-impl Started {
-    /// When the request was handed to its connection.
-    pub fn sent(&self) -> StdInstant {
-        self.sent
-    }
-}
-
-impl std::fmt::Debug for Started {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Started").field("sent", &self.sent).finish()
-    }
 }
 
 /// What a level's workers share: where to send, how, and the clock. Connections are not
@@ -257,55 +230,10 @@ impl Client {
         slot: Slot,
         abort: &CancellationToken,
     ) -> RequestRecord {
-        self.complete(conn, body, slot, None, abort).await
-    }
-
-    /// Writes the request on `conn` now, without waiting for anything, if `conn` is an open
-    /// connection ready for a request; `None` (nothing sent) otherwise, and then
-    /// [`Client::complete`] sends it as [`Client::execute`] does. Needs no runtime: the
-    /// connection is polled once with a no-op waker (the write of a small request on an idle
-    /// socket does not block), and whoever completes the request polls it from then on.
-    pub fn start(&self, conn: &mut Conn, body: &Bytes, slot: Slot) -> Option<Started> {
-        let mut cx = Context::from_waker(Waker::noop());
-        let Conn { sender: Some(sender), driver, .. } = conn else { return None };
-        let d = driver.as_mut()?;
-        // Reads what is pending (a server's close of a kept-alive connection, say) first.
-        if d.as_mut().poll(&mut cx).is_ready() {
-            conn.close();
-            return None;
-        }
-        if !matches!(sender.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
-            return None;
-        }
-        let id = request_id(&self.run_id, slot);
-        let req = self.request(Method::POST, &self.path, body.clone(), Some(&id));
-        let sent = StdInstant::now();
-        let pending: Pending = Box::pin(sender.send_request(req));
-        // This poll writes the request to the socket; a connection that ends here fails the
-        // pending answer, which `complete` then sends again on a new one.
-        if d.as_mut().poll(&mut cx).is_ready() {
-            *driver = None;
-        }
-        Some(Started { pending, sent })
-    }
-
-    /// Measures the request `start` wrote on `conn`, reading its answer (or, with `started`
-    /// `None`, sends it first, as `execute`). Never fails: every outcome is a record.
-    pub async fn complete(
-        &self,
-        conn: &mut Conn,
-        body: Bytes,
-        slot: Slot,
-        started: Option<Started>,
-        abort: &CancellationToken,
-    ) -> RequestRecord {
         let request_id = request_id(&self.run_id, slot);
         let mut m = Measure::default();
-        let (sent, pending) = match started {
-            Some(s) => (Instant::from_std(s.sent), Some(s.pending)),
-            None => (Instant::now(), None),
-        };
-        let outcome = self.run(conn, &body, &request_id, sent, &mut m, abort, pending).await;
+        let sent = Instant::now();
+        let outcome = self.run(conn, &body, &request_id, sent, &mut m, abort).await;
         let done = StdInstant::now();
         let (error, error_detail) = match outcome {
             Ok(()) => (None, None),
@@ -348,7 +276,6 @@ impl Client {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         conn: &mut Conn,
@@ -357,7 +284,6 @@ impl Client {
         sent: Instant,
         m: &mut Measure,
         abort: &CancellationToken,
-        mut pending: Option<Pending>,
     ) -> Result<(), Failure> {
         let cancel = pin!(abort.cancelled());
         let sleep = pin!(tokio::time::sleep_until(sent + self.timeouts.read));
@@ -367,8 +293,7 @@ impl Client {
         loop {
             // A reused connection may turn out closed by the server (`Stale`): then once more on
             // a fresh one. A fresh connection that fails is the answer.
-            // A request already written is on a reused connection, whatever its state now.
-            let fresh = if pending.is_some() || conn.is_open() {
+            let fresh = if conn.is_open() {
                 false
             } else {
                 let started = StdInstant::now();
@@ -386,8 +311,7 @@ impl Client {
                 ));
             };
             let arrived = |clock: &RxClock| clock.instant(StdInstant::now(), sent.into_std());
-            let exchange =
-                self.exchange(sender, body, id, m, &mut w, || arrived(clock), pending.take());
+            let exchange = self.exchange(sender, body, id, m, &mut w, || arrived(clock));
             match driven(driver, exchange).await {
                 Ok(()) => return Ok(()),
                 Err(Exchange::Stale(_)) if !fresh => conn.close(),
@@ -398,7 +322,6 @@ impl Client {
     }
 
     /// Sends the request on an open connection and reads the answer to its end.
-    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         sender: &mut http1::SendRequest<Full<Bytes>>,
@@ -407,23 +330,16 @@ impl Client {
         m: &mut Measure,
         w: &mut Waiter<'_, '_>,
         arrived: impl Fn() -> StdInstant,
-        pending: Option<Pending>,
     ) -> Result<(), Exchange> {
         let failed =
             |stop: Stop, what: &str| Exchange::Failed((stop.class(), stop_detail(stop, what)));
-        let answer = match pending {
-            Some(p) => w.wait(p, false).await,
-            None => {
-                match w.wait(sender.ready(), false).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(Exchange::Stale(format!("connection closed: {e}"))),
-                    Err(stop) => return Err(failed(stop, "waiting for the connection")),
-                }
-                let req = self.request(Method::POST, &self.path, body.clone(), Some(id));
-                w.wait(sender.send_request(req), false).await
-            }
-        };
-        let resp = match answer {
+        match w.wait(sender.ready(), false).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Exchange::Stale(format!("connection closed: {e}"))),
+            Err(stop) => return Err(failed(stop, "waiting for the connection")),
+        }
+        let req = self.request(Method::POST, &self.path, body.clone(), Some(id));
+        let resp = match w.wait(sender.send_request(req), false).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.is_canceled() => {
                 return Err(Exchange::Stale(format!("connection closed: {e}")))
@@ -527,7 +443,7 @@ fn describe_hyper_error(e: &hyper::Error) -> Failure {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -567,8 +483,7 @@ pub(super) mod tests {
         (url, accepted)
     }
 
-    /// Whether `got` holds a whole request (headers, and the body its content-length says).
-    pub(in crate::loadgen) fn request_complete(got: &[u8]) -> bool {
+    fn request_complete(got: &[u8]) -> bool {
         let text = String::from_utf8_lossy(got);
         let Some(end) = text.find("\r\n\r\n") else { return false };
         let len = text[..end]
@@ -581,7 +496,7 @@ pub(super) mod tests {
         got.len() >= end + 4 + len
     }
 
-    pub(in crate::loadgen) const ANSWER: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+    const ANSWER: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
         data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
         data: [DONE]\n\n";
 
@@ -603,8 +518,7 @@ pub(super) mod tests {
         test_client(url).execute(&mut Conn::default(), body, test_slot(0), &abort).await
     }
 
-    /// A measured request's slot, planned now.
-    pub(in crate::loadgen) fn test_slot(seq: u64) -> Slot {
+    fn test_slot(seq: u64) -> Slot {
         Slot {
             level: 0,
             seq,

@@ -1,8 +1,6 @@
 //! The load generator behind `nodeagent verify`: datasets, the HTTP client (`request` what is
 //! sent, `conn` the connection it goes over, `sse` the streamed answer, `client` the exchange),
-//! schedules (and `timer`, the timerfd their exact wait sleeps on), the one worker loop, the
-//! open loop's sender thread (`sender`: it writes each request at its instant and hands the
-//! answer to the worker loop's code), and the per-level aggregator. Imports go one way: `record`
+//! schedules (and `timer`, the timerfd their exact wait sleeps on), the one worker loop, and the per-level aggregator. Imports go one way: `record`
 //! imports nothing from the crate; `request`, `sse` and `conn` import no other part of the
 //! client but records and request settings; `client` builds on them; `stats` reads records and
 //! fills `crate::summary` types; `worker` drives `client` with a `schedule`; `trace` (trace
@@ -20,7 +18,6 @@ pub mod pin;
 pub mod record;
 pub mod request;
 pub mod schedule;
-pub mod sender;
 pub mod sse;
 pub mod stats;
 pub mod synth;

@@ -16,10 +16,7 @@
 //! exact wait: tokio's wheel until [`SPIN_SLICE`] (2 ms) before the instant, then the spin (at
 //! rates above ~500/s, where gaps average under the slice, one core busy between sends).
 //! `Pacing::Coarse` is the wheel alone. Both are kept for `scripts/bench-openloop.sh`'s
-//! side-by-side. `Pacing::Sender` (hidden `--pacing sender`, not the default) is the exact wait, awaited on the open loop's
-//! own sender thread (`super::sender`), which writes each request itself instead of waking a
-//! worker of the busy main thread; the schedule waits the same way for it. [`wait_step`]
-//! decides each step without a clock.
+//! side-by-side. [`wait_step`] decides each step without a clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,10 +58,6 @@ pub enum ScheduleError {
 /// How an open loop's ticket waits for its planned instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pacing {
-    /// [`Pacing::Exact`]'s wait, on the sender thread that writes each request as its ticket
-    /// is released (`super::sender`); the other waits release a worker task of the main
-    /// thread, which then builds and writes the request.
-    Sender,
     /// Sleep on a timerfd until [`TIMER_SLICE`] before the instant, then yield-spin on the
     /// monotonic clock until it: released within microseconds of the plan, spinning only
     /// microseconds per send.
@@ -107,7 +100,7 @@ pub fn wait_step(now: StdInstant, planned: StdInstant, pacing: Pacing) -> WaitSt
     let slice = match pacing {
         Pacing::Coarse => return WaitStep::Sleep(planned),
         Pacing::Spin => SPIN_SLICE,
-        Pacing::Exact | Pacing::Sender => TIMER_SLICE,
+        Pacing::Exact => TIMER_SLICE,
     };
     if planned - now > slice {
         WaitStep::Sleep(planned - slice)
@@ -186,7 +179,7 @@ impl Schedule {
             start,
             deadline: duration_limit.map(|d| start + d),
             cancel,
-            pacing: Pacing::default(),
+            pacing: Pacing::Exact,
             turn: tokio::sync::Mutex::new(Turn::Unopened),
         })
     }
@@ -204,21 +197,6 @@ impl Schedule {
         self
     }
 
-    /// An open loop (arrival offsets, planned or replayed), not a closed one.
-    pub fn is_open(&self) -> bool {
-        !self.offsets.is_empty()
-    }
-
-    /// How an open loop's tickets wait.
-    pub fn pacing(&self) -> Pacing {
-        self.pacing
-    }
-
-    /// Cancelled when the level stops sending (Ctrl-C).
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
     /// The next ticket, after waiting for its time; `None` when the level is done sending.
     pub async fn next(&self) -> Option<Ticket> {
         if self.cancel.is_cancelled() {
@@ -227,7 +205,7 @@ impl Schedule {
         // An exact open loop waits in turn: the lock is fair (FIFO), and the ticket number is
         // drawn under it, so the one waiter always holds the earliest unsent ticket.
         let mut turn = match (self.offsets.is_empty(), self.pacing) {
-            (false, Pacing::Exact | Pacing::Spin | Pacing::Sender) => Some(tokio::select! {
+            (false, Pacing::Exact | Pacing::Spin) => Some(tokio::select! {
                 t = self.turn.lock() => t,
                 () = self.cancel.cancelled() => return None,
             }),
@@ -251,7 +229,7 @@ impl Schedule {
                 WaitStep::Ready => break,
                 WaitStep::Sleep(until) => {
                     let timer = match (pacing, turn.as_deref_mut()) {
-                        (Pacing::Exact | Pacing::Sender, Some(t)) => t.timer(),
+                        (Pacing::Exact, Some(t)) => t.timer(),
                         _ => None,
                     };
                     match timer {
@@ -266,7 +244,7 @@ impl Schedule {
                             () = self.cancel.cancelled() => return None,
                         },
                         None => {
-                            if matches!(pacing, Pacing::Exact | Pacing::Sender) {
+                            if pacing == Pacing::Exact {
                                 // No timerfd: the wheel's wait, with the slice it needs.
                                 pacing = Pacing::Spin;
                                 continue;
@@ -423,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn exact_tickets_are_released_once_each_in_order_and_never_early() {
-        for pacing in [Pacing::Sender, Pacing::Exact, Pacing::Spin] {
+        for pacing in [Pacing::Exact, Pacing::Spin] {
             exact_tickets_in_order(pacing).await;
         }
     }

@@ -51,24 +51,6 @@ pub fn raise_to_realtime() -> Result<(), TimerError> {
     Ok(())
 }
 
-/// Moves the calling thread to `SCHED_FIFO` priority `priority` if it runs under `SCHED_FIFO`
-/// already (a thread started by one that [`raise_to_realtime`] raised); `Ok(false)`, changing
-/// nothing, under any other policy.
-pub fn raise_realtime_priority(priority: i32) -> Result<bool, TimerError> {
-    // SAFETY: reads the calling thread's policy; no pointers.
-    let policy = unsafe { libc::sched_getscheduler(0) };
-    if policy < 0 || policy & !libc::SCHED_RESET_ON_FORK != libc::SCHED_FIFO {
-        return Ok(false);
-    }
-    let param = libc::sched_param { sched_priority: priority };
-    // SAFETY: as in `raise_to_realtime`: an initialised `sched_param`, only read by the call.
-    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
-    if rc != 0 {
-        return Err(TimerError::Realtime { source: io::Error::last_os_error() });
-    }
-    Ok(true)
-}
-
 /// `TimerFd` with the `AsRawFd` that `AsyncFd` asks for.
 #[derive(Debug)]
 struct Fd(TimerFd);

@@ -34,7 +34,6 @@ use crate::loadgen::dataset::Dataset;
 use crate::loadgen::record::TokenSource;
 use crate::loadgen::request::{Api, BodySettings, ClientError, Endpoint, Timeouts};
 use crate::loadgen::schedule::{Arrival, Mode, Pacing, Schedule};
-use crate::loadgen::sender;
 use crate::loadgen::stats::{Aggregator, LevelPlan};
 use crate::loadgen::worker::{worker, Phase};
 use crate::monitor::levels::GpuRecorder;
@@ -72,7 +71,7 @@ pub struct SweepSpec {
     /// An SLO search (`--search`): the levels are its steps, chosen as it goes.
     pub search: Option<SearchSpec>,
     pub arrival: Arrival,
-    /// How an open loop waits for each send (hidden `--pacing sender|exact|spin|coarse`).
+    /// How an open loop waits for each send (hidden `--pacing exact|spin|coarse`).
     pub pacing: Pacing,
     pub warmup: u64,
     pub duration: Option<Duration>,
@@ -685,13 +684,8 @@ impl Levels<'_> {
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut handles = Vec::with_capacity(workers);
-        if phase.schedule.is_open() && phase.schedule.pacing() == Pacing::Sender {
-            // The open loop's own thread sends; `workers` is its cap of tickets in flight.
-            handles.push(tokio::spawn(sender::paced(phase.clone(), workers, tx.clone())));
-        } else {
-            for _ in 0..workers {
-                handles.push(tokio::spawn(worker(phase.clone(), tx.clone())));
-            }
+        for _ in 0..workers {
+            handles.push(tokio::spawn(worker(phase.clone(), tx.clone())));
         }
         drop(tx);
         while let Some(rec) = rx.recv().await {
