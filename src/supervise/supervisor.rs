@@ -33,6 +33,8 @@ use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State}
 
 mod daemon_wait;
 mod drain;
+#[cfg(test)]
+mod fake;
 mod liveness;
 mod threads;
 
