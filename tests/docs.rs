@@ -266,7 +266,7 @@ fn cli_reference() -> String {
     let mut doc = String::from(
         "# Command-line reference\n\n\
          The `--help` of every command, wrapped at 100 columns. Generated from the clap \
-         definitions in\n`src/cli.rs` by `UPDATE_DOCS=1 cargo test --test docs`; \
+         definitions in\n`src/cli/` by `UPDATE_DOCS=1 cargo test --test docs`; \
          `cargo test --test docs` fails when this\npage is out of date. \
          Man pages: `nodeagent man --out DIR`. Shell completion: `nodeagent completions\n\
          bash|zsh|fish`.\n",

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 #[path = "support/metrics.rs"]
 mod metrics;
-use metrics::{alerts, http_get, promtool};
+use metrics::{alerts, http_get, listening, promtool, wait_status};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -37,38 +37,8 @@ fn spawn_listening(mut cmd: Command) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!("monitor exited before listening: {status}");
-        }
-        if let Some(rest) = line.trim().strip_prefix("serving http://") {
-            let addr = rest.split('/').next().unwrap().to_string();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = err.read_to_string(&mut sink);
-            });
-            return (child, addr);
-        }
-    }
-}
-
-fn wait_status(addr: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, body) = http_get(addr, "/status");
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if pred(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last /status: {v:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (addr, _) = listening(&mut child);
+    (child, addr)
 }
 
 /// nodeagent's own metrics must pass promtool's parser and linter outright; the engine's

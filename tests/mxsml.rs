@@ -481,9 +481,7 @@ async fn failing_health_calls_degrade_one_field_each_and_an_old_library_has_none
 /// cleared after two without; the readings come every tick here (`NODEAGENT_HEALTH_PERIOD=0s`).
 #[test]
 fn monitor_exports_metax_health_and_alerts_with_hysteresis() {
-    use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
-    use std::time::Instant;
     let libdir = tempfile::tempdir().unwrap();
     // GPU 1 healthy: its ports all unused, full PCIe link.
     let good = TWO_GPUS
@@ -504,48 +502,25 @@ fn monitor_exports_metax_health_and_alerts_with_hysteresis() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
-        if let Some(rest) = line.trim().strip_prefix("serving http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    let wait = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v: serde_json::Value =
-                serde_json::from_str(&metrics::http_get(&addr, "/status").1).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let (addr, _) = metrics::listening(&mut child);
+    let wait = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        metrics::wait_status(&addr, what, pred)
     };
     let v = wait("samples", &|v| v["samples_total"].as_u64() >= Some(3));
     assert_eq!(v["source"], "mxsml");
     assert!(metrics::alerts(&v).is_empty(), "{v:#}");
-    let text = metrics::http_get(&addr, "/metrics").1;
-    for want in [
-        "nodeagent_gpu_sample_source{source=\"mxsml\"} 1",
-        "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 1600",
-        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 10",
-        "DCGM_FI_DEV_PCIE_LINK_GEN{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\",model_name=\"MetaX C500\"} 5",
-        "nodeagent_gpu_link_up{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",link=\"1\"} 1",
-        "nodeagent_gpu_vendor_throttle_reasons{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\"} 4",
-    ] {
-        assert!(text.contains(want), "missing {want} in\n{text}");
-    }
+    let text = metrics::scrape_clean(
+        &addr,
+        &[
+            "nodeagent_gpu_sample_source{source=\"mxsml\"} 1",
+            "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 1600",
+            "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",model_name=\"MetaX C500\"} 10",
+            "DCGM_FI_DEV_PCIE_LINK_GEN{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\",model_name=\"MetaX C500\"} 5",
+            "nodeagent_gpu_link_up{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",link=\"1\"} 1",
+            "nodeagent_gpu_vendor_throttle_reasons{gpu=\"1\",pci_bus_id=\"0000:0f:00.0\"} 4",
+        ],
+    );
     assert!(!text.contains("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{"), "MetaX bits are not NVML's");
-    let (code, msg) = metrics::promtool(&text);
-    assert_eq!(code, 0, "promtool check metrics: {msg}\n{text}");
 
     // The faults of TWO_GPUS: GPU 0 an uncorrected ECC error and port 1 down, GPU 1 at x8.
     std::fs::write(libdir.path().join("libmxsml.so.conf"), TWO_GPUS).unwrap();
@@ -575,16 +550,14 @@ fn monitor_exports_metax_health_and_alerts_with_hysteresis() {
     std::fs::write(libdir.path().join("libmxsml.so.conf"), pci(9, 2)).unwrap();
     let v = wait("the xid alert", &|v| metrics::alerts(v) == ["xid"]);
     assert_eq!(v["alerts"][0]["message"], "GPU 0: PCI events dbe +2");
-    let text = metrics::http_get(&addr, "/metrics").1;
-    for want in [
-        "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"dbe\"} 2",
-        "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"aer_ce\"} 9",
-        "nodeagent_alerts_active{check=\"xid\"} 1",
-    ] {
-        assert!(text.contains(want), "missing {want} in\n{text}");
-    }
-    let (code, msg) = metrics::promtool(&text);
-    assert_eq!(code, 0, "promtool check metrics: {msg}\n{text}");
+    metrics::scrape_clean(
+        &addr,
+        &[
+            "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"dbe\"} 2",
+            "nodeagent_gpu_pcie_events_total{gpu=\"0\",pci_bus_id=\"0000:0e:00.0\",type=\"aer_ce\"} 9",
+            "nodeagent_alerts_active{check=\"xid\"} 1",
+        ],
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -5,7 +5,6 @@
 //! `/metrics` and alerts, the fallback to `nvidia-smi` and the serve preflight through the
 //! built binary with `NODEAGENT_NVML_LIB` pointing at the fake.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 #[path = "support/metrics.rs"]
 mod metrics;
-use metrics::{alerts, http_get, promtool};
+use metrics::{alerts, http_get, listening, scrape_clean, wait_status};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -336,47 +335,23 @@ fn health_alerts_with_hysteresis_and_dcgm_series_in_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
-        if let Some(rest) = line.trim().strip_prefix("serving http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v: Value = serde_json::from_str(&http_get(&addr, "/status").1).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let (addr, _) = listening(&mut child);
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| wait_status(&addr, what, pred);
     let v = wait("a sample", &|v| v["samples_total"].as_u64() >= Some(3));
     assert_eq!(v["source"], "nvml");
     assert!(alerts(&v).is_empty(), "{v:#}");
 
-    let metrics = http_get(&addr, "/metrics").1;
-    for want in [
-        "nodeagent_gpu_sample_source{source=\"nvml\"} 1",
-        "nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"1\"} 1",
-        "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 1980",
-        "DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",model_name=\"Fake H100 80GB HBM3\"} 16",
-        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 0",
-        "nodeagent_alerts_active{check=\"link-down\"} 0",
-    ] {
-        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
-    }
-    let (code, msg) = promtool(&metrics);
-    assert_eq!(code, 0, "promtool check metrics: {msg}\n{metrics}");
+    scrape_clean(
+        &addr,
+        &[
+            "nodeagent_gpu_sample_source{source=\"nvml\"} 1",
+            "nodeagent_gpu_link_up{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",link=\"1\"} 1",
+            "DCGM_FI_DEV_SM_CLOCK{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 1980",
+            "DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH{gpu=\"1\",pci_bus_id=\"0000:19:00.0\",model_name=\"Fake H100 80GB HBM3\"} 16",
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 0",
+            "nodeagent_alerts_active{check=\"link-down\"} 0",
+        ],
+    );
 
     // Faults on GPU 1: raised only after two ticks hold them, all four, each named.
     set_conf(
@@ -605,33 +580,9 @@ fn monitor_turns_an_xid_event_into_fields_series_and_an_alert() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
     // Every line, those before the address too (the watcher logs as it starts).
-    let mut early = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "monitor exited before listening");
-        early.push_str(&line);
-        if let Some(rest) = line.trim().strip_prefix("serving http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    let stderr = std::thread::spawn(move || {
-        let mut sink = early;
-        let _ = err.read_to_string(&mut sink);
-        sink
-    });
-    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v: Value = serde_json::from_str(&http_get(&addr, "/status").1).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let (addr, stderr) = listening(&mut child);
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| wait_status(&addr, what, pred);
     let v = wait("the watch state", &|v| v["health"][1]["xid_watched"] == false);
     assert_eq!(v["health"][0]["xid_watched"], true);
     assert_eq!(v["health"][1]["xid_not_watched"], "register events: not supported");
@@ -652,19 +603,17 @@ fn monitor_turns_an_xid_event_into_fields_series_and_an_alert() {
     set_conf(dir.path(), &format!("{conf}gpu0.xid 79\ngpu0.xid 13\n"));
     let v = wait("the second event", &|v| v["health"][0]["last_xid"]["code"] == 13);
     assert_eq!(alerts(&v), ["xid"]);
-    let metrics = http_get(&addr, "/metrics").1;
-    for want in [
-        "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"79\"} 1",
-        "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"13\"} 1",
-        "DCGM_FI_DEV_XID_ERRORS{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 13",
-        "nodeagent_gpu_xid_watched{gpu=\"0\",pci_bus_id=\"0000:18:00.0\"} 1",
-        "nodeagent_gpu_xid_watched{gpu=\"1\",pci_bus_id=\"0000:19:00.0\"} 0",
-        "nodeagent_alerts_active{check=\"xid\"} 1",
-    ] {
-        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
-    }
-    let (code, msg) = promtool(&metrics);
-    assert_eq!(code, 0, "promtool check metrics: {msg}\n{metrics}");
+    scrape_clean(
+        &addr,
+        &[
+            "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"79\"} 1",
+            "nodeagent_gpu_xid_events_total{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",xid=\"13\"} 1",
+            "DCGM_FI_DEV_XID_ERRORS{gpu=\"0\",pci_bus_id=\"0000:18:00.0\",model_name=\"Fake H100 80GB HBM3\"} 13",
+            "nodeagent_gpu_xid_watched{gpu=\"0\",pci_bus_id=\"0000:18:00.0\"} 1",
+            "nodeagent_gpu_xid_watched{gpu=\"1\",pci_bus_id=\"0000:19:00.0\"} 0",
+            "nodeagent_alerts_active{check=\"xid\"} 1",
+        ],
+    );
 
     assert_eq!(nix_signal(child.id(), libc::SIGINT), 0);
     let status = child.wait().unwrap();

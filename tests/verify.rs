@@ -1074,6 +1074,22 @@ async fn each_level_carries_this_hosts_numa_counter_deltas() {
     sim.shutdown().await.unwrap();
 }
 
+/// [`line_args`] for one measured request (`--parallel 1 --number 1 --warmup 0 --max-tokens 2
+/// --quiet`) whose NUMA counters are read below `sysfs`, then `more`.
+fn one_request<'a>(
+    url: &'a str,
+    data: &'a str,
+    out: &'a Path,
+    sysfs: &'a Path,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let one = ["--parallel", "1", "--number", "1", "--warmup", "0", "--max-tokens", "2"];
+    let mut args = line_args(url, data, out, &one);
+    args.extend_from_slice(more);
+    args.extend(["--quiet", "--sysfs-root", sysfs.to_str().unwrap()]);
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
     // One request that takes 600 ms: the counters change while it runs.
@@ -1096,27 +1112,7 @@ async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
     write(1, [500, 0, 10, 5, 500, 0]);
     let out = dir.path().join("out");
     let url = sim.base_url();
-    let args = line_args(
-        &url,
-        &data,
-        &out,
-        &[
-            "--parallel",
-            "1",
-            "--number",
-            "1",
-            "--warmup",
-            "0",
-            "--max-tokens",
-            "2",
-            "--no-preflight",
-            "--metrics-interval",
-            "0",
-            "--quiet",
-            "--sysfs-root",
-            sys.to_str().unwrap(),
-        ],
-    );
+    let args = one_request(&url, &data, &out, &sys, &["--no-preflight", "--metrics-interval", "0"]);
     let run = verify(&args);
     let change = async {
         // The measured request has arrived: the level's first reading is taken.
@@ -1143,25 +1139,7 @@ async fn numa_deltas_are_what_changed_in_the_sysfs_tree_during_the_level() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out2 = dir.path().join("out2");
-    let o = verify(&line_args(
-        &url,
-        &data,
-        &out2,
-        &[
-            "--parallel",
-            "1",
-            "--number",
-            "1",
-            "--warmup",
-            "0",
-            "--max-tokens",
-            "2",
-            "--quiet",
-            "--sysfs-root",
-            empty.to_str().unwrap(),
-        ],
-    ))
-    .await;
+    let o = verify(&one_request(&url, &data, &out2, &empty, &[])).await;
     assert!(o.status.success(), "{}", text(&o));
     let s = summary(&out2);
     check_schema(&s);

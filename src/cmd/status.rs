@@ -209,14 +209,14 @@ pub fn render(s: &AgentStatus) -> String {
             .iter()
             .map(|(n, b)| format!("node {n} {:.1} MiB", *b as f64 / 1048576.0))
             .collect();
-        let share = s.memory_off_node_share.map_or(String::new(), |x| {
-            let alert = if s.memory_off_node_alert { " ALERT" } else { "" };
+        let share = s.placement.memory_off_node_share.map_or(String::new(), |x| {
+            let alert = if s.placement.memory_off_node_alert { " ALERT" } else { "" };
             format!(", {:.1} % off the bound nodes{alert}", x * 100.0)
         });
         line(&mut out, "memory/node", format!("{}{share}", nodes.join(", ")));
     }
-    if let Some(t) = &s.thread_placement {
-        let alert = if s.cpu_outside_alert { " ALERT" } else { "" };
+    if let Some(t) = &s.placement.thread_placement {
+        let alert = if s.placement.cpu_outside_alert { " ALERT" } else { "" };
         line(&mut out, "threads", format!("{}{alert}", crate::host::task_stat::describe(t)));
     }
     let binding =

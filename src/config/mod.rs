@@ -5,9 +5,12 @@
 //! host profile <- model profile <- config file (later wins; tables merge, other values replace).
 //!
 //! Every file is type-checked on its own first, so an error names `file:line:column`. This module
-//! reads files and merges; it starts nothing. `container` is the `[container]` section;
-//! `bounds` the limits of every duration and count (checked per file, so an error names the
-//! file, line, key and value); `trust` whether root may use a file another user can write.
+//! reads files and merges; it starts nothing. Here: the `Config` schema, its defaults
+//! (`SupervisePolicy`) and the checks of the merged result. `load` reads the files and the
+//! built-in profiles and merges them; `container` is the `[container]` section, `probe` the
+//! `[probe]` section, `ray` the `[ray]` section; `bounds` the limits of every duration and count
+//! (checked per file, so an error names the file, line, key and value); `trust` whether root may
+//! use a file another user can write.
 //! `crate::launch::spec` turns a `Config` into what runs (launch imports config, never the other
 //! way round).
 //!
@@ -21,11 +24,13 @@
 
 pub mod bounds;
 pub mod container;
+mod load;
+mod probe;
 pub mod ray;
 pub mod trust;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -33,25 +38,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::binding::{Binding, MemPolicy};
 use crate::host::cpuset::CpuSet;
 use container::ContainerSettings;
+pub use load::{builtin_names, load, load_str, parse_layer, Loaded};
+pub use probe::{MetricsSeries, ProbeConfig, ProbePaths};
 
 pub const DEFAULT_PATH: &str = "/etc/nodeagent/nodeagent.toml";
-
-/// Profiles shipped in the binary: (kind, name, TOML text).
-const BUILTIN: &[(&str, &str, &str)] = &[
-    ("hosts", "metax-mxc500-4x64g", include_str!("../../profiles/hosts/metax-mxc500-4x64g.toml")),
-    ("hosts", "nvidia", include_str!("../../profiles/hosts/nvidia.toml")),
-    ("hosts", "local", include_str!("../../profiles/hosts/local.toml")),
-    ("models", "qwen2.5-72b", include_str!("../../profiles/models/qwen2.5-72b.toml")),
-    (
-        "models",
-        "deepseek-r1-distill-qwen-32b",
-        include_str!("../../profiles/models/deepseek-r1-distill-qwen-32b.toml"),
-    ),
-    ("models", "sim", include_str!("../../profiles/models/sim.toml")),
-    ("models", "llama-cpp-python", include_str!("../../profiles/models/llama-cpp-python.toml")),
-    ("models", "llama-server", include_str!("../../profiles/models/llama-server.toml")),
-    ("models", "sglang", include_str!("../../profiles/models/sglang.toml")),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -265,116 +255,6 @@ pub struct SuperviseConfig {
     /// before SIGTERM. `0s` (the default) stops at once.
     #[serde(with = "opt_duration")]
     pub drain_timeout: Option<Duration>,
-}
-
-/// `[probe]`: which of the engine's HTTP paths tell readiness and liveness, per engine
-/// (docs/serve.md, "Probes"). Unset keys take vLLM's paths; `""` turns a path off.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProbeConfig {
-    /// Answers `expect_status` while the engine is up (default `/health`); a 404 falls back to
-    /// `models`, with a note.
-    pub health: Option<String>,
-    /// Asked instead of `health` once the engine is ready (vLLM builds with `/live`); a 404
-    /// falls back to `health`, with a note. Default: none.
-    pub live: Option<String>,
-    /// Lists the served model name once loaded (default `/v1/models`).
-    pub models: Option<String>,
-    /// Prometheus text the progress watchdog reads (default `/metrics`).
-    pub metrics: Option<String>,
-    /// Whose series `metrics` carries: `vllm` (default), `sglang` or `llamacpp`.
-    pub metrics_series: Option<MetricsSeries>,
-    /// The status `health` and `live` answer when well (default 200).
-    pub expect_status: Option<u16>,
-    /// The engine's own drain option, given the drain time in seconds when the engine is
-    /// started (vLLM's `--shutdown-timeout`): on SIGTERM the engine then finishes in-flight
-    /// requests itself. Default: none.
-    pub shutdown_timeout_arg: Option<String>,
-}
-
-/// The names of the progress series in an engine's `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsSeries {
-    /// `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:prompt_tokens_total`,
-    /// `vllm:generation_tokens_total`.
-    #[default]
-    Vllm,
-    /// `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:prompt_tokens_total`,
-    /// `sglang:generation_tokens_total`.
-    Sglang,
-    /// llama.cpp's `llama-server --metrics`: `llamacpp:requests_processing`,
-    /// `llamacpp:requests_deferred`, `llamacpp:prompt_tokens_total`,
-    /// `llamacpp:tokens_predicted_total`.
-    Llamacpp,
-}
-
-/// The probe paths with defaults filled in; `None`: not asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbePaths {
-    pub health: Option<String>,
-    pub live: Option<String>,
-    pub models: Option<String>,
-    pub metrics: Option<String>,
-    pub metrics_series: MetricsSeries,
-    pub expect_status: u16,
-    pub shutdown_timeout_arg: Option<String>,
-}
-
-impl ProbeConfig {
-    /// The paths with vLLM's defaults for what is unset; `""` is off.
-    pub fn paths(&self) -> ProbePaths {
-        let path = |v: &Option<String>, default: Option<&str>| match v.as_deref() {
-            Some("") => None,
-            Some(p) => Some(p.to_string()),
-            None => default.map(str::to_string),
-        };
-        ProbePaths {
-            health: path(&self.health, Some("/health")),
-            live: path(&self.live, None),
-            models: path(&self.models, Some("/v1/models")),
-            metrics: path(&self.metrics, Some("/metrics")),
-            metrics_series: self.metrics_series.unwrap_or_default(),
-            expect_status: self.expect_status.unwrap_or(200),
-            shutdown_timeout_arg: path(&self.shutdown_timeout_arg, None),
-        }
-    }
-
-    /// Every path set must start with `/`; the status must be a real HTTP status.
-    fn check(&self) -> Result<(), ConfigError> {
-        let paths = [
-            ("probe.health", &self.health),
-            ("probe.live", &self.live),
-            ("probe.models", &self.models),
-            ("probe.metrics", &self.metrics),
-        ];
-        for (key, value) in paths {
-            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-                if !v.starts_with('/') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(ConfigError::Semantic {
-                        message: format!(
-                            "{key} = \"{}\": must be a path starting with `/` (or \"\" for none)",
-                            v.escape_debug()
-                        ),
-                    });
-                }
-            }
-        }
-        if let Some(code) = self.expect_status.filter(|c| !(100..=599).contains(c)) {
-            return Err(ConfigError::Semantic {
-                message: format!(
-                    "probe.expect_status = {code}: must be an HTTP status, 100 to 599"
-                ),
-            });
-        }
-        if self.health.as_deref() == Some("") && self.models.as_deref() == Some("") {
-            return Err(ConfigError::Semantic {
-                message: "probe.health and probe.models are both off: nothing tells readiness"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
 }
 
 mod opt_duration {
@@ -594,210 +474,10 @@ impl Config {
     }
 }
 
-/// Where each layer of the effective config came from, for `--print-config`.
-#[derive(Debug, Clone, Default)]
-pub struct Loaded {
-    pub config: Config,
-    pub sources: Vec<String>,
-    /// The files read from disk (profiles given by path, then the config file): what root must
-    /// not take from another user (`trust`). Built-in profiles are not files.
-    pub files: Vec<(&'static str, PathBuf)>,
-}
-
-/// Line and column (1-based) of byte offset `pos` in `text`.
-fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let pos = pos.min(text.len());
-    let before = &text[..pos];
-    let line = before.matches('\n').count() + 1;
-    let column =
-        before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
-    (line, column)
-}
-
-/// Parses one file's text: type-checked as `Config` (for file:line:column errors) and kept as a
-/// table (for merging).
-pub fn parse_layer(file: &str, text: &str) -> Result<(Config, toml::Table), ConfigError> {
-    let syntax = |e: toml::de::Error| {
-        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-        ConfigError::Syntax {
-            file: file.to_string(),
-            line,
-            column,
-            message: e.message().trim().to_string(),
-        }
-    };
-    let table: toml::Table = toml::from_str(text).map_err(syntax)?;
-    let config: Config = toml::from_str(text).map_err(syntax)?;
-    if let Some(v) = bounds::violations(&config).into_iter().next() {
-        let file = match bounds::line_of(text, v.key) {
-            Some(line) => format!("{file}:{line}"),
-            None => file.to_string(),
-        };
-        return Err(ConfigError::OutOfBounds {
-            file,
-            key: v.key,
-            value: bounds::written(&table, v.key).unwrap_or(v.value),
-            why: v.why,
-        });
-    }
-    Ok((config, table))
-}
-
-/// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-/// Text of a profile: a built-in name, or a path (contains `/` or ends in `.toml`), relative
-/// paths resolved against the config file's directory.
-fn profile_text(
-    kind: &'static str,
-    name: &str,
-    base_dir: &Path,
-) -> Result<(String, String, Option<PathBuf>), ConfigError> {
-    if name.contains('/') || name.ends_with(".toml") {
-        let path = base_dir.join(name);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        return Ok((path.display().to_string(), text, Some(path)));
-    }
-    BUILTIN
-        .iter()
-        .find(|(k, n, _)| *k == kind && *n == name)
-        .map(|(k, n, t)| (format!("profiles/{k}/{n}.toml (built in)"), t.to_string(), None))
-        .ok_or_else(|| ConfigError::UnknownProfile {
-            kind: if kind == "hosts" { "host" } else { "model" },
-            name: name.to_string(),
-            known: builtin_names(kind).join(", "),
-        })
-}
-
-/// Names of the built-in profiles of one kind (`hosts` or `models`).
-pub fn builtin_names(kind: &str) -> Vec<&'static str> {
-    BUILTIN.iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| *n).collect()
-}
-
-/// Loads the config file at `path` (its text `text`), its profiles, merges and validates.
-pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, ConfigError> {
-    let (top, top_table) = parse_layer(file, text)?;
-    let mut merged = toml::Table::new();
-    let mut sources = Vec::new();
-    let mut files = Vec::new();
-    for (kind, name) in [("hosts", &top.host), ("models", &top.model)] {
-        let Some(name) = name else { continue };
-        let (pfile, ptext, path) = profile_text(kind, name, base_dir)?;
-        if let Some(path) = path {
-            files.push((if kind == "hosts" { "host profile" } else { "model profile" }, path));
-        }
-        let (layer, table) = parse_layer(&pfile, &ptext)?;
-        for (key, set) in [("host", layer.host.is_some()), ("model", layer.model.is_some())] {
-            if set {
-                return Err(ConfigError::KeyInProfile { file: pfile, key });
-            }
-        }
-        merge(&mut merged, table);
-        sources.push(pfile);
-    }
-    merge(&mut merged, top_table);
-    sources.push(file.to_string());
-    // Each layer type-checked on its own, so the merge only fails on cross-layer conflicts.
-    let config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-        file: sources.join(" + "),
-        message: e.message().trim().to_string(),
-    })?;
-    config.validate()?;
-    Ok(Loaded { config, sources, files })
-}
-
-/// Reads and loads the config file at `path`.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut loaded = load_str(&path.display().to_string(), &text, base)?;
-    loaded.files.push(("config", path.to_path_buf()));
-    Ok(loaded)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::load::tests::load_text;
     use super::*;
-
-    fn load_text(text: &str) -> Result<Loaded, ConfigError> {
-        load_str("test.toml", text, Path::new("."))
-    }
-
-    #[test]
-    fn builtin_profiles_all_parse() {
-        for (kind, name, text) in BUILTIN {
-            parse_layer(&format!("{kind}/{name}"), text).unwrap();
-        }
-    }
-
-    #[test]
-    fn seed_profiles_merge_into_the_seed_command() {
-        let l = load_text("host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n").unwrap();
-        let c = &l.config;
-        assert_eq!(c.mode(), LaunchMode::Container);
-        assert_eq!(c.port(), 8000);
-        assert_eq!(c.engine.served_model_name.as_deref(), Some("qwen2.5"));
-        assert_eq!(c.container.devices, ["/dev/dri", "/dev/mxcd"]);
-        assert_eq!(c.container.shm_size.as_deref(), Some("256gb"));
-        assert_eq!(c.container.memlock, Some(-1));
-        assert!(c.engine.argv.contains(&"--tensor-parallel-size".to_string()));
-        assert_eq!(l.sources.len(), 3);
-    }
-
-    #[test]
-    fn config_overrides_profiles() {
-        let l = load_text(
-            "host = \"metax-mxc500-4x64g\"\nmodel = \"qwen2.5-72b\"\n[engine]\nport = 8001\n\
-             [container]\nshm_size = \"64gb\"\n[supervise]\nready_timeout = \"5m\"\n",
-        )
-        .unwrap();
-        assert_eq!(l.config.port(), 8001);
-        assert_eq!(l.config.container.shm_size.as_deref(), Some("64gb"));
-        // Untouched keys of the same table survive the merge.
-        assert_eq!(l.config.container.memlock, Some(-1));
-        assert_eq!(l.config.policy().ready_timeout, Duration::from_secs(300));
-        assert_eq!(l.config.policy().stop_grace, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn unknown_key_gives_file_line_column() {
-        let err = load_text("model = \"sim\"\n\n[engine]\nprot = 1\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("test.toml:4:1: unknown field `prot`"), "{msg}");
-    }
-
-    #[test]
-    fn bad_value_types_and_durations_point_at_the_value() {
-        let msg = load_text("[engine]\nport = \"x\"\n").unwrap_err().to_string();
-        assert!(msg.starts_with("test.toml:2:8:"), "{msg}");
-        let msg = load_text("[supervise]\nstop_grace = \"10 parsecs\"\n").unwrap_err().to_string();
-        assert!(msg.starts_with("test.toml:2:14:") && msg.contains("bad duration"), "{msg}");
-        let msg = load_text("[binding]\ncpus = \"0-x\"\n").unwrap_err().to_string();
-        assert!(msg.starts_with("test.toml:2:8:"), "{msg}");
-    }
-
-    #[test]
-    fn syntax_error_gives_position() {
-        let msg = load_text("model = \"sim\"\n[engine\n").unwrap_err().to_string();
-        assert!(msg.starts_with("test.toml:2:"), "{msg}");
-    }
-
-    #[test]
-    fn unknown_profile_lists_the_known_ones() {
-        let msg = load_text("host = \"nope\"\n").unwrap_err().to_string();
-        assert!(msg.contains("unknown host profile `nope`") && msg.contains("nvidia"), "{msg}");
-    }
 
     #[test]
     fn semantic_checks() {
@@ -820,34 +500,5 @@ mod tests {
         let b = l.config.explicit_binding().unwrap();
         assert_eq!(b.cpus.unwrap().to_list(), "1");
         assert_eq!(b.memory, MemPolicy::Bind(vec![0]));
-    }
-
-    #[test]
-    fn probe_paths_default_to_vllm_and_bad_ones_are_refused() {
-        let p = load_text("model = \"sim\"\n").unwrap().config.policy().probe;
-        assert_eq!(
-            (p.health.as_deref(), p.live.as_deref(), p.models.as_deref(), p.metrics.as_deref()),
-            (Some("/health"), Some("/live"), Some("/v1/models"), Some("/metrics"))
-        );
-        assert_eq!((p.metrics_series, p.expect_status), (MetricsSeries::Vllm, 200));
-        let l = load_text("model = \"llama-cpp-python\"\n").unwrap().config.policy().probe;
-        assert_eq!((l.health, l.metrics, l.models.as_deref()), (None, None, Some("/v1/models")));
-        let s = load_text("model = \"sglang\"\n").unwrap().config.policy().probe;
-        assert_eq!(s.live.as_deref(), Some("/health_generate"));
-        assert_eq!(s.metrics_series, MetricsSeries::Sglang);
-        let msg = load_text("model = \"sim\"\n[probe]\nhealth = \"health\"\n").unwrap_err();
-        assert!(msg.to_string().contains("probe.health = \"health\": must be a path"), "{msg}");
-        let msg = load_text("model = \"sim\"\n[probe]\nexpect_status = 42\n").unwrap_err();
-        assert!(msg.to_string().contains("probe.expect_status = 42"), "{msg}");
-        let off = "model = \"sim\"\n[probe]\nhealth = \"\"\nmodels = \"\"\n";
-        assert!(load_text(off).unwrap_err().to_string().contains("nothing tells readiness"));
-        let msg = load_text("model = \"sim\"\n[probe]\nmetrics_series = \"tgi\"\n").unwrap_err();
-        assert!(msg.to_string().starts_with("test.toml:3:"), "{msg}");
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
     }
 }

@@ -194,7 +194,7 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 fam,
             );
         }
-        if let Some(share) = e.memory_off_node_share {
+        if let Some(share) = e.placement.memory_off_node_share {
             let g = GaugeF::default();
             g.set(share);
             reg.register_with_unit(
@@ -204,14 +204,14 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                 g,
             );
             let a = GaugeF::default();
-            a.set(if e.memory_off_node_alert { 1.0 } else { 0.0 });
+            a.set(if e.placement.memory_off_node_alert { 1.0 } else { 0.0 });
             reg.register(
                 "engine_memory_off_node_alert",
                 "Whether that share is above binding.memory_off_node_alert",
                 a,
             );
         }
-        if let Some(t) = &e.thread_placement {
+        if let Some(t) = &e.placement.thread_placement {
             let g = GaugeF::default();
             g.set(t.threads as f64);
             reg.register("engine_threads", "Threads of the engine's processes", g);
@@ -234,7 +234,7 @@ pub fn render_openmetrics(status: &MonitorStatus) -> String {
                     g,
                 );
                 let a = GaugeF::default();
-                a.set(if e.cpu_outside_alert { 1.0 } else { 0.0 });
+                a.set(if e.placement.cpu_outside_alert { 1.0 } else { 0.0 });
                 reg.register(
                     "engine_cpu_outside_alert",
                     "Whether that share is above binding.cpu_outside_alert",
@@ -615,21 +615,21 @@ mod tests {
         assert!(t.contains("\nnodeagent_engine_cpu_seconds_total 12.5\n"), "{t}");
         assert!(!t.contains("engine_node_memory"), "{t}");
         st.engine.memory_by_node = Some([(0, 4096), (1, 1 << 20)].into());
-        st.engine.memory_off_node_share = Some(0.25);
-        st.engine.memory_off_node_alert = true;
+        st.engine.placement.memory_off_node_share = Some(0.25);
+        st.engine.placement.memory_off_node_alert = true;
         let t = render(&st, None);
         assert!(t.contains("\nnodeagent_engine_node_memory_bytes{node=\"0\"} 4096.0\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_node_memory_bytes{node=\"1\"} 1048576.0\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_memory_off_node_ratio 0.25\n"), "{t}");
         assert!(t.contains("\nnodeagent_engine_memory_off_node_alert 1.0\n"), "{t}");
         assert!(!t.contains("nodeagent_engine_thread"), "{t}");
-        st.engine.thread_placement = Some(crate::host::task_stat::ThreadPlacement {
+        st.engine.placement.thread_placement = Some(crate::host::task_stat::ThreadPlacement {
             threads: 12,
             migrations: Some(340),
             outside_share: Some(0.125),
             ..Default::default()
         });
-        st.engine.cpu_outside_alert = true;
+        st.engine.placement.cpu_outside_alert = true;
         let t = render(&st, None);
         assert!(t.contains("\nnodeagent_engine_threads 12.0\n"), "{t}");
         assert!(t.contains("# TYPE nodeagent_engine_thread_migrations_total counter\n"), "{t}");

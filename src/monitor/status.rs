@@ -41,19 +41,11 @@ pub struct EngineReport {
     /// Resident bytes of the engine's processes per NUMA node (`numa_maps`), by node id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_by_node: Option<std::collections::BTreeMap<u32, u64>>,
-    /// Share (0 to 1) of those bytes off the binding's memory nodes, and whether it is above
-    /// the alert limit (`binding.memory_off_node_alert`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_off_node_share: Option<f64>,
-    #[serde(default)]
-    pub memory_off_node_alert: bool,
-    /// Where the engine's threads ran over the supervisor's last binding check interval, and
-    /// whether the share of its CPU time outside the bound CPUs is above
-    /// `binding.cpu_outside_alert`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread_placement: Option<crate::host::task_stat::ThreadPlacement>,
-    #[serde(default)]
-    pub cpu_outside_alert: bool,
+    /// The supervisor's placement figures: the share of those bytes off the binding's memory
+    /// nodes, where the engine's threads ran over its last binding check interval, and whether
+    /// each is above its alert limit (flattened: the keys stay at this level).
+    #[serde(flatten)]
+    pub placement: crate::supervise::status::PlacementFigures,
     /// Liveness signals from the supervisor (docs/serve.md, "Supervision"): seconds since
     /// the engine's token counters last moved.
     #[serde(default)]

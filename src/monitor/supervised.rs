@@ -46,10 +46,7 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
         memory_bytes: status.engine_memory_bytes,
         cpu_seconds: status.engine_cpu_seconds,
         memory_by_node: status.memory_by_node.clone(),
-        memory_off_node_share: status.memory_off_node_share,
-        memory_off_node_alert: status.memory_off_node_alert,
-        thread_placement: status.thread_placement.clone(),
-        cpu_outside_alert: status.cpu_outside_alert,
+        placement: status.placement.clone(),
         last_token_age_s: live.and_then(|l| l.last_token_s_ago),
         requests_running: live.and_then(|l| l.running),
         requests_waiting: live.and_then(|l| l.waiting),
@@ -181,5 +178,40 @@ mod tests {
         st.state = State::Draining;
         let r = engine_report(&st, None);
         assert_eq!((r.state.as_str(), r.drain_in_flight), ("draining", Some(2.0)));
+    }
+
+    /// The placement figures (memory off the binding's nodes, threads outside its CPUs, their
+    /// alerts) keep their keys and places in both JSON documents, the status record and the
+    /// monitor's engine report, byte for byte; and both read back.
+    #[test]
+    fn placement_figures_keep_their_place_in_both_json_documents() {
+        let mut st =
+            AgentStatus::new("bare".into(), vec![], 8000, None, crate::binding::Binding::none());
+        (st.agent_pid, st.started_at) = (1, None);
+        (st.state_since, st.agent_started) = ("t0".into(), "t0".into());
+        st.memory_by_node = Some([(0, 4096), (1, 1024)].into());
+        st.placement.memory_off_node_share = Some(0.2);
+        st.placement.memory_off_node_alert = true;
+        st.placement.thread_placement = Some(crate::host::task_stat::ThreadPlacement {
+            threads: 3,
+            last_cpus: vec![0, 5],
+            last_cpus_outside: vec![5],
+            outside_share: Some(0.5),
+            ..Default::default()
+        });
+        st.placement.cpu_outside_alert = true;
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(
+            json,
+            r#"{"instance":0,"gpus":null,"state_dir":null,"agent_pid":1,"state":"starting","message":"starting","state_since":"t0","agent_started":"t0","uptime_s":0,"engine_uptime_s":null,"runtime":"bare","argv":[],"port":8000,"served_model_name":null,"main_pid":null,"pids":[],"containment":null,"engine_memory_bytes":null,"engine_cpu_seconds":null,"binding":{"cpu_nodes":[],"cpus":null,"memory":{"mode":"default"}},"binding_check":null,"memory_by_node":{"0":4096,"1":1024},"memory_off_node_share":0.2,"memory_off_node_alert":true,"thread_placement":{"threads":3,"last_cpus":[0,5],"last_cpus_outside":[5],"migrations":null,"migrations_delta":null,"switches":null,"last_cpu_changes":null,"cpu_seconds":null,"outside_share":0.5},"cpu_outside_alert":true,"health":null,"liveness":null,"probe_notes":[],"drain":null,"restarts":0,"last_exit":null}"#
+        );
+        assert_eq!(serde_json::from_str::<AgentStatus>(&json).unwrap(), st);
+        let report = engine_report(&st, Some(&[0]));
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(
+            json,
+            r#"{"supervised":true,"state":"starting","running":false,"pids":[],"gpus":[0],"restarts":0,"binding_ok":null,"health_latency_ms":null,"in_flight":null,"memory_bytes":null,"cpu_seconds":null,"memory_by_node":{"0":4096,"1":1024},"memory_off_node_share":0.2,"memory_off_node_alert":true,"thread_placement":{"threads":3,"last_cpus":[0,5],"last_cpus_outside":[5],"migrations":null,"migrations_delta":null,"switches":null,"last_cpu_changes":null,"cpu_seconds":null,"outside_share":0.5},"cpu_outside_alert":true,"last_token_age_s":null,"requests_running":null,"requests_waiting":null,"canary_ok":null,"canary_failures":null,"drain_in_flight":null,"metrics_url":"http://127.0.0.1:8000/metrics"}"#
+        );
+        assert_eq!(serde_json::from_str::<EngineReport>(&json).unwrap(), report);
     }
 }

@@ -96,6 +96,29 @@ pub struct Drain {
     pub result: Option<String>,
 }
 
+/// Where the engine's memory and threads are against its binding, from the supervisor's last
+/// binding check: the figures the status record and the monitor's engine report share (each
+/// flattens them, so the keys stay at its top level). `memory_by_node` stays beside it in each,
+/// so that the record's keys keep their order (its `ranks` sit between the two).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementFigures {
+    /// Share (0 to 1) of the engine's resident bytes off the binding's memory nodes; `None`
+    /// when unbound or before the first audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_off_node_share: Option<f64>,
+    /// The placement alert: the off-node share is above `binding.memory_off_node_alert`.
+    #[serde(default)]
+    pub memory_off_node_alert: bool,
+    /// Where the engine's threads ran over the last binding check interval
+    /// (`/proc/PID/task/*/stat` and `sched`): last CPUs, migrations, the share of the engine's
+    /// CPU time outside the binding's CPUs. `None` before the first reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_placement: Option<crate::host::task_stat::ThreadPlacement>,
+    /// The thread placement alert: the outside share is above `binding.cpu_outside_alert`.
+    #[serde(default)]
+    pub cpu_outside_alert: bool,
+}
+
 /// The whole status record (`nodeagent status --json` prints it as is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -147,20 +170,10 @@ pub struct AgentStatus {
     /// memory per node; empty when the instance has no per-rank layout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranks: Vec<crate::supervise::ranks::RankStatus>,
-    /// Share (0 to 1) of those bytes off the binding's memory nodes; `None` when unbound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_off_node_share: Option<f64>,
-    /// The placement alert: the off-node share is above `binding.memory_off_node_alert`.
-    #[serde(default)]
-    pub memory_off_node_alert: bool,
-    /// Where the engine's threads ran over the last binding check interval
-    /// (`/proc/PID/task/*/stat` and `sched`): last CPUs, migrations, the share of the engine's
-    /// CPU time outside the binding's CPUs. `None` before the first reading.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread_placement: Option<crate::host::task_stat::ThreadPlacement>,
-    /// The thread placement alert: the outside share is above `binding.cpu_outside_alert`.
-    #[serde(default)]
-    pub cpu_outside_alert: bool,
+    /// The share of `memory_by_node` off the binding's memory nodes, where the threads ran,
+    /// and their alerts (flattened: the keys stay at this level).
+    #[serde(flatten)]
+    pub placement: PlacementFigures,
     /// The previous reading of the engine's threads, the start of the next interval.
     #[serde(skip)]
     pub thread_reading: Option<crate::host::task_stat::Sample>,
@@ -225,10 +238,7 @@ impl AgentStatus {
             binding_check: None,
             memory_by_node: None,
             ranks: Vec::new(),
-            memory_off_node_share: None,
-            memory_off_node_alert: false,
-            thread_placement: None,
-            cpu_outside_alert: false,
+            placement: PlacementFigures::default(),
             thread_reading: None,
             health: None,
             liveness: None,

@@ -29,10 +29,14 @@ use crate::supervise::notify::{Notice, Notifier};
 use crate::supervise::procs::ProcFs;
 use crate::supervise::progress::ProgressWatch;
 use crate::supervise::restart::{Decision, RestartBudget};
-use crate::supervise::status::{now_rfc3339, BindingCheck, Health, Shared, State};
+use crate::supervise::status::{
+    now_rfc3339, BindingCheck, Health, PlacementFigures, Shared, State,
+};
 
 mod daemon_wait;
 mod drain;
+#[cfg(test)]
+mod fake;
 mod liveness;
 mod threads;
 
@@ -317,10 +321,7 @@ impl Supervisor {
         s.engine_memory_bytes = None;
         s.engine_cpu_seconds = None;
         s.memory_by_node = None;
-        s.memory_off_node_share = None;
-        s.memory_off_node_alert = false;
-        s.thread_placement = None;
-        s.cpu_outside_alert = false;
+        s.placement = PlacementFigures::default();
         s.thread_reading = None;
         // The ranks of the stopped engine are gone with it (the binder forgot them).
         s.ranks.clear();
@@ -371,12 +372,12 @@ impl Supervisor {
             s.engine_cpu_seconds = usage.cpu_seconds;
             if let Some((by_node, share, alert)) = placement {
                 s.memory_by_node = Some(by_node);
-                s.memory_off_node_share = share;
-                s.memory_off_node_alert = alert;
+                s.placement.memory_off_node_share = share;
+                s.placement.memory_off_node_alert = alert;
             }
             if let Some((placement, alert)) = threads {
-                s.thread_placement = Some(placement);
-                s.cpu_outside_alert = alert;
+                s.placement.thread_placement = Some(placement);
+                s.placement.cpu_outside_alert = alert;
             }
             if let Some(ranks) = ranks {
                 s.ranks = ranks;
@@ -413,7 +414,7 @@ impl Supervisor {
         let share =
             crate::host::numa_maps::off_node_share(&audit.by_node, &self.binding.memory_nodes());
         let alert = share.is_some_and(|s| s > self.policy.memory_off_node_alert);
-        let was = self.status.lock().unwrap().memory_off_node_alert;
+        let was = self.status.lock().unwrap().placement.memory_off_node_alert;
         if alert && !was {
             tracing::warn!(
                 share = share.unwrap_or_default(),

@@ -8,9 +8,12 @@
 //!   private directory; an earlier run's files moved aside before a sweep starts.
 //! - `redact`: the run's secrets (API key, secret keys of `--extra-body`, URL password) and
 //!   their redaction from the command line and any text written out.
-//! - `compare`: pure code of a binding comparison: the BINDINGS grammar, resolving an entry
-//!   against the host's nodes (given by the caller), the interleaved schedule, statistics across
+//! - `bindings`: the BINDINGS grammar of `--compare` and resolving an entry against the host's
+//!   nodes (given by the caller). No I/O.
+//! - `compare`: pure code of a binding comparison: the interleaved schedule, statistics across
 //!   trials and the verdict. No I/O.
+//! - `results`: the records `compare.json` holds (each sub-run, each binding across trials, the
+//!   report) and the Student-t estimate; plain data, re-exported by `compare`.
 //! - `trials`: runs a comparison: one engine life and one sweep per (trial, binding), and keeps
 //!   `compare.json`, `compare.txt` and `compare.svg` current.
 //! - `render`: the comparison's table and chart, to any `W: Write`.
@@ -24,7 +27,7 @@
 //!
 //! Imports run one way: `trials` -> `sweep` -> (`rundir` -> (`outdir`, `redact`), `isolate`, `search`,
 //! `scrape` -> `server_metrics`), and
-//! `trials` -> `render` -> `compare`.
+//! `trials` -> `render` -> `compare` -> (`bindings`, `results`).
 //! Not here: parsing CLI arguments, choosing the engine runtime, printing, exit codes (`cmd/`).
 
 pub mod bindings;
@@ -33,6 +36,7 @@ pub mod isolate;
 pub mod outdir;
 pub mod redact;
 pub mod render;
+pub mod results;
 pub mod rundir;
 pub mod scrape;
 pub mod search;

@@ -1,152 +1,13 @@
 //! The state machine on paused time, with a scripted runtime: backoff, the crash-loop
 //! budget, readiness timeouts and the watchdog take no real time. `tests/serve.rs` runs the
-//! same rules on real processes.
+//! same rules on real processes. The runtime and the harness are `fake`'s.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use futures_util::future::BoxFuture;
-
+use super::fake::{assert_near, harness, FakeRuntime, Harness, Script};
 use super::*;
-use crate::config::Config;
-use crate::supervise::notify::RecordingNotifier;
-use crate::supervise::status::AgentStatus;
 
 mod ranks;
-
-/// What the fake runtime does and saw: each start takes the next lifetime (`None`, or none
-/// left: it runs until stopped), after which the engine exits with code 1.
-#[derive(Clone, Default)]
-struct Script {
-    lives: Arc<Mutex<VecDeque<Option<Duration>>>>,
-    starts: Arc<Mutex<Vec<Instant>>>,
-    stops: Arc<Mutex<u32>>,
-    /// The engine's pids per life, in start order (none left: no pids).
-    pids: Arc<Mutex<VecDeque<Vec<i32>>>>,
-    /// The pids of the life that runs now (empty once stopped).
-    running_pids: Arc<Mutex<Vec<i32>>>,
-    /// What the runtime answers to `containment()`.
-    containment: Option<String>,
-}
-
-impl Script {
-    fn new(lives: &[Option<u64>]) -> Self {
-        let lives = lives.iter().map(|l| l.map(Duration::from_secs)).collect();
-        Self { lives: Arc::new(Mutex::new(lives)), ..Default::default() }
-    }
-    fn starts(&self) -> Vec<Instant> {
-        self.starts.lock().unwrap().clone()
-    }
-    /// Seconds between consecutive starts.
-    fn gaps(&self) -> Vec<f64> {
-        self.starts().windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect()
-    }
-}
-
-struct FakeRuntime {
-    script: Script,
-    exit_at: Option<Instant>,
-    running: bool,
-}
-
-impl EngineRuntime for FakeRuntime {
-    fn describe(&self) -> String {
-        "fake".to_string()
-    }
-    fn preflight(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn cleanup_leftovers(&mut self) -> BoxFuture<'_, Result<Vec<String>, RuntimeError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn start(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            let now = Instant::now();
-            self.script.starts.lock().unwrap().push(now);
-            let life = self.script.lives.lock().unwrap().pop_front().flatten();
-            self.exit_at = life.map(|d| now + d);
-            self.running = true;
-            *self.script.running_pids.lock().unwrap() =
-                self.script.pids.lock().unwrap().pop_front().unwrap_or_default();
-            Ok(())
-        })
-    }
-    fn pids(&mut self) -> BoxFuture<'_, Result<Vec<i32>, RuntimeError>> {
-        Box::pin(async { Ok(self.script.running_pids.lock().unwrap().clone()) })
-    }
-    fn containment(&self) -> Option<String> {
-        self.script.containment.clone()
-    }
-    fn wait(&mut self) -> BoxFuture<'_, Result<EngineExit, RuntimeError>> {
-        Box::pin(async move {
-            match (self.running, self.exit_at) {
-                (true, Some(at)) => {
-                    tokio::time::sleep_until(at).await;
-                    Ok(EngineExit::Code(1))
-                }
-                _ => std::future::pending().await,
-            }
-        })
-    }
-    fn stop(&mut self, _grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            self.running = false;
-            self.exit_at = None;
-            self.script.running_pids.lock().unwrap().clear();
-            *self.script.stops.lock().unwrap() += 1;
-            Ok(())
-        })
-    }
-}
-
-struct Harness {
-    supervisor: Supervisor,
-    script: Script,
-    notices: Arc<Mutex<Vec<Notice>>>,
-    status: Shared,
-    cancel: CancellationToken,
-    /// Bound, never listening: every health probe is refused (an engine still loading).
-    _closed: tokio::net::TcpSocket,
-}
-
-fn harness(
-    lives: &[Option<u64>],
-    watchdog: Option<Duration>,
-    tune: impl FnOnce(&mut SupervisePolicy),
-) -> Harness {
-    let closed = tokio::net::TcpSocket::new_v4().unwrap();
-    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let health_addr = closed.local_addr().unwrap();
-    let mut policy = Config::default().policy();
-    tune(&mut policy);
-    let script = Script::new(lives);
-    let notifier = RecordingNotifier { watchdog, ..Default::default() };
-    let notices = notifier.notices.clone();
-    let status = Arc::new(Mutex::new(AgentStatus::new(
-        "fake".into(),
-        vec!["engine".into()],
-        health_addr.port(),
-        None,
-        Binding::none(),
-    )));
-    let cancel = CancellationToken::new();
-    let supervisor = Supervisor {
-        runtime: Box::new(FakeRuntime { script: script.clone(), exit_at: None, running: false }),
-        policy,
-        health_addr,
-        model: None,
-        binding: Binding::none(),
-        notifier: Arc::new(notifier),
-        status: status.clone(),
-        cancel: cancel.clone(),
-        proc: ProcFs::default(),
-        check_port: None,
-        check_path: None,
-        gpu_hung: None,
-        ranks: None,
-    };
-    Harness { supervisor, script, notices, status, cancel, _closed: closed }
-}
 
 /// Cancels once the engine has been started `n` times and `after` has passed since.
 fn cancel_after_start(h: &Harness, n: usize, after: Duration) {
@@ -158,11 +19,6 @@ fn cancel_after_start(h: &Harness, n: usize, after: Duration) {
         tokio::time::sleep(after).await;
         cancel.cancel();
     });
-}
-
-fn assert_near(got: f64, want: f64, what: &str) {
-    // Health probes of a real (refused) socket may move paused time to the next tick.
-    assert!((want..want + 0.5).contains(&got), "{what}: {got} s, want {want} s");
 }
 
 #[tokio::test(start_paused = true)]

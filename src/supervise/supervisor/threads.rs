@@ -26,7 +26,7 @@ impl Supervisor {
         }
         let (before, was) = {
             let mut s = self.status.lock().unwrap();
-            (s.thread_reading.take(), s.cpu_outside_alert)
+            (s.thread_reading.take(), s.placement.cpu_outside_alert)
         };
         let hz = threads::ticks_per_second();
         let placement = task_stat::summarize(before.as_ref(), &now, hz, self.binding.cpus.as_ref());

@@ -81,8 +81,7 @@ async fn binding_checks_bind_each_lifes_new_workers_status_carries_them_and_stop
     h.script.containment = Some(format!("cgroup-v2 {}", engine.display()));
     *h.script.pids.lock().unwrap() =
         [vec![5_000_000, 5_000_001, 5_000_002], vec![5_000_010, 5_000_011, 5_000_002]].into();
-    h.supervisor.runtime =
-        Box::new(FakeRuntime { script: h.script.clone(), exit_at: None, running: false });
+    h.supervisor.runtime = Box::new(FakeRuntime::new(h.script.clone()));
     let workers = Arc::new(Mutex::new(vec![(5_000_001, 0), (5_000_002, 1)]));
     let smi = FakeSmi {
         script: h.script.clone(),
