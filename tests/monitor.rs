@@ -291,8 +291,12 @@ fn live_alerts_attribution_and_metrics_with_fake_mx_smi() {
     let _ = nix_kill(child);
     let _ = engine.kill();
     let _ = engine.wait();
-    let v = wait_status(&addr, "orphan-memory", |v| alerts(v).contains(&"orphan-memory".into()));
-    assert_eq!(v["engine"]["state"], "stopped");
+    // The standalone monitor reads `--engine-pid`'s state after each sample, so the first tick
+    // after the death may raise the alert with the engine still `ready` ("left over from an
+    // earlier run"); the next tick has both. Wait for that tick.
+    let v = wait_status(&addr, "orphan-memory with the engine stopped", |v| {
+        alerts(v).contains(&"orphan-memory".into()) && v["engine"]["state"] == "stopped"
+    });
     assert!(!v["engine_hung"].as_bool().unwrap(), "a stopped engine is not hung");
     let orphan =
         v["alerts"].as_array().unwrap().iter().find(|a| a["check"] == "orphan-memory").unwrap();
