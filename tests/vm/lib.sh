@@ -4,17 +4,22 @@
 # The scenario only collects facts; the Rust test judges them, so a failing check still lets
 # the rest of the scenario run and report.
 
-# section NAME CMD [ARG...]: run CMD, frame its stdout, stderr and exit status.
+# section NAME CMD [ARG...]: run CMD, frame its stdout, stderr and exit status. A line
+# `@@NA-TIME NAME START END@@` after the frame gives the guest's uptime (seconds) when CMD
+# started and ended: run-vm.sh turns these into timings.log (where the scenario spends its time).
 section() {
   _name=$1
   shift
+  read -r _t0 _ </proc/uptime
   "$@" >/tmp/.sec.out 2>/tmp/.sec.err
   _rc=$?
+  read -r _t1 _ </proc/uptime
   echo "@@NA-BEGIN $_name@@"
   awk 1 /tmp/.sec.out
   echo "@@NA-STDERR $_name@@"
   awk 1 /tmp/.sec.err
   echo "@@NA-END $_name rc=$_rc@@"
+  echo "@@NA-TIME $_name $_t0 $_t1@@"
 }
 
 # section_sh NAME 'SHELL TEXT': like section, for pipelines and redirections.

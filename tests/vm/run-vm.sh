@@ -17,7 +17,9 @@
 #   3. Boot: qemu-system-x86_64 with the topology of docs NUMA-VM.md, KVM when /dev/kvm works and
 #      TCG otherwise ($NODEAGENT_VM_ACCEL overrides), under a hard timeout.
 #   4. Results: DIR/console.log is the kernel console (ttyS0), DIR/results.log the scenario's
-#      output (ttyS1), framed by `@@NA-VM-START@@` and `@@NA-VM-DONE@@`.
+#      output (ttyS1), framed by `@@NA-VM-START@@` and `@@NA-VM-DONE@@`, DIR/timings.log where the
+#      time went (building the initramfs, QEMU, the guest's boot, each section of the scenario
+#      with the unframed time before it), summed up in one `run-vm: ... timings` line on stderr.
 #
 # Exit status: 0 the scenario ran to its end marker (its checks are judged by the caller),
 # 1 the VM failed (no boot, timeout, no end marker), 2 bad usage or a missing tool/kernel.
@@ -141,6 +143,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 2. Initramfs.
 mkdir -p "$out"
+t_begin=$(date +%s.%N)
 work=$(mktemp -d "${TMPDIR:-/tmp}/nodeagent-vm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/root
@@ -195,9 +198,14 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 exec >/dev/ttyS1 2>&1
 echo "@@NA-VM-START@@"
+read -r up _ </proc/uptime
+echo "@@NA-TIME (boot) 0 $up@@"
 cd /tmp
 sh /scenario.sh
-echo "@@NA-VM-DONE rc=$?@@"
+rc=$?
+read -r end _ </proc/uptime
+echo "@@NA-TIME (scenario) $up $end@@"
+echo "@@NA-VM-DONE rc=$rc@@"
 # Give the UART a moment to drain before the machine goes away.
 sync
 sleep 1
@@ -207,6 +215,8 @@ chmod +x "$root/init" "$root/scenario.sh"
 
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$work/initrd.cpio" ||
   die 2 "cpio failed to build the initramfs"
+t_initrd=$(date +%s.%N)
+initrd_mb=$(($(stat -c %s "$work/initrd.cpio") / 1048576))
 
 # ---------------------------------------------------------------------------------------------
 # 3. Boot.
@@ -226,6 +236,30 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -M pc -accel "$accel" "$
   -serial "file:$console" -serial "file:$results" 2>"$out/qemu.err"
 rc=$?
 set -e
+t_qemu=$(date +%s.%N)
+# DIR/timings.log: host phases, then the guest's (uptime seconds) from the @@NA-TIME lines.
+tr -d '\r' <"$results" | awk -v topo="$topology" -v b="$t_begin" -v i="$t_initrd" -v q="$t_qemu" -v mb="$initrd_mb" '
+  BEGIN {
+    printf "%s VM: host seconds, then guest uptime seconds\n", topo
+    printf "host  initramfs built  %8.1f s  (%d MB)\n", i - b, mb
+    printf "host  qemu ran         %8.1f s\n", q - i
+    last = -1
+  }
+  {
+    p = index($0, "@@NA-TIME ")
+    if (!p) next
+    n = split(substr($0, p + 10), f, " ")
+    sub(/@@$/, "", f[3])
+    if (f[1] == "(boot)") { printf "guest boot to /init  %8.1f s\n", f[3]; last = f[3]; next }
+    if (f[1] == "(scenario)") { printf "guest scenario       %8.1f s\n", f[3] - f[2]; next }
+    if (!head++) printf "%-32s %9s %9s %9s\n", "section", "start", "took", "before"
+    printf "%-32s %9.1f %9.1f %9.1f\n", f[1], f[2], f[3] - f[2], (last < 0 ? 0 : f[2] - last)
+    last = f[3]
+  }' >"$out/timings.log" 2>/dev/null || true
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
+boot=$(tr -d '\r' <"$results" | sed -n 's/.*@@NA-TIME (boot) 0 \([0-9.]*\)@@.*/\1/p' | head -1)
+scenario=$(tr -d '\r' <"$results" | sed -n 's/.*@@NA-TIME (scenario) \([0-9.]*\) \([0-9.]*\)@@.*/\1 \2/p' | head -1)
+echo "run-vm: $topology timings: initramfs $(secs "$t_begin" "$t_initrd") s ($initrd_mb MB), qemu $(secs "$t_initrd" "$t_qemu") s, guest boot ${boot:-?} s, scenario $([ -n "$scenario" ] && secs $scenario || echo ?) s (see $out/timings.log)" >&2
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   die 1 "$topology VM timed out after ${timeout_s}s (console: $console, results: $results)"
 fi
