@@ -10,7 +10,10 @@
 //!
 //! Without qemu the tests are skipped with a message, except under `CI=true`, where that is a
 //! failure: CI installs qemu (`scripts/setup.sh test`), so its absence there is a broken setup.
-//! Timing inside the VM means nothing (software emulation): correctness only.
+//! Timing inside the VM means nothing (software emulation): correctness only. What the tests
+//! cost is another matter: each boot's `timings.log` (next to its logs; one line per VM with
+//! `--nocapture`) says where its wall time went, and CONTRIBUTING.md ("Where the time goes")
+//! what was cut and what is left.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,7 +186,8 @@ fn boot_with(
 fn assert_timings(vm: &VmRun) {
     let path = vm.results.with_file_name("timings.log");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for phase in ["host  initramfs built", "host  qemu ran", "guest boot to /init", "guest scenario"]
+    for phase in
+        ["host  initramfs built", "host  qemu ran", "guest boot to /init", "guest scenario"]
     {
         assert!(text.lines().any(|l| l.starts_with(phase)), "no '{phase}' in {text}");
     }

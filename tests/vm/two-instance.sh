@@ -59,8 +59,8 @@ for n in 0 1; do
   section_sh "engine-$n-environ" "tr '\\0' '\\n' </proc/$main/environ | grep -E '^(CUDA|MACA)_VISIBLE_DEVICES=|^NODEAGENT_ENGINE=' | sort"
   section_sh "engine-$n-cmdline" "tr '\\0' ' ' </proc/$main/cmdline"
   section_sh "engine-$n-tree" ". /lib.sh; for p in \$(descendants $agent); do [ \$p = $agent ] || { proc_binding \$p; echo; }; done"
-  # No --out: the run directory's chart (a PNG drawn and deflated by the debug build) took about
-  # 80 s of the emulated CPU per verify, and nothing here reads those files.
+  # No --out: the run directory's chart (a PNG drawn and deflated by the debug build, twice per
+  # sweep) took 108-125 s per verify under emulation, and nothing here reads those files.
   section "verify-$n" nodeagent verify --dataset random --url "http://127.0.0.1:800$n" --input-len 8 --parallel 1 --number 2 --max-tokens 4 --quiet
 done
 
