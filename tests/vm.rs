@@ -10,7 +10,10 @@
 //!
 //! Without qemu the tests are skipped with a message, except under `CI=true`, where that is a
 //! failure: CI installs qemu (`scripts/setup.sh test`), so its absence there is a broken setup.
-//! Timing inside the VM means nothing (software emulation): correctness only.
+//! Timing inside the VM means nothing (software emulation): correctness only. What the tests
+//! cost is another matter: each boot's `timings.log` (next to its logs; one line per VM with
+//! `--nocapture`) says where its wall time went, and CONTRIBUTING.md ("Where the time goes")
+//! what was cut and what is left.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,10 +171,35 @@ fn boot_with(
     let res = cmd.output().expect("cannot run tests/vm/run-vm.sh");
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "{test}: the {topology} VM failed: {}", stderr.trim());
+    // Where the time went (`--nocapture` shows it; timings.log has it per section).
+    for line in stderr.lines().filter(|l| l.contains(" timings: ")) {
+        eprintln!("{test}: {line}");
+    }
     let results = out.join("results.log");
     let text = std::fs::read_to_string(&results).unwrap();
     let sections = parse_results(&text).unwrap_or_else(|e| panic!("{}: {e}", results.display()));
     VmRun { sections, results }
+}
+
+/// run-vm.sh's `timings.log` accounts for the boot, the scenario and every section the VM
+/// printed, each with a start, a duration and the unframed time before it.
+fn assert_timings(vm: &VmRun) {
+    let path = vm.results.with_file_name("timings.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for phase in
+        ["host  initramfs built", "host  qemu ran", "guest boot to /init", "guest scenario"]
+    {
+        assert!(text.lines().any(|l| l.starts_with(phase)), "no '{phase}' in {text}");
+    }
+    for name in vm.sections.keys() {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("section {name} not in {text}"));
+        let figures: Vec<f64> =
+            line.split_whitespace().skip(1).map(|f| f.parse().unwrap()).collect();
+        assert!(figures.len() == 3 && figures.iter().all(|f| *f >= 0.0), "{line}");
+    }
 }
 
 /// `key: value` lines (as `proc_binding` in tests/vm/lib.sh prints them) into a map.
@@ -280,8 +308,10 @@ fn without_free_memory(mut plan: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn parse_results_frames_sections_and_rejects_broken_output() {
-    let text = "\x1b[?7l@@NA-VM-START@@\r\n@@NA-BEGIN a@@\r\nx\r\n@@NA-STDERR a@@\r\ne\r\n@@NA-END a rc=3@@\r\n";
+    // The timing lines (tests/vm/lib.sh) sit between sections and are no part of any.
+    let text = "\x1b[?7l@@NA-VM-START@@\r\n@@NA-TIME (boot) 0 9.52@@\r\n@@NA-BEGIN a@@\r\nx\r\n@@NA-STDERR a@@\r\ne\r\n@@NA-END a rc=3@@\r\n@@NA-TIME a 9.60 12.25@@\r\n";
     let s = parse_results(text).unwrap();
+    assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s["a"].stdout, "x\n");
     assert_eq!(s["a"].stderr, "e\n");
     assert_eq!(s["a"].rc, 3);
@@ -297,6 +327,7 @@ fn two_node_vm_probe_plan_prefix_and_snapshot_replay() {
         return;
     }
     let vm = boot(test, "two-node", "two-node.sh", &[]);
+    assert_timings(&vm);
 
     let hw = vm.ok("numactl-hardware");
     assert!(hw.contains("available: 2 nodes (0-1)"), "numactl --hardware:\n{hw}");
@@ -694,31 +725,9 @@ fn two_instances_on_the_four_node_vm_get_their_gpu_cores_and_port() {
 }
 
 /// `boot` with a longer hard timeout: two agents, two engines and two `verify` runs under
-/// software emulation on a loaded 2-core box take longer than `boot`'s 300 s (the scenario
-/// itself ran to its end in 190 s on a quiet box). A copy rather than a change to `boot`, which
-/// other scenarios share.
+/// software emulation on a loaded 2-core box take longer than `boot`'s 300 s.
 fn boot_for(test: &str, topology: &str, scenario: &str, timeout_s: u32) -> VmRun {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm").join(test);
-    std::fs::create_dir_all(&out).unwrap();
-    let res = Command::new(repo().join("tests/vm/run-vm.sh"))
-        .arg("--topology")
-        .arg(topology)
-        .arg("--scenario")
-        .arg(repo().join("tests/vm").join(scenario))
-        .arg("--bin")
-        .arg(env!("CARGO_BIN_EXE_nodeagent"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--timeout")
-        .arg(timeout_s.to_string())
-        .output()
-        .expect("cannot run tests/vm/run-vm.sh");
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{test}: the {topology} VM failed: {}", stderr.trim());
-    let results = out.join("results.log");
-    let text = std::fs::read_to_string(&results).unwrap();
-    let sections = parse_results(&text).unwrap_or_else(|e| panic!("{}: {e}", results.display()));
-    VmRun { sections, results }
+    boot_with(test, topology, scenario, &[], timeout_s)
 }
 
 /// `doctor --json` statuses by check name.

@@ -25,15 +25,8 @@ binding_check_interval = "1s"
 stop_grace = "5s"
 restart_budget = 0
 CFG
-nodeagent serve --config /tmp/serve-cgroup.toml >$dir/serve.out 2>$dir/serve.err &
-agent=$!
-i=0
-while [ $i -lt 240 ]; do
-  nodeagent status --state-dir $dir --json 2>/dev/null | grep -q '"state": *"ready"' && break
-  kill -0 $agent 2>/dev/null || break
-  sleep 1
-  i=$((i + 1))
-done
+agent_start $dir/serve --config /tmp/serve-cgroup.toml
+poll 240 $agent is_ready $dir
 # Two binding-check intervals: the status carries the cgroup's pids and usage.
 sleep 3
 section cgroup-status nodeagent status --state-dir $dir --json
@@ -41,11 +34,9 @@ cg=$(nodeagent status --state-dir $dir --json | sed -n 's/.*"containment": *"cgr
 # Every process in the engine's cgroup, with its command line; the agent's own cgroup.
 section_sh cgroup-procs "echo cgroup: $cg; for p in \$(cat $cg/cgroup.procs); do echo \"\$p \$(tr '\\0' ' ' </proc/\$p/cmdline)\"; done"
 section_sh agent-cgroup "cat /proc/$agent/cgroup"
-kill -TERM $agent
-wait $agent
-rc=$?
+agent_stop $agent
 sleep 1
-section_sh cgroup-stop "echo serve-exit=$rc; . /lib.sh; engine_leftovers
+section_sh cgroup-stop "echo serve-exit=$agent_rc; . /lib.sh; engine_leftovers
   for c in /proc/[0-9]*/cmdline; do case \$(tr '\\0' ' ' <\$c 2>/dev/null) in 'sleep 7777 ') echo \"leftover helper \$c\" ;; esac; done
   [ -n '$cg' ] && [ -d '$cg' ] && echo cgroup-left=$cg
   cat $dir/serve.err >&2"

@@ -4,17 +4,22 @@
 # The scenario only collects facts; the Rust test judges them, so a failing check still lets
 # the rest of the scenario run and report.
 
-# section NAME CMD [ARG...]: run CMD, frame its stdout, stderr and exit status.
+# section NAME CMD [ARG...]: run CMD, frame its stdout, stderr and exit status. A line
+# `@@NA-TIME NAME START END@@` after the frame gives the guest's uptime (seconds) when CMD
+# started and ended: run-vm.sh turns these into timings.log (where the scenario spends its time).
 section() {
   _name=$1
   shift
+  read -r _t0 _ </proc/uptime
   "$@" >/tmp/.sec.out 2>/tmp/.sec.err
   _rc=$?
+  read -r _t1 _ </proc/uptime
   echo "@@NA-BEGIN $_name@@"
   awk 1 /tmp/.sec.out
   echo "@@NA-STDERR $_name@@"
   awk 1 /tmp/.sec.err
   echo "@@NA-END $_name rc=$_rc@@"
+  echo "@@NA-TIME $_name $_t0 $_t1@@"
 }
 
 # section_sh NAME 'SHELL TEXT': like section, for pipelines and redirections.
@@ -76,4 +81,43 @@ engine_leftovers() {
     _cmd=$(tr '\0' ' ' <"$_c" 2>/dev/null)
     case $_cmd in *" simulate"*) echo "leftover $_p $_cmd" ;; esac
   done
+}
+
+# poll SECS PID CMD [ARG...]: run CMD once a second until it succeeds (0), the process PID has
+# ended (1; an empty PID is never checked) or SECS seconds passed (1). The agent's wait loops of
+# every scenario (ready, workers up, memory counted) are this one loop with their own CMD.
+poll() {
+  _secs=$1 _pid=$2
+  shift 2
+  _i=0
+  while [ $_i -lt "$_secs" ]; do
+    "$@" && return 0
+    [ -n "$_pid" ] && ! kill -0 "$_pid" 2>/dev/null && return 1
+    sleep 1
+    _i=$((_i + 1))
+  done
+  return 1
+}
+
+# is_ready STATE_DIR [STATUS_ARG...]: `nodeagent status` of that state dir says ready.
+is_ready() {
+  _d=$1
+  shift
+  nodeagent status --state-dir "$_d" "$@" --json 2>/dev/null | grep -q '"state": *"ready"'
+}
+
+# agent_start LOG SERVE_ARG...: `nodeagent serve SERVE_ARG...` in the background, its stdout in
+# LOG.out and stderr in LOG.err; its pid in $agent.
+agent_start() {
+  _log=$1
+  shift
+  nodeagent serve "$@" >"$_log.out" 2>"$_log.err" &
+  agent=$!
+}
+
+# agent_stop PID: SIGTERM to the agent, wait for it; its exit status in $agent_rc.
+agent_stop() {
+  kill -TERM "$1" 2>/dev/null
+  wait "$1"
+  agent_rc=$?
 }

@@ -27,27 +27,24 @@ placement_config() {
   } >"$1"
 }
 
+# memory_counted STATE_DIR: the audit in `status` counts more than the workers' 128 MiB.
+memory_counted() {
+  nodeagent status --state-dir "$1" --json >"$1/status.json" 2>/dev/null
+  _sum=$(tr -d ' \n' <"$1/status.json" | grep -o '"memory_by_node":{[^}]*}' | grep -o ':[0-9]*' | tr -d : | awk '{s+=$1} END {print s+0}')
+  [ "${_sum:-0}" -gt 134217728 ]
+}
+
 # placement_run NAME CONFIG STATE_DIR: serve, wait until ready and the audit counts 128 MiB,
 # print NAME-status, stop.
 placement_run() {
   mkdir -p "$3"
-  nodeagent serve --config "$2" --mode bare >"$3/serve.out" 2>"$3/serve.err" &
-  _agent=$!
-  _i=0
-  while [ $_i -lt 240 ]; do
-    nodeagent status --state-dir "$3" --json >"$3/status.json" 2>/dev/null
-    _sum=$(tr -d ' \n' <"$3/status.json" | grep -o '"memory_by_node":{[^}]*}' | grep -o ':[0-9]*' | tr -d : | awk '{s+=$1} END {print s+0}')
-    [ "${_sum:-0}" -gt 134217728 ] && break
-    kill -0 $_agent 2>/dev/null || break
-    sleep 1
-    _i=$((_i + 1))
-  done
+  agent_start "$3/serve" --config "$2" --mode bare
+  poll 240 $agent memory_counted "$3"
   sleep 2
   section "$1-status" nodeagent status --state-dir "$3" --json
   section "$1-status-text" nodeagent status --state-dir "$3"
-  kill -TERM $_agent 2>/dev/null
-  wait $_agent
-  section_sh "$1-stop" "echo serve-exit=$?; cat $3/serve.err >&2"
+  agent_stop $agent
+  section_sh "$1-stop" "echo serve-exit=$agent_rc; cat $3/serve.err >&2"
 }
 
 placement_config /tmp/p-node1.toml /run/p-node1 2-3 1

@@ -26,12 +26,27 @@ index, name, pci.bus_id, memory.total [MiB], memory.used [MiB], utilization.gpu 
 1, NVIDIA H100 80GB HBM3, 00000000:41:01.0, 81559 MiB, 0 MiB, 0 %, 31, 69.45 W
 CSV
 
-# worker_pid R: the pid of simulator worker R (comm sim::Worker_TPR; workers are 1..N, the
-# simulator itself is 0).
-worker_pid() {
+# workers_up: both simulator workers run (comm sim::Worker_TP1 and _TP2; the simulator itself is
+# 0); their pids in $w0 and $w1. One pass over /proc with the shell's own `read`: with a `cat`
+# per process, twice per poll, this wait took 35-55 s under emulation, now 16-18 s.
+workers_up() {
+  w0=
+  w1=
   for _c in /proc/[0-9]*/comm; do
-    [ "$(cat $_c 2>/dev/null)" = "sim::Worker_TP$1" ] && { _p=${_c#/proc/}; echo ${_p%/comm}; return; }
+    read -r _n 2>/dev/null <"$_c" || continue
+    _p=${_c#/proc/}
+    case $_n in
+      sim::Worker_TP1) w0=${_p%/comm} ;;
+      sim::Worker_TP2) w1=${_p%/comm} ;;
+    esac
   done
+  [ -n "$w0" ] && [ -n "$w1" ]
+}
+
+# ranks_bound STATE_DIR: `status` shows two ranks with their cgroup.
+ranks_bound() {
+  nodeagent status --state-dir $1 --json >$1/status.json 2>/dev/null
+  [ "$(grep -c '"cgroup": "/' $1/status.json)" -ge 2 ]
 }
 
 # ranks_run NAME MODE: serve, wait for both workers, list them on their GPUs, wait until both
@@ -61,19 +76,9 @@ binding_check_interval = "1s"
 stop_grace = "10s"
 restart_budget = 0
 CFG
-  nodeagent serve --config /tmp/r-$1.toml --mode $2 --from /tmp/snap --nvidia-smi /nvidia-smi --skip-link-check >$dir/serve.out 2>$dir/serve.err &
-  _agent=$!
-  _i=0
-  w0=
-  w1=
-  while [ $_i -lt 120 ]; do
-    w0=$(worker_pid 1)
-    w1=$(worker_pid 2)
-    [ -n "$w0" ] && [ -n "$w1" ] && break
-    kill -0 $_agent 2>/dev/null || break
-    sleep 1
-    _i=$((_i + 1))
-  done
+  agent_start $dir/serve --config /tmp/r-$1.toml --mode $2 --from /tmp/snap --nvidia-smi /nvidia-smi --skip-link-check
+  _agent=$agent
+  poll 120 $_agent workers_up
   {
     echo "gpu_bus_id, pid, process_name, used_gpu_memory [MiB]"
     echo "00000000:21:01.0, $w0, ray::RayWorkerWrapper, 1024 MiB"
@@ -82,14 +87,7 @@ CFG
   section_sh "$1-workers" "echo w0=$w0 w1=$w1; cat $dir/serve.err >&2"
   mv $FAKE_NVSMI_DIR/nvidia-smi-apps.csv.new $FAKE_NVSMI_DIR/nvidia-smi-apps.csv
   # Until `status` shows both ranks with their cgroup and no problem.
-  _i=0
-  while [ $_i -lt 60 ]; do
-    nodeagent status --state-dir $dir --json >$dir/status.json 2>/dev/null
-    [ "$(grep -c '"cgroup": "/' $dir/status.json)" -ge 2 ] && break
-    kill -0 $_agent 2>/dev/null || break
-    sleep 1
-    _i=$((_i + 1))
-  done
+  poll 60 $_agent ranks_bound $dir
   # Two more binding checks: the memory figures follow the migration.
   sleep 3
   section "$1-status" nodeagent status --state-dir $dir --json
@@ -104,9 +102,8 @@ CFG
       grep ' N$((1 - r))=' /proc/$w/numa_maps >&2; true"
   done
   section_sh "$1-engine-cgroup" "cg=\$(dirname \$(sed -n 's/^0::\(.*\)/\1/p' /proc/$w0/cgroup)); echo \"engine: \$cg\"; ls /sys/fs/cgroup\$cg; for c in rank-0 rank-1 main; do echo \"\$c procs: \$(cat /sys/fs/cgroup\$cg/\$c/cgroup.procs | tr '\\n' ' ')\"; echo \"\$c cpus: \$(cat /sys/fs/cgroup\$cg/\$c/cpuset.cpus)\"; echo \"\$c mems: \$(cat /sys/fs/cgroup\$cg/\$c/cpuset.mems)\"; done"
-  kill -TERM $_agent 2>/dev/null
-  wait $_agent
-  section_sh "$1-stop" "echo serve-exit=$?; . /lib.sh; engine_leftovers; cat $dir/serve.err >&2"
+  agent_stop $_agent
+  section_sh "$1-stop" "echo serve-exit=$agent_rc; . /lib.sh; engine_leftovers; cat $dir/serve.err >&2"
 }
 
 ranks_run bare bare

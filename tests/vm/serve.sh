@@ -65,17 +65,9 @@ serve_run() {
   _sn=$1 _mode=$2 _cfg=$3 _dir=$4
   shift 4
   mkdir -p "$_dir"
-  nodeagent serve --config "$_cfg" --mode "$_mode" "$@" >"$_dir/serve.out" 2>"$_dir/serve.err" &
-  _agent=$!
-  _i=0
-  _state=
-  while [ $_i -lt 240 ]; do
-    _state=$(nodeagent status --state-dir "$_dir" --json 2>/dev/null | grep -o '"state": *"[a-z]*"' | head -1)
-    case $_state in *ready*) break ;; esac
-    kill -0 $_agent 2>/dev/null || break
-    sleep 1
-    _i=$((_i + 1))
-  done
+  agent_start "$_dir/serve" --config "$_cfg" --mode "$_mode" "$@"
+  _agent=$agent
+  poll 240 $_agent is_ready "$_dir"
   # One more binding check interval, so the agent's own check covers every worker.
   sleep 2
   section "$_sn-status" nodeagent status --state-dir "$_dir" --json
@@ -84,11 +76,9 @@ serve_run() {
   _main=$(echo $(cat /proc/$_agent/task/*/children))
   section "$_sn-check-binding" sh /check-binding.sh "$_main"
   section_sh "$_sn-tree" ". /lib.sh; for p in \$(descendants $_agent); do [ \$p = $_agent ] || { proc_binding \$p; echo; }; done"
-  kill -TERM $_agent 2>/dev/null
-  wait $_agent
-  _rc=$?
+  agent_stop $_agent
   sleep 1
-  section_sh "$_sn-stop" "echo serve-exit=$_rc; . /lib.sh; engine_leftovers; cat $_dir/serve.err >&2"
+  section_sh "$_sn-stop" "echo serve-exit=$agent_rc; . /lib.sh; engine_leftovers; cat $_dir/serve.err >&2"
 }
 
 # serve_refused NAME MODE CONFIG STATE_DIR: serve must refuse to start; prints NAME-refused with
