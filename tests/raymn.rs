@@ -30,6 +30,11 @@ use agent::{alive, cmdline, crate_path, kill_marked, marked, wait_for, BIN};
 
 /// A cluster (two Ray nodes on a shared 2-CPU host) forms in 30 to 120 s: allow more.
 const FORM: Duration = Duration::from_secs(300);
+/// The agents' crash-loop budget. The walk makes four faults within the default 10 min window,
+/// and each may cost the head two restarts (see `Run::working`): 8 failures, over the default
+/// budget of 5, after which the head gives up (`failed`, exit) as it should. The budget itself
+/// is tested in `supervise::restart`; here it must not end the walk.
+const RESTART_BUDGET: u32 = 20;
 const GCS_PORT: u16 = 6390;
 const DASHBOARD_PORT: u16 = 8275;
 const ENGINE_PORT: u16 = 8123;
@@ -161,7 +166,8 @@ impl Run {
                  [engine.env]\nRAY_AUTH_MODE = \"disabled\"\nRAY_USAGE_STATS_ENABLED = \"0\"\n\n\
                  [supervise]\nhealth_interval = \"500ms\"\nhealth_timeout = \"3s\"\n\
                  binding_check_interval = \"1s\"\nbackoff_initial = \"200ms\"\n\
-                 stop_grace = \"30s\"\nready_timeout = \"{ready}s\"\n\n\
+                 restart_budget = {RESTART_BUDGET}\nstop_grace = \"30s\"\n\
+                 ready_timeout = \"{ready}s\"\n\n\
                  [binding]\ncpus = \"{cpu}\"\nmem_policy = \"bind\"\nmem_nodes = [0]\n\n\
                  [ray]\nrole = \"{role}\"\nray = {ray:?}\nhead = \"{head}\"\nport = {GCS_PORT}\n\
                  dashboard_port = {DASHBOARD_PORT}\nexpected_nodes = 2\njoin_timeout = \"{ready}s\"\n\
@@ -356,6 +362,7 @@ impl Agent {
     fn wait_ready(&self, restarts: u64, other: &Agent) -> Value {
         let start = Instant::now();
         loop {
+            self.still_running(other);
             if let Some(st) = self.status().filter(|s| {
                 s["state"] == "ready" && s["restarts"].as_u64().is_some_and(|r| r >= restarts)
             }) {
@@ -374,10 +381,26 @@ impl Agent {
 
     fn wait_ready_any(&self, other: &Agent) -> Value {
         wait_for("the worker ready and joined", FORM, || {
+            self.still_running(other);
             self.status().filter(|s| s["state"] == "ready" && s["ray"]["phase"] == "joined")
         });
-        let _ = other;
         self.status().unwrap()
+    }
+
+    /// Fails the test at once, with both logs, when this agent has exited (a crash-loop
+    /// give-up, an error): waiting out `FORM` for it to get ready would only hide why.
+    fn still_running(&self, other: &Agent) {
+        let child = self.child.as_ref().unwrap();
+        let pid = child.id() as i32;
+        // `try_wait` needs `&mut`; a zombie or a gone pid says the same.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let exited = state.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+        assert!(
+            !matches!(exited, None | Some("Z")),
+            "the agent (pid {pid}) exited; its log:\n{}\n--- other:\n{}",
+            self.log(),
+            other.log()
+        );
     }
 
     fn signal(&self, sig: &str) {
