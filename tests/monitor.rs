@@ -41,6 +41,10 @@ fn spawn_listening(mut cmd: Command) -> (Child, String) {
     (child, addr)
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 /// nodeagent's own metrics must pass promtool's parser and linter outright; the engine's
 /// re-exported metrics are the engine's as it wrote them (`vllm:` names, which dashboards use and
 /// promtool's linter flags): they only have to parse.
@@ -291,12 +295,19 @@ fn live_alerts_attribution_and_metrics_with_fake_mx_smi() {
     let _ = nix_kill(child);
     let _ = engine.kill();
     let _ = engine.wait();
-    // The standalone monitor reads `--engine-pid`'s state after each sample, so the first tick
-    // after the death may raise the alert with the engine still `ready` ("left over from an
-    // earlier run"); the next tick has both. Wait for that tick.
-    let v = wait_status(&addr, "orphan-memory with the engine stopped", |v| {
-        alerts(v).contains(&"orphan-memory".into()) && v["engine"]["state"] == "stopped"
+    // Every tick that starts after the death knows it (`--engine-pid` is read right before each
+    // tick): the first one says `stopped`, and never "left over from an earlier run". The
+    // 50 ms margin covers the read before the sample's timestamp.
+    let dead_at = unix_ms() + 50;
+    let v = wait_status(&addr, "a tick after the engine died", |v| {
+        v["last_tick_unix_ms"].as_u64().is_some_and(|t| t > dead_at)
     });
+    assert_eq!(v["engine"]["state"], "stopped", "the first tick after the death: {v:#}");
+    assert!(!v.to_string().contains("left over from an earlier run"), "{v:#}");
+    let v = wait_status(&addr, "orphan-memory with the engine stopped", |v| {
+        alerts(v).contains(&"orphan-memory".into())
+    });
+    assert_eq!(v["engine"]["state"], "stopped", "{v:#}");
     assert!(!v["engine_hung"].as_bool().unwrap(), "a stopped engine is not hung");
     let orphan =
         v["alerts"].as_array().unwrap().iter().find(|a| a["check"] == "orphan-memory").unwrap();

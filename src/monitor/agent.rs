@@ -222,12 +222,24 @@ impl Monitor {
     }
 }
 
-/// Channels the loop talks on.
-#[derive(Debug)]
+/// Reads the engine's report; called right before each tick, so that no tick describes an
+/// engine older than the tick (a death between two ticks shows in the next one).
+pub type EngineSource = Box<dyn FnMut() -> EngineReport + Send>;
+
+/// What the loop reads and where it tells what it saw.
 pub struct AgentChannels {
-    pub engine: watch::Receiver<EngineReport>,
+    pub engine: EngineSource,
     pub hung: Option<watch::Sender<bool>>,
     pub samples: Option<broadcast::Sender<Sample>>,
+}
+
+impl std::fmt::Debug for AgentChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentChannels")
+            .field("hung", &self.hung.is_some())
+            .field("samples", &self.samples.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs the loop until `cancel` fires. Ticks that come due while one is still running are
@@ -235,7 +247,7 @@ pub struct AgentChannels {
 pub async fn run(
     mut monitor: Monitor,
     shared: Arc<Shared>,
-    ch: AgentChannels,
+    mut ch: AgentChannels,
     cancel: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(monitor.config.interval);
@@ -245,7 +257,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let engine = ch.engine.borrow().clone();
+        let engine = (ch.engine)();
         let (sample, _) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = monitor.tick(&engine) => r,

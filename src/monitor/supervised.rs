@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -30,8 +30,7 @@ pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<Vec<u32>> {
 
 /// The monitor's view of the engine, from the supervisor's record.
 pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport {
-    let running =
-        !matches!(status.state, State::Stopped | State::Failed) && !status.pids.is_empty();
+    let running = engine_running(status);
     let live = status.liveness.as_ref();
     EngineReport {
         supervised: true,
@@ -61,6 +60,11 @@ pub fn engine_report(status: &AgentStatus, gpus: Option<&[u32]>) -> EngineReport
     }
 }
 
+/// Whether the record names a running engine (pids, in a state that has one).
+fn engine_running(status: &AgentStatus) -> bool {
+    !matches!(status.state, State::Stopped | State::Failed) && !status.pids.is_empty()
+}
+
 /// What `spawn` started.
 #[derive(Debug)]
 pub struct Supervised {
@@ -71,9 +75,10 @@ pub struct Supervised {
     pub shared: Arc<Shared>,
 }
 
-/// Starts the monitor for a supervised engine: the sampling loop, the endpoint on `listen`, and
-/// a bridge task that refreshes the engine report (and measures the engine's `/health`
-/// latency) every half interval and copies the monitor's status into the agent's record.
+/// Starts the monitor for a supervised engine: the sampling loop (which reads the engine report
+/// from the agent's record right before each tick), the endpoint on `listen`, and a bridge task
+/// that measures the engine's `/health` latency every half interval and copies the monitor's
+/// status into the agent's record.
 pub async fn spawn(
     sampler: Arc<dyn Sampler>,
     config: AgentConfig,
@@ -89,13 +94,23 @@ pub async fn spawn(
             tracing::error!(error = %e, "metrics endpoint failed");
         }
     });
-    let report =
-        move |s: &AgentShared| engine_report(&s.lock().unwrap().snapshot(), gpus.as_deref());
-    let (engine_tx, engine_rx) = watch::channel(report(&agent_status));
+    // The engine's `/health` latency, measured by the bridge; the rest of the report is read
+    // from the record right before each tick.
+    let latency: Arc<Mutex<Option<f64>>> = Arc::default();
+    let engine = {
+        let (agent_status, latency) = (agent_status.clone(), latency.clone());
+        Box::new(move || {
+            let mut r = engine_report(&agent_status.lock().unwrap().snapshot(), gpus.as_deref());
+            if r.running {
+                r.health_latency_ms = *latency.lock().unwrap();
+            }
+            r
+        })
+    };
     let (hung_tx, hung_rx) = watch::channel(false);
     let interval = config.interval;
     let monitor = Monitor::new(sampler, config);
-    let channels = AgentChannels { engine: engine_rx, hung: Some(hung_tx), samples: None };
+    let channels = AgentChannels { engine, hung: Some(hung_tx), samples: None };
     tokio::spawn(agent::run(monitor, shared.clone(), channels, cancel.clone()));
 
     let bridge_shared = shared.clone();
@@ -107,19 +122,19 @@ pub async fn spawn(
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let mut r = report(&agent_status);
-            if r.running {
-                let url = format!("http://127.0.0.1:{}/health", agent_status.lock().unwrap().port);
+            let (running, port) = {
+                let st = agent_status.lock().unwrap();
+                (engine_running(&st), st.port)
+            };
+            let measured = if running {
+                let url = format!("http://127.0.0.1:{port}/health");
                 let started = Instant::now();
-                if http_get(&url, Duration::from_secs(2)).await.is_ok() {
-                    r.health_latency_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            engine_tx.send_if_modified(|old| {
-                let changed = *old != r;
-                *old = r;
-                changed
-            });
+                let ok = http_get(&url, Duration::from_secs(2)).await.is_ok();
+                ok.then(|| started.elapsed().as_secs_f64() * 1e3)
+            } else {
+                None
+            };
+            *latency.lock().unwrap() = measured;
             let snapshot = bridge_shared.snapshot();
             if snapshot.samples_total > 0 {
                 match serde_json::to_value(&snapshot) {
