@@ -255,20 +255,7 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
             eprintln!("interrupted ({signal}): stopping the engine");
         })
     })?;
-    let mut life = TrialRun {
-        binding: "auto".into(),
-        trial: 1,
-        dir: "sweep".into(),
-        levels: Vec::new(),
-        binding_check: Vec::new(),
-        error: None,
-        capacity: None,
-        memory_by_node: None,
-        memory_off_node_share: None,
-        threads: None,
-        numa: None,
-        loadgen: None,
-    };
+    let mut life = TrialRun::new("auto", 1, "sweep");
     say(
         format!("3. serving the engine simulator on {url} under that binding; sweep c=1, c=4"),
         &mut report,

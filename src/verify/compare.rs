@@ -360,18 +360,8 @@ pub(super) mod tests {
             loadgen_cores: None,
         };
         TrialRun {
-            binding: binding.into(),
-            trial,
-            dir: format!("{binding}/trial-{trial}"),
             levels: vec![("c=8".into(), f)],
-            binding_check: vec![],
-            error: None,
-            capacity: None,
-            memory_by_node: None,
-            memory_off_node_share: None,
-            numa: None,
-            threads: None,
-            loadgen: None,
+            ..TrialRun::new(binding, trial, &format!("{binding}/trial-{trial}"))
         }
     }
 

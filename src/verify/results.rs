@@ -117,6 +117,27 @@ pub struct TrialRun {
     pub loadgen: Option<crate::summary::LoadgenPlacement>,
 }
 
+impl TrialRun {
+    /// A sub-run not yet run: its binding label, trial number and directory (relative to
+    /// `--out`); nothing measured.
+    pub fn new(binding: &str, trial: u32, dir: &str) -> Self {
+        Self {
+            binding: binding.into(),
+            trial,
+            dir: dir.into(),
+            levels: Vec::new(),
+            binding_check: Vec::new(),
+            error: None,
+            capacity: None,
+            memory_by_node: None,
+            memory_off_node_share: None,
+            numa: None,
+            threads: None,
+            loadgen: None,
+        }
+    }
+}
+
 /// The capacity an SLO search found: the highest load meeting the SLO (0 when none did).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {

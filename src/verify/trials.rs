@@ -145,20 +145,7 @@ pub async fn run_compare(
         let (choice, binding) = &spec.choices[b];
         let rel = format!("{}/trial-{trial}", choice.dir_name());
         tracing::info!(binding = %choice.label, trial, step = i + 1, of = order.len(), "sub-run");
-        let mut run = TrialRun {
-            binding: choice.label.clone(),
-            trial,
-            dir: rel.clone(),
-            levels: Vec::new(),
-            binding_check: Vec::new(),
-            error: None,
-            capacity: None,
-            memory_by_node: None,
-            memory_off_node_share: None,
-            numa: None,
-            threads: None,
-            loadgen: None,
-        };
+        let mut run = TrialRun::new(&choice.label, trial, &rel);
         if let Err(e) =
             engine_life(spec, dataset, factory, binding, &spec.out.join(&rel), &interrupt, &mut run)
                 .await
