@@ -163,6 +163,16 @@ fn once_live_fake_nvidia_smi_and_failures() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("has neither mx-smi.txt, nvidia-smi-query.csv nor nvidia-smi.txt"));
+
+    // An engine pid that names no process: bad input, exit 2, one line naming it.
+    let out = bin()
+        .args(["monitor", "--once", "--engine-pid", "4000001", "--from"])
+        .arg(repo("testdata/hosts/seed-4xmxc500"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim(), "error: --engine-pid 4000001: no such process (in /proc)", "{err}");
 }
 
 /// A loopback stand-in for vLLM's `/metrics` with 3 requests running.
