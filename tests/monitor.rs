@@ -173,6 +173,34 @@ fn once_live_fake_nvidia_smi_and_failures() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim(), "error: --engine-pid 4000001: no such process (in /proc)", "{err}");
+
+    // Values that made the monitor do nothing, or never what was asked, are refused.
+    let snapshot = repo("testdata/hosts/seed-4xmxc500");
+    for (flags, said) in [
+        (&["--count", "0"][..], "error: --count 0: must be at least 1"),
+        (&["--hung-after", "0"][..], "error: --hung-after 0: must be at least 1 sample"),
+        (&["--engine-metrics", "notaurl"][..], "error: --engine-metrics \"notaurl\": not an http"),
+        (&["--engine-metrics", "https://h/metrics"][..], "error: --engine-metrics \"https:"),
+        (&["--memory-threshold", "NaN"][..], "error: --memory-threshold NaN is not a percentage"),
+    ] {
+        let out = bin().args(["monitor", "--once", "--from"]).arg(&snapshot).args(flags).output();
+        let out = out.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.starts_with(said) && err.trim().lines().count() == 1, "{flags:?}: {err}");
+    }
+    // `serve`'s monitor: the same percentage check, before anything starts.
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(&cfg, "[engine]\nargv = [\"/bin/true\"]\n").unwrap();
+    let out = bin()
+        .args(["serve", "--print-config", "--metrics-port", "0", "--gpu-memory-threshold", "500"])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--gpu-memory-threshold 500 is not a percentage (0-100)"), "{err}");
 }
 
 /// A loopback stand-in for vLLM's `/metrics` with 3 requests running.

@@ -19,15 +19,7 @@ use crate::monitor::{
 };
 
 pub fn run(args: MonitorArgs) -> Result<(), CmdError> {
-    if args.interval.is_zero() {
-        return Err(CmdError::bad_input(anyhow::anyhow!("--interval must be above zero")));
-    }
-    if !(0.0..=100.0).contains(&args.memory_threshold) {
-        return Err(CmdError::bad_input(anyhow::anyhow!(
-            "--memory-threshold {} is not a percentage (0-100)",
-            args.memory_threshold
-        )));
-    }
+    check_args(&args).bad_input()?;
     let mut sysfs_root = args.sysfs_root.clone();
     let sampler: Arc<dyn Sampler> = match &args.from {
         Some(dir) => {
@@ -70,6 +62,41 @@ pub fn run(args: MonitorArgs) -> Result<(), CmdError> {
         .context("starting the async runtime")
         .failed()?;
     rt.block_on(run_async(args, sampler, config))
+}
+
+/// The flags clap cannot judge alone: each refusal names the flag and its value.
+fn check_args(args: &MonitorArgs) -> anyhow::Result<()> {
+    if args.interval.is_zero() {
+        anyhow::bail!("--interval must be above zero");
+    }
+    check_percentage("--memory-threshold", args.memory_threshold)?;
+    if args.count == Some(0) {
+        anyhow::bail!("--count 0: must be at least 1 (leave it out to run until interrupted)");
+    }
+    if args.hung_after == 0 {
+        anyhow::bail!("--hung-after 0: must be at least 1 sample");
+    }
+    if let Some(url) = &args.engine_metrics {
+        check_http_url("--engine-metrics", url)?;
+    }
+    Ok(())
+}
+
+/// A percentage flag: a number from 0 to 100 (NaN is none).
+pub fn check_percentage(flag: &str, v: f64) -> anyhow::Result<()> {
+    if !(0.0..=100.0).contains(&v) {
+        anyhow::bail!("{flag} {v} is not a percentage (0-100)");
+    }
+    Ok(())
+}
+
+/// A URL the monitor's plain-HTTP client can GET: `http://HOST[:PORT]/...`.
+fn check_http_url(flag: &str, url: &str) -> anyhow::Result<()> {
+    let uri: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("{flag} {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        anyhow::bail!("{flag} {url:?}: not an http:// URL (e.g. http://127.0.0.1:8000/metrics)");
+    }
+    Ok(())
 }
 
 /// `--engine-pid`'s processes as they were when the monitor started. A pid counts as running

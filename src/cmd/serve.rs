@@ -88,6 +88,13 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
     }
     c.validate().bad_input()?;
     c.engine.port = Some(instance_port(&c, own, args.port).bad_input()?);
+    if args.monitor.metrics_port.is_some() {
+        super::monitor::check_percentage(
+            "--gpu-memory-threshold",
+            args.monitor.gpu_memory_threshold,
+        )
+        .bad_input()?;
+    }
     let every = args.monitor.gpu_interval;
     let bounds = Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
     if args.monitor.metrics_port.is_some() && !bounds.contains(&every) {
