@@ -24,7 +24,7 @@ use crate::host::cpuset::CpuSet;
 use crate::launch::spec::LaunchSpec;
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::request::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
-use crate::loadgen::schedule::{Arrival, Pacing};
+use crate::loadgen::schedule::{self, Arrival, Pacing};
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::loadgen::trace::TraceFormat;
 use crate::monitor::{Sampler, ToolSampler};
@@ -106,6 +106,12 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     if specs.iter().any(|l| l.number == 0) {
         return Err(anyhow!("--number must be at least 1"));
     }
+    for l in &specs {
+        if let Some(r) = l.rate {
+            schedule::check_open(r, l.number)
+                .map_err(|e| anyhow!("--rate {r} with --number {}: {e}", l.number))?;
+        }
+    }
     Ok(specs)
 }
 
@@ -124,6 +130,14 @@ fn trace_levels(
     let cap = a.parallel.first().copied().unwrap_or(0);
     let n = offsets.len() as u64;
     let span = offsets.last().map_or(0.0, |d| d.as_secs_f64());
+    let max = schedule::MAX_OPEN_SPAN.as_secs_f64();
+    if let Some(x) = a.trace_speed.iter().find(|x| span / **x > max) {
+        return Err(anyhow!(
+            "--trace-speed {x}: the replay of this {span} s trace would last {:.3e} s; a replay \
+             spans at most 365 days",
+            span / x
+        ));
+    }
     Ok(a.trace_speed
         .iter()
         .map(|&x| LevelSpec {
