@@ -456,6 +456,12 @@ impl Config {
         if self.mode() == LaunchMode::Container && self.container.image.is_empty() {
             return bad("launch.mode = \"container\" needs container.image".into());
         }
+        // The settings `docker run` would refuse, refused now (not first at the Docker preflight).
+        if self.mode() == LaunchMode::Container {
+            self.container
+                .validate()
+                .map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
+        }
         if self.wants_auto_binding()
             && (self.binding.cpus.is_some() || self.binding.mem_nodes.is_some())
         {
@@ -489,6 +495,24 @@ mod tests {
         assert!(msg.contains("needs binding.mem_nodes"), "{msg}");
         let msg = load_text("model = \"sim\"\n[binding]\nauto = true\ncpus = \"1\"\n").unwrap_err();
         assert!(msg.to_string().contains("conflicts"), "{msg}");
+    }
+
+    #[test]
+    fn container_settings_are_checked_at_load_time() {
+        let msg = load_text(
+            "model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"x\"\n\
+             shm_size = \"lots\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("bad shm_size \"lots\""), "{msg}");
+        let msg = load_text(
+            "model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"x\"\n\
+             volumes = [\"nocolon\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("nocolon"), "{msg}");
     }
 
     #[test]
