@@ -447,6 +447,17 @@ impl Config {
         if self.engine.argv[0].is_empty() {
             return bad("engine.argv[0] is empty".into());
         }
+        // `{host}` and `{served_model_name}` reach the engine's argv and the readiness check.
+        if let Some(h) = &self.engine.host {
+            let ok = !h.is_empty()
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
+            if !ok {
+                return bad(format!("engine.host = {h:?}: not an IP address or host name"));
+            }
+        }
+        if self.engine.served_model_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return bad("engine.served_model_name is empty: clients name the model with it".into());
+        }
         let ray =
             self.ray.settings().map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
         if let (Some(r), LaunchMode::Container) = (&ray, self.mode()) {
@@ -495,6 +506,18 @@ mod tests {
         assert!(msg.contains("needs binding.mem_nodes"), "{msg}");
         let msg = load_text("model = \"sim\"\n[binding]\nauto = true\ncpus = \"1\"\n").unwrap_err();
         assert!(msg.to_string().contains("conflicts"), "{msg}");
+    }
+
+    #[test]
+    fn empty_engine_host_or_served_name_is_refused() {
+        for (key, text) in [
+            ("engine.host", "model = \"sim\"\n[engine]\nhost = \"\"\n"),
+            ("engine.host", "model = \"sim\"\n[engine]\nhost = \"not an address!\"\n"),
+            ("engine.served_model_name", "model = \"sim\"\n[engine]\nserved_model_name = \"\"\n"),
+        ] {
+            let msg = load_text(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
     }
 
     #[test]
