@@ -230,6 +230,8 @@ fn a_config_that_is_no_regular_file_or_has_bad_container_settings_is_refused() {
         assert_eq!(status.code(), Some(2), "{}: {err}", config.display());
         assert!(err.starts_with("error: ") && err.contains(says), "{}: {err}", config.display());
         assert_eq!(err.lines().count(), 1, "{err}");
+        // Said once: the reason was repeated (`...: not a regular file: not a regular file`).
+        assert_eq!(err.matches(says).count(), 1, "{err}");
     }
 }
 

@@ -45,7 +45,8 @@ pub const DEFAULT_PATH: &str = "/etc/nodeagent/nodeagent.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    // The reason is the source: the exit printer joins the chain (`{:#}`), so it is said once.
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         #[source]
