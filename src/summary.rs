@@ -481,8 +481,13 @@ impl Summary {
     /// Reads `summary.json` from a run directory (or the file itself).
     pub fn read(path: &Path) -> Result<Self, SummaryError> {
         let file = if path.is_dir() { path.join("summary.json") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file)
-            .map_err(|source| SummaryError::Read { path: file.clone(), source })?;
+        let read = |source| SummaryError::Read { path: file.clone(), source };
+        // A fifo would block the read forever, `/dev/zero` fill memory: regular files only.
+        if !std::fs::metadata(&file).map_err(read)?.is_file() {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(read(e));
+        }
+        let text = std::fs::read_to_string(&file).map_err(read)?;
         serde_json::from_str(&text).map_err(|source| SummaryError::Parse { path: file, source })
     }
 }

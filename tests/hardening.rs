@@ -179,6 +179,62 @@ fn values_that_panicked_the_agent_are_refused_before_anything_starts() {
     }
 }
 
+/// Audit of wave 9: a config or profile path that is a fifo (the read blocked forever) or a
+/// device (`/dev/zero` filled memory until the kernel killed the agent), and container settings
+/// that `--print-config` accepted though `docker run` would refuse them, are one-line errors,
+/// exit 2.
+#[test]
+fn a_config_that_is_no_regular_file_or_has_bad_container_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let profile = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &profile).unwrap();
+    let uses = dir.path().join("uses.toml");
+    std::fs::write(&uses, format!("host = {:?}\nmodel = \"sim\"\n", profile)).unwrap();
+    let shm = dir.path().join("shm.toml");
+    std::fs::write(
+        &shm,
+        "host = \"local\"\nmodel = \"sim\"\n[launch]\nmode = \"container\"\n\
+         [container]\nimage = \"x\"\nshm_size = \"lots\"\n",
+    )
+    .unwrap();
+    let cases = [
+        (fifo.clone(), "not a regular file (a fifo)"),
+        (PathBuf::from("/dev/zero"), "not a regular file (a device)"),
+        (uses, "zero.toml: not a regular file (a device)"),
+        (shm, "bad shm_size \"lots\""),
+    ];
+    for (config, says) in cases {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{}: still running after 30 s", config.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{}: {err}", config.display());
+        assert!(err.starts_with("error: ") && err.contains(says), "{}: {err}", config.display());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // Said once: the reason was repeated (`...: not a regular file: not a regular file`).
+        assert_eq!(err.matches(says).count(), 1, "{err}");
+    }
+}
+
 /// A panic after the engine started (forced with the hidden debug flag
 /// `--debug-panic-when-ready`) stops the engine tree before the agent exits: a clean failure,
 /// exit 1, never an orphan.

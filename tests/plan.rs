@@ -615,3 +615,65 @@ fn an_instance_over_several_nodes_gets_a_per_rank_layout() {
     );
     assert!(text.contains("per-rank binding: the instance spans nodes 1,3,5,7"), "{text}");
 }
+
+/// Audit of wave 9: a snapshot file or a `--compare-result` that is a device (`/dev/zero` filled
+/// memory until the kernel killed nodeagent) or a fifo (the read blocked forever) is a one-line
+/// error naming the file, exit 2.
+#[test]
+fn snapshot_files_and_compare_results_that_are_no_regular_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let seed = hosts_dir().join("seed-4xmxc500");
+    for f in ["mx-smi.txt", "mx-smi-topo-m.txt"] {
+        std::fs::copy(seed.join(f), snap.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("/dev/zero", snap.join("numactl-hardware.txt")).unwrap();
+    let fifo = dir.path().join("compare.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let seed = seed.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec!["plan", "--from", snap.to_str().unwrap()],
+            "numactl-hardware.txt: unreadable: not a regular file (a device)",
+        ),
+        (vec!["doctor", "--from", snap.to_str().unwrap()], "not a regular file (a device)"),
+        (
+            vec![
+                "plan",
+                "--from",
+                seed,
+                "--format",
+                "nfd",
+                "--compare-result",
+                fifo.to_str().unwrap(),
+            ],
+            "compare.json: cannot read: not a regular file (a fifo)",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut child = bin()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?}: still running after 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}

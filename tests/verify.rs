@@ -630,6 +630,59 @@ async fn bad_input_and_unreachable_servers_exit_with_one_line_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// Hostile numbers and files (audit of wave 9): each was a panic, an abort or a hang before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_rates_traces_and_non_files_are_one_line_errors() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let far = dir.path().join("far.jsonl");
+    std::fs::write(
+        &far,
+        "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 2}\n\
+         {\"timestamp\": 1e300, \"input_length\": 4, \"output_length\": 2}\n",
+    )
+    .unwrap();
+    let near = dir.path().join("near.jsonl");
+    std::fs::write(
+        &near,
+        "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 2}\n\
+         {\"timestamp\": 100, \"input_length\": 4, \"output_length\": 2}\n",
+    )
+    .unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (far, near, fifo) = (far.to_str().unwrap(), near.to_str().unwrap(), fifo.to_str().unwrap());
+    let base = ["--url", &url, "--no-preflight", "--no-isolate", "--model", "m", "--quiet"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--dataset", "random", "--rate", "1e-20", "--number", "3"], "spans at most 365 days"),
+        (vec!["--dataset", "random", "--rate", "1", "--number", "99999999999999999"], "--number"),
+        (vec!["--trace", far], "far.jsonl:2"),
+        (vec!["--trace", near, "--trace-speed", "1e-300"], "a replay spans at most 365 days"),
+        (vec!["--trace", fifo], "fifo"),
+        (vec!["--dataset", "line", "--dataset-path", fifo], "fifo"),
+        (vec!["--dataset", "line", "--dataset-path", "/dev/zero"], "/dev/zero"),
+    ];
+    for (more, names) in cases {
+        let mut args = base.to_vec();
+        args.extend(more);
+        let o = tokio::time::timeout(Duration::from_secs(60), verify(&args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?}: still running after 60 s"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(err.starts_with("error: ") && err.contains(names), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // `verify compare` reads two summaries: a fifo blocked it, `/dev/zero` filled memory.
+    let compare = bin().args(["verify", "compare", fifo, "/dev/zero"]).output();
+    let o = tokio::time::timeout(Duration::from_secs(60), compare).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(err.contains("fifo") && err.contains("not a regular file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[tokio::test]
 async fn help_lists_the_seed_flags() {
     let o = bin().args(["verify", "--help"]).output().await.unwrap();

@@ -24,7 +24,7 @@ use crate::host::cpuset::CpuSet;
 use crate::launch::spec::LaunchSpec;
 use crate::loadgen::dataset::{Dataset, DatasetSpec, LengthFilter};
 use crate::loadgen::request::{parse_extra_body, Api, BodySettings, Endpoint, Timeouts};
-use crate::loadgen::schedule::{Arrival, Pacing};
+use crate::loadgen::schedule::{self, Arrival, Pacing};
 use crate::loadgen::tokenizer::PromptTokenizer;
 use crate::loadgen::trace::TraceFormat;
 use crate::monitor::{Sampler, ToolSampler};
@@ -106,6 +106,12 @@ fn levels(a: &VerifyRunArgs) -> anyhow::Result<Vec<LevelSpec>> {
     if specs.iter().any(|l| l.number == 0) {
         return Err(anyhow!("--number must be at least 1"));
     }
+    for l in &specs {
+        if let Some(r) = l.rate {
+            schedule::check_open(r, l.number)
+                .map_err(|e| anyhow!("--rate {r} with --number {}: {e}", l.number))?;
+        }
+    }
     Ok(specs)
 }
 
@@ -124,6 +130,14 @@ fn trace_levels(
     let cap = a.parallel.first().copied().unwrap_or(0);
     let n = offsets.len() as u64;
     let span = offsets.last().map_or(0.0, |d| d.as_secs_f64());
+    let max = schedule::MAX_OPEN_SPAN.as_secs_f64();
+    if let Some(x) = a.trace_speed.iter().find(|x| span / **x > max) {
+        return Err(anyhow!(
+            "--trace-speed {x}: the replay of this {span} s trace would last {:.3e} s; a replay \
+             spans at most 365 days",
+            span / x
+        ));
+    }
     Ok(a.trace_speed
         .iter()
         .map(|&x| LevelSpec {
@@ -192,6 +206,26 @@ fn search(a: &VerifyRunArgs) -> anyhow::Result<Option<(SearchSpec, LevelSpec)>> 
     Ok(Some((spec, level)))
 }
 
+/// Per-request settings no request could use: a zero timeout, a temperature that is not a
+/// finite number.
+fn check_request_settings(a: &VerifyRunArgs) -> anyhow::Result<()> {
+    let zero = std::time::Duration::ZERO;
+    for (flag, t) in [
+        ("--connect-timeout", Some(a.connect_timeout)),
+        ("--read-timeout", Some(a.read_timeout)),
+        ("--first-token-timeout", a.first_token_timeout),
+        ("--total-timeout", a.total_timeout),
+    ] {
+        if t == Some(zero) {
+            return Err(anyhow!("{flag} 0: must be above zero (leave it out for the default)"));
+        }
+    }
+    if let Some(t) = a.temperature.filter(|t| !t.is_finite()) {
+        return Err(anyhow!("--temperature {t}: must be a finite number"));
+    }
+    Ok(())
+}
+
 /// The `SweepSpec`, the loaded dataset and the output format of `verify`'s arguments.
 pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, VerifyFormat)> {
     let url = a.url.clone().ok_or_else(|| anyhow!("--url is required"))?;
@@ -201,6 +235,7 @@ pub(crate) fn build(a: &VerifyRunArgs) -> anyhow::Result<(SweepSpec, Dataset, Ve
     });
     let endpoint = Endpoint::parse(&url, api)?;
     let search = search(a)?;
+    check_request_settings(a)?;
     let levels = match search {
         Some((_, template)) => vec![template],
         None => levels(a)?,
@@ -536,6 +571,19 @@ mod tests {
         let l = levels(&a).unwrap();
         assert_eq!((l[1].rate, l[1].parallel), (Some(10.0), 64));
         assert!(levels(&run_args(&["--parallel", "0"])).is_err());
+        // Audit of wave 9: a zero timeout failed every request (or none), NaN was sent as null.
+        for bad in [
+            ["--connect-timeout", "0"],
+            ["--read-timeout", "0s"],
+            ["--first-token-timeout", "0"],
+            ["--total-timeout", "0ms"],
+            ["--temperature", "nan"],
+            ["--temperature", "inf"],
+        ] {
+            let msg = check_request_settings(&run_args(&bad)).unwrap_err().to_string();
+            assert!(msg.starts_with(bad[0]), "{bad:?}: {msg}");
+        }
+        check_request_settings(&run_args(&["--temperature", "0.7"])).unwrap();
         assert!(levels(&run_args(&["--rate", "0"])).is_err());
         assert!(levels(&run_args(&["--parallel", "1", "--number", "0"])).is_err());
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::bounds;
 use super::{Config, ConfigError};
+use crate::host::snapshot;
 
 /// Profiles shipped in the binary: (kind, name, TOML text).
 const BUILTIN: &[(&str, &str, &str)] = &[
@@ -95,8 +96,7 @@ fn profile_text(
 ) -> Result<(String, String, Option<PathBuf>), ConfigError> {
     if name.contains('/') || name.ends_with(".toml") {
         let path = base_dir.join(name);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = read_text(&path)?;
         return Ok((path.display().to_string(), text, Some(path)));
     }
     BUILTIN
@@ -147,10 +147,18 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, Confi
     Ok(Loaded { config, sources, files })
 }
 
+/// The text of a config or profile file: a regular file (a fifo or a device is refused, never
+/// waited on or read without end) of UTF-8 text.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let bytes = snapshot::read_input(path, snapshot::MAX_SMALL_FILE).map_err(read)?;
+    String::from_utf8(bytes)
+        .map_err(|_| read(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+}
+
 /// Reads and loads the config file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = read_text(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut loaded = load_str(&path.display().to_string(), &text, base)?;
     loaded.files.push(("config", path.to_path_buf()));

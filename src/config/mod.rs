@@ -45,7 +45,8 @@ pub const DEFAULT_PATH: &str = "/etc/nodeagent/nodeagent.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    // The reason is the source: the exit printer joins the chain (`{:#}`), so it is said once.
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -447,6 +448,17 @@ impl Config {
         if self.engine.argv[0].is_empty() {
             return bad("engine.argv[0] is empty".into());
         }
+        // `{host}` and `{served_model_name}` reach the engine's argv and the readiness check.
+        if let Some(h) = &self.engine.host {
+            let ok = !h.is_empty()
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
+            if !ok {
+                return bad(format!("engine.host = {h:?}: not an IP address or host name"));
+            }
+        }
+        if self.engine.served_model_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return bad("engine.served_model_name is empty: clients name the model with it".into());
+        }
         let ray =
             self.ray.settings().map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
         if let (Some(r), LaunchMode::Container) = (&ray, self.mode()) {
@@ -455,6 +467,12 @@ impl Config {
         }
         if self.mode() == LaunchMode::Container && self.container.image.is_empty() {
             return bad("launch.mode = \"container\" needs container.image".into());
+        }
+        // The settings `docker run` would refuse, refused now (not first at the Docker preflight).
+        if self.mode() == LaunchMode::Container {
+            self.container
+                .validate()
+                .map_err(|e| ConfigError::Semantic { message: e.to_string() })?;
         }
         if self.wants_auto_binding()
             && (self.binding.cpus.is_some() || self.binding.mem_nodes.is_some())
@@ -489,6 +507,36 @@ mod tests {
         assert!(msg.contains("needs binding.mem_nodes"), "{msg}");
         let msg = load_text("model = \"sim\"\n[binding]\nauto = true\ncpus = \"1\"\n").unwrap_err();
         assert!(msg.to_string().contains("conflicts"), "{msg}");
+    }
+
+    #[test]
+    fn empty_engine_host_or_served_name_is_refused() {
+        for (key, text) in [
+            ("engine.host", "model = \"sim\"\n[engine]\nhost = \"\"\n"),
+            ("engine.host", "model = \"sim\"\n[engine]\nhost = \"not an address!\"\n"),
+            ("engine.served_model_name", "model = \"sim\"\n[engine]\nserved_model_name = \"\"\n"),
+        ] {
+            let msg = load_text(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn container_settings_are_checked_at_load_time() {
+        let msg = load_text(
+            "model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"x\"\n\
+             shm_size = \"lots\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("bad shm_size \"lots\""), "{msg}");
+        let msg = load_text(
+            "model = \"sim\"\n[launch]\nmode = \"container\"\n[container]\nimage = \"x\"\n\
+             volumes = [\"nocolon\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("nocolon"), "{msg}");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub enum RayConfigError {
     NoHead { role: &'static str },
     #[error("ray.head = {head:?}: not an IP address or host name")]
     BadHead { head: String },
+    #[error("ray.{key} = 0: must be between 1 and 65535")]
+    PortZero { key: &'static str },
     #[error("ray.expected_nodes = 0: at least 1 (the head itself)")]
     NoNodes,
     #[error("ray.join_timeout = 0s: at least 1s")]
@@ -113,6 +115,11 @@ impl RayConfig {
             && head.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c));
         if !host_ok {
             return Err(RayConfigError::BadHead { head });
+        }
+        for (key, port) in [("port", self.port), ("dashboard_port", self.dashboard_port)] {
+            if port == Some(0) {
+                return Err(RayConfigError::PortZero { key });
+            }
         }
         let expected_nodes = self.expected_nodes.unwrap_or(2);
         if expected_nodes == 0 {
@@ -170,6 +177,11 @@ mod tests {
         assert_eq!(e.to_string(), "ray.role = \"head\" needs ray.head (the head node's address)");
         let e = parse("role = \"head\"\nhead = \"a b\"").settings().unwrap_err();
         assert_eq!(e.to_string(), "ray.head = \"a b\": not an IP address or host name");
+        // Port 0 (audit of wave 9): `ray start --port 0` picks a random port no worker knows.
+        let e = parse("role = \"head\"\nhead = \"h\"\nport = 0").settings().unwrap_err();
+        assert_eq!(e.to_string(), "ray.port = 0: must be between 1 and 65535");
+        let e = parse("role = \"head\"\nhead = \"h\"\ndashboard_port = 0").settings().unwrap_err();
+        assert_eq!(e.to_string(), "ray.dashboard_port = 0: must be between 1 and 65535");
         let e = parse("role = \"head\"\nhead = \"h\"\nexpected_nodes = 0").settings().unwrap_err();
         assert_eq!(e, RayConfigError::NoNodes);
         let e =

@@ -58,8 +58,12 @@ pub fn gather(opts: &SourceOptions, runner: &dyn CommandRunner) -> Result<HostFa
         Some(dir) => {
             // The snapshot's own `--gpu-pci` list, plus any given now.
             let path = dir.join(snapshot::GPU_PCI);
-            let saved = match std::fs::read_to_string(&path) {
-                Ok(text) => parse_gpu_pci_list(&text, &path.display().to_string())?,
+            let saved = match snapshot::read_input(&path, snapshot::MAX_SMALL_FILE) {
+                Ok(bytes) => {
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| snapshot::SnapshotError::NotText { path: path.clone() })?;
+                    parse_gpu_pci_list(&text, &path.display().to_string())?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(source) => return Err(snapshot::SnapshotError::Read { path, source }.into()),
             };

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use super::sysfs::ReadFile;
+pub use super::text::{read_input, MAX_SMALL_FILE};
 
 pub const MX_SMI: &str = "mx-smi.txt";
 pub const MX_SMI_TOPO: &str = "mx-smi-topo-m.txt";
@@ -142,7 +143,7 @@ pub fn load(dir: &Path) -> Result<RawOutputs, SnapshotError> {
         .map_err(|source| SnapshotError::Dir { dir: dir.to_path_buf(), source })?;
     let read = |name: &str| -> Result<Option<String>, SnapshotError> {
         let path = dir.join(name);
-        match std::fs::read(&path) {
+        match read_input(&path, MAX_SMALL_FILE) {
             Ok(bytes) => {
                 String::from_utf8(bytes).map(Some).map_err(|_| SnapshotError::NotText { path })
             }
@@ -173,6 +174,34 @@ pub fn load(dir: &Path) -> Result<RawOutputs, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_input_refuses_what_is_not_a_regular_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A fifo with no writer: a plain read blocks forever (the test would hang).
+        let e = read_input(&fifo, MAX_SMALL_FILE).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a fifo)");
+        let e = read_input(Path::new("/dev/zero"), MAX_SMALL_FILE).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a device)");
+        let e = read_input(dir.path(), MAX_SMALL_FILE).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a directory)");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+        assert_eq!(read_input(&big, 2048).unwrap().len(), 2048);
+        assert_eq!(read_input(&big, 1024).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        let gone = read_input(&dir.path().join("gone"), 10).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn load_names_a_snapshot_file_that_is_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(NUMACTL)).unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(matches!(&e, SnapshotError::Read { path, .. } if path.ends_with(NUMACTL)), "{e}");
+    }
 
     #[test]
     fn save_then_load_round_trips() {

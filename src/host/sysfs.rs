@@ -59,7 +59,7 @@ impl Reader<'_> {
     /// Reads a file; `Ok(None)` when it does not exist (sysfs attributes vary by kernel).
     fn read(&mut self, rel: &Path) -> Result<Option<String>, SysfsError> {
         let path = self.root.join(rel);
-        match std::fs::read(&path) {
+        match super::text::read_input(&path, super::text::MAX_SMALL_FILE) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 self.files.push(ReadFile { rel: rel.to_path_buf(), text: text.clone() });

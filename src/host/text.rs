@@ -5,6 +5,9 @@
 //! Nothing here knows a particular tool: the tool parsers (`mxsmi`, `nvsmi`, `gputopo`,
 //! `rocmsmi`) decide which names mean what. Everything works on cleaned, numbered lines so that
 //! an error can always cite the 1-based line of the raw output it came from.
+//!
+//! Also here: [`read_input`], the one way an input file is read whole (snapshot files, sysfs,
+//! configs, datasets), so a fifo or a device in a file's place is refused, not waited on.
 
 use std::sync::LazyLock;
 
@@ -481,6 +484,45 @@ fn process_fields(names: &[Field], row: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|(n, v)| (n.to_ascii_lowercase(), v))
         .collect()
+}
+
+/// Largest file of a snapshot, and largest config or profile: tool outputs and configs are a few
+/// KiB to a few MiB (hwloc XML of a large host); more is not what the file should hold.
+pub const MAX_SMALL_FILE: u64 = 64 << 20;
+
+/// Reads a whole input file (a snapshot file, a config, a dataset) that must be a regular file:
+/// a fifo would block the read forever and `/dev/zero` would fill memory, so anything else is
+/// refused with `InvalidInput` ("not a regular file (a fifo)"), without blocking (the file is
+/// opened non-blocking, then checked with fstat). At most `limit` bytes: more is `InvalidData`.
+/// A missing file stays `NotFound`.
+pub fn read_input(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a fifo")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("not a regular file ({what})")));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let mib = limit >> 20;
+        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {mib} MiB")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

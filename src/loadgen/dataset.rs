@@ -354,9 +354,13 @@ impl Dataset {
     }
 }
 
+/// The text of a dataset file: a regular file (a fifo or a device is refused, never waited on
+/// or read without end) of UTF-8 text.
 fn read(path: &Path) -> Result<String, DatasetError> {
-    std::fs::read_to_string(path)
-        .map_err(|source| DatasetError::Read { path: path.to_path_buf(), source })
+    let err = |source| DatasetError::Read { path: path.to_path_buf(), source };
+    let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(err)?;
+    String::from_utf8(bytes)
+        .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
 }
 
 /// openqa JSONL: `{"question": "..."}` per line; blank lines are skipped.

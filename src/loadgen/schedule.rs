@@ -53,7 +53,24 @@ pub enum ScheduleError {
     BadRate { rate: f64 },
     #[error("burstiness must be positive and finite, got {burstiness}")]
     BadBurstiness { burstiness: f64 },
+    /// An open loop's arrival times are held in memory: at most [`MAX_OPEN_REQUESTS`].
+    #[error("an open loop of {total} requests: at most {MAX_OPEN_REQUESTS} a level")]
+    TooMany { total: u64 },
+    /// The plan reaches past [`MAX_OPEN_SPAN`]: a rate so low, or gaps so long, that the timers
+    /// cannot hold the instant.
+    #[error(
+        "request {index} of the open loop would be sent {secs:.3e} s after the start: an open \
+         loop spans at most 365 days (raise the rate or lower the burstiness)"
+    )]
+    TooLong { index: u64, secs: f64 },
 }
+
+/// Most requests of one open-loop level (their arrival times are computed up front, 16 bytes
+/// each).
+pub const MAX_OPEN_REQUESTS: u64 = 100_000_000;
+
+/// Longest time from an open loop's first arrival to its last.
+pub const MAX_OPEN_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How an open loop's ticket waits for its planned instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -268,6 +285,23 @@ impl Schedule {
     }
 }
 
+/// Whether an open loop of `total` requests at `rate` per second can be planned at all: at most
+/// [`MAX_OPEN_REQUESTS`], and the last arrival at the mean gap within [`MAX_OPEN_SPAN`]. The
+/// sweep asks before its first level, so a hopeless level fails before any is measured.
+pub fn check_open(rate: f64, total: u64) -> Result<(), ScheduleError> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(ScheduleError::BadRate { rate });
+    }
+    if total > MAX_OPEN_REQUESTS {
+        return Err(ScheduleError::TooMany { total });
+    }
+    let last = total.saturating_sub(1) as f64 / rate;
+    if last > MAX_OPEN_SPAN.as_secs_f64() {
+        return Err(ScheduleError::TooLong { index: total, secs: last });
+    }
+    Ok(())
+}
+
 /// Arrival offsets of an open loop: the first at 0, then cumulative gaps.
 pub fn arrival_offsets(
     rate: f64,
@@ -288,9 +322,15 @@ pub fn arrival_offsets(
             Some(burstiness)
         }
     };
+    check_open(rate, total)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let gamma =
-        shape.map(|k| Gamma::new(k, 1.0 / (rate * k)).expect("shape and scale checked positive"));
+    let gamma = match shape {
+        Some(k) => Some(
+            Gamma::new(k, 1.0 / (rate * k))
+                .map_err(|_| ScheduleError::BadBurstiness { burstiness: k })?,
+        ),
+        None => None,
+    };
     let mut t = 0.0f64;
     let mut out = Vec::with_capacity(total as usize);
     for i in 0..total {
@@ -299,6 +339,9 @@ pub fn arrival_offsets(
                 Some(g) => g.sample(&mut rng),
                 None => 1.0 / rate,
             };
+        }
+        if !t.is_finite() || t > MAX_OPEN_SPAN.as_secs_f64() {
+            return Err(ScheduleError::TooLong { index: i + 1, secs: t });
         }
         out.push(Duration::from_secs_f64(t));
     }
@@ -310,6 +353,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn hopeless_open_loops_are_errors_not_panics() {
+        // A rate so low that the second arrival is past any timer: a panic before.
+        let e = arrival_offsets(1e-20, Arrival::Constant, 3, 0).unwrap_err();
+        assert!(matches!(e, ScheduleError::TooLong { index: 3, .. }), "{e}");
+        let e = arrival_offsets(1e-10, Arrival::Poisson, 3, 0).unwrap_err();
+        assert!(matches!(e, ScheduleError::TooLong { .. }), "{e}");
+        // More arrival times than memory holds: an abort before.
+        let e = arrival_offsets(1.0, Arrival::Poisson, 99_999_999_999_999_999, 0).unwrap_err();
+        assert!(matches!(e, ScheduleError::TooMany { .. }), "{e}");
+        // A day between requests is slow, not wrong.
+        assert_eq!(arrival_offsets(1.0 / 86400.0, Arrival::Constant, 3, 0).unwrap().len(), 3);
+    }
 
     #[test]
     fn constant_arrivals_are_evenly_spaced() {

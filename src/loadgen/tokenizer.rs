@@ -58,8 +58,11 @@ impl PromptTokenizer {
         } else {
             path
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TokenizerError::Read { path: path.to_path_buf(), reason: one_line(e) })?;
+        let read = |e| TokenizerError::Read { path: path.to_path_buf(), reason: one_line(e) };
+        let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })?;
         Self::parse(&text, path)
     }
 

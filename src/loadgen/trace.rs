@@ -74,8 +74,12 @@ pub struct Trace {
 impl Trace {
     /// Reads and parses `path`.
     pub fn load(path: &Path, format: TraceFormat) -> Result<Self, TraceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TraceError::Read { path: path.to_path_buf(), source })?;
+        let err = |source| TraceError::Read { path: path.to_path_buf(), source };
+        // A regular file only: a fifo or a device is refused, never waited on or read forever.
+        let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(err)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })?;
         match format {
             TraceFormat::Mooncake => parse_mooncake(&text, path),
             TraceFormat::BurstGpt => parse_burstgpt(&text, path),
@@ -111,7 +115,11 @@ fn offsets(
             });
         }
         prev = t;
-        row.offset = Duration::from_secs_f64(t - first);
+        row.offset = Duration::try_from_secs_f64(t - first).map_err(|_| TraceError::Row {
+            path: path.to_path_buf(),
+            line: row.line,
+            reason: format!("time {t} is too far from the first row's {first}"),
+        })?;
         rows.push(row);
     }
     Ok(Trace { format, rows, skipped })
