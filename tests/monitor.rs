@@ -189,6 +189,27 @@ fn once_live_fake_nvidia_smi_and_failures() {
         assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.starts_with(said) && err.trim().lines().count() == 1, "{flags:?}: {err}");
     }
+    // A snapshot file that is a device or a fifo: named, exit 1 (no sample), never a hang.
+    for (name, make) in [("zero", "/dev/zero"), ("fifo", "")] {
+        let snap = dir.path().join(name);
+        std::fs::create_dir(&snap).unwrap();
+        let file = snap.join("mx-smi.txt");
+        if make.is_empty() {
+            assert!(Command::new("mkfifo").arg(&file).status().unwrap().success());
+        } else {
+            std::os::unix::fs::symlink(make, &file).unwrap();
+        }
+        let out = bin()
+            .args(["monitor", "--once", "--from"])
+            .arg(&snap)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        let said = format!("{}: not a regular file", file.display());
+        assert!(err.contains(&said) && err.trim().lines().count() == 1, "{name}: {err}");
+    }
     // `serve`'s monitor: the same percentage check, before anything starts.
     let cfg = dir.path().join("serve.toml");
     std::fs::write(&cfg, "[engine]\nargv = [\"/bin/true\"]\n").unwrap();

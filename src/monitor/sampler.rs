@@ -513,32 +513,43 @@ pub struct DirSampler {
 
 impl DirSampler {
     pub fn new(dir: &Path) -> Result<Self, SamplerError> {
-        let has = |n: &str| dir.join(n).is_file();
-        if !has("mx-smi.txt") && !has("nvidia-smi-query.csv") && !has("nvidia-smi.txt") {
+        let s = Self { dir: dir.to_path_buf() };
+        if !s.has("mx-smi.txt") && !s.has("nvidia-smi-query.csv") && !s.has("nvidia-smi.txt") {
             return Err(SamplerError::EmptySnapshot { dir: dir.display().to_string() });
         }
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(s)
+    }
+
+    /// Whether the snapshot names this file, whatever it is: a file that is no regular file
+    /// (a fifo, a device) is then refused by name when read, not taken for absent.
+    fn has(&self, name: &str) -> bool {
+        self.dir.join(name).symlink_metadata().is_ok()
+    }
+
+    /// A snapshot file's text: a regular file of at most `MAX_SMALL_FILE`, UTF-8; the error
+    /// names the file.
+    fn text(&self, name: &str) -> Result<String, String> {
+        let p = self.dir.join(name);
+        let bytes = crate::host::text::read_input(&p, crate::host::text::MAX_SMALL_FILE)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))
     }
 
     fn read(&self) -> Result<crate::host::facts::SmiStatus, String> {
-        let read = |n: &str| {
-            let p = self.dir.join(n);
-            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
-        };
-        if self.dir.join("mx-smi.txt").is_file() {
-            let text = read("mx-smi.txt")?;
+        if self.has("mx-smi.txt") {
+            let text = self.text("mx-smi.txt")?;
             return parse::parse_mxsmi(&text)
                 .map_err(|e| format!("{}: {e}", self.dir.join("mx-smi.txt").display()));
         }
-        if !self.dir.join("nvidia-smi-query.csv").is_file() {
+        if !self.has("nvidia-smi-query.csv") {
             // A `probe --save` snapshot of an NVIDIA host may hold only the status table.
-            let text = read("nvidia-smi.txt")?;
+            let text = self.text("nvidia-smi.txt")?;
             return crate::host::nvsmi::parse_table(&text)
                 .map_err(|e| format!("{}: {e}", self.dir.join("nvidia-smi.txt").display()));
         }
-        let q = read("nvidia-smi-query.csv")?;
-        let a = if self.dir.join("nvidia-smi-apps.csv").is_file() {
-            read("nvidia-smi-apps.csv")?
+        let q = self.text("nvidia-smi-query.csv")?;
+        let a = if self.has("nvidia-smi-apps.csv") {
+            self.text("nvidia-smi-apps.csv")?
         } else {
             String::new()
         };
@@ -584,9 +595,8 @@ impl Sampler for DirSampler {
         Box::pin(async move {
             ["mx-smi-topo-m.txt", "nvidia-smi-topo-m.txt"]
                 .iter()
-                .map(|n| self.dir.join(n))
-                .find(|p| p.is_file())
-                .and_then(|p| std::fs::read_to_string(p).ok())
+                .find(|n| self.has(n))
+                .and_then(|n| self.text(n).ok())
                 .and_then(|t| numa_from_topo(&t).ok())
                 .unwrap_or_default()
         })
