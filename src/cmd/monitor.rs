@@ -77,7 +77,7 @@ fn check_args(args: &MonitorArgs) -> anyhow::Result<()> {
         anyhow::bail!("--hung-after 0: must be at least 1 sample");
     }
     if let Some(url) = &args.engine_metrics {
-        check_http_url("--engine-metrics", url)?;
+        agent::check_http_url("--engine-metrics", url).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
@@ -86,15 +86,6 @@ fn check_args(args: &MonitorArgs) -> anyhow::Result<()> {
 pub fn check_percentage(flag: &str, v: f64) -> anyhow::Result<()> {
     if !(0.0..=100.0).contains(&v) {
         anyhow::bail!("{flag} {v} is not a percentage (0-100)");
-    }
-    Ok(())
-}
-
-/// A URL the monitor's plain-HTTP client can GET: `http://HOST[:PORT]/...`.
-fn check_http_url(flag: &str, url: &str) -> anyhow::Result<()> {
-    let uri: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("{flag} {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        anyhow::bail!("{flag} {url:?}: not an http:// URL (e.g. http://127.0.0.1:8000/metrics)");
     }
     Ok(())
 }

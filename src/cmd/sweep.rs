@@ -223,6 +223,9 @@ fn check_request_settings(a: &VerifyRunArgs) -> anyhow::Result<()> {
     if let Some(t) = a.temperature.filter(|t| !t.is_finite()) {
         return Err(anyhow!("--temperature {t}: must be a finite number"));
     }
+    if let Some(url) = &a.metrics_url {
+        crate::monitor::agent::check_http_url("--metrics-url", url).map_err(anyhow::Error::msg)?;
+    }
     Ok(())
 }
 
@@ -579,6 +582,8 @@ mod tests {
             ["--total-timeout", "0ms"],
             ["--temperature", "nan"],
             ["--temperature", "inf"],
+            ["--metrics-url", "notaurl"],
+            ["--metrics-url", "https://h:8000/metrics"],
         ] {
             let msg = check_request_settings(&run_args(&bad)).unwrap_err().to_string();
             assert!(msg.starts_with(bad[0]), "{bad:?}: {msg}");

@@ -26,6 +26,11 @@ use super::synth;
 use super::tokenizer::{PromptTokenizer, TokenizerError};
 use super::trace::{Trace, TraceError, TraceFormat};
 
+/// The longest random prompt, in words or tokens (16 Mi: longer than any model's context).
+pub const MAX_INPUT_LEN: usize = 1 << 24;
+/// The most words a random dataset generates, all prompts together (1 Gi: several GiB).
+pub const MAX_RANDOM_WORDS: usize = 1 << 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("cannot read dataset {path}: {source}")]
@@ -42,6 +47,10 @@ pub enum DatasetError {
     NoPath { kind: &'static str },
     #[error("random dataset: --input-len must be at least 1")]
     ZeroLength,
+    #[error("synthetic dataset: prompts of {input_len} words are over {max}, longer than any model's context (--input-len, --prefix-len)")]
+    TooLong { input_len: usize, max: usize },
+    #[error("synthetic dataset: {count} prompts of {input_len} words are over {max} words in all (fewer requests, or shorter prompts)")]
+    TooLarge { input_len: usize, count: usize, max: usize },
     #[error("random dataset: tokenizer {tokenizer}: found no text of exactly {tokens} tokens (the last try re-encoded to {got})")]
     RandomLength { tokenizer: PathBuf, tokens: usize, got: usize },
     #[error(transparent)]
@@ -185,6 +194,7 @@ impl Dataset {
                 if *input_len == 0 {
                     return Err(DatasetError::ZeroLength);
                 }
+                check_synthetic_size(*input_len, *count)?;
                 let (prompts, unit) = match tokenizer {
                     None => (
                         (0..*count).map(|_| random_prompt(&mut rng, *input_len)).collect(),
@@ -234,9 +244,11 @@ impl Dataset {
                 if *num_prefixes == 0 {
                     return Err(DatasetError::NoPrefixes);
                 }
-                if prefix_len + suffix_len == 0 {
+                let len = *prefix_len as usize + *suffix_len as usize;
+                if len == 0 {
                     return Err(DatasetError::ZeroLength);
                 }
+                check_synthetic_size(len, *count)?;
                 let prompts = (0..*count as u64)
                     .map(|i| {
                         synth::prefixed_prompt(i, *prefix_len, *num_prefixes, *suffix_len, seed)
@@ -521,6 +533,20 @@ fn random_prompt_tokens(
     Err(DatasetError::RandomLength { tokenizer: t.path().to_path_buf(), tokens, got })
 }
 
+/// A synthetic dataset of `count` prompts of `len` words (or tokens) each is one the host can
+/// make: no prompt over `MAX_INPUT_LEN`, not over `MAX_RANDOM_WORDS` in all. Each word is a
+/// few bytes: past that the prompts alone would take gigabytes, and minutes, before the first
+/// request is sent.
+fn check_synthetic_size(len: usize, count: usize) -> Result<(), DatasetError> {
+    if len > MAX_INPUT_LEN {
+        return Err(DatasetError::TooLong { input_len: len, max: MAX_INPUT_LEN });
+    }
+    if len.saturating_mul(count) > MAX_RANDOM_WORDS {
+        return Err(DatasetError::TooLarge { input_len: len, count, max: MAX_RANDOM_WORDS });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +779,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("cannot encode"), "{err}");
+    }
+
+    #[test]
+    fn synthetic_datasets_too_large_to_make_are_refused_before_any_prompt() {
+        // Audit of wave 9: --input-len 999999999 built prompts until it was killed.
+        let load = |spec: &DatasetSpec| {
+            Dataset::load(spec, LengthFilter::default(), None, 1).unwrap_err().to_string()
+        };
+        let e = load(&DatasetSpec::Random { input_len: 999_999_999, count: 1 });
+        assert_eq!(
+            e,
+            "synthetic dataset: prompts of 999999999 words are over 16777216, longer than any model's \
+             context (--input-len, --prefix-len)"
+        );
+        let e = load(&DatasetSpec::Random { input_len: 1 << 20, count: 100_000 });
+        assert!(
+            e.starts_with("synthetic dataset: 100000 prompts of 1048576 words are over"),
+            "{e}"
+        );
+        let e = load(&DatasetSpec::SharedPrefix {
+            prefix_len: u32::MAX,
+            num_prefixes: 1,
+            suffix_len: u32::MAX,
+            count: 1,
+        });
+        assert!(e.starts_with("synthetic dataset: prompts of 8589934590 words are over"), "{e}");
     }
 
     #[test]

@@ -278,6 +278,18 @@ pub async fn run(
     }
 }
 
+/// Checks a URL given for `http_get` before anything starts: `http://HOST[:PORT]/...` (the
+/// client speaks plain HTTP only); the error names `flag` and the URL.
+pub fn check_http_url(flag: &str, url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{flag} {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "{flag} {url:?}: not an http:// URL (e.g. http://127.0.0.1:8000/metrics)"
+        ));
+    }
+    Ok(())
+}
+
 /// GET `url` (plain http on loopback) with a timeout; the body as text.
 pub async fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
     use http_body_util::{BodyExt, Empty};
