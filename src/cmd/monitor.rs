@@ -69,7 +69,8 @@ fn check_args(args: &MonitorArgs) -> anyhow::Result<()> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be above zero");
     }
-    check_percentage("--memory-threshold", args.memory_threshold)?;
+    crate::monitor::checks::check_percentage("--memory-threshold", args.memory_threshold)
+        .map_err(anyhow::Error::msg)?;
     if args.count == Some(0) {
         anyhow::bail!("--count 0: must be at least 1 (leave it out to run until interrupted)");
     }
@@ -78,14 +79,6 @@ fn check_args(args: &MonitorArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = &args.engine_metrics {
         agent::check_http_url("--engine-metrics", url).map_err(anyhow::Error::msg)?;
-    }
-    Ok(())
-}
-
-/// A percentage flag: a number from 0 to 100 (NaN is none).
-pub fn check_percentage(flag: &str, v: f64) -> anyhow::Result<()> {
-    if !(0.0..=100.0).contains(&v) {
-        anyhow::bail!("{flag} {v} is not a percentage (0-100)");
     }
     Ok(())
 }

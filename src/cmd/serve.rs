@@ -89,11 +89,9 @@ fn effective(args: &ServeArgs) -> Result<(Config, Vec<String>, Files), CmdError>
     c.validate().bad_input()?;
     c.engine.port = Some(instance_port(&c, own, args.port).bad_input()?);
     if args.monitor.metrics_port.is_some() {
-        super::monitor::check_percentage(
-            "--gpu-memory-threshold",
-            args.monitor.gpu_memory_threshold,
-        )
-        .bad_input()?;
+        let pct = args.monitor.gpu_memory_threshold;
+        crate::monitor::checks::check_percentage("--gpu-memory-threshold", pct)
+            .map_err(|e| CmdError::bad_input(anyhow!(e)))?;
     }
     let every = args.monitor.gpu_interval;
     let bounds = Duration::from_millis(100)..=Duration::from_secs(24 * 3600);

@@ -459,6 +459,15 @@ impl Checks {
     }
 }
 
+/// A percentage threshold given on the command line (`flag`): a number from 0 to 100 (NaN is
+/// none); the error names the flag and the value.
+pub fn check_percentage(flag: &str, v: f64) -> Result<(), String> {
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{flag} {v} is not a percentage (0-100)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
