@@ -448,6 +448,21 @@ impl Config {
         if self.engine.argv[0].is_empty() {
             return bad("engine.argv[0] is empty".into());
         }
+        // What the kernel cannot pass to a process: refused now, not at every spawn.
+        if let Some(i) = self.engine.argv.iter().position(|a| a.contains('\0')) {
+            return bad(format!("engine.argv[{i}] holds a NUL byte"));
+        }
+        for (k, v) in &self.engine.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return bad(format!("engine.env: bad name {k:?}: non-empty, without '=' or NUL"));
+            }
+            if v.contains('\0') {
+                return bad(format!("engine.env.{k} holds a NUL byte"));
+            }
+        }
+        if self.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return bad("state_dir is empty: leave it out for /run/nodeagent".into());
+        }
         // `{host}` and `{served_model_name}` reach the engine's argv and the readiness check.
         if let Some(h) = &self.engine.host {
             let ok = !h.is_empty()
@@ -519,6 +534,23 @@ mod tests {
             let msg = load_text(text).unwrap_err().to_string();
             assert!(msg.contains(key), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn nul_bytes_bad_env_names_and_an_empty_state_dir_are_refused() {
+        // Audit of wave 9: each was accepted, and failed only when the engine was spawned
+        // (a NUL: "nul byte found in provided data", on every restart) or the state dir made.
+        for (key, text) in [
+            ("engine.env", "model = \"sim\"\n[engine.env]\nA = \"x\\u0000y\"\n"),
+            ("engine.env", "model = \"sim\"\n[engine.env]\n\"A=B\" = \"1\"\n"),
+            ("engine.env", "model = \"sim\"\n[engine.env]\n\"\" = \"1\"\n"),
+            ("engine.argv", "[engine]\nargv = [\"vllm\", \"a\\u0000b\"]\n"),
+            ("state_dir", "model = \"sim\"\nstate_dir = \"\"\n"),
+        ] {
+            let msg = load_text(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
+        load_text("model = \"sim\"\n[engine.env]\nA = \"x y=z\"\n").unwrap();
     }
 
     #[test]
