@@ -56,14 +56,15 @@ pub fn run(args: &PlanArgs) -> Result<(), CmdError> {
         PlanFormat::Nfd => {
             let gain = match &args.compare_result {
                 Some(file) => {
-                    let cannot = |e: &dyn std::fmt::Display| {
-                        CmdError::bad_input(anyhow::anyhow!("{}: cannot read: {e}", file.display()))
-                    };
                     // A regular file only: a fifo or a device is refused, not read forever.
                     let limit = crate::host::snapshot::MAX_SMALL_FILE;
-                    let bytes =
-                        crate::host::snapshot::read_input(file, limit).map_err(|e| cannot(&e))?;
-                    let text = String::from_utf8(bytes).map_err(|_| cannot(&"not UTF-8 text"))?;
+                    let text =
+                        crate::host::snapshot::read_input_text(file, limit).map_err(|e| {
+                            CmdError::bad_input(anyhow::anyhow!(
+                                "{}: cannot read: {e}",
+                                file.display()
+                            ))
+                        })?;
                     Some(
                         export::nfd::gain_from_compare(&text, &file.display().to_string())
                             .bad_input()?,

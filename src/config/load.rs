@@ -150,10 +150,8 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path) -> Result<Loaded, Confi
 /// The text of a config or profile file: a regular file (a fifo or a device is refused, never
 /// waited on or read without end) of UTF-8 text.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
-    let bytes = snapshot::read_input(path, snapshot::MAX_SMALL_FILE).map_err(read)?;
-    String::from_utf8(bytes)
-        .map_err(|_| read(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+    snapshot::read_input_text(path, snapshot::MAX_SMALL_FILE)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
 }
 
 /// Reads and loads the config file at `path`.

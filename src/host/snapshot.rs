@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use super::sysfs::ReadFile;
-pub use super::text::{read_input, MAX_SMALL_FILE};
+pub use super::text::{read_input, read_input_text, MAX_SMALL_FILE};
 
 pub const MX_SMI: &str = "mx-smi.txt";
 pub const MX_SMI_TOPO: &str = "mx-smi-topo-m.txt";

@@ -525,6 +525,12 @@ pub fn read_input(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
+/// [`read_input`] of UTF-8 text: bytes that are no UTF-8 are `InvalidData` ("not UTF-8 text").
+pub fn read_input_text(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_input(path, limit)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,9 +370,7 @@ impl Dataset {
 /// or read without end) of UTF-8 text.
 fn read(path: &Path) -> Result<String, DatasetError> {
     let err = |source| DatasetError::Read { path: path.to_path_buf(), source };
-    let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(err)?;
-    String::from_utf8(bytes)
-        .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+    crate::host::snapshot::read_input_text(path, u64::MAX).map_err(err)
 }
 
 /// openqa JSONL: `{"question": "..."}` per line; blank lines are skipped.

@@ -59,10 +59,7 @@ impl PromptTokenizer {
             path
         };
         let read = |e| TokenizerError::Read { path: path.to_path_buf(), reason: one_line(e) };
-        let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(read)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            read(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
-        })?;
+        let text = crate::host::snapshot::read_input_text(path, u64::MAX).map_err(read)?;
         Self::parse(&text, path)
     }
 

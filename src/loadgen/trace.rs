@@ -76,10 +76,7 @@ impl Trace {
     pub fn load(path: &Path, format: TraceFormat) -> Result<Self, TraceError> {
         let err = |source| TraceError::Read { path: path.to_path_buf(), source };
         // A regular file only: a fifo or a device is refused, never waited on or read forever.
-        let bytes = crate::host::snapshot::read_input(path, u64::MAX).map_err(err)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
-        })?;
+        let text = crate::host::snapshot::read_input_text(path, u64::MAX).map_err(err)?;
         match format {
             TraceFormat::Mooncake => parse_mooncake(&text, path),
             TraceFormat::BurstGpt => parse_burstgpt(&text, path),

@@ -530,9 +530,8 @@ impl DirSampler {
     /// names the file.
     fn text(&self, name: &str) -> Result<String, String> {
         let p = self.dir.join(name);
-        let bytes = crate::host::text::read_input(&p, crate::host::text::MAX_SMALL_FILE)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))
+        crate::host::text::read_input_text(&p, crate::host::text::MAX_SMALL_FILE)
+            .map_err(|e| format!("{}: {e}", p.display()))
     }
 
     fn read(&self) -> Result<crate::host::facts::SmiStatus, String> {
